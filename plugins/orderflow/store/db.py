@@ -1,0 +1,77 @@
+"""Connections to the operational store and the one transaction helper.
+
+Inside Airflow the store is the ``orderflow_db`` Connection, reached through ``PostgresHook``
+(psycopg 3). The ``orderflow`` CLI and tests use the same code: they define the Connection as
+an ``AIRFLOW_CONN_ORDERFLOW_DB`` environment variable (see :func:`use_url`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from orderflow.settings import STORE_CONN_ID
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def connection_env(url: str) -> dict[str, str]:
+    """``AIRFLOW_CONN_ORDERFLOW_DB`` for a libpq/SQLAlchemy URL (socket hosts included)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    host = u.host or u.query.get("host") or "localhost"
+    if isinstance(host, tuple):
+        host = host[0]
+    conn = {
+        "conn_type": "postgres",
+        "host": host,
+        "port": u.port or 5432,
+        "login": u.username or "postgres",
+        "password": u.password or "",
+        "schema": u.database,
+    }
+    return {f"AIRFLOW_CONN_{STORE_CONN_ID.upper()}": json.dumps(conn)}
+
+
+def use_url(url: str) -> None:
+    """Point this process's ``orderflow_db`` Connection at ``url`` (CLI and tests)."""
+    os.environ.update(connection_env(url))
+
+
+def sqlalchemy_url(conn_id: str = STORE_CONN_ID) -> str:
+    """The store URL as SQLAlchemy wants it (psycopg 3 driver), from the Connection."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_uri()
+
+
+def connect(conn_id: str = STORE_CONN_ID) -> psycopg.Connection:
+    """An autocommit psycopg 3 connection; group writes with :func:`transaction`."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn.autocommit = True
+    return conn
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """The one transaction boundary: commits on success, rolls back on any exception."""
+    with conn.transaction():
+        yield conn
+
+
+@contextmanager
+def session(conn_id: str = STORE_CONN_ID) -> Iterator[psycopg.Connection]:
+    """Open a connection, run one transaction, close. For short-lived callers."""
+    conn = connect(conn_id)
+    try:
+        with transaction(conn):
+            yield conn
+    finally:
+        conn.close()

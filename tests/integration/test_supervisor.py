@@ -1,0 +1,70 @@
+"""The local-stack supervisor: restarts what dies, and leaves nothing behind on stop."""
+
+import os
+import sys
+import time
+
+import psutil
+
+from orderflow.dev.supervisor import Service, Supervisor
+
+# A leader that forks a grandchild (like the scheduler's LocalExecutor workers) and sleeps.
+FORKING = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "time.sleep(600)\n"
+)
+
+
+def _group_alive(pgid: int) -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["pid", "status"])
+        if _pgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+def _pgid(pid: int):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stop_all_kills_every_process_group_including_grandchildren(tmp_path):
+    services = [
+        Service(f"svc{i}", [sys.executable, "-c", FORKING], tmp_path / f"{i}.log") for i in range(3)
+    ]
+    sup = Supervisor(services, dict(os.environ))
+    sup.start_all()
+    pgids = [s.proc.pid for s in services]
+    assert _wait(lambda: all(len(_group_alive(g)) == 2 for g in pgids))
+    sup.stop_all()
+    assert _wait(lambda: all(_group_alive(g) == [] for g in pgids), 5)
+
+
+def test_a_service_that_dies_is_restarted(tmp_path):
+    svc = Service(
+        "flaky", [sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "f.log"
+    )
+    sup = Supervisor([svc], dict(os.environ))
+    sup.start_all()
+    try:
+        first = svc.proc.pid
+        svc.proc.kill()
+        svc.proc.wait()
+        assert _wait(lambda: (sup.watch_once(), svc.alive() and svc.proc.pid != first)[1], 10)
+        assert svc.restarts == 1
+        assert "starting flaky" in (tmp_path / "f.log").read_text()
+    finally:
+        sup.stop_all()
+    assert not svc.alive()
