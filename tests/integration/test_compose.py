@@ -13,27 +13,46 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {"POSTGRES_PASSWORD": "x", "AIRFLOW_FERNET_KEY": "x", "AIRFLOW_JWT_SECRET": "x",
-           "AIRFLOW_API_SECRET_KEY": "x"}
-AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker", "airflow-init"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "x",
+    "AIRFLOW_FERNET_KEY": "x",
+    "AIRFLOW_JWT_SECRET": "x",
+    "AIRFLOW_API_SECRET_KEY": "x",
+}
+AIRFLOW_SERVICES = {
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-init",
+}
 
 
 def _compose_cli() -> list[str]:
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
         return [docker, "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    pytest.fail("no compose CLI: install the docker compose plugin or Debian's docker-compose "
-                "(.ci/run does)")
+    pytest.fail(
+        "no compose CLI: install the docker compose plugin or Debian's docker-compose "
+        "(.ci/run does)"
+    )
 
 
 def _config(env: dict[str, str]) -> dict:
     cli = _compose_cli()
-    r = subprocess.run([*cli, "-f", str(ROOT / "docker-compose.yaml"), "config"],
-                       capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env},
-                       cwd=ROOT)
+    r = subprocess.run(
+        [*cli, "-f", str(ROOT / "docker-compose.yaml"), "config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
@@ -50,8 +69,13 @@ def compose():
 
 def test_compose_refuses_to_start_without_secrets():
     cli = _compose_cli()
-    r = subprocess.run([*cli, "-f", str(ROOT / "docker-compose.yaml"), "config"],
-                       capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=ROOT)
+    r = subprocess.run(
+        [*cli, "-f", str(ROOT / "docker-compose.yaml"), "config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+    )
     assert r.returncode != 0
     assert "POSTGRES_PASSWORD" in r.stderr or "AIRFLOW_" in r.stderr
 
@@ -93,5 +117,10 @@ def test_no_secret_values_in_the_file():
     text = (ROOT / "docker-compose.yaml").read_text()
     for key in ("FERNET_KEY", "JWT_SECRET", "POSTGRES_PASSWORD"):
         for line in text.splitlines():
-            if key in line and ":" in line and "${" not in line and not line.strip().startswith("#"):
+            if (
+                key in line
+                and ":" in line
+                and "${" not in line
+                and not line.strip().startswith("#")
+            ):
                 pytest.fail(f"literal secret? {line.strip()}")
