@@ -1,0 +1,359 @@
+"""``parse``: bytes of an EDI file → interchanges, groups, sets, canonical orders and our
+acknowledgments. Never raises on bad input; see ``results`` for the outcome rules."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+from .ack import build_997, build_ta1, read_997
+from .findings import Finding
+from .po850 import MapContext, map_850
+from .reader import RawInterchange, decode, not_x12, read_interchanges
+from .results import (
+    GroupResult,
+    InterchangeResult,
+    SegmentNote,
+    TransactionResult,
+    X12Result,
+)
+from .validate import GroupWork, InterchangeWork, TxnWork, check_envelopes
+
+MAX_BYTES = 64 * 1024 * 1024
+"""Larger files are quarantined unread: a day of 5,000 orders is ~10 MB of X12."""
+
+SUPPORTED = {"850": "purchase order"}
+
+
+def parse(
+    data: bytes,
+    *,
+    partner_id: str | None = None,
+    source_ref: str | None = None,
+    received_at: datetime | None = None,
+    our_id: str | None = None,
+    our_qualifier: str = "ZZ",
+    next_control_number: Callable[[], int] | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> X12Result:
+    """Read an EDI file.
+
+    :param partner_id: our id for the trading partner (else ISA06 stands in for it in
+        order ids and provenance).
+    :param source_ref: file name or inbox reference, kept in each order's provenance.
+    :param received_at: when the file arrived (UTC; naive values are taken as UTC). Also the
+        timestamp of the acknowledgments built here.
+    :param our_id, our_qualifier: how our 997/TA1 name us (default: the id they addressed).
+    :param next_control_number: allocates ISA13/GS06 of each acknowledgment built here
+        (default 1, 2, 3… per call: provisional; the store re-renders with
+        :func:`build_997` / :func:`build_ta1` and numbers it allocates).
+    :param max_bytes: larger input is quarantined unread.
+    """
+    if received_at is not None and received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    result = X12Result(
+        source_ref=source_ref,
+        partner_id=partner_id,
+        document_sha256=hashlib.sha256(data).hexdigest(),
+    )
+    try:
+        _parse(
+            data,
+            result,
+            received_at=received_at,
+            our_id=our_id,
+            our_qualifier=our_qualifier,
+            next_control=next_control_number or itertools.count(1).__next__,
+            max_bytes=max_bytes,
+        )
+    except Exception as exc:  # a batch must survive a reader bug; the file is quarantined
+        result.interchanges = []
+        result.errors.append(
+            Finding(
+                "x12.internal_error",
+                f"The X12 reader failed on this file ({type(exc).__name__}: {exc}).",
+                where=source_ref or "file",
+                action="Quarantined; report it to the OrderFlow team with the file.",
+            ).error()
+        )
+    return result
+
+
+def _parse(
+    data: bytes,
+    result: X12Result,
+    *,
+    received_at: datetime | None,
+    our_id: str | None,
+    our_qualifier: str,
+    next_control: Callable[[], int],
+    max_bytes: int,
+) -> None:
+    if len(data) > max_bytes:
+        result.errors.append(
+            Finding(
+                "x12.too_large",
+                f"The file is {len(data):,} bytes, over the {max_bytes:,}-byte limit; it was "
+                "not read.",
+                where="file",
+                action="Ask the partner to split it, or raise the limit for this partner.",
+            ).error()
+        )
+        return
+    decoded = decode(data)
+    result.encoding = decoded.encoding
+    if decoded.text is None:
+        result.errors.append(decoded.finding.error())  # type: ignore[union-attr]
+        return
+    bad = not_x12(decoded.text)
+    if bad is not None:
+        result.errors.append(bad.error())
+        return
+    raws, findings = read_interchanges(decoded.text)
+    now = received_at or datetime.now(UTC)
+    seen: set[tuple[str, str, str]] = set()
+    for raw in raws:
+        work = check_envelopes(raw)
+        key = (raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0"))
+        if key in seen:  # an earlier, usable copy: this one is the duplicate
+            work.findings.append(
+                Finding(
+                    "x12.duplicate_interchange",
+                    f"Interchange control number {raw.isa.el(13)} from {key[0]}:{key[1]} appears "
+                    "twice in this file; the second copy was not used.",
+                    where=work.where,
+                    action="Nothing to do if it is a repeat; otherwise ask the partner to "
+                    "resend with a new control number.",
+                    ta1_note="025",
+                )
+            )
+        result.interchanges.append(
+            _interchange(
+                work,
+                partner_id=result.partner_id,
+                source_ref=result.source_ref,
+                received_at=received_at,
+                sha=result.document_sha256,
+                our_id=our_id,
+                our_qualifier=our_qualifier,
+                next_control=next_control,
+                now=now,
+            )
+        )
+        if not result.interchanges[-1].rejected:
+            seen.add(key)
+    result.errors += [f.error() for f in findings]
+
+
+def _codes(findings: list[Finding], attr: str) -> list[str]:
+    out: list[str] = []
+    for f in sorted(findings, key=lambda f: f.severity != "reject"):
+        code = getattr(f, attr)
+        if f.severity != "info" and code and code not in out:
+            out.append(code)
+    return out
+
+
+def _outcome(findings: list[Finding]) -> str:
+    if any(f.severity == "reject" for f in findings):
+        return "R"
+    if any(f.severity == "note" for f in findings):
+        return "E"
+    return "A"
+
+
+def _isa_date(v: str) -> date | None:
+    if len(v) != 6 or not v.isdecimal():
+        return None
+    yy = int(v[:2])
+    try:
+        return date((2000 if yy < 50 else 1900) + yy, int(v[2:4]), int(v[4:]))
+    except ValueError:
+        return None
+
+
+def _interchange(
+    work: InterchangeWork,
+    *,
+    partner_id: str | None,
+    source_ref: str | None,
+    received_at: datetime | None,
+    sha: str,
+    our_id: str | None,
+    our_qualifier: str,
+    next_control: Callable[[], int],
+    now: datetime,
+) -> InterchangeResult:
+    raw: RawInterchange = work.raw
+    isa = raw.isa
+    rejected = any(f.severity == "reject" for f in work.findings)
+    ta1_code = _outcome(work.findings)
+    notes = _codes(work.findings, "ta1_note")
+    ic = InterchangeResult(
+        sender_qualifier=isa.el(5),
+        sender_id=isa.el(6),
+        receiver_qualifier=isa.el(7),
+        receiver_id=isa.el(8),
+        date=_isa_date(isa.el(9)),
+        time=isa.el(10),
+        control_number=isa.el(13),
+        version=isa.el(12),
+        ack_requested=isa.el(14) == "1",
+        usage=isa.el(15),
+        delimiters=isa.delimiters,
+        segment_index=raw.isa_index,
+        rejected=rejected,
+        ta1_code=ta1_code,  # type: ignore[arg-type]
+        ta1_note=notes[0] if notes else ("022" if ta1_code != "A" else "000"),
+        errors=[f.error() for f in work.findings],
+        received_ta1=[
+            {
+                "control_number": s.el(1),
+                "date": s.el(2),
+                "time": s.el(3),
+                "ack_code": s.el(4),
+                "note_code": s.el(5),
+            }
+            for s in work.ta1_segments
+        ],
+    )
+    for g in work.groups:
+        ic.groups.append(
+            _group(
+                g,
+                ic,
+                partner_id=partner_id,
+                source_ref=source_ref,
+                received_at=received_at,
+                sha=sha,
+            )
+        )
+    if ic.ack_requested or ic.ta1_code != "A":
+        ic.ta1 = build_ta1(
+            ic, our_id=our_id, our_qualifier=our_qualifier, control_number=next_control(), now=now
+        )
+    if not ic.rejected:
+        for gr, gw in zip(ic.groups, work.groups, strict=True):
+            if gw.gs is not None and gr.functional_id != "FA":
+                gr.ack_997 = build_997(
+                    gr,
+                    ic,
+                    our_id=our_id,
+                    our_qualifier=our_qualifier,
+                    control_number=next_control(),
+                    now=now,
+                )
+    return ic
+
+
+def _group(
+    g: GroupWork,
+    ic: InterchangeResult,
+    *,
+    partner_id: str | None,
+    source_ref: str | None,
+    received_at: datetime | None,
+    sha: str,
+) -> GroupResult:
+    rejected = any(f.severity == "reject" for f in g.findings)
+    ctx = MapContext(
+        partner_id=partner_id,
+        sender_id=ic.sender_id,
+        interchange_control=ic.control_number,
+        group_control=g.el(6),
+        version=g.el(8),
+        source_ref=source_ref,
+        received_at=received_at,
+        document_sha256=sha,
+    )
+    txns = [_transaction(t, g, ctx, usable=not rejected and not ic.rejected) for t in g.txns]
+    own = [t.ack_code for t in txns]
+    if rejected or (own and all(c == "R" for c in own)):
+        code = "R"
+    elif any(c == "R" for c in own):
+        code = "P"
+    elif any(c == "E" for c in own) or _outcome(g.findings) == "E":
+        code = "E"
+    else:
+        code = "A"
+    return GroupResult(
+        functional_id=g.el(1),
+        sender=g.el(2),
+        receiver=g.el(3),
+        date=g.el(4),
+        time=g.el(5),
+        control_number=g.el(6),
+        agency=g.el(7) or "X",
+        version=g.el(8),
+        declared_count=g.ge.el(1) if g.ge is not None else None,
+        segment_index=g.gs.index if g.gs is not None else (g.txns[0].st.index if g.txns else 0),
+        rejected=rejected,
+        ack_code=code,  # type: ignore[arg-type]
+        ak9_codes=_codes(g.findings, "ak9_code"),
+        errors=[f.error() for f in g.findings],
+        transactions=txns,
+    )
+
+
+def _transaction(t: TxnWork, g: GroupWork, ctx: MapContext, *, usable: bool) -> TransactionResult:
+    findings = list(t.findings)
+    order = po_number = ack = None
+    if t.set_id == "850":
+        order, po_number, more = map_850(t, ctx)
+        findings += more
+    elif t.set_id == "997" and g.el(1) in ("FA", ""):
+        ack, more = read_997(t)
+        findings += more
+    elif t.set_id:
+        name = {"855": "purchase order acknowledgment", "856": "ship notice", "810": "invoice"}
+        what = name.get(t.set_id, "")
+        findings.append(
+            Finding(
+                "x12.unsupported_transaction",
+                f"Transaction set {t.set_id}{f' ({what})' if what else ''}, ST {t.control}, is "
+                "not one OrderFlow takes from partners: the EDI channel reads 850 purchase "
+                "orders (and 997 acknowledgments).",
+                where=t.where(),
+                action="Rejected in our 997 (AK5 R 1). If the partner sent it to the wrong "
+                "address, tell them.",
+                ak5_code="1",
+            )
+        )
+    code = _outcome(findings)
+    accepted = code != "R" and usable
+    notes = _merge_notes(
+        [f.segment_note for f in findings if f.segment_note is not None and f.severity != "info"]
+    )
+    return TransactionResult(
+        set_id=t.set_id,
+        control_number=t.control,
+        implementation_ref=t.st.el(3) or None,
+        segment_count=len(t.segments),
+        declared_segment_count=t.se.el(1) if t.se is not None else None,
+        segment_index=t.st.index,
+        accepted=accepted,
+        ack_code=code,  # type: ignore[arg-type]
+        ak5_codes=_codes(findings, "ak5_code"),
+        segment_notes=notes,
+        errors=[f.error() for f in findings],
+        po_number=po_number,
+        order=order if accepted else None,
+        acknowledgment=ack,
+    )
+
+
+def _merge_notes(notes: list[SegmentNote]) -> list[SegmentNote]:
+    """One AK3 per segment, its AK4s without repeats, in segment order."""
+    merged: dict[tuple[str, int], SegmentNote] = {}
+    for n in notes:
+        key = (n.segment_id, n.position)
+        if key not in merged:
+            merged[key] = n.model_copy(deep=True)
+            continue
+        into = merged[key]
+        into.code = into.code or n.code
+        seen = {(e.position, e.code) for e in into.elements}
+        into.elements += [e for e in n.elements if (e.position, e.code) not in seen]
+    return sorted(merged.values(), key=lambda n: n.position)

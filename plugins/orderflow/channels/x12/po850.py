@@ -1,0 +1,870 @@
+"""850 Purchase Order → canonical :class:`~orderflow.domain.models.Order`.
+
+Severity of what can go wrong in an 850 (see ``results`` for A/E/R):
+
+- reject (AK5 R): no BEG, no PO number (BEG03), no or bad PO date (BEG05), no PO1, a PO1
+  quantity that is missing, not a number or negative, no unit of measure (PO103), a unit
+  price that is not a number or negative. The order cannot be built faithfully from it.
+- note (AK5 E, the order is created): CTT01 ≠ number of PO1 segments (the lines are all
+  there — SE01 vouches for that — the sender's control total is wrong); X12 syntax notes
+  violated in segments we read (PO1 P0607…P2425 product id pairs, C0504; PO4 C0506, P0607,
+  P0809; N1 P0304); a date that is not a date in DTM.
+- info (AK5 A, the order is created; recorded for the people downstream): a PO1 with
+  quantity 0 is left out of the order (nothing to ship; X12-wise it is valid), a line that
+  asks for its own ship-to.
+
+Mapping: BEG (purpose, type, PO number, date, release → ``references["RE"]``, contract →
+``references["CT"]``), CUR, REF, PER (→ ``contacts``, never logged), DTM (002/106/996/074/
+077/064 delivery, 010/037/118 ship, 001/177 cancel after; others → notes), TD5, N1 loops
+(ST ship-to, BT bill-to, BY buyer — SO/OB stand in for a missing BY) with N2/N3/N4, ITD
+(→ "2% 10 NET 30"), SAC (SAC05 has two implied decimals), N9/MSG/NTE (→ notes), PO1 (every
+qualifier/value pair), PID, PO4 (→ ``pack``), line DTM, CTT.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+from pydantic import ValidationError
+
+from orderflow.domain.models import (
+    Address,
+    Channel,
+    Charge,
+    Order,
+    OrderLine,
+    ProductId,
+    Provenance,
+    order_id_for,
+)
+
+from .findings import RESEND, Finding
+from .reader import Segment
+from .results import ElementNote, SegmentNote
+from .validate import TxnWork
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+_N1_LOOP = {"N1", "N2", "N3", "N4", "NX2", "REF", "PER", "SI", "FOB", "TD1", "TD5", "TD3"}
+_N1_LOOP |= {"TD4", "PKG"}
+_LINE_N1_LOOP = _N1_LOOP | {"DTM", "QTY", "SCH"}
+_PURPOSE = {
+    "00": "original",
+    "07": "original",  # duplicate
+    "18": "original",  # reissue
+    "01": "cancel",
+    "03": "cancel",  # delete
+    "04": "replace",  # change
+    "05": "replace",
+    "06": "confirmation",
+}
+_DELIVERY = ("002", "106", "996", "074", "077", "064", "071")
+_SHIP = ("010", "037", "118", "068")
+_CANCEL = ("001", "177")
+_LINE_SHIP = ("010", "037", "068", "002", "106", "996", "074", "064")
+_DTM_NAMES = {
+    "001": "cancel after",
+    "002": "delivery requested",
+    "010": "requested ship",
+    "037": "ship not before",
+    "038": "ship no later",
+    "063": "do not deliver after",
+    "064": "do not deliver before",
+    "106": "required by",
+    "118": "requested pick-up",
+    "177": "cancellation",
+    "196": "start",
+    "197": "end",
+    "004": "purchase order",
+}
+_ITD_TYPES = {
+    "01": "Basic",
+    "02": "End of month",
+    "03": "Fixed date",
+    "05": "Discount not applicable",
+    "08": "Basic discount offered",
+    "14": "Previously agreed upon",
+}
+_PO1_REF = {2: "330", 3: "355", 4: "212", 5: "639"}
+
+
+@dataclass(slots=True)
+class MapContext:
+    partner_id: str | None
+    sender_id: str
+    interchange_control: str
+    group_control: str
+    version: str  # GS08: six-digit dates before 004010
+    source_ref: str | None = None
+    received_at: datetime | None = None
+    document_sha256: str | None = None
+
+
+@dataclass(slots=True)
+class _Party:
+    seg: Segment
+    n2: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    n4: Segment | None = None
+    pers: list[Segment] = field(default_factory=list)
+
+    @property
+    def code(self) -> str:
+        return self.seg.el(1)
+
+    def address(self) -> Address:
+        n4 = self.n4
+        paired = bool(self.seg.el(3)) and bool(self.seg.el(4))  # syntax note P0304
+        return Address(
+            name=self.seg.el(2) or (self.n2[0] if self.n2 else None) or None,
+            party_id_qualifier=self.seg.el(3) if paired else None,
+            party_id=self.seg.el(4) if paired else None,
+            address_lines=[*(self.n2[1:] if not self.seg.el(2) else self.n2), *self.lines],
+            city=(n4.el(1) or None) if n4 else None,
+            region=(n4.el(2) or None) if n4 else None,
+            postal_code=(n4.el(3) or None) if n4 else None,
+            country=(n4.el(4) or None) if n4 else None,
+        )
+
+
+@dataclass(slots=True)
+class _Line:
+    seg: Segment
+    pids: list[str] = field(default_factory=list)
+    po4: list[Segment] = field(default_factory=list)
+    dtms: list[Segment] = field(default_factory=list)
+    sacs: list[Segment] = field(default_factory=list)
+    parties: list[_Party] = field(default_factory=list)
+
+
+class _Mapper:
+    def __init__(self, t: TxnWork, ctx: MapContext) -> None:
+        self.t = t
+        self.ctx = ctx
+        self.findings: list[Finding] = []
+        self.notes: list[str] = []
+
+    # -------------------------------------------------------------- findings helpers
+    def _finding(
+        self,
+        seg: Segment,
+        code: str,
+        message: str,
+        *,
+        severity: str = "reject",
+        element: int | None = None,
+        ref: str | None = None,
+        syntax: str | None = None,
+        value: str | None = None,
+        loop: str | None = None,
+        ak304: str | None = "8",
+        action: str | None = None,
+    ) -> None:
+        elements = (
+            [ElementNote(position=element, reference=ref, code=syntax, value=value or None)]
+            if element is not None and syntax is not None
+            else []
+        )
+        note = SegmentNote(
+            segment_id=seg.tag,
+            position=self.t.position(seg),
+            loop_id=loop,
+            # AK304 8 "segment has data element errors" only when an AK4 follows
+            code=ak304 if elements or ak304 != "8" else None,
+            elements=elements,
+        )
+        self.findings.append(
+            Finding(
+                code,
+                message,
+                where=self.t.where(seg, element),
+                action=action or (RESEND if severity == "reject" else None),
+                severity=severity,  # type: ignore[arg-type]
+                ak5_code="5" if severity != "info" else None,
+                segment_note=note if severity != "info" else None,
+            )
+        )
+
+    def _pos(self, seg: Segment) -> int:
+        return self.t.position(seg)
+
+    # -------------------------------------------------------------- values
+    def _dtm(self, seg: Segment, loop: str | None) -> tuple[str, date] | None:
+        qual = seg.el(1)
+        raw = seg.el(2)
+        if not raw and seg.el(6) in ("D8", "RD8", "D6") and seg.el(7):
+            raw = seg.el(7).split("-")[0]
+        d = _date(raw, seg.el(5))
+        if d is None:
+            self._finding(
+                seg,
+                "x12.850_bad_date",
+                f"DTM {qual} date {raw!r} is not a valid date (CCYYMMDD); it was ignored.",
+                severity="note",
+                element=2,
+                ref="373",
+                syntax="8",
+                value=raw,
+                loop=loop,
+                action="Ask the partner to send CCYYMMDD dates; check the order's dates by hand.",
+            )
+            return None
+        return qual, d
+
+    # -------------------------------------------------------------- walk
+    def run(self) -> tuple[Order | None, str | None]:
+        t = self.t
+        body = t.segments[1:-1] if t.se is not None else t.segments[1:]
+        beg: Segment | None = None
+        currency: str | None = None
+        refs: dict[str, str] = {}
+        contacts: list[str] = []
+        dtms: list[tuple[str, date]] = []
+        td5s: list[Segment] = []
+        itds: list[Segment] = []
+        charges: list[Charge] = []
+        parties: list[_Party] = []
+        lines: list[_Line] = []
+        ctt: Segment | None = None
+        state = "header"
+        party: _Party | None = None
+        n9: Segment | None = None
+
+        for seg in body:
+            tag = seg.tag
+            if tag == "PO1":
+                lines.append(_Line(seg))
+                state = "line"
+                continue
+            if tag == "CTT":
+                ctt = seg
+                state = "summary"
+                continue
+            if state == "summary":
+                continue
+            if state.startswith("header"):
+                if tag == "N1":
+                    party = _Party(seg)
+                    parties.append(party)
+                    self._check_n1(seg, "N1")
+                    state = "header_party"
+                    continue
+                if state == "header_party" and tag in _N1_LOOP:
+                    self._party_add(party, seg)  # type: ignore[arg-type]
+                    continue
+                if tag == "N9":
+                    n9 = seg
+                    if seg.el(2):
+                        refs.setdefault(seg.el(1), seg.el(2))
+                    state = "header_n9"
+                    continue
+                if state == "header_n9" and tag in ("DTM", "MSG"):
+                    if tag == "MSG" and seg.el(1):
+                        label = n9.el(3) or n9.el(2) or n9.el(1) if n9 else ""
+                        self.notes.append(f"{label}: {seg.el(1)}" if label else seg.el(1))
+                    continue
+                if tag == "SAC":
+                    charges.append(self._charge(seg, None))
+                    state = "header_sac"
+                    continue
+                if state == "header_sac" and tag == "CUR":
+                    continue
+                state = "header"
+                if tag == "BEG":
+                    beg = beg or seg
+                elif tag == "CUR":
+                    cur = seg.el(2).upper()
+                    if currency is None and re.fullmatch(r"[A-Z]{3}", cur):
+                        currency = cur
+                elif tag == "REF":
+                    val = seg.el(2) or seg.el(3)
+                    if seg.el(1) and val:
+                        refs[seg.el(1)] = (
+                            val
+                            if seg.el(1) not in refs or refs[seg.el(1)] == val
+                            else f"{refs[seg.el(1)]}; {val}"
+                        )
+                elif tag == "PER":
+                    contacts.append(_contact(seg, None))
+                elif tag == "DTM":
+                    got = self._dtm(seg, None)
+                    if got:
+                        dtms.append(got)
+                elif tag == "TD5":
+                    td5s.append(seg)
+                elif tag == "ITD":
+                    itds.append(seg)
+                elif tag in ("MSG", "NTE"):
+                    text = seg.el(2) if tag == "NTE" else seg.el(1)
+                    if text:
+                        self.notes.append(text)
+                continue
+            # ---- detail (inside a PO1 loop)
+            line = lines[-1]
+            if tag == "N1":
+                party = _Party(seg)
+                line.parties.append(party)
+                self._check_n1(seg, "N1")
+                state = "line_party"
+            elif state == "line_party" and tag in _LINE_N1_LOOP:
+                self._party_add(party, seg)  # type: ignore[arg-type]
+            elif tag == "SLN" or state == "sln":
+                state = "sln"  # sub-line detail: not part of the canonical line
+            else:
+                state = "line"
+                if tag == "PID":
+                    if seg.el(5):
+                        line.pids.append(seg.el(5))
+                elif tag == "PO4":
+                    line.po4.append(seg)
+                    self._check_po4(seg)
+                elif tag == "DTM":
+                    line.dtms.append(seg)
+                elif tag == "SAC":
+                    line.sacs.append(seg)
+
+        po_number = beg.el(3) if beg is not None else None
+        ok = self._check_beg(beg)
+        po_date = _date(beg.el(5)) if beg is not None and ok else None
+        order_lines = self._lines(lines, charges)
+        if not lines:
+            anchor = ctt or t.se or t.segments[-1]
+            self._finding(
+                anchor,
+                "x12.850_no_lines",
+                f"Purchase order {po_number or '?'} has no PO1 line items.",
+                ak304=None,
+                action=RESEND,
+            )
+            self.findings[-1].segment_note = SegmentNote(
+                segment_id="PO1", position=self._pos(anchor), loop_id="PO1", code="3"
+            )
+        elif not order_lines and not self._rejected():
+            self._finding(
+                lines[0].seg,
+                "x12.850_no_lines",
+                f"Purchase order {po_number or '?'} has no line with a quantity above 0.",
+                severity="reject",
+                element=2,
+                ref="330",
+                syntax="6",
+                value="0",
+                loop="PO1",
+            )
+        if ctt is not None:
+            self._check_ctt(ctt, len(lines))
+
+        if self._rejected() or beg is None or not po_number:
+            return None, po_number
+
+        buyer = ship_to = bill_to = None
+        for p in parties:
+            code = p.code
+            if code == "ST" and ship_to is None:
+                ship_to = p.address()
+            elif code == "BT" and bill_to is None:
+                bill_to = p.address()
+            elif code == "BY" and buyer is None:
+                buyer = p.address()
+            else:
+                ident = f" ({p.seg.el(3)} {p.seg.el(4)})" if p.seg.el(4) else ""
+                self.notes.append(f"party {code}: {p.seg.el(2) or '(no name)'}{ident}")
+            contacts += [_contact(s, code) for s in p.pers]
+        if buyer is None:
+            for p in parties:
+                if p.code in ("SO", "OB"):
+                    buyer = p.address()
+                    break
+        ship_to = self._line_ship_tos(lines, ship_to, order_lines)
+        requested_delivery = _first(dtms, _DELIVERY)
+        requested_ship = _first(dtms, _SHIP)
+        cancel_after = _first(dtms, _CANCEL)
+        chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
+        for qual, d in dtms:
+            if qual not in chosen:
+                self.notes.append(f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}")
+        purpose_code = beg.el(1)
+        purpose = _PURPOSE.get(purpose_code, "original")
+        if purpose_code not in _PURPOSE:
+            self.notes.append(f"BEG01 purpose code {purpose_code!r} read as original")
+        if beg.el(4):
+            refs.setdefault("RE", beg.el(4))
+        if beg.el(6):
+            refs.setdefault("CT", beg.el(6))
+        ctx = self.ctx
+        try:
+            order = Order(
+                order_id=order_id_for(
+                    "edi",
+                    ctx.partner_id or ctx.sender_id,
+                    po_number,
+                    f"{ctx.interchange_control}:{ctx.group_control}:{t.control}",
+                ),
+                po_number=po_number,
+                po_date=po_date,
+                purpose=purpose,
+                order_type=beg.el(2) or None,
+                buyer=buyer,
+                ship_to=ship_to,
+                bill_to=bill_to,
+                currency=currency or "USD",
+                requested_ship_date=requested_ship,
+                requested_delivery_date=requested_delivery,
+                cancel_after=cancel_after,
+                carrier_routing=_routing(td5s),
+                payment_terms=_terms(itds),
+                references=refs,
+                contacts=contacts,
+                charges=charges,
+                notes=self.notes,
+                lines=order_lines,
+                declared_line_count=int(ctt.el(1)) if ctt and ctt.el(1).isdecimal() else None,
+                provenance=Provenance(
+                    channel=Channel.EDI,
+                    partner_id=ctx.partner_id or ctx.sender_id,
+                    source_ref=ctx.source_ref,
+                    document_sha256=ctx.document_sha256,
+                    interchange_control_number=ctx.interchange_control,
+                    group_control_number=ctx.group_control,
+                    transaction_control_number=t.control,
+                    received_at=ctx.received_at,
+                ),
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            self.findings.append(
+                Finding(
+                    "x12.850_invalid",
+                    f"Purchase order {po_number} could not be turned into an order: {loc}: "
+                    f"{first['msg']} ({exc.error_count()} problem(s)).",
+                    where=t.where(),
+                    action="Check the purchase order's values with the partner; " + RESEND,
+                    ak5_code="5",
+                )
+            )
+            return None, po_number
+        return order, po_number
+
+    def _rejected(self) -> bool:
+        return any(f.severity == "reject" for f in self.findings)
+
+    # -------------------------------------------------------------- segments
+    def _party_add(self, party: _Party, seg: Segment) -> None:
+        tag = seg.tag
+        if tag == "N2":
+            party.n2 += [v for v in (seg.el(1), seg.el(2)) if v]
+        elif tag == "N3":
+            party.lines += [v for v in (seg.el(1), seg.el(2)) if v]
+        elif tag == "N4":
+            party.n4 = party.n4 or seg
+        elif tag == "PER":
+            party.pers.append(seg)
+
+    def _check_beg(self, beg: Segment | None) -> bool:
+        if beg is None:
+            st = self.t.st
+            self.findings.append(
+                Finding(
+                    "x12.850_missing_beg",
+                    f"Transaction set {self.t.control} (850) has no BEG segment, so it has no "
+                    "purchase order number or date.",
+                    where=self.t.where(),
+                    action=RESEND,
+                    ak5_code="5",
+                    segment_note=SegmentNote(
+                        segment_id="BEG", position=self._pos(st) + 1, code="3"
+                    ),
+                )
+            )
+            return False
+        if not beg.el(3):
+            self._finding(
+                beg,
+                "x12.850_missing_po_number",
+                "BEG03 (purchase order number) is empty.",
+                element=3,
+                ref="324",
+                syntax="1",
+            )
+            return False
+        value = beg.el(5)
+        if not value or _date(value) is None:
+            self._finding(
+                beg,
+                "x12.850_bad_date",
+                f"BEG05 purchase order date {value!r} of PO {beg.el(3)} is "
+                + ("missing." if not value else "not a valid date (CCYYMMDD)."),
+                element=5,
+                ref="373",
+                syntax="1" if not value else "8",
+                value=value,
+            )
+            return False
+        return True
+
+    def _check_n1(self, seg: Segment, loop: str) -> None:
+        if bool(seg.el(3)) != bool(seg.el(4)):
+            missing = 4 if seg.el(3) else 3
+            self._finding(
+                seg,
+                "x12.syntax_note",
+                f"N1*{seg.el(1)} has N10{7 - missing} without N10{missing} (syntax note "
+                "P0304: id qualifier and id go together); the party id was not used.",
+                severity="note",
+                element=missing,
+                ref="67" if missing == 4 else "66",
+                syntax="2",
+                loop=loop,
+            )
+
+    def _check_po4(self, seg: Segment) -> None:
+        for rule, a, b in (("C0506", 5, 6), ("P0607", 6, 7), ("P0809", 8, 9)):
+            va, vb = seg.el(a), seg.el(b)
+            broken = (va and not vb) if rule.startswith("C") else (bool(va) != bool(vb))
+            if broken:
+                missing = b if va else a
+                self._finding(
+                    seg,
+                    "x12.syntax_note",
+                    f"PO4{a:02d} {va or '(empty)'} / PO4{b:02d} {vb or '(empty)'} break syntax "
+                    f"note {rule}: PO4{missing:02d} is required with it.",
+                    severity="note",
+                    element=missing,
+                    ref={5: "187", 6: "384", 7: "355", 8: "385", 9: "355"}[missing],
+                    syntax="2",
+                    loop="PO1",
+                )
+
+    def _check_ctt(self, ctt: Segment, n_po1: int) -> None:
+        declared = ctt.el(1)
+        if declared.isdecimal() and int(declared) == n_po1:
+            return
+        self.findings.append(
+            Finding(
+                "x12.ctt_line_count_mismatch",
+                f"CTT01 says {declared!r} line items but the purchase order has {n_po1} PO1 "
+                f"segment(s) (CTT is segment {self._pos(ctt)} of the set). The order was accepted "
+                f"with the {n_po1} lines received (the SE count vouches for them).",
+                where=self.t.where(ctt, 1),
+                action="Compare the order with the partner's paper/portal copy if in doubt; "
+                "ask them to fix their CTT count.",
+                severity="note",
+                ak5_code="5",
+                segment_note=SegmentNote(
+                    segment_id="CTT", position=self._pos(ctt), loop_id="CTT", code=None
+                ),
+            )
+        )
+
+    def _charge(self, seg: Segment, line_no: int | None) -> Charge:
+        amount: Decimal | None = None
+        raw = seg.el(5)
+        if raw and _NUMBER.match(raw):
+            amount = Decimal(raw) if "." in raw else Decimal(raw) / 100  # N2: 2 implied decimals
+        desc = seg.el(15) or None
+        if seg.el(7) and not amount:
+            desc = f"{desc or ''} {seg.el(7)}%".strip()
+        if line_no is not None:
+            desc = f"PO1 line {line_no}: {desc or ''}".strip()
+        code = seg.el(2) or ":".join(v for v in (seg.el(3), seg.el(4)) if v) or None
+        return Charge(indicator=seg.el(1) or "N", code=code, amount=amount, description=desc)
+
+    def _lines(self, lines: list[_Line], charges: list[Charge]) -> list[OrderLine]:
+        out: list[OrderLine] = []
+        for n, line in enumerate(lines, start=1):
+            ol = self._line(n, line)
+            if ol is not None:
+                out.append(ol)
+            charges += [self._charge(s, n) for s in line.sacs if s.el(1) in ("A", "C")]
+        return out
+
+    def _line(self, n: int, line: _Line) -> OrderLine | None:
+        seg = line.seg
+        label = f"PO1 line {n}" + (f" (PO101 {seg.el(1)})" if seg.el(1) else "")
+        ok = True
+        qty_raw = seg.el(2)
+        quantity: Decimal | None = None
+        if not qty_raw or not _NUMBER.match(qty_raw):
+            self._finding(
+                seg,
+                "x12.850_bad_quantity",
+                f"{label} has "
+                + (f"quantity {qty_raw!r}, not a number." if qty_raw else "no quantity (PO102)."),
+                element=2,
+                ref="330",
+                syntax="6" if qty_raw else "1",
+                value=qty_raw,
+                loop="PO1",
+            )
+            ok = False
+        else:
+            quantity = Decimal(qty_raw)
+            if quantity < 0:
+                self._finding(
+                    seg,
+                    "x12.850_bad_quantity",
+                    f"{label} has a negative quantity {qty_raw}.",
+                    element=2,
+                    ref="330",
+                    syntax="6",
+                    value=qty_raw,
+                    loop="PO1",
+                )
+                ok = False
+        uom = seg.el(3)
+        if not uom:
+            self._finding(
+                seg,
+                "x12.850_missing_uom",
+                f"{label} has no unit of measure (PO103), so its quantity cannot be read.",
+                element=3,
+                ref="355",
+                syntax="1",
+                loop="PO1",
+            )
+            ok = False
+        price_raw = seg.el(4)
+        price: Decimal | None = None
+        if price_raw:
+            if _NUMBER.match(price_raw) and not price_raw.startswith("-"):
+                price = Decimal(price_raw)
+            else:
+                self._finding(
+                    seg,
+                    "x12.850_bad_price",
+                    f"{label} has unit price {price_raw!r}, not a non-negative number.",
+                    element=4,
+                    ref="212",
+                    syntax="6",
+                    value=price_raw,
+                    loop="PO1",
+                )
+                ok = False
+        if seg.el(5) and not price_raw:
+            self._finding(
+                seg,
+                "x12.syntax_note",
+                f"{label} has a price basis (PO105 {seg.el(5)}) but no unit price (syntax note "
+                "C0504).",
+                severity="note",
+                element=4,
+                ref="212",
+                syntax="2",
+                loop="PO1",
+            )
+        product_ids: list[ProductId] = []
+        for q in range(6, len(seg.elements), 2):
+            qual, value = seg.el(q), seg.el(q + 1)
+            if qual and value:
+                product_ids.append(ProductId(qualifier=qual, value=value))
+            elif qual or value:
+                missing = q + 1 if qual else q
+                self._finding(
+                    seg,
+                    "x12.syntax_note",
+                    f"{label}: product id qualifier PO1{q:02d} {qual or '(empty)'} and id "
+                    f"PO1{q + 1:02d} {value or '(empty)'} must come together (syntax note "
+                    f"P{q:02d}{q + 1:02d}); the pair was not used.",
+                    severity="note",
+                    element=missing,
+                    ref="234" if missing == q + 1 else "235",
+                    syntax="2",
+                    loop="PO1",
+                )
+        if not ok or quantity is None:
+            return None
+        if quantity == 0:
+            self.findings.append(
+                Finding(
+                    "x12.850_zero_quantity",
+                    f"{label} orders quantity 0; it was left out of the order.",
+                    where=self.t.where(seg, 2),
+                    action="Nothing to ship for it; if the partner meant another quantity, "
+                    "ask them for a corrected PO (860).",
+                    severity="info",
+                )
+            )
+            self.notes.append(f"{label} with quantity 0 was left out")
+            return None
+        ship = None
+        for q in _LINE_SHIP:
+            for d in line.dtms:
+                if d.el(1) == q:
+                    got = self._dtm(d, "PO1")
+                    if got:
+                        ship = got[1]
+                        break
+            if ship:
+                break
+        return OrderLine(
+            line_no=n,
+            source_line_id=seg.el(1) or None,
+            product_ids=product_ids,
+            customer_part_number=_first_id(product_ids, ("BP", "IN", "CB")),
+            description="; ".join(line.pids) or None,
+            quantity=quantity,
+            uom=uom,
+            unit_price=price,
+            price_basis=seg.el(5) or None,
+            pack=_pack(line.po4),
+            requested_ship_date=ship,
+        )
+
+    def _line_ship_tos(
+        self, lines: list[_Line], ship_to: Address | None, order_lines: list[OrderLine]
+    ) -> Address | None:
+        for n, line in enumerate(lines, start=1):
+            for p in line.parties:
+                if p.code != "ST":
+                    continue
+                addr = p.address()
+                if ship_to is None:
+                    ship_to = addr
+                elif _addr_key(addr) != _addr_key(ship_to):
+                    text = ", ".join(
+                        v for v in (addr.name, *addr.address_lines, addr.city, addr.party_id) if v
+                    )
+                    self.findings.append(
+                        Finding(
+                            "x12.850_line_ship_to",
+                            f"PO1 line {n} asks for its own ship-to ({text}), different from "
+                            "the order's.",
+                            where=self.t.where(p.seg),
+                            action="Split the shipment or confirm the ship-to with the buyer.",
+                            severity="info",
+                        )
+                    )
+                    self.notes.append(f"PO1 line {n} ship-to: {text}")
+        return ship_to
+
+
+# ------------------------------------------------------------------------------ helpers
+def _date(value: str, century: str = "") -> date | None:
+    """CCYYMMDD, or YYMMDD (versions before 004010) with DTM05's century or a 50-year window."""
+    v = value.strip()
+    try:
+        if len(v) == 8 and v.isdecimal():
+            return date(int(v[:4]), int(v[4:6]), int(v[6:]))
+        if len(v) == 6 and v.isdecimal():
+            yy = int(v[:2])
+            cc = int(century) if century.isdecimal() else (20 if yy < 50 else 19)
+            return date(cc * 100 + yy, int(v[2:4]), int(v[4:]))
+    except ValueError:
+        return None
+    return None
+
+
+def _first_qual(dtms: list[tuple[str, date]], quals: tuple[str, ...]) -> str | None:
+    for q in quals:
+        if any(qual == q for qual, _ in dtms):
+            return q
+    return None
+
+
+def _first(dtms: list[tuple[str, date]], quals: tuple[str, ...]) -> date | None:
+    for q in quals:
+        for qual, d in dtms:
+            if qual == q:
+                return d
+    return None
+
+
+def _first_id(ids: list[ProductId], quals: tuple[str, ...]) -> str | None:
+    for q in quals:
+        for pid in ids:
+            if pid.qualifier == q:
+                return pid.value
+    return None
+
+
+def _addr_key(a: Address) -> tuple:
+    norm = lambda v: (v or "").strip().upper()  # noqa: E731
+    return (
+        norm(a.name),
+        norm(a.party_id),
+        tuple(norm(x) for x in a.address_lines),
+        norm(a.city),
+        norm(a.postal_code),
+    )
+
+
+def _contact(seg: Segment, party: str | None) -> str:
+    head = "/".join(v for v in (party, seg.el(1)) if v)
+    parts = [f"{head}: {seg.el(2)}" if seg.el(2) else head]
+    for q in range(3, len(seg.elements), 2):
+        if seg.el(q) and seg.el(q + 1):
+            parts.append(f"{seg.el(q)} {seg.el(q + 1)}")
+    return ", ".join(p for p in parts if p)
+
+
+def _routing(td5s: list[Segment]) -> str | None:
+    out = []
+    for s in td5s:
+        parts = [s.el(3), s.el(5)]
+        if s.el(4):
+            parts.append(f"({s.el(4)})")
+        if s.el(12):
+            parts.append(f"service {s.el(12)}")
+        text = " ".join(p for p in parts if p)
+        if text:
+            out.append(text)
+    return "; ".join(out) or None
+
+
+def _fmt(v: str) -> str:
+    try:
+        return format(Decimal(v).normalize(), "f")
+    except InvalidOperation:
+        return v
+
+
+def _terms(itds: list[Segment]) -> str | None:
+    out = []
+    for s in itds:
+        parts = []
+        if s.el(3):
+            parts.append(f"{_fmt(s.el(3))}%")
+            if s.el(5):
+                parts.append(s.el(5))
+        if s.el(7):
+            parts.append(f"NET {s.el(7)}")
+        text = " ".join(parts)
+        if s.el(12):
+            text = f"{text} ({s.el(12)})" if text else s.el(12)
+        if not text:
+            text = _ITD_TYPES.get(s.el(1), f"terms type {s.el(1)}") if s.el(1) else ""
+        if text:
+            out.append(text)
+    return "; ".join(out) or None
+
+
+def _pack(po4s: list[Segment]) -> str | None:
+    out = []
+    for s in po4s:
+        parts = []
+        if s.el(1):
+            parts.append(f"pack {s.el(1)}")
+        if s.el(2):
+            parts.append(f"size {s.el(2)}" + (f" {s.el(3)}" if s.el(3) else ""))
+        if s.el(4):
+            parts.append(f"packaging {s.el(4)}")
+        if s.el(6):
+            parts.append(f"gross weight {s.el(6)}" + (f" {s.el(7)}" if s.el(7) else ""))
+        if s.el(14):
+            parts.append(f"inner pack {s.el(14)}")
+        if parts:
+            out.append(", ".join(parts))
+    return "; ".join(out) or None
+
+
+def map_850(t: TxnWork, ctx: MapContext) -> tuple[Order | None, str | None, list[Finding]]:
+    """Map one 850 transaction set. Returns the order (None when rejected), the PO number as
+    sent (also when rejected, for duplicate checks) and the findings."""
+    if ctx.received_at is not None and ctx.received_at.tzinfo is None:
+        ctx.received_at = ctx.received_at.replace(tzinfo=UTC)
+    m = _Mapper(t, ctx)
+    order, po_number = m.run()
+    return order, po_number, m.findings

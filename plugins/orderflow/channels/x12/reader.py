@@ -1,0 +1,479 @@
+"""Reading X12 text: decoding, delimiters from the ISA, segments, interchange boundaries.
+
+Real files bend the standard, so the reader is lenient where the meaning is still clear
+and says so (a finding), and strict where guessing could invent or lose data:
+
+- Delimiters come from each ISA: element separator = the character after ``ISA``,
+  component separator = ISA16, segment terminator = the character after ISA16. A line end
+  there means line ends terminate segments. Spaces between ISA16 and a line end are padding.
+- When the ISA is not the standard 106 characters (mis-padded ISA06/ISA08, found in real
+  files), the fields are found by counting element separators instead; the interchange is
+  read, and the deviation is noted (TA1 "accepted with errors").
+- When the terminator is not a line end, every CR/LF is removed: that undoes files
+  hard-wrapped at 80 columns and indentation between segments alike.
+- The repetition separator is ISA11 for ISA12 ≥ 00402 when ISA11 is not alphanumeric.
+- Bytes are decoded as UTF-8 (BOM stripped), UTF-16 when it has a BOM, else latin-1, so a
+  multi-byte terminator (e.g. U+2026) is one character and nothing ever fails to decode.
+
+The text is scanned once, segment by segment (``str.find`` from a cursor), so time is
+linear in the file size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+from .findings import RESEND, Finding
+from .results import Delimiters
+
+ISA_LENGTH = 106
+_SEP_POSITIONS = (3, 6, 17, 20, 31, 34, 50, 53, 69, 76, 81, 83, 89, 99, 101, 103)
+_FIELD_LENGTHS = {1: 2, 2: 10, 3: 2, 4: 10, 5: 2, 6: 15, 7: 2, 8: 15, 9: 6, 10: 4, 11: 1}
+_FIELD_LENGTHS |= {12: 5, 13: 9, 14: 1, 15: 1}
+# TA105 note codes for a bad value in ISA01..ISA16.
+_TA1_NOTE_FOR_FIELD = {
+    1: "010",
+    2: "011",
+    3: "012",
+    4: "013",
+    5: "005",
+    6: "006",
+    7: "007",
+    8: "008",
+    9: "014",
+    10: "015",
+    11: "016",
+    12: "017",
+    13: "018",
+    14: "019",
+    15: "020",
+    16: "027",
+}
+_ISA_FIELD_NAMES = {
+    1: "authorization qualifier",
+    2: "authorization information",
+    3: "security qualifier",
+    4: "security information",
+    5: "sender qualifier",
+    6: "sender id",
+    7: "receiver qualifier",
+    8: "receiver id",
+    9: "date",
+    10: "time",
+    11: "standards id / repetition separator",
+    12: "version",
+    13: "control number",
+    14: "acknowledgment requested",
+    15: "usage indicator",
+}
+_MAX_ISA_SPAN = 400  # characters scanned for a (mis-padded, wrapped) ISA
+_BETWEEN = " \t\r\n\x00\x1a\ufeff\f\v"  # what may sit between interchanges
+_STRIP = " \t\r\n\f\v"
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_VERSION = re.compile(r"^00[2-9]\d\d$")
+
+
+@dataclass(slots=True)
+class Segment:
+    """One segment: ``elements[0]`` is the tag; ``index`` is its 1-based position in the file."""
+
+    tag: str
+    elements: list[str]
+    index: int
+
+    def el(self, n: int) -> str:
+        """Element ``n`` (1-based) with surrounding spaces removed, ``""`` when absent."""
+        return self.elements[n].strip() if n < len(self.elements) else ""
+
+
+@dataclass(slots=True)
+class IsaHeader:
+    elements: list[str]  # [ "ISA", ISA01 .. ISA16 ], values as sent (padding kept)
+    delimiters: Delimiters
+    start: int  # offset of "ISA" in the text
+    end: int  # offset just after the terminator (and its line end)
+    findings: list[Finding] = field(default_factory=list)
+
+    def el(self, n: int) -> str:
+        return self.elements[n].strip()
+
+
+@dataclass(slots=True)
+class RawInterchange:
+    isa: IsaHeader
+    isa_index: int
+    segments: list[Segment]  # between ISA and IEA, exclusive
+    iea: Segment | None
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Decoded:
+    text: str | None
+    encoding: str | None
+    finding: Finding | None = None
+
+
+# ------------------------------------------------------------------------------ decoding
+def decode(data: bytes) -> Decoded:
+    """Bytes → text. UTF-8 (BOM stripped) or UTF-16 with a BOM, else latin-1; never raises."""
+    if not data.strip(b" \t\r\n\x00\x1a"):
+        return Decoded(
+            None,
+            None,
+            Finding(
+                "x12.empty",
+                "The file is empty (or only whitespace): there is no interchange to read.",
+                where="file",
+                action="Check the transfer that delivered it; ask the partner to resend.",
+            ),
+        )
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return Decoded(data.decode("utf-16"), "utf-16")
+        except UnicodeDecodeError:
+            pass
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[3:]
+    try:
+        return Decoded(data.decode("utf-8"), "utf-8")
+    except UnicodeDecodeError:
+        return Decoded(data.decode("latin-1"), "latin-1")
+
+
+def _control_share(sample: str) -> float:
+    if not sample:
+        return 0.0
+    bad = sum(1 for c in sample if ord(c) < 32 and c not in "\t\r\n\x15\x1c\x1d\x1e\x1f\x07")
+    return bad / len(sample)
+
+
+def not_x12(text: str) -> Finding | None:
+    """A finding when the text does not start with an ISA (after BOM and whitespace)."""
+    lead = text.lstrip(_BETWEEN)
+    if lead[:8].replace("\r", "").replace("\n", "").startswith("ISA"):
+        return None
+    sample = lead[:2048]
+    if lead.startswith(("UNA", "UNB")):
+        return Finding(
+            "x12.edifact",
+            "This is an EDIFACT interchange (it starts with UNA/UNB), not X12.",
+            where="file start",
+            action="Route it to the EDIFACT channel, or ask the partner for X12 850s.",
+        )
+    if "\x00" in sample or _control_share(sample) > 0.05:
+        return Finding(
+            "x12.not_text",
+            "The file is binary, not text (it contains NUL or other control bytes), so it "
+            "cannot be an X12 interchange.",
+            where="file start",
+            action="Check what was dropped in the EDI folder (a zip, PDF or image?); "
+            "ask the partner to send the X12 file itself.",
+        )
+    preview = "".join(c if c.isprintable() else "?" for c in lead[:30])
+    return Finding(
+        "x12.no_isa",
+        f"The file does not start with an ISA interchange header; it starts with {preview!r}.",
+        where="file start",
+        action="Check that this is an X12 file; " + RESEND,
+    )
+
+
+# ------------------------------------------------------------------------------ the ISA
+def _strip_newlines(raw: str) -> tuple[str, list[int]]:
+    """``raw`` without CR/LF, and for each kept character its index in ``raw``."""
+    keep = [i for i, c in enumerate(raw) if c not in "\r\n"]
+    return "".join(raw[i] for i in keep), keep
+
+
+def _fixed_layout(w: str) -> bool:
+    if len(w) < ISA_LENGTH:
+        return False
+    e = w[3]
+    return all(w[p] == e for p in _SEP_POSITIONS) and w.count(e, 0, 105) == 16
+
+
+def _counted(w: str) -> tuple[list[str], int] | None:
+    """Find ISA01..ISA15 by counting element separators; returns elements and ISA16's index."""
+    e = w[3]
+    seps = [3]
+    for _ in range(15):
+        nxt = w.find(e, seps[-1] + 1)
+        if nxt < 0:
+            return None
+        seps.append(nxt)
+    i16 = seps[-1] + 1
+    if i16 >= len(w):
+        return None
+    values = ["ISA"] + [w[seps[k] + 1 : seps[k + 1]] for k in range(15)] + [w[i16]]
+    return values, i16
+
+
+def read_isa(text: str, pos: int, ordinal: int) -> IsaHeader | Finding:
+    """Read the ISA that starts at ``pos``: its fields, the delimiters, where it ends."""
+    raw = text[pos : pos + _MAX_ISA_SPAN]
+    clean, keep = _strip_newlines(raw)
+    where = f"interchange {ordinal} (ISA)"
+    if len(clean) < 4:
+        return _isa_error(where, "the file ends inside the ISA header")
+    e = clean[3]
+    if e.isalnum() or e in _STRIP:
+        return _isa_error(where, f"the element separator after 'ISA' is {e!r}", note="026")
+
+    findings: list[Finding] = []
+    window, mapping = raw, None  # mapping: window index → raw index, when unwrapped
+    if _fixed_layout(raw):
+        values = [*raw[:103].split(e), raw[104]]
+        i16 = 104
+    elif ("\r" in raw[:ISA_LENGTH] or "\n" in raw[:ISA_LENGTH]) and _fixed_layout(clean):
+        window, mapping = clean, keep
+        values = [*clean[:103].split(e), clean[104]]
+        i16 = 104
+    else:
+        counted = _counted(raw)
+        nl_inside = counted is not None and re.search(r"[\r\n]", raw[: counted[1]]) is not None
+        if counted is None or nl_inside:
+            counted = _counted(clean)
+            window, mapping = clean, keep
+        if counted is None:
+            return _isa_error(
+                where, "it does not have the 16 elements an ISA needs (truncated or garbled)"
+            )
+        values, i16 = counted
+        # A terminator then "GS*" inside the counted span: the ISA lost its last elements.
+        gs = re.search(f"(?<![A-Za-z0-9 {re.escape(e)}])GS{re.escape(e)}", window[: i16 + 3])
+        if gs is not None and gs.start() > 3:  # the separators counted run into the GS
+            k = window.count(e, 0, gs.start() - 1)
+            return _isa_error(
+                where,
+                f"it has only {k} of its 16 elements before the GS segment starts "
+                f"(ISA{k + 1:02d}–ISA16 are missing, so the component separator and the "
+                "segment terminator are unknown)",
+            )
+        findings += _padding_findings(values, where)
+
+    term = _terminator(window, i16 + 1)
+    if term is None:
+        after = window[i16 + 1 : i16 + 2]
+        return _isa_error(
+            where,
+            f"no usable segment terminator after ISA16 (found {after!r})",
+            note="004",
+        )
+    segment, suffix, end_w = term
+    comp = values[16]
+    if comp.isalnum() or comp in (e, segment) or comp in _STRIP:
+        return _isa_error(where, f"ISA16 component separator {comp!r} is not usable", note="027")
+    end = (mapping[end_w - 1] + 1 if end_w > 0 else 0) if mapping is not None else end_w
+    version = values[12].strip()
+    rep = values[11]
+    repetition = None
+    if version >= "00402" and not rep.isalnum() and rep not in (e, comp, segment, " "):
+        repetition = rep
+    delimiters = Delimiters(
+        element=e, component=comp, repetition=repetition, segment=segment, suffix=suffix
+    )
+    header = IsaHeader(values, delimiters, pos, pos + end, findings)
+    problem = _check_isa_values(header, where)
+    if isinstance(problem, Finding) and problem.severity == "reject":
+        return problem
+    return header
+
+
+def _terminator(w: str, t: int) -> tuple[str, str, int] | None:
+    """(terminator, suffix, index after them) for the character(s) at ``w[t]``."""
+    if t >= len(w):
+        return None
+    c = w[t]
+    j = t
+    while c in " \t":  # padding before a line end
+        j += 1
+        if j >= len(w):
+            return None
+        c = w[j]
+        if c not in " \t\r\n":
+            return None  # a space as terminator: not supported, data has spaces
+    if c in "\r\n":
+        seg = "\r\n" if w.startswith("\r\n", j) else c
+        return seg, "", j + len(seg)
+    if c.isalnum():
+        return None
+    m = _NEWLINE.match(w, t + 1)
+    suffix = m.group(0) if m else ""
+    return c, suffix, t + 1 + len(suffix)
+
+
+def _isa_error(where: str, what: str, note: str | None = None) -> Finding:
+    return Finding(
+        "x12.isa_malformed",
+        f"The ISA interchange header cannot be read: {what}.",
+        where=where,
+        action="Nothing in this interchange was read. " + RESEND,
+        ta1_note=note,
+    )
+
+
+def _padding_findings(values: list[str], where: str) -> list[Finding]:
+    bad = [
+        f"ISA{k:02d} ({_ISA_FIELD_NAMES[k]}) {values[k]!r} has {len(values[k])} characters, "
+        f"the standard fixes {n}"
+        for k, n in _FIELD_LENGTHS.items()
+        if len(values[k]) != n
+    ]
+    if not bad:
+        return []
+    first = next(k for k, n in _FIELD_LENGTHS.items() if len(values[k]) != n)
+    return [
+        Finding(
+            "x12.isa_padding",
+            "The ISA header is not the fixed 106 characters: "
+            + "; ".join(bad)
+            + ". It was read by counting separators.",
+            where=where,
+            action="The interchange was accepted; ask the partner to fix the padding of their "
+            "ISA (their translator's fixed-length settings).",
+            severity="note",
+            ta1_note=_TA1_NOTE_FOR_FIELD[first],
+        )
+    ]
+
+
+def _check_isa_values(h: IsaHeader, where: str) -> Finding | None:
+    """Content checks on ISA fields; rejecting ones are returned, notes are appended."""
+    ctrl = h.el(13)
+    if not ctrl.isdecimal():
+        return Finding(
+            "x12.isa_malformed",
+            f"ISA13 interchange control number {h.elements[13]!r} is not a number, so the "
+            "interchange cannot be tracked or checked for duplicates.",
+            where=where,
+            action=RESEND,
+            ta1_note="018",
+        )
+    version = h.el(12)
+    if not _VERSION.match(version):
+        h.findings.append(
+            Finding(
+                "x12.isa_version_unknown",
+                f"ISA12 version {version!r} is not an X12 interchange version (00200…00801); "
+                "the interchange was read with the usual rules.",
+                where=where,
+                action="Ask the partner to send a valid ISA12 (e.g. 00401 or 00501).",
+                severity="note",
+                ta1_note="017",
+            )
+        )
+    checks = (
+        (9, re.fullmatch(r"\d{6}", h.el(9)) and _valid_yymmdd(h.el(9)), "a YYMMDD date"),
+        (10, re.fullmatch(r"([01]\d|2[0-3])[0-5]\d", h.el(10)), "an HHMM time"),
+        (14, h.el(14) in ("0", "1"), "0 or 1"),
+        (15, h.el(15) in ("P", "T", "I"), "P, T or I"),
+    )
+    for k, ok, expected in checks:
+        if not ok:
+            h.findings.append(
+                Finding(
+                    "x12.isa_invalid_value",
+                    f"ISA{k:02d} ({_ISA_FIELD_NAMES[k]}) is {h.elements[k]!r}, expected "
+                    f"{expected}.",
+                    where=where,
+                    action="The interchange was accepted; ask the partner to fix their ISA.",
+                    severity="note",
+                    ta1_note=_TA1_NOTE_FOR_FIELD[k],
+                )
+            )
+    return None
+
+
+def _valid_yymmdd(v: str) -> bool:
+    try:
+        date(2000 + int(v[:2]), int(v[2:4]), int(v[4:6]))
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ segments
+def read_interchanges(text: str) -> tuple[list[RawInterchange], list[Finding]]:
+    """Split the text into interchanges (ISA … IEA) of segments. File-level findings second."""
+    interchanges: list[RawInterchange] = []
+    findings: list[Finding] = []
+    n = len(text)
+    pos = _skip(text, 0)
+    index = 0
+    while pos < n:
+        head = text[pos : pos + 8].replace("\r", "").replace("\n", "")
+        if not head.startswith("ISA"):
+            preview = "".join(c if c.isprintable() else "?" for c in text[pos : pos + 30])
+            after = f"after interchange {interchanges[-1].isa.el(13)}" if interchanges else ""
+            findings.append(
+                Finding(
+                    "x12.trailing_data",
+                    f"Unexpected data {after} at character {pos}: {preview!r} is not an ISA "
+                    "header, so it was not read.",
+                    where=f"character {pos}",
+                    action="Check whether an interchange is missing or cut; " + RESEND,
+                )
+            )
+            break
+        isa = read_isa(text, pos, len(interchanges) + 1)
+        if isinstance(isa, Finding):
+            findings.append(isa)
+            break
+        index += 1
+        ic = RawInterchange(isa=isa, isa_index=index, segments=[], iea=None)
+        pos, index = _read_body(text, ic, index)
+        interchanges.append(ic)
+        pos = _skip(text, pos)
+    return interchanges, findings
+
+
+def _skip(text: str, pos: int) -> int:
+    n = len(text)
+    while pos < n and text[pos] in _BETWEEN:
+        pos += 1
+    return pos
+
+
+def _read_body(text: str, ic: RawInterchange, index: int) -> tuple[int, int]:
+    """Read segments after the ISA up to and including the IEA; returns (next offset, index)."""
+    d = ic.isa.delimiters
+    e = d.element
+    n = len(text)
+    cur = ic.isa.end
+    newline = d.newline_terminated
+    term = d.segment
+    segments = ic.segments
+    while cur < n:
+        if newline:
+            m = _NEWLINE.search(text, cur)
+            j, nxt = (m.start(), m.end()) if m else (n, n)
+            raw = text[cur:j]
+        else:
+            j = text.find(term, cur)
+            if j < 0:
+                j = n
+            nxt = min(j + len(term), n)
+            raw = text[cur:j]
+            if "\n" in raw or "\r" in raw:
+                raw = raw.replace("\r", "").replace("\n", "")
+        s = raw.strip(_STRIP)
+        if not s:
+            cur = nxt
+            continue
+        if s.startswith("ISA") and len(s) > 3 and not s[3].isalnum():
+            # A new interchange began before this one's IEA (truncated or concatenated).
+            return cur + (len(text[cur:j]) - len(text[cur:j].lstrip(_BETWEEN))), index
+        elements = s.split(e)
+        tag = elements[0]
+        index += 1
+        seg = Segment(tag, elements, index)
+        if tag == "IEA":
+            ic.iea = seg
+            return nxt, index
+        segments.append(seg)
+        cur = nxt
+    return n, index

@@ -1,0 +1,433 @@
+"""Envelope structure and checks: ISA/IEA, GS/GE, ST/SE nesting, counts and control numbers.
+
+Outcomes (the reasons are in DESIGN.md §5: exactly one outcome per message, nothing used
+that may be incomplete):
+
+- Interchange: IEA missing (TA1 note 023), IEA02 ≠ ISA13 (001), IEA01 ≠ number of groups
+  (021), a transaction set outside any group (024) → the interchange is rejected; nothing in
+  it is used and the TA1 answers (no 997). Stray non-ST segments outside groups are noted.
+- Group: GE missing (AK905 3), GE02 ≠ GS06 (4), GE01 ≠ number of sets (5), unusable GS
+  (6) → the group is rejected (AK9 R); its sets are not used.
+- Set: SE missing (AK502 2), SE02 ≠ ST02 (3), SE01 ≠ segments counted (4), bad ST01/ST02
+  (6/7), ST02 repeated in the group (23) → the set is rejected (AK5 R).
+
+A count mismatch means something may have been lost in transit, so it rejects (the partner
+must resend) rather than being merely noted: a TA1/997 "E" would tell them not to resend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .findings import RESEND, Finding
+from .reader import RawInterchange, Segment
+from .results import SegmentNote
+
+_TAG = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
+
+
+@dataclass(slots=True)
+class TxnWork:
+    st: Segment
+    segments: list[Segment]  # ST … SE inclusive (SE absent when missing)
+    se: Segment | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def control(self) -> str:
+        return self.st.el(2)
+
+    @property
+    def set_id(self) -> str:
+        return self.st.el(1)
+
+    def where(self, seg: Segment | None = None, element: int | None = None) -> str:
+        out = f"ST {self.control or '?'} ({self.set_id or '?'})"
+        if seg is not None:
+            pos = seg.index - self.st.index + 1
+            out += f" / segment {pos} {seg.tag}"
+            if element is not None:
+                out += f"{element:02d}"
+        return out
+
+    def position(self, seg: Segment) -> int:
+        return seg.index - self.st.index + 1
+
+
+@dataclass(slots=True)
+class GroupWork:
+    gs: Segment | None  # None for sets found outside any GS
+    ge: Segment | None = None
+    txns: list[TxnWork] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def el(self, n: int) -> str:
+        return self.gs.el(n) if self.gs is not None else ""
+
+    @property
+    def where(self) -> str:
+        return f"GS {self.el(6) or '?'} ({self.el(1) or '?'})"
+
+
+@dataclass(slots=True)
+class InterchangeWork:
+    raw: RawInterchange
+    groups: list[GroupWork] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    ta1_segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        isa = self.raw.isa
+        return f"interchange {isa.el(13)} from {isa.el(5)}:{isa.el(6)}"
+
+
+def _same_control(a: str, b: str) -> bool:
+    a, b = a.strip(), b.strip()
+    if a == b:
+        return True
+    return a.isdecimal() and b.isdecimal() and int(a) == int(b)
+
+
+def _count_ok(declared: str, actual: int) -> bool:
+    declared = declared.strip()
+    return declared.isdecimal() and int(declared) == actual
+
+
+def check_envelopes(raw: RawInterchange) -> InterchangeWork:
+    """Nest the interchange's segments into groups and sets, and check every envelope."""
+    ic = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
+    group: GroupWork | None = None
+    txn: TxnWork | None = None
+    stray_outside: list[Segment] = []
+
+    def close_txn(reason_seg: Segment | None) -> None:
+        nonlocal txn
+        if txn is None:
+            return
+        last = txn.segments[-1]
+        after = (
+            f"before {reason_seg.tag} at segment {reason_seg.index} of the file"
+            if reason_seg
+            else ""
+        )
+        txn.findings.append(
+            Finding(
+                "x12.se_missing",
+                f"Transaction set {txn.control} ({txn.set_id}) has no SE trailer: it ends "
+                f"{after or 'at the end of the file'} after {len(txn.segments)} segments "
+                f"(last one {last.tag}). It may be truncated.",
+                where=txn.where(),
+                action=RESEND,
+                ak5_code="2",
+            )
+        )
+        txn = None
+
+    def close_group(reason_seg: Segment | None) -> None:
+        nonlocal group
+        if group is None:
+            return
+        if group.gs is not None:
+            where = (
+                f"before {reason_seg.tag} at segment {reason_seg.index} of the file"
+                if reason_seg
+                else ""
+            )
+            group.findings.append(
+                Finding(
+                    "x12.ge_missing",
+                    f"Functional group {group.el(6)} has no GE trailer: it ends "
+                    f"{where or 'at the end of the file'}. It may be truncated.",
+                    where=group.where,
+                    action=RESEND,
+                    ak9_code="3",
+                )
+            )
+        group = None
+
+    for seg in raw.segments:
+        tag = seg.tag
+        if tag == "ST":
+            close_txn(seg)
+            if group is None:
+                group = GroupWork(gs=None)
+                ic.groups.append(group)
+            txn = TxnWork(st=seg, segments=[seg])
+            group.txns.append(txn)
+        elif tag == "SE":
+            if txn is not None:
+                txn.segments.append(seg)
+                txn.se = seg
+                txn = None
+            else:
+                _stray(ic, group, seg)
+        elif tag == "GS":
+            close_txn(seg)
+            if group is not None and group.gs is None:
+                group = None
+            close_group(seg)
+            group = GroupWork(gs=seg)
+            ic.groups.append(group)
+        elif tag == "GE":
+            close_txn(seg)
+            if group is not None and group.gs is not None:
+                group.ge = seg
+                group = None
+            else:
+                _stray(ic, None, seg)
+        elif txn is not None:
+            txn.segments.append(seg)
+        elif tag == "TA1" and group is None:
+            ic.ta1_segments.append(seg)
+        elif group is not None and group.gs is not None:
+            _stray(ic, group, seg)
+        else:
+            stray_outside.append(seg)
+    close_txn(None)
+    if group is not None and group.gs is not None:
+        close_group(None)
+
+    if stray_outside:
+        s = stray_outside[0]
+        ic.findings.append(
+            Finding(
+                "x12.segment_outside_group",
+                f"{len(stray_outside)} segment(s) sit outside any functional group (first: "
+                f"{s.tag} at segment {s.index} of the file); they were ignored.",
+                where=ic.where,
+                action="Ask the partner to fix their envelope (every segment belongs in GS…GE).",
+                severity="note",
+                ta1_note="024",
+            )
+        )
+    _check_interchange(ic)
+    for g in ic.groups:
+        _check_group(ic, g)
+        seen: set[str] = set()
+        for t in g.txns:
+            _check_txn(t, seen)
+    return ic
+
+
+def _stray(ic: InterchangeWork, group: GroupWork | None, seg: Segment) -> None:
+    target = group.findings if group is not None else ic.findings
+    target.append(
+        Finding(
+            "x12.segment_outside_transaction",
+            f"Segment {seg.tag} at segment {seg.index} of the file sits outside any "
+            "transaction set (between SE and ST); it was ignored.",
+            where=group.where if group is not None else ic.where,
+            action="Ask the partner to fix their envelope.",
+            severity="note",
+        )
+    )
+
+
+def _check_interchange(ic: InterchangeWork) -> None:
+    isa = ic.raw.isa
+    iea = ic.raw.iea
+    ctrl = isa.el(13)
+    if any(g.gs is None for g in ic.groups):
+        ic.findings.append(
+            Finding(
+                "x12.gs_missing",
+                f"Interchange {ctrl} has transaction sets outside any functional group "
+                "(ST without a GS header).",
+                where=ic.where,
+                action="Nothing in this interchange was used. " + RESEND,
+                ta1_note="024",
+            )
+        )
+    if iea is None:
+        last = ic.raw.segments[-1] if ic.raw.segments else None
+        tail = f"after segment {last.index} ({last.tag})" if last else "right after the ISA"
+        ic.findings.append(
+            Finding(
+                "x12.iea_missing",
+                f"Interchange {ctrl} has no IEA trailer: it stops {tail}. The file is "
+                "probably truncated.",
+                where=ic.where,
+                action="Nothing in this interchange was used. " + RESEND,
+                ta1_note="023",
+            )
+        )
+        return
+    if not _same_control(iea.el(2), ctrl):
+        ic.findings.append(
+            Finding(
+                "x12.iea_control_mismatch",
+                f"IEA02 control number {iea.el(2)!r} does not match ISA13 {ctrl!r} "
+                f"(IEA at segment {iea.index} of the file).",
+                where=f"{ic.where} / IEA02",
+                action="Nothing in this interchange was used. " + RESEND,
+                ta1_note="001",
+            )
+        )
+    n_groups = sum(1 for g in ic.groups if g.gs is not None)
+    if not _count_ok(iea.el(1), n_groups):
+        ic.findings.append(
+            Finding(
+                "x12.iea_count_mismatch",
+                f"IEA01 says {iea.el(1)!r} functional groups but interchange {ctrl} has "
+                f"{n_groups} (IEA at segment {iea.index} of the file). A group may have been lost.",
+                where=f"{ic.where} / IEA01",
+                action="Nothing in this interchange was used. "
+                "Ask the partner to resend with a correct count.",
+                ta1_note="021",
+            )
+        )
+
+
+def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
+    if g.gs is None:
+        return
+    gs = g.gs
+    if len(gs.elements) < 9 or not gs.el(1) or not gs.el(8):
+        g.findings.append(
+            Finding(
+                "x12.gs_malformed",
+                f"The GS header at segment {gs.index} of the file has "
+                f"{len(gs.elements) - 1} elements; GS01 (functional id), GS06 (control number) "
+                "and GS08 (version) are required.",
+                where=g.where,
+                action=RESEND,
+                ak9_code="6",
+            )
+        )
+    elif not gs.el(6).isdecimal():
+        g.findings.append(
+            Finding(
+                "x12.gs_malformed",
+                f"GS06 group control number {gs.el(6)!r} is not a number.",
+                where=f"{g.where} / GS06",
+                action=RESEND,
+                ak9_code="6",
+            )
+        )
+    date = gs.el(4)
+    if date and not re.fullmatch(r"\d{6}|\d{8}", date):
+        g.findings.append(
+            Finding(
+                "x12.gs_invalid_value",
+                f"GS04 date {date!r} is not CCYYMMDD.",
+                where=f"{g.where} / GS04",
+                action="Noted; ask the partner to fix their GS.",
+                severity="note",
+            )
+        )
+    time = gs.el(5)
+    if time and not re.fullmatch(r"([01]\d|2[0-3])[0-5]\d(\d\d\d*)?", time):
+        g.findings.append(
+            Finding(
+                "x12.gs_invalid_value",
+                f"GS05 time {time!r} is not HHMM[SS].",
+                where=f"{g.where} / GS05",
+                action="Noted; ask the partner to fix their GS.",
+                severity="note",
+            )
+        )
+    ge = g.ge
+    if ge is None:
+        return
+    if not _same_control(ge.el(2), gs.el(6)):
+        g.findings.append(
+            Finding(
+                "x12.ge_control_mismatch",
+                f"GE02 control number {ge.el(2)!r} does not match GS06 {gs.el(6)!r} "
+                f"(GE at segment {ge.index} of the file).",
+                where=f"{g.where} / GE02",
+                action="Nothing in this group was used. " + RESEND,
+                ak9_code="4",
+            )
+        )
+    if not _count_ok(ge.el(1), len(g.txns)):
+        g.findings.append(
+            Finding(
+                "x12.ge_count_mismatch",
+                f"GE01 says {ge.el(1)!r} transaction sets but group {gs.el(6)} has "
+                f"{len(g.txns)} (GE at segment {ge.index} of the file). A set may have been lost.",
+                where=f"{g.where} / GE01",
+                action="Nothing in this group was used. "
+                "Ask the partner to resend with a correct count.",
+                ak9_code="5",
+            )
+        )
+
+
+def _check_txn(t: TxnWork, seen: set[str]) -> None:
+    st = t.st
+    if not re.fullmatch(r"\d{3}", t.set_id):
+        t.findings.append(
+            Finding(
+                "x12.st_malformed",
+                f"ST01 transaction set identifier {t.set_id!r} is not a 3-digit code.",
+                where=t.where(st, 1),
+                action=RESEND,
+                ak5_code="6",
+            )
+        )
+    if not t.control:
+        t.findings.append(
+            Finding(
+                "x12.st_malformed",
+                "ST02 transaction set control number is empty.",
+                where=t.where(st, 2),
+                action=RESEND,
+                ak5_code="7",
+            )
+        )
+    elif t.control in seen:
+        t.findings.append(
+            Finding(
+                "x12.duplicate_transaction_control",
+                f"ST02 {t.control} is used by more than one transaction set in this group.",
+                where=t.where(st, 2),
+                action="The repeated set was not used. " + RESEND,
+                ak5_code="23",
+            )
+        )
+    seen.add(t.control)
+    se = t.se
+    if se is not None:
+        if not _same_control(se.el(2), t.control):
+            t.findings.append(
+                Finding(
+                    "x12.st_se_control_mismatch",
+                    f"SE02 control number {se.el(2)!r} does not match ST02 {t.control!r} "
+                    f"(SE at segment {se.index} of the file).",
+                    where=t.where(se, 2),
+                    action=RESEND,
+                    ak5_code="3",
+                )
+            )
+        if not _count_ok(se.el(1), len(t.segments)):
+            t.findings.append(
+                Finding(
+                    "x12.se_count_mismatch",
+                    f"SE01 says {se.el(1)!r} segments but transaction set {t.control} has "
+                    f"{len(t.segments)} (SE at segment {se.index} of the file). A segment may be "
+                    "missing, or two segments ran together (a missing terminator).",
+                    where=t.where(se, 1),
+                    action="Ask the partner to resend with a correct count.",
+                    ak5_code="4",
+                )
+            )
+    for seg in t.segments:
+        if not _TAG.match(seg.tag):
+            t.findings.append(
+                Finding(
+                    "x12.segment_unrecognized",
+                    f"{seg.tag[:20]!r} at segment {seg.index} of the file is not a segment id; "
+                    "it was ignored.",
+                    where=t.where(seg),
+                    action="Ask the partner to check their translator's output.",
+                    severity="note",
+                    segment_note=SegmentNote(
+                        segment_id=re.sub(r"[^A-Z0-9]", "", seg.tag.upper())[:3] or "UNK",
+                        position=t.position(seg),
+                        code="1",
+                    ),
+                )
+            )

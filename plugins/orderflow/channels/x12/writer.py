@@ -1,0 +1,124 @@
+"""Writing X12 with a partner's delimiters: segments, ST/SE sets, GS/GE groups, ISA/IEA.
+
+Used for the 997 and TA1 now, and meant for the outbound 855/856/810 later. X12 has no
+escape character, so a delimiter inside a value is replaced by a space (it would otherwise
+split the element); trailing empty elements are dropped, as the standard requires.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .results import Delimiters
+
+SegmentValues = list[str]
+
+_FALLBACK_REPETITION = "^|!{}"
+
+
+def _clean(value: str, forbidden: str) -> str:
+    if any(c in value for c in forbidden):
+        return "".join(" " if c in forbidden else c for c in value)
+    return value
+
+
+def render_segment(values: SegmentValues, d: Delimiters) -> str:
+    """One segment with its terminator (and the partner's usual line end after it)."""
+    forbidden = d.element + d.component + (d.repetition or "") + d.segment
+    out = [_clean(str(v), forbidden) for v in values]
+    while len(out) > 1 and out[-1] == "":
+        out.pop()
+    return d.element.join(out) + d.segment + d.suffix
+
+
+def render(segments: list[SegmentValues], d: Delimiters) -> str:
+    return "".join(render_segment(s, d) for s in segments)
+
+
+def transaction_set(set_id: str, control: str, body: list[SegmentValues]) -> list[SegmentValues]:
+    """ST … SE around ``body``; SE01 counts ST and SE too."""
+    return [["ST", set_id, control], *body, ["SE", str(len(body) + 2), control]]
+
+
+def writable(d: Delimiters, version: str) -> Delimiters:
+    """Delimiters fit for writing an interchange of ``version``: a repetition separator
+    from 00402 on (ISA11), none before (ISA11 is then the standards id ``U``)."""
+    if version >= "00402":
+        if d.repetition:
+            return d
+        used = d.element + d.component + d.segment
+        rep = next((c for c in _FALLBACK_REPETITION if c not in used), None)
+        return d.model_copy(update={"repetition": rep})
+    return d.model_copy(update={"repetition": None}) if d.repetition else d
+
+
+def interchange(
+    groups: list[list[SegmentValues]],
+    *,
+    d: Delimiters,
+    sender: tuple[str, str],
+    receiver: tuple[str, str],
+    control_number: int,
+    now: datetime,
+    version: str = "00401",
+    usage: str = "P",
+    ack_requested: bool = False,
+    extra: list[SegmentValues] | None = None,
+) -> str:
+    """A whole interchange: ISA, ``extra`` segments (e.g. TA1), each group, IEA.
+
+    ``sender``/``receiver`` are (qualifier, id) pairs; ids are padded to 15 characters.
+    """
+    d = writable(d, version)
+    ctrl = f"{control_number % 1_000_000_000:09d}"
+    forbidden = d.element + d.component + (d.repetition or "") + d.segment
+    pad = lambda v, n: _clean(v, forbidden)[:n].ljust(n)  # noqa: E731
+    isa = d.element.join(
+        [
+            "ISA",
+            "00",
+            " " * 10,
+            "00",
+            " " * 10,
+            pad(sender[0], 2),
+            pad(sender[1], 15),
+            pad(receiver[0], 2),
+            pad(receiver[1], 15),
+            now.strftime("%y%m%d"),
+            now.strftime("%H%M"),
+            d.repetition or "U",
+            version,
+            ctrl,
+            "1" if ack_requested else "0",
+            usage if usage in ("P", "T", "I") else "P",
+            d.component,
+        ]
+    )
+    body = [seg for g in groups for seg in g]
+    return (
+        isa
+        + d.segment
+        + d.suffix
+        + render([*(extra or []), *body, ["IEA", str(len(groups)), ctrl]], d)
+    )
+
+
+def functional_group(
+    functional_id: str,
+    *,
+    sender: str,
+    receiver: str,
+    control_number: int,
+    now: datetime,
+    version: str,
+    agency: str = "X",
+    sets: list[list[SegmentValues]],
+) -> list[SegmentValues]:
+    """GS … GE around ``sets`` (each already wrapped by :func:`transaction_set`).
+
+    GS04 is CCYYMMDD, or YYMMDD for versions before 004010 where the date had six digits.
+    """
+    date = now.strftime("%y%m%d") if version[:6] < "004010" else now.strftime("%Y%m%d")
+    gs = ["GS", functional_id, sender, receiver, date, now.strftime("%H%M")]
+    gs += [str(control_number), agency or "X", version]
+    return [gs, *[s for st in sets for s in st], ["GE", str(len(sets)), str(control_number)]]
