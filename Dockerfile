@@ -5,5 +5,5 @@ ARG PYTHON_VERSION=3.11
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 COPY --chown=airflow:root requirements.lock /opt/orderflow/requirements.lock
 RUN pip install --no-cache-dir -r /opt/orderflow/requirements.lock
-ENV PYTHONPATH=/opt/airflow/plugins \
+ENV PYTHONPATH=/opt/airflow/plugins:/opt/airflow/include \
     ORDERFLOW_HOME=/opt/airflow

@@ -52,7 +52,8 @@ def use_store() -> str:
 
 # ---------------------------------------------------------------------------------- run
 @main.command()
-def run() -> None:
+@click.option("--no-sandbox", is_flag=True, help="Do not start the sandbox service.")
+def run(no_sandbox: bool) -> None:
     """Start the whole local stack in the foreground (Ctrl-C stops everything)."""
     from orderflow.dev import pg, stack
     from orderflow.dev.supervisor import Service, Supervisor
@@ -88,6 +89,21 @@ def run() -> None:
         Service("dag-processor", [airflow, "dag-processor"], logs / "dag-processor.log"),
         Service("triggerer", [airflow, "triggerer"], logs / "triggerer.log"),
     ]
+    if not no_sandbox:
+        # Generates the day on its first start (in its own process: Airflow does not wait).
+        services.append(
+            Service(
+                "sandbox",
+                [
+                    str(Path(sys.executable).parent / "orderflow"),
+                    "sandbox",
+                    "serve",
+                    "--port",
+                    str(stack.SANDBOX_PORT),
+                ],
+                logs / "sandbox.log",
+            )
+        )
     sup = Supervisor(services, env)
     try:
         sup.start_all()
@@ -98,6 +114,11 @@ def run() -> None:
                 "OrderFlow is running",
                 f"  Airflow UI   {ui}    login: {stack.ADMIN_USER} / {password}",
             ]
+            if not no_sandbox:
+                lines.append(
+                    f"  Sandbox API  http://localhost:{stack.SANDBOX_PORT}/docs "
+                    "(first start generates the day: ~30s)"
+                )
             lines += [
                 f"  Database     {'embedded PostgreSQL, data in ' + str(state / 'pgdata') if dbs.embedded else 'external PostgreSQL'}",
                 f"  Logs         {logs}/ (one file per service; task logs in {logs}/tasks)",
@@ -187,6 +208,117 @@ def connections_sync(sandbox_url: str) -> None:
     stack.import_connections(specs, dict(os.environ), settings.STATE_DIR)
     click.echo(f"{len(specs)} connections in place: {', '.join(sorted(specs))}")
 
+
+# ---------------------------------------------------------------------------------- sandbox
+def _sandbox_dir() -> Path:
+    return Path(os.environ.get("ORDERFLOW_SANDBOX_DIR") or settings.STATE_DIR / "sandbox")
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder (default: the sandbox's day folder under .orderflow/sandbox).",
+)
+@click.option("--seed", default=7, show_default=True, help="Same seed, same day.")
+@click.option("--days", default=1, show_default=True, help="Consecutive business days (scale).")
+@click.option("--orders", "orders_per_day", default=5000, show_default=True, help="Orders per day.")
+@click.option("--customers", default=2000, show_default=True)
+@click.option("--items", default=10000, show_default=True)
+@click.option(
+    "--date",
+    "business_date",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First business date (default: today, UTC).",
+)
+def simulate(out, seed, days, orders_per_day, customers, items, business_date) -> None:
+    """Generate a realistic order day (or several) for the sandbox, with ground truth."""
+    from orderflow_sandbox.generator import generate
+
+    out = out or _sandbox_dir() / "day"
+    t0 = time.perf_counter()
+    manifest = generate(
+        out,
+        seed=seed,
+        days=days,
+        orders_per_day=orders_per_day,
+        customers=customers,
+        items=items,
+        business_date=business_date.date() if business_date else None,
+    )
+    click.echo(f"generated into {out} in {time.perf_counter() - t0:.1f}s")
+    click.echo(json_dumps(manifest))
+
+
+def json_dumps(obj) -> str:
+    import dataclasses
+    import json
+
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return json.dumps(obj, indent=2, default=str)
+
+
+@main.group()
+def sandbox() -> None:
+    """The stand-in distributor (ERP, WMS, carriers, tax, credit, screening, portal, EDI)."""
+
+
+@sandbox.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True)
+@click.option(
+    "--day",
+    "day_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Generated day folder (default: .orderflow/sandbox/day, generated if missing).",
+)
+@click.option("--speed", default=1.0, show_default=True, help="Simulated seconds per real second.")
+@click.option("--start", "start", default=None, help="Simulated start time, ISO (default: now).")
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="JSON FaultConfig applied at start (see PUT /admin/faults).",
+)
+@click.option("--seed", default=7, show_default=True, help="Seed for generation and faults.")
+def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
+    """Serve the sandbox over HTTP and deliver the day's files as its clock passes them."""
+    from datetime import UTC, datetime
+
+    import uvicorn
+
+    from orderflow_sandbox.app import create_app
+    from orderflow_sandbox.faults import FaultConfig, SimClock
+
+    drop = _sandbox_dir()
+    day_dir = day_dir or drop / "day"
+    if not (day_dir / "world.json").exists():
+        from orderflow_sandbox.generator import generate
+
+        click.echo(f"no generated day in {day_dir}: generating one (seed {seed})", err=True)
+        generate(day_dir, seed=seed)
+    faults = (
+        FaultConfig.model_validate_json(faults_file.read_text())
+        if faults_file
+        else FaultConfig(seed=seed)
+    )
+    clock = SimClock(datetime.fromisoformat(start) if start else datetime.now(UTC), speed)
+    app = create_app(day_dir, drop, clock=clock, faults=faults)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _register_channel_commands() -> None:
+    from orderflow.channels.x12.cli import x12
+
+    main.add_command(x12)
+
+
+_register_channel_commands()
 
 if __name__ == "__main__":
     main()

@@ -82,7 +82,7 @@ def test_compose_refuses_to_start_without_secrets():
 
 def test_services_healthchecks_and_restart(compose):
     services = compose["services"]
-    assert AIRFLOW_SERVICES | {"postgres", "redis"} <= set(services)
+    assert AIRFLOW_SERVICES | {"postgres", "redis", "sandbox"} <= set(services)
     for name, svc in services.items():
         if name == "airflow-init":
             continue

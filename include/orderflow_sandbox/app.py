@@ -1,0 +1,373 @@
+"""The sandbox HTTP service: one FastAPI app standing in for a distributor's systems.
+
+Each system has its own path prefix (its Airflow Connection's base URL): ``/erp``, ``/wms``,
+``/carrier``, ``/tax``, ``/credit``, ``/screening``, ``/portal``, ``/edi``; ``/admin`` sets
+faults and the clock. OpenAPI at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from orderflow_sandbox.faults import FaultConfig, FaultInjector, FaultMiddleware, SimClock
+from orderflow_sandbox.state import Conflict, Distributor, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+
+IdemKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", description="Required: a repeated key returns the first answer"
+    ),
+]
+
+
+def _require_key(key: str | None) -> str:
+    if not key:
+        raise HTTPException(400, "Idempotency-Key header is required for this operation")
+    return key
+
+
+def _answer(response: Response, result: tuple[dict, bool], created: int = 201) -> dict:
+    answer, replayed = result
+    response.status_code = 200 if replayed else created
+    response.headers["Idempotent-Replayed"] = "true" if replayed else "false"
+    return answer
+
+
+# ---------------------------------------------------------------------- request models
+class OrderLineIn(BaseModel):
+    line_no: int
+    item_id: str
+    quantity: float = Field(gt=0)
+    unit_price: float = Field(ge=0)
+
+
+class ErpOrderIn(BaseModel):
+    order_id: str
+    customer_id: str
+    po_number: str
+    lines: list[OrderLineIn]
+
+
+class InvoiceIn(BaseModel):
+    order_id: str
+    customer_id: str
+    lines: list[OrderLineIn]
+    tax: float = 0.0
+    freight: float = 0.0
+    currency: str = "USD"
+
+
+class ReservationIn(BaseModel):
+    item_id: str
+    dc_id: str
+    quantity: float = Field(gt=0)
+    reference: str = Field(description="Caller's reference, e.g. order id and line")
+
+
+class ReleaseLineIn(BaseModel):
+    line_no: int
+    item_id: str
+    quantity: float = Field(gt=0)
+    reservation_id: str | None = None
+
+
+class ReleaseIn(BaseModel):
+    order_id: str
+    dc_id: str
+    lines: list[ReleaseLineIn]
+    carrier_id: str | None = None
+    service_code: str | None = None
+
+
+class RateIn(BaseModel):
+    weight_kg: float = Field(gt=0)
+    dc_id: str
+    zone: str
+    hazmat: bool = False
+
+
+class ShipmentIn(BaseModel):
+    order_id: str
+    carrier_id: str
+    service_code: str
+    weight_kg: float = Field(gt=0)
+
+
+class TaxLineIn(BaseModel):
+    line_no: int
+    amount: float
+
+
+class TaxIn(BaseModel):
+    customer_id: str
+    region: str
+    country: str = "US"
+    lines: list[TaxLineIn]
+    exempt: bool = False
+
+
+class CreditIn(BaseModel):
+    customer_id: str
+    amount: float = Field(ge=0)
+
+
+class ScreeningIn(BaseModel):
+    name: str
+    country: str = "US"
+
+
+class ClockIn(BaseModel):
+    now: datetime | None = Field(None, description="New simulated time (timezone-aware)")
+    advance_minutes: float | None = Field(None, description="Move the clock forward")
+    speed: float | None = Field(None, gt=0, description="Simulated seconds per real second")
+
+
+# ---------------------------------------------------------------------- the app
+def create_app(
+    day_dir: Path,
+    drop_dir: Path,
+    *,
+    clock: SimClock | None = None,
+    faults: FaultConfig | None = None,
+    deliver_every_s: float = 1.0,
+) -> FastAPI:
+    clock = clock or SimClock()
+    injector = FaultInjector(faults)
+    state = Distributor(day_dir, drop_dir, clock, seed=(faults or FaultConfig()).seed)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        async def deliver_loop():
+            while True:
+                try:
+                    dup = injector.rule_for("/edi/inbound")
+                    rnd = injector.rng(dup, "delivery") if dup else None
+                    duplicate = bool(rnd and rnd.random() < dup.duplicate_rate)
+                    await asyncio.to_thread(state.deliver_due, duplicate)
+                except Exception:  # keep delivering; the log says what broke
+                    log.exception("delivery loop")
+                await asyncio.sleep(deliver_every_s)
+
+        task = asyncio.create_task(deliver_loop()) if deliver_every_s > 0 else None
+        yield
+        if task:
+            task.cancel()
+
+    app = FastAPI(
+        title="OrderFlow sandbox distributor",
+        version="1.0",
+        description="Stand-in ERP, WMS (two DCs), carrier/TMS, tax, credit, screening, B2B portal "
+        "and EDI gateway of one industrial distributor, with fault injection. Mutating calls "
+        "that are side effects in the real world require an `Idempotency-Key` header.",
+        lifespan=lifespan,
+    )
+    app.state.distributor = state
+    app.state.injector = injector
+
+    @app.exception_handler(NotFound)
+    async def _nf(_r: Request, exc: NotFound):
+        return JSONResponse({"detail": f"not found: {exc}"}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _cf(_r: Request, exc: Conflict):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(Invalid)
+    async def _iv(_r: Request, exc: Invalid):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    # ------------------------------------------------------------------ ERP
+    erp = APIRouter(prefix="/erp", tags=["ERP"])
+
+    @erp.get("/{entity}", summary="Master-data extract (incremental with changed_since)")
+    def extract(
+        entity: str,
+        changed_since: Annotated[
+            str | None, Query(description="ISO timestamp; rows updated after it")
+        ] = None,
+        offset: int = 0,
+        limit: Annotated[int, Query(le=10000)] = 1000,
+    ) -> dict:
+        return state.extract(entity.replace("-", "_"), changed_since, offset, limit)
+
+    @erp.get("/customers/{customer_id}/exposure", summary="Open AR + open orders vs limit")
+    def exposure(customer_id: str) -> dict:
+        return state.exposure(customer_id)
+
+    @erp.post("/orders", status_code=201, summary="Create a sales order (idempotent)")
+    def create_order(body: ErpOrderIn, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, state.create_erp_order(_require_key(key), body.model_dump()))
+
+    @erp.post("/invoices", status_code=201, summary="Post an invoice to AR (idempotent)")
+    def post_invoice(body: InvoiceIn, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, state.post_invoice(_require_key(key), body.model_dump()))
+
+    # ------------------------------------------------------------------ WMS
+    wms = APIRouter(prefix="/wms", tags=["WMS"])
+
+    @wms.get("/inventory", summary="On-hand / available-to-promise per item and DC")
+    def inventory(
+        item_id: Annotated[list[str] | None, Query()] = None,
+        dc_id: str | None = None,
+        changed_since: str | None = None,
+    ) -> dict:
+        items = state.availability(item_id, dc_id, changed_since)
+        return {"items": items, "as_of": state.now().isoformat()}
+
+    @wms.post("/reservations", status_code=201, summary="Reserve stock (409 if not available)")
+    def reserve(body: ReservationIn) -> dict:
+        return state.reserve(body.item_id, body.dc_id, body.quantity, body.reference)
+
+    @wms.delete("/reservations/{reservation_id}", summary="Cancel a held reservation")
+    def cancel(reservation_id: str) -> dict:
+        return state.cancel_reservation(reservation_id)
+
+    @wms.post("/releases", status_code=201, summary="Release an order to the floor (idempotent)")
+    def release(body: ReleaseIn, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, state.release(_require_key(key), body.model_dump()))
+
+    @wms.get(
+        "/milestones", summary="Milestone feed: released, picked, short_picked, packed, shipped"
+    )
+    def milestones(
+        request: Request, cursor: int = 0, limit: Annotated[int, Query(le=1000)] = 200
+    ) -> dict:
+        page = state.feed("wms", cursor, limit)
+        page["items"] = injector.feed_faults(request.url.path, page["items"])
+        return page
+
+    # ------------------------------------------------------------------ carrier
+    carrier = APIRouter(prefix="/carrier", tags=["Carrier / TMS"])
+
+    @carrier.post("/rates", summary="Parcel and LTL rate quotes by weight, zone, service")
+    def rates(body: RateIn) -> dict:
+        return {"quotes": state.rate_quotes(body.weight_kg, body.dc_id, body.zone, body.hazmat)}
+
+    @carrier.post("/shipments", status_code=201, summary="Book a shipment (idempotent)")
+    def book(body: ShipmentIn, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, state.book_shipment(_require_key(key), body.model_dump()))
+
+    @carrier.get("/tracking", summary="Tracking events: in_transit, delayed, delivered, exception")
+    def tracking(
+        request: Request, cursor: int = 0, limit: Annotated[int, Query(le=1000)] = 200
+    ) -> dict:
+        page = state.feed("carrier", cursor, limit)
+        page["items"] = injector.feed_faults(request.url.path, page["items"])
+        return page
+
+    # ------------------------------------------------------------------ tax, credit, screening
+    other = APIRouter(tags=["Tax, credit, screening"])
+
+    @other.post("/tax/quote", summary="Sales tax quote per line")
+    def tax(body: TaxIn) -> dict:
+        return state.tax_quote(
+            body.region, body.country, [ln.model_dump() for ln in body.lines], body.exempt
+        )
+
+    @other.post("/credit/check", summary="Real-time credit decision")
+    def credit(body: CreditIn) -> dict:
+        return state.credit_check(body.customer_id, body.amount)
+
+    @other.post("/screening/check", summary="Restricted-party screening")
+    def screening(body: ScreeningIn) -> dict:
+        return state.screen(body.name, body.country)
+
+    # ------------------------------------------------------------------ portal
+    portal = APIRouter(prefix="/portal", tags=["B2B portal"])
+
+    @portal.get("/orders", summary="Orders feed, read with a cursor; each has a client request id")
+    def portal_orders(
+        request: Request, cursor: int = 0, limit: Annotated[int, Query(le=1000)] = 100
+    ) -> dict:
+        page = state.portal_page(cursor, limit)
+        page["items"] = injector.feed_faults(request.url.path, page["items"])
+        return page
+
+    # ------------------------------------------------------------------ EDI
+    edi = APIRouter(prefix="/edi", tags=["EDI gateway"])
+
+    @edi.post(
+        "/outbound", status_code=201, summary="Receive our outbound 997/855/856/810 (idempotent)"
+    )
+    def receive(
+        response: Response,
+        body: Annotated[str, Body(media_type="application/edi-x12")],
+        partner_id: Annotated[str, Header(alias="X-Partner-Id")],
+        document_type: Annotated[str, Header(alias="X-Document-Type")],
+        key: IdemKey = None,
+    ) -> dict:
+        return _answer(
+            response, state.receive_edi(_require_key(key), partner_id, document_type, body)
+        )
+
+    @edi.get("/outbound", summary="What the gateway received (inspection)")
+    def received(partner_id: str | None = None, document_type: str | None = None) -> dict:
+        with state.lock:
+            docs = [
+                d
+                for d in state.outbound_edi
+                if (not partner_id or d["partner_id"] == partner_id)
+                and (not document_type or d["document_type"] == document_type)
+            ]
+        return {"items": docs}
+
+    # ------------------------------------------------------------------ admin
+    admin = APIRouter(prefix="/admin", tags=["Admin"])
+
+    @admin.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "clock": state.now().isoformat()}
+
+    @admin.get("/state", summary="Counts of everything the sandbox holds")
+    def summary() -> dict:
+        return state.summary()
+
+    @admin.get("/faults", response_model=FaultConfig)
+    def get_faults() -> FaultConfig:
+        return injector.config
+
+    @admin.put("/faults", response_model=FaultConfig, summary="Replace the fault rules")
+    def set_faults(config: FaultConfig) -> FaultConfig:
+        injector.set(config)
+        return injector.config
+
+    @admin.get("/clock")
+    def get_clock() -> dict:
+        return {"now": state.now().isoformat(), "speed": clock.speed}
+
+    @admin.put("/clock", summary="Set, advance or speed up simulated time")
+    def set_clock(body: ClockIn) -> dict:
+        if body.now is not None:
+            clock.set(body.now, body.speed)
+        elif body.speed is not None:
+            clock.set(clock.now(), body.speed)
+        if body.advance_minutes:
+            from datetime import timedelta
+
+            clock.advance(timedelta(minutes=body.advance_minutes))
+        delivered = state.deliver_due()
+        return {"now": state.now().isoformat(), "speed": clock.speed, "delivered": delivered}
+
+    @admin.patch("/master/{entity}/{key}", summary="Change a master record (fix or break it)")
+    def patch_master(entity: str, key: str, changes: dict[str, Any]) -> dict:
+        return state.update_master(entity.replace("-", "_"), key, changes)
+
+    @admin.get("/master-data-defects", summary="Labelled master-data defects of this world")
+    def md_defects() -> dict:
+        return {"items": state.master_data_defects}
+
+    for router in (erp, wms, carrier, other, portal, edi, admin):
+        app.include_router(router)
+    app.add_middleware(FaultMiddleware, injector=injector)
+    return app

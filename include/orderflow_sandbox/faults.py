@@ -1,0 +1,177 @@
+"""Fault injection and the simulated clock of the sandbox.
+
+Faults are set per endpoint path prefix, at start (``--faults FILE``) or at run time
+(``PUT /admin/faults``): latency, 5xx error rate, timeouts, connection resets, duplicate
+deliveries and out-of-order events. Decisions are deterministic for a seed: the n-th request
+matching a rule draws from ``Random(f"{seed}:{prefix}:{n}")``, so a replayed request
+sequence meets the same faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from time import monotonic
+
+from pydantic import BaseModel, Field
+
+
+class FaultRule(BaseModel):
+    """Faults for every request whose path starts with ``prefix`` (longest prefix wins)."""
+
+    prefix: str = Field(description="Path prefix, e.g. /wms/releases or /portal")
+    latency_ms: int = Field(0, ge=0, description="Added latency on every matching request")
+    jitter_ms: int = Field(0, ge=0, description="Uniform random extra latency up to this")
+    error_rate: float = Field(0.0, ge=0, le=1, description="Share answered with error_status")
+    error_status: int = Field(503, ge=500, le=599)
+    timeout_rate: float = Field(0.0, ge=0, le=1, description="Share that hang for timeout_s")
+    timeout_s: float = Field(30.0, ge=0)
+    reset_rate: float = Field(
+        0.0, ge=0, le=1, description="Share whose connection is cut mid-response"
+    )
+    duplicate_rate: float = Field(
+        0.0, ge=0, le=1, description="Feeds: share of items delivered twice"
+    )
+    out_of_order_rate: float = Field(0.0, ge=0, le=1, description="Feeds: share of pages shuffled")
+
+
+class FaultConfig(BaseModel):
+    seed: int = 7
+    rules: list[FaultRule] = Field(default_factory=list)
+
+
+class Decision(BaseModel):
+    delay_s: float = 0.0
+    error_status: int | None = None
+    timeout_s: float | None = None
+    reset: bool = False
+
+
+class FaultInjector:
+    def __init__(self, config: FaultConfig | None = None):
+        self._lock = threading.Lock()
+        self._counters: dict[str, int] = {}
+        self.config = config or FaultConfig()
+
+    def set(self, config: FaultConfig) -> None:
+        with self._lock:
+            self.config = config
+            self._counters = {}
+
+    def rule_for(self, path: str) -> FaultRule | None:
+        matches = [r for r in self.config.rules if path.startswith(r.prefix)]
+        return max(matches, key=lambda r: len(r.prefix)) if matches else None
+
+    def rng(self, rule: FaultRule, purpose: str = "request") -> random.Random:
+        with self._lock:
+            key = f"{purpose}:{rule.prefix}"
+            n = self._counters.get(key, 0)
+            self._counters[key] = n + 1
+        return random.Random(f"{self.config.seed}:{key}:{n}")
+
+    def decide(self, path: str) -> Decision:
+        rule = self.rule_for(path)
+        if rule is None:
+            return Decision()
+        rnd = self.rng(rule)
+        d = Decision(delay_s=(rule.latency_ms + rnd.uniform(0, rule.jitter_ms)) / 1000)
+        roll = rnd.random()
+        if roll < rule.error_rate:
+            d.error_status = rule.error_status
+        elif roll < rule.error_rate + rule.timeout_rate:
+            d.timeout_s = rule.timeout_s
+        elif roll < rule.error_rate + rule.timeout_rate + rule.reset_rate:
+            d.reset = True
+        return d
+
+    def feed_faults(self, path: str, items: list) -> list:
+        """Duplicate and reorder items of a feed page, as flaky partner feeds do."""
+        rule = self.rule_for(path)
+        if rule is None or not items:
+            return items
+        rnd = self.rng(rule, "feed")
+        out = []
+        for item in items:
+            out.append(item)
+            if rnd.random() < rule.duplicate_rate:
+                out.append(item)
+        if rnd.random() < rule.out_of_order_rate:
+            rnd.shuffle(out)
+        return out
+
+
+class FaultMiddleware:
+    """Pure ASGI middleware applying the injector's decision to each HTTP request."""
+
+    def __init__(self, app, injector: FaultInjector):
+        self.app = app
+        self.injector = injector
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith(("/admin", "/docs", "/openapi")):
+            await self.app(scope, receive, send)
+            return
+        d = self.injector.decide(scope["path"])
+        if d.delay_s:
+            await asyncio.sleep(d.delay_s)
+        if d.timeout_s is not None:
+            await asyncio.sleep(d.timeout_s)
+        if d.error_status is not None:
+            body = b'{"detail": "injected fault: service unavailable"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": d.error_status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"x-sandbox-fault", b"error"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        if d.reset:
+            # Promise a body, send part of it, then drop the connection: the client sees the
+            # peer close mid-response, as with a reset.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"1000"),
+                        (b"x-sandbox-fault", b"reset"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
+            raise ConnectionResetError("injected fault: connection reset")
+        await self.app(scope, receive, send)
+
+
+class SimClock:
+    """Simulated business time: ``start`` at the moment of setting, advancing ``speed``× real time."""
+
+    def __init__(self, start: datetime | None = None, speed: float = 1.0):
+        self._lock = threading.Lock()
+        self.set(start or datetime.now(UTC), speed)
+
+    def set(self, start: datetime, speed: float | None = None) -> None:
+        if start.tzinfo is None:
+            raise ValueError("clock start must be timezone-aware")
+        with self._lock:
+            self._sim_start = start
+            self._real_start = monotonic()
+            if speed is not None:
+                self.speed = speed
+
+    def now(self) -> datetime:
+        with self._lock:
+            elapsed = monotonic() - self._real_start
+            return self._sim_start + timedelta(seconds=elapsed * self.speed)
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.set(self.now() + delta)
+        return self.now()
