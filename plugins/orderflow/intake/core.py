@@ -1,0 +1,211 @@
+"""The one intake path every channel goes through.
+
+1. :func:`ingest` stores the raw bytes (its own committed transaction: nothing is lost if
+   parsing or anything after it dies).
+2. The channel's parser runs on the bytes; it never raises (an unexpected exception becomes a
+   quarantine error, so one bad message cannot crash a batch).
+3. One transaction decides the outcome: quarantined (errors, no orders), duplicate (of an
+   earlier message or of orders already received), or orders created (+ RECEIVED events).
+
+A message already decided (a rerun of the same delivery) returns its earlier outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orderflow.domain.models import IntakeError, Order
+from orderflow.store import db, intake
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParseResult:
+    """What a channel parser makes of one message."""
+
+    orders: list[Order] = field(default_factory=list)
+    errors: list[IntakeError] = field(default_factory=list)
+    #: ISA13 / GS06 / ST02s for EDI, used for duplicate detection and the message row
+    control: dict[str, Any] = field(default_factory=dict)
+    #: outbound acknowledgements to queue (kind, partner, idempotency key, body)
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_id: int
+    outcome: str
+    order_ids: tuple[str, ...] = ()
+    errors: tuple[IntakeError, ...] = ()
+    duplicate_of: int | None = None
+    seen_before: bool = False
+
+
+Parser = Callable[[bytes, intake.StoredMessage], ParseResult]
+
+
+def ingest(
+    conn: psycopg.Connection,
+    *,
+    channel: str,
+    partner_id: str | None,
+    source_ref: str | None,
+    raw: bytes,
+    parse: Parser,
+    content_type: str | None = None,
+    client_request_id: str | None = None,
+    size_bytes: int | None = None,
+    precheck: list[IntakeError] | None = None,
+    run: dict[str, Any] | None = None,
+    actor_id: str = "intake",
+) -> Outcome:
+    with db.transaction(conn):
+        stored = intake.record_message(
+            conn,
+            channel=channel,
+            partner_id=partner_id,
+            source_ref=source_ref,
+            raw=raw,
+            content_type=content_type,
+            client_request_id=client_request_id,
+            size_bytes=size_bytes,
+        )
+    if stored.seen_before and stored.outcome != "pending":
+        return Outcome(stored.message_id, stored.outcome, seen_before=True)
+
+    if precheck:  # e.g. size limit, unsafe name: decided without parsing
+        result = ParseResult(errors=list(precheck))
+    else:
+        try:
+            result = parse(raw, stored)
+        except (
+            Exception
+        ) as exc:  # a parser bug must not stop the batch; the message waits for replay
+            log.exception("parser failed on message %s", stored.message_id)
+            result = ParseResult(
+                errors=[
+                    IntakeError(
+                        code="intake.parser_crashed",
+                        message=f"the {channel} parser failed: {type(exc).__name__}: {exc}",
+                        action="Report to the OrderFlow data team; replay the message after the fix.",
+                    )
+                ]
+            )
+    return _decide(conn, stored, channel, partner_id, client_request_id, result, run, actor_id)
+
+
+def _decide(
+    conn, stored, channel, partner_id, client_request_id, result: ParseResult, run, actor_id
+) -> Outcome:
+    mid = stored.message_id
+    with db.transaction(conn):
+        if not result.orders:
+            intake.set_outcome(
+                conn,
+                mid,
+                "quarantined",
+                errors=result.errors
+                or [
+                    IntakeError(
+                        code="intake.no_orders",
+                        message="the message contains no purchase order",
+                        action="Check what the partner sent; replay or discard.",
+                    )
+                ],
+                control=result.control,
+                details=result.details,
+            )
+            _queue_acks(conn, result)
+            return Outcome(mid, "quarantined", errors=tuple(result.errors))
+
+        earlier = intake.earlier_message_with(
+            conn,
+            message_id=mid,
+            partner_id=partner_id,
+            content_sha256=stored.content_sha256,
+            interchange_control_number=result.control.get("isa13"),
+            client_request_id=client_request_id,
+            channel=channel,
+        )
+        if earlier is not None:
+            intake.set_outcome(
+                conn,
+                mid,
+                "duplicate",
+                duplicate_of=earlier,
+                control=result.control,
+                details={
+                    **result.details,
+                    "reason": "same content, interchange "
+                    "control number or client request id as message "
+                    f"{earlier}",
+                },
+            )
+            return Outcome(mid, "duplicate", duplicate_of=earlier)
+
+        known = intake.existing_orders_by_po(
+            conn, [(o.customer_id, partner_id, o.po_number) for o in result.orders]
+        )
+        fresh = [o for o in result.orders if (o.customer_id, partner_id, o.po_number) not in known]
+        dup_orders = {
+            o.po_number: known[(o.customer_id, partner_id, o.po_number)]
+            for o in result.orders
+            if o not in fresh
+        }
+        if not fresh:
+            first = next(iter(dup_orders.values()))
+            original = conn.execute(
+                'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (first,)
+            ).fetchone()[0]
+            if original is None or original == mid:  # a replay of our own orders
+                intake.set_outcome(
+                    conn,
+                    mid,
+                    "orders_created",
+                    order_count=len(result.orders),
+                    control=result.control,
+                    details=result.details,
+                )
+                return Outcome(mid, "orders_created", tuple(o.order_id for o in result.orders))
+            intake.set_outcome(
+                conn,
+                mid,
+                "duplicate",
+                duplicate_of=original,
+                control=result.control,
+                details={**result.details, "duplicate_orders": dup_orders},
+            )
+            return Outcome(mid, "duplicate", duplicate_of=original)
+
+        for o in fresh:
+            o.provenance.message_id = mid
+        created = intake.insert_orders(conn, fresh, message_id=mid, actor_id=actor_id, run=run)
+        details = dict(result.details)
+        if dup_orders:
+            details["duplicate_orders"] = dup_orders
+        intake.set_outcome(
+            conn,
+            mid,
+            "orders_created",
+            errors=result.errors,
+            order_count=len(fresh),
+            control=result.control,
+            details=details,
+        )
+        _queue_acks(conn, result)
+        return Outcome(mid, "orders_created", tuple(created), tuple(result.errors))
+
+
+def _queue_acks(conn, result: ParseResult) -> None:
+    from orderflow.store import outbox
+
+    for ack in result.acks:
+        outbox.enqueue(conn, **ack)

@@ -1,0 +1,131 @@
+"""The base of every OrderFlow HTTP hook: JSON calls with idempotency keys and retries of
+transient failures only.
+
+Transient: connection errors, timeouts, 5xx and 429 — retried with exponential backoff and
+jitter (tenacity, which the HTTP provider already uses). Anything else (4xx) is the partner
+telling us no: it is raised at once as :class:`ExternalRejected`, with the partner's words.
+The requests session is built once per hook (one Connection lookup, pooled sockets), not once
+per call as ``HttpHook.run`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+import tenacity
+from airflow.providers.http.hooks.http import HttpHook
+
+
+class ExternalSystemError(Exception):
+    """A call to an external system failed. ``transient`` says whether a retry may help."""
+
+    transient = False
+
+    def __init__(self, system: str, endpoint: str, message: str, status: int | None = None):
+        super().__init__(f"{system} {endpoint}: {message}")
+        self.system, self.endpoint, self.status = system, endpoint, status
+
+
+class ExternalRejected(ExternalSystemError):
+    """The system answered 4xx: fix the request (or the data), do not retry."""
+
+
+class ExternalUnavailable(ExternalSystemError):
+    """5xx, 429, timeout or connection failure, still failing after the retry budget."""
+
+    transient = True
+
+
+class OrderFlowHttpHook(HttpHook):
+    """JSON over HTTP to one external system, through its Airflow Connection.
+
+    :param conn_id: the system's HTTP Connection (host = base URL). Defaults to the subclass's
+        ``default_conn_name``. Extras read by name: ``timeout`` (seconds per request).
+    :param retries: attempts for transient failures (default 4: ≈ 0.5 + 1 + 2 s of backoff,
+        enough to ride out a restart, short enough to keep a task inside its slot).
+    :param backoff: first backoff in seconds; doubles per attempt, with jitter, capped at 10 s.
+    """
+
+    system = "external system"
+    default_conn_name = "http_default"
+
+    def __init__(self, conn_id: str | None = None, *, retries: int = 4, backoff: float = 0.5):
+        super().__init__(method="GET", http_conn_id=conn_id or self.default_conn_name)
+        self.retries = retries
+        self.backoff = backoff
+        self._session: requests.Session | None = None
+
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = self.get_conn()  # also resolves base_url and the Connection extras
+        return self._session
+
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """One request; returns the decoded JSON body."""
+        hdrs = {"Accept": "application/json", **(headers or {})}
+        if idempotency_key:
+            hdrs["Idempotency-Key"] = idempotency_key
+
+        def attempt() -> Any:
+            session = self.session()
+            request = requests.Request(
+                method.upper(),
+                self.url_from_endpoint(endpoint),
+                params=params,
+                json=json,
+                data=data,
+                headers=hdrs,
+            )
+            options = {**self.merged_extra, "check_response": False}
+            options.setdefault("timeout", 10)
+            try:
+                response = self.run_and_check(session, session.prepare_request(request), options)
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                raise ExternalUnavailable(
+                    self.system, endpoint, f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if response.status_code >= 500 or response.status_code == 429:
+                raise ExternalUnavailable(
+                    self.system, endpoint, f"HTTP {response.status_code}", response.status_code
+                )
+            if response.status_code >= 400:
+                try:
+                    detail = response.json().get("detail", response.text)
+                except ValueError:
+                    detail = response.text
+                raise ExternalRejected(
+                    self.system,
+                    endpoint,
+                    f"HTTP {response.status_code}: {detail}",
+                    response.status_code,
+                )
+            try:
+                return response.json()
+            except ValueError as exc:  # a 200 with a broken body: a truncated transfer
+                raise ExternalUnavailable(
+                    self.system, endpoint, "invalid JSON in response"
+                ) from exc
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential_jitter(initial=self.backoff, max=10),
+            retry=tenacity.retry_if_exception_type(ExternalUnavailable),
+            reraise=True,
+        )
+        return retrying(attempt)

@@ -1,0 +1,132 @@
+"""One hook per external system. Methods name the business operation, not the URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orderflow.integrations.http import OrderFlowHttpHook
+
+
+class ErpHook(OrderFlowHttpHook):
+    """The ERP: master-data extracts, exposure, sales orders and invoices."""
+
+    system = "ERP"
+    conn_name_attr = "erp_conn_id"
+    default_conn_name = "erp_default"
+    hook_name = "OrderFlow ERP"
+
+    def extract(self, entity: str, *, changed_since: str | None = None, page_size: int = 5000):
+        """Yield every row of a master-data entity, changed after ``changed_since`` if given."""
+        offset: int | None = 0
+        while offset is not None:
+            params: dict[str, Any] = {"offset": offset, "limit": page_size}
+            if changed_since:
+                params["changed_since"] = changed_since
+            page = self.call("GET", f"/{entity}", params=params)
+            yield from page["items"]
+            offset = page["next_offset"]
+
+    def exposure(self, customer_id: str) -> dict:
+        return self.call("GET", f"/customers/{customer_id}/exposure")
+
+    def post_invoice(self, invoice: dict, *, idempotency_key: str) -> dict:
+        return self.call("POST", "/invoices", json=invoice, idempotency_key=idempotency_key)
+
+
+class WmsHook(OrderFlowHttpHook):
+    """The WMS of both DCs: availability, releases, milestone feed."""
+
+    system = "WMS"
+    conn_name_attr = "wms_conn_id"
+    default_conn_name = "wms_default"
+    hook_name = "OrderFlow WMS"
+
+    def inventory(self, *, changed_since: str | None = None) -> list[dict]:
+        params = {"changed_since": changed_since} if changed_since else None
+        return self.call("GET", "/inventory", params=params)["items"]
+
+    def release(self, release: dict, *, idempotency_key: str) -> dict:
+        return self.call("POST", "/releases", json=release, idempotency_key=idempotency_key)
+
+    def milestones(self, cursor: int, limit: int = 500) -> dict:
+        return self.call("GET", "/milestones", params={"cursor": cursor, "limit": limit})
+
+
+class PortalHook(OrderFlowHttpHook):
+    """The B2B portal's orders feed, read with a cursor."""
+
+    system = "portal"
+    conn_name_attr = "portal_conn_id"
+    default_conn_name = "portal_default"
+    hook_name = "OrderFlow B2B portal"
+
+    def orders_page(self, cursor: int, limit: int = 200) -> dict:
+        return self.call("GET", "/orders", params={"cursor": cursor, "limit": limit})
+
+
+class CreditHook(OrderFlowHttpHook):
+    system = "credit service"
+    conn_name_attr = "credit_conn_id"
+    default_conn_name = "credit_default"
+    hook_name = "OrderFlow credit service"
+
+    def check(self, customer_id: str, amount: float) -> dict:
+        return self.call("POST", "/check", json={"customer_id": customer_id, "amount": amount})
+
+
+class TaxHook(OrderFlowHttpHook):
+    system = "tax engine"
+    conn_name_attr = "tax_conn_id"
+    default_conn_name = "tax_default"
+    hook_name = "OrderFlow tax engine"
+
+    def quote(self, request: dict) -> dict:
+        return self.call("POST", "/quote", json=request)
+
+
+class ScreeningHook(OrderFlowHttpHook):
+    system = "screening"
+    conn_name_attr = "screening_conn_id"
+    default_conn_name = "screening_default"
+    hook_name = "OrderFlow restricted-party screening"
+
+    def check(self, name: str, country: str) -> dict:
+        return self.call("POST", "/check", json={"name": name, "country": country})
+
+
+class CarrierHook(OrderFlowHttpHook):
+    system = "carrier/TMS"
+    conn_name_attr = "carrier_conn_id"
+    default_conn_name = "carrier_default"
+    hook_name = "OrderFlow carrier / TMS"
+
+    def rates(self, request: dict) -> list[dict]:
+        return self.call("POST", "/rates", json=request)["quotes"]
+
+    def book(self, shipment: dict, *, idempotency_key: str) -> dict:
+        return self.call("POST", "/shipments", json=shipment, idempotency_key=idempotency_key)
+
+    def tracking(self, cursor: int, limit: int = 500) -> dict:
+        return self.call("GET", "/tracking", params={"cursor": cursor, "limit": limit})
+
+
+class EdiGatewayHook(OrderFlowHttpHook):
+    """The EDI gateway (VAN/AS2 stand-in) that takes our outbound documents."""
+
+    system = "EDI gateway"
+    conn_name_attr = "edi_conn_id"
+    default_conn_name = "edi_default"
+    hook_name = "OrderFlow EDI gateway"
+
+    def send(self, partner_id: str, document_type: str, body: str, *, idempotency_key: str) -> dict:
+        return self.call(
+            "POST",
+            "/outbound",
+            data=body.encode(),
+            idempotency_key=idempotency_key,
+            headers={
+                "Content-Type": "application/edi-x12",
+                "X-Partner-Id": partner_id,
+                "X-Document-Type": document_type,
+            },
+        )

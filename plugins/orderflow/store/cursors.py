@@ -1,0 +1,46 @@
+"""Persisted cursors and watermarks (portal feed, event feeds, master-data changed-since),
+plus a session advisory lock so only one reader advances a cursor at a time."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def get(conn: psycopg.Connection, name: str, default: str | None = None) -> str | None:
+    row = conn.execute(
+        "SELECT value FROM orderflow.sync_cursor WHERE cursor_name = %s", (name,)
+    ).fetchone()
+    return row[0] if row else default
+
+
+def put(conn: psycopg.Connection, name: str, value: str, run_id: str | None = None) -> None:
+    conn.execute(
+        """
+        INSERT INTO orderflow.sync_cursor (cursor_name, value, updated_by_run) VALUES (%s, %s, %s)
+        ON CONFLICT (cursor_name) DO UPDATE
+            SET value = EXCLUDED.value, updated_at = now(), updated_by_run = EXCLUDED.updated_by_run
+        """,
+        (name, value, run_id),
+    )
+
+
+class CursorBusy(RuntimeError):
+    """Another reader holds this cursor."""
+
+
+@contextmanager
+def exclusive(conn: psycopg.Connection, name: str) -> Iterator[None]:
+    """Hold a session advisory lock on ``name`` for the block, or raise :class:`CursorBusy`."""
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        raise CursorBusy(f"cursor {name!r} is being read by another run; try again later")
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

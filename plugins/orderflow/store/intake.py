@@ -1,0 +1,266 @@
+"""Intake repository: raw-first channel messages, their single outcome, and the orders
+they create (with the RECEIVED event), written set-wise.
+
+Flow per inbound message (see ``orderflow.intake``): :func:`record_message` commits the raw
+bytes first; the parser runs; then one transaction writes the orders and the outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.domain.models import IntakeError, Order
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    message_id: int
+    outcome: str
+    seen_before: bool
+    content_sha256: str
+
+
+def sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def record_message(
+    conn: psycopg.Connection,
+    *,
+    channel: str,
+    partner_id: str | None,
+    source_ref: str | None,
+    raw: bytes,
+    content_type: str | None = None,
+    client_request_id: str | None = None,
+    size_bytes: int | None = None,
+) -> StoredMessage:
+    """Store an inbound message before anything parses it.
+
+    The same delivery seen again (same channel, partner, source and bytes — a rerun over the
+    same file, a re-read feed page) returns the existing row with ``seen_before`` and a bumped
+    ``delivery_count`` instead of a second message.
+    """
+    digest = sha256(raw)
+    key = f"{channel}:{partner_id or '-'}:{source_ref or '-'}:{digest}"
+    row = conn.execute(
+        """
+        INSERT INTO orderflow.channel_message
+            (channel, partner_id, source_ref, content_sha256, raw, content_type,
+             client_request_id, ingest_key, size_bytes)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (ingest_key) DO UPDATE
+            SET delivery_count = orderflow.channel_message.delivery_count + 1
+        RETURNING message_id, outcome, xmax <> 0
+        """,
+        (
+            channel,
+            partner_id or "unknown",
+            source_ref,
+            digest,
+            raw,
+            content_type,
+            client_request_id,
+            key,
+            size_bytes if size_bytes is not None else len(raw),
+        ),
+    ).fetchone()
+    return StoredMessage(row[0], row[1], row[2], digest)
+
+
+def earlier_message_with(
+    conn: psycopg.Connection,
+    *,
+    message_id: int,
+    partner_id: str | None,
+    content_sha256: str | None = None,
+    interchange_control_number: str | None = None,
+    client_request_id: str | None = None,
+    channel: str | None = None,
+) -> int | None:
+    """The first earlier message this one duplicates (same bytes, same ISA13 from the same
+    partner, or the same client request id), among messages that were not duplicates."""
+    clauses, params = [], []
+    if content_sha256:
+        clauses.append("content_sha256 = %s")
+        params.append(content_sha256)
+    if interchange_control_number:
+        clauses.append("interchange_control_number = %s")
+        params.append(interchange_control_number)
+    if client_request_id:
+        clauses.append("(client_request_id = %s AND channel = %s)")
+        params += [client_request_id, channel]
+    if not clauses:
+        return None
+    row = conn.execute(
+        f"""
+        SELECT message_id FROM orderflow.channel_message
+        WHERE partner_id = %s AND message_id < %s AND outcome IN ('orders_created', 'pending')
+          AND ({" OR ".join(clauses)})
+        ORDER BY message_id LIMIT 1
+        """,
+        (partner_id or "unknown", message_id, *params),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def existing_orders_by_po(
+    conn: psycopg.Connection, keys: Iterable[tuple[str | None, str | None, str]]
+) -> dict[tuple[str | None, str | None, str], str]:
+    """Orders already received for (customer_id, partner_id, po_number): a PO counts as the
+    same when the customer matches, or — customer unknown — the sending partner matches."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    rows = conn.execute(
+        """
+        SELECT k.customer_id, k.partner_id, k.po_number, o.order_id
+        FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(customer_id, partner_id, po_number)
+        JOIN orderflow."order" o ON o.po_number = k.po_number
+         AND ((k.customer_id IS NOT NULL AND o.customer_id = k.customer_id)
+              OR (k.customer_id IS NULL AND o.partner_id = k.partner_id))
+        """,
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    ).fetchall()
+    return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+
+def insert_orders(
+    conn: psycopg.Connection,
+    orders: Sequence[Order],
+    *,
+    message_id: int | None,
+    actor_id: str,
+    run: dict[str, Any] | None = None,
+) -> list[str]:
+    """Insert new orders with their lines and RECEIVED event; returns the ids inserted
+    (an order id already present — a replay — is skipped, never duplicated)."""
+    if not orders:
+        return []
+    run = run or {}
+    with conn.cursor() as cur:
+        inserted = []
+        for o in orders:
+            cur.execute(
+                """
+                INSERT INTO orderflow."order" (order_id, source_message_id, channel, partner_id,
+                    customer_id, po_number, ship_to_id, currency, order_total,
+                    requested_ship_date, received_at, canonical)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s)
+                ON CONFLICT (order_id) DO NOTHING
+                RETURNING order_id
+                """,
+                (
+                    o.order_id,
+                    message_id,
+                    o.provenance.channel.value,
+                    o.provenance.partner_id,
+                    o.customer_id,
+                    o.po_number,
+                    o.ship_to.party_id if o.ship_to else None,
+                    o.currency,
+                    o.total,
+                    o.requested_ship_date,
+                    o.provenance.received_at,
+                    Jsonb(o.model_dump(mode="json")),
+                ),
+            )
+            if cur.fetchone():
+                inserted.append(o)
+        new = {o.order_id for o in inserted}
+        cur.executemany(
+            """
+            INSERT INTO orderflow.order_line (order_id, line_no, item_id, customer_part_number,
+                quantity, uom, unit_price, canonical)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            [
+                (
+                    o.order_id,
+                    ln.line_no,
+                    ln.item_id,
+                    ln.customer_part_number,
+                    ln.quantity,
+                    ln.uom,
+                    ln.unit_price,
+                    Jsonb(ln.model_dump(mode="json")),
+                )
+                for o in inserted
+                for ln in o.lines
+            ],
+        )
+        cur.executemany(
+            """
+            INSERT INTO orderflow.order_event (order_id, from_status, to_status, reason_codes,
+                actor_type, actor_id, details, dag_id, run_id, task_id, map_index)
+            VALUES (%s, NULL, 'RECEIVED', %s, 'system', %s, %s, %s, %s, %s, %s)
+            """,
+            [
+                (
+                    o.order_id,
+                    [f"intake.{o.provenance.channel.value}"],
+                    actor_id,
+                    Jsonb({"message_id": message_id, "lines": len(o.lines)}),
+                    run.get("dag_id"),
+                    run.get("run_id"),
+                    run.get("task_id"),
+                    run.get("map_index"),
+                )
+                for o in inserted
+            ],
+        )
+    return [o.order_id for o in inserted if o.order_id in new]
+
+
+def set_outcome(
+    conn: psycopg.Connection,
+    message_id: int,
+    outcome: str,
+    *,
+    errors: Sequence[IntakeError] = (),
+    duplicate_of: int | None = None,
+    order_count: int | None = None,
+    control: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    control = control or {}
+    conn.execute(
+        """
+        UPDATE orderflow.channel_message
+           SET outcome = %s, error = %s, duplicate_of = %s, order_count = %s,
+               processed_at = now(), details = %s,
+               interchange_control_number = coalesce(%s, interchange_control_number),
+               group_control_number = coalesce(%s, group_control_number),
+               transaction_control_numbers = coalesce(%s, transaction_control_numbers)
+         WHERE message_id = %s
+        """,
+        (
+            outcome,
+            Jsonb([e.model_dump() for e in errors]) if errors else None,
+            duplicate_of,
+            order_count,
+            Jsonb(details or {}),
+            control.get("isa13"),
+            control.get("gs06"),
+            control.get("st02s"),
+            message_id,
+        ),
+    )
+
+
+def reconcile(conn: psycopg.Connection, channel: str | None = None) -> dict[str, int]:
+    """Messages by outcome (the intake reconciliation: in = created + quarantined + duplicate)."""
+    rows = conn.execute(
+        "SELECT outcome, count(*) FROM orderflow.channel_message "
+        "WHERE %s::text IS NULL OR channel = %s GROUP BY outcome",
+        (channel, channel),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
