@@ -163,3 +163,29 @@ def test_oversized_and_symlinked_files_are_refused_unread(store, tmp_path):
         "SELECT length(raw) FROM orderflow.channel_message WHERE source_ref = 'link.csv'"
     ).fetchone()[0]
     assert raw == 0  # the link was not followed
+
+
+def test_acknowledgements_reach_the_gateway_once_and_read_back_as_valid_997s(
+    store, delivered, sandbox, monkeypatch
+):
+    from orderflow.channels import x12
+    from orderflow.integrations import outbox
+
+    for key, value in sandbox.connection_env().items():
+        monkeypatch.setenv(key, value)
+    queued = store.execute(
+        "SELECT count(*) FROM orderflow.outbox WHERE action = 'edi_997'"
+    ).fetchone()[0]
+    assert queued > 0
+    sent = outbox.send_due(store, ["edi_997", "edi_ta1"], limit=10_000)
+    assert outbox.send_due(store, ["edi_997", "edi_ta1"], limit=10_000) == {}
+    received = sandbox.client.get("/edi/outbound", params={"document_type": "997"}).json()["items"]
+    assert (
+        len(received)
+        == queued
+        == sent.get("sent", 0)
+        - len(sandbox.client.get("/edi/outbound", params={"document_type": "TA1"}).json()["items"])
+    )
+    for doc in received[:50]:
+        parsed = x12.parse(doc["body"].encode())
+        assert parsed.errors == [] and parsed.interchanges[0].groups[0].functional_id == "FA"
