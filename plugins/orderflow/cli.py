@@ -312,6 +312,135 @@ def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+# ---------------------------------------------------------------------------------- intake
+@main.group()
+def intake() -> None:
+    """Channel intake: run a channel, list quarantined messages, replay, reconcile."""
+
+
+@intake.command("run")
+@click.argument("channel", type=click.Choice(["edi", "csv", "portal", "email"]))
+@click.option(
+    "--folder",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Drop folder (default: the channel's inbox Connection path).",
+)
+def intake_run(channel: str, folder: Path | None) -> None:
+    """Ingest what is waiting on CHANNEL now (same code as the intake DAGs)."""
+    import json
+
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    t0 = time.perf_counter()
+    try:
+        if channel == "portal":
+            from orderflow.intake import portal
+            from orderflow.integrations.systems import PortalHook
+
+            summary = portal.pull(conn, PortalHook(), run={"dag_id": "cli"}).summary()
+        else:
+            root = folder or _inbox_path(channel)
+            if channel == "email":
+                from orderflow.intake import mailbox
+
+                summary = mailbox.ingest_mailbox(conn, root, run={"dag_id": "cli"}).summary()
+            else:
+                from orderflow.intake import drops
+
+                summary = drops.ingest_folder(conn, root, channel, run={"dag_id": "cli"}).summary()
+    finally:
+        conn.close()
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    click.echo(json.dumps(summary, indent=2))
+
+
+def _inbox_path(channel: str) -> Path:
+    from airflow.providers.standard.hooks.filesystem import FSHook
+
+    conn_id = {"edi": "edi_inbox_default", "csv": "csv_inbox_default", "email": "mailbox_default"}[
+        channel
+    ]
+    try:
+        return Path(FSHook(conn_id).get_path())
+    except Exception:  # no Connection outside Airflow: the sandbox's local folders
+        sub = {"edi": "edi/inbound", "csv": "csv/inbound", "email": "mailbox/new"}[channel]
+        return _sandbox_dir() / sub
+
+
+@intake.command("quarantined")
+@click.option("--channel", default=None)
+@click.option("--limit", default=50, show_default=True)
+def intake_quarantined(channel: str | None, limit: int) -> None:
+    """List quarantined messages waiting for a fix, with their first error."""
+    from orderflow.intake import replay
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        for m in replay.quarantined(conn, channel=channel, limit=limit):
+            err = m["error"]
+            click.echo(
+                f"{m['message_id']:>8}  {m['channel']:<6} {m['partner_id']:<14} "
+                f"{(m['source_ref'] or '')[:40]:<40}  {err.get('code')}: {err.get('message')}"
+            )
+    finally:
+        conn.close()
+
+
+@intake.command("replay")
+@click.argument("message_id", type=int)
+@click.option(
+    "--file",
+    "fixed",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Corrected content to use instead of the stored bytes.",
+)
+@click.option("--reason", default=None, help="Why (kept in the audit log).")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def intake_replay(message_id: int, fixed: Path | None, reason: str | None, actor: str) -> None:
+    """Replay a quarantined message through intake (after fixing data, code or the file)."""
+    from orderflow.intake import replay
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        out = replay.replay(
+            conn, message_id, actor=actor, reason=reason, raw=fixed.read_bytes() if fixed else None
+        )
+    except replay.NotReplayable as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        conn.close()
+    click.echo(
+        f"message {message_id} replayed as {out.message_id}: {out.outcome}"
+        + (f", orders {', '.join(out.order_ids)}" if out.order_ids else "")
+        + "".join(f"\n  {e.code}: {e.message}" for e in out.errors)
+    )
+
+
+@intake.command("reconcile")
+def intake_reconcile() -> None:
+    """Messages per channel and outcome: in = created + quarantined + duplicate."""
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        rows = conn.execute(
+            "SELECT channel, outcome, count(*) FROM orderflow.channel_message GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    finally:
+        conn.close()
+    for channel, outcome, n in rows:
+        click.echo(f"{channel:<8} {outcome:<16} {n:>8}")
+
+
 def _register_channel_commands() -> None:
     from orderflow.channels.x12.cli import x12
 

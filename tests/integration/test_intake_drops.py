@@ -189,3 +189,49 @@ def test_acknowledgements_reach_the_gateway_once_and_read_back_as_valid_997s(
     for doc in received[:50]:
         parsed = x12.parse(doc["body"].encode())
         assert parsed.errors == [] and parsed.interchanges[0].groups[0].functional_id == "FA"
+
+
+def test_quarantined_file_is_replayed_after_a_fix_and_audited(store, tmp_path):
+    from orderflow.intake import replay
+
+    root = tmp_path / "csv"
+    root.mkdir()
+    bad = b"po_number,customer_id,qty,uom,item\nRP-1,C00001,zero,EA,IT000001\n"
+    (root / "rep.csv").write_bytes(bad)
+    drops.ingest_folder(store, root, "csv")
+    mid = store.execute(
+        "SELECT message_id FROM orderflow.channel_message WHERE source_ref = 'rep.csv'"
+    ).fetchone()[0]
+    assert [
+        m["message_id"] for m in replay.quarantined(store, channel="csv") if m["message_id"] == mid
+    ]
+
+    # replaying unchanged bytes gives the same verdict, as a new message pointing back
+    again = replay.replay(store, mid, actor="jane", reason="retry")
+    assert again.outcome == "quarantined"
+    with pytest.raises(replay.NotReplayable, match="already replayed"):
+        replay.replay(store, mid, actor="jane")
+
+    fixed = replay.replay(
+        store,
+        mid,
+        actor="jane",
+        reason="qty corrected with the rep",
+        raw=bad.replace(b"zero", b"4"),
+    )
+    assert fixed.outcome == "orders_created" and len(fixed.order_ids) == 1
+    assert (
+        store.execute(
+            "SELECT replay_of FROM orderflow.channel_message WHERE message_id = %s",
+            (fixed.message_id,),
+        ).fetchone()[0]
+        == mid
+    )
+    audit = store.execute(
+        "SELECT actor, action, reason FROM orderflow.audit_log WHERE object_id = %s "
+        "ORDER BY audit_id",
+        (str(mid),),
+    ).fetchall()
+    assert audit[-1] == ("jane", "replay_message", "qty corrected with the rep")
+    with pytest.raises(replay.NotReplayable, match="only quarantined"):
+        replay.replay(store, fixed.message_id, actor="jane")

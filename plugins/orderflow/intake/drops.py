@@ -56,27 +56,29 @@ def _customer_for_partner(conn: psycopg.Connection, partner_id: str) -> str | No
     return row[0] if row else None
 
 
-def edi_parser(conn: psycopg.Connection, f: files.DropFile, *, edi_conn_id: str = "edi_default"):
+def edi_parser(
+    conn: psycopg.Connection, partner_id: str, name: str, *, edi_conn_id: str = "edi_default"
+):
     """The parser for one EDI file: 850s → orders, control numbers, 997/TA1 to the outbox."""
     from orderflow.channels import x12
 
     def parse(data: bytes, stored) -> ParseResult:
         result = x12.parse(
             data,
-            partner_id=f.partner_id,
-            source_ref=f.name,
+            partner_id=partner_id,
+            source_ref=name,
             received_at=datetime.now(UTC),
             our_id=OUR_EDI_ID,
-            next_control_number=lambda: control_numbers.next_number(conn, f.partner_id, "isa"),
+            next_control_number=lambda: control_numbers.next_number(conn, partner_id, "isa"),
         )
-        customer = _customer_for_partner(conn, f.partner_id)
+        customer = _customer_for_partner(conn, partner_id)
         orders = result.orders
         for o in orders:
             o.customer_id = o.customer_id or customer
         errors = result.error_list
         usage = {i.usage for i in result.interchanges}
         if orders and usage == {"T"}:
-            orders, errors = [], [*errors, x12_test_usage(f.name)]
+            orders, errors = [], [*errors, x12_test_usage(name)]
         ics = result.interchanges
         control = {
             "isa13": ics[0].control_number if ics else None,
@@ -87,15 +89,13 @@ def edi_parser(conn: psycopg.Connection, f: files.DropFile, *, edi_conn_id: str 
         for i in ics:
             if i.ta1:
                 acks.append(
-                    _ack(
-                        f.partner_id, "TA1", f"{i.sender_id}:{i.control_number}", i.ta1, edi_conn_id
-                    )
+                    _ack(partner_id, "TA1", f"{i.sender_id}:{i.control_number}", i.ta1, edi_conn_id)
                 )
             for g in i.groups:
                 if g.ack_997:
                     acks.append(
                         _ack(
-                            f.partner_id,
+                            partner_id,
                             "997",
                             f"{i.sender_id}:{i.control_number}:{g.control_number}",
                             g.ack_997,
@@ -137,25 +137,25 @@ def _ack(partner_id: str, kind: str, ref: str, body: str, conn_id: str) -> dict[
     }
 
 
-def csv_parser(f: files.DropFile):
+def csv_parser(partner_id: str, name: str):
     def parse(data: bytes, stored) -> ParseResult:
-        if not f.name.lower().endswith((".csv", ".txt")):
+        if not name.lower().endswith((".csv", ".txt")):
             from orderflow.domain.models import IntakeError
 
             return ParseResult(
                 errors=[
                     IntakeError(
                         code="csv.not_csv",
-                        message=f"{f.name} is not a .csv file",
-                        where=f.name,
+                        message=f"{name} is not a .csv file",
+                        where=name,
                         action="Export the order as CSV (UTF-8) and upload that.",
                     )
                 ]
             )
         res = csv_orders.parse(
             data,
-            partner_id=f.partner_id,
-            source_ref=f.name,
+            partner_id=partner_id,
+            source_ref=name,
             message_id=stored.message_id,
             sha=stored.content_sha256,
         )
@@ -179,7 +179,11 @@ def ingest_folder(
     per_partner = channel == "edi"
     for f in files.scan(root, per_partner=per_partner, default_partner="inside-sales", limit=limit):
         raw, precheck = files.read(f, max_bytes)
-        parse = edi_parser(conn, f, edi_conn_id=edi_conn_id) if channel == "edi" else csv_parser(f)
+        parse = (
+            edi_parser(conn, f.partner_id, f.name, edi_conn_id=edi_conn_id)
+            if channel == "edi"
+            else csv_parser(f.partner_id, f.name)
+        )
         out = ingest(
             conn,
             channel=channel,

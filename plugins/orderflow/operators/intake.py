@@ -175,3 +175,62 @@ class SendOutboxOperator(BaseOperator):
             conn.close()
         self.log.info("outbox %s: %s", self.actions, counts)
         return counts
+
+
+class ReplayMessagesOperator(BaseOperator):
+    """Replay quarantined channel messages through intake (after a fix).
+
+    :param message_ids: ids to replay (templated: e.g. ``{{ params.message_ids }}``); empty
+        with ``channel`` set replays every not-yet-replayed quarantined message of it.
+    :param channel: limit the "all quarantined" replay to one channel. Templated.
+    :param reason: why, for the audit log. Templated.
+    :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
+    :return: (XCom) outcome per replayed message id.
+    """
+
+    template_fields: Sequence[str] = ("message_ids", "channel", "reason", "store_conn_id")
+
+    def __init__(
+        self,
+        *,
+        message_ids: Any = (),
+        channel: str | None = None,
+        reason: str | None = None,
+        store_conn_id: str = STORE_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.message_ids = message_ids
+        self.channel = channel
+        self.reason = reason
+        self.store_conn_id = store_conn_id
+
+    def execute(self, context: Any) -> dict[str, str]:
+        from orderflow.intake import replay
+        from orderflow.store import db
+
+        ids = self.message_ids
+        if isinstance(ids, str):
+            ids = [int(x) for x in ids.replace(",", " ").split() if x.strip()]
+        actor = getattr(context.get("dag_run"), "triggering_user_name", None) or "airflow"
+        conn = db.connect(self.store_conn_id)
+        results: dict[str, str] = {}
+        try:
+            if not ids and self.channel:
+                ids = [
+                    m["message_id"]
+                    for m in replay.quarantined(conn, channel=self.channel, limit=10_000)
+                ]
+            for mid in ids:
+                try:
+                    out = replay.replay(
+                        conn, int(mid), actor=actor, reason=self.reason, run=run_keys(context)
+                    )
+                    results[str(mid)] = f"{out.outcome} as message {out.message_id}"
+                except replay.NotReplayable as exc:
+                    results[str(mid)] = f"skipped: {exc}"
+        finally:
+            conn.close()
+        for mid, res in results.items():
+            self.log.info("message %s: %s", mid, res)
+        return results
