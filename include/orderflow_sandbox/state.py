@@ -33,6 +33,8 @@ MASTER_ENTITIES = {
     "contracts": "contract_id",
     "credit_accounts": "customer_id",
     "carriers": ("carrier_id", "service_code"),
+    "partners": "partner_id",
+    "dcs": "dc_id",
 }
 
 # Tax rates by US state (sandbox tax engine); anything else gets the default.

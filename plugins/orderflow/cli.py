@@ -312,6 +312,21 @@ def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+def _default_start(day_dir: Path):
+    """Wall-clock time when the generated day is today; otherwise 09:00 US Eastern of its
+    first business date, so a demo sees the morning's orders and then a live flow."""
+    import json
+    from datetime import UTC, datetime, time as dtime
+
+    now = datetime.now(UTC)
+    try:
+        first = json.loads((day_dir / "manifest.json").read_text())["business_dates"][0]
+    except (OSError, KeyError, IndexError, ValueError):
+        return now
+    day = datetime.fromisoformat(first).date()
+    return now if day == now.date() else datetime.combine(day, dtime(14, 0), tzinfo=UTC)
+
+
 # ---------------------------------------------------------------------------------- intake
 @main.group()
 def intake() -> None:

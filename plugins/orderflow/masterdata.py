@@ -1,0 +1,326 @@
+"""Master-data sync: pull entities from the ERP/WMS (incremental by changed-since, or full),
+then publish them to the store with one bulk upsert per entity.
+
+Each entity is a :class:`Spec`: where it comes from, which store table it lands in, its key
+and how source fields map to columns. The changed-since cursor per entity advances only
+after its publish committed. Order processing reads master data only from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from orderflow.store import bulk, cursors, db
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+
+def _ts(value: Any) -> Any:
+    return value or None
+
+
+@dataclass(frozen=True)
+class Spec:
+    entity: str  # ERP/WMS entity name
+    system: str  # "erp" or "wms"
+    table: str  # orderflow.<table>
+    key: tuple[str, ...]
+    columns: dict[str, str | Callable[[dict], Any]]  # column -> source field or function
+    incremental: bool = True
+
+    def row(self, rec: dict) -> tuple:
+        return tuple(src(rec) if callable(src) else rec.get(src) for src in self.columns.values())
+
+
+def _nz(field: str, default: Any) -> Callable[[dict], Any]:
+    return lambda r: default if r.get(field) is None else r.get(field)
+
+
+SPECS: dict[str, Spec] = {
+    s.entity: s
+    for s in [
+        Spec(
+            "customers",
+            "erp",
+            "customer",
+            ("customer_id",),
+            {
+                "customer_id": "customer_id",
+                "name": "name",
+                "tier": _nz("tier", "standard"),
+                "payment_terms": "payment_terms",
+                "currency": _nz("currency", "USD"),
+                "edi_partner_id": "edi_partner_id",
+                "email": "email",
+                "active": _nz("active", True),
+                "ship_complete": _nz("ship_complete", False),
+                "accepts_substitutes": _nz("accepts_substitutes", False),
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "ship_tos",
+            "erp",
+            "ship_to",
+            ("ship_to_id",),
+            {
+                "ship_to_id": "ship_to_id",
+                "customer_id": "customer_id",
+                "name": "name",
+                "address_line1": "address_line1",
+                "address_line2": "address_line2",
+                "city": "city",
+                "region": "region",
+                "postal_code": "postal_code",
+                "country": "country",
+                "zone": "zone",
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "items",
+            "erp",
+            "item",
+            ("item_id",),
+            {
+                "item_id": "item_id",
+                "description": "description",
+                "uom": "uom",
+                "pack_size": _nz("pack_size", 1),
+                "weight_kg": "weight_kg",
+                "length_cm": "length_cm",
+                "width_cm": "width_cm",
+                "height_cm": "height_cm",
+                "hazmat": _nz("hazmat", False),
+                "discontinued": _nz("discontinued", False),
+                "substitute_item_ids": _nz("substitute_item_ids", []),
+                "list_price": "list_price",
+                "unit_cost": "unit_cost",
+                "upc": "upc",
+                "vendor_part": "vendor_part",
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "xrefs",
+            "erp",
+            "customer_item_xref",
+            ("customer_id", "customer_part_number"),
+            {
+                "customer_id": "customer_id",
+                "customer_part_number": "customer_part_number",
+                "item_id": "item_id",
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "contracts",
+            "erp",
+            "price_contract",
+            ("contract_id",),
+            {
+                "contract_id": "contract_id",
+                "customer_id": "customer_id",
+                "item_id": "item_id",
+                "unit_price": "unit_price",
+                "currency": _nz("currency", "USD"),
+                "uom": "uom",
+                "effective_from": "effective_from",
+                "expires_on": "expires_on",
+                "tolerance_pct": "tolerance_pct",
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "credit_accounts",
+            "erp",
+            "credit_account",
+            ("customer_id",),
+            {
+                "customer_id": "customer_id",
+                "credit_limit": "credit_limit",
+                "open_ar": _nz("open_ar", 0),
+                "on_hold": _nz("on_hold", False),
+                "hold_reason": "hold_reason",
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "carriers",
+            "erp",
+            "carrier_service",
+            ("carrier_id", "service_code"),
+            {
+                "carrier_id": "carrier_id",
+                "service_code": "service_code",
+                "mode": "mode",
+                "transit_days": "transit_days",
+                "max_weight_kg": "max_weight_kg",
+                "hazmat_allowed": _nz("hazmat_allowed", False),
+                "active": _nz("active", True),
+                "base_rate": "base_rate",
+                "per_kg": "per_kg",
+                "source_updated_at": lambda r: _ts(r.get("updated_at")),
+            },
+        ),
+        Spec(
+            "partners",
+            "erp",
+            "trading_partner",
+            ("partner_id",),
+            {
+                "partner_id": "partner_id",
+                "customer_id": "customer_id",
+                "isa_qualifier": "isa_qualifier",
+                "isa_id": lambda r: (r.get("isa_id") or "").strip() or None,
+                "gs_id": "gs_id",
+                "x12_version": "isa_version",
+                "element_sep": "element_sep",
+                "segment_term": "segment_term",
+                "component_sep": "component_sep",
+                "repetition_sep": "repetition_sep",
+            },
+            incremental=False,
+        ),
+        Spec(
+            "dcs",
+            "erp",
+            "distribution_center",
+            ("dc_id",),
+            {
+                "dc_id": "dc_id",
+                "name": "name",
+                "region": "region",
+                "cutoff_local_time": "cutoff_local_time",
+                "timezone": _nz("timezone", "UTC"),
+                "zones": _nz("zones", []),
+                "postal_code": "postal_code",
+                "country": "country",
+            },
+            incremental=False,
+        ),
+        Spec(
+            "inventory",
+            "wms",
+            "inventory_position",
+            ("item_id", "dc_id"),
+            {
+                "item_id": "item_id",
+                "dc_id": "dc_id",
+                "on_hand": "on_hand",
+                "as_of": lambda r: r.get("updated_at") or datetime.now(UTC).isoformat(),
+            },
+        ),
+    ]
+}
+# Publish order: referenced entities first (DCs before inventory, items before xrefs, …).
+ORDER = [
+    "dcs",
+    "customers",
+    "partners",
+    "ship_tos",
+    "items",
+    "xrefs",
+    "contracts",
+    "credit_accounts",
+    "carriers",
+    "inventory",
+]
+
+
+@dataclass
+class EntityResult:
+    entity: str
+    rows: int
+    changed: int
+    duplicates: int
+    extract_s: float
+    publish_s: float
+    cursor: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def dedupe(spec: Spec, records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """One record per key (the most recently updated wins); returns (kept, superseded).
+    Duplicates are a data-quality finding for the gate, never a crash of the publish."""
+    best: dict[tuple, dict] = {}
+    dropped: list[dict] = []
+    for rec in records:
+        k = tuple(rec.get(c) for c in spec.key)
+        prev = best.get(k)
+        if prev is None:
+            best[k] = rec
+        elif (rec.get("updated_at") or "") >= (prev.get("updated_at") or ""):
+            dropped.append(prev)
+            best[k] = rec
+        else:
+            dropped.append(rec)
+    return list(best.values()), dropped
+
+
+def extract(spec: Spec, hooks: dict[str, Any], changed_since: str | None) -> list[dict]:
+    if spec.system == "wms":
+        return hooks["wms"].inventory(changed_since=changed_since)
+    return list(hooks["erp"].extract(spec.entity, changed_since=changed_since))
+
+
+def publish(conn: psycopg.Connection, spec: Spec, records: list[dict]) -> tuple[int, int]:
+    """Bulk upsert in the caller's transaction; returns (staged, changed)."""
+    cols = tuple(spec.columns)
+    touch = "synced_at" if spec.table != "distribution_center" else None
+    return bulk.upsert(
+        conn, spec.table, cols, (spec.row(r) for r in records), key=spec.key, touch=touch
+    )
+
+
+def sync(
+    conn: psycopg.Connection,
+    hooks: dict[str, Any],
+    *,
+    entities: list[str] | None = None,
+    full: bool = False,
+    run_id: str | None = None,
+    gate: Callable[[str, list[dict], list[dict]], None] | None = None,
+) -> list[EntityResult]:
+    """Sync the given entities (default all, in dependency order).
+
+    ``gate(entity, records, duplicates)`` runs between extract and publish (the data-quality
+    gate hooks in here)."""
+    results = []
+    for entity in [e for e in ORDER if entities is None or e in entities]:
+        spec = SPECS[entity]
+        name = f"masterdata:{entity}"
+        since = None if (full or not spec.incremental) else cursors.get(conn, name)
+        t0 = time.perf_counter()
+        records = extract(spec, hooks, since)
+        kept, dups = dedupe(spec, records)
+        t1 = time.perf_counter()
+        if gate is not None:
+            gate(entity, kept, dups)
+        with db.transaction(conn):
+            staged, changed = publish(conn, spec, kept) if kept else (0, 0)
+            newest = max((r.get("updated_at") or "" for r in records), default="")
+            if spec.incremental and newest:
+                cursors.put(conn, name, max(newest, since or ""), run_id)
+        res = EntityResult(
+            entity,
+            staged,
+            changed,
+            len(dups),
+            t1 - t0,
+            time.perf_counter() - t1,
+            cursors.get(conn, name) if spec.incremental else None,
+        )
+        log.info("master data %s: %s", entity, res.as_dict())
+        results.append(res)
+    return results
