@@ -316,7 +316,8 @@ def _default_start(day_dir: Path):
     """Wall-clock time when the generated day is today; otherwise 09:00 US Eastern of its
     first business date, so a demo sees the morning's orders and then a live flow."""
     import json
-    from datetime import UTC, datetime, time as dtime
+    from datetime import UTC, datetime
+    from datetime import time as dtime
 
     now = datetime.now(UTC)
     try:
