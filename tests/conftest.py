@@ -119,3 +119,21 @@ def fresh_database():
     pg.ensure_database(url)
     yield url
     pg.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def day_dir(tmp_path_factory):
+    """A small generated sandbox day (shared, read-only)."""
+    from tests_support import generate_small_day
+
+    return generate_small_day(tmp_path_factory.mktemp("day"))
+
+
+@pytest.fixture(scope="module")
+def sandbox(day_dir, tmp_path_factory):
+    """A sandbox process of this test module (its state is per module)."""
+    from tests_support import start_sandbox
+
+    sb = start_sandbox(day_dir, tmp_path_factory.mktemp("drop"))
+    yield sb
+    sb.stop()

@@ -48,6 +48,16 @@ class Sandbox(str):
             for name in SYSTEMS
         }
 
+    def fs_connection_env(self) -> dict[str, str]:
+        """The drop-folder (fs) Connections, pointing into this sandbox's drop folder."""
+        folders = {"EDI_INBOX": "edi/inbound", "CSV_INBOX": "csv/inbound", "MAILBOX": "mailbox/new"}
+        return {
+            f"AIRFLOW_CONN_{name}_DEFAULT": json.dumps(
+                {"conn_type": "fs", "extra": {"path": str(self.drop / sub)}}
+            )
+            for name, sub in folders.items()
+        }
+
     def stop(self) -> None:
         self.client.close()
         self.proc.terminate()
