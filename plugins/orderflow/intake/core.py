@@ -37,6 +37,8 @@ class ParseResult:
     #: outbound acknowledgements to queue (kind, partner, idempotency key, body)
     acks: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: orders to put on hold at intake: order_id -> (exception category, reason, details)
+    holds: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def _decide(
         for o in fresh:
             o.provenance.message_id = mid
         created = intake.insert_orders(conn, fresh, message_id=mid, actor_id=actor_id, run=run)
+        _hold(conn, created, result.holds, actor_id, run)
         details = dict(result.details)
         if dup_orders:
             details["duplicate_orders"] = dup_orders
@@ -202,6 +205,26 @@ def _decide(
         )
         _queue_acks(conn, result)
         return Outcome(mid, "orders_created", tuple(created), tuple(result.errors))
+
+
+def _hold(conn, created: list[str], holds: dict, actor_id: str, run) -> None:
+    """Orders that must not flow (e.g. a low-confidence extraction) go ON_HOLD with a typed
+    exception, in the same transaction that created them."""
+    from orderflow.domain.lifecycle import transition
+    from orderflow.store import events, exceptions
+
+    moves = []
+    for order_id in created:
+        if order_id not in holds:
+            continue
+        category, reason, details = holds[order_id]
+        exceptions.open_for_order(conn, order_id=order_id, category=category, reason=reason,
+                                  details=details)
+        moves.append(transition(order_id, "RECEIVED", "ON_HOLD", actor_type="system",
+                                actor_id=actor_id, reason_codes=(category,), details=details))
+    run = run or {}
+    events.append(conn, moves, dag_id=run.get("dag_id"), run_id=run.get("run_id"),
+                  task_id=run.get("task_id"), map_index=run.get("map_index"))
 
 
 def _queue_acks(conn, result: ParseResult) -> None:
