@@ -218,13 +218,29 @@ def _hold(conn, created: list[str], holds: dict, actor_id: str, run) -> None:
         if order_id not in holds:
             continue
         category, reason, details = holds[order_id]
-        exceptions.open_for_order(conn, order_id=order_id, category=category, reason=reason,
-                                  details=details)
-        moves.append(transition(order_id, "RECEIVED", "ON_HOLD", actor_type="system",
-                                actor_id=actor_id, reason_codes=(category,), details=details))
+        exceptions.open_for_order(
+            conn, order_id=order_id, category=category, reason=reason, details=details
+        )
+        moves.append(
+            transition(
+                order_id,
+                "RECEIVED",
+                "ON_HOLD",
+                actor_type="system",
+                actor_id=actor_id,
+                reason_codes=(category,),
+                details=details,
+            )
+        )
     run = run or {}
-    events.append(conn, moves, dag_id=run.get("dag_id"), run_id=run.get("run_id"),
-                  task_id=run.get("task_id"), map_index=run.get("map_index"))
+    events.append(
+        conn,
+        moves,
+        dag_id=run.get("dag_id"),
+        run_id=run.get("run_id"),
+        task_id=run.get("task_id"),
+        map_index=run.get("map_index"),
+    )
 
 
 def _queue_acks(conn, result: ParseResult) -> None:

@@ -11,8 +11,14 @@ if TYPE_CHECKING:
 
 
 def open_for_order(
-    conn: psycopg.Connection, *, order_id: str, category: str, reason: str,
-    details: dict[str, Any] | None = None, line_no: int | None = None, severity: str = "medium",
+    conn: psycopg.Connection,
+    *,
+    order_id: str,
+    category: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+    line_no: int | None = None,
+    severity: str = "medium",
     rule_set_version: str | None = None,
 ) -> int | None:
     """Open an exception on an order (one open per order, line and category: a second call
@@ -35,4 +41,6 @@ def open_for_order(
 def open_for_order_ids(conn: psycopg.Connection, order_id: str) -> list[tuple[int, str]]:
     return conn.execute(
         "SELECT exception_id, category FROM orderflow.order_exception "
-        "WHERE order_id = %s AND status = 'open' ORDER BY exception_id", (order_id,)).fetchall()
+        "WHERE order_id = %s AND status = 'open' ORDER BY exception_id",
+        (order_id,),
+    ).fetchall()
