@@ -69,16 +69,31 @@ def server_url() -> str:
     return SERVER_URL
 
 
-@pytest.fixture(scope="session")
-def store_url() -> str:
-    """A freshly created, fully migrated operational store for this test run."""
+_module_dbs = iter(range(1, 10_000))
+
+
+@pytest.fixture(scope="module")
+def store_url():
+    """A freshly created, fully migrated operational store for each test module, so that
+    modules ingesting the same generated day never see each other's messages."""
     from orderflow.dev import pg
     from orderflow.store import migrations
+    from orderflow.store.db import connection_env
 
-    pg.ensure_database(STORE_URL)
-    migrations.upgrade(STORE_URL)
-    yield STORE_URL
-    pg.drop_database(STORE_URL)
+    url = STORE_URL.replace(
+        f"orderflow_test_{RUN_ID}", f"orderflow_test_{RUN_ID}_{next(_module_dbs)}"
+    )
+    pg.ensure_database(url)
+    migrations.upgrade(url)
+    saved = {k: os.environ.get(k) for k in connection_env(url)}
+    os.environ.update(connection_env(url))
+    yield url
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    pg.drop_database(url)
 
 
 @pytest.fixture
