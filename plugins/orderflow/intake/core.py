@@ -156,12 +156,13 @@ def _decide(
         known = intake.existing_orders_by_po(
             conn, [(o.customer_id, partner_id, o.po_number) for o in result.orders]
         )
-        fresh = [o for o in result.orders if (o.customer_id, partner_id, o.po_number) not in known]
-        dup_orders = {
-            o.po_number: known[(o.customer_id, partner_id, o.po_number)]
-            for o in result.orders
-            if o not in fresh
-        }
+        fresh, dup_orders = [], {}
+        for o in result.orders:
+            original_order = known.get((o.customer_id, partner_id, o.po_number))
+            if original_order is None:
+                fresh.append(o)
+            else:
+                dup_orders[o.po_number] = original_order
         if not fresh:
             first = next(iter(dup_orders.values()))
             original = conn.execute(
