@@ -76,14 +76,15 @@ class PullPortalOrdersOperator(BaseOperator):
 
 
 class IngestDropFolderOperator(BaseOperator):
-    """Ingest every file waiting in a drop folder (EDI X12 or inside-sales CSV).
+    """Ingest every file waiting in a drop folder (EDI X12, e-mailed POs or inside-sales CSV).
 
     Each file is stored raw, parsed and gets exactly one outcome (orders created,
     quarantined with the reason, or duplicate), then moves to the folder's ``.archive``.
     EDI acknowledgements (997/TA1) are queued in the outbox under their idempotency keys.
     Rerun-safe: a file already decided is recognised by its ingest key.
 
-    :param channel: ``edi`` (one sub-folder per trading partner) or ``csv``.
+    :param channel: ``edi`` (one sub-folder per trading partner), ``email`` (one ``.eml``
+        per message; low-confidence extractions are created ON_HOLD) or ``csv``.
     :param inbox_conn_id: File (fs) Connection whose ``path`` extra is the folder. Templated.
     :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
     :param max_bytes: files above this are quarantined unread (default 32 MiB).
@@ -105,8 +106,8 @@ class IngestDropFolderOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if channel not in ("edi", "csv"):
-            raise ValueError(f"channel must be 'edi' or 'csv', not {channel!r}")
+        if channel not in ("edi", "csv", "email"):
+            raise ValueError(f"channel must be 'edi', 'email' or 'csv', not {channel!r}")
         self.channel = channel
         self.inbox_conn_id = inbox_conn_id
         self.store_conn_id = store_conn_id

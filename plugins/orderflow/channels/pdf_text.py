@@ -1,0 +1,611 @@
+"""Documents → positioned text: PDF text layers, and OCR (Debian's ``tesseract`` binary) for
+scans and images.
+
+Output is a list of :class:`Page` holding :class:`Cell` s — a run of text with its box
+(top-left origin, page units) and a read confidence (1.0 for a text layer, the engine's word
+confidence for OCR). The field logic in :mod:`orderflow.channels.po_extract` works on cells
+only, so it does not care where they came from.
+
+Hostile input is expected (attachments come from the internet). Every limit below fails
+with a :class:`DocumentError` naming what was wrong and what to do, never with a crash:
+
+* structure: not a PDF, malformed, encrypted with a user password, too many pages;
+* bombs: Flate streams are inflated *before* PDFium sees the file, in bounded chunks, and the
+  document is refused once the total passes ``max_inflated_bytes``; images are refused above
+  ``max_image_pixels`` before they are decoded; pages render at a fixed DPI with a pixel cap;
+* OCR: one ``tesseract`` process per page with a wall-clock timeout, a page budget per
+  document, and ``OMP_THREAD_LIMIT=1`` (OCR of several pages runs in parallel instead).
+
+PDFium (via ``pypdfium2``, which pdfplumber depends on) does the parsing and rendering: it is
+the engine Chrome uses on untrusted PDFs and is 5–20x faster than pure-Python parsers here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import zlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(slots=True)
+class Cell:
+    """One run of text as drawn (text layer) or one word (OCR), with its box."""
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    conf: float = 1.0
+    line_key: tuple[int, ...] | None = None  # OCR: the engine's own line grouping
+
+    @property
+    def h(self) -> float:
+        return max(self.y1 - self.y0, 1e-6)
+
+    @property
+    def yc(self) -> float:
+        return (self.y0 + self.y1) / 2
+
+
+@dataclass(slots=True)
+class Page:
+    number: int  # 1-based
+    width: float
+    height: float
+    cells: list[Cell] = field(default_factory=list)
+    ocr: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits for one attachment. Defaults sized for purchase orders: a real PO is
+    1–10 pages and well under 5 MB; each limit leaves an order of magnitude of headroom."""
+
+    max_pages: int = 50
+    max_inflated_bytes: int = 200 * 2**20
+    max_image_pixels: int = 60_000_000  # ≈ a letter page at 900 DPI
+    ocr_dpi: int = 300
+    ocr_timeout_s: float = 30.0
+    max_ocr_pages: int = 10
+    ocr_workers: int = 2
+
+
+class DocumentError(Exception):
+    """A document that cannot be read, with a code, a message and an action for a person."""
+
+    def __init__(self, code: str, message: str, action: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.action = code, message, action
+
+
+ASK_RESEND = "Ask the customer to send the purchase order again as an ordinary PDF."
+
+# A stream keyword (not the tail of ``endstream``) and its end-of-line.
+_STREAM = re.compile(rb"(?<!end)stream\r?\n")
+_DIMENSIONS = re.compile(
+    rb"/Width\s+(\d{1,9})\s*/Height\s+(\d{1,9})|/Height\s+(\d{1,9})\s*/Width\s+(\d{1,9})"
+)
+_INFLATE_CHUNK = 8 * 2**20
+NOISY = 4.0  # background noise (grey levels) above which a scan counts as noisy
+
+
+# ---------------------------------------------------------------------------- PDF
+
+
+def check_pdf_bytes(data: bytes, limits: Limits) -> None:
+    """Refuse decompression bombs before any parser inflates them.
+
+    Every ``stream … endstream`` is inflated with zlib in bounded chunks (non-Flate streams
+    fail on their first bytes and are skipped); image dictionaries are checked for absurd
+    dimensions. Costs about a millisecond on an ordinary PO.
+    """
+    if not data.lstrip()[:1024].startswith(b"%PDF-") and b"%PDF-" not in data[:1024]:
+        raise DocumentError(
+            "pdf.malformed", "the attachment is not a PDF (no %PDF header)", ASK_RESEND
+        )
+    total = 0
+    for m in _STREAM.finditer(data):
+        start = m.end()
+        end = data.find(b"endstream", start)
+        if end < 0:
+            break
+        inflater = zlib.decompressobj()
+        try:
+            chunk = inflater.decompress(data[start:end], _INFLATE_CHUNK)
+            total += len(chunk)
+            while inflater.unconsumed_tail and total <= limits.max_inflated_bytes:
+                chunk = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
+                total += len(chunk)
+        except zlib.error:
+            pass  # not Flate (JPEG, raw) or damaged: PDFium decides
+        if total > limits.max_inflated_bytes:
+            raise DocumentError(
+                "pdf.bomb",
+                f"the PDF inflates to more than {limits.max_inflated_bytes // 2**20} MB "
+                f"(from {len(data) // 1024} KB): refused as a decompression bomb",
+                "Do not open this file; ask the sender for an ordinary PDF of the order.",
+            )
+    for m in _DIMENSIONS.finditer(data):
+        w, h = (int(x) for x in (m.group(1, 2) if m.group(1) else m.group(4, 3)))
+        if w * h > limits.max_image_pixels:
+            raise DocumentError(
+                "pdf.bomb",
+                f"the PDF holds a {w}x{h} pixel image, over the "
+                f"{limits.max_image_pixels // 1_000_000} MP limit",
+                "Do not open this file; ask the sender for an ordinary PDF of the order.",
+            )
+
+
+def read_pdf(data: bytes, limits: Limits, *, ocr: OcrEngine | None) -> tuple[list[Page], bool]:
+    """A PDF → pages of cells; image-only pages are OCR'd when ``ocr`` is given.
+    Returns (pages, used_ocr). Raises :class:`DocumentError`."""
+    import pypdfium2 as pdfium
+
+    check_pdf_bytes(data, limits)
+    try:
+        doc = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise DocumentError(
+                "pdf.encrypted",
+                "the PDF is password-protected, so its text cannot be read",
+                "Ask the customer to send the purchase order without a password.",
+            ) from exc
+        raise DocumentError(
+            "pdf.malformed", f"the PDF is damaged or truncated ({exc})", ASK_RESEND
+        ) from exc
+    try:
+        n = len(doc)
+        if n == 0:
+            raise DocumentError("pdf.malformed", "the PDF has no pages", ASK_RESEND)
+        if n > limits.max_pages:
+            raise DocumentError(
+                "pdf.too_many_pages",
+                f"the PDF has {n} pages, over the limit of {limits.max_pages} for a purchase order",
+                "Check the attachment is a purchase order; split it and send it again if so.",
+            )
+        pages: list[Page] = []
+        scans: list[tuple[int, Image.Image]] = []
+        for i in range(n):
+            page = doc[i]
+            try:
+                width, height = page.get_size()
+                cells = _text_cells(page, height)
+                if sum(len(c.text) for c in cells) >= 20 or not _has_images(page):
+                    pages.append(Page(i + 1, width, height, cells))
+                    continue
+                if ocr is None:
+                    pages.append(Page(i + 1, width, height, cells, ocr=True))
+                    continue
+                if len(scans) >= limits.max_ocr_pages:
+                    raise DocumentError(
+                        "pdf.too_many_pages",
+                        f"more than {limits.max_ocr_pages} scanned pages to OCR in one PDF",
+                        "Ask the customer for a PDF with a text layer, or key the order in.",
+                    )
+                # Render at the scan's own resolution (no resampling before the
+                # de-speckle filter); prepare_for_ocr enlarges it for the engine.
+                dpi = min(limits.ocr_dpi, max(72.0, _image_dpi(page, width)))
+                scale = dpi / 72
+                if width * height * scale * scale > limits.max_image_pixels:
+                    scale = (limits.max_image_pixels / (width * height)) ** 0.5
+                bitmap = page.render(scale=scale, grayscale=True)
+                scans.append((i, bitmap.to_pil()))
+                pages.append(Page(i + 1, width, height, [], ocr=True))
+            finally:
+                page.close()
+    except pdfium.PdfiumError as exc:
+        raise DocumentError(
+            "pdf.malformed", f"the PDF could not be read ({exc})", ASK_RESEND
+        ) from exc
+    finally:
+        doc.close()
+    if scans and ocr is not None:
+        done = ocr.pages([img for _, img in scans])
+        for (i, _), page in zip(scans, done, strict=True):
+            # OCR works in pixels; keep the PDF page's own number
+            page.number = i + 1
+            pages[i] = page
+    return pages, bool(scans)
+
+
+def _text_cells(page, page_height: float) -> list[Cell]:
+    """One cell per text object (one ``Tj``/``TJ`` run): the unit a PO generator draws, so a
+    table cell stays one cell even when its neighbour overlaps it. Adjacent objects on one
+    baseline with no gap (generators that emit a glyph or a word per object) are merged."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    textpage = page.get_textpage()
+    try:
+        raw: list[Cell] = []
+        for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_TEXT], textpage=textpage):
+            try:
+                text = obj.extract()
+            except (pdfium.PdfiumError, ValueError, UnicodeDecodeError):
+                continue  # one unreadable text object must not lose the page
+            text = " ".join(text.replace("\x00", "").split())
+            if not text:
+                continue
+            left, bottom, right, top = obj.get_bounds()
+            raw.append(Cell(text, left, page_height - top, right, page_height - bottom))
+    finally:
+        textpage.close()
+    return _merge_runs(raw)
+
+
+def _merge_runs(cells: list[Cell]) -> list[Cell]:
+    out: list[Cell] = []
+    for c in cells:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and abs(prev.yc - c.yc) < 0.3 * min(prev.h, c.h)
+            and -0.05 * c.h <= c.x0 - prev.x1 < 0.3 * c.h
+        ):
+            gap = c.x0 - prev.x1
+            joiner = " " if gap > 0.12 * c.h and not prev.text.endswith(" ") else ""
+            out[-1] = Cell(
+                prev.text + joiner + c.text,
+                prev.x0,
+                min(prev.y0, c.y0),
+                max(prev.x1, c.x1),
+                max(prev.y1, c.y1),
+            )
+        else:
+            out.append(c)
+    return out
+
+
+def _has_images(page) -> bool:
+    import pypdfium2.raw as pdfium_c
+
+    for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3):
+        return True
+    return False
+
+
+def _image_dpi(page, page_width: float) -> float:
+    """The resolution of the largest image on a page (a scan is one page-sized image)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    best = 0.0
+    for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3):
+        try:
+            px_w, _ = obj.get_px_size()
+            left, _, right, _ = obj.get_bounds()
+        except (pdfium.PdfiumError, ValueError):
+            continue  # an unreadable image does not count
+        if right - left > 0.3 * page_width:
+            best = max(best, px_w / ((right - left) / 72))
+    return best or 150.0
+
+
+# ---------------------------------------------------------------------------- images
+
+
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF8", b"BM")
+
+
+def open_image_pages(data: bytes, limits: Limits) -> list[Image.Image]:
+    """An image attachment (PNG, JPEG, TIFF incl. multi-page, GIF, BMP) → page images, with
+    the pixel count checked before decoding."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DocumentError(
+            "image.malformed", f"the image cannot be read ({exc.__class__.__name__})", ASK_RESEND
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise DocumentError("image.bomb", str(exc), "Do not open this file.") from exc
+    out = []
+    try:
+        for n, frame in enumerate(ImageSequence.Iterator(img)):
+            if n >= limits.max_ocr_pages:
+                raise DocumentError(
+                    "pdf.too_many_pages",
+                    f"the image has more than {limits.max_ocr_pages} pages",
+                    "Ask the customer for a PDF with a text layer, or key the order in.",
+                )
+            w, h = frame.size
+            if w * h > limits.max_image_pixels:
+                raise DocumentError(
+                    "image.bomb",
+                    f"the image is {w}x{h} pixels, over the {limits.max_image_pixels // 1_000_000} MP limit",
+                    "Do not open this file; ask the sender for an ordinary scan.",
+                )
+            out.append(frame.convert("L"))
+    except DocumentError:
+        raise
+    except Exception as exc:  # Pillow raises many types on truncated files
+        raise DocumentError(
+            "image.malformed",
+            f"the image is damaged or truncated ({exc.__class__.__name__})",
+            ASK_RESEND,
+        ) from exc
+    return out
+
+
+# ---------------------------------------------------------------------------- OCR
+
+
+@lru_cache(maxsize=4)
+def tesseract_version(cmd: str = "tesseract") -> str | None:
+    path = shutil.which(cmd)
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    first = (out.stdout or out.stderr).decode("utf-8", "replace").splitlines()
+    return first[0].strip() if first else "tesseract"
+
+
+@dataclass
+class OcrEngine:
+    """Tesseract through its command line, one process per page (a crash or a hang costs
+    that page only); the pre-processing is in :func:`prepare_for_ocr`.
+
+    Page segmentation (``psm``, None = by scan quality): a clean scan gets ``4`` (one
+    column of lines of varying size: forms with big titles and boxed tables), a noisy one
+    ``6`` (one uniform block: tesseract's layout analysis finds phantom columns in sensor
+    noise and splits table rows). Measured: psm 4 reads the clean po_docs forms better
+    (0.89 vs 0.82 of fields), psm 6 the sandbox's noisy faxes (19 of 20 POs vs 13)."""
+
+    cmd: str = "tesseract"
+    timeout_s: float = 30.0
+    workers: int = 2
+    psm: int | None = None
+    pages_done: int = 0
+    seconds: float = 0.0
+
+    @property
+    def available(self) -> bool:
+        return tesseract_version(self.cmd) is not None
+
+    def pages(self, images: list[Image.Image]) -> list[Page]:
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not self.available:
+            raise DocumentError(
+                "ocr.unavailable",
+                "the purchase order is a scan (no text layer) and no OCR engine is installed",
+                "Install tesseract-ocr on the workers, or key the order in from the attachment.",
+            )
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max(1, min(self.workers, len(images)))) as pool:
+            pages = list(pool.map(self._page, images))
+        self.seconds += time.perf_counter() - t0
+        self.pages_done += len(pages)
+        return pages
+
+    def _page(self, image: Image.Image) -> Page:
+        prepared, factor, noise = prepare_for_ocr(image)
+        psm = self.psm if self.psm is not None else (6 if noise > NOISY else 4)
+        buf = io.BytesIO()
+        prepared.save(buf, format="PNG", compress_level=1)
+        env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        try:
+            proc = subprocess.run(
+                [
+                    shutil.which(self.cmd) or self.cmd,
+                    "stdin",
+                    "stdout",
+                    "--psm",
+                    str(psm),
+                    "-l",
+                    "eng",
+                    "tsv",
+                ],
+                input=buf.getvalue(),
+                capture_output=True,
+                timeout=self.timeout_s,
+                env=env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DocumentError(
+                "ocr.failed",
+                f"OCR of a scanned page took longer than {self.timeout_s:.0f} s",
+                "Key the order in from the attachment, or ask the customer for a PDF with text.",
+            ) from exc
+        except OSError as exc:
+            raise DocumentError(
+                "ocr.unavailable",
+                f"the OCR engine could not be started ({exc})",
+                "Check the tesseract-ocr installation on the workers.",
+            ) from exc
+        if proc.returncode != 0:
+            raise DocumentError(
+                "ocr.failed",
+                "the OCR engine failed on a scanned page: "
+                + proc.stderr.decode("utf-8", "replace").strip()[-200:],
+                "Key the order in from the attachment, or ask the customer for a PDF with text.",
+            )
+        return Page(
+            0,
+            prepared.width / factor,
+            prepared.height / factor,
+            parse_tsv(proc.stdout.decode("utf-8", "replace"), 1 / factor),
+            ocr=True,
+        )
+
+
+def parse_tsv(tsv: str, scale: float = 1.0) -> list[Cell]:
+    """Tesseract TSV → one cell per word, in the engine's line grouping."""
+    cells = []
+    for row in tsv.splitlines()[1:]:
+        f = row.split("\t")
+        if len(f) < 12 or f[0] != "5":
+            continue
+        text = f[11].strip()
+        if not text:
+            continue
+        try:
+            left, top, w, h, conf = int(f[6]), int(f[7]), int(f[8]), int(f[9]), float(f[10])
+        except ValueError:
+            continue
+        cells.append(
+            Cell(
+                text,
+                left * scale,
+                top * scale,
+                (left + w) * scale,
+                (top + h) * scale,
+                conf=max(0.0, min(1.0, conf / 100)),
+                line_key=(int(f[2]), int(f[3]), int(f[4])),
+            )
+        )
+    return cells
+
+
+def prepare_for_ocr(
+    image: Image.Image, target_width: int = 2550
+) -> tuple[Image.Image, float, float]:
+    """De-speckle, deskew, enlarge and whiten a scan for tesseract.
+
+    Faxed/scanned POs arrive at 75–200 DPI with sensor noise, dust and a few degrees of
+    skew; tesseract wants ~300 DPI (a letter page 2550 px wide), straight lines and a clean
+    background. The median filter runs at the scan's own resolution, where a dust speck is
+    one pixel; the background (the page's median grey, with its noise spread estimated from
+    the brighter half) becomes white, ink is stretched to full contrast. Of the recipes
+    measured on the sandbox's scans this one reads as much and leaves the engine the least
+    noise to chew on (half the time per page). Returns the image, its scale relative to the
+    input (cells are reported in input pixels) and the background noise after the median
+    filter (grey levels; ~0 for a clean scan, 3–5 for the sandbox's faxes).
+    """
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    gray = image.convert("L")
+    noise = _noise(np.asarray(gray, dtype=np.float32))
+    img = gray.filter(ImageFilter.MedianFilter(3))
+    angle = estimate_skew(img)
+    if abs(angle) >= 0.1:
+        img = img.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
+    factor = 1.0
+    if img.width < 0.8 * target_width:
+        factor = min(4.0, target_width / img.width)
+        img = img.resize(
+            (round(img.width * factor), round(img.height * factor)), Image.Resampling.BICUBIC
+        )
+    a = np.asarray(img, dtype=np.float32)
+    background = float(np.median(a))
+    # a clean scan keeps its anti-aliased glyph edges; a noisy one loses the grey noise floor
+    paper = background - (2.5 * max(2.0, _noise(a)) if noise > NOISY else 0.5)
+    ink = float(np.percentile(a, 0.3))
+    out = np.clip((a - ink) / max(paper - ink, 1.0) * 255.0, 0, 255)
+    out[a >= paper] = 255
+    remove_rules(
+        out, min_run=max(40, out.shape[1] // 25), max_thickness=max(6, out.shape[1] // 100)
+    )
+    return Image.fromarray(out.astype(np.uint8)), factor, noise
+
+
+def _noise(a) -> float:
+    """Background noise: the spread of the pixels brighter than the page's median grey (the
+    paper side; ink does not reach it). A standard deviation, not a MAD, so that posterised
+    images (grey levels in steps of 16) still measure their noise."""
+    import numpy as np
+
+    background = float(np.median(a))
+    brighter = a[a >= background]
+    return float(np.sqrt(np.mean(np.square(brighter - background)))) if brighter.size else 0.0
+
+
+def remove_rules(a, min_run: int, max_thickness: int) -> None:
+    """Whiten ruled lines (table grids, underlines) in place: dark runs of at least
+    ``min_run`` pixels along a row (column) that are at most ``max_thickness`` pixels thick
+    across it. Tesseract reads boxed cells badly — a grid line through a row of text makes
+    it drop the row; the thickness bound keeps the dark bands of blurred text lines."""
+
+    import numpy as np
+
+    # found at half resolution (a rule is long; 4x less work), applied at full
+    dark = np.ascontiguousarray(a[::2, ::2] < 128)
+    rule = np.zeros_like(dark)
+    for axis in (1, 0):
+        d = dark if axis == 1 else np.ascontiguousarray(dark.T)
+        along = _runs_at_least(d, max(2, min_run // 2))
+        found = _runs_at_most(np.ascontiguousarray(along.T), max(1, max_thickness // 2)).T & along
+        rule |= found if axis == 1 else found.T
+    if rule.any():
+        full = np.repeat(np.repeat(rule, 2, axis=0), 2, axis=1)[: a.shape[0], : a.shape[1]]
+        a[full] = 255
+
+
+def _runs_at_least(d, n: int):
+    """Pixels of horizontal runs of ``True`` at least ``n`` long (per row of ``d``)."""
+    import numpy as np
+
+    if d.shape[1] < n:
+        return np.zeros_like(d)
+    s = np.concatenate(
+        [np.zeros((d.shape[0], 1), np.int32), np.cumsum(d, axis=1, dtype=np.int32)], axis=1
+    )
+    full = (s[:, n:] - s[:, :-n]) == n  # window [i, i+n) all true
+    marks = np.zeros((d.shape[0], d.shape[1] + 1), np.int32)
+    marks[:, : full.shape[1]] += full
+    marks[:, n : n + full.shape[1]] -= full
+    return np.cumsum(marks, axis=1)[:, : d.shape[1]] > 0
+
+
+def _runs_at_most(d, n: int):
+    """Pixels of horizontal runs of ``True`` at most ``n`` long (per row of ``d``)."""
+    import numpy as np
+
+    padded = np.pad(d.astype(np.int8), ((0, 0), (1, 1)))
+    edges = np.diff(padded, axis=1)
+    rows_s, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    keep = (ends - starts) <= n
+    marks = np.zeros((d.shape[0], d.shape[1] + 1), np.int32)
+    np.add.at(marks, (rows_s[keep], starts[keep]), 1)
+    np.add.at(marks, (rows_s[keep], ends[keep]), -1)
+    return np.cumsum(marks, axis=1)[:, : d.shape[1]] > 0
+
+
+def estimate_skew(img: Image.Image, max_deg: float = 3.0, step: float = 0.1) -> float:
+    """The rotation that makes text lines horizontal: the angle whose row-sum profile of the
+    binarised page is sharpest (projection-profile method)."""
+    import numpy as np
+    from PIL import Image
+
+    shrink = max(1, round(img.width / 500))
+    small = img.resize((max(1, img.width // shrink), max(1, img.height // shrink)))
+    a = np.asarray(small, dtype=np.uint8)
+    threshold = _otsu(a)
+    ink = Image.fromarray(((a < threshold) * 255).astype(np.uint8))
+    best, best_score = 0.0, -1.0
+    for angle in np.arange(-max_deg, max_deg + step / 2, step):
+        rows = np.asarray(ink.rotate(float(angle), resample=Image.Resampling.NEAREST)).sum(axis=1)
+        score = float(np.square(np.diff(rows.astype(np.float64))).sum())
+        if score > best_score:
+            best, best_score = float(angle), score
+    return best
+
+
+def _otsu(a) -> int:
+    import numpy as np
+
+    hist = np.bincount(a.ravel(), minlength=256).astype(np.float64)
+    w = np.cumsum(hist)
+    mu = np.cumsum(hist * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * w - mu * w[-1]) ** 2 / (w * (w[-1] - w))
+    return int(np.nanargmax(between))

@@ -1,0 +1,118 @@
+"""Mailbox intake: e-mailed purchase orders (PDF or image attachments) from a maildir-style
+drop folder. Extraction matches against master data in the store (never the ERP per order);
+an order whose extraction confidence is below the threshold is created ON_HOLD with a
+``low_confidence_extraction`` exception for a person to confirm — never a silent guess."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orderflow.intake import files
+from orderflow.intake.core import ParseResult, ingest
+from orderflow.intake.drops import BatchStats
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.channels.email_po import Catalog
+
+MAX_MAIL_BYTES = 25 * 1024 * 1024
+
+
+def load_catalog(conn: psycopg.Connection) -> Catalog:
+    """What extraction may match against, from the store's master data."""
+    from orderflow.channels.email_po import Catalog
+
+    def rows(sql: str) -> list[dict]:
+        cur = conn.execute(sql)
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    return Catalog(
+        customers=rows("SELECT customer_id, name, email FROM orderflow.customer WHERE active"),
+        ship_tos=rows(
+            "SELECT ship_to_id, customer_id, name, address_line1, address_line2, city, "
+            "region, postal_code, country FROM orderflow.ship_to"
+        ),
+        items=rows(
+            "SELECT item_id, description, uom, vendor_part, upc FROM orderflow.item "
+            "WHERE NOT discontinued"
+        ),
+        xrefs=rows(
+            "SELECT customer_id, customer_part_number, item_id FROM orderflow.customer_item_xref"
+        ),
+    )
+
+
+def email_parser(conn: psycopg.Connection, name: str, catalog: Catalog | None = None):
+    from orderflow.channels import email_po
+
+    cat = catalog
+
+    def parse(data: bytes, stored) -> ParseResult:
+        nonlocal cat
+        if cat is None:
+            cat = load_catalog(conn)
+        res = email_po.parse_email(
+            data,
+            catalog=cat,
+            source_ref=name,
+            message_id=stored.message_id,
+            sha=stored.content_sha256,
+            received_at=datetime.now(UTC),
+        )
+        holds: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        for low in res.low_confidence:
+            fields = {k: v for k, v in low.items() if k != "order_id"}
+            holds[low["order_id"]] = (
+                "low_confidence_extraction",
+                "extracted fields are below the confidence threshold; confirm them against "
+                "the attached purchase order",
+                fields,
+            )
+        return ParseResult(
+            orders=res.orders,
+            errors=res.errors,
+            holds=holds,
+            details={"attachments": res.attachments, "pages": res.pages, **(res.details or {})},
+        )
+
+    return parse
+
+
+def ingest_mailbox(
+    conn: psycopg.Connection,
+    root: Path,
+    *,
+    run: dict[str, Any] | None = None,
+    limit: int | None = None,
+) -> BatchStats:
+    """Ingest every waiting e-mail (``*.eml``, one message each) of ``root``, then archive it."""
+    stats = BatchStats()
+    catalog = None
+    for f in files.scan(root, per_partner=False, default_partner="mailbox", limit=limit):
+        raw, precheck = files.read(f, MAX_MAIL_BYTES)
+        if catalog is None and not precheck:
+            catalog = load_catalog(conn)
+        out = ingest(
+            conn,
+            channel="email",
+            partner_id=f.partner_id,
+            source_ref=f.name,
+            raw=raw,
+            parse=email_parser(conn, f.name, catalog),
+            size_bytes=f.size,
+            precheck=precheck,
+            run=run,
+            content_type="message/rfc822",
+            actor_id="intake_email",
+        )
+        stats.add(out)
+        files.archive(f, root, out.outcome)
+    if stats.order_ids:
+        stats.lines = conn.execute(
+            "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)", (stats.order_ids,)
+        ).fetchone()[0]
+    return stats
