@@ -12,7 +12,7 @@ from orderflow.store import db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
 
-DAGS = ["intake_portal", "intake_edi", "intake_csv"]
+DAGS = ["intake_portal", "intake_edi", "intake_csv", "intake_mailbox"]
 
 
 @pytest.fixture
@@ -20,14 +20,15 @@ def env(sandbox, monkeypatch):
     for key, value in {**sandbox.connection_env(), **sandbox.fs_connection_env()}.items():
         monkeypatch.setenv(key, value)
     sandbox.client.put("/admin/clock", json={"now": (START + timedelta(days=2)).isoformat()})
-    (sandbox.drop / "csv" / "inbound").mkdir(parents=True, exist_ok=True)
+    for sub in ("csv/inbound", "mailbox/new"):
+        (sandbox.drop / sub).mkdir(parents=True, exist_ok=True)
 
 
 def _outcomes(store):
     return dict(
         store.execute(
             "SELECT channel || ':' || outcome, count(*) FROM orderflow.channel_message "
-            "WHERE channel IN ('portal', 'edi', 'csv') GROUP BY 1"
+            "WHERE channel IN ('portal', 'edi', 'csv', 'email') GROUP BY 1"
         ).fetchall()
     )
 
@@ -55,6 +56,10 @@ def _run(dag_id):
 def test_intake_dags_land_every_message_once_and_reruns_change_nothing(
     airflow_db, store, sandbox, day_dir, env
 ):
+    from orderflow import masterdata
+    from orderflow.integrations.systems import ErpHook, WmsHook
+
+    masterdata.sync(store, {"erp": ErpHook(), "wms": WmsHook()}, full=True)  # for e-mail matching
     before = _outcomes(store)
     for dag_id in DAGS:
         _run(dag_id)
@@ -64,11 +69,12 @@ def test_intake_dags_land_every_message_once_and_reruns_change_nothing(
     subs = [json.loads(x) for x in (day_dir / "orders.jsonl").read_text().splitlines()]
     deliveries = [json.loads(x) for x in (day_dir / "deliveries.jsonl").read_text().splitlines()]
     portal = {s["client_request_id"] for s in subs if s["channel"] == "portal"}
-    files = {c: sum(1 for d in deliveries if d["channel"] == c) for c in ("edi", "csv")}
+    files = {c: sum(1 for d in deliveries if d["channel"] == c) for c in ("edi", "csv", "email")}
     # messages in = created + quarantined + duplicate, per channel
     assert sum(v for k, v in new.items() if k.startswith("portal:")) == len(portal)
     assert sum(v for k, v in new.items() if k.startswith("edi:")) == files["edi"]
     assert sum(v for k, v in new.items() if k.startswith("csv:")) == files["csv"]
+    assert sum(v for k, v in new.items() if k.startswith("email:")) == files["email"]
     assert not any(k.endswith(":pending") for k in new)
     malformed = sum(1 for s in subs if "malformed_edi" in s["defects"])
     assert new.get("edi:quarantined", 0) == malformed
@@ -87,6 +93,7 @@ def test_intake_dags_land_every_message_once_and_reruns_change_nothing(
     # inboxes (as if a run died before archiving), the portal watermark is rewound.
     _unarchive(sandbox.drop / "edi" / "inbound", per_partner=True)
     _unarchive(sandbox.drop / "csv" / "inbound", per_partner=False)
+    _unarchive(sandbox.drop / "mailbox" / "new", per_partner=False)
     with db.transaction(store):
         store.execute(
             "UPDATE orderflow.sync_cursor SET value = '0' WHERE cursor_name LIKE 'portal:%'"
