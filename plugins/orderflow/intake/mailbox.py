@@ -37,8 +37,8 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
             "region, postal_code, country FROM orderflow.ship_to"
         ),
         items=rows(
-            "SELECT item_id, description, uom, vendor_part, upc FROM orderflow.item "
-            "WHERE NOT discontinued"
+            # discontinued items too: customers still order them (substitution decides later)
+            "SELECT item_id, description, uom, vendor_part, upc FROM orderflow.item"
         ),
         xrefs=rows(
             "SELECT customer_id, customer_part_number, item_id FROM orderflow.customer_item_xref"
