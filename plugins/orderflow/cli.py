@@ -288,7 +288,7 @@ def sandbox() -> None:
 @click.option("--seed", default=7, show_default=True, help="Seed for generation and faults.")
 def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
     """Serve the sandbox over HTTP and deliver the day's files as its clock passes them."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     import uvicorn
 
@@ -307,7 +307,7 @@ def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
         if faults_file
         else FaultConfig(seed=seed)
     )
-    clock = SimClock(datetime.fromisoformat(start) if start else datetime.now(UTC), speed)
+    clock = SimClock(datetime.fromisoformat(start) if start else _default_start(day_dir), speed)
     app = create_app(day_dir, drop, clock=clock, faults=faults)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
