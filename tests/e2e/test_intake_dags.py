@@ -75,6 +75,13 @@ def test_intake_dags_land_every_message_once_and_reruns_change_nothing(
     assert sum(v for k, v in new.items() if k.startswith("edi:")) == files["edi"]
     assert sum(v for k, v in new.items() if k.startswith("csv:")) == files["csv"]
     assert sum(v for k, v in new.items() if k.startswith("email:")) == files["email"]
+    # each channel really parsed (not just recorded): well-formed messages became orders
+    for channel in ("portal", "edi", "csv", "email"):
+        assert new.get(f"{channel}:orders_created", 0) > 0, channel
+    email_held = store.execute(
+        "SELECT count(*) FROM orderflow.\"order\" WHERE channel = 'email' AND status = 'ON_HOLD'"
+    ).fetchone()[0]
+    assert email_held >= sum(1 for s in subs if "low_confidence_extraction" in s["defects"]) // 2
     assert not any(k.endswith(":pending") for k in new)
     malformed = sum(1 for s in subs if "malformed_edi" in s["defects"])
     assert new.get("edi:quarantined", 0) == malformed

@@ -175,6 +175,8 @@ def ingest_folder(
     edi_conn_id: str = "edi_default",
 ) -> BatchStats:
     """Ingest every waiting file of ``root`` for ``channel`` ('edi' or 'csv'), then archive it."""
+    if channel not in ("edi", "csv"):
+        raise ValueError(f"drop-folder intake handles 'edi' and 'csv', not {channel!r}")
     stats = BatchStats()
     per_partner = channel == "edi"
     for f in files.scan(root, per_partner=per_partner, default_partner="inside-sales", limit=limit):

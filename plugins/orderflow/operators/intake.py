@@ -125,14 +125,19 @@ class IngestDropFolderOperator(BaseOperator):
         root = Path(FSHook(self.inbox_conn_id).get_path())
         conn = db.connect(self.store_conn_id)
         try:
-            stats = drops.ingest_folder(
-                conn,
-                root,
-                self.channel,
-                run=run_keys(context),
-                max_bytes=self.max_bytes,
-                limit=self.limit,
-            )
+            if self.channel == "email":
+                from orderflow.intake import mailbox
+
+                stats = mailbox.ingest_mailbox(conn, root, run=run_keys(context), limit=self.limit)
+            else:
+                stats = drops.ingest_folder(
+                    conn,
+                    root,
+                    self.channel,
+                    run=run_keys(context),
+                    max_bytes=self.max_bytes,
+                    limit=self.limit,
+                )
         finally:
             conn.close()
         summary = stats.summary()
