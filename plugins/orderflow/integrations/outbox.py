@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from psycopg.types.json import Jsonb
 
@@ -161,13 +161,3 @@ def replay_dead(conn: psycopg.Connection, idempotency_key: str, actor: str) -> b
             (actor, idempotency_key),
         )
         return cur.rowcount == 1
-
-
-def summary(conn: psycopg.Connection) -> dict[str, Any]:
-    rows = conn.execute(
-        "SELECT action, status, count(*) FROM orderflow.outbox GROUP BY 1, 2"
-    ).fetchall()
-    out: dict[str, dict[str, int]] = {}
-    for action, status, n in rows:
-        out.setdefault(action, {})[status] = n
-    return out

@@ -36,11 +36,3 @@ def open_for_order(
         (order_id, line_no, severity, reason, Jsonb(details or {}), rule_set_version, category),
     ).fetchone()
     return row[0] if row else None
-
-
-def open_for_order_ids(conn: psycopg.Connection, order_id: str) -> list[tuple[int, str]]:
-    return conn.execute(
-        "SELECT exception_id, category FROM orderflow.order_exception "
-        "WHERE order_id = %s AND status = 'open' ORDER BY exception_id",
-        (order_id,),
-    ).fetchall()

@@ -27,11 +27,3 @@ def record(
         (dag_id, run_id, logical_date, host),
     ).fetchone()
     return row[0]
-
-
-def latest(conn: psycopg.Connection, dag_id: str) -> tuple | None:
-    return conn.execute(
-        "SELECT run_id, logical_date, written_at, attempts FROM orderflow.heartbeat "
-        "WHERE dag_id = %s ORDER BY written_at DESC LIMIT 1",
-        (dag_id,),
-    ).fetchone()
