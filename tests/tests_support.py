@@ -102,3 +102,87 @@ def start_sandbox(day_dir: Path, drop: Path, *, speed: float = 0.000001) -> Sand
     sb.proc, sb.drop = proc, drop
     sb.client = httpx.Client(base_url=url, timeout=10)
     return sb
+
+
+def land_day(conn, sandbox: Sandbox, business_date=None) -> dict:
+    """Everything of the sandbox's day in the store, as the scheduled DAGs would leave it:
+    master data synced and quality-gated, then every channel ingested. Returns counts."""
+    from datetime import timedelta
+
+    from orderflow.integrations.systems import ErpHook, PortalHook, WmsHook
+    from orderflow.intake import drops, mailbox, portal
+    from orderflow.operators.masterdata import sync_with_gate
+
+    day = business_date or START.date()
+    end = START.replace(year=day.year, month=day.month, day=day.day) + timedelta(days=2)
+    sandbox.client.put("/admin/clock", json={"now": end.isoformat()}).raise_for_status()
+    os.environ.update(sandbox.connection_env())
+    summary = sync_with_gate(
+        conn, {"erp": ErpHook(), "wms": WmsHook()}, run_id="land_day", full=True, build_docs=False
+    )
+    stats = {"master_data": summary}
+    stats["portal"] = portal.pull(conn, PortalHook()).__dict__
+    for channel, sub in (("edi", "edi/inbound"), ("csv", "csv/inbound")):
+        root = sandbox.drop / sub
+        root.mkdir(parents=True, exist_ok=True)
+        stats[channel] = drops.ingest_folder(conn, root, channel).summary()
+    (sandbox.drop / "mailbox/new").mkdir(parents=True, exist_ok=True)
+    stats["email"] = mailbox.ingest_mailbox(conn, sandbox.drop / "mailbox/new").summary()
+    return stats
+
+
+def score(conn, day_dir: Path) -> dict:
+    """Compare the store with the generator's ground truth, per submission.
+
+    Returns per category: tp / fp / fn of held-with-that-category, plus clean orders released
+    without a touch (first-pass) and the mismatches (for messages)."""
+    truths = {
+        t["submission_id"]: t
+        for t in map(json.loads, (day_dir / "ground_truth.jsonl").read_text().splitlines())
+    }
+    subs = [json.loads(x) for x in (day_dir / "orders.jsonl").read_text().splitlines()]
+    rows = conn.execute(
+        """
+        SELECT o.customer_id, o.po_number, o.status, o.channel,
+               coalesce(array_agg(DISTINCT e.category) FILTER (WHERE e.category IS NOT NULL), '{}')
+          FROM orderflow."order" o
+          LEFT JOIN orderflow.order_exception e ON e.order_id = o.order_id
+         GROUP BY 1, 2, 3, 4
+        """
+    ).fetchall()
+    by_po: dict[tuple, list] = {}
+    for cid, po, status, channel, cats in rows:
+        by_po.setdefault((cid, po), []).append((status, channel, set(cats)))
+    per_cat: dict[str, dict[str, int]] = {}
+    released_clean = clean = 0
+    mismatches = []
+
+    def bump(cat, key):
+        per_cat.setdefault(cat, {"tp": 0, "fp": 0, "fn": 0})[key] += 1
+
+    for s in subs:
+        t = truths[s["submission_id"]]
+        if t["expected"] in ("duplicate", "quarantine"):
+            continue  # judged at intake (message outcomes), not by processing
+        found = by_po.get((s["customer_id"], s["po_number"]), [])
+        if not found:
+            mismatches.append((s["submission_id"], t["expected"], "no order"))
+            continue
+        status, _, cats = found[0]
+        want = set(t["exception_categories"])
+        if t["expected"] == "release":
+            clean += 1
+            if status == "RELEASED" and not cats:
+                released_clean += 1
+        for c in want | cats:
+            bump(c, "tp" if c in want and c in cats else "fn" if c in want else "fp")
+        if (t["expected"] == "release") != (status == "RELEASED") or want != cats:
+            mismatches.append(
+                (s["submission_id"], t["expected"], status, sorted(want), sorted(cats), t["notes"])
+            )
+    return {
+        "clean": clean,
+        "first_pass_released": released_clean,
+        "per_category": per_cat,
+        "mismatches": mismatches,
+    }

@@ -1,0 +1,161 @@
+"""Planning: one shipment per DC an order ships from, each with a carrier service chosen by
+the carrier rules and the rate tables (master data), the tax quoted for the order, and the
+restricted-party screening of the parties it ships to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+from orderflow.domain.reference import Hold, Item
+from orderflow.rules import CarrierRules
+
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierService:
+    carrier_id: str
+    service_code: str
+    mode: str
+    transit_days: int
+    max_weight_kg: Decimal | None
+    hazmat_allowed: bool
+    base_rate: Decimal
+    per_kg: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentPlan:
+    dc_id: str
+    weight_kg: Decimal
+    hazmat: bool
+    carrier_id: str
+    service_code: str
+    mode: str
+    transit_days: int
+    rate: Decimal
+    ship_date: date
+    promise_met: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    order_id: str
+    shipments: list[ShipmentPlan] = field(default_factory=list)
+    hold: Hold | None = None
+
+
+def zone_number(zone: str | None) -> int:
+    digits = "".join(c for c in (zone or "") if c.isdigit())
+    return int(digits) if digits else 4
+
+
+def rate(service: CarrierService, weight_kg: Decimal, zone: int, rules: CarrierRules) -> Decimal:
+    surcharge = 1 + rules.zone_factor * zone
+    return (service.base_rate + service.per_kg * weight_kg * surcharge).quantize(Decimal("0.01"))
+
+
+def choose_service(
+    services: Sequence[CarrierService],
+    weight_kg: Decimal,
+    hazmat: bool,
+    zone: int,
+    promise_days: int,
+    customer_id: str | None,
+    rules: CarrierRules,
+) -> tuple[CarrierService, Decimal, bool] | None:
+    """The cheapest eligible service that meets the promise, else the fastest eligible one.
+    Eligible: hazmat allowed when needed, within its weight limit, parcel vs LTL by weight,
+    and on the customer's routing guide when it has one."""
+    guide = rules.routing_guides.get(customer_id or "")
+    eligible = []
+    for s in services:
+        if hazmat and not s.hazmat_allowed:
+            continue
+        if s.max_weight_kg is not None and weight_kg > s.max_weight_kg:
+            continue
+        if s.mode == "parcel" and weight_kg > rules.parcel_max_kg:
+            continue
+        if s.mode == "ltl" and weight_kg < rules.ltl_min_kg:
+            continue
+        if s.mode not in ("parcel", "ltl"):
+            continue
+        if guide and s.carrier_id not in guide:
+            continue
+        eligible.append((s, rate(s, weight_kg, zone, rules)))
+    if not eligible:
+        return None
+    in_time = [(s, r) for s, r in eligible if s.transit_days + (zone > 5) <= promise_days]
+    if in_time:
+        s, r = min(in_time, key=lambda sr: (sr[1], sr[0].transit_days, sr[0].carrier_id))
+        return s, r, True
+    s, r = min(eligible, key=lambda sr: (sr[0].transit_days, sr[1], sr[0].carrier_id))
+    return s, r, False
+
+
+def plan_shipments(
+    order_id: str,
+    customer_id: str | None,
+    lines_by_dc: dict[str, list[tuple[str, Decimal]]],
+    items: dict[str, Item],
+    zone: str | None,
+    requested_ship: date | None,
+    requested_delivery: date | None,
+    today: date,
+    services: Sequence[CarrierService],
+    rules: CarrierRules,
+) -> Plan:
+    """Shipments of one allocated order. ``lines_by_dc``: DC → [(item, quantity)]."""
+    plan = Plan(order_id)
+    ship_date = max(today, requested_ship or today)
+    deliver_by = requested_delivery or ship_date + timedelta(days=rules.default_promise_days)
+    promise_days = max(1, (deliver_by - ship_date).days)
+    z = zone_number(zone)
+    for dc, lines in sorted(lines_by_dc.items()):
+        weight = sum(
+            (q * (items[i].weight_kg or ZERO) for i, q in lines if i in items), ZERO
+        ).quantize(Decimal("0.001"))
+        hazmat = any(items[i].hazmat for i, _ in lines if i in items)
+        chosen = choose_service(services, weight, hazmat, z, promise_days, customer_id, rules)
+        if chosen is None:
+            plan.hold = Hold(
+                "no_carrier_service",
+                f"no carrier service can take the {dc} shipment ({weight} kg"
+                f"{', hazmat' if hazmat else ''}); book one by hand or split the shipment",
+                details={"dc_id": dc, "weight_kg": str(weight), "hazmat": hazmat},
+            )
+            plan.shipments = []
+            return plan
+        service, amount, met = chosen
+        plan.shipments.append(
+            ShipmentPlan(
+                dc_id=dc,
+                weight_kg=weight,
+                hazmat=hazmat,
+                carrier_id=service.carrier_id,
+                service_code=service.service_code,
+                mode=service.mode,
+                transit_days=service.transit_days,
+                rate=amount,
+                ship_date=ship_date,
+                promise_met=met,
+            )
+        )
+    return plan
+
+
+def screening_hold(party: str, answer: dict) -> Hold | None:
+    """A restricted-party hit on a party the order ships or bills to."""
+    if answer.get("status") != "review":
+        return None
+    names = ", ".join(h.get("name", "?") for h in answer.get("hits", []))
+    return Hold(
+        "compliance_review",
+        f"{party} matches the restricted-party list ({names}); compliance must clear or "
+        "reject the order before it ships",
+        details={"party": party, "hits": answer.get("hits", [])},
+    )

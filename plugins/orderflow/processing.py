@@ -1,0 +1,707 @@
+"""Order processing, one stage at a time over a partition of order ids.
+
+Each stage: load the partition's orders that are still in the stage's input status (and
+claimed by this run), call the pure domain function, and write every status change, its
+event and its exceptions in ONE transaction. A rerun, a retry or a killed worker therefore
+never double-applies: orders an earlier attempt moved are no longer in the input status, and
+an attempt that died wrote nothing. External calls (credit service, tax, screening) happen
+before the transaction, never while it holds locks.
+
+The operators in ``orderflow.operators.processing`` are thin wrappers over these functions;
+the benchmark and the tests call them directly too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from orderflow.domain.lifecycle import Transition, transition
+from orderflow.domain.reference import Hold, OrderView
+from orderflow.store import db, events
+from orderflow.store import processing as repo
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """Who is deciding: stored on every event (trace from an order to the task run)."""
+
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    claimed_by: str | None = None  # only orders this run claimed (None: any, e.g. reprocess)
+
+    @property
+    def actor(self) -> str:
+        return f"{self.dag_id or 'orderflow'}.{self.task_id or 'processing'}"
+
+    def keys(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "task_id": self.task_id,
+            "map_index": self.map_index,
+        }
+
+
+@dataclass
+class StageResult:
+    stage: str
+    orders: int = 0
+    passed: int = 0
+    held: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # not (any more) in the input status: done by an earlier attempt
+
+    def as_xcom(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "orders": self.orders,
+            "passed": self.passed,
+            "held": self.held,
+            "skipped": self.skipped,
+        }
+
+
+def _decide(
+    conn: psycopg.Connection,
+    stage: str,
+    orders: Sequence[OrderView],
+    holds: dict[str, list[Hold]],
+    to_status: str,
+    ctx: RunContext,
+    book: RuleBook,
+    versions: str,
+    details: dict[str, dict] | None = None,
+) -> StageResult:
+    """Write the stage's outcome: held orders ON_HOLD with their exceptions, the rest on."""
+    details = details or {}
+    moves: list[Transition] = []
+    to_open: list[tuple[str, Hold]] = []
+    result = StageResult(stage, orders=len(orders))
+    for o in orders:
+        found = holds.get(o.order_id) or []
+        if found:
+            cats = tuple(dict.fromkeys(h.category for h in found))
+            for c in cats:
+                result.held[c] = result.held.get(c, 0) + 1
+            to_open.extend((o.order_id, h) for h in found)
+            moves.append(
+                transition(
+                    o.order_id,
+                    o.status,
+                    "ON_HOLD",
+                    actor_type="system",
+                    actor_id=ctx.actor,
+                    reason_codes=cats,
+                    rule_set_version=versions,
+                    details={"stage": stage, **details.get(o.order_id, {})},
+                )
+            )
+        else:
+            result.passed += 1
+            moves.append(
+                transition(
+                    o.order_id,
+                    o.status,
+                    to_status,
+                    actor_type="system",
+                    actor_id=ctx.actor,
+                    rule_set_version=versions,
+                    details={"stage": stage, **details.get(o.order_id, {})},
+                )
+            )
+    repo.open_holds(conn, to_open, stage=stage, routing=book.routing, rule_set_version=versions)
+    events.append(conn, moves, **ctx.keys())
+    return result
+
+
+def _load(conn, ids, status, ctx) -> list[OrderView]:
+    return repo.load_orders(conn, ids, [status], ctx.claimed_by)
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+def validate(
+    conn: psycopg.Connection, order_ids: Sequence[str], ctx: RunContext, book: RuleBook
+) -> StageResult:
+    """RECEIVED → VALIDATED, or ON_HOLD with every problem found."""
+    from orderflow.domain.validation import validate as check
+
+    versions = book.tag("validation", "pricing", "routing")
+    with db.transaction(conn):
+        orders = _load(conn, order_ids, "RECEIVED", ctx)
+        ref = repo.load_reference(conn, orders, book.validation.duplicate_window_hours)
+        results = check(orders, ref, book.validation, book.pricing)
+        repo.save_validated_lines(conn, [r.order for r in results])
+        out = _decide(
+            conn,
+            "validate",
+            orders,
+            {r.order.order_id: r.holds for r in results},
+            "VALIDATED",
+            ctx,
+            book,
+            versions,
+        )
+    out.skipped = len(order_ids) - out.orders
+    return out
+
+
+# ---------------------------------------------------------------------------- credit
+
+
+def check_credit(
+    conn: psycopg.Connection,
+    order_ids: Sequence[str],
+    ctx: RunContext,
+    book: RuleBook,
+    credit_service: Callable[[str, float], dict] | None,
+) -> StageResult:
+    """VALIDATED → CREDIT_OK, or ON_HOLD credit_hold / credit_limit.
+
+    ``credit_service(customer_id, amount)`` is asked once per customer of the partition (for
+    the total of its orders) before the transaction; the store's exposure is decided under a
+    per-customer lock so parallel partitions and runs never both spend the same headroom.
+    """
+    from orderflow.domain.credit import decide
+
+    versions = book.tag("credit", "routing")
+    orders = _load(conn, order_ids, "VALIDATED", ctx)
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for o in orders:
+        totals[o.customer_id or ""] += o.amount()
+    answers: dict[str, dict] = {}
+    if credit_service is not None and book.credit.use_credit_service:
+        for cid, amount in totals.items():
+            if cid:
+                answers[cid] = credit_service(cid, float(amount))
+    with db.transaction(conn):
+        repo.lock_customers(conn, totals)
+        orders = _load(conn, order_ids, "VALIDATED", ctx)
+        customers = repo._customers(conn, totals)
+        accounts = repo.credit_accounts(conn, totals)
+        exposure = repo.open_order_value(conn, totals, book.credit.open_order_statuses)
+        decisions = decide(orders, customers, accounts, exposure, answers, book.credit)
+        out = _decide(
+            conn,
+            "credit",
+            orders,
+            {d.order_id: [d.hold] for d in decisions if d.hold},
+            "CREDIT_OK",
+            ctx,
+            book,
+            versions,
+            details={
+                d.order_id: {
+                    "amount": str(d.amount),
+                    "exposure_after": str(d.exposure_after),
+                    "limit": str(d.limit),
+                }
+                for d in decisions
+            },
+        )
+    out.skipped = len(order_ids) - out.orders
+    return out
+
+
+# ---------------------------------------------------------------------------- allocate
+
+
+def allocate(
+    conn: psycopg.Connection, order_ids: Sequence[str], ctx: RunContext, book: RuleBook
+) -> StageResult:
+    """CREDIT_OK → ALLOCATED with reservations, or ON_HOLD short_stock / substitution_needed.
+
+    The inventory rows of every item the partition may need (substitutes included) are
+    locked in key order for the transaction: parallel partitions serialise on shared items,
+    never deadlock, and can never reserve more than is available (the store's CHECK backs
+    this up)."""
+    from orderflow.domain.allocation import allocate as plan
+
+    versions = book.tag("sourcing", "substitution", "routing")
+    with db.transaction(conn):
+        orders = _load(conn, order_ids, "CREDIT_OK", ctx)
+        item_ids = {ln.item_id for o in orders for ln in o.lines if ln.item_id}
+        items = repo.items(conn, item_ids)
+        wanted = item_ids | {s for i in items.values() for s in i.substitutes}
+        available = repo.lock_inventory(conn, wanted)
+        customers = repo._customers(conn, {o.customer_id for o in orders if o.customer_id})
+        places = repo.ship_tos_of(conn, [o.order_id for o in orders])
+        today = repo.today(conn)
+        allocations = plan(
+            orders,
+            customers,
+            items,
+            {oid: p[0] for oid, p in places.items()},
+            available,
+            book.sourcing,
+            book.substitution,
+            today,
+        )
+        by_id = {a.order_id: a for a in allocations}
+        reservations, lines = [], []
+        for a in allocations:
+            if a.hold:
+                continue
+            reservations += [
+                (a.order_id, r.line_no, r.item_id, r.dc_id, r.quantity, r.is_substitute)
+                for r in a.reservations
+            ]
+            subs = {s["line_no"]: s["substitute_item_id"] for s in a.substitutions}
+            backs = {b["line_no"]: Decimal(b["quantity"]) for b in a.backorders}
+            for ln in next(o for o in orders if o.order_id == a.order_id).lines:
+                status = (
+                    "BACKORDERED"
+                    if ln.line_no in backs
+                    else "SUBSTITUTED"
+                    if ln.line_no in subs
+                    else "ALLOCATED"
+                )
+                lines.append(
+                    (status, subs.get(ln.line_no), backs.get(ln.line_no, 0), a.order_id, ln.line_no)
+                )
+        repo.reserve(conn, reservations, versions)
+        repo.mark_lines(conn, lines)
+        repo.set_order_fields(
+            conn, "priority", {a.order_id: round(a.priority, 3) for a in allocations}
+        )
+        out = _decide(
+            conn,
+            "allocate",
+            orders,
+            {a.order_id: [a.hold] for a in allocations if a.hold},
+            "ALLOCATED",
+            ctx,
+            book,
+            versions,
+            details={
+                a.order_id: {
+                    "dcs": a.dcs,
+                    "substitutions": a.substitutions,
+                    "backorders": a.backorders,
+                    "priority": round(a.priority, 3),
+                }
+                for a in allocations
+                if not a.hold
+            }
+            | {oid: {} for oid in by_id if by_id[oid].hold},
+        )
+    out.skipped = len(order_ids) - out.orders
+    return out
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+def plan(
+    conn: psycopg.Connection,
+    order_ids: Sequence[str],
+    ctx: RunContext,
+    book: RuleBook,
+    tax_service: Callable[[dict], dict] | None,
+    screening_service: Callable[[str, str], dict] | None,
+) -> StageResult:
+    """ALLOCATED → READY with shipments (carrier, service, rate) and tax, or ON_HOLD
+    compliance_review / no_carrier_service."""
+    from orderflow.domain.planning import plan_shipments, screening_hold
+
+    versions = book.tag("carrier", "routing")
+    orders = _load(conn, order_ids, "ALLOCATED", ctx)
+    places = repo.ship_tos_of(conn, [o.order_id for o in orders])
+    # Screening: every distinct party (sold-to and ship-to) once per partition.
+    screened: dict[tuple[str, str], dict] = {}
+    if screening_service is not None:
+        for _, _, st_name, country, cust_name in places.values():
+            for name in (cust_name, st_name):
+                if name and (name, country or "US") not in screened:
+                    screened[(name, country or "US")] = screening_service(name, country or "US")
+    reservations = repo.held_reservations(conn, [o.order_id for o in orders])
+    items = repo.items(conn, {r[2] for rs in reservations.values() for r in rs})
+    # Tax: one quote per customer and jurisdiction for all its lines in the partition.
+    taxes: dict[str, Decimal] = defaultdict(Decimal)
+    if tax_service is not None:
+        by_region: dict[tuple[str, str, str], list[tuple[str, Decimal]]] = defaultdict(list)
+        for o in orders:
+            region, _, _, country, _ = places.get(o.order_id, (None,) * 5)
+            for ln in o.lines:
+                price = ln.contract_price if ln.contract_price is not None else ln.unit_price
+                by_region[(o.customer_id or "", region or "", country or "US")].append(
+                    (o.order_id, ln.quantity * (price or Decimal("0")))
+                )
+        for (customer_id, region, country), amounts in by_region.items():
+            answer = tax_service(
+                {
+                    "customer_id": customer_id,
+                    "region": region,
+                    "country": country,
+                    "lines": [
+                        {"line_no": i + 1, "amount": float(a)} for i, (_, a) in enumerate(amounts)
+                    ],
+                }
+            )
+            for (oid, _), taxed in zip(amounts, answer["lines"], strict=True):
+                taxes[oid] += Decimal(str(taxed["tax"]))
+    with db.transaction(conn):
+        orders = _load(conn, order_ids, "ALLOCATED", ctx)
+        services = repo.carrier_services(conn)
+        today = repo.today(conn)
+        rv = _next_releases(conn, [o.order_id for o in orders])
+        holds: dict[str, list[Hold]] = {}
+        shipments, details = [], {}
+        for o in orders:
+            region, zone, st_name, country, cust_name = places.get(o.order_id, (None,) * 5)
+            found = [
+                h
+                for party, name in (("customer", cust_name), ("ship-to", st_name))
+                if name
+                and (
+                    h := screening_hold(
+                        f"{party} {name!r}", screened.get((name, country or "US"), {})
+                    )
+                )
+            ]
+            by_dc: dict[str, list[tuple[str, Decimal]]] = defaultdict(list)
+            for _, _, item_id, dc_id, qty, _ in reservations.get(o.order_id, []):
+                by_dc[dc_id].append((item_id, qty))
+            p = plan_shipments(
+                o.order_id,
+                o.customer_id,
+                by_dc,
+                items,
+                zone,
+                o.requested_ship_date,
+                o.requested_delivery_date,
+                today,
+                services,
+                book.carrier,
+            )
+            if p.hold:
+                found.append(p.hold)
+            if found:
+                holds[o.order_id] = found
+                continue
+            details[o.order_id] = {
+                "shipments": [
+                    {
+                        "dc": s.dc_id,
+                        "carrier": s.carrier_id,
+                        "service": s.service_code,
+                        "rate": str(s.rate),
+                        "promise_met": s.promise_met,
+                    }
+                    for s in p.shipments
+                ],
+                "tax": str(taxes.get(o.order_id, Decimal("0"))),
+            }
+            shipments += [
+                {
+                    "shipment_id": f"{o.order_id}:{s.dc_id}:r{rv[o.order_id]}",
+                    "order_id": o.order_id,
+                    "dc_id": s.dc_id,
+                    "release_version": rv[o.order_id],
+                    "carrier_id": s.carrier_id,
+                    "service_code": s.service_code,
+                    "mode": s.mode,
+                    "weight_kg": s.weight_kg,
+                    "hazmat": s.hazmat,
+                    "freight_rate": s.rate,
+                    "ship_date": s.ship_date,
+                    "promise_met": s.promise_met,
+                    "rule_set_version": versions,
+                }
+                for s in p.shipments
+            ]
+        repo.save_shipments(conn, shipments)
+        repo.set_order_fields(
+            conn, "tax_amount", {oid: taxes.get(oid, Decimal("0")) for oid in details}
+        )
+        out = _decide(conn, "plan", orders, holds, "READY", ctx, book, versions, details)
+    out.skipped = len(order_ids) - out.orders
+    return out
+
+
+def _next_releases(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, int]:
+    """The release version a (re-)release of each order will carry."""
+    return dict(
+        conn.execute(
+            'SELECT order_id, release_version + 1 FROM orderflow."order" WHERE order_id = ANY(%s)',
+            (list(order_ids),),
+        ).fetchall()
+    )
+
+
+# ---------------------------------------------------------------------------- release
+
+
+def release(
+    conn: psycopg.Connection,
+    order_ids: Sequence[str],
+    ctx: RunContext,
+    book: RuleBook,
+    *,
+    wms_conn_id: str = "wms_default",
+    edi_conn_id: str = "edi_default",
+) -> StageResult:
+    """READY → RELEASED: one WMS release per shipment and, for EDI customers, an 855, queued
+    in the outbox under keys per (order, DC, release version) in the same transaction as the
+    status change — a rerun finds the order RELEASED and queues nothing; a duplicate key is
+    refused by the outbox; the WMS answers a repeated key with its first answer."""
+    from orderflow.store import outbox
+
+    versions = book.tag("routing")
+    with db.transaction(conn):
+        orders = _load(conn, order_ids, "READY", ctx)
+        ids = [o.order_id for o in orders]
+        reservations = repo.held_reservations(conn, ids)
+        shipments = _planned_shipments(conn, ids)
+        rv = _next_releases(conn, ids)
+        details = {}
+        for o in orders:
+            by_dc: dict[str, list[dict]] = defaultdict(list)
+            for rid, line_no, item_id, dc_id, qty, sub in reservations.get(o.order_id, []):
+                by_dc[dc_id].append(
+                    {
+                        "line_no": line_no,
+                        "item_id": item_id,
+                        "quantity": float(qty),
+                        "substitute": sub,
+                        "reservation_ref": rid,
+                    }
+                )
+            for s in shipments.get(o.order_id, []):
+                if s["release_version"] != rv[o.order_id]:
+                    continue
+                key = f"wms_release:{o.order_id}:{s['dc_id']}:r{rv[o.order_id]}"
+                outbox.enqueue(
+                    conn,
+                    idempotency_key=key,
+                    action="wms_release",
+                    target_conn_id=wms_conn_id,
+                    order_id=o.order_id,
+                    version=rv[o.order_id],
+                    payload={
+                        "order_id": o.order_id,
+                        "dc_id": s["dc_id"],
+                        "shipment_id": s["shipment_id"],
+                        "carrier_id": s["carrier_id"],
+                        "service_code": s["service_code"],
+                        "ship_date": s["ship_date"].isoformat(),
+                        "lines": by_dc.get(s["dc_id"], []),
+                    },
+                )
+            if o.channel == "edi" and o.partner_id:
+                _queue_855(conn, o, rv[o.order_id], edi_conn_id)
+            details[o.order_id] = {"release_version": rv[o.order_id]}
+        conn.execute(
+            "UPDATE orderflow.reservation SET status = 'released', updated_at = now() "
+            "WHERE order_id = ANY(%s) AND status = 'held'",
+            (ids,),
+        )
+        conn.execute(
+            """
+            UPDATE orderflow.shipment s SET status = 'released', updated_at = now()
+              FROM orderflow."order" o
+             WHERE s.order_id = o.order_id AND o.order_id = ANY(%s)
+               AND s.release_version = o.release_version + 1 AND s.status = 'planned'
+            """,
+            (ids,),
+        )
+        repo.set_order_fields(conn, "release_version", rv)
+        out = _decide(conn, "release", orders, {}, "RELEASED", ctx, book, versions, details)
+    out.skipped = len(order_ids) - out.orders
+    return out
+
+
+def _planned_shipments(conn, ids) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    cur = conn.execute(
+        "SELECT shipment_id, order_id, dc_id, release_version, carrier_id, service_code, "
+        "ship_date FROM orderflow.shipment WHERE order_id = ANY(%s) AND status = 'planned' "
+        "ORDER BY shipment_id",
+        (list(ids),),
+    )
+    cols = [c.name for c in cur.description]
+    for r in cur:
+        row = dict(zip(cols, r, strict=True))
+        out[row["order_id"]].append(row)
+    return out
+
+
+def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
+    """The purchase-order acknowledgement for an EDI customer, per release version."""
+    from datetime import UTC, datetime
+
+    from orderflow.channels.x12.po855 import AckLine, build_855
+    from orderflow.domain.models import Order
+    from orderflow.intake.drops import OUR_EDI_ID
+    from orderflow.store import control_numbers, outbox
+
+    partner = conn.execute(
+        "SELECT isa_qualifier, isa_id, gs_id, coalesce(x12_version, '004010') "
+        "FROM orderflow.trading_partner WHERE partner_id = %s",
+        (order.partner_id,),
+    ).fetchone()
+    if partner is None or not partner[1]:
+        log.warning(
+            "order %s: no trading-partner envelope for %s; 855 not queued",
+            order.order_id,
+            order.partner_id,
+        )
+        return
+    canonical = Order.model_validate(
+        conn.execute(
+            'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order.order_id,)
+        ).fetchone()[0]
+    )
+    acks = []
+    for status, sub, back, line_no, qty, uom, price, contract_price in conn.execute(
+        "SELECT status, substitute_item_id, backordered_qty, line_no, quantity, uom, unit_price, "
+        "contract_price FROM orderflow.order_line WHERE order_id = %s ORDER BY line_no",
+        (order.order_id,),
+    ):
+        charge = contract_price if contract_price is not None else price
+        if status == "BACKORDERED":
+            acks.append(AckLine(line_no, "backordered", back or qty, uom, charge))
+        elif status == "SUBSTITUTED":
+            acks.append(AckLine(line_no, "substituted", qty, uom, charge, item_id=sub))
+        else:
+            acks.append(AckLine(line_no, "accepted", qty, uom, charge))
+    control = control_numbers.next_number(conn, order.partner_id, "isa")
+    version_code = partner[3] if len(partner[3]) >= 6 else "004010"
+    body = build_855(
+        canonical,
+        acks,
+        sender=("ZZ", OUR_EDI_ID),
+        receiver=(partner[0] or "ZZ", partner[1]),
+        gs_sender=OUR_EDI_ID,
+        gs_receiver=partner[2] or partner[1],
+        control_number=control,
+        now=datetime.now(UTC),
+        version=version_code,
+    )
+    outbox.enqueue(
+        conn,
+        idempotency_key=f"edi_855:{order.order_id}:r{version}",
+        action="edi_855",
+        target_conn_id=edi_conn_id,
+        order_id=order.order_id,
+        version=version,
+        payload={"partner_id": order.partner_id, "document_type": "855", "body": body},
+    )
+
+
+# ---------------------------------------------------------------------------- holds
+
+
+def release_fixed_master_data_holds(conn: psycopg.Connection, ctx: RunContext) -> int:
+    """Orders held only for master-data quality whose entities now pass: resolve those
+    exceptions (auto_resolved) and send the orders back to validation."""
+    with db.transaction(conn):
+        rows = conn.execute(
+            """
+            WITH fixed AS (
+                SELECT e.exception_id, e.order_id
+                  FROM orderflow.order_exception e
+                 WHERE e.status = 'open' AND e.category = 'master_data_quality'
+                   AND e.order_id IS NOT NULL
+                   AND NOT EXISTS (
+                       SELECT 1 FROM orderflow.order_exception m
+                        WHERE m.status = 'open' AND m.category = 'master_data_quality'
+                          AND m.order_id IS NULL
+                          AND m.entity_type = e.details->>'entity_type'
+                          AND m.entity_id = e.details->>'entity_id')
+            )
+            UPDATE orderflow.order_exception x
+               SET status = 'resolved', resolution = 'auto_resolved', resolved_at = now(),
+                   resolved_by = %s,
+                   resolution_note = 'master data fixed upstream and passed the quality gate'
+              FROM fixed WHERE x.exception_id = fixed.exception_id
+            RETURNING x.order_id
+            """,
+            (ctx.actor,),
+        ).fetchall()
+        touched = sorted({r[0] for r in rows})
+        if not touched:
+            return 0
+        free = [
+            r[0]
+            for r in conn.execute(
+                """
+                SELECT o.order_id FROM orderflow."order" o
+                 WHERE o.order_id = ANY(%s) AND o.status = 'ON_HOLD'
+                   AND NOT EXISTS (SELECT 1 FROM orderflow.order_exception e
+                                    WHERE e.order_id = o.order_id AND e.status = 'open')
+                """,
+                (touched,),
+            )
+        ]
+        moves = [
+            transition(
+                oid,
+                "ON_HOLD",
+                "RECEIVED",
+                actor_type="system",
+                actor_id=ctx.actor,
+                reason_codes=("master_data_fixed",),
+                details={"stage": "validate", "auto_resolved": "master_data_quality"},
+            )
+            for oid in free
+        ]
+        events.append(conn, moves, **ctx.keys())
+    return len(free)
+
+
+def fail_transient(
+    conn: psycopg.Connection,
+    stage: str,
+    order_ids: Sequence[str],
+    from_status: str,
+    ctx: RunContext,
+    book: RuleBook,
+    error: Exception,
+) -> StageResult:
+    """The stage's external calls still fail after every retry: hold the partition's orders
+    ``integration_failure`` (the exception desk retries them) and keep a dead letter."""
+    from psycopg.types.json import Jsonb
+
+    with db.transaction(conn):
+        orders = _load(conn, order_ids, from_status, ctx)
+        hold = Hold(
+            "integration_failure",
+            f"{stage}: {error} — retried with backoff and still failing; it is retried "
+            "automatically, or reprocess the order once the system is back",
+            details={"stage": stage, "error": str(error)},
+        )
+        out = _decide(
+            conn,
+            stage,
+            orders,
+            {o.order_id: [hold] for o in orders},
+            "ON_HOLD",
+            ctx,
+            book,
+            book.tag("routing"),
+        )
+        conn.execute(
+            "INSERT INTO orderflow.dead_letter (source, source_ref, payload, error) "
+            "VALUES ('processing', %s, %s, %s) ON CONFLICT (source, source_ref) DO NOTHING",
+            (
+                f"{stage}:{ctx.run_id}:{ctx.map_index}",
+                Jsonb({"stage": stage, "order_ids": [o.order_id for o in orders]}),
+                str(error),
+            ),
+        )
+    return out

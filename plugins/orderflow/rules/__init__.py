@@ -1,0 +1,223 @@
+"""Versioned rule sets: business policy as data (``include/rules/<rule_set>/<version>.yaml``).
+
+Each file is validated by its pydantic model at load; :func:`load` picks, per rule set, the
+newest version whose ``effective_from`` is not after the decision time. A :class:`RuleBook`
+names the versions it holds (``tag``), which every decision records, so a past decision can
+be explained and a new version replayed against history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+RULES_DIR_NAME = "rules"
+
+
+class _RuleSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str]
+    version: str
+    effective_from: AwareDatetime
+    description: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class ValidationRules(_RuleSet):
+    name: ClassVar[str] = "validation"
+    valid_uoms: frozenset[str]
+    minimum_order_value: Decimal = Decimal("0")
+    minimum_line_quantity: Decimal = Decimal("0")
+    duplicate_window_hours: int = Field(48, ge=0)
+    near_identical_min_lines: int = Field(3, ge=1)
+
+
+class PricingRules(_RuleSet):
+    name: ClassVar[str] = "pricing"
+    contract_precedence: tuple[str, ...] = ("customer_contract", "list_price")
+    default_contract_tolerance_pct: Decimal = Decimal("1.0")
+    list_price_tolerance_pct: Decimal = Decimal("0")
+    invoice_price: str = Field("contract", pattern="^(contract|order)$")
+
+
+class CreditRules(_RuleSet):
+    name: ClassVar[str] = "credit"
+    open_order_statuses: tuple[str, ...]
+    tier_limit_multiplier: dict[str, Decimal] = Field(default_factory=dict)
+    prepaid_terms: frozenset[str] = frozenset()
+    use_credit_service: bool = True
+
+
+class SubstitutionRules(_RuleSet):
+    name: ClassVar[str] = "substitution"
+    require_customer_consent: bool = True
+    price_protection: bool = True
+    only_when_unavailable: bool = True
+    max_substitutions_per_order: int = Field(5, ge=0)
+
+
+class PriorityWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tier: dict[str, float] = Field(default_factory=dict)
+    days_to_requested_ship: dict[str, float] = Field(default_factory=dict)
+    per_1000_margin: float = 0.0
+
+
+class SourcingRules(_RuleSet):
+    name: ClassVar[str] = "sourcing"
+    dcs: tuple[str, ...]
+    default_dc: str
+    preferred_dc_by_region: dict[str, frozenset[str]] = Field(default_factory=dict)
+    max_split_dcs: int = Field(2, ge=1)
+    allow_backorder: bool = True
+    priority: PriorityWeights = PriorityWeights()
+
+    def preferred_dc(self, region: str | None) -> str:
+        for dc, regions in self.preferred_dc_by_region.items():
+            if region and region.upper() in regions:
+                return dc
+        return self.default_dc
+
+
+class CarrierRules(_RuleSet):
+    name: ClassVar[str] = "carrier"
+    parcel_max_kg: Decimal
+    ltl_min_kg: Decimal
+    zone_factor: Decimal = Decimal("0.08")
+    default_promise_days: int = Field(5, ge=1)
+    routing_guides: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    owner_role: str | None = None
+    sla_minutes: int | None = Field(None, gt=0)
+    escalation_role: str | None = None
+    severity: str | None = Field(None, pattern="^(low|medium|high|critical)$")
+
+
+class RoutingRules(_RuleSet):
+    name: ClassVar[str] = "routing"
+    default: Route
+    categories: dict[str, Route] = Field(default_factory=dict)
+
+    def route(self, category: str) -> Route:
+        """The category's route, with the default filling what it leaves open."""
+        own = self.categories.get(category, Route())
+        d = self.default
+        return Route(
+            owner_role=own.owner_role or d.owner_role,
+            sla_minutes=own.sla_minutes or d.sla_minutes,
+            escalation_role=own.escalation_role or d.escalation_role,
+            severity=own.severity or d.severity,
+        )
+
+
+RULE_SETS: dict[str, type[_RuleSet]] = {
+    m.name: m
+    for m in (
+        ValidationRules,
+        PricingRules,
+        CreditRules,
+        SubstitutionRules,
+        SourcingRules,
+        CarrierRules,
+        RoutingRules,
+    )
+}
+
+
+class RuleSetError(ValueError):
+    """A rule-set file that does not validate, or a rule set with no version in effect."""
+
+
+class RuleBook(BaseModel):
+    """The rule sets in effect at one moment."""
+
+    model_config = ConfigDict(frozen=True)
+    validation: ValidationRules
+    pricing: PricingRules
+    credit: CreditRules
+    substitution: SubstitutionRules
+    sourcing: SourcingRules
+    carrier: CarrierRules
+    routing: RoutingRules
+
+    def tag(self, *names: str) -> str:
+        """``pricing@2026.11.1,validation@2026.11.1`` for the named sets (all when none)."""
+        return ",".join(getattr(self, n).ref for n in (names or tuple(RULE_SETS)))
+
+    def all(self) -> list[_RuleSet]:
+        return [getattr(self, n) for n in RULE_SETS]
+
+
+def rules_dir() -> Path:
+    from orderflow.settings import INCLUDE_DIR
+
+    return INCLUDE_DIR / RULES_DIR_NAME
+
+
+@lru_cache(maxsize=8)
+def _versions(directory: str) -> dict[str, list[_RuleSet]]:
+    import yaml
+
+    out: dict[str, list[_RuleSet]] = {}
+    for name, model in RULE_SETS.items():
+        versions = []
+        for path in sorted((Path(directory) / name).glob("*.yaml")):
+            try:
+                versions.append(model.model_validate(yaml.safe_load(path.read_text())))
+            except Exception as exc:
+                raise RuleSetError(f"rule set {path}: {exc}") from exc
+        out[name] = sorted(versions, key=lambda v: v.effective_from)
+    return out
+
+
+def load(at: datetime | None = None, directory: Path | None = None) -> RuleBook:
+    """The rule book in effect at ``at`` (default: now)."""
+    at = at or datetime.now(UTC)
+    chosen: dict[str, Any] = {}
+    for name, versions in _versions(str(directory or rules_dir())).items():
+        live = [v for v in versions if v.effective_from <= at]
+        if not live:
+            raise RuleSetError(
+                f"no version of rule set {name!r} is effective at {at.isoformat()}; add a file "
+                f"under include/rules/{name}/ with an earlier effective_from"
+            )
+        chosen[name] = live[-1]
+    return RuleBook(**chosen)
+
+
+def record(conn: Any, book: RuleBook) -> None:
+    """Keep the content of every version in use in ``orderflow.rule_set_version`` (once)."""
+    from psycopg.types.json import Jsonb
+
+    rows = []
+    for rs in book.all():
+        content = rs.model_dump(mode="json")
+        blob = json.dumps(content, sort_keys=True)
+        rows.append(
+            (
+                rs.name,
+                rs.version,
+                rs.effective_from,
+                Jsonb(content),
+                hashlib.sha256(blob.encode()).hexdigest(),
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO orderflow.rule_set_version (rule_set, version, effective_from, content, "
+            "content_sha256) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            rows,
+        )

@@ -1,0 +1,548 @@
+"""The store side of order processing: claims, set-based loads of a partition and of the
+master data it touches, and the writes of each stage (events, exceptions, line decisions,
+reservations, shipments, outbox) — always in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+from orderflow.domain.reference import (
+    Contract,
+    Customer,
+    Hold,
+    Item,
+    LineView,
+    OrderView,
+    PriorOrder,
+    ReferenceData,
+    ShipTo,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.rules import RoutingRules
+
+#: Statuses an order is processed from (a claim takes orders in any of them).
+PROCESSABLE = ("RECEIVED", "VALIDATED", "CREDIT_OK", "ALLOCATED", "READY")
+CLAIM_LEASE_MINUTES = 30
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def claim(conn: psycopg.Connection, run_id: str, limit: int) -> list[tuple[str, str | None]]:
+    """Claim up to ``limit`` processable orders for ``run_id``: unclaimed ones, ones this run
+    already holds (a rerun gets the same orders back) and ones whose claim lease expired (a
+    run that died). ``SKIP LOCKED`` keeps two overlapping runs from taking the same order.
+    Returns (order_id, customer_id) for every order the run holds."""
+    rows = conn.execute(
+        """
+        WITH todo AS (
+            SELECT order_id FROM orderflow."order"
+             WHERE status = ANY(%(statuses)s)
+               AND (claimed_by_run IS NULL OR claimed_by_run = %(run)s
+                    OR claimed_at < now() - make_interval(mins => %(lease)s))
+             ORDER BY received_at, order_id
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
+        )
+        UPDATE orderflow."order" o
+           SET claimed_by_run = %(run)s, claimed_at = now()
+          FROM todo WHERE o.order_id = todo.order_id
+        RETURNING o.order_id, o.customer_id
+        """,
+        {
+            "statuses": list(PROCESSABLE),
+            "run": run_id,
+            "lease": CLAIM_LEASE_MINUTES,
+            "limit": limit,
+        },
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def unclaim(conn: psycopg.Connection, run_id: str) -> int:
+    """Give back every order ``run_id`` holds (at the end of the run)."""
+    cur = conn.execute(
+        'UPDATE orderflow."order" SET claimed_by_run = NULL, claimed_at = NULL '
+        "WHERE claimed_by_run = %s",
+        (run_id,),
+    )
+    return cur.rowcount
+
+
+def partitions(claimed: Sequence[tuple[str, str | None]], max_partitions: int) -> list[list[str]]:
+    """Bounded partitions, one customer never split across two (credit exposure and
+    duplicate checks stay within one task): greedy bin-packing, largest customer first.
+    Small batches get one order per partition."""
+    if not claimed:
+        return []
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for order_id, customer_id in claimed:
+        by_customer[customer_id or f"?{order_id}"].append(order_id)
+    groups = sorted(by_customer.values(), key=len, reverse=True)
+    n = min(max_partitions, len(groups))
+    bins: list[list[str]] = [[] for _ in range(n)]
+    for group in groups:
+        min(bins, key=len).extend(group)
+    return [sorted(b) for b in bins if b]
+
+
+# ---------------------------------------------------------------------------- loads
+
+
+def load_orders(
+    conn: psycopg.Connection,
+    order_ids: Sequence[str],
+    statuses: Iterable[str],
+    run_id: str | None = None,
+) -> list[OrderView]:
+    """The partition's orders that are (still) in one of ``statuses`` (and claimed by
+    ``run_id`` when given) — a rerun skips orders an earlier attempt already moved."""
+    params: dict[str, Any] = {"ids": list(order_ids), "statuses": list(statuses), "run": run_id}
+    heads = conn.execute(
+        """
+        SELECT order_id, status, channel, partner_id, customer_id, ship_to_id, po_number,
+               (canonical->>'po_date')::date, received_at, requested_ship_date,
+               (canonical->>'requested_delivery_date')::date, currency,
+               coalesce(canonical->'ship_to', '{}'::jsonb), canonical->>'payment_terms'
+          FROM orderflow."order"
+         WHERE order_id = ANY(%(ids)s) AND status = ANY(%(statuses)s)
+           AND (%(run)s::text IS NULL OR claimed_by_run = %(run)s)
+         ORDER BY order_id
+        """,
+        params,
+    ).fetchall()
+    lines = _lines(conn, [h[0] for h in heads])
+    return [
+        OrderView(
+            order_id=h[0],
+            status=h[1],
+            channel=h[2],
+            partner_id=h[3],
+            customer_id=h[4],
+            ship_to_id=h[5],
+            po_number=h[6],
+            po_date=h[7],
+            received_at=h[8],
+            requested_ship_date=h[9],
+            requested_delivery_date=h[10],
+            currency=h[11],
+            ship_to_address=h[12],
+            payment_terms=h[13],
+            lines=tuple(lines.get(h[0], ())),
+        )
+        for h in heads
+    ]
+
+
+def _lines(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, list[LineView]]:
+    out: dict[str, list[LineView]] = defaultdict(list)
+    if not order_ids:
+        return out
+    for r in conn.execute(
+        """
+        SELECT order_id, line_no, quantity, uom, unit_price, item_id, customer_part_number,
+               coalesce(canonical->'product_ids', '[]'::jsonb), contract_id, contract_price
+          FROM orderflow.order_line WHERE order_id = ANY(%s) ORDER BY order_id, line_no
+        """,
+        (order_ids,),
+    ):
+        out[r[0]].append(
+            LineView(
+                line_no=r[1],
+                quantity=r[2],
+                uom=r[3],
+                unit_price=r[4],
+                item_id=r[5],
+                customer_part_number=r[6],
+                product_ids=tuple((p["qualifier"], p["value"]) for p in r[7]),
+                contract_id=r[8],
+                contract_price=r[9],
+            )
+        )
+    return out
+
+
+def _customers(conn, ids: Iterable[str]) -> dict[str, Customer]:
+    return {
+        r[0]: Customer(*r)
+        for r in conn.execute(
+            "SELECT customer_id, name, tier, payment_terms, active, ship_complete, "
+            "accepts_substitutes FROM orderflow.customer WHERE customer_id = ANY(%s)",
+            (list(ids),),
+        )
+    }
+
+
+def items(
+    conn: psycopg.Connection, ids: Iterable[str] = (), upcs=(), vendor_parts=()
+) -> dict[str, Item]:
+    """Items by id, UPC or vendor part, plus every substitute they name."""
+    found: dict[str, Item] = {}
+    query = """
+        SELECT item_id, uom, list_price, unit_cost, weight_kg, hazmat, discontinued,
+               substitute_item_ids, upc, vendor_part
+          FROM orderflow.item
+         WHERE item_id = ANY(%s) OR upc = ANY(%s) OR vendor_part = ANY(%s)
+    """
+    args = (list(ids), list(upcs), list(vendor_parts))
+    for _ in range(2):  # second pass: substitutes of what the first found
+        for r in conn.execute(query, args):
+            found[r[0]] = Item(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7] or ()), r[8], r[9]
+            )
+        subs = {s for i in found.values() for s in i.substitutes} - found.keys()
+        if not subs:
+            break
+        args = (list(subs), [], [])
+    return found
+
+
+def load_reference(
+    conn: psycopg.Connection, orders: Sequence[OrderView], duplicate_window_hours: int
+) -> ReferenceData:
+    """Everything validation needs for ``orders``, in a handful of set-based queries."""
+    from orderflow.domain.validation import CUSTOMER_PART, EAN, OUR_ITEM, UPC, VENDOR_PART
+
+    cids = {o.customer_id for o in orders if o.customer_id}
+    ref = ReferenceData(customers=_customers(conn, cids))
+    ref.ship_tos = {
+        r[0]: ShipTo(*r)
+        for r in conn.execute(
+            "SELECT ship_to_id, customer_id, name, address_line1, city, region, postal_code, "
+            "country, zone FROM orderflow.ship_to WHERE ship_to_id = ANY(%s)",
+            ([o.ship_to_id for o in orders if o.ship_to_id],),
+        )
+    }
+    cpns, ids, upcs, vps = set(), set(), set(), set()
+    for o in orders:
+        for ln in o.lines:
+            if ln.customer_part_number:
+                cpns.add(ln.customer_part_number)
+            if ln.item_id:
+                ids.add(ln.item_id)
+            for q, v in ln.product_ids:
+                if q in CUSTOMER_PART:
+                    cpns.add(v)
+                elif q in OUR_ITEM or q in VENDOR_PART:
+                    ids.add(v)
+                    vps.update({v, v.upper()})
+                elif q in UPC:
+                    upcs.add(v)
+                elif q in EAN:
+                    upcs.update({v, v[1:]})
+    ref.xref = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            "SELECT customer_id, customer_part_number, item_id FROM orderflow.customer_item_xref "
+            "WHERE customer_id = ANY(%s) AND customer_part_number = ANY(%s)",
+            (list(cids), list(cpns)),
+        )
+    }
+    ref.items = items(conn, ids | set(ref.xref.values()), upcs, vps)
+    for r in conn.execute(
+        """
+        SELECT contract_id, customer_id, item_id, unit_price, uom, effective_from, expires_on,
+               tolerance_pct
+          FROM orderflow.price_contract WHERE customer_id = ANY(%s) AND item_id = ANY(%s)
+        """,
+        (list(cids), list(ref.items)),
+    ):
+        ref.contracts.setdefault((r[1], r[2]), []).append(Contract(*r))
+    ref.dq_failures = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            "SELECT entity_type, entity_id, reason FROM orderflow.order_exception "
+            "WHERE status = 'open' AND category = 'master_data_quality' AND order_id IS NULL"
+        )
+    }
+    ref.prior_orders = _prior_orders(conn, orders, cids, duplicate_window_hours)
+    return ref
+
+
+def _prior_orders(conn, orders, cids, hours: int) -> list[PriorOrder]:
+    from orderflow.domain.validation import signature
+
+    if not orders:
+        return []
+    ids = [o.order_id for o in orders]
+    earliest = min(o.received_at for o in orders)
+    heads = conn.execute(
+        """
+        SELECT order_id, customer_id, po_number, ship_to_id, received_at FROM orderflow."order"
+         WHERE customer_id = ANY(%(cids)s) AND NOT order_id = ANY(%(ids)s)
+           AND status NOT IN ('CANCELLED', 'REJECTED')
+           AND (po_number = ANY(%(pos)s)
+                OR received_at >= %(earliest)s - make_interval(hours => %(hours)s))
+        """,
+        {
+            "cids": list(cids),
+            "ids": ids,
+            "pos": [o.po_number for o in orders],
+            "earliest": earliest,
+            "hours": hours,
+        },
+    ).fetchall()
+    lines = _lines(conn, [h[0] for h in heads])
+    out = []
+    for h in heads:
+        view = OrderView(
+            order_id=h[0],
+            status="",
+            channel="",
+            customer_id=h[1],
+            ship_to_id=h[3],
+            po_number=h[2],
+            po_date=None,
+            received_at=h[4],
+            requested_ship_date=None,
+            requested_delivery_date=None,
+            currency="USD",
+            lines=tuple(lines.get(h[0], ())),
+        )
+        out.append(PriorOrder(h[0], h[1], h[2], h[3], h[4], signature(view)))
+    return out
+
+
+# ---------------------------------------------------------------------------- writes
+
+
+def open_holds(
+    conn: psycopg.Connection,
+    holds: Sequence[tuple[str, Hold]],
+    *,
+    stage: str,
+    routing: RoutingRules,
+    rule_set_version: str,
+) -> int:
+    """Open one exception per (order, line, category), routed by the routing rules (owner
+    role, SLA, escalation, severity). An exception already open is left as it is."""
+    rows = []
+    for order_id, h in holds:
+        route = routing.route(h.category)
+        rows.append(
+            (
+                order_id,
+                h.line_no,
+                h.category,
+                route.severity,
+                route.owner_role,
+                h.reason,
+                Jsonb(h.details),
+                rule_set_version,
+                route.sla_minutes,
+                route.escalation_role,
+                stage,
+            )
+        )
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO orderflow.order_exception (order_id, line_no, category, severity,
+                owner_role, reason, details, rule_set_version, sla_due_at, escalation_role, stage)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(mins => %s), %s, %s)
+            ON CONFLICT DO NOTHING
+            """,
+            rows,
+        )
+    return len(rows)
+
+
+def save_validated_lines(conn: psycopg.Connection, orders: Sequence[OrderView]) -> None:
+    rows = [
+        (ln.item_id, ln.contract_id, ln.contract_price, o.order_id, ln.line_no)
+        for o in orders
+        for ln in o.lines
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE orderflow.order_line SET item_id = %s, contract_id = %s, contract_price = %s "
+            "WHERE order_id = %s AND line_no = %s",
+            rows,
+        )
+
+
+def credit_accounts(conn: psycopg.Connection, customer_ids: Iterable[str]) -> dict[str, Any]:
+    from orderflow.domain.credit import CreditAccount
+
+    return {
+        r[0]: CreditAccount(*r)
+        for r in conn.execute(
+            "SELECT customer_id, credit_limit, open_ar, on_hold, hold_reason "
+            "FROM orderflow.credit_account WHERE customer_id = ANY(%s)",
+            (list(customer_ids),),
+        )
+    }
+
+
+def lock_customers(conn: psycopg.Connection, customer_ids: Iterable[str]) -> None:
+    """Serialise credit decisions per customer across parallel tasks and runs (transaction
+    advisory locks, taken in a fixed order so two tasks never deadlock)."""
+    for cid in sorted(set(customer_ids)):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('credit:' || %s))", (cid,))
+
+
+def open_order_value(
+    conn: psycopg.Connection, customer_ids: Iterable[str], statuses: Sequence[str]
+) -> dict[str, Decimal]:
+    """Per customer, the value of orders already accepted and not yet invoiced, at the
+    price we will charge (contract price where validation set one)."""
+    return {
+        r[0]: r[1]
+        for r in conn.execute(
+            """
+            SELECT o.customer_id, sum(l.quantity * coalesce(l.contract_price, l.unit_price, 0))
+              FROM orderflow."order" o JOIN orderflow.order_line l USING (order_id)
+             WHERE o.customer_id = ANY(%s) AND o.status = ANY(%s)
+             GROUP BY o.customer_id
+            """,
+            (list(customer_ids), list(statuses)),
+        )
+    }
+
+
+def lock_inventory(
+    conn: psycopg.Connection, item_ids: Iterable[str]
+) -> dict[tuple[str, str], Decimal]:
+    """Lock the inventory rows of ``item_ids`` (in key order: no deadlocks between parallel
+    partitions) and return what is available. Held until the caller's transaction ends."""
+    return {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            """
+            SELECT item_id, dc_id, on_hand - allocated FROM orderflow.inventory_position
+             WHERE item_id = ANY(%s) ORDER BY item_id, dc_id FOR UPDATE
+            """,
+            (sorted(set(item_ids)),),
+        )
+    }
+
+
+def reserve(conn: psycopg.Connection, rows: Sequence[tuple], rule_set_version: str) -> None:
+    """Insert reservations (order, line, item, dc, qty, substitute?) and add them to the
+    positions' ``allocated`` (the CHECK refuses any oversell, whatever runs in parallel)."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO orderflow.reservation (order_id, line_no, item_id, dc_id, quantity, "
+            "is_substitute, rule_set_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(*r, rule_set_version) for r in rows],
+        )
+        totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for r in rows:
+            totals[(r[2], r[3])] += r[4]
+        cur.executemany(
+            "UPDATE orderflow.inventory_position SET allocated = allocated + %s "
+            "WHERE item_id = %s AND dc_id = %s",
+            [(q, i, d) for (i, d), q in totals.items()],
+        )
+
+
+def cancel_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> int:
+    """Give an order's held reservations back to stock (reallocate, cancel)."""
+    rows = conn.execute(
+        "UPDATE orderflow.reservation SET status = 'cancelled', updated_at = now() "
+        "WHERE order_id = ANY(%s) AND status = 'held' RETURNING item_id, dc_id, quantity",
+        (list(order_ids),),
+    ).fetchall()
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for item_id, dc_id, qty in rows:
+        totals[(item_id, dc_id)] += qty
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE orderflow.inventory_position SET allocated = greatest(allocated - %s, 0) "
+            "WHERE item_id = %s AND dc_id = %s",
+            [(q, i, d) for (i, d), q in sorted(totals.items())],
+        )
+    return len(rows)
+
+
+def held_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, list[tuple]]:
+    """order → [(reservation_id, line_no, item_id, dc_id, quantity, is_substitute)]."""
+    out: dict[str, list[tuple]] = defaultdict(list)
+    for r in conn.execute(
+        "SELECT order_id, reservation_id, line_no, item_id, dc_id, quantity, is_substitute "
+        "FROM orderflow.reservation WHERE order_id = ANY(%s) AND status = 'held' "
+        "ORDER BY order_id, line_no, dc_id",
+        (list(order_ids),),
+    ):
+        out[r[0]].append(tuple(r[1:]))
+    return out
+
+
+def mark_lines(conn: psycopg.Connection, rows: Sequence[tuple]) -> None:
+    """(status, substitute_item_id, backordered_qty, order_id, line_no) per line."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE orderflow.order_line SET status = %s, substitute_item_id = %s, "
+            "backordered_qty = %s WHERE order_id = %s AND line_no = %s",
+            rows,
+        )
+
+
+def ship_tos_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, tuple]:
+    """order → (region, zone, ship-to name, country, customer name)."""
+    return {
+        r[0]: tuple(r[1:])
+        for r in conn.execute(
+            """
+            SELECT o.order_id, s.region, s.zone, s.name, s.country, c.name
+              FROM orderflow."order" o
+              LEFT JOIN orderflow.ship_to s ON s.ship_to_id = o.ship_to_id
+              LEFT JOIN orderflow.customer c ON c.customer_id = o.customer_id
+             WHERE o.order_id = ANY(%s)
+            """,
+            (list(order_ids),),
+        )
+    }
+
+
+def carrier_services(conn: psycopg.Connection) -> list[Any]:
+    from orderflow.domain.planning import CarrierService
+
+    return [
+        CarrierService(*r)
+        for r in conn.execute(
+            "SELECT carrier_id, service_code, mode, transit_days, max_weight_kg, hazmat_allowed, "
+            "coalesce(base_rate, 0), coalesce(per_kg, 0) FROM orderflow.carrier_service "
+            "WHERE active ORDER BY carrier_id, service_code"
+        )
+    ]
+
+
+def save_shipments(conn: psycopg.Connection, rows: Sequence[dict]) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO orderflow.shipment ({', '.join(cols)}) "
+            f"VALUES ({', '.join(['%s'] * len(cols))}) ON CONFLICT (shipment_id) DO NOTHING",
+            [tuple(r[c] for c in cols) for r in rows],
+        )
+
+
+def set_order_fields(conn: psycopg.Connection, column: str, values: dict[str, Any]) -> None:
+    """Set one decision column (``priority``, ``tax_amount``, ``release_version``) per order."""
+    assert column in {"priority", "tax_amount", "release_version"}
+    with conn.cursor() as cur:
+        cur.executemany(
+            f'UPDATE orderflow."order" SET {column} = %s WHERE order_id = %s',
+            [(v, k) for k, v in values.items()],
+        )
+
+
+def today(conn: psycopg.Connection) -> date:
+    return conn.execute("SELECT current_date").fetchone()[0]
