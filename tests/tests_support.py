@@ -109,8 +109,8 @@ def land_day(conn, sandbox: Sandbox, business_date=None) -> dict:
     master data synced and quality-gated, then every channel ingested. Returns counts."""
     from datetime import timedelta
 
-    from orderflow.integrations.systems import ErpHook, PortalHook, WmsHook
     from orderflow.intake import drops, mailbox, portal
+    from orderflow.integrations.systems import ErpHook, PortalHook, WmsHook
     from orderflow.operators.masterdata import sync_with_gate
 
     day = business_date or START.date()
