@@ -49,6 +49,15 @@ class Plan:
     hold: Hold | None = None
 
 
+def business_days(start: date, end: date) -> int:
+    """Weekdays after ``start`` up to and including ``end`` (carriers do not move at weekends)."""
+    days, d = 0, start
+    while d < end:
+        d += timedelta(days=1)
+        days += d.weekday() < 5
+    return days
+
+
 def zone_number(zone: str | None) -> int:
     digits = "".join(c for c in (zone or "") if c.isdigit())
     return int(digits) if digits else 4
@@ -112,8 +121,10 @@ def plan_shipments(
     """Shipments of one allocated order. ``lines_by_dc``: DC → [(item, quantity)]."""
     plan = Plan(order_id)
     ship_date = max(today, requested_ship or today)
-    deliver_by = requested_delivery or ship_date + timedelta(days=rules.default_promise_days)
-    promise_days = max(1, (deliver_by - ship_date).days)
+    if requested_delivery is not None:
+        promise_days = max(1, business_days(ship_date, requested_delivery))
+    else:
+        promise_days = rules.default_promise_days
     z = zone_number(zone)
     for dc, lines in sorted(lines_by_dc.items()):
         weight = sum(

@@ -44,10 +44,8 @@ class ValidationRules(_RuleSet):
 
 class PricingRules(_RuleSet):
     name: ClassVar[str] = "pricing"
-    contract_precedence: tuple[str, ...] = ("customer_contract", "list_price")
     default_contract_tolerance_pct: Decimal = Decimal("1.0")
     list_price_tolerance_pct: Decimal = Decimal("0")
-    invoice_price: str = Field("contract", pattern="^(contract|order)$")
 
 
 class CreditRules(_RuleSet):
@@ -61,8 +59,6 @@ class CreditRules(_RuleSet):
 class SubstitutionRules(_RuleSet):
     name: ClassVar[str] = "substitution"
     require_customer_consent: bool = True
-    price_protection: bool = True
-    only_when_unavailable: bool = True
     max_substitutions_per_order: int = Field(5, ge=0)
 
 

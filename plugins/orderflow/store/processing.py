@@ -50,7 +50,8 @@ def claim(conn: psycopg.Connection, run_id: str, limit: int) -> list[tuple[str, 
              WHERE status = ANY(%(statuses)s)
                AND (claimed_by_run IS NULL OR claimed_by_run = %(run)s
                     OR claimed_at < now() - make_interval(mins => %(lease)s))
-             ORDER BY received_at, order_id
+             -- the run's own orders first: a retried claim gets exactly them back
+             ORDER BY (claimed_by_run IS NOT DISTINCT FROM %(run)s) DESC, received_at, order_id
              LIMIT %(limit)s
                FOR UPDATE SKIP LOCKED
         )

@@ -1,0 +1,77 @@
+"""Order processing: claim → validate → credit → allocate → plan → release → send, in
+bounded partitions (dynamic task mapping over order partitions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
+
+from orderflow.assets import MASTER_DATA_PUBLISHED, ORDERS_RECEIVED
+from orderflow.operators.intake import SendOutboxOperator
+from orderflow.operators.processing import (
+    MAP_INDEX_TEMPLATE,
+    AllocateInventoryOperator,
+    CheckCreditOperator,
+    ClaimOrdersOperator,
+    PlanShipmentsOperator,
+    PublishRunStatusOperator,
+    ReleaseToWmsOperator,
+    ValidateOrdersOperator,
+)
+
+with DAG(
+    dag_id="order_processing",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
+        assets=(ORDERS_RECEIVED | MASTER_DATA_PUBLISHED),
+    ),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=2,
+    max_active_tasks=16,
+    tags=["orderflow", "processing"],
+    default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    doc_md="""
+### Order processing
+
+Every 5 minutes, and whenever intake lands orders or master data is published:
+
+1. **claim_orders** — sends orders whose master-data holds were fixed back to validation,
+   claims every processable order (two overlapping runs never take the same one) and cuts
+   them into at most 16 partitions (one customer per partition; one order per partition
+   when the batch is small). Each mapped task below is named by the orders it carries.
+2. **validate_orders** → **check_credit** → **allocate_inventory** → **plan_shipments** →
+   **release_to_wms**: one stage per partition, one transaction per stage and partition.
+   Orders that need a person go **ON_HOLD** with a typed exception (category, reason, owner
+   role, SLA) — everything else flows. Each decision records the rule-set versions it used
+   (`include/rules/`).
+3. **send_releases** — delivers the queued WMS releases and 855 acknowledgements (outbox,
+   idempotency keys per order, DC and release version).
+4. **publish_status** — gives the claims back and logs where the run's orders stand.
+
+Rerun or clear any task freely: a stage only acts on orders still in its input status, and
+every side effect is keyed, so nothing is reserved, released or acknowledged twice. External
+services (credit, tax, screening) are retried with backoff; past the budget the partition's
+orders are held `integration_failure` (dead letter kept) instead of failing the run.
+To act on one order, use `order_reprocess`.
+""",
+):
+    claim = ClaimOrdersOperator(task_id="claim_orders")
+    stages = [
+        op.partial(task_id=task_id, map_index_template=MAP_INDEX_TEMPLATE).expand(
+            partition=claim.output
+        )
+        for op, task_id in (
+            (ValidateOrdersOperator, "validate_orders"),
+            (CheckCreditOperator, "check_credit"),
+            (AllocateInventoryOperator, "allocate_inventory"),
+            (PlanShipmentsOperator, "plan_shipments"),
+            (ReleaseToWmsOperator, "release_to_wms"),
+        )
+    ]
+    send = SendOutboxOperator(
+        task_id="send_releases", actions=["wms_release", "edi_855"], limit=50_000
+    )
+    publish = PublishRunStatusOperator(task_id="publish_status")
+    chain(claim, *stages, send, publish)

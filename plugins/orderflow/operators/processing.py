@@ -1,0 +1,325 @@
+"""Order-processing operators: classic ``BaseOperator`` subclasses a data team can extend.
+
+Each stage operator takes one **partition** (``{"label": ..., "order_ids": [...]}``, built by
+:class:`ClaimOrdersOperator`) and is applied with ``.partial(...).expand(partition=...)``, so the
+number of mapped task instances per stage stays bounded however many orders arrive. XCom
+carries ids and counts only; every decision lives in the store.
+
+To add a stage, subclass :class:`OrderStageOperator`, set ``stage``/``input_status`` and
+implement :meth:`OrderStageOperator.run` with a function of ``orderflow.processing``.
+Transient failures of external systems are retried by Airflow (``retries`` with exponential
+backoff); on the last attempt the partition's orders are held ``integration_failure`` and a
+dead letter is kept, so a dead service never fails the run or loses an order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from orderflow.settings import STORE_CONN_ID
+
+#: Label of a mapped task instance in the UI: which orders it carries.
+MAP_INDEX_TEMPLATE = "{{ task.partition['label'] }}"
+
+
+def _ctx(context: Any, claimed: bool = True):
+    from orderflow.processing import RunContext
+
+    ti = context["ti"]
+    return RunContext(
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        map_index=ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None,
+        claimed_by=ti.run_id if claimed else None,
+    )
+
+
+def _rule_book(context: Any):
+    """Rules in effect when the run was due (a rerun next week decides as this run did)."""
+    from orderflow import rules
+
+    run = context.get("dag_run")
+    at = getattr(run, "run_after", None) or getattr(run, "logical_date", None)
+    return rules.load(at)
+
+
+class ClaimOrdersOperator(BaseOperator):
+    """Claim processable orders for this run and cut them into partitions.
+
+    First sends orders whose master-data holds were fixed upstream back to validation; then
+    claims (``FOR UPDATE SKIP LOCKED``, lease-based: overlapping runs never take the same
+    order; a rerun of this run gets its own orders back).
+
+    :param max_partitions: upper bound of mapped task instances per stage (default 16: two
+        CPUs run ≈ 8 task instances/s, so a stage of 16 costs ≈ 2 s of scheduling).
+    :param batch_limit: at most this many orders per run (default 20,000: four days of a
+        25,000-line distributor; the rest waits for the next run).
+    :param store_conn_id: the operational store. Templated.
+    :return: (XCom) the partitions: ``[{"label": "P01 · 312 orders · C00012…", "order_ids": [...]}]``.
+    """
+
+    template_fields: Sequence[str] = ("store_conn_id",)
+    ui_color = "#e8f1e4"
+
+    def __init__(
+        self,
+        *,
+        max_partitions: int = 16,
+        batch_limit: int = 20_000,
+        store_conn_id: str = STORE_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_partitions = max_partitions
+        self.batch_limit = batch_limit
+        self.store_conn_id = store_conn_id
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        from orderflow import processing
+        from orderflow.store import db
+        from orderflow.store import processing as repo
+
+        ctx = _ctx(context)
+        conn = db.connect(self.store_conn_id)
+        try:
+            freed = processing.release_fixed_master_data_holds(conn, ctx)
+            with db.transaction(conn):
+                claimed = repo.claim(conn, ctx.run_id, self.batch_limit)
+        finally:
+            conn.close()
+        parts = repo.partitions(claimed, self.max_partitions)
+        self.log.info(
+            "released %d fixed master-data holds; claimed %d orders in %d partitions",
+            freed,
+            len(claimed),
+            len(parts),
+        )
+        return [{"label": _label(i, ids), "order_ids": ids} for i, ids in enumerate(parts, start=1)]
+
+
+def _label(i: int, ids: list[str]) -> str:
+    if len(ids) == 1:
+        return f"P{i:02d} · {ids[0]}"
+    return f"P{i:02d} · {len(ids)} orders · {ids[0]}…"
+
+
+class OrderStageOperator(BaseOperator):
+    """One processing stage over one partition of orders.
+
+    :param partition: ``{"label", "order_ids"}`` — usually mapped from the claim task's
+        output. Templated.
+    :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
+    :param only_claimed: process only orders claimed by this run (default True; the
+        reprocess DAG turns it off to act on one order).
+    :return: (XCom) counts — orders, passed, held per category, skipped.
+    """
+
+    stage: ClassVar[str] = ""
+    input_status: ClassVar[str] = ""
+    template_fields: Sequence[str] = ("partition", "store_conn_id")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"partition": "json"}
+    ui_color = "#f3ecf9"
+
+    def __init__(
+        self,
+        *,
+        partition: dict[str, Any] | None = None,
+        store_conn_id: str = STORE_CONN_ID,
+        only_claimed: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_delay", timedelta(seconds=10))
+        kwargs.setdefault("retry_exponential_backoff", True)
+        kwargs.setdefault("map_index_template", MAP_INDEX_TEMPLATE)
+        super().__init__(**kwargs)
+        self.partition = partition or {"label": "", "order_ids": []}
+        self.store_conn_id = store_conn_id
+        self.only_claimed = only_claimed
+
+    def run(self, conn: Any, order_ids: list[str], ctx: Any, book: Any) -> Any:
+        raise NotImplementedError
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from orderflow import processing
+        from orderflow.integrations.http import ExternalUnavailable
+        from orderflow.store import db
+
+        ids = list(self.partition.get("order_ids") or [])
+        ctx = _ctx(context, self.only_claimed)
+        book = _rule_book(context)
+        conn = db.connect(self.store_conn_id)
+        try:
+            try:
+                result = self.run(conn, ids, ctx, book)
+            except ExternalUnavailable as exc:
+                ti = context["ti"]
+                if ti.try_number <= self.retries:
+                    raise  # Airflow retries with backoff
+                self.log.error("%s: giving up after %d tries: %s", self.stage, ti.try_number, exc)
+                result = processing.fail_transient(
+                    conn, self.stage, ids, self.input_status, ctx, book, exc
+                )
+        finally:
+            conn.close()
+        out = result.as_xcom()
+        self.log.info("%s %s: %s", self.stage, self.partition.get("label"), out)
+        return out
+
+
+class ValidateOrdersOperator(OrderStageOperator):
+    """RECEIVED → VALIDATED: customer, ship-to, item mapping, master-data quality, UoM,
+    contract price vs order price, minimums, duplicate suspicion (rules: validation, pricing)."""
+
+    stage = "validate"
+    input_status = "RECEIVED"
+
+    def run(self, conn, order_ids, ctx, book):
+        from orderflow import processing
+
+        return processing.validate(conn, order_ids, ctx, book)
+
+
+class CheckCreditOperator(OrderStageOperator):
+    """VALIDATED → CREDIT_OK: store exposure (open AR + open orders + this order) against the
+    limit, plus the credit service's real-time decision (rules: credit).
+
+    :param credit_conn_id: HTTP Connection of the credit service. Templated.
+    """
+
+    stage = "credit"
+    input_status = "VALIDATED"
+    template_fields: Sequence[str] = (*OrderStageOperator.template_fields, "credit_conn_id")
+
+    def __init__(self, *, credit_conn_id: str = "credit_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.credit_conn_id = credit_conn_id
+
+    def run(self, conn, order_ids, ctx, book):
+        from orderflow import processing
+        from orderflow.integrations.systems import CreditHook
+
+        hook = CreditHook(self.credit_conn_id)
+        return processing.check_credit(conn, order_ids, ctx, book, hook.check)
+
+
+class AllocateInventoryOperator(OrderStageOperator):
+    """CREDIT_OK → ALLOCATED: atomic reservations across both DCs by priority, substitution,
+    split and back-order per policy (rules: sourcing, substitution)."""
+
+    stage = "allocate"
+    input_status = "CREDIT_OK"
+
+    def run(self, conn, order_ids, ctx, book):
+        from orderflow import processing
+
+        return processing.allocate(conn, order_ids, ctx, book)
+
+
+class PlanShipmentsOperator(OrderStageOperator):
+    """ALLOCATED → READY: shipments with carrier and service by rules and rates, tax quote,
+    restricted-party screening (rules: carrier).
+
+    :param tax_conn_id: HTTP Connection of the tax engine. Templated.
+    :param screening_conn_id: HTTP Connection of the screening service. Templated.
+    """
+
+    stage = "plan"
+    input_status = "ALLOCATED"
+    template_fields: Sequence[str] = (
+        *OrderStageOperator.template_fields,
+        "tax_conn_id",
+        "screening_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        tax_conn_id: str = "tax_default",
+        screening_conn_id: str = "screening_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tax_conn_id = tax_conn_id
+        self.screening_conn_id = screening_conn_id
+
+    def run(self, conn, order_ids, ctx, book):
+        from orderflow import processing
+        from orderflow.integrations.systems import ScreeningHook, TaxHook
+
+        tax, screening = TaxHook(self.tax_conn_id), ScreeningHook(self.screening_conn_id)
+        return processing.plan(conn, order_ids, ctx, book, tax.quote, screening.check)
+
+
+class ReleaseToWmsOperator(OrderStageOperator):
+    """READY → RELEASED: a WMS release per shipment and an 855 for EDI customers, queued in the
+    outbox with idempotency keys per (order, DC, release version).
+
+    :param wms_conn_id: HTTP Connection of the WMS (stored on the outbox rows). Templated.
+    :param edi_conn_id: HTTP Connection of the EDI gateway. Templated.
+    """
+
+    stage = "release"
+    input_status = "READY"
+    template_fields: Sequence[str] = (
+        *OrderStageOperator.template_fields,
+        "wms_conn_id",
+        "edi_conn_id",
+    )
+
+    def __init__(
+        self, *, wms_conn_id: str = "wms_default", edi_conn_id: str = "edi_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.wms_conn_id = wms_conn_id
+        self.edi_conn_id = edi_conn_id
+
+    def run(self, conn, order_ids, ctx, book):
+        from orderflow import processing
+
+        return processing.release(
+            conn, order_ids, ctx, book, wms_conn_id=self.wms_conn_id, edi_conn_id=self.edi_conn_id
+        )
+
+
+class PublishRunStatusOperator(BaseOperator):
+    """End of a processing run: give back the run's claims and summarise where its orders
+    stand (counts per status) for the run's XCom and log. Runs whatever happened upstream.
+
+    :param store_conn_id: the operational store. Templated.
+    """
+
+    template_fields: Sequence[str] = ("store_conn_id",)
+    ui_color = "#e8f1e4"
+
+    def __init__(self, *, store_conn_id: str = STORE_CONN_ID, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.store_conn_id = store_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from orderflow.store import db
+        from orderflow.store import processing as repo
+
+        run_id = context["ti"].run_id
+        conn = db.connect(self.store_conn_id)
+        try:
+            with db.transaction(conn):
+                counts = dict(
+                    conn.execute(
+                        'SELECT status, count(*) FROM orderflow."order" '
+                        "WHERE claimed_by_run = %s GROUP BY status",
+                        (run_id,),
+                    ).fetchall()
+                )
+                freed = repo.unclaim(conn, run_id)
+        finally:
+            conn.close()
+        summary = {"orders": freed, "by_status": counts}
+        self.log.info("processing run %s: %s", run_id, summary)
+        return summary

@@ -1,0 +1,127 @@
+"""Versioned rule sets: the shipped files load, the version in effect is chosen by time, and
+broken files are refused with the file named."""
+
+import shutil
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orderflow.rules import RULE_SETS, RuleSetError, load, rules_dir
+
+AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def rules_copy(tmp_path: Path) -> Path:
+    """A private copy of the shipped rule files (each test gets its own directory)."""
+    target = tmp_path / "rules"
+    shutil.copytree(rules_dir(), target)
+    return target
+
+
+def _add_version(directory: Path, rule_set: str, version: str, effective_from: str, **changes):
+    """Copy the shipped version of ``rule_set`` as ``version`` with other values."""
+    content = yaml.safe_load((directory / rule_set / "2026.11.1.yaml").read_text())
+    content.update(version=version, effective_from=effective_from, **changes)
+    (directory / rule_set / f"{version}.yaml").write_text(yaml.safe_dump(content))
+
+
+def test_shipped_rule_files_load_with_their_values():
+    book = load(at=AT)
+    assert [rs.name for rs in book.all()] == list(RULE_SETS)
+    assert {rs.version for rs in book.all()} == {"2026.11.1"}
+    assert book.validation.duplicate_window_hours == 48
+    assert book.validation.near_identical_min_lines == 3
+    assert "EA" in book.validation.valid_uoms
+    assert book.pricing.default_contract_tolerance_pct == Decimal("1.0")
+    assert book.credit.tier_limit_multiplier["platinum"] == Decimal("1.1")
+    assert book.credit.prepaid_terms == frozenset({"CIA", "CWO"})
+    assert book.sourcing.dcs == ("DC-EAST", "DC-WEST")
+    assert book.carrier.parcel_max_kg == Decimal("68.0")
+    assert book.routing.default.owner_role == "customer_service"
+
+
+def test_newest_effective_version_is_chosen(rules_copy):
+    _add_version(
+        rules_copy, "pricing", "2026.12.1", "2026-12-01T00:00:00Z", list_price_tolerance_pct=0.5
+    )
+    before = load(at=datetime(2026, 11, 30, 23, 59, tzinfo=UTC), directory=rules_copy)
+    at_start = load(at=datetime(2026, 12, 1, tzinfo=UTC), directory=rules_copy)
+    assert before.pricing.version == "2026.11.1"
+    assert before.pricing.list_price_tolerance_pct == Decimal("0")
+    assert at_start.pricing.version == "2026.12.1"
+    assert at_start.pricing.list_price_tolerance_pct == Decimal("0.5")
+    assert at_start.validation.version == "2026.11.1"  # the other sets are untouched
+
+
+def test_choice_follows_effective_from_not_file_name(rules_copy):
+    # "2026.10.0" sorts before "2026.11.1" by name but takes effect later.
+    _add_version(rules_copy, "credit", "2026.10.0", "2026-12-15T00:00:00Z")
+    assert load(at=datetime(2026, 12, 1, tzinfo=UTC), directory=rules_copy).credit.version == (
+        "2026.11.1"
+    )
+    assert load(at=datetime(2026, 12, 16, tzinfo=UTC), directory=rules_copy).credit.version == (
+        "2026.10.0"
+    )
+
+
+def test_date_before_every_version_is_refused_with_a_hint(rules_copy):
+    with pytest.raises(RuleSetError) as err:
+        load(at=datetime(2025, 12, 31, tzinfo=UTC), directory=rules_copy)
+    msg = str(err.value)
+    assert "no version of rule set 'validation' is effective at 2025-12-31T00:00:00+00:00" in msg
+    assert "include/rules/validation/" in msg
+    assert "earlier effective_from" in msg
+
+
+def test_unknown_key_is_refused_naming_the_file(rules_copy):
+    path = rules_copy / "validation" / "2026.11.1.yaml"
+    path.write_text(path.read_text() + "\nmaximum_order_value: 10\n")
+    with pytest.raises(RuleSetError, match="maximum_order_value") as err:
+        load(at=AT, directory=rules_copy)
+    assert str(path) in str(err.value)
+
+
+def test_bad_severity_is_refused_naming_the_file(rules_copy):
+    path = rules_copy / "routing" / "2026.11.1.yaml"
+    path.write_text(path.read_text().replace("severity: medium}", "severity: urgent}"))
+    with pytest.raises(RuleSetError, match="severity") as err:
+        load(at=AT, directory=rules_copy)
+    assert str(path) in str(err.value)
+
+
+def test_tag_names_versions():
+    book = load(at=AT)
+    assert book.tag("pricing", "validation") == "pricing@2026.11.1,validation@2026.11.1"
+    assert book.tag().split(",") == [f"{n}@2026.11.1" for n in RULE_SETS]
+
+
+def test_route_unknown_category_is_the_default():
+    routing = load(at=AT).routing
+    assert routing.route("no_such_category") == routing.default
+    assert routing.route("no_such_category").sla_minutes == 240
+
+
+def test_route_fills_missing_fields_from_default():
+    routing = load(at=AT).routing
+    r = routing.route("unknown_item")  # owner and SLA only
+    assert (r.owner_role, r.sla_minutes, r.escalation_role, r.severity) == (
+        "customer_service",
+        120,
+        "operations_manager",
+        "medium",
+    )
+    c = routing.route("credit_limit")  # everything its own
+    assert (c.owner_role, c.escalation_role, c.severity) == ("credit", "credit_manager", "high")
+    assert routing.route("minimum_not_met").severity == "low"
+
+
+@pytest.mark.parametrize(
+    ("region", "dc"),
+    [("CA", "DC-WEST"), ("ca", "DC-WEST"), ("NY", "DC-EAST"), (None, "DC-EAST"), ("", "DC-EAST")],
+)
+def test_preferred_dc(region, dc):
+    assert load(at=AT).sourcing.preferred_dc(region) == dc
