@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
 from orderflow.assets import MASTER_DATA_PUBLISHED, ORDERS_RECEIVED
 from orderflow.operators.intake import SendOutboxOperator
@@ -32,6 +32,22 @@ with DAG(
     max_active_tasks=16,
     tags=["orderflow", "processing"],
     default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    params={
+        "max_partitions": Param(
+            16,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            title="Partitions per stage",
+            description="Upper bound of mapped task instances per stage.",
+        ),
+        "one_order_per_task": Param(
+            False,
+            type="boolean",
+            title="One order per task (benchmark only)",
+            description="The naive fan-out, for comparison: slow, capped at 1,024 orders.",
+        ),
+    },
     doc_md="""
 ### Order processing
 
@@ -57,7 +73,11 @@ orders are held `integration_failure` (dead letter kept) instead of failing the 
 To act on one order, use `order_reprocess`.
 """,
 ):
-    claim = ClaimOrdersOperator(task_id="claim_orders")
+    claim = ClaimOrdersOperator(
+        task_id="claim_orders",
+        max_partitions="{{ params.max_partitions }}",
+        one_order_per_task="{{ params.one_order_per_task }}",
+    )
     stages = [
         op.partial(task_id=task_id, map_index_template=MAP_INDEX_TEMPLATE).expand(
             partition=claim.output

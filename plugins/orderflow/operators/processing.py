@@ -22,6 +22,9 @@ from airflow.sdk import BaseOperator
 
 from orderflow.settings import STORE_CONN_ID
 
+#: Airflow's [core] max_map_length default: more mapped instances fail the upstream task.
+MAX_MAP_LENGTH = 1024
+
 #: Label of a mapped task instance in the UI: which orders it carries.
 MAP_INDEX_TEMPLATE = "{{ task.partition['label'] }}"
 
@@ -59,24 +62,33 @@ class ClaimOrdersOperator(BaseOperator):
         CPUs run ≈ 8 task instances/s, so a stage of 16 costs ≈ 2 s of scheduling).
     :param batch_limit: at most this many orders per run (default 20,000: four days of a
         25,000-line distributor; the rest waits for the next run).
+    :param one_order_per_task: one partition per order (capped at ``max_map_length``): the
+        naive fan-out the benchmark compares against. Templated.
     :param store_conn_id: the operational store. Templated.
     :return: (XCom) the partitions: ``[{"label": "P01 · 312 orders · C00012…", "order_ids": [...]}]``.
     """
 
-    template_fields: Sequence[str] = ("store_conn_id",)
+    template_fields: Sequence[str] = (
+        "max_partitions",
+        "batch_limit",
+        "one_order_per_task",
+        "store_conn_id",
+    )
     ui_color = "#e8f1e4"
 
     def __init__(
         self,
         *,
-        max_partitions: int = 16,
-        batch_limit: int = 20_000,
+        max_partitions: int | str = 16,
+        batch_limit: int | str = 20_000,
+        one_order_per_task: bool | str = False,
         store_conn_id: str = STORE_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_partitions = max_partitions
         self.batch_limit = batch_limit
+        self.one_order_per_task = one_order_per_task
         self.store_conn_id = store_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -88,11 +100,16 @@ class ClaimOrdersOperator(BaseOperator):
         conn = db.connect(self.store_conn_id)
         try:
             freed = processing.release_fixed_master_data_holds(conn, ctx)
+            naive = str(self.one_order_per_task).lower() in ("true", "1")
+            limit = min(int(self.batch_limit), MAX_MAP_LENGTH) if naive else int(self.batch_limit)
             with db.transaction(conn):
-                claimed = repo.claim(conn, ctx.run_id, self.batch_limit)
+                claimed = repo.claim(conn, ctx.run_id, limit)
         finally:
             conn.close()
-        parts = repo.partitions(claimed, self.max_partitions)
+        if naive:
+            parts = [[order_id] for order_id, _ in claimed]
+        else:
+            parts = repo.partitions(claimed, int(self.max_partitions))
         self.log.info(
             "released %d fixed master-data holds; claimed %d orders in %d partitions",
             freed,
