@@ -363,9 +363,11 @@ def plan(
         shipments, details = [], {}
         for o in orders:
             region, zone, st_name, country, cust_name = places.get(o.order_id, (None,) * 5)
+            cleared = "compliance_review" in o.approvals  # compliance reviewed and released it
             found = [
                 h
                 for party, name in (("customer", cust_name), ("ship-to", st_name))
+                if not cleared
                 if name
                 and (
                     h := screening_hold(

@@ -117,7 +117,11 @@ def _allocate_one(
     dcs = list(sourcing.dcs)
     result = Allocation(order.order_id)
     ship_complete = bool(cust and cust.ship_complete) or not sourcing.allow_backorder
-    consent = bool(cust and cust.accepts_substitutes) or not substitution.require_customer_consent
+    consent = (
+        bool(cust and cust.accepts_substitutes)
+        or not substitution.require_customer_consent
+        or "substitution_needed" in order.approvals  # the customer agreed for this order
+    )
     demand: list[tuple[int, str, Decimal, bool]] = []  # (line, item, qty, substitute?)
     short: list[dict] = []
     proposals: list[dict] = []

@@ -113,6 +113,8 @@ def decide(
                 f"credit service referred customer {cid}: {answer.get('reason')}; review",
                 details={"service": answer},
             )
+        if hold is not None and hold.category in order.approvals:
+            hold = None  # a person with the credit role approved a credit exception
         if hold is None:
             exposure[cid] = exposure.get(cid, Decimal("0")) + amount
         out.append(CreditDecision(order.order_id, hold is None, amount, after, limit, hold))

@@ -47,6 +47,13 @@ ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.DELIVERED: frozenset({S.INVOICED}),
     S.INVOICED: frozenset({S.CLOSED}),
 }
+# Reprocessing before release: any pre-release order may be sent back to validation
+# (revalidate) and an allocated one back to allocation (reallocate); both give their
+# reservations back first.
+for _status in (S.VALIDATED, S.CREDIT_OK, S.ALLOCATED, S.READY):
+    ALLOWED[_status] = ALLOWED[_status] | {S.RECEIVED}
+for _status in (S.ALLOCATED, S.READY):
+    ALLOWED[_status] = ALLOWED[_status] | {S.CREDIT_OK}
 # Any non-terminal order may be cancelled or rejected.
 for _status in S:
     if _status not in TERMINAL:

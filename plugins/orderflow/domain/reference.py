@@ -51,6 +51,8 @@ class OrderView:
     partner_id: str | None = None
     ship_to_address: dict[str, Any] = field(default_factory=dict)  # as sent, when not on file
     payment_terms: str | None = None
+    #: exception categories a person approved for this order (honoured by later stages)
+    approvals: frozenset[str] = frozenset()
 
     def amount(self) -> Decimal:
         """Value at the price we will charge (contract when validated, else as typed)."""

@@ -114,7 +114,7 @@ def load_orders(
         SELECT order_id, status, channel, partner_id, customer_id, ship_to_id, po_number,
                (canonical->>'po_date')::date, received_at, requested_ship_date,
                (canonical->>'requested_delivery_date')::date, currency,
-               coalesce(canonical->'ship_to', '{}'::jsonb), canonical->>'payment_terms'
+               coalesce(canonical->'ship_to', '{}'::jsonb), canonical->>'payment_terms', approvals
           FROM orderflow."order"
          WHERE order_id = ANY(%(ids)s) AND status = ANY(%(statuses)s)
            AND (%(run)s::text IS NULL OR claimed_by_run = %(run)s)
@@ -139,6 +139,7 @@ def load_orders(
             currency=h[11],
             ship_to_address=h[12],
             payment_terms=h[13],
+            approvals=frozenset(h[14] or ()),
             lines=tuple(lines.get(h[0], ())),
         )
         for h in heads

@@ -1,0 +1,52 @@
+"""One human decision on one exception: Approve / Reject order / Keep on hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import DAG, Param
+
+from orderflow.domain.approvals import KEEP, OPTIONS
+from orderflow.operators.decisions import ApplyDecisionOperator
+
+with DAG(
+    dag_id="order_approval",
+    schedule=None,
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    tags=["orderflow", "exceptions"],
+    default_args={"owner": "orderflow-ops", "retries": 1, "retry_delay": timedelta(seconds=10)},
+    params={
+        "exception_id": Param(0, type="integer", title="Exception id"),
+        "order_id": Param("", type="string", title="Order"),
+        "category": Param("", type="string", title="Category"),
+        "owner_role": Param("", type="string", title="Owner role"),
+        "subject": Param("", type="string"),
+        "body": Param("", type="string"),
+    },
+    doc_md="""
+### Order approval (human in the loop)
+
+Started by `order_approvals` for one exception. **decide_exception** waits under *Required Actions*
+with the exception's reason: **Approve** (a reason is required: price override, credit
+exception, customer's consent to the substitute, compliance clearance), **Reject order**, or
+**Keep on hold**. **apply_decision** then resolves the exception, records the approval the
+later stages honour, moves the order on (or rejects it) and writes the audit trail with the
+responder, time, before/after and reason. Processing picks the order up on its next run.
+""",
+):
+    decide_exception = HITLOperator(
+        task_id="decide_exception",
+        subject="{{ params.subject }}",
+        body="{{ params.body }}",
+        options=OPTIONS,
+        defaults=[KEEP],
+        params={"reason": Param("", type="string", title="Reason (required to approve)")},
+        response_timeout=timedelta(days=3),
+    )
+    ApplyDecisionOperator(
+        task_id="apply_decision",
+        exception_id="{{ params.exception_id }}",
+        answer=decide_exception.output,
+    )

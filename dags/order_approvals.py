@@ -1,0 +1,38 @@
+"""Approvals dispatch: one `order_approval` run (a human-in-the-loop task) per exception that
+policy lets a person approve."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG
+
+from orderflow.operators.decisions import APPROVAL_DAG_ID, RequestApprovalsOperator
+
+with DAG(
+    dag_id="order_approvals",
+    schedule=timedelta(minutes=5),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["orderflow", "exceptions"],
+    default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    doc_md="""
+### Approvals dispatch
+
+Every 5 minutes, finds open exceptions a person may approve — price override (pricing
+mismatch, expired contract), credit exception (limit, hold), substitution without standing
+consent, compliance review, duplicate suspicion, minimum, low-confidence extraction — and
+starts one **order_approval** run per exception (run id `exception-<id>`, so an exception
+is never asked twice). Each appears under **Required Actions** for the owner role to answer.
+""",
+):
+    requests = RequestApprovalsOperator(task_id="find_exceptions_to_approve")
+    TriggerDagRunOperator.partial(
+        task_id="request_approval",
+        trigger_dag_id=APPROVAL_DAG_ID,
+        skip_when_already_exists=True,
+        wait_for_completion=False,
+        map_index_template="{{ task.trigger_run_id }}",
+    ).expand_kwargs(requests.output)

@@ -1,0 +1,368 @@
+"""Human decisions on orders: approvals of typed exceptions (from Airflow's human-in-the-loop
+tasks) and reprocessing actions (from the ``order_reprocess`` params form).
+
+Every decision is one transaction: the exception's resolution, the order's status change and
+its event, the approval the later stages honour, and an append-only ``audit_log`` row (who,
+when, what, before/after, why). Deciding twice is harmless: a resolved exception or an order
+no longer in the expected status is reported and left alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+from orderflow.domain.approvals import APPROVABLE, APPROVE, KEEP, OPTIONS, REJECT
+from orderflow.domain.lifecycle import OrderStatus, transition
+from orderflow.store import db, events
+from orderflow.store import processing as repo
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.processing import RunContext
+
+_RANK = {s: i for i, s in enumerate(OrderStatus)}
+ACTIONS = ("revalidate", "reallocate", "release", "cancel")
+
+
+class DecisionRefused(ValueError):
+    """A decision that cannot be applied as asked (message says why and what to do)."""
+
+
+def _audit(conn, actor, role, action, object_type, object_id, before, after, reason) -> None:
+    conn.execute(
+        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
+        "before, after, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (actor, role, action, object_type, object_id, Jsonb(before), Jsonb(after), reason),
+    )
+
+
+def _order(conn, order_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        'SELECT order_id, status, approvals, claimed_by_run FROM orderflow."order" '
+        "WHERE order_id = %s FOR UPDATE",
+        (order_id,),
+    ).fetchone()
+    if row is None:
+        raise DecisionRefused(f"order {order_id} does not exist")
+    return {"order_id": row[0], "status": row[1], "approvals": list(row[2]), "claimed": row[3]}
+
+
+def _open_exceptions(conn, order_id: str) -> list[dict[str, Any]]:
+    cur = conn.execute(
+        "SELECT exception_id, category, line_no, stage, owner_role FROM orderflow.order_exception "
+        "WHERE order_id = %s AND status = 'open' ORDER BY exception_id",
+        (order_id,),
+    )
+    cols = [c.name for c in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur]
+
+
+def _resolve(conn, ids: list[int], resolution: str, actor: str, note: str | None) -> None:
+    conn.execute(
+        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = %s, "
+        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
+        "WHERE exception_id = ANY(%s) AND status = 'open'",
+        (resolution, actor, note, ids),
+    )
+
+
+def _move(conn, order_id, current, target, actor, reasons, ctx, details) -> None:
+    events.append(
+        conn,
+        [
+            transition(
+                order_id,
+                current,
+                target,
+                actor_type="user",
+                actor_id=actor,
+                reason_codes=tuple(reasons),
+                details=details,
+            )
+        ],
+        **ctx.keys(),
+    )
+    conn.execute(
+        'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
+        (order_id,),
+    )
+
+
+def _unwind(conn, order_id: str) -> int:
+    """Give back held stock and drop the planned (unreleased) shipments."""
+    n = repo.cancel_reservations(conn, [order_id])
+    conn.execute(
+        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
+        "WHERE order_id = %s AND status = 'planned'",
+        (order_id,),
+    )
+    conn.execute(
+        "UPDATE orderflow.order_line SET status = 'OPEN', substitute_item_id = NULL, "
+        "backordered_qty = 0 WHERE order_id = %s",
+        (order_id,),
+    )
+    return n
+
+
+def decide(
+    conn: psycopg.Connection,
+    exception_id: int,
+    choice: str,
+    *,
+    actor: str,
+    reason: str | None,
+    ctx: RunContext,
+) -> dict[str, Any]:
+    """Apply a person's answer to one exception (HITL: Approve / Reject order / Keep on hold)."""
+    with db.transaction(conn):
+        row = conn.execute(
+            "SELECT order_id, category, status, owner_role, line_no FROM orderflow.order_exception "
+            "WHERE exception_id = %s FOR UPDATE",
+            (exception_id,),
+        ).fetchone()
+        if row is None:
+            raise DecisionRefused(f"exception {exception_id} does not exist")
+        order_id, category, status, role, line_no = row
+        if status != "open":
+            return {"exception_id": exception_id, "applied": False, "why": "already resolved"}
+        order = _order(conn, order_id)
+        before = {"order_status": order["status"], "exception": "open"}
+        if choice == KEEP:
+            _audit(
+                conn,
+                actor,
+                role,
+                "keep_on_hold",
+                "order_exception",
+                str(exception_id),
+                before,
+                before,
+                reason,
+            )
+            return {"exception_id": exception_id, "applied": True, "order_status": order["status"]}
+        if choice == REJECT:
+            ids = [e["exception_id"] for e in _open_exceptions(conn, order_id)]
+            _resolve(conn, ids, "rejected", actor, reason)
+            _unwind(conn, order_id)
+            _move(
+                conn,
+                order_id,
+                order["status"],
+                "REJECTED",
+                actor,
+                [category],
+                ctx,
+                {"exception_id": exception_id, "decision": "reject"},
+            )
+            after = {"order_status": "REJECTED", "exception": "rejected"}
+            _audit(
+                conn,
+                actor,
+                role,
+                "reject_order",
+                "order_exception",
+                str(exception_id),
+                before,
+                after,
+                reason,
+            )
+            return {"exception_id": exception_id, "applied": True, "order_status": "REJECTED"}
+        if choice != APPROVE:
+            raise DecisionRefused(f"unknown choice {choice!r}; one of {', '.join(OPTIONS)}")
+        if category not in APPROVABLE:
+            raise DecisionRefused(
+                f"{category} cannot be approved: fix the data (or the order) and use "
+                "order_reprocess → revalidate, or reject the order"
+            )
+        if not (reason or "").strip():
+            raise DecisionRefused("an approval needs a reason (it goes into the audit trail)")
+        resolution = (
+            "overridden" if category in ("pricing_mismatch", "expired_contract") else "approved"
+        )
+        _resolve(conn, [exception_id], resolution, actor, reason)
+        conn.execute(
+            'UPDATE orderflow."order" SET approvals = array_append(approvals, %s) '
+            "WHERE order_id = %s AND NOT %s = ANY(approvals)",
+            (category, order_id, category),
+        )
+        if category in ("pricing_mismatch", "expired_contract"):
+            # The override: the customer's price is what we charge (and invoice).
+            conn.execute(
+                "UPDATE orderflow.order_line SET contract_price = unit_price "
+                "WHERE order_id = %s AND (%s::int IS NULL OR line_no = %s)",
+                (order_id, line_no, line_no),
+            )
+        remaining = _open_exceptions(conn, order_id)
+        new_status = order["status"]
+        if not remaining and order["status"] == "ON_HOLD":
+            new_status = _resume_status(conn, order_id)
+            _move(
+                conn,
+                order_id,
+                "ON_HOLD",
+                new_status,
+                actor,
+                [category],
+                ctx,
+                {"exception_id": exception_id, "decision": "approve", "reason": reason},
+            )
+        after = {"order_status": new_status, "exception": resolution, "approvals": category}
+        _audit(
+            conn,
+            actor,
+            role,
+            f"approve_{category}",
+            "order_exception",
+            str(exception_id),
+            before,
+            after,
+            reason,
+        )
+        return {
+            "exception_id": exception_id,
+            "applied": True,
+            "order_status": new_status,
+            "still_open": [e["category"] for e in remaining],
+        }
+
+
+def _resume_status(conn, order_id: str) -> str:
+    """Where an order held by approvable exceptions resumes: the earliest target among the
+    categories of its current hold."""
+    cats = [
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT e.category FROM orderflow.order_exception e
+             WHERE e.order_id = %s AND e.resolved_at >= (
+                   SELECT max(occurred_at) FROM orderflow.order_event
+                    WHERE order_id = %s AND to_status = 'ON_HOLD')
+            """,
+            (order_id, order_id),
+        )
+    ]
+    targets = [APPROVABLE.get(c, "RECEIVED") for c in cats] or ["RECEIVED"]
+    return min(targets, key=lambda s: _RANK[OrderStatus(s)])
+
+
+def reprocess(
+    conn: psycopg.Connection,
+    order_id: str,
+    action: str,
+    *,
+    actor: str,
+    reason: str | None,
+    ctx: RunContext,
+) -> dict[str, Any]:
+    """Prepare one order for a reprocess run and claim it for ``ctx.run_id``.
+
+    - ``revalidate``: open exceptions resolved as fixed, stock given back, back to RECEIVED;
+    - ``reallocate``: stock given back, back to CREDIT_OK (allocation runs again);
+    - ``release``: continue where it stands (an order on hold resumes like an approval of
+      every open approvable exception; anything else is refused);
+    - ``cancel``: stock given back, exceptions closed, CANCELLED.
+    """
+    if action not in ACTIONS:
+        raise DecisionRefused(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    if not (reason or "").strip():
+        raise DecisionRefused("say why (the reason goes into the audit trail)")
+    with db.transaction(conn):
+        order = _order(conn, order_id)
+        if order["claimed"] and order["claimed"] != ctx.run_id:
+            raise DecisionRefused(
+                f"order {order_id} is being processed by run {order['claimed']}; try again "
+                "when that run has finished"
+            )
+        status = order["status"]
+        open_ex = _open_exceptions(conn, order_id)
+        before = {"status": status, "open_exceptions": [e["category"] for e in open_ex]}
+        pre_release = status in (
+            "RECEIVED",
+            "ON_HOLD",
+            "VALIDATED",
+            "CREDIT_OK",
+            "ALLOCATED",
+            "READY",
+        )
+        target = status
+        if action == "cancel":
+            if not pre_release:
+                raise DecisionRefused(f"order {order_id} is {status}: cancel it in the WMS first")
+            _resolve(conn, [e["exception_id"] for e in open_ex], "rejected", actor, reason)
+            _unwind(conn, order_id)
+            target = "CANCELLED"
+        elif action == "revalidate":
+            if not pre_release:
+                raise DecisionRefused(f"order {order_id} is {status}: already released")
+            _resolve(conn, [e["exception_id"] for e in open_ex], "fixed", actor, reason)
+            _unwind(conn, order_id)
+            target = "RECEIVED"
+        elif action == "reallocate":
+            if status not in ("ON_HOLD", "ALLOCATED", "READY", "CREDIT_OK"):
+                raise DecisionRefused(
+                    f"order {order_id} is {status}: only an allocated (or held) order can be "
+                    "reallocated"
+                )
+            if status == "ON_HOLD" and any(
+                _RANK[OrderStatus(APPROVABLE.get(e["category"], "RECEIVED"))]
+                < _RANK[OrderStatus.CREDIT_OK]
+                for e in open_ex
+                if e["category"] not in ("short_stock", "substitution_needed")
+            ):
+                raise DecisionRefused(
+                    f"order {order_id} is held before credit "
+                    f"({', '.join(e['category'] for e in open_ex)}); revalidate it instead"
+                )
+            _resolve(conn, [e["exception_id"] for e in open_ex], "fixed", actor, reason)
+            _unwind(conn, order_id)
+            target = "CREDIT_OK"
+        elif action == "release":
+            if status == "ON_HOLD":
+                bad = [e["category"] for e in open_ex if e["category"] not in APPROVABLE]
+                if bad:
+                    raise DecisionRefused(
+                        f"order {order_id} is held for {', '.join(bad)}, which no one can "
+                        "override: fix the data and revalidate"
+                    )
+                for e in open_ex:
+                    conn.execute(
+                        'UPDATE orderflow."order" SET approvals = array_append(approvals, %s) '
+                        "WHERE order_id = %s AND NOT %s = ANY(approvals)",
+                        (e["category"], order_id, e["category"]),
+                    )
+                _resolve(conn, [e["exception_id"] for e in open_ex], "overridden", actor, reason)
+                target = _resume_status(conn, order_id)
+            elif not pre_release:
+                raise DecisionRefused(f"order {order_id} is {status}: nothing to release")
+        if target != status:
+            _move(
+                conn,
+                order_id,
+                status,
+                target,
+                actor,
+                [f"reprocess_{action}"],
+                ctx,
+                {"action": action, "reason": reason},
+            )
+        if target not in ("CANCELLED", "REJECTED"):
+            conn.execute(
+                'UPDATE orderflow."order" SET claimed_by_run = %s, claimed_at = now() '
+                "WHERE order_id = %s",
+                (ctx.run_id, order_id),
+            )
+        _audit(
+            conn,
+            actor,
+            None,
+            f"reprocess_{action}",
+            "order",
+            order_id,
+            before,
+            {"status": target},
+            reason,
+        )
+    return {"order_id": order_id, "action": action, "from": status, "to": target}

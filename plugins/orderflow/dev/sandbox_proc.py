@@ -1,0 +1,149 @@
+"""The sandbox as a child process, and landing its day in a store as the scheduled DAGs would.
+
+Shared by the tests (``tests/tests_support.py`` re-exports these) and ``orderflow bench``:
+start ``orderflow sandbox serve`` on a free port with a generated day, move its clock past
+the day so every file is delivered, then sync master data (with the quality gate) and ingest
+every channel into the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+#: Simulated start of the sandbox clock (the tests' generated days begin on this date).
+START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+SYSTEMS = ("erp", "wms", "carrier", "tax", "credit", "screening", "portal", "edi")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sandbox(str):
+    """The base URL, with the process, its drop folder and a client attached."""
+
+    proc: subprocess.Popen
+    drop: Path
+    client: httpx.Client
+
+    def connection_env(self) -> dict[str, str]:
+        """AIRFLOW_CONN_* for every system, as `make run` would create them."""
+        return {
+            f"AIRFLOW_CONN_{name.upper()}_DEFAULT": json.dumps(
+                {"conn_type": "http", "host": f"{self}/{name}", "extra": {"timeout": 5}}
+            )
+            for name in SYSTEMS
+        }
+
+    def fs_connection_env(self) -> dict[str, str]:
+        """The drop-folder (fs) Connections, pointing into this sandbox's drop folder."""
+        folders = {"EDI_INBOX": "edi/inbound", "CSV_INBOX": "csv/inbound", "MAILBOX": "mailbox/new"}
+        return {
+            f"AIRFLOW_CONN_{name}_DEFAULT": json.dumps(
+                {"conn_type": "fs", "extra": {"path": str(self.drop / sub)}}
+            )
+            for name, sub in folders.items()
+        }
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_sandbox(
+    day_dir: Path, drop: Path, *, speed: float = 0.000001, start: datetime = START
+) -> Sandbox:
+    """Serve ``day_dir`` on a free port (clock at ``start``, nearly stopped by default)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "orderflow"),
+            "sandbox",
+            "serve",
+            "--port",
+            str(port),
+            "--day",
+            str(day_dir),
+            "--start",
+            start.isoformat(),
+            "--speed",
+            str(speed),
+        ],
+        env={**os.environ, "ORDERFLOW_SANDBOX_DIR": str(drop)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/admin/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    else:
+        proc.kill()
+    if proc.poll() is not None:
+        raise RuntimeError(proc.stdout.read().decode()[-3000:])
+    sb = Sandbox(url)
+    sb.proc, sb.drop = proc, drop
+    sb.client = httpx.Client(base_url=url, timeout=10)
+    return sb
+
+
+def land_day(
+    conn, sandbox: Sandbox, business_date: date | None = None, timings: dict | None = None
+) -> dict:
+    """Everything of the sandbox's day in the store, as the scheduled DAGs would leave it:
+    master data synced and quality-gated, then every channel ingested. Returns counts.
+
+    ``business_date`` is the last business day to deliver (default: ``START``'s date); the
+    clock moves to two days after it, so every earlier day is delivered too. ``timings``,
+    when given, receives the seconds of each step (master data and each channel)."""
+    from orderflow.intake import drops, mailbox, portal
+    from orderflow.integrations.systems import ErpHook, PortalHook, WmsHook
+    from orderflow.operators.masterdata import sync_with_gate
+
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal t0
+        timings[step] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+
+    day = business_date or START.date()
+    end = START.replace(year=day.year, month=day.month, day=day.day) + timedelta(days=2)
+    sandbox.client.put("/admin/clock", json={"now": end.isoformat()}).raise_for_status()
+    os.environ.update(sandbox.connection_env())
+    lap("deliver")
+    summary = sync_with_gate(
+        conn, {"erp": ErpHook(), "wms": WmsHook()}, run_id="land_day", full=True, build_docs=False
+    )
+    stats = {"master_data": summary}
+    lap("master_data")
+    stats["portal"] = portal.pull(conn, PortalHook()).__dict__
+    lap("portal")
+    for channel, sub in (("edi", "edi/inbound"), ("csv", "csv/inbound")):
+        root = sandbox.drop / sub
+        root.mkdir(parents=True, exist_ok=True)
+        stats[channel] = drops.ingest_folder(conn, root, channel).summary()
+        lap(channel)
+    (sandbox.drop / "mailbox/new").mkdir(parents=True, exist_ok=True)
+    stats["email"] = mailbox.ingest_mailbox(conn, sandbox.drop / "mailbox/new").summary()
+    lap("email")
+    return stats

@@ -1,0 +1,173 @@
+"""Operators for human decisions: dispatching approvals to Airflow's human-in-the-loop tasks,
+applying the answers, and preparing a one-order reprocess run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from orderflow.operators.processing import _ctx
+from orderflow.settings import STORE_CONN_ID
+
+APPROVAL_DAG_ID = "order_approval"
+
+
+def _user(context: Any, answer: dict | None = None) -> str:
+    """Who decided: the HITL responder, else the user who triggered the run."""
+    if answer and (who := answer.get("responded_by_user")):
+        return who.get("name") or who.get("id") or "unknown"
+    run = context.get("dag_run")
+    return getattr(run, "triggering_user_name", None) or "unknown"
+
+
+class RequestApprovalsOperator(BaseOperator):
+    """Find open exceptions that need a person's approval and have no approval run yet; mark
+    them and return one ``order_approval`` run request each (``trigger_run_id`` + ``conf``),
+    for a mapped ``TriggerDagRunOperator``. Bounded per run.
+
+    :param limit: approvals requested per run (default 100).
+    :param store_conn_id: the operational store. Templated.
+    """
+
+    template_fields: Sequence[str] = ("store_conn_id",)
+
+    def __init__(self, *, limit: int = 100, store_conn_id: str = STORE_CONN_ID, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.limit = limit
+        self.store_conn_id = store_conn_id
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        from orderflow.domain.approvals import APPROVABLE
+        from orderflow.store import db
+
+        conn = db.connect(self.store_conn_id)
+        try:
+            with db.transaction(conn):
+                rows = conn.execute(
+                    """
+                    UPDATE orderflow.order_exception e
+                       SET approval_run_id = 'exception-' || e.exception_id
+                     WHERE e.exception_id IN (
+                           SELECT exception_id FROM orderflow.order_exception
+                            WHERE status = 'open' AND order_id IS NOT NULL
+                              AND category = ANY(%s) AND approval_run_id IS NULL
+                            ORDER BY sla_due_at LIMIT %s FOR UPDATE SKIP LOCKED)
+                    RETURNING e.exception_id, e.order_id, e.category, e.owner_role, e.reason,
+                              e.sla_due_at
+                    """,
+                    (list(APPROVABLE), self.limit),
+                ).fetchall()
+        finally:
+            conn.close()
+        requests = [
+            {
+                "trigger_run_id": f"exception-{eid}",
+                "conf": {
+                    "exception_id": eid,
+                    "order_id": oid,
+                    "category": cat,
+                    "owner_role": role,
+                    "subject": f"{cat.replace('_', ' ')} on order {oid} — {role} decision",
+                    "body": f"{reason}\n\nSLA due {due:%Y-%m-%d %H:%M} UTC. Approve (with a "
+                    "reason), reject the order, or keep it on hold.",
+                },
+            }
+            for eid, oid, cat, role, reason, due in rows
+        ]
+        self.log.info("requesting %d approvals", len(requests))
+        return requests
+
+
+class ApplyDecisionOperator(BaseOperator):
+    """Apply a human-in-the-loop answer to its exception (audited, idempotent).
+
+    :param exception_id: the exception decided. Templated.
+    :param answer: the HITL task's result (``chosen_options``, ``params_input``,
+        ``responded_by_user``). Templated (pass ``hitl_task.output``).
+    """
+
+    template_fields: Sequence[str] = ("exception_id", "answer", "store_conn_id")
+
+    def __init__(
+        self,
+        *,
+        exception_id: int | str,
+        answer: Any,
+        store_conn_id: str = STORE_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.exception_id = exception_id
+        self.answer = answer
+        self.store_conn_id = store_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from orderflow import decisions
+        from orderflow.store import db
+
+        answer = self.answer or {}
+        choice = (answer.get("chosen_options") or ["Keep on hold"])[0]
+        reason = (answer.get("params_input") or {}).get("reason")
+        conn = db.connect(self.store_conn_id)
+        try:
+            result = decisions.decide(
+                conn,
+                int(self.exception_id),
+                choice,
+                actor=_user(context, answer),
+                reason=reason,
+                ctx=_ctx(context, claimed=False),
+            )
+        finally:
+            conn.close()
+        self.log.info("decision on exception %s: %s", self.exception_id, result)
+        return result
+
+
+class PrepareReprocessOperator(BaseOperator):
+    """Apply a reprocess action to one order and claim it for this run.
+
+    :param order_id: the order. Templated.
+    :param action: revalidate | reallocate | release | cancel. Templated.
+    :param reason: why (audited). Templated.
+    :return: (XCom) the partition for the stage operators: ``{"label", "order_ids"}``.
+    """
+
+    template_fields: Sequence[str] = ("order_id", "action", "reason", "store_conn_id")
+
+    def __init__(
+        self,
+        *,
+        order_id: str,
+        action: str,
+        reason: str = "",
+        store_conn_id: str = STORE_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.order_id = order_id
+        self.action = action
+        self.reason = reason
+        self.store_conn_id = store_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from orderflow import decisions
+        from orderflow.store import db
+
+        order_id = self.order_id.strip()
+        conn = db.connect(self.store_conn_id)
+        try:
+            result = decisions.reprocess(
+                conn,
+                order_id,
+                self.action,
+                actor=_user(context),
+                reason=self.reason,
+                ctx=_ctx(context),
+            )
+        finally:
+            conn.close()
+        self.log.info("reprocess: %s", result)
+        return {"label": f"{order_id} · {self.action}", "order_ids": [order_id]}
