@@ -24,8 +24,10 @@ with DAG(
 Every 5 minutes, finds open exceptions a person may approve — price override (pricing
 mismatch, expired contract), credit exception (limit, hold), substitution without standing
 consent, compliance review, duplicate suspicion, minimum, low-confidence extraction — and
-starts one **order_approval** run per exception (run id `exception-<id>`, so an exception
-is never asked twice). Each appears under **Required Actions** for the owner role to answer.
+starts one **order_approval** run per exception (run id `exception-<id>-<time>`, recorded
+on the exception, so it is never asked twice; an answer that cannot be applied — e.g. an
+approval without a reason — asks again). Each appears under **Required Actions** for the
+owner role to answer.
 """,
 ):
     requests = RequestApprovalsOperator(task_id="find_exceptions_to_approve")

@@ -93,5 +93,6 @@ To act on one order, use `order_reprocess`.
     send = SendOutboxOperator(
         task_id="send_releases", actions=["wms_release", "edi_855"], limit=50_000
     )
-    publish = PublishRunStatusOperator(task_id="publish_status")
+    # A teardown: gives the claims back whatever happened, without hiding a failed stage.
+    publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=claim)
     chain(claim, *stages, send, publish)

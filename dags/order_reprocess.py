@@ -64,4 +64,6 @@ releasing an order held for an unknown item: fix the data and revalidate).
         )
     ]
     send = SendOutboxOperator(task_id="send_releases", actions=["wms_release", "edi_855"])
-    chain(prepare, *stages, send, PublishRunStatusOperator(task_id="publish_status"))
+    # A teardown: it runs whatever happened, and does not hide a refused or failed run.
+    publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=prepare)
+    chain(prepare, *stages, send, publish)

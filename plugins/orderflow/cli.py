@@ -465,5 +465,34 @@ def _register_channel_commands() -> None:
 
 _register_channel_commands()
 
+
+# ---------------------------------------------------------------------------------- bench
+@main.command()
+@click.option("--days", default=1, show_default=True, help="Business days (10: the ten-day run).")
+@click.option("--orders-per-day", default=5000, show_default=True, help="≈5 lines per order.")
+@click.option(
+    "--naive-orders",
+    default=1000,
+    show_default=True,
+    help="Orders of the one-task-per-order comparison (0 skips it; < 1000 extrapolates).",
+)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--max-partitions", default=16, show_default=True, help="The DAG's max_partitions.")
+@click.option("--keep", is_flag=True, help="Keep the databases and the work folder.")
+def bench(days, orders_per_day, naive_orders, seed, max_partitions, keep) -> None:
+    """Benchmark order processing: generate, land through intake, run the real DAG (dag.test)
+    on fresh databases, print throughput per stage, overhead, latency and the naive ratio."""
+    from orderflow import bench as benchmark
+
+    benchmark.run(
+        days=days,
+        orders_per_day=orders_per_day,
+        naive_orders=naive_orders,
+        seed=seed,
+        max_partitions=max_partitions,
+        keep=keep,
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -229,6 +229,15 @@ def decide(
         }
 
 
+def ask_again(conn: psycopg.Connection, exception_id: int) -> None:
+    """A decision could not be applied: let the dispatcher ask for this exception again."""
+    conn.execute(
+        "UPDATE orderflow.order_exception SET approval_run_id = NULL "
+        "WHERE exception_id = %s AND status = 'open'",
+        (exception_id,),
+    )
+
+
 def _resume_status(conn, order_id: str) -> str:
     """Where an order held by approvable exceptions resumes: the earliest target among the
     categories of its current hold."""

@@ -132,3 +132,247 @@ def test_released_orders_reach_the_wms_once_and_reruns_change_nothing(processed,
         """
     ).fetchone()[0]
     assert bad == 0
+
+
+# ---------------------------------------------------------------- human decisions
+
+
+def _answer_hitl(choice, reason, user="jane.pricing", timeout=90):
+    """Stand in for a person answering in the UI: fill the waiting HITL request's response
+    (what the API's PATCH .../hitlDetails does)."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    def respond():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                ti = (
+                    session.query(TaskInstance)
+                    .filter(TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                    .with_for_update()
+                    .first()
+                )
+                if ti is not None:
+                    detail = session.get(HITLDetail, ti.id)
+                    detail.chosen_options = [choice]
+                    detail.params_input = {"reason": reason}
+                    detail.responded_by = {"id": user, "name": user}
+                    detail.responded_at = datetime.now(UTC)
+                    # the API's own resume path (PATCH .../hitlDetails does exactly this)
+                    handle_event_submit(
+                        TriggerEvent(detail.as_resume_event_payload()),
+                        task_instance=ti,
+                        session=session,
+                    )
+                    return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=respond, daemon=True)
+    thread.start()
+    return thread
+
+
+def _exception(conn, category):
+    return conn.execute(
+        "SELECT e.exception_id, e.order_id, e.line_no FROM orderflow.order_exception e "
+        "JOIN orderflow.\"order\" o USING (order_id) WHERE e.category = %s AND e.status = 'open' "
+        "AND o.status = 'ON_HOLD' ORDER BY e.exception_id LIMIT 1",
+        (category,),
+    ).fetchone()
+
+
+def test_approvals_are_dispatched_once_per_exception(processed):
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    conn, _ = processed
+    _run("order_approvals")
+    asked = conn.execute(
+        "SELECT count(*), count(approval_run_id) FROM orderflow.order_exception "
+        "WHERE status = 'open' AND category IN ('pricing_mismatch', 'credit_limit')"
+    ).fetchone()
+    assert asked[0] > 0 and asked[0] == asked[1]
+    with create_session() as session:
+        runs = {r.run_id for r in session.query(DagRun).filter(DagRun.dag_id == "order_approval")}
+    asked_runs = {
+        r
+        for (r,) in conn.execute(
+            "SELECT approval_run_id FROM orderflow.order_exception "
+            "WHERE approval_run_id IS NOT NULL"
+        )
+    }
+    assert asked_runs and asked_runs <= runs
+    _run("order_approvals")  # nothing new to ask
+    with create_session() as session:
+        again = session.query(DagRun).filter(DagRun.dag_id == "order_approval").count()
+    assert again == len(runs)
+
+
+def test_a_price_override_through_human_in_the_loop_releases_the_order(processed):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow.settings import DAGS_DIR
+
+    conn, _ = processed
+    exception_id, order_id, line_no = _exception(conn, "pricing_mismatch")
+    responder = _answer_hitl("Approve", "customer's negotiated price, confirmed by phone")
+    dag = DagBag(str(DAGS_DIR)).get_dag("order_approval")
+    run = dag.test(run_conf={"exception_id": exception_id, "order_id": order_id})
+    responder.join(5)
+    assert run.state == "success"
+    status, approvals = conn.execute(
+        'SELECT status, approvals FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()
+    assert status == "VALIDATED" and approvals == ["pricing_mismatch"]
+    audit = conn.execute(
+        "SELECT actor, action, reason, before->>'order_status', after->>'order_status' "
+        "FROM orderflow.audit_log WHERE object_id = %s",
+        (str(exception_id),),
+    ).fetchall()
+    assert audit == [
+        (
+            "jane.pricing",
+            "approve_pricing_mismatch",
+            "customer's negotiated price, confirmed by phone",
+            "ON_HOLD",
+            "VALIDATED",
+        )
+    ]
+    _run()
+    status = conn.execute(
+        'SELECT status FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()[0]
+    assert status == "RELEASED"
+    price, charged = conn.execute(
+        "SELECT unit_price, contract_price FROM orderflow.order_line "
+        "WHERE order_id = %s AND line_no = %s",
+        (order_id, line_no),
+    ).fetchone()
+    assert price == charged  # the override: we charge the customer's price
+
+
+def test_reprocess_revalidates_a_fixed_order_and_refuses_what_cannot_be_overridden(
+    processed, day_dir
+):
+    import json
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow.settings import DAGS_DIR
+
+    conn, _ = processed
+    exception_id, order_id, line_no = _exception(conn, "unknown_item")
+    dag = DagBag(str(DAGS_DIR)).get_dag("order_reprocess")
+    refused = dag.test(
+        run_conf={"order_id": order_id, "action": "release", "reason": "just ship it"}
+    )
+    assert refused.state == "failed"  # an unknown item cannot be overridden
+    # a person corrects the line: the item the customer meant
+    cust, po = conn.execute(
+        'SELECT customer_id, po_number FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()
+    sub = next(
+        s
+        for s in map(json.loads, (day_dir / "orders.jsonl").read_text().splitlines())
+        if s["customer_id"] == cust and s["po_number"] == po
+    )
+    true_item = next(ln["item_id"] for ln in sub["lines"] if ln["line_no"] == line_no)
+    conn.execute(
+        "UPDATE orderflow.order_line SET item_id = %s WHERE order_id = %s AND line_no = %s",
+        (true_item, order_id, line_no),
+    )
+    run = dag.test(
+        run_conf={"order_id": order_id, "action": "revalidate", "reason": "line corrected"}
+    )
+    assert run.state == "success"
+    status, touches = conn.execute(
+        'SELECT status, manual_touches FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()
+    assert status == "RELEASED" and touches == 1
+    resolution = conn.execute(
+        "SELECT resolution, resolved_by FROM orderflow.order_exception WHERE exception_id = %s",
+        (exception_id,),
+    ).fetchone()
+    assert resolution[0] == "fixed"
+
+
+def test_reprocess_cancel_gives_the_stock_back(processed):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow.settings import DAGS_DIR
+
+    conn, _ = processed
+    order_id = conn.execute(
+        "SELECT order_id FROM orderflow.\"order\" WHERE status = 'ON_HOLD' LIMIT 1"
+    ).fetchone()[0]
+    dag = DagBag(str(DAGS_DIR)).get_dag("order_reprocess")
+    run = dag.test(run_conf={"order_id": order_id, "action": "cancel", "reason": "customer call"})
+    assert run.state == "success"
+    row = conn.execute(
+        'SELECT status, claimed_by_run FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()
+    assert row == ("CANCELLED", None)
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM orderflow.order_exception WHERE order_id = %s AND status = 'open'",
+            (order_id,),
+        ).fetchone()[0]
+        == 0
+    )
+
+
+def test_fixed_master_data_releases_exactly_the_orders_that_depend_on_it(processed, sandbox):
+    """#5: an order held for a failing item flows once the item is fixed upstream and the next
+    sync passes; an order held for a record nobody fixed stays held."""
+    from orderflow.integrations.systems import ErpHook, WmsHook
+    from orderflow.operators.masterdata import sync_with_gate
+
+    conn, _ = processed
+    held = conn.execute(
+        """
+        SELECT e.order_id, e.details->>'entity_type', e.details->>'entity_id'
+          FROM orderflow.order_exception e JOIN orderflow."order" o USING (order_id)
+         WHERE e.category = 'master_data_quality' AND e.status = 'open' AND o.status = 'ON_HOLD'
+        """
+    ).fetchall()
+    weightless = {
+        eid
+        for (eid,) in conn.execute(
+            "SELECT entity_id FROM orderflow.order_exception WHERE order_id IS NULL "
+            "AND status = 'open' AND entity_type = 'item' AND reason LIKE '%%weight_positive%%'"
+        )
+    }
+    fixed = [(o, eid) for o, et, eid in held if et == "item" and eid in weightless]
+    untouched = [o for o, et, eid in held if (o, eid) not in fixed]
+    assert fixed and untouched, held  # the generated day holds both kinds
+    for _, item_id in fixed:
+        sandbox.client.patch(
+            f"/admin/master/items/{item_id}", json={"weight_kg": 1.25}
+        ).raise_for_status()
+    sync_with_gate(
+        conn, {"erp": ErpHook(), "wms": WmsHook()}, run_id="fix-1", full=True, build_docs=False
+    )
+    before = dict(conn.execute('SELECT order_id, status FROM orderflow."order"').fetchall())
+    _run()
+    after = dict(conn.execute('SELECT order_id, status FROM orderflow."order"').fetchall())
+    for order_id, _ in fixed:
+        assert after[order_id] == "RELEASED", order_id
+        resolution = conn.execute(
+            "SELECT resolution FROM orderflow.order_exception WHERE order_id = %s "
+            "AND category = 'master_data_quality'",
+            (order_id,),
+        ).fetchone()[0]
+        assert resolution == "auto_resolved"
+    for order_id in untouched:
+        assert after[order_id] == "ON_HOLD"
+    moved = {o for o in after if after[o] != before.get(o)}
+    assert moved == {o for o, _ in fixed}

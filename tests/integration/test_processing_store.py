@@ -852,3 +852,92 @@ def test_partitions_of_a_real_claim(store, claimable):
         assert sorted(map(len, parts)) == [6, 6, 9, 9]
     finally:
         repo.unclaim(store, "run-part")
+
+
+# ---------------------------------------------------------------------------- worker killed
+
+
+def test_a_worker_killed_mid_partition_loses_and_duplicates_nothing(store, book):
+    """SIGKILL the process running a stage while its transaction is half written (its
+    reservations are in, its events are blocked on a lock we hold): nothing of it survives,
+    and the retry does the whole partition exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tag = _tag()
+    item = f"KILL-{tag}"
+    with db.transaction(store):
+        seed_item(store, item, east=500, west=0)
+        for n in range(4):
+            seed_customer(store, f"K{tag}{n}")
+            seed_contract(store, f"K{tag}{n}", item)
+    ids = insert(
+        store, [make_order(f"K-{tag}-{n}", f"K{tag}{n % 4}", [(item, 5)]) for n in range(10)]
+    )
+    to_credit_ok(store, ids, book)
+
+    locker = db.connect()
+    tx = locker.transaction()
+    tx.__enter__()
+    locker.execute("LOCK TABLE orderflow.order_event IN EXCLUSIVE MODE")
+    code = (
+        "from orderflow import processing, rules\n"
+        "from orderflow.store import db\n"
+        f"ids = {ids!r}\n"
+        "ctx = processing.RunContext(dag_id='t', run_id='worker', task_id='allocate')\n"
+        "processing.allocate(db.connect(), ids, ctx, rules.load())\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = store.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%%order_event%%' AND datname = current_database()"
+            ).fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.1)
+        assert waiting, "the worker never reached the event insert"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        tx.__exit__(None, None, None)
+        locker.close()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
+
+    assert set(statuses(store, ids).values()) == {"CREDIT_OK"}
+    assert (
+        store.execute(
+            "SELECT count(*) FROM orderflow.reservation WHERE order_id = ANY(%s)", (ids,)
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        store.execute(
+            "SELECT allocated FROM orderflow.inventory_position WHERE item_id = %s AND dc_id = 'DC-EAST'",
+            (item,),
+        ).fetchone()[0]
+        == 0
+    )
+
+    retry = processing.allocate(store, ids, CTX, book)
+    assert (retry.orders, retry.passed) == (10, 10)
+    assert set(statuses(store, ids).values()) == {"ALLOCATED"}
+    reserved = store.execute(
+        "SELECT count(*), sum(quantity) FROM orderflow.reservation WHERE order_id = ANY(%s)",
+        (ids,),
+    ).fetchone()
+    assert reserved == (10, Decimal(50))
+    assert (
+        store.execute(
+            "SELECT allocated FROM orderflow.inventory_position WHERE item_id = %s AND dc_id = 'DC-EAST'",
+            (item,),
+        ).fetchone()[0]
+        == 50
+    )

@@ -48,14 +48,15 @@ class RequestApprovalsOperator(BaseOperator):
                 rows = conn.execute(
                     """
                     UPDATE orderflow.order_exception e
-                       SET approval_run_id = 'exception-' || e.exception_id
+                       SET approval_run_id = 'exception-' || e.exception_id || '-'
+                                             || to_char(now(), 'YYYYMMDD"T"HH24MISS')
                      WHERE e.exception_id IN (
                            SELECT exception_id FROM orderflow.order_exception
                             WHERE status = 'open' AND order_id IS NOT NULL
                               AND category = ANY(%s) AND approval_run_id IS NULL
                             ORDER BY sla_due_at LIMIT %s FOR UPDATE SKIP LOCKED)
                     RETURNING e.exception_id, e.order_id, e.category, e.owner_role, e.reason,
-                              e.sla_due_at
+                              e.sla_due_at, e.approval_run_id
                     """,
                     (list(APPROVABLE), self.limit),
                 ).fetchall()
@@ -63,7 +64,7 @@ class RequestApprovalsOperator(BaseOperator):
             conn.close()
         requests = [
             {
-                "trigger_run_id": f"exception-{eid}",
+                "trigger_run_id": run_id,
                 "conf": {
                     "exception_id": eid,
                     "order_id": oid,
@@ -74,7 +75,7 @@ class RequestApprovalsOperator(BaseOperator):
                     "reason), reject the order, or keep it on hold.",
                 },
             }
-            for eid, oid, cat, role, reason, due in rows
+            for eid, oid, cat, role, reason, due, run_id in rows
         ]
         self.log.info("requesting %d approvals", len(requests))
         return requests
@@ -120,6 +121,11 @@ class ApplyDecisionOperator(BaseOperator):
                 reason=reason,
                 ctx=_ctx(context, claimed=False),
             )
+        except decisions.DecisionRefused as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            decisions.ask_again(conn, int(self.exception_id))
+            raise AirflowFailException(f"{exc} — the exception will be asked again") from exc
         finally:
             conn.close()
         self.log.info("decision on exception %s: %s", self.exception_id, result)
@@ -167,6 +173,10 @@ class PrepareReprocessOperator(BaseOperator):
                 reason=self.reason,
                 ctx=_ctx(context),
             )
+        except decisions.DecisionRefused as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from exc  # a retry would not change the answer
         finally:
             conn.close()
         self.log.info("reprocess: %s", result)
