@@ -504,17 +504,24 @@ class Measured:
                 per_run[t.run_id] += 1
         return max(per_run.values(), default=0)
 
+    def _last_release_end(self, run: Run) -> datetime | None:
+        ends = [t.end for t in self.tis if t.run_id == run.run_id and t.task_id == STAGES[-1]]
+        return max((e for e in ends if e), default=None)
+
     def received_to_released(self) -> float:
-        """Σ over runs: dag.test() called → last release_to_wms task instance ended."""
+        """Σ over runs: dag.test() called → its last release_to_wms task instance ended (what
+        overlapping runs would take: excludes the send_releases of earlier runs)."""
         total = 0.0
         for run in self.runs:
-            ends = [
-                t.end
-                for t in self.tis
-                if t.run_id == run.run_id and t.task_id == STAGES[-1] and t.end
-            ]
-            total += (max(ends) - run.started).total_seconds() if ends else run.wall
+            end = self._last_release_end(run)
+            total += (end - run.started).total_seconds() if end else run.wall
         return total
+
+    def first_to_last_release(self) -> float:
+        """Clock time: first run started → last release_to_wms ended (runs one after another,
+        so it includes the send_releases and publish_status of every earlier run)."""
+        end = self._last_release_end(self.runs[-1]) if self.runs else None
+        return (end - self.runs[0].started).total_seconds() if end else self.wall
 
 
 def _measure(
@@ -690,6 +697,13 @@ def _report_main(m: Measured, days: int, say: Console) -> None:
         f"  received → released (dag.test called → last release_to_wms ended, Σ runs): {rr:.1f}s "
         f"for {m.released:,} released orders — target {target_name}: {_ok(rr, target, False)}"
     )
+    if len(m.runs) > 1:
+        clock = m.first_to_last_release()
+        say(
+            f"  received → released as clock time over the {len(m.runs)} runs, one after another "
+            f"(includes the earlier runs' send_releases): {clock:.1f}s — "
+            f"{_ok(clock, target, False)}"
+        )
     say(
         f"  whole runs incl. send_releases + publish_status: {m.wall:.1f}s; Σ task-instance "
         f"durations {m.ti_seconds:.1f}s → Airflow overhead share {m.overhead:.0%} "
