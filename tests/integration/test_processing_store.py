@@ -941,3 +941,70 @@ def test_a_worker_killed_mid_partition_loses_and_duplicates_nothing(store, book)
         ).fetchone()[0]
         == 50
     )
+
+
+# ---------------------------------------------------------------------------- transient failures
+
+
+@pytest.mark.sandbox
+def test_a_dead_credit_service_holds_the_partition_after_the_retry_budget(store, book, sandbox):
+    """The credit service answers 503 to everything: while retries remain the task fails (for
+    Airflow to retry with backoff); on the last try the orders are held integration_failure
+    with a dead letter — the run does not fail and no order is lost."""
+    import os
+    from types import SimpleNamespace
+
+    from orderflow.integrations.http import ExternalUnavailable
+    from orderflow.operators.processing import CheckCreditOperator
+
+    tag = _tag()
+    item = f"TF-{tag}"
+    with db.transaction(store):
+        seed_item(store, item, east=50, west=0)
+        seed_customer(store, f"T{tag}")
+        seed_contract(store, f"T{tag}", item)
+    ids = insert(store, [make_order(f"T-{tag}-{n}", f"T{tag}", [(item, 1)]) for n in range(3)])
+    v = processing.validate(store, ids, CTX, book)
+    assert v.passed == 3
+    os.environ.update(sandbox.connection_env())
+    sandbox.client.put(
+        "/admin/faults", json={"seed": 1, "rules": [{"prefix": "/credit", "error_rate": 1.0}]}
+    ).raise_for_status()
+    try:
+        op = CheckCreditOperator(
+            task_id="check_credit",
+            partition={"label": "t", "order_ids": ids},
+            retries=1,
+            only_claimed=False,
+        )
+
+        def context(try_number):
+            ti = SimpleNamespace(
+                try_number=try_number,
+                dag_id="t",
+                run_id=f"run-{tag}",
+                task_id="check_credit",
+                map_index=0,
+            )
+            return {"ti": ti, "dag_run": SimpleNamespace(run_after=None, logical_date=None)}
+
+        with pytest.raises(ExternalUnavailable):
+            op.execute(context(1))
+        assert set(statuses(store, ids).values()) == {"VALIDATED"}
+        out = op.execute(context(2))  # the last try
+    finally:
+        sandbox.client.put("/admin/faults", json={"rules": []}).raise_for_status()
+    assert out["held"] == {"integration_failure": 3}
+    assert set(statuses(store, ids).values()) == {"ON_HOLD"}
+    owners = store.execute(
+        "SELECT DISTINCT owner_role, reason LIKE 'credit: credit service%%' "
+        "FROM orderflow.order_exception WHERE order_id = ANY(%s)",
+        (ids,),
+    ).fetchall()
+    assert owners == [("integration", True)]
+    letter = store.execute(
+        "SELECT payload->'order_ids' FROM orderflow.dead_letter WHERE source = 'processing' "
+        "AND source_ref = %s",
+        (f"credit:run-{tag}:0",),
+    ).fetchone()
+    assert sorted(letter[0]) == sorted(ids)
