@@ -88,27 +88,28 @@ def earlier_message_with(
 ) -> int | None:
     """The first earlier message this one duplicates (same bytes, same ISA13 from the same
     partner, or the same client request id), among messages that were not duplicates."""
+    # One indexed lookup per key (an OR across them made PostgreSQL walk the primary key).
     clauses, params = [], []
     if content_sha256:
         clauses.append("content_sha256 = %s")
-        params.append(content_sha256)
+        params.append([content_sha256])
     if interchange_control_number:
         clauses.append("interchange_control_number = %s")
-        params.append(interchange_control_number)
+        params.append([interchange_control_number])
     if client_request_id:
-        clauses.append("(client_request_id = %s AND channel = %s)")
-        params += [client_request_id, channel]
+        clauses.append("client_request_id = %s AND channel = %s")
+        params.append([client_request_id, channel])
     if not clauses:
         return None
-    row = conn.execute(
-        f"""
-        SELECT message_id FROM orderflow.channel_message
-        WHERE partner_id = %s AND message_id < %s AND outcome IN ('orders_created', 'pending')
-          AND ({" OR ".join(clauses)})
-        ORDER BY message_id LIMIT 1
-        """,
-        (partner_id or "unknown", message_id, *params),
-    ).fetchone()
+    parts, args = [], []
+    for clause, values in zip(clauses, params, strict=True):
+        parts.append(
+            "SELECT min(message_id) AS m FROM orderflow.channel_message "
+            "WHERE partner_id = %s AND message_id < %s "
+            f"AND outcome IN ('orders_created', 'pending') AND {clause}"
+        )
+        args += [partner_id or "unknown", message_id, *values]
+    row = conn.execute(f"SELECT min(m) FROM ({' UNION ALL '.join(parts)}) t", args).fetchone()
     return row[0] if row else None
 
 
