@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from orderflow.assets import MASTER_DATA_PUBLISHED
 from orderflow.operators.masterdata import SyncMasterDataOperator
 
 with DAG(
     dag_id="masterdata_sync",
-    schedule="17 * * * *",
+    # Hourly at :17, and at once on a fresh install (order processing waits for a first sync).
+    schedule=CronTriggerTimetable("17 * * * *", timezone="UTC", run_immediately=True),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -33,7 +34,7 @@ with DAG(
     doc_md="""
 ### Master-data sync + quality gate
 
-Hourly (at :17), pulls customers, ship-tos, items, customer part numbers, price contracts,
+Hourly (at :17) and once at start, pulls customers, ship-tos, items, customer part numbers, price contracts,
 credit accounts, carriers, EDI partners, DCs (ERP) and inventory (WMS) — the changes since
 the last sync, or everything with **Full refresh** (and automatically once a day). Each entity
 runs its Great Expectations suite before it is published:

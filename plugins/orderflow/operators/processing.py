@@ -54,7 +54,8 @@ def _rule_book(context: Any):
 class ClaimOrdersOperator(BaseOperator):
     """Claim processable orders for this run and cut them into partitions.
 
-    First sends orders whose master-data holds were fixed upstream back to validation; then
+    Claims nothing until a first full master-data sync has completed. First sends orders
+    whose master-data holds were fixed upstream back to validation; then
     claims (``FOR UPDATE SKIP LOCKED``, lease-based: overlapping runs never take the same
     order; a rerun of this run gets its own orders back).
 
@@ -93,12 +94,18 @@ class ClaimOrdersOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from orderflow import processing
-        from orderflow.store import db
+        from orderflow.operators.masterdata import FULL_REFRESH_CURSOR
+        from orderflow.store import cursors, db
         from orderflow.store import processing as repo
 
         ctx = _ctx(context)
         conn = db.connect(self.store_conn_id)
         try:
+            if cursors.get(conn, FULL_REFRESH_CURSOR) is None:
+                # Validating against an empty copy of the master data would hold every order
+                # as unknown: wait for the first full sync (masterdata_sync runs on start).
+                self.log.warning("no master-data sync has completed yet; claiming nothing")
+                return []
             freed = processing.release_fixed_master_data_holds(conn, ctx)
             naive = str(self.one_order_per_task).lower() in ("true", "1")
             limit = min(int(self.batch_limit), MAX_MAP_LENGTH) if naive else int(self.batch_limit)
