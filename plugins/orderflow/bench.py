@@ -107,6 +107,11 @@ class Console:
                 os.close(saved[1])
 
 
+def _load() -> str:
+    """The 1-minute load average: other work on the machine skews every number here."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def _ok(value: float, target: float, higher_is_better: bool = True) -> str:
     good = value >= target if higher_is_better else value <= target
     return "met" if good else "MISSED"
@@ -196,7 +201,8 @@ def _machine(server: str) -> str:
     from importlib.metadata import version as dist_version
 
     return (
-        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}, load average "
+        f"{_load()}), "
         f"{mem.get('MemTotal', 0):.1f} GiB RAM ({mem.get('MemAvailable', 0):.1f} GiB available), "
         f"Python {platform.python_version()}, apache-airflow {dist_version('apache-airflow')}, "
         f"PostgreSQL {version}"
@@ -407,7 +413,8 @@ def _drain(
         before, left = left, _processable(store_url)
         say(
             f"  run {len(runs)} {run.run_id}: {run.state} in {run.wall:.1f}s "
-            f"({before - left:,} orders left the processable statuses, {left:,} remain)"
+            f"({before - left:,} orders left the processable statuses, {left:,} remain; "
+            f"load average {_load()})"
         )
         if run.state != "success" or left >= before:
             break
@@ -928,7 +935,7 @@ def _bench(
                 _report_landing(ld, say)
                 conf = {"max_partitions": max_partitions, "one_order_per_task": naive}
                 run = _run_dag(dag, conf, ld.store_url, dbs.airflow_url, f"{mode} run", say)
-                say(f"  {mode}: {run.state} in {run.wall:.1f}s")
+                say(f"  {mode}: {run.state} in {run.wall:.1f}s (load average {_load()})")
                 measured[mode] = _measure(mode, ld.store_url, dbs.airflow_url, [run], timer)
                 _stop(ld.sandbox, sandboxes, results)
             results["naive"] = _naive_compare(measured["partitioned"], measured["naive"], main, say)

@@ -142,7 +142,7 @@ def validate(
 
     versions = book.tag("validation", "pricing", "routing")
     with db.transaction(conn):
-        orders = _load(conn, order_ids, "RECEIVED", ctx)
+        orders = _resolve_customers(conn, _load(conn, order_ids, "RECEIVED", ctx))
         ref = repo.load_reference(conn, orders, book.validation.duplicate_window_hours)
         results = check(orders, ref, book.validation, book.pricing)
         repo.save_validated_lines(conn, [r.order for r in results])
@@ -158,6 +158,34 @@ def validate(
         )
     out.skipped = len(order_ids) - out.orders
     return out
+
+
+def _resolve_customers(conn: psycopg.Connection, orders: list[OrderView]) -> list[OrderView]:
+    """Orders whose channel could not name the customer at intake (e.g. an EDI partner not
+    yet synced): the trading partner's customer, now, written back to the order."""
+    from dataclasses import replace
+
+    partners = {o.partner_id for o in orders if not o.customer_id and o.partner_id}
+    if not partners:
+        return orders
+    owner = dict(
+        conn.execute(
+            "SELECT partner_id, customer_id FROM orderflow.trading_partner "
+            "WHERE partner_id = ANY(%s) AND active AND customer_id IS NOT NULL",
+            (list(partners),),
+        ).fetchall()
+    )
+    found = {
+        o.order_id: owner[o.partner_id]
+        for o in orders
+        if not o.customer_id and o.partner_id in owner
+    }
+    with conn.cursor() as cur:
+        cur.executemany(
+            'UPDATE orderflow."order" SET customer_id = %s WHERE order_id = %s',
+            [(c, oid) for oid, c in found.items()],
+        )
+    return [replace(o, customer_id=found[o.order_id]) if o.order_id in found else o for o in orders]
 
 
 # ---------------------------------------------------------------------------- credit
@@ -609,8 +637,9 @@ def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
 
 
 def release_fixed_master_data_holds(conn: psycopg.Connection, ctx: RunContext) -> int:
-    """Orders held only for master-data quality whose entities now pass: resolve those
-    exceptions (auto_resolved) and send the orders back to validation."""
+    """Holds the master data itself resolves: master-data-quality exceptions whose entities
+    now pass, and unknown customers that are on file now. Those exceptions are resolved
+    (auto_resolved); orders with nothing else open go back to validation."""
     with db.transaction(conn):
         rows = conn.execute(
             """
@@ -631,6 +660,26 @@ def release_fixed_master_data_holds(conn: psycopg.Connection, ctx: RunContext) -
                    resolved_by = %s,
                    resolution_note = 'master data fixed upstream and passed the quality gate'
               FROM fixed WHERE x.exception_id = fixed.exception_id
+            RETURNING x.order_id
+            """,
+            (ctx.actor,),
+        ).fetchall()
+        # A customer that was unknown (e.g. an EDI partner not yet synced) and is known now.
+        rows += conn.execute(
+            """
+            WITH known AS (
+                SELECT e.exception_id FROM orderflow.order_exception e
+                  JOIN orderflow."order" o USING (order_id)
+                  LEFT JOIN orderflow.trading_partner p
+                         ON p.partner_id = o.partner_id AND p.active
+                 WHERE e.status = 'open' AND e.category = 'unknown_customer'
+                   AND EXISTS (SELECT 1 FROM orderflow.customer c WHERE c.active
+                                 AND c.customer_id = coalesce(o.customer_id, p.customer_id))
+            )
+            UPDATE orderflow.order_exception x
+               SET status = 'resolved', resolution = 'auto_resolved', resolved_at = now(),
+                   resolved_by = %s, resolution_note = 'the customer is on file now'
+              FROM known WHERE x.exception_id = known.exception_id
             RETURNING x.order_id
             """,
             (ctx.actor,),

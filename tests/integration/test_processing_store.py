@@ -1008,3 +1008,34 @@ def test_a_dead_credit_service_holds_the_partition_after_the_retry_budget(store,
         (f"credit:run-{tag}:0",),
     ).fetchone()
     assert sorted(letter[0]) == sorted(ids)
+
+
+def test_an_order_from_a_partner_synced_after_intake_finds_its_customer(store, book):
+    """EDI orders can land before the trading partners are synced: validation holds them
+    unknown_customer; once the partner is on file the hold resolves itself and the order
+    validates with the partner's customer."""
+    tag = _tag()
+    cid, item = f"E{tag}", f"EDI-{tag}"
+    with db.transaction(store):
+        seed_item(store, item, east=10, west=0)
+        seed_customer(store, cid)
+        seed_contract(store, cid, item)
+    order = make_order(f"E-{tag}", cid, [(item, 1)])
+    order.customer_id = None
+    (order_id,) = insert(store, [order])
+    held = processing.validate(store, [order_id], CTX, book)
+    assert held.held == {"unknown_customer": 1}
+    assert processing.release_fixed_master_data_holds(store, CTX) == 0  # still unknown
+    store.execute(
+        "INSERT INTO orderflow.trading_partner (partner_id, customer_id) VALUES (%s, %s)",
+        (f"P-{cid}", cid),
+    )
+    assert processing.release_fixed_master_data_holds(store, CTX) == 1
+    passed = processing.validate(store, [order_id], CTX, book)
+    assert passed.passed == 1
+    assert (
+        store.execute(
+            'SELECT customer_id FROM orderflow."order" WHERE order_id = %s', (order_id,)
+        ).fetchone()[0]
+        == cid
+    )
