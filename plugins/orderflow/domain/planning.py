@@ -80,6 +80,21 @@ def choose_service(
     """The cheapest eligible service that meets the promise, else the fastest eligible one.
     Eligible: hazmat allowed when needed, within its weight limit, parcel vs LTL by weight,
     and on the customer's routing guide when it has one."""
+    eligible = _eligible(services, weight_kg, hazmat, zone, customer_id, rules, ltl_minimum=True)
+    if not eligible:
+        # e.g. a light hazmat shipment no parcel service takes: LTL at its minimum charge
+        eligible = _eligible(services, weight_kg, hazmat, zone, customer_id, rules, False)
+    if not eligible:
+        return None
+    in_time = [(s, r) for s, r in eligible if s.transit_days + (zone > 5) <= promise_days]
+    if in_time:
+        s, r = min(in_time, key=lambda sr: (sr[1], sr[0].transit_days, sr[0].carrier_id))
+        return s, r, True
+    s, r = min(eligible, key=lambda sr: (sr[0].transit_days, sr[1], sr[0].carrier_id))
+    return s, r, False
+
+
+def _eligible(services, weight_kg, hazmat, zone, customer_id, rules, ltl_minimum: bool):
     guide = rules.routing_guides.get(customer_id or "")
     eligible = []
     for s in services:
@@ -89,21 +104,15 @@ def choose_service(
             continue
         if s.mode == "parcel" and weight_kg > rules.parcel_max_kg:
             continue
-        if s.mode == "ltl" and weight_kg < rules.ltl_min_kg:
+        if s.mode == "ltl" and ltl_minimum and weight_kg < rules.ltl_min_kg:
             continue
         if s.mode not in ("parcel", "ltl"):
             continue
         if guide and s.carrier_id not in guide:
             continue
-        eligible.append((s, rate(s, weight_kg, zone, rules)))
-    if not eligible:
-        return None
-    in_time = [(s, r) for s, r in eligible if s.transit_days + (zone > 5) <= promise_days]
-    if in_time:
-        s, r = min(in_time, key=lambda sr: (sr[1], sr[0].transit_days, sr[0].carrier_id))
-        return s, r, True
-    s, r = min(eligible, key=lambda sr: (sr[0].transit_days, sr[1], sr[0].carrier_id))
-    return s, r, False
+        billed = max(weight_kg, rules.ltl_min_kg) if s.mode == "ltl" else weight_kg
+        eligible.append((s, rate(s, billed, zone, rules)))
+    return eligible
 
 
 def plan_shipments(

@@ -49,12 +49,16 @@ def validate(
     pricing: PricingRules,
 ) -> list[Validated]:
     """Validate a partition of orders against the master data in ``ref``."""
-    seen: list[OrderView] = []
+    # Other live orders per customer (the store's, then this partition's as they validate).
+    by_customer: dict[str | None, list[PriorOrder]] = {}
+    for prior in ref.prior_orders:
+        by_customer.setdefault(prior.customer_id, []).append(prior)
     out = []
     for order in orders:
         result = _validate_one(order, ref, rules, pricing)
-        result.holds.extend(_duplicate_holds(result.order, ref, seen, rules))
-        seen.append(result.order)
+        candidates = by_customer.setdefault(result.order.customer_id, [])
+        result.holds.extend(_duplicate_holds(result.order, candidates, rules))
+        candidates.append(_prior(result.order))
         out.append(result)
     return out
 
@@ -328,11 +332,11 @@ def signature(order: OrderView) -> tuple[tuple[str, str, str], ...]:
 
 
 def _duplicate_holds(
-    order: OrderView, ref: ReferenceData, seen: list[OrderView], rules: ValidationRules
+    order: OrderView, candidates: list[PriorOrder], rules: ValidationRules
 ) -> list[Hold]:
+    """``candidates``: other live orders of the same customer."""
     window = timedelta(hours=rules.duplicate_window_hours)
     sig = signature(order)
-    candidates = list(ref.prior_orders) + [_prior(o) for o in seen if o.order_id != order.order_id]
     for prior in candidates:
         if prior.order_id == order.order_id or prior.customer_id != order.customer_id:
             continue
