@@ -128,7 +128,11 @@ def land_day(
 
     day = business_date or START.date()
     end = START.replace(year=day.year, month=day.month, day=day.day) + timedelta(days=2)
-    sandbox.client.put("/admin/clock", json={"now": end.isoformat()}).raise_for_status()
+    # Moving the clock writes every file due by then into the drop folder before answering:
+    # ten generated days can take longer than the client's 10 s default on a busy machine.
+    sandbox.client.put(
+        "/admin/clock", json={"now": end.isoformat()}, timeout=600
+    ).raise_for_status()
     os.environ.update(sandbox.connection_env())
     lap("deliver")
     summary = sync_with_gate(
