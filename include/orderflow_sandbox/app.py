@@ -2,7 +2,8 @@
 
 Each system has its own path prefix (its Airflow Connection's base URL): ``/erp``, ``/wms``,
 ``/carrier``, ``/tax``, ``/credit``, ``/screening``, ``/portal``, ``/edi``; ``/admin`` sets
-faults and the clock. OpenAPI at ``/docs``.
+faults and the clock. OpenAPI at ``/docs``. The same process runs the mail relay our
+customer e-mail goes to: an SMTP sink (``smtp_port``) whose messages ``/mail`` shows.
 """
 
 from __future__ import annotations
@@ -127,10 +128,51 @@ class ScreeningIn(BaseModel):
     country: str = "US"
 
 
+class WebhookIn(BaseModel):
+    event: str = Field(description="e.g. order_acknowledged, order_shipped")
+    customer_id: str
+    order_id: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class ClockIn(BaseModel):
     now: datetime | None = Field(None, description="New simulated time (timezone-aware)")
     advance_minutes: float | None = Field(None, description="Move the clock forward")
     speed: float | None = Field(None, gt=0, description="Simulated seconds per real second")
+
+
+class _MailSink:
+    """aiosmtpd handler: every accepted message goes into the Distributor (no addresses in
+    the log: they are personal data)."""
+
+    def __init__(self, state: Distributor):
+        self.state = state
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd calls it so
+        try:
+            self.state.receive_mail(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.original_content or envelope.content,
+            )
+        except Exception:
+            log.exception("SMTP sink: a message could not be stored")
+            return "451 Requested action aborted: local error in processing"
+        return "250 Message accepted for delivery"
+
+
+def _smtp_controller(state: Distributor, host: str, port: int):
+    from aiosmtpd.controller import Controller
+
+    # aiosmtpd logs senders and recipients at INFO: keep e-mail addresses out of the log.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    return Controller(
+        _MailSink(state),
+        hostname=host,
+        port=port,
+        server_hostname="sandbox.orderflow.local",  # not getfqdn(): no DNS lookup at start
+        ready_timeout=10,
+    )
 
 
 # ---------------------------------------------------------------------- the app
@@ -141,13 +183,20 @@ def create_app(
     clock: SimClock | None = None,
     faults: FaultConfig | None = None,
     deliver_every_s: float = 1.0,
+    smtp_host: str = "127.0.0.1",
+    smtp_port: int = 0,
 ) -> FastAPI:
+    """The sandbox app; ``smtp_port`` > 0 also runs the SMTP sink there (app lifespan)."""
     clock = clock or SimClock()
     injector = FaultInjector(faults)
     state = Distributor(day_dir, drop_dir, clock, seed=(faults or FaultConfig()).seed)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
+        smtp = _smtp_controller(state, smtp_host, smtp_port) if smtp_port else None
+        if smtp is not None:
+            await asyncio.to_thread(smtp.start)  # raises when the port is taken
+
         async def deliver_loop():
             while True:
                 try:
@@ -160,9 +209,13 @@ def create_app(
                 await asyncio.sleep(deliver_every_s)
 
         task = asyncio.create_task(deliver_loop()) if deliver_every_s > 0 else None
-        yield
-        if task:
-            task.cancel()
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+            if smtp is not None:
+                await asyncio.to_thread(smtp.stop)
 
     app = FastAPI(
         title="OrderFlow sandbox distributor",
@@ -294,6 +347,16 @@ def create_app(
         page["items"] = injector.feed_faults(request.url.path, page["items"])
         return page
 
+    @portal.post(
+        "/webhooks", status_code=201, summary="Receive a customer notification (idempotent)"
+    )
+    def portal_webhook(body: WebhookIn, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, state.receive_webhook(_require_key(key), body.model_dump()))
+
+    @portal.get("/webhooks", summary="Notifications received (inspection)")
+    def portal_webhooks(customer_id: str | None = None, event: str | None = None) -> dict:
+        return {"items": state.webhook_list(customer_id, event)}
+
     # ------------------------------------------------------------------ EDI
     edi = APIRouter(prefix="/edi", tags=["EDI gateway"])
 
@@ -321,6 +384,23 @@ def create_app(
                 and (not document_type or d["document_type"] == document_type)
             ]
         return {"items": docs}
+
+    @edi.get(
+        "/acknowledgments",
+        summary="The partners' 997s to our 855/856/810: due time, file, status (inspection)",
+    )
+    def partner_acks(partner_id: str | None = None) -> dict:
+        return {"items": state.ack_list(partner_id)}
+
+    # ------------------------------------------------------------------ mail relay
+    mail = APIRouter(prefix="/mail", tags=["Mail relay (SMTP sink)"])
+
+    @mail.get("/messages", summary="Messages the SMTP sink received")
+    def mail_messages(
+        to: Annotated[str | None, Query(description="a recipient address")] = None,
+        subject: Annotated[str | None, Query(description="the subject contains this")] = None,
+    ) -> dict:
+        return {"items": state.mail_messages(to, subject)}
 
     # ------------------------------------------------------------------ admin
     admin = APIRouter(prefix="/admin", tags=["Admin"])
@@ -367,7 +447,7 @@ def create_app(
     def md_defects() -> dict:
         return {"items": state.master_data_defects}
 
-    for router in (erp, wms, carrier, other, portal, edi, admin):
+    for router in (erp, wms, carrier, other, portal, edi, mail, admin):
         app.include_router(router)
     app.add_middleware(FaultMiddleware, injector=injector)
     return app

@@ -4,10 +4,15 @@ Loaded from a generated day (``world.json``, ``orders.jsonl``, ``deliveries.json
 changed only through the API: reservations deplete availability under one lock (never
 negative), releases are idempotent per key and schedule WMS milestones that materialise as
 the simulated clock passes them, shipments get carrier tracking, invoices post to AR.
+Around the distributor: the mail relay (an SMTP sink keeps what we send), the portal's
+notification webhooks, and the trading partners, who answer our 855/856/810 with a 997
+dropped into the EDI folder some simulated minutes later.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import heapq
 import itertools
@@ -16,6 +21,7 @@ import os
 import random
 import shutil
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,6 +168,11 @@ class Distributor:
         self._delivered = (
             set(self._delivered_log.read_text().split()) if self._delivered_log.exists() else set()
         )
+        self.mail: list[dict] = []  # what the SMTP sink received
+        self.webhooks: list[dict] = []  # portal notifications received
+        self.webhook_keys = IdempotencyStore()
+        self.acks_997: list[dict] = []  # partners' 997s to our outbound EDI, due or delivered
+        self._ack_controls: dict[str, int] = {}  # partner → next ISA13/GS06 of its 997s
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -434,10 +445,15 @@ class Distributor:
         if rnd.random() < 0.04:  # missed the truck
             shipped += timedelta(days=1)
         tracking = f"1Z{rnd.randrange(10**15):015d}"
+        # What left the dock: normally what was picked. Drawn after every draw above, so a
+        # seed's event timings are what they were before shipped quantities existed.
+        loaded = [{**p, "shipped": p["picked"]} for p in picks]
+        if rnd.random() < 0.005:  # the dock count differs: one unit too many went out
+            loaded[rnd.randrange(len(loaded))]["shipped"] += 1
         self._push(
             shipped,
             "wms",
-            {**base, "milestone": "shipped", "lines": picks, "tracking_number": tracking},
+            {**base, "milestone": "shipped", "lines": loaded, "tracking_number": tracking},
         )
 
     def _push(self, at: datetime, kind: str, event: dict) -> None:
@@ -465,7 +481,7 @@ class Distributor:
         for p in event["lines"]:
             pos = self.inventory[(p["item_id"], release["dc_id"])]
             pos["reserved"] = max(0.0, pos["reserved"] - p["ordered"])
-            pos["on_hand"] = max(0.0, pos["on_hand"] - p["picked"])
+            pos["on_hand"] = max(0.0, pos["on_hand"] - p.get("shipped", p["picked"]))
             pos["updated_at"] = _iso(at)
         rnd = random.Random(f"track:{event['tracking_number']}")
         base = {
@@ -627,6 +643,70 @@ class Distributor:
             "as_of": _iso(now),
         }
 
+    def receive_webhook(self, key: str, body: dict) -> tuple[dict, bool]:
+        """A customer notification we sent to the portal (idempotent per key)."""
+        with self.lock:
+            if (prior := self.webhook_keys.replay(key, body)) is not None:
+                return prior, True
+            answer = {
+                "webhook_id": f"WH{len(self.webhooks) + 1:07d}",
+                "event": body["event"],
+                "customer_id": body["customer_id"],
+                "order_id": body["order_id"],
+                "received_at": _iso(self.now()),
+            }
+            self.webhooks.append({**answer, "data": body.get("data"), "idempotency_key": key})
+            return self.webhook_keys.remember(key, body, answer), False
+
+    def webhook_list(self, customer_id: str | None, event: str | None) -> list[dict]:
+        with self.lock:
+            return [
+                dict(w)
+                for w in self.webhooks
+                if (not customer_id or w["customer_id"] == customer_id)
+                and (not event or w["event"] == event)
+            ]
+
+    # ------------------------------------------------------------------ mail relay (SMTP sink)
+    def receive_mail(self, mail_from: str | None, rcpt_tos: list[str], content: bytes) -> dict:
+        """Keep one message the SMTP sink accepted (addresses are kept, never logged)."""
+        msg = email.message_from_bytes(content, policy=email.policy.default)
+        try:
+            part = msg.get_body(preferencelist=("plain",))
+            text = part.get_content().replace("\r\n", "\n") if part is not None else ""
+        except (LookupError, ValueError):  # an unknown charset or a broken part
+            text = ""
+        header = lambda name: str(msg[name]).strip() if msg[name] is not None else None  # noqa: E731
+        with self.lock:
+            record = {
+                "seq": len(self.mail) + 1,
+                "message_id": header("Message-ID"),
+                "from": mail_from or header("From"),
+                "to": list(rcpt_tos) or [a.strip() for a in (header("To") or "").split(",")],
+                "subject": header("Subject") or "",
+                "key": header("X-OrderFlow-Key"),
+                "body": text,
+                "received_at": _iso(self.now()),
+            }
+            self.mail.append(record)
+            return dict(record)
+
+    def mail_messages(self, to: str | None = None, subject: str | None = None) -> list[dict]:
+        with self.lock:
+            return [
+                dict(m)
+                for m in self.mail
+                if (not to or to.casefold() in (a.casefold() for a in m["to"]))
+                and (not subject or subject.casefold() in m["subject"].casefold())
+            ]
+
+    def _mail_counts(self) -> dict:
+        ids = Counter(m["message_id"] for m in self.mail if m["message_id"])
+        return {
+            "messages": len(self.mail),
+            "duplicate_message_ids": sum(1 for n in ids.values() if n > 1),
+        }
+
     # ------------------------------------------------------------------ EDI + mailbox deliveries
     def receive_edi(
         self, key: str, partner_id: str, document_type: str, body: str
@@ -643,7 +723,56 @@ class Distributor:
                 "received_at": _iso(self.now()),
             }
             self.outbound_edi.append({**receipt, "body": body})
+            if document_type.strip() in ACKNOWLEDGED_SETS:
+                self._schedule_997(partner_id, receipt["receipt_id"], body)
             return self.outbound_keys.remember(key, payload, receipt), False
+
+    def _schedule_997(self, partner_id: str, receipt_id: str, body: str) -> None:
+        """The partner's translator reads what we sent and answers each functional group
+        with a 997, 5-30 simulated minutes later (seeded), in an interchange of its own."""
+        parsed = _read_x12(body)
+        if parsed is None:  # not even an ISA: a real translator would not answer either
+            return
+        isa, groups, interchange_ok = parsed
+        profile = self.partners.get(partner_id) or isa["profile"]
+        for g in groups:
+            if g["functional_id"] == "FA":  # acknowledgments are not acknowledged
+                continue
+            rnd = random.Random(
+                f"{self.world_meta.get('seed')}:997:{partner_id}:{isa['control']}:{g['control']}"
+            )
+            at = self.now() + timedelta(minutes=rnd.uniform(5, 30))
+            control = self._ack_controls.get(partner_id, ACK_CONTROL_START)
+            self._ack_controls[partner_id] = control + 1
+            segments, status = _render_997(isa, g, interchange_ok, control, at)
+            self.acks_997.append(
+                {
+                    "partner_id": partner_id,
+                    "control_number": f"{control:09d}",
+                    "path": f"edi/inbound/{partner_id}/997_{control:09d}.x12",
+                    "due_at": at,
+                    "status": status,
+                    "acknowledges": {
+                        "receipt_id": receipt_id,
+                        "functional_id": g["functional_id"],
+                        "group_control_number": g["control"],
+                        "sets": [t["control"] for t in g["sets"]],
+                    },
+                    "data": _serialise_x12(profile, isa, segments),
+                    "delivered": False,
+                }
+            )
+
+    def ack_list(self, partner_id: str | None = None) -> list[dict]:
+        with self.lock:
+            return [
+                {
+                    **{k: v for k, v in a.items() if k not in ("data", "due_at")},
+                    "due_at": _iso(a["due_at"]),
+                }
+                for a in self.acks_997
+                if not partner_id or a["partner_id"] == partner_id
+            ]
 
     def deliver_due(self, duplicate: bool = False) -> int:
         """Copy artefacts whose time has come into the drop folders (atomically, once)."""
@@ -666,6 +795,16 @@ class Distributor:
                 self._delivered.add(d["path"])
                 with self._delivered_log.open("a") as f:
                     f.write(d["path"] + "\n")
+                n += 1
+            for a in self.acks_997:
+                if a["delivered"] or a["due_at"] > now:
+                    continue
+                target = self.drop_dir / a["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name("." + target.name + ".part")
+                tmp.write_bytes(a["data"])
+                os.replace(tmp, target)
+                a["delivered"] = True
                 n += 1
         return n
 
@@ -696,5 +835,184 @@ class Distributor:
                 "milestones": len(self.milestones),
                 "tracking_events": len(self.tracking),
                 "outbound_edi": len(self.outbound_edi),
+                "edi_997": {
+                    "generated": len(self.acks_997),
+                    "delivered": sum(a["delivered"] for a in self.acks_997),
+                    "rejected": sum(a["status"] != "A" for a in self.acks_997),
+                },
+                "mail": self._mail_counts(),
+                "portal_webhooks": len(self.webhooks),
                 "pending_events": len(self._schedule),
             }
+
+
+# ---------------------------------------------------------------------- the partners' 997s
+# A trading partner's translator, in miniature: it reads our interchange on its own (the
+# sandbox shares no code with OrderFlow), checks the envelope and the set trailers, and
+# answers each functional group with a 997.
+
+#: outbound documents the partners acknowledge (what we send them besides 997/TA1)
+ACKNOWLEDGED_SETS = frozenset({"855", "856", "810"})
+#: first ISA13/GS06 of a partner's 997s: far above the numbers of its 850 interchanges
+ACK_CONTROL_START = 900_000_001
+
+
+def _el(seg: list[str], n: int) -> str:
+    return seg[n].strip() if len(seg) > n else ""
+
+
+def _read_x12(body: str) -> tuple[dict, list[dict], bool] | None:
+    """The ISA (with delimiters), the groups with their sets and what is wrong with them,
+    and whether ISA13 = IEA02; None when there is no readable ISA."""
+    text = body.lstrip("\ufeff \t\r\n")
+    if not text.startswith("ISA") or len(text) < 106:
+        return None
+    element, component, term = text[3], text[104], text[105]
+    rest = text[106:]
+    if term in "\r\n":  # line ends terminate segments (CR LF: the LF is the "suffix")
+        suffix = "\n" if term == "\r" and rest.startswith("\n") else ""
+    else:
+        suffix = rest[: len(rest) - len(rest.lstrip("\r\n"))]
+    if term in "\r\n":
+        raw = text.splitlines()
+    else:
+        raw = text.replace("\r", "").replace("\n", "").split(term)
+    segs = [r.split(element) for r in raw if r.strip()]
+    isa = segs[0]
+    if len(isa) < 17:
+        return None
+    segs[1:] = [[s[0].strip().upper(), *s[1:]] for s in segs[1:]]
+    iea = next((s for s in segs if s[0] == "IEA"), None)
+    interchange_ok = iea is not None and _el(iea, 2) == _el(isa, 13)
+    groups: list[dict] = []
+    g: dict | None = None
+    t: dict | None = None
+    for s in segs[1:]:
+        tag = s[0]
+        if tag == "GS":
+            g = {
+                "functional_id": _el(s, 1),
+                "sender": _el(s, 2),
+                "receiver": _el(s, 3),
+                "control": _el(s, 6),
+                "version": _el(s, 8),
+                "declared": None,
+                "sets": [],
+                "codes": [],
+            }
+            groups.append(g)
+        elif tag == "ST" and g is not None:
+            t = {"set_id": _el(s, 1), "control": _el(s, 2), "count": 1, "codes": []}
+            g["sets"].append(t)
+        elif tag == "SE" and t is not None:
+            t["count"] += 1
+            if not _el(s, 1).isdecimal() or int(_el(s, 1)) != t["count"]:
+                t["codes"].append("4")  # number of included segments does not match
+            if _el(s, 2) != t["control"]:
+                t["codes"].append("3")  # ST02 and SE02 differ
+            t = None
+        elif tag == "GE" and g is not None:
+            if t is not None:
+                t["codes"].append("2")  # transaction set trailer missing
+                t = None
+            g["declared"] = _el(s, 1)
+            if _el(s, 2) != g["control"]:
+                g["codes"].append("4")  # GS06 and GE02 differ
+            if not _el(s, 1).isdecimal() or int(_el(s, 1)) != len(g["sets"]):
+                g["codes"].append("5")  # number of included sets does not match
+            g = None
+        elif t is not None:
+            t["count"] += 1
+    if t is not None:
+        t["codes"].append("2")
+    if g is not None:
+        g["codes"].append("3")  # functional group trailer missing
+    header = {
+        "segment": isa,
+        "control": _el(isa, 13),
+        "profile": {
+            "element_sep": element,
+            "segment_term": term,
+            "component_sep": component,
+            "repetition_sep": None,
+            "line_ending": suffix,
+            "wrap80": False,
+            "bom": False,
+        },
+    }
+    return header, groups, interchange_ok
+
+
+def _render_997(
+    isa: dict, g: dict, interchange_ok: bool, control: int, at: datetime
+) -> tuple[list[list[str]], str]:
+    """The 997 interchange (segments) for group ``g``, and its AK9 status.
+
+    Each set gets AK2 + AK5: ``A``, or ``R`` with its own AK502 codes (4 segment count, 3
+    control numbers differ, 2 trailer missing). A group whose envelope is broken (GS06 ≠
+    GE02, GE01 ≠ sets, no GE, or ISA13 ≠ IEA02) is refused whole: AK9 R with its AK905
+    codes (none exists for the interchange; the sets say R without a code of their own).
+    """
+    at = at.astimezone(UTC)
+    version = g["version"]
+    v5 = version[:3].isdecimal() and int(version[:3]) >= 5
+    refused = bool(g["codes"]) or not interchange_ok
+    body: list[list[str]] = [["AK1", g["functional_id"], g["control"], *([version] if v5 else [])]]
+    accepted = 0
+    for t in g["sets"]:
+        ok = not t["codes"] and not refused
+        accepted += ok
+        body.append(["AK2", t["set_id"], t["control"]])
+        body.append(["AK5", "A" if ok else "R", *t["codes"][:5]])
+    received = len(g["sets"])
+    declared = g["declared"] if (g["declared"] or "").isdecimal() else str(received)
+    status = "A" if accepted == received and not refused else ("P" if accepted else "R")
+    body.append(["AK9", status, str(int(declared)), str(received), str(accepted), *g["codes"][:5]])
+    st = [["ST", "997", "0001"], *body, ["SE", str(len(body) + 2), "0001"]]
+    r = isa["segment"]
+    isa_version = _el(r, 12)
+    gs_date = at.strftime("%Y%m%d" if version[:6] >= "004010" else "%y%m%d")
+    hhmm = at.strftime("%H%M")
+    segments = [
+        [
+            "ISA",
+            "00",
+            " " * 10,
+            "00",
+            " " * 10,
+            _el(r, 7),  # the partner: who we addressed
+            _el(r, 8).ljust(15)[:15],
+            _el(r, 5),  # us: who sent it
+            _el(r, 6).ljust(15)[:15],
+            at.strftime("%y%m%d"),
+            hhmm,
+            "",  # ISA11: set by _serialise_x12 from the partner's delimiters
+            isa_version,
+            f"{control:09d}",
+            "0",
+            _el(r, 15) or "P",
+            "",  # ISA16: the component separator, likewise
+        ],
+        ["GS", "FA", g["receiver"], g["sender"], gs_date, hhmm, str(control), "X", version],
+        *st,
+        ["GE", "1", str(control)],
+        ["IEA", "1", f"{control:09d}"],
+    ]
+    return segments, status
+
+
+def _serialise_x12(profile: dict, isa: dict, segments: list[list[str]]) -> bytes:
+    """Write the 997 the way this partner writes its files (delimiters, line ends, 80-column
+    wrapping, BOM: its profile in the world, else the delimiters of what it received)."""
+    from orderflow_sandbox.generator.x12 import serialise
+
+    used = {profile["element_sep"], profile["segment_term"], profile["component_sep"]}
+    first = [list(s) for s in segments]
+    if _el(isa["segment"], 12) >= "00402":
+        choices = [profile.get("repetition_sep"), _el(isa["segment"], 11), *"^{!|}"]
+        rep = next(c for c in choices if c and len(c) == 1 and not c.isalnum() and c not in used)
+    else:
+        rep = "U"
+    first[0][11] = rep
+    first[0][16] = profile["component_sep"]
+    return serialise(profile, [first])

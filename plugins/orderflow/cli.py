@@ -286,7 +286,13 @@ def sandbox() -> None:
     help="JSON FaultConfig applied at start (see PUT /admin/faults).",
 )
 @click.option("--seed", default=7, show_default=True, help="Seed for generation and faults.")
-def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
+@click.option(
+    "--smtp-port",
+    default=8025,
+    show_default=True,
+    help="Port of the SMTP sink (mail relay stand-in, on --host); 0 disables it.",
+)
+def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed, smtp_port) -> None:
     """Serve the sandbox over HTTP and deliver the day's files as its clock passes them."""
     from datetime import datetime
 
@@ -308,7 +314,7 @@ def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed) -> None:
         else FaultConfig(seed=seed)
     )
     clock = SimClock(datetime.fromisoformat(start) if start else _default_start(day_dir), speed)
-    app = create_app(day_dir, drop, clock=clock, faults=faults)
+    app = create_app(day_dir, drop, clock=clock, faults=faults, smtp_host=host, smtp_port=smtp_port)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -31,20 +31,34 @@ def free_port() -> int:
 
 
 class Sandbox(str):
-    """The base URL, with the process, its drop folder and a client attached."""
+    """The base URL, with the process, its drop folder, its SMTP sink port and a client."""
 
     proc: subprocess.Popen
     drop: Path
+    smtp_port: int
     client: httpx.Client
 
     def connection_env(self) -> dict[str, str]:
-        """AIRFLOW_CONN_* for every system, as `make run` would create them."""
-        return {
+        """AIRFLOW_CONN_* for every system (and the SMTP sink), as `make run` would create them."""
+        env = {
             f"AIRFLOW_CONN_{name.upper()}_DEFAULT": json.dumps(
                 {"conn_type": "http", "host": f"{self}/{name}", "extra": {"timeout": 5}}
             )
             for name in SYSTEMS
         }
+        env["AIRFLOW_CONN_SMTP_DEFAULT"] = json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": self.smtp_port,
+                "extra": {
+                    "disable_tls": True,
+                    "disable_ssl": True,
+                    "from_email": "orders@orderflow.local",
+                },
+            }
+        )
+        return env
 
     def fs_connection_env(self) -> dict[str, str]:
         """The drop-folder (fs) Connections, pointing into this sandbox's drop folder."""
@@ -65,8 +79,12 @@ class Sandbox(str):
 def start_sandbox(
     day_dir: Path, drop: Path, *, speed: float = 0.000001, start: datetime = START
 ) -> Sandbox:
-    """Serve ``day_dir`` on a free port (clock at ``start``, nearly stopped by default)."""
+    """Serve ``day_dir`` on a free port (clock at ``start``, nearly stopped by default), with
+    its SMTP sink on another free port."""
     port = free_port()
+    smtp_port = free_port()
+    while smtp_port == port:
+        smtp_port = free_port()
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "orderflow"),
@@ -80,6 +98,8 @@ def start_sandbox(
             start.isoformat(),
             "--speed",
             str(speed),
+            "--smtp-port",
+            str(smtp_port),
         ],
         env={**os.environ, "ORDERFLOW_SANDBOX_DIR": str(drop)},
         stdout=subprocess.PIPE,
@@ -100,7 +120,7 @@ def start_sandbox(
     if proc.poll() is not None:
         raise RuntimeError(proc.stdout.read().decode()[-3000:])
     sb = Sandbox(url)
-    sb.proc, sb.drop = proc, drop
+    sb.proc, sb.drop, sb.smtp_port = proc, drop, smtp_port
     sb.client = httpx.Client(base_url=url, timeout=10)
     return sb
 
