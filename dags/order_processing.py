@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
-from orderflow.assets import MASTER_DATA_PUBLISHED, ORDERS_RECEIVED
+from orderflow.assets import MASTER_DATA_PUBLISHED, ORDERS_RECEIVED, ORDERS_RELEASED
 from orderflow.operators.intake import SendOutboxOperator
 from orderflow.operators.processing import (
     MAP_INDEX_TEMPLATE,
@@ -91,7 +91,10 @@ To act on one order, use `order_reprocess`.
         )
     ]
     send = SendOutboxOperator(
-        task_id="send_releases", actions=["wms_release", "edi_855"], limit=50_000
+        task_id="send_releases",
+        actions=["wms_release", "edi_855"],
+        limit=50_000,
+        outlets=[ORDERS_RELEASED],
     )
     # A teardown: gives the claims back whatever happened, without hiding a failed stage.
     publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=claim)

@@ -6,3 +6,5 @@ from airflow.sdk import Asset
 ORDERS_RECEIVED = Asset(name="orders_received", uri="orderflow://store/orders/received")
 #: Master data published to the store after its quality gate.
 MASTER_DATA_PUBLISHED = Asset(name="master_data_published", uri="orderflow://store/master_data")
+#: Orders were released to the WMS (their milestones will follow). Fulfilment listens to it.
+ORDERS_RELEASED = Asset(name="orders_released", uri="orderflow://store/orders/released")

@@ -535,6 +535,24 @@ def release(
             if o.channel == "edi" and o.partner_id:
                 _queue_855(conn, o, rv[o.order_id], edi_conn_id)
             details[o.order_id] = {"release_version": rv[o.order_id]}
+        # What each shipment carries (the WMS reports picked/shipped against these lines).
+        conn.execute(
+            """
+            INSERT INTO orderflow.shipment_line (shipment_id, line_no, item_id, ordered_item_id,
+                uom, quantity_released)
+            SELECT s.shipment_id, r.line_no, r.item_id, ol.item_id, ol.uom, sum(r.quantity)
+              FROM orderflow.reservation r
+              JOIN orderflow."order" o ON o.order_id = r.order_id
+              JOIN orderflow.shipment s ON s.order_id = r.order_id AND s.dc_id = r.dc_id
+                                       AND s.release_version = o.release_version + 1
+              JOIN orderflow.order_line ol ON ol.order_id = r.order_id AND ol.line_no = r.line_no
+             WHERE r.order_id = ANY(%s) AND r.status = 'held'
+             GROUP BY 1, 2, 3, 4, 5
+            ON CONFLICT DO NOTHING
+            """,
+            (ids,),
+        )
+        _queue_release_notices(conn, ids, rv, book)
         conn.execute(
             "UPDATE orderflow.reservation SET status = 'released', updated_at = now() "
             "WHERE order_id = ANY(%s) AND status = 'held'",
@@ -553,6 +571,56 @@ def release(
         out = _decide(conn, "release", orders, {}, "RELEASED", ctx, book, versions, details)
     out.skipped = len(order_ids) - out.orders
     return out
+
+
+def _queue_release_notices(conn, ids: list[str], rv: dict[str, int], book: RuleBook) -> None:
+    """Order confirmed (and, when lines wait for stock, backordered) — by email and portal
+    webhook as the fulfilment rules say; EDI customers get the 855 instead."""
+    from orderflow import notifications
+
+    if not ids:
+        return
+    lines: dict[str, list[dict]] = defaultdict(list)
+    for order_id, line_no, item_id, qty, uom, status, back in conn.execute(
+        "SELECT order_id, line_no, coalesce(substitute_item_id, item_id), quantity, uom, status, "
+        "backordered_qty FROM orderflow.order_line WHERE order_id = ANY(%s) "
+        "ORDER BY order_id, line_no",
+        (ids,),
+    ):
+        lines[order_id].append(
+            {
+                "line_no": line_no,
+                "item_id": item_id,
+                "quantity": qty,
+                "uom": uom,
+                "status": status.lower(),
+                "backordered": back,
+            }
+        )
+    ship_dates = dict(
+        conn.execute(
+            "SELECT order_id, min(ship_date) FROM orderflow.shipment WHERE order_id = ANY(%s) "
+            "AND status = 'planned' GROUP BY order_id",
+            (ids,),
+        ).fetchall()
+    )
+    rules = book.fulfilment.notifications
+    for order_id, contact in notifications.order_contacts(conn, ids).items():
+        ref = f"{order_id}:r{rv[order_id]}"
+        ctx = {"lines": lines[order_id], "ship_date": str(ship_dates.get(order_id) or "")}
+        notifications.queue(
+            conn, rules, event="order_confirmed", ref=ref, order=contact, context=ctx
+        )
+        back = [ln for ln in lines[order_id] if ln["backordered"] and ln["backordered"] > 0]
+        if back:
+            notifications.queue(
+                conn,
+                rules,
+                event="order_backordered",
+                ref=ref,
+                order=contact,
+                context={"lines": back},
+            )
 
 
 def _planned_shipments(conn, ids) -> dict[str, list[dict]]:
@@ -577,7 +645,7 @@ def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
     from orderflow.channels.x12.po855 import AckLine, build_855
     from orderflow.domain.models import Order
     from orderflow.intake.drops import OUR_EDI_ID
-    from orderflow.store import control_numbers, outbox
+    from orderflow.store import control_numbers, fulfilment, outbox
 
     partner = conn.execute(
         "SELECT isa_qualifier, isa_id, gs_id, coalesce(x12_version, '004010') "
@@ -596,6 +664,9 @@ def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
             'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order.order_id,)
         ).fetchone()[0]
     )
+    key = f"edi_855:{order.order_id}:r{version}"
+    if conn.execute("SELECT 1 FROM orderflow.outbox WHERE idempotency_key = %s", (key,)).fetchone():
+        return  # queued by an earlier attempt: no second control number, no second 855
     acks = []
     for status, sub, back, line_no, qty, uom, price, contract_price in conn.execute(
         "SELECT status, substitute_item_id, backordered_qty, line_no, quantity, uom, unit_price, "
@@ -624,12 +695,22 @@ def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
     )
     outbox.enqueue(
         conn,
-        idempotency_key=f"edi_855:{order.order_id}:r{version}",
+        idempotency_key=key,
         action="edi_855",
         target_conn_id=edi_conn_id,
         order_id=order.order_id,
         version=version,
         payload={"partner_id": order.partner_id, "document_type": "855", "body": body},
+    )
+    fulfilment.record_outbound(
+        conn,
+        idempotency_key=key,
+        partner_id=order.partner_id,
+        document_type="855",
+        functional_id="PR",
+        control_number=control,
+        order_id=order.order_id,
+        version=version,
     )
 
 

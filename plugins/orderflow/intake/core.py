@@ -39,6 +39,8 @@ class ParseResult:
     details: dict[str, Any] = field(default_factory=dict)
     #: orders to put on hold at intake: order_id -> (exception category, reason, details)
     holds: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
+    #: functional acknowledgments (997) the partner sent about our documents
+    acknowledgments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def _decide(
 ) -> Outcome:
     mid = stored.message_id
     with db.transaction(conn):
+        if not result.orders and result.acknowledgments and not result.errors:
+            return _acknowledgment(conn, mid, partner_id, result)
         if not result.orders:
             intake.set_outcome(
                 conn,
@@ -206,6 +210,44 @@ def _decide(
         )
         _queue_acks(conn, result)
         return Outcome(mid, "orders_created", tuple(created), tuple(result.errors))
+
+
+def _acknowledgment(conn, mid: int, partner_id: str | None, result: ParseResult) -> Outcome:
+    """A partner's 997s: each is matched to the outbound document (855/856/810) whose group
+    it acknowledges. One that matches nothing we sent is quarantined, not dropped."""
+    from orderflow.store import fulfilment
+
+    matched, unknown = [], []
+    for ack in result.acknowledgments:
+        key = fulfilment.match_ack(
+            conn,
+            partner_id or "",
+            ack["functional_id"],
+            ack["group_control_number"],
+            ack.get("group_status"),
+            ack,
+            mid,
+        )
+        (matched if key else unknown).append(key or ack)
+    details = {**result.details, "acknowledges": matched}
+    if unknown:
+        errors = [
+            IntakeError(
+                code="x12.997_unmatched",
+                message=f"the 997 acknowledges {a['functional_id']} group "
+                f"{a['group_control_number']}, which OrderFlow never sent to {partner_id}",
+                where=f"AK1 {a['functional_id']}*{a['group_control_number']}",
+                action="Ask the partner which document they meant; replay this message if "
+                "it was ours.",
+            )
+            for a in unknown
+        ]
+        intake.set_outcome(
+            conn, mid, "quarantined", errors=errors, control=result.control, details=details
+        )
+        return Outcome(mid, "quarantined", errors=tuple(errors))
+    intake.set_outcome(conn, mid, "acknowledgment", control=result.control, details=details)
+    return Outcome(mid, "acknowledgment")
 
 
 def _hold(conn, created: list[str], holds: dict, actor_id: str, run) -> None:

@@ -102,11 +102,13 @@ def edi_parser(
                             edi_conn_id,
                         )
                     )
+        received = [t.acknowledgment.model_dump() for t in result.transactions if t.acknowledgment]
         return ParseResult(
             orders=orders,
             errors=errors,
             control=control,
             acks=acks,
+            acknowledgments=received,
             details={
                 "interchanges": len(ics),
                 "transactions": len(result.transactions),

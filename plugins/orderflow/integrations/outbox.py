@@ -52,7 +52,35 @@ def _erp_invoice(conn_id: str, payload: dict, key: str) -> dict:
     return ErpHook(conn_id).post_invoice(payload, idempotency_key=key)
 
 
+def _release_sent(conn, payload: dict, answer: dict) -> None:
+    """The WMS's release id on our shipment: its milestones name the release."""
+    if payload.get("shipment_id") and answer.get("release_id"):
+        conn.execute(
+            "UPDATE orderflow.shipment SET wms_release_id = %s, updated_at = now() "
+            "WHERE shipment_id = %s AND wms_release_id IS NULL",
+            (answer["release_id"], payload["shipment_id"]),
+        )
+
+
+def _invoice_sent(conn, payload: dict, answer: dict) -> None:
+    """An invoice the ERP accepted is posted (the order may now close as INVOICED)."""
+    if payload.get("invoice_id"):
+        conn.execute(
+            "UPDATE orderflow.invoice SET status = 'posted', posted_at = now(), updated_at = now(), "
+            "erp_invoice_number = %s WHERE invoice_id = %s AND status <> 'posted'",
+            (answer.get("invoice_number"), payload["invoice_id"]),
+        )
+
+
+#: Bookkeeping in the transaction that marks a row sent (same transaction: never lost).
+AFTER_SENT: dict[str, Callable[..., None]] = {
+    "wms_release": _release_sent,
+    "erp_invoice": _invoice_sent,
+}
+
+
 def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
+    from orderflow import notifications
     from orderflow.integrations.systems import EdiGatewayHook
 
     edi = _edi(EdiGatewayHook)
@@ -64,6 +92,8 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
         "edi_810": edi,
         "wms_release": _wms_release,
         "erp_invoice": _erp_invoice,
+        "email": notifications.send_email,
+        "webhook": notifications.send_webhook,
     }
 
 
@@ -122,6 +152,8 @@ def _send_batch(conn, batch, senders, counts: Counter) -> None:
                 "last_error = NULL WHERE outbox_id = %s",
                 (Jsonb(answer), outbox_id),
             )
+            if action in AFTER_SENT:
+                AFTER_SENT[action](conn, payload, answer)
         counts["sent"] += 1
 
 

@@ -63,6 +63,10 @@ class PortalHook(OrderFlowHttpHook):
     def orders_page(self, cursor: int, limit: int = 200) -> dict:
         return self.call("GET", "/orders", params={"cursor": cursor, "limit": limit})
 
+    def webhook(self, notification: dict, *, idempotency_key: str) -> dict:
+        """Hand a customer notification to the portal, which calls the customer's webhook."""
+        return self.call("POST", "/webhooks", json=notification, idempotency_key=idempotency_key)
+
 
 class CreditHook(OrderFlowHttpHook):
     system = "credit service"

@@ -119,6 +119,31 @@ class RoutingRules(_RuleSet):
         )
 
 
+class Notifications(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: notification event → order channels whose customers get it by email (when on file)
+    email: dict[str, frozenset[str]] = Field(default_factory=dict)
+    #: notification events sent as webhooks, and the order channels that get them
+    webhook_events: frozenset[str] = frozenset()
+    webhook_channels: frozenset[str] = frozenset()
+
+    def emails(self, event: str, channel: str) -> bool:
+        return channel in self.email.get(event, frozenset())
+
+    def webhooks(self, event: str, channel: str) -> bool:
+        return event in self.webhook_events and channel in self.webhook_channels
+
+
+class FulfilmentRules(_RuleSet):
+    name: ClassVar[str] = "fulfilment"
+    notifications: Notifications = Notifications()
+    #: shipped above released by more than this share is a quantity mismatch (0: any)
+    overship_tolerance_pct: Decimal = Field(Decimal("0"), ge=0)
+    bill_freight: bool = False
+    #: an event whose shipment is still unknown after this many tries is quarantined
+    unmatched_event_attempts: int = Field(5, ge=1)
+
+
 RULE_SETS: dict[str, type[_RuleSet]] = {
     m.name: m
     for m in (
@@ -129,6 +154,7 @@ RULE_SETS: dict[str, type[_RuleSet]] = {
         SourcingRules,
         CarrierRules,
         RoutingRules,
+        FulfilmentRules,
     )
 }
 
@@ -148,6 +174,7 @@ class RuleBook(BaseModel):
     sourcing: SourcingRules
     carrier: CarrierRules
     routing: RoutingRules
+    fulfilment: FulfilmentRules
 
     def tag(self, *names: str) -> str:
         """``pricing@2026.11.1,validation@2026.11.1`` for the named sets (all when none)."""

@@ -431,3 +431,20 @@ def _check_txn(t: TxnWork, seen: set[str]) -> None:
                     ),
                 )
             )
+
+
+def envelope_findings(text: str) -> list[Finding]:
+    """Every finding our reader and envelope checks make of ``text`` (e.g. a document we
+    built): file level, interchanges, groups and sets. Empty means it reads back clean."""
+    from .reader import read_interchanges
+
+    raws, found = read_interchanges(text)
+    found = list(found)
+    for raw in raws:
+        work = check_envelopes(raw)
+        found += work.findings
+        for g in work.groups:
+            found += g.findings
+            for t in g.txns:
+                found += t.findings
+    return found

@@ -1,0 +1,67 @@
+"""Fulfilment events: WMS milestones and carrier tracking → order state → 856, invoice (ERP
+and 810), customer notifications."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
+
+from orderflow.assets import ORDERS_RELEASED
+from orderflow.operators.fulfilment import (
+    AdvanceOrdersOperator,
+    ApplyFulfilmentEventsOperator,
+    PullFeedOperator,
+)
+from orderflow.operators.intake import SendOutboxOperator
+
+with DAG(
+    dag_id="fulfilment_events",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
+        assets=ORDERS_RELEASED,
+    ),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["orderflow", "fulfilment"],
+    default_args={
+        "owner": "orderflow-ops",
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+    },
+    doc_md="""
+### Fulfilment events
+Every 5 minutes, and whenever order processing releases orders:
+1. **pull_wms_milestones** / **pull_carrier_tracking** — read each feed from its persisted
+   cursor (`sync_cursor`) into `fulfilment_event`. Rows and cursor move in one transaction
+   per page: an event is never lost; one delivered twice is stored once.
+2. **apply_events** — applies pending events in the order they happened. A shipment only
+   moves forward (released → picked → packed → shipped → in transit → delivered); a late or
+   repeated event records what it knows and changes nothing else. The first *shipped*
+   confirms the quantities: the 856 (EDI customers), the shipped notice (email / portal
+   webhook) and the invoice — built from shipped quantities at the validated contract
+   price — are queued in the same transaction. A quantity that does not add up (shipped
+   more than released, dock count ≠ pick) withholds the invoice with a `quantity_mismatch`
+   exception for billing. An event for an order OrderFlow does not know is quarantined
+   (dead letter); replay it with `orderflow fulfilment replay-events` after the fix.
+3. **send_documents** — delivers 856/810, ERP invoices, emails and webhooks (outbox,
+   idempotency key per document and version: reruns never send twice).
+4. **advance_orders** — orders whose last invoice the ERP accepted move to INVOICED.
+
+Rerun or clear any task freely.
+""",
+):
+    pulls = [
+        PullFeedOperator(task_id="pull_wms_milestones", source="wms"),
+        PullFeedOperator(task_id="pull_carrier_tracking", source="carrier"),
+    ]
+    apply = ApplyFulfilmentEventsOperator(task_id="apply_events")
+    send = SendOutboxOperator(
+        task_id="send_documents",
+        actions=["edi_856", "edi_810", "erp_invoice", "email", "webhook"],
+        limit=50_000,
+    )
+    advance = AdvanceOrdersOperator(task_id="advance_orders")
+    chain(pulls, apply, send, advance)

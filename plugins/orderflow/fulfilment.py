@@ -1,0 +1,803 @@
+"""Fulfilment: WMS milestones and carrier tracking → shipment and order state → 856, invoice
+(ERP and 810) and customer notifications.
+
+Two steps, each safe to rerun or kill at any point:
+
+1. :func:`pull_feed` reads a feed from its persisted cursor and stores every event in
+   ``fulfilment_event`` under its natural key, advancing the cursor in the same transaction
+   as the rows — an event is never lost (the cursor only moves past stored events) and never
+   stored twice (a re-delivered event has the same key).
+2. :func:`apply_events` takes pending events in the order they happened, locked with SKIP
+   LOCKED, and applies each in one transaction per batch with everything it causes: the
+   shipment's state (forward only), the order's lifecycle events, the 856, the invoice and
+   the notifications queued in the outbox under their keys. An event for an order OrderFlow
+   does not know is quarantined (``fulfilment_event`` status and a dead letter) and can be
+   replayed with :func:`replay_quarantined` after the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from orderflow.domain import fulfilment as domain
+from orderflow.domain.lifecycle import transition
+from orderflow.processing import RunContext
+from orderflow.store import db, events
+from orderflow.store import fulfilment as repo
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+FEEDS = {"wms": "wms_milestones", "carrier": "carrier_tracking"}  # source → cursor name
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The Connections the queued side effects go to."""
+
+    edi: str = "edi_default"
+    erp: str = "erp_default"
+    smtp: str = "smtp_default"
+    portal: str = "portal_default"
+
+
+# ------------------------------------------------------------------------------ pull
+def pull_feed(
+    conn: psycopg.Connection,
+    source: str,
+    fetch: Callable[[int, int], dict],
+    *,
+    page_size: int = 500,
+    max_pages: int = 200,
+    run_id: str | None = None,
+) -> dict[str, int]:
+    """Read ``source``'s feed from its cursor: ``fetch(cursor, limit)`` returns a page
+    ``{items, next_cursor}``. One transaction per page (rows + cursor)."""
+    from orderflow.store import cursors
+
+    name = FEEDS[source]
+    stats = {"pages": 0, "received": 0, "stored": 0, "duplicates": 0}
+    with cursors.exclusive(conn, f"feed:{name}"):
+        cursor = int(cursors.get(conn, name) or 0)
+        for _ in range(max_pages):
+            page = fetch(cursor, page_size)  # over HTTP, outside any transaction
+            items = page.get("items") or []
+            rows = [_event_row(source, e) for e in items]
+            with db.transaction(conn):
+                new = repo.store_events(conn, rows)
+                cursors.put(conn, name, str(page["next_cursor"]), run_id)
+            stats["pages"] += 1
+            stats["received"] += len(items)
+            stats["stored"] += new
+            stats["duplicates"] += len(items) - new
+            cursor = int(page["next_cursor"])
+            if not items or not page.get("has_more", len(items) >= page_size):
+                break
+    stats["cursor"] = cursor
+    return stats
+
+
+def _event_row(source: str, e: dict) -> dict[str, Any]:
+    return {
+        "source": source,
+        "event_key": domain.event_key(source, e),
+        "feed_seq": e.get("seq"),
+        "kind": domain.event_kind(source, e),
+        "order_id": e.get("order_id"),
+        "release_id": e.get("release_id"),
+        "tracking_number": e.get("tracking_number"),
+        "occurred_at": e.get("occurred_at"),
+        "payload": e,
+    }
+
+
+# ------------------------------------------------------------------------------ apply
+@dataclass
+class ApplyResult:
+    events: int = 0
+    applied: int = 0
+    no_op: int = 0
+    quarantined: int = 0
+    waiting: int = 0  # known order, release not linked yet: tried again next batch
+    shipped: int = 0
+    invoices: int = 0
+    invoices_withheld: int = 0
+    order_moves: dict[str, int] = field(default_factory=dict)
+
+    def as_xcom(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def apply_events(
+    conn: psycopg.Connection,
+    ctx: RunContext,
+    book: RuleBook,
+    *,
+    batch: int = 1000,
+    max_events: int = 50_000,
+    targets: Targets = Targets(),
+    now: datetime | None = None,
+) -> ApplyResult:
+    """Apply pending events, a batch per transaction, until none is left (or ``max_events``)."""
+    out = ApplyResult()
+    while out.events < max_events:
+        with db.transaction(conn):
+            pending = repo.claim_pending(conn, min(batch, max_events - out.events))
+            if not pending:
+                break
+            _apply_batch(conn, pending, ctx, book, targets, out, now or datetime.now(UTC))
+        if len(pending) < batch or out.waiting == len(pending):
+            break
+    with db.transaction(conn):
+        _advance_orders(conn, None, ctx, book, out)
+    return out
+
+
+def _apply_batch(conn, pending, ctx, book, targets, out: ApplyResult, now: datetime) -> None:
+    rules = book.fulfilment
+    by_release = repo.shipments_for_releases(
+        conn, sorted({e["release_id"] for e in pending if e["release_id"]})
+    )
+    unresolved = [e for e in pending if e["release_id"] not in by_release]
+    known = repo.known_orders(conn, sorted({e["order_id"] for e in unresolved if e["order_id"]}))
+    outcomes: list[tuple] = []
+    dead: list[tuple[dict, str]] = []
+    for e in unresolved:
+        out.events += 1
+        if e["order_id"] not in known:
+            err = (
+                f"{e['source']} event {e['kind']!r} for order {e['order_id'] or '(none)'} "
+                f"(release {e['release_id'] or '?'}): OrderFlow has no such order. Check the "
+                "order id in the WMS / carrier; replay the event once the order exists."
+            )
+        elif e["attempts"] + 1 >= rules.unmatched_event_attempts:
+            err = (
+                f"{e['source']} event {e['kind']!r} for order {e['order_id']}: WMS release "
+                f"{e['release_id']} is not one OrderFlow sent (tried {e['attempts'] + 1} "
+                "times). Check the release in the WMS; replay the event after the fix."
+            )
+        else:
+            out.waiting += 1
+            outcomes.append((e["event_id"], "pending", None, "release not linked yet"))
+            continue
+        out.quarantined += 1
+        outcomes.append((e["event_id"], "quarantined", None, err))
+        dead.append((e, err))
+    resolved = [e for e in pending if e["release_id"] in by_release]
+    ships = repo.lock_shipments(conn, sorted({by_release[e["release_id"]] for e in resolved}))
+    newly_shipped: list[str] = []
+    notes: list[tuple[str, str, dict]] = []  # (event, shipment, context)
+    holds: list[tuple[str, Any]] = []
+    extra_lines: dict[str, list[str]] = defaultdict(list)
+    for e in resolved:
+        out.events += 1
+        sid = by_release[e["release_id"]]
+        ship = ships[sid]
+        eff = domain.effect(e["source"], e["kind"], ship["status"], e["payload"])
+        sets: dict[str, Any] = {}
+        if eff.status:
+            sets["status"] = eff.status
+            ship["status"] = eff.status
+        if eff.stamp:
+            sets[eff.stamp] = e["occurred_at"]  # coalesce below: the first time wins
+        if eff.short_picked:
+            sets["short_picked"] = True
+        if e["kind"] == "shipped" and e["payload"].get("tracking_number"):
+            sets["tracking_number"] = e["payload"]["tracking_number"]
+        if e["kind"] == "delayed":
+            sets["delay_reason"] = e["payload"].get("reason")
+        if eff.hold:
+            holds.append((ship["order_id"], eff.hold))
+            sets["delivery_exception"] = eff.hold.details.get("reason")
+        if eff.quantities:
+            extra = repo.record_line_quantities(
+                conn, sid, f"quantity_{eff.quantities}", e["payload"].get("lines") or []
+            )
+            if eff.quantities == "shipped":
+                extra_lines[sid] += extra
+        if "shipment_shipped" in eff.notify and ship["shipped_at"] is None:
+            newly_shipped.append(sid)  # the first shipped event confirms the quantities
+            ship["shipped_at"] = e["occurred_at"]
+        # Other notices are keyed per shipment: a second delay report notifies nobody.
+        notes += [
+            (n, sid, {"reason": e["payload"].get("reason")})
+            for n in eff.notify
+            if n != "shipment_shipped"
+        ]
+        _update_shipment(conn, sid, sets)
+        changed = bool(sets) or eff.notify
+        outcomes.append((e["event_id"], "applied" if changed else "no_op", sid, eff.note or None))
+        if changed:
+            out.applied += 1
+        else:
+            out.no_op += 1
+    repo.mark_events(conn, outcomes)
+    _dead_letters(conn, dead)
+    if holds:
+        from orderflow.store import processing as prepo
+
+        prepo.open_holds(
+            conn,
+            holds,
+            stage="fulfilment",
+            routing=book.routing,
+            rule_set_version=book.tag("routing"),
+        )
+    out.shipped += len(newly_shipped)
+    if newly_shipped:
+        _shipped(conn, newly_shipped, extra_lines, ctx, book, targets, out, now)
+    _queue_shipment_notes(conn, notes, book, targets)
+    _advance_orders(
+        conn,
+        sorted({ships[by_release[e["release_id"]]]["order_id"] for e in resolved}),
+        ctx,
+        book,
+        out,
+    )
+
+
+_STAMPS = {
+    "released_at",
+    "picked_at",
+    "packed_at",
+    "shipped_at",
+    "in_transit_at",
+    "delivered_at",
+    "delayed_at",
+}
+
+
+def _update_shipment(conn, sid: str, sets: dict[str, Any]) -> None:
+    if not sets:
+        return
+    assign = []
+    params: list[Any] = []
+    for col, value in sets.items():
+        if col in _STAMPS:
+            assign.append(f"{col} = coalesce({col}, %s)")
+        else:
+            assign.append(f"{col} = %s")
+        params.append(value)
+    conn.execute(
+        f"UPDATE orderflow.shipment SET {', '.join(assign)}, updated_at = now() "
+        "WHERE shipment_id = %s",
+        (*params, sid),
+    )
+
+
+def _dead_letters(conn, dead: list[tuple[dict, str]]) -> None:
+    from psycopg.types.json import Jsonb
+
+    for e, err in dead:
+        conn.execute(
+            """
+            INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
+            VALUES ('fulfilment_event', %s, %s, %s)
+            ON CONFLICT (source, source_ref) DO UPDATE
+               SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
+            """,
+            (f"{e['source']}:{e['event_key']}", Jsonb({"event_id": e["event_id"]}), err),
+        )
+        log.warning("fulfilment event %s quarantined: %s", e["event_id"], err)
+
+
+def replay_quarantined(
+    conn: psycopg.Connection, actor: str, event_ids: Sequence[int] | None = None
+) -> int:
+    """Put quarantined events back in the queue (after the order or release was fixed)."""
+    with db.transaction(conn):
+        cur = conn.execute(
+            "UPDATE orderflow.fulfilment_event SET status = 'pending', attempts = 0, error = NULL "
+            "WHERE status = 'quarantined' AND (%s::bigint[] IS NULL OR event_id = ANY(%s)) "
+            "RETURNING source || ':' || event_key",
+            (list(event_ids) if event_ids else None, list(event_ids) if event_ids else None),
+        )
+        refs = [r[0] for r in cur]
+        conn.execute(
+            "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
+            "WHERE source = 'fulfilment_event' AND source_ref = ANY(%s)",
+            (actor, refs),
+        )
+    return len(refs)
+
+
+# ------------------------------------------------------------------------------ orders
+def advance_orders(conn: psycopg.Connection, ctx: RunContext, book: RuleBook) -> dict[str, int]:
+    """Move every order forward that its shipments and posted invoices allow (after the
+    sender posted invoices, say). Returns moves by target status."""
+    out = ApplyResult()
+    with db.transaction(conn):
+        _advance_orders(conn, None, ctx, book, out)
+    return out.order_moves
+
+
+def _advance_orders(conn, order_ids, ctx: RunContext, book: RuleBook, out: ApplyResult) -> None:
+    """Move orders forward to where their shipments (and invoices) are, one lifecycle step
+    per event (RELEASED → PICKED → SHIPPED → DELIVERED → INVOICED)."""
+    if order_ids is not None and not order_ids:
+        return
+    path = ["RELEASED", "PICKED", "SHIPPED", "DELIVERED", "INVOICED"]
+    moves = []
+    for order_id, status, statuses, invoiced in repo.order_progress(conn, order_ids):
+        target = domain.order_target(statuses, bool(invoiced))
+        if target is None or path.index(target) <= path.index(status):
+            continue
+        for a, b in zip(
+            path[path.index(status) :],
+            path[path.index(status) + 1 : path.index(target) + 1],
+            strict=False,
+        ):
+            moves.append(
+                transition(
+                    order_id,
+                    a,
+                    b,
+                    actor_type="system",
+                    actor_id=ctx.actor,
+                    rule_set_version=book.tag("fulfilment"),
+                    details={"stage": "fulfilment"},
+                )
+            )
+            out.order_moves[b] = out.order_moves.get(b, 0) + 1
+    events.append(conn, moves, **ctx.keys())
+
+
+# ------------------------------------------------------------------------------ shipped
+def _shipped(conn, shipment_ids, extra_lines, ctx, book, targets: Targets, out, now) -> None:
+    """A shipment's quantities are confirmed: its 856, its shipped notice, its invoice."""
+    from orderflow import notifications
+
+    rows = repo.shipments(conn, shipment_ids)
+    lines = repo.shipment_lines(conn, shipment_ids)
+    contacts = notifications.order_contacts(conn, sorted({r["order_id"] for r in rows}))
+    for s in rows:
+        sl = lines.get(s["shipment_id"], [])
+        doc = _shipment_doc(s, sl)
+        if doc is not None and s["channel"] == "edi" and s["isa_id"]:
+            _queue_856(conn, s, doc, targets)
+        shipped_lines = [
+            {
+                "line_no": ln["line_no"],
+                "item_id": ln["item_id"],
+                "quantity": ln["quantity_shipped"] or Decimal("0"),
+                "uom": ln["uom"],
+            }
+            for ln in sl
+        ]
+        notifications.queue(
+            conn,
+            book.fulfilment.notifications,
+            event="shipment_shipped",
+            ref=s["shipment_id"],
+            order=contacts[s["order_id"]],
+            context={
+                "shipment_id": s["shipment_id"],
+                "dc_id": s["dc_id"],
+                "carrier_id": s["carrier_id"],
+                "service_code": s["service_code"],
+                "tracking_number": s["tracking_number"] or "",
+                "lines": shipped_lines,
+                "short": any((ln["quantity_shipped"] or 0) < ln["quantity_released"] for ln in sl),
+            },
+            smtp_conn_id=targets.smtp,
+            portal_conn_id=targets.portal,
+        )
+        _invoice(
+            conn, s, sl, extra_lines.get(s["shipment_id"], []), book, targets, out, now, contacts
+        )
+
+
+def _queue_shipment_notes(conn, notes, book, targets: Targets) -> None:
+    if not notes:
+        return
+    from orderflow import notifications
+
+    rows = {r["shipment_id"]: r for r in repo.shipments(conn, sorted({sid for _, sid, _ in notes}))}
+    contacts = notifications.order_contacts(conn, sorted({r["order_id"] for r in rows.values()}))
+    for event, sid, extra in notes:
+        s = rows[sid]
+        notifications.queue(
+            conn,
+            book.fulfilment.notifications,
+            event=event,
+            ref=sid,
+            order=contacts[s["order_id"]],
+            context={
+                "shipment_id": sid,
+                "tracking_number": s["tracking_number"] or "",
+                "carrier_id": s["carrier_id"],
+                "reason": extra.get("reason") or "",
+            },
+            smtp_conn_id=targets.smtp,
+            portal_conn_id=targets.portal,
+        )
+
+
+def _address(s: dict) -> Any:
+    from orderflow.domain.models import Address
+
+    return Address(
+        name=s["st_name"],
+        party_id=s["ship_to_id"],
+        party_id_qualifier="92" if s["ship_to_id"] else None,
+        address_lines=[a for a in (s["address_line1"], s["address_line2"]) if a],
+        city=s["city"],
+        region=s["region"],
+        postal_code=s["postal_code"],
+        country=(s["country"] or "").strip() or None,
+    )
+
+
+def _line_ids(ln: dict) -> tuple[str | None, list]:
+    from orderflow.domain.models import ProductId
+
+    canon = ln.get("line_canonical") or {}
+    ids = [ProductId(**p) for p in canon.get("product_ids") or []]
+    return canon.get("source_line_id"), ids
+
+
+def _shipment_doc(s: dict, sl: list[dict]):
+    """The canonical Shipment (None when nothing shipped)."""
+    from orderflow.domain.documents import Shipment, ShippedLine
+    from orderflow.domain.models import Address, Order
+
+    if not sl:
+        return None
+    order = Order.model_validate(s["canonical"])
+    doc_lines = []
+    for ln in sl:
+        source_line_id, ids = _line_ids(ln)
+        doc_lines.append(
+            ShippedLine(
+                line_no=ln["line_no"],
+                source_line_id=source_line_id,
+                product_ids=ids,
+                item_id=ln["item_id"],
+                ordered_item_id=ln["ordered_item_id"],
+                quantity_ordered=ln["quantity_released"],
+                quantity_shipped=ln["quantity_shipped"] or Decimal("0"),
+                uom=ln["uom"],
+            )
+        )
+    return Shipment(
+        shipment_id=s["shipment_id"],
+        order_id=s["order_id"],
+        po_number=s["po_number"],
+        po_date=order.po_date,
+        customer_id=s["customer_id"] or "",
+        dc_id=s["dc_id"],
+        ship_from=Address(
+            name=s["dc_name"] or s["dc_id"], party_id=s["dc_id"], party_id_qualifier="92"
+        ),
+        ship_to=order.ship_to or _address(s),
+        carrier_id=s["carrier_id"],
+        service_code=s["service_code"],
+        mode=s["mode"],
+        tracking_number=s["tracking_number"],
+        weight_kg=s["weight_kg"],
+        shipped_at=s["shipped_at"],
+        lines=doc_lines,
+    )
+
+
+def _envelope(conn, s: dict) -> dict:
+    from orderflow.intake.drops import OUR_EDI_ID
+    from orderflow.store import control_numbers
+
+    version = s["x12_version"] if s["x12_version"] and len(s["x12_version"]) >= 6 else "004010"
+    return {
+        "sender": ("ZZ", OUR_EDI_ID),
+        "receiver": (s["isa_qualifier"] or "ZZ", s["isa_id"]),
+        "gs_sender": OUR_EDI_ID,
+        "gs_receiver": s["gs_id"] or s["isa_id"],
+        "control_number": control_numbers.next_number(conn, s["partner_id"], "isa"),
+        "now": datetime.now(UTC),
+        "version": version,
+    }
+
+
+def _queue_edi(
+    conn, s: dict, *, kind: str, functional_id: str, key: str, build, version: int, targets: Targets
+) -> None:
+    from orderflow.store import outbox
+
+    if conn.execute("SELECT 1 FROM orderflow.outbox WHERE idempotency_key = %s", (key,)).fetchone():
+        return  # queued by an earlier attempt: same key, same document, no new number
+    env = _envelope(conn, s)
+    body = build(env)
+    outbox.enqueue(
+        conn,
+        idempotency_key=key,
+        action=f"edi_{kind}",
+        target_conn_id=targets.edi,
+        order_id=s["order_id"],
+        version=version,
+        payload={"partner_id": s["partner_id"], "document_type": kind, "body": body},
+    )
+    repo.record_outbound(
+        conn,
+        idempotency_key=key,
+        partner_id=s["partner_id"],
+        document_type=kind,
+        functional_id=functional_id,
+        control_number=env["control_number"],
+        order_id=s["order_id"],
+        shipment_id=s["shipment_id"],
+        version=version,
+    )
+
+
+def _queue_856(conn, s: dict, doc, targets: Targets) -> None:
+    from orderflow.channels.x12.asn856 import build_856
+
+    _queue_edi(
+        conn,
+        s,
+        kind="856",
+        functional_id="SH",
+        key=f"edi_856:{s['shipment_id']}",
+        build=lambda env: build_856(doc, **env),
+        version=1,
+        targets=targets,
+    )
+
+
+# ------------------------------------------------------------------------------ invoicing
+def _invoice(conn, s, sl, extra, book, targets: Targets, out: ApplyResult, now, contacts) -> None:
+    """Bill what shipped at the validated price; withhold on any quantity mismatch."""
+    from orderflow.store import processing as prepo
+
+    rules = book.fulfilment
+    lines = [
+        domain.BillLine(
+            line_no=ln["line_no"],
+            item_id=ln["item_id"],
+            ordered_item_id=ln["ordered_item_id"],
+            uom=ln["uom"],
+            released=ln["quantity_released"],
+            picked=ln["quantity_picked"],
+            shipped=ln["quantity_shipped"],
+            unit_price=ln["unit_price"],
+        )
+        for ln in sl
+    ]
+    billed = domain.bill(lines, extra, rules.overship_tolerance_pct)
+    if not billed.lines and not billed.mismatches:
+        return  # nothing shipped: nothing to bill (the short lines stay open)
+    doc = _invoice_doc(conn, s, sl, billed, rules, now)
+    status = "withheld" if billed.mismatches else "queued"
+    created = conn.execute(
+        """
+        INSERT INTO orderflow.invoice (invoice_id, shipment_id, order_id, status, document,
+            subtotal, tax, freight, total, currency)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (shipment_id) DO NOTHING
+        """,
+        (
+            doc.invoice_id,
+            s["shipment_id"],
+            s["order_id"],
+            status,
+            _jsonb(doc),
+            doc.subtotal,
+            doc.tax,
+            doc.freight,
+            doc.total,
+            doc.currency,
+        ),
+    ).rowcount
+    if not created:
+        return
+    if billed.mismatches:
+        out.invoices_withheld += 1
+        prepo.open_holds(
+            conn,
+            [(s["order_id"], h) for h in billed.mismatches],
+            stage="invoice",
+            routing=book.routing,
+            rule_set_version=book.tag("fulfilment", "routing"),
+        )
+        return
+    out.invoices += 1
+    queue_invoice(conn, s, doc, book, targets, contacts)
+
+
+def _jsonb(model):
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(model.model_dump(mode="json"))
+
+
+def _invoice_doc(conn, s, sl, billed, rules, now):
+    from orderflow.domain.documents import Invoice, InvoiceLine
+    from orderflow.domain.models import Order
+
+    order = Order.model_validate(s["canonical"])
+    by_key = {(ln["line_no"], ln["item_id"]): ln for ln in sl}
+    inv_lines = []
+    for bl, qty in billed.lines:
+        source_line_id, ids = _line_ids(by_key[(bl.line_no, bl.item_id)])
+        inv_lines.append(
+            InvoiceLine(
+                line_no=bl.line_no,
+                source_line_id=source_line_id,
+                product_ids=ids,
+                item_id=bl.item_id,
+                quantity=qty,
+                uom=bl.uom,
+                unit_price=bl.unit_price,
+            )
+        )
+    if not inv_lines:  # all lines disputed: a draft with the released quantities
+        for ln in sl:
+            if ln["quantity_released"] > 0:
+                source_line_id, ids = _line_ids(ln)
+                inv_lines.append(
+                    InvoiceLine(
+                        line_no=ln["line_no"],
+                        source_line_id=source_line_id,
+                        product_ids=ids,
+                        item_id=ln["item_id"],
+                        quantity=ln["quantity_released"],
+                        uom=ln["uom"],
+                        unit_price=ln["unit_price"] or Decimal("0"),
+                    )
+                )
+    number = conn.execute("SELECT nextval('orderflow.invoice_number_seq')").fetchone()[0]
+    subtotal = sum((ln.amount for ln in inv_lines), Decimal("0"))
+    tax = domain.apportion_tax(
+        s["tax_amount"], repo.order_billable_subtotal(conn, s["order_id"]), subtotal
+    )
+    return Invoice(
+        invoice_id=f"OF{number:08d}",
+        order_id=s["order_id"],
+        shipment_id=s["shipment_id"],
+        customer_id=s["customer_id"] or "",
+        po_number=s["po_number"],
+        po_date=order.po_date,
+        invoice_date=(s["shipped_at"] or now).date(),
+        bill_to=order.bill_to,
+        ship_to=order.ship_to or _address(s),
+        currency=s["currency"] or "USD",
+        payment_terms=order.payment_terms,
+        carrier_id=s["carrier_id"],
+        tracking_number=s["tracking_number"],
+        lines=inv_lines,
+        tax=tax,
+        freight=s["freight_rate"] if rules.bill_freight else Decimal("0"),
+    )
+
+
+def queue_invoice(conn, s: dict, doc, book: RuleBook, targets: Targets, contacts=None) -> None:
+    """The ERP invoice and, for EDI customers, the 810 — keys per invoice and version."""
+    from orderflow import notifications
+    from orderflow.channels.x12.inv810 import build_810
+    from orderflow.store import outbox
+
+    v = doc.version
+    outbox.enqueue(
+        conn,
+        idempotency_key=f"erp_invoice:{doc.invoice_id}:v{v}",
+        action="erp_invoice",
+        target_conn_id=targets.erp,
+        order_id=s["order_id"],
+        version=v,
+        payload={
+            "invoice_id": doc.invoice_id,
+            "order_id": doc.order_id,
+            "customer_id": doc.customer_id,
+            "currency": doc.currency,
+            "tax": float(doc.tax),
+            "freight": float(doc.freight),
+            "lines": [
+                {
+                    "line_no": ln.line_no,
+                    "item_id": ln.item_id,
+                    "quantity": float(ln.quantity),
+                    "unit_price": float(ln.unit_price),
+                }
+                for ln in doc.lines
+            ],
+        },
+    )
+    if s["channel"] == "edi" and s["isa_id"]:
+        _queue_edi(
+            conn,
+            s,
+            kind="810",
+            functional_id="IN",
+            key=f"edi_810:{doc.invoice_id}:v{v}",
+            build=lambda env: build_810(doc, **env),
+            version=v,
+            targets=targets,
+        )
+    contacts = contacts or notifications.order_contacts(conn, [s["order_id"]])
+    notifications.queue(
+        conn,
+        book.fulfilment.notifications,
+        event="invoice_issued",
+        ref=f"{doc.invoice_id}:v{v}",
+        order=contacts[s["order_id"]],
+        context={
+            "invoice_id": doc.invoice_id,
+            "shipment_id": doc.shipment_id,
+            "total": str(doc.total),
+            "currency": doc.currency,
+        },
+        smtp_conn_id=targets.smtp,
+        portal_conn_id=targets.portal,
+    )
+
+
+def release_withheld_invoice(
+    conn: psycopg.Connection,
+    shipment_id: str,
+    actor: str,
+    reason: str,
+    book: RuleBook,
+    targets: Targets = Targets(),
+) -> str:
+    """Billing confirmed the quantities the WMS reported: bill them as shipped (lines the
+    release never had and overshipments included) and close the mismatch exceptions.
+    Audited. Returns the invoice id."""
+    from psycopg.types.json import Jsonb
+
+    with db.transaction(conn):
+        row = conn.execute(
+            "SELECT invoice_id, document, status, order_id FROM orderflow.invoice "
+            "WHERE shipment_id = %s FOR UPDATE",
+            (shipment_id,),
+        ).fetchone()
+        if row is None or row[2] != "withheld":
+            raise ValueError(f"shipment {shipment_id} has no withheld invoice")
+        s = repo.shipments(conn, [shipment_id])[0]
+        sl = repo.shipment_lines(conn, [shipment_id])[shipment_id]
+        before = row[1]
+        confirmed = [
+            domain.BillLine(
+                ln["line_no"],
+                ln["item_id"],
+                ln["ordered_item_id"],
+                ln["uom"],
+                ln["quantity_shipped"] or Decimal("0"),
+                ln["quantity_shipped"],
+                ln["quantity_shipped"],
+                ln["unit_price"],
+            )
+            for ln in sl
+        ]
+        billed = domain.bill(confirmed)
+        doc = _invoice_doc(conn, s, sl, billed, book.fulfilment, datetime.now(UTC))
+        doc = doc.model_copy(update={"invoice_id": row[0]})
+        conn.execute(
+            "UPDATE orderflow.invoice SET status = 'queued', document = %s, subtotal = %s, "
+            "tax = %s, total = %s, updated_at = now() WHERE invoice_id = %s",
+            (_jsonb(doc), doc.subtotal, doc.tax, doc.total, row[0]),
+        )
+        conn.execute(
+            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'approved', "
+            "resolved_by = %s, resolved_at = now(), resolution_note = %s "
+            "WHERE order_id = %s AND category = 'quantity_mismatch' AND status = 'open'",
+            (actor, reason, row[3]),
+        )
+        conn.execute(
+            "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, "
+            "after, reason) VALUES (%s, 'release_withheld_invoice', 'invoice', %s, %s, %s, %s)",
+            (actor, row[0], Jsonb(before), Jsonb(doc.model_dump(mode="json")), reason),
+        )
+        conn.execute(
+            'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
+            (row[3],),
+        )
+        queue_invoice(conn, s, doc, book, targets)
+    return row[0]

@@ -1,0 +1,297 @@
+"""The fulfilment tables: the event inbox, shipment lines and milestones, invoices and the
+outbound X12 documents a partner's 997 is matched to."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def _rows(cur) -> list[dict[str, Any]]:
+    cols = [c.name for c in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur]
+
+
+# ------------------------------------------------------------------------------ inbox
+def store_events(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert feed events; an event already stored (same source and key) is skipped.
+    Returns how many were new."""
+    if not rows:
+        return 0
+    cur = conn.execute(
+        """
+        INSERT INTO orderflow.fulfilment_event (source, event_key, feed_seq, kind, order_id,
+            release_id, tracking_number, occurred_at, payload)
+        SELECT r.source, r.event_key, r.feed_seq, r.kind, r.order_id, r.release_id,
+               r.tracking_number, r.occurred_at, r.payload
+          FROM jsonb_to_recordset(%s) AS r(source text, event_key text, feed_seq bigint,
+               kind text, order_id text, release_id text, tracking_number text,
+               occurred_at timestamptz, payload jsonb)
+        ON CONFLICT (source, event_key) DO NOTHING
+        """,
+        (Jsonb(list(rows)),),
+    )
+    return cur.rowcount
+
+
+def claim_pending(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
+    """Pending events in the order they happened, locked for this transaction (parallel
+    appliers skip each other's rows)."""
+    return _rows(
+        conn.execute(
+            """
+            SELECT event_id, source, event_key, kind, order_id, release_id, tracking_number,
+                   occurred_at, payload, attempts
+              FROM orderflow.fulfilment_event
+             WHERE status = 'pending'
+             ORDER BY occurred_at, event_id
+             LIMIT %s
+             FOR UPDATE SKIP LOCKED
+            """,
+            (limit,),
+        )
+    )
+
+
+def shipments_for_releases(conn: psycopg.Connection, release_ids: Sequence[str]) -> dict[str, str]:
+    """WMS release id → our shipment. The release answer sets ``wms_release_id``; the outbox
+    row's recorded answer covers a sender that died before the bookkeeping."""
+    ids = list(release_ids)
+    found = dict(
+        conn.execute(
+            "SELECT wms_release_id, shipment_id FROM orderflow.shipment "
+            "WHERE wms_release_id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+    )
+    missing = [r for r in ids if r not in found]
+    if missing:
+        for rid, sid in conn.execute(
+            "SELECT response->>'release_id', payload->>'shipment_id' FROM orderflow.outbox "
+            "WHERE action = 'wms_release' AND status = 'sent' "
+            "AND response->>'release_id' = ANY(%s)",
+            (missing,),
+        ):
+            found[rid] = sid
+            conn.execute(
+                "UPDATE orderflow.shipment SET wms_release_id = %s WHERE shipment_id = %s "
+                "AND wms_release_id IS NULL",
+                (rid, sid),
+            )
+    return found
+
+
+def known_orders(conn: psycopg.Connection, order_ids: Sequence[str]) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            'SELECT order_id FROM orderflow."order" WHERE order_id = ANY(%s)', (list(order_ids),)
+        )
+    }
+
+
+def lock_shipments(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> dict[str, dict]:
+    return {
+        r["shipment_id"]: r
+        for r in _rows(
+            conn.execute(
+                "SELECT shipment_id, order_id, status, tracking_number, short_picked, "
+                "shipped_at, delayed_at FROM orderflow.shipment WHERE shipment_id = ANY(%s) "
+                "ORDER BY shipment_id FOR UPDATE",
+                (list(shipment_ids),),
+            )
+        )
+    }
+
+
+def mark_events(conn: psycopg.Connection, outcomes: Sequence[tuple]) -> None:
+    """(event_id, status, shipment_id, error) for each event handled."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE orderflow.fulfilment_event SET status = %s, shipment_id = %s, error = %s, "
+            "attempts = attempts + 1, applied_at = CASE WHEN %s IN ('applied', 'no_op') "
+            "THEN now() END WHERE event_id = %s",
+            [(st, sid, err, st, eid) for eid, st, sid, err in outcomes],
+        )
+
+
+def record_line_quantities(
+    conn: psycopg.Connection, shipment_id: str, column: str, lines: Sequence[dict]
+) -> list[str]:
+    """Picked or shipped quantities per (line, item); returns the event's lines the shipment
+    does not have (shipped but never released)."""
+    assert column in ("quantity_picked", "quantity_shipped")
+    unknown = []
+    for ln in lines:
+        qty = ln.get("shipped", ln.get("picked")) if column == "quantity_shipped" else ln["picked"]
+        cur = conn.execute(
+            f"UPDATE orderflow.shipment_line SET {column} = %s "
+            "WHERE shipment_id = %s AND line_no = %s AND item_id = %s",
+            (qty, shipment_id, ln["line_no"], ln["item_id"]),
+        )
+        if cur.rowcount == 0:
+            unknown.append(f"line {ln['line_no']} item {ln['item_id']} ({qty})")
+    return unknown
+
+
+# ------------------------------------------------------------------------------ orders
+ORDER_PROGRESS = """
+SELECT o.order_id, o.status,
+       array_agg(s.status ORDER BY s.shipment_id) AS statuses,
+       bool_and(s.status NOT IN ('shipped', 'in_transit', 'delivered')
+                OR i.status = 'posted'
+                OR NOT EXISTS (SELECT 1 FROM orderflow.shipment_line l
+                                WHERE l.shipment_id = s.shipment_id
+                                  AND l.quantity_shipped > 0)) AS invoiced
+  FROM orderflow."order" o
+  JOIN orderflow.shipment s ON s.order_id = o.order_id AND s.release_version = o.release_version
+  LEFT JOIN orderflow.invoice i ON i.shipment_id = s.shipment_id
+ WHERE o.status IN ('RELEASED', 'PICKED', 'SHIPPED', 'DELIVERED') {where}
+ GROUP BY o.order_id, o.status
+"""
+
+
+def order_progress(
+    conn: psycopg.Connection, order_ids: Sequence[str] | None
+) -> list[tuple[str, str, list[str], bool]]:
+    if order_ids is None:
+        return conn.execute(ORDER_PROGRESS.format(where="")).fetchall()
+    return conn.execute(
+        ORDER_PROGRESS.format(where="AND o.order_id = ANY(%s)"), (list(order_ids),)
+    ).fetchall()
+
+
+# ------------------------------------------------------------------------------ documents
+def shipment_lines(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Each shipment's lines with the price validated for its order line."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for r in _rows(
+        conn.execute(
+            """
+            SELECT sl.shipment_id, sl.line_no, sl.item_id, sl.ordered_item_id, sl.uom,
+                   sl.quantity_released, sl.quantity_picked, sl.quantity_shipped,
+                   coalesce(ol.contract_price, ol.unit_price) AS unit_price,
+                   ol.canonical AS line_canonical
+              FROM orderflow.shipment_line sl
+              JOIN orderflow.shipment s USING (shipment_id)
+              JOIN orderflow.order_line ol ON ol.order_id = s.order_id AND ol.line_no = sl.line_no
+             WHERE sl.shipment_id = ANY(%s)
+             ORDER BY sl.shipment_id, sl.line_no, sl.item_id
+            """,
+            (list(shipment_ids),),
+        )
+    ):
+        out[r["shipment_id"]].append(r)
+    return out
+
+
+def shipments(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> list[dict]:
+    """Shipments with what their documents need about the order, customer and partner."""
+    return _rows(
+        conn.execute(
+            """
+            SELECT s.shipment_id, s.order_id, s.dc_id, s.carrier_id, s.service_code, s.mode,
+                   s.weight_kg, s.tracking_number, s.shipped_at, s.freight_rate, s.short_picked,
+                   o.channel, o.partner_id, o.customer_id, o.po_number, o.currency,
+                   o.tax_amount, o.canonical, o.ship_to_id, o.release_version,
+                   dc.name AS dc_name,
+                   st.name AS st_name, st.address_line1, st.address_line2, st.city, st.region,
+                   st.postal_code, st.country,
+                   tp.isa_qualifier, tp.isa_id, tp.gs_id, tp.x12_version
+              FROM orderflow.shipment s
+              JOIN orderflow."order" o USING (order_id)
+              LEFT JOIN orderflow.distribution_center dc ON dc.dc_id = s.dc_id
+              LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
+              LEFT JOIN orderflow.trading_partner tp ON tp.partner_id = o.partner_id
+             WHERE s.shipment_id = ANY(%s)
+             ORDER BY s.shipment_id
+            """,
+            (list(shipment_ids),),
+        )
+    )
+
+
+def order_billable_subtotal(conn: psycopg.Connection, order_id: str) -> Any:
+    """What the order's released lines are worth at their validated prices (tax base)."""
+    return conn.execute(
+        """
+        SELECT coalesce(sum(sl.quantity_released * coalesce(ol.contract_price, ol.unit_price, 0)), 0)
+          FROM orderflow.shipment_line sl
+          JOIN orderflow.shipment s USING (shipment_id)
+          JOIN orderflow."order" o ON o.order_id = s.order_id AND s.release_version = o.release_version
+          JOIN orderflow.order_line ol ON ol.order_id = s.order_id AND ol.line_no = sl.line_no
+         WHERE s.order_id = %s
+        """,
+        (order_id,),
+    ).fetchone()[0]
+
+
+def record_outbound(
+    conn: psycopg.Connection,
+    *,
+    idempotency_key: str,
+    partner_id: str,
+    document_type: str,
+    functional_id: str,
+    control_number: int,
+    order_id: str | None,
+    shipment_id: str | None = None,
+    version: int = 1,
+) -> None:
+    """Remember the envelope of an X12 document we queued, for the partner's 997."""
+    conn.execute(
+        """
+        INSERT INTO orderflow.outbound_document (idempotency_key, partner_id, document_type,
+            functional_id, interchange_control_number, group_control_number,
+            set_control_numbers, order_id, shipment_id, version)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        """,
+        (
+            idempotency_key,
+            partner_id,
+            document_type,
+            functional_id,
+            f"{control_number:09d}",
+            str(control_number),
+            ["0001"],
+            order_id,
+            shipment_id,
+            version,
+        ),
+    )
+
+
+def match_ack(
+    conn: psycopg.Connection,
+    partner_id: str,
+    functional_id: str,
+    group_control_number: str,
+    status: str | None,
+    detail: dict,
+    message_id: int | None,
+) -> str | None:
+    """Mark the document a 997 acknowledges; returns its idempotency key (None: unknown)."""
+    row = conn.execute(
+        """
+        UPDATE orderflow.outbound_document
+           SET ack_status = %s, ack_received_at = now(), ack_message_id = %s, ack_detail = %s
+         WHERE partner_id = %s AND functional_id = %s AND group_control_number = %s
+        RETURNING idempotency_key
+        """,
+        (
+            status,
+            message_id,
+            Jsonb(detail),
+            partner_id,
+            functional_id,
+            str(int(group_control_number)) if group_control_number.isdecimal() else "",
+        ),
+    ).fetchone()
+    return row[0] if row else None
