@@ -446,6 +446,48 @@ def intake_replay(message_id: int, fixed: Path | None, reason: str | None, actor
     )
 
 
+@main.group()
+def fulfilment() -> None:
+    """WMS / carrier events, shipments and invoices after release."""
+
+
+@fulfilment.command("quarantined")
+@click.option("--limit", default=50, show_default=True)
+def fulfilment_quarantined(limit: int) -> None:
+    """List quarantined fulfilment events (unknown order or release) with their error."""
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        for eid, source, kind, order_id, error in conn.execute(
+            "SELECT event_id, source, kind, order_id, error FROM orderflow.fulfilment_event "
+            "WHERE status = 'quarantined' ORDER BY event_id LIMIT %s",
+            (limit,),
+        ):
+            click.echo(f"{eid:>8}  {source:<7} {kind:<12} {order_id or '-':<20} {error}")
+    finally:
+        conn.close()
+
+
+@fulfilment.command("replay-events")
+@click.argument("event_ids", type=int, nargs=-1)
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def fulfilment_replay(event_ids: tuple[int, ...], actor: str) -> None:
+    """Put quarantined events (all, or the EVENT_IDS given) back in the queue after the fix;
+    the next fulfilment_events run applies them."""
+    from orderflow import fulfilment as ff
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        n = ff.replay_quarantined(conn, actor, list(event_ids) or None)
+    finally:
+        conn.close()
+    click.echo(f"{n} event(s) queued again")
+
+
 @intake.command("reconcile")
 def intake_reconcile() -> None:
     """Messages per channel and outcome: in = created + quarantined + duplicate."""

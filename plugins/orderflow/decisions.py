@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from orderflow.domain.approvals import APPROVABLE, APPROVE, KEEP, OPTIONS, REJECT
+from orderflow.domain.approvals import APPROVABLE, APPROVE, KEEP, OPTIONS, POST_RELEASE, REJECT
 from orderflow.domain.lifecycle import OrderStatus, transition
 from orderflow.store import db, events
 from orderflow.store import processing as repo
@@ -143,6 +143,10 @@ def decide(
                 reason,
             )
             return {"exception_id": exception_id, "applied": True, "order_status": order["status"]}
+        if category in POST_RELEASE:
+            return _decide_post_release(
+                conn, exception_id, order_id, category, role, choice, actor, reason
+            )
         if choice == REJECT:
             ids = [e["exception_id"] for e in _open_exceptions(conn, order_id)]
             _resolve(conn, ids, "rejected", actor, reason)
@@ -227,6 +231,39 @@ def decide(
             "order_status": new_status,
             "still_open": [e["category"] for e in remaining],
         }
+
+
+def _decide_post_release(conn, exception_id, order_id, category, role, choice, actor, reason):
+    """A quantity mismatch on a shipped order: approving bills the quantities the WMS
+    reported (the withheld invoice goes out); the order itself shipped and cannot be
+    rejected here."""
+    from orderflow import fulfilment, rules
+
+    if choice == REJECT:
+        raise DecisionRefused(
+            f"order {order_id} has shipped: it cannot be rejected. Correct the quantities with "
+            "the warehouse, then approve, or keep it on hold"
+        )
+    if choice != APPROVE:
+        raise DecisionRefused(f"unknown choice {choice!r}; one of {', '.join(OPTIONS)}")
+    if not (reason or "").strip():
+        raise DecisionRefused("an approval needs a reason (it goes into the audit trail)")
+    shipment_id = conn.execute(
+        "SELECT details->>'shipment_id' FROM orderflow.order_exception WHERE exception_id = %s",
+        (exception_id,),
+    ).fetchone()[0]
+    if not shipment_id:
+        raise DecisionRefused(f"exception {exception_id} names no shipment")
+    invoice_id = fulfilment.release_withheld(
+        conn, shipment_id, actor=actor, reason=reason, book=rules.load(), role=role
+    )
+    return {
+        "exception_id": exception_id,
+        "applied": True,
+        "order_status": _order(conn, order_id)["status"],
+        "invoice_id": invoice_id,
+        "category": category,
+    }
 
 
 def ask_again(conn: psycopg.Connection, exception_id: int) -> None:

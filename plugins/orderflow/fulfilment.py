@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -600,9 +600,13 @@ def _invoice(conn, s, sl, extra, book, targets: Targets, out: ApplyResult, now, 
         return
     if billed.mismatches:
         out.invoices_withheld += 1
+        sid = s["shipment_id"]
         prepo.open_holds(
             conn,
-            [(s["order_id"], h) for h in billed.mismatches],
+            [
+                (s["order_id"], replace(h, details={**h.details, "shipment_id": sid}))
+                for h in billed.mismatches
+            ],
             stage="invoice",
             routing=book.routing,
             rule_set_version=book.tag("fulfilment", "routing"),
@@ -747,57 +751,75 @@ def release_withheld_invoice(
     book: RuleBook,
     targets: Targets = Targets(),
 ) -> str:
-    """Billing confirmed the quantities the WMS reported: bill them as shipped (lines the
-    release never had and overshipments included) and close the mismatch exceptions.
-    Audited. Returns the invoice id."""
+    """Billing confirmed the quantities the WMS reported (see :func:`release_withheld`), in
+    a transaction of its own. Returns the invoice id."""
+    with db.transaction(conn):
+        return release_withheld(
+            conn, shipment_id, actor=actor, reason=reason, book=book, targets=targets
+        )
+
+
+def release_withheld(
+    conn: psycopg.Connection,
+    shipment_id: str,
+    *,
+    actor: str,
+    reason: str,
+    book: RuleBook,
+    targets: Targets = Targets(),
+    role: str | None = "billing",
+) -> str:
+    """Bill the quantities the WMS reported for a shipment whose invoice was withheld
+    (overshipments and lines the release never had included) and resolve the shipment's
+    quantity-mismatch exceptions. Audited; in the caller's transaction."""
     from psycopg.types.json import Jsonb
 
-    with db.transaction(conn):
-        row = conn.execute(
-            "SELECT invoice_id, document, status, order_id FROM orderflow.invoice "
-            "WHERE shipment_id = %s FOR UPDATE",
-            (shipment_id,),
-        ).fetchone()
-        if row is None or row[2] != "withheld":
-            raise ValueError(f"shipment {shipment_id} has no withheld invoice")
-        s = repo.shipments(conn, [shipment_id])[0]
-        sl = repo.shipment_lines(conn, [shipment_id])[shipment_id]
-        before = row[1]
-        confirmed = [
-            domain.BillLine(
-                ln["line_no"],
-                ln["item_id"],
-                ln["ordered_item_id"],
-                ln["uom"],
-                ln["quantity_shipped"] or Decimal("0"),
-                ln["quantity_shipped"],
-                ln["quantity_shipped"],
-                ln["unit_price"],
-            )
-            for ln in sl
-        ]
-        billed = domain.bill(confirmed)
-        doc = _invoice_doc(conn, s, sl, billed, book.fulfilment, datetime.now(UTC))
-        doc = doc.model_copy(update={"invoice_id": row[0]})
-        conn.execute(
-            "UPDATE orderflow.invoice SET status = 'queued', document = %s, subtotal = %s, "
-            "tax = %s, total = %s, updated_at = now() WHERE invoice_id = %s",
-            (_jsonb(doc), doc.subtotal, doc.tax, doc.total, row[0]),
+    row = conn.execute(
+        "SELECT invoice_id, document, status, order_id FROM orderflow.invoice "
+        "WHERE shipment_id = %s FOR UPDATE",
+        (shipment_id,),
+    ).fetchone()
+    if row is None or row[2] != "withheld":
+        raise ValueError(f"shipment {shipment_id} has no withheld invoice")
+    invoice_id, before, _, order_id = row
+    s = repo.shipments(conn, [shipment_id])[0]
+    sl = repo.shipment_lines(conn, [shipment_id])[shipment_id]
+    confirmed = [
+        domain.BillLine(
+            ln["line_no"],
+            ln["item_id"],
+            ln["ordered_item_id"],
+            ln["uom"],
+            ln["quantity_shipped"] or Decimal("0"),
+            ln["quantity_shipped"],
+            ln["quantity_shipped"],
+            ln["unit_price"],
         )
-        conn.execute(
-            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'approved', "
-            "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-            "WHERE order_id = %s AND category = 'quantity_mismatch' AND status = 'open'",
-            (actor, reason, row[3]),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, "
-            "after, reason) VALUES (%s, 'release_withheld_invoice', 'invoice', %s, %s, %s, %s)",
-            (actor, row[0], Jsonb(before), Jsonb(doc.model_dump(mode="json")), reason),
-        )
-        conn.execute(
-            'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
-            (row[3],),
-        )
-        queue_invoice(conn, s, doc, book, targets)
-    return row[0]
+        for ln in sl
+    ]
+    doc = _invoice_doc(conn, s, sl, domain.bill(confirmed), book.fulfilment, datetime.now(UTC))
+    doc = doc.model_copy(update={"invoice_id": invoice_id})
+    conn.execute(
+        "UPDATE orderflow.invoice SET status = 'queued', document = %s, subtotal = %s, "
+        "tax = %s, total = %s, updated_at = now() WHERE invoice_id = %s",
+        (_jsonb(doc), doc.subtotal, doc.tax, doc.total, invoice_id),
+    )
+    conn.execute(
+        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'approved', "
+        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
+        "WHERE order_id = %s AND category = 'quantity_mismatch' AND status = 'open' "
+        "AND details->>'shipment_id' = %s",
+        (actor, reason, order_id, shipment_id),
+    )
+    conn.execute(
+        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
+        "before, after, reason) VALUES (%s, %s, 'release_withheld_invoice', 'invoice', %s, "
+        "%s, %s, %s)",
+        (actor, role, invoice_id, Jsonb(before), Jsonb(doc.model_dump(mode="json")), reason),
+    )
+    conn.execute(
+        'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
+        (order_id,),
+    )
+    queue_invoice(conn, s, doc, book, targets)
+    return invoice_id

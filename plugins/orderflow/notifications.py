@@ -45,7 +45,10 @@ def render(event: str, context: dict[str, Any]) -> tuple[str, str]:
     first = source.splitlines()[0].strip()
     if not (first.startswith("{# subject:") and first.endswith("#}")):
         raise ValueError(f"template {event}.html must start with '{{# subject: … #}}'")
-    subject = env.from_string(first[len("{# subject:") : -2].strip()).render(context)
+    # A subject is a header, not HTML: rendered without escaping (the SMTP library encodes it).
+    plain = env.overlay(autoescape=False)
+    subject = plain.from_string(first[len("{# subject:") : -2].strip()).render(context)
+    subject = " ".join(subject.split())  # no line breaks in a header
     body = env.get_template(f"{event}.html").render(context)
     return subject, body
 

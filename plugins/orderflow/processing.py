@@ -386,6 +386,7 @@ def plan(
         orders = _load(conn, order_ids, "ALLOCATED", ctx)
         services = repo.carrier_services(conn)
         today = repo.today(conn)
+        causes = repo.delay_causes(conn, [o.order_id for o in orders])
         rv = _next_releases(conn, [o.order_id for o in orders])
         holds: dict[str, list[Hold]] = {}
         shipments, details = [], {}
@@ -417,6 +418,7 @@ def plan(
                 today,
                 services,
                 book.carrier,
+                arrived=o.received_at.date(),
             )
             if p.hold:
                 found.append(p.hold)
@@ -451,6 +453,11 @@ def plan(
                     "ship_date": s.ship_date,
                     "promise_met": s.promise_met,
                     "rule_set_version": versions,
+                    "baseline_service": s.baseline_service,
+                    "expedite_cost": s.expedite_cost,
+                    "expedite_cause": causes.get(o.order_id, "late_release")
+                    if s.expedite_cost > 0
+                    else None,
                 }
                 for s in p.shipments
             ]

@@ -3,7 +3,8 @@ by the sandbox clock — the WMS picks and ships, the carrier delivers — while
 fulfilment_events DAG (dag.test) follows. Every released order ships and is invoiced exactly
 once; the 855 / 856 / 810 / email / webhook counts match the orders that should have them;
 the sandbox's receivers see no duplicate; the documents read back through our X12 reader;
-the partners' 997s are matched to what we sent; a rerun sends nothing."""
+the partners' 997s are matched to what we sent; a rerun sends nothing. The feeds and
+receivers are flaky throughout (duplicates, reordering, 5xx, cut connections)."""
 
 from collections import Counter
 
@@ -42,16 +43,55 @@ def fulfilled(store_url, sandbox, day_dir, airflow_db):
     conn = db.connect()
     land_day(conn, sandbox)
     _run("order_processing")
-    # A simulated week: every pick, shipment (some miss the truck by a day), delay and
-    # delivery (up to four days in transit, plus a day's delay) of the day happens.
-    for _ in range(7):
-        sandbox.client.put(
-            "/admin/clock", json={"advance_minutes": 24 * 60}, timeout=120
-        ).raise_for_status()
-        _run("fulfilment_events")
+    # Flaky partners from here on: feeds deliver events twice and out of order and answer
+    # 5xx or cut the connection now and then; the receivers answer 5xx.
+    feed = {"duplicate_rate": 0.2, "out_of_order_rate": 0.5, "error_rate": 0.1, "reset_rate": 0.02}
+    faults = {
+        "seed": 5,
+        "rules": [
+            {"prefix": "/wms/milestones", **feed},
+            {"prefix": "/carrier/tracking", **feed},
+            *(
+                {"prefix": p, "error_rate": 0.1}
+                for p in ("/erp/invoices", "/edi/outbound", "/portal/webhooks")
+            ),
+        ],
+    }
+    sandbox.client.put("/admin/faults", json=faults).raise_for_status()
+    try:
+        # A simulated week: every pick, shipment (some miss the truck by a day), delay and
+        # delivery (up to four days in transit, plus a day's delay) of the day happens.
+        for _ in range(7):
+            sandbox.client.put(
+                "/admin/clock", json={"advance_minutes": 24 * 60}, timeout=120
+            ).raise_for_status()
+            _run("fulfilment_events")
+    finally:
+        sandbox.client.put("/admin/faults", json={"seed": 7, "rules": []}).raise_for_status()
     acks = _ingest_acks(conn, sandbox)
     yield conn, acks
     conn.close()
+
+
+def test_flaky_feeds_lose_no_event_and_store_each_once(fulfilled, sandbox):
+    conn, _ = fulfilled
+    state = sandbox.client.get("/admin/state").json()
+    stored = dict(
+        conn.execute(
+            "SELECT source, count(*) FROM orderflow.fulfilment_event GROUP BY 1"
+        ).fetchall()
+    )
+    assert stored == {"wms": state["milestones"], "carrier": state["tracking_events"]}
+    assert (
+        _one(
+            conn,
+            "SELECT count(*) FROM orderflow.fulfilment_event WHERE status NOT IN ('applied', 'no_op')",
+        )
+        == 0
+    )
+    cursors = dict(conn.execute("SELECT cursor_name, value FROM orderflow.sync_cursor").fetchall())
+    assert int(cursors["wms_milestones"]) == state["milestones"]
+    assert int(cursors["carrier_tracking"]) == state["tracking_events"]
 
 
 def _one(conn, sql, *args):

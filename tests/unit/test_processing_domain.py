@@ -603,3 +603,17 @@ def test_screening_hold_on_review_only():
     assert hold.category == "compliance_review"
     assert "ship-to ST1 matches the restricted-party list (ACME TRADING)" in hold.reason
     assert screening_hold("ship-to ST1", {"status": "clear", "hits": []}) is None
+
+
+def test_a_late_plan_records_the_expedited_freight_it_costs():
+    # Delivery promised for Wednesday 2 Dec. Planned on the day it arrived (Mon 23 Nov)
+    # ground (4 days) makes it; planned today (Fri 27 Nov, after a hold) only two-day does.
+    lines = {W: [("A", D("4"))]}
+    args = ("O-1", "C1", lines, PLAN_ITEMS, "Z2", None, date(2026, 12, 2), TODAY, SERVICES)
+    late = plan_shipments(*args, CARRIER, arrived=date(2026, 11, 23))
+    (s,) = late.shipments
+    assert (s.service_code, s.baseline_service) == ("2DAY", "UPS/GND")
+    assert s.expedite_cost == s.rate - rate(GROUND, D("10"), 2, CARRIER) > 0
+    on_time = plan_shipments(*args, CARRIER, arrived=TODAY)
+    assert on_time.shipments[0].expedite_cost == 0
+    assert on_time.shipments[0].baseline_service is None

@@ -18,3 +18,7 @@ APPROVABLE: dict[str, str] = {
     "substitution_needed": "CREDIT_OK",  # customer consented: allocation substitutes
     "compliance_review": "ALLOCATED",  # cleared: planning ignores the screening hit
 }
+
+#: Categories raised after release, approved without moving the order: a quantity mismatch
+#: approved means billing confirmed the shipped quantities, and the withheld invoice goes.
+POST_RELEASE: frozenset[str] = frozenset({"quantity_mismatch"})

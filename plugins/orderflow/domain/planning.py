@@ -40,6 +40,10 @@ class ShipmentPlan:
     rate: Decimal
     ship_date: date
     promise_met: bool
+    #: the service an on-time plan (on the day the order arrived) would have used, and what
+    #: the chosen one costs more because the order was late: expedited freight
+    baseline_service: str | None = None
+    expedite_cost: Decimal = ZERO
 
 
 @dataclass(slots=True)
@@ -126,14 +130,24 @@ def plan_shipments(
     today: date,
     services: Sequence[CarrierService],
     rules: CarrierRules,
+    arrived: date | None = None,
 ) -> Plan:
-    """Shipments of one allocated order. ``lines_by_dc``: DC → [(item, quantity)]."""
+    """Shipments of one allocated order. ``lines_by_dc``: DC → [(item, quantity)].
+
+    ``arrived``: the day the order came in. When it is planned later (it was held, or
+    waited), the promise leaves fewer days and may need a faster, dearer service: each
+    shipment records the service an on-time plan would have chosen and the difference in
+    cost (expedited freight)."""
     plan = Plan(order_id)
-    ship_date = max(today, requested_ship or today)
-    if requested_delivery is not None:
-        promise_days = max(1, business_days(ship_date, requested_delivery))
-    else:
-        promise_days = rules.default_promise_days
+
+    def promise(day: date) -> tuple[date, int]:
+        ship = max(day, requested_ship or day)
+        if requested_delivery is not None:
+            return ship, max(1, business_days(ship, requested_delivery))
+        return ship, rules.default_promise_days
+
+    ship_date, promise_days = promise(today)
+    on_time_days = promise(arrived)[1] if arrived and arrived < today else promise_days
     z = zone_number(zone)
     for dc, lines in sorted(lines_by_dc.items()):
         weight = sum(
@@ -151,6 +165,12 @@ def plan_shipments(
             plan.shipments = []
             return plan
         service, amount, met = chosen
+        baseline, extra = None, ZERO
+        if on_time_days != promise_days:
+            base = choose_service(services, weight, hazmat, z, on_time_days, customer_id, rules)
+            if base is not None and base[0] != service:
+                baseline = f"{base[0].carrier_id}/{base[0].service_code}"
+                extra = max(ZERO, amount - base[1])
         plan.shipments.append(
             ShipmentPlan(
                 dc_id=dc,
@@ -163,6 +183,8 @@ def plan_shipments(
                 rate=amount,
                 ship_date=ship_date,
                 promise_met=met,
+                baseline_service=baseline,
+                expedite_cost=extra,
             )
         )
     return plan

@@ -39,7 +39,7 @@ class RequestApprovalsOperator(BaseOperator):
         self.store_conn_id = store_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        from orderflow.domain.approvals import APPROVABLE
+        from orderflow.domain.approvals import APPROVABLE, POST_RELEASE
         from orderflow.store import db
 
         conn = db.connect(self.store_conn_id)
@@ -58,7 +58,7 @@ class RequestApprovalsOperator(BaseOperator):
                     RETURNING e.exception_id, e.order_id, e.category, e.owner_role, e.reason,
                               e.sla_due_at, e.approval_run_id
                     """,
-                    (list(APPROVABLE), self.limit),
+                    ([*APPROVABLE, *POST_RELEASE], self.limit),
                 ).fetchall()
         finally:
             conn.close()

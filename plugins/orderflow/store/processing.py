@@ -546,5 +546,21 @@ def set_order_fields(conn: psycopg.Connection, column: str, values: dict[str, An
         )
 
 
+def delay_causes(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, str]:
+    """Per order, the exception category that held it longest (what a late, expedited
+    shipment is charged to)."""
+    return dict(
+        conn.execute(
+            """
+            SELECT DISTINCT ON (order_id) order_id, category
+              FROM orderflow.order_exception
+             WHERE order_id = ANY(%s)
+             ORDER BY order_id, coalesce(resolved_at, now()) - opened_at DESC
+            """,
+            (list(order_ids),),
+        ).fetchall()
+    )
+
+
 def today(conn: psycopg.Connection) -> date:
     return conn.execute("SELECT current_date").fetchone()[0]
