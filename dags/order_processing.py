@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
-from orderflow.assets import MASTER_DATA_PUBLISHED, ORDERS_RECEIVED, ORDERS_RELEASED
+from orderflow.assets import (
+    MASTER_DATA_PUBLISHED,
+    ORDERS_PROCESSED,
+    ORDERS_RECEIVED,
+    ORDERS_RELEASED,
+)
 from orderflow.operators.intake import SendOutboxOperator
 from orderflow.operators.processing import (
     MAP_INDEX_TEMPLATE,
@@ -97,5 +102,7 @@ To act on one order, use `order_reprocess`.
         outlets=[ORDERS_RELEASED],
     )
     # A teardown: gives the claims back whatever happened, without hiding a failed stage.
-    publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=claim)
+    publish = PublishRunStatusOperator(
+        task_id="publish_status", outlets=[ORDERS_PROCESSED]
+    ).as_teardown(setups=claim)
     chain(claim, *stages, send, publish)

@@ -7,6 +7,7 @@ the partners' 997s are matched to what we sent; a rerun sends nothing. The feeds
 receivers are flaky throughout (duplicates, reordering, 5xx, cut connections)."""
 
 from collections import Counter
+from datetime import UTC
 
 import pytest
 from tests_support import land_day
@@ -284,3 +285,193 @@ def test_rerunning_the_dag_sends_nothing_twice(fulfilled, sandbox):
         assert after[key] == before[key], key
     assert after["mail"]["messages"] == before["mail"]["messages"]
     assert _one(conn, "SELECT count(*) FROM orderflow.outbox") == outbox
+
+
+# ------------------------------------------------------------------ KPIs and the exception desk
+@pytest.fixture(scope="module")
+def operated(fulfilled, sandbox):
+    """People resolve a few exceptions (touches), processing runs again, one exception
+    breaches its SLA; then the KPI and exception-desk DAGs run."""
+    from orderflow import decisions
+    from orderflow.processing import RunContext
+
+    conn, _ = fulfilled
+    held = conn.execute(
+        "SELECT exception_id, order_id FROM orderflow.order_exception "
+        "WHERE category = 'pricing_mismatch' AND status = 'open' ORDER BY exception_id LIMIT 3"
+    ).fetchall()
+    assert held
+    ctx = RunContext(dag_id="test", run_id="manual__ops", task_id="decide")
+    for eid, _ in held:
+        decisions.decide(
+            conn, eid, "Approve", actor="pricing.jane", reason="customer's price agreed", ctx=ctx
+        )
+    _run("order_processing")
+    # An SLA a minute long, opened two minutes ago: breached.
+    (late,) = conn.execute(
+        "SELECT exception_id FROM orderflow.order_exception WHERE status = 'open' "
+        "AND category = 'short_stock' ORDER BY exception_id LIMIT 1"
+    ).fetchone()
+    conn.execute(
+        "UPDATE orderflow.order_exception SET opened_at = now() - interval '2 minutes', "
+        "sla_due_at = now() - interval '1 minute' WHERE exception_id = %s",
+        (late,),
+    )
+    _run("exception_desk")
+    _run("publish_kpis")
+    return conn, [o for _, o in held], late
+
+
+def _snapshots(conn, name, dimension="all"):
+    """{day: (value, numerator, denominator)} of a KPI's daily snapshots."""
+    return {
+        period.date(): (value, num, den)
+        for period, value, num, den in conn.execute(
+            "SELECT period_start, value, numerator, denominator FROM orderflow.kpi_snapshot "
+            "WHERE kpi = %s AND grain = 'day' AND dimension = %s",
+            (name, dimension),
+        )
+    }
+
+
+def _by_day(times_and_values):
+    out = {}
+    for t, v in times_and_values:
+        out.setdefault(t.astimezone(UTC).date(), []).append(v)
+    return out
+
+
+def test_an_sla_breach_escalates_once_and_shows_on_the_desk(operated, sandbox):
+    conn, _, late = operated
+    row = conn.execute(
+        "SELECT sla_state, escalated_at IS NOT NULL, notified_at IS NOT NULL "
+        "FROM orderflow.exception_desk WHERE exception_id = %s",
+        (late,),
+    ).fetchone()
+    assert row == ("breached", True, True)
+    actions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM orderflow.audit_log WHERE object_type = 'order_exception' "
+            "AND object_id = %s ORDER BY audit_id",
+            (str(late),),
+        )
+    ]
+    assert actions == ["notify_owner", "escalate"]
+    mail = sandbox.client.get("/mail/messages", params={"subject": "ESCALATION"}).json()["items"]
+    assert [m["to"] for m in mail if m["key"] == f"email:sla_breached:{late}"] == [
+        ["ops-manager@distributor.example"]
+    ]
+    _run("exception_desk")  # again: nothing new
+    assert len(
+        sandbox.client.get("/mail/messages", params={"subject": "ESCALATION"}).json()["items"]
+    ) == len(mail)
+
+
+def test_kpis_match_an_independent_computation_from_ground_truth_and_events(
+    operated, day_dir, sandbox
+):
+    """Each KPI value is recomputed here from the event log, the ground truth of the
+    generated day or the sandbox's own milestone log — not from OrderFlow's tables."""
+    import json
+    import statistics
+    from collections import defaultdict
+    from datetime import datetime, timedelta
+
+    from orderflow import kpis
+
+    conn, touched, _ = operated
+    # first-pass release rate: released orders, minus the ones a person touched first
+    released = dict(
+        conn.execute(
+            "SELECT order_id, min(occurred_at) FROM orderflow.order_event "
+            "WHERE to_status = 'RELEASED' GROUP BY 1"
+        ).fetchall()
+    )
+    assert set(touched) <= set(released)
+    snap = _snapshots(conn, "first_pass_release_rate")
+    expected = _by_day((t, o not in touched) for o, t in released.items())
+    assert {d: (n, den) for d, (_, n, den) in snap.items()} == {
+        d: (sum(v), len(v)) for d, v in expected.items()
+    }
+    assert sum(den for _, _, den in snap.values()) > sum(n for _, n, _ in snap.values())
+    # ... and its drill-down names exactly the touched orders as the misses
+    first, last = min(released.values()), max(released.values())
+    misses = kpis.drill(
+        conn,
+        kpis.BY_NAME["first_pass_release_rate"],
+        first,
+        last + timedelta(seconds=1),
+        hits=False,
+    )
+    assert sorted(misses) == sorted(touched)
+    # cycle time received → released, p50 per day, from the event log
+    received = dict(conn.execute('SELECT order_id, received_at FROM orderflow."order"').fetchall())
+    minutes = _by_day((t, (t - received[o]).total_seconds() / 60) for o, t in released.items())
+    snap = _snapshots(conn, "cycle_released_p50")
+    assert set(snap) == set(minutes)
+    for day, values in minutes.items():
+        assert float(snap[day][0]) == pytest.approx(statistics.median(values), abs=0.01)
+    # exception volume per category: the orders behind it are the ground truth's
+    truth = defaultdict(set)
+    subs = {
+        s["submission_id"]: s
+        for s in map(json.loads, (day_dir / "orders.jsonl").read_text().splitlines())
+    }
+    for t in map(json.loads, (day_dir / "ground_truth.jsonl").read_text().splitlines()):
+        if t["expected"] in ("duplicate", "quarantine"):
+            continue
+        sub = subs[t["submission_id"]]
+        for c in t["exception_categories"]:
+            truth[c].add((sub["customer_id"], sub["po_number"]))
+    po = {
+        o: (c, p)
+        for o, c, p in conn.execute(
+            'SELECT order_id, customer_id, po_number FROM orderflow."order"'
+        )
+    }
+    assert len(truth) >= 5
+    landed = set(po.values())  # (a few low-confidence e-mails stay quarantined at intake)
+    for category, orders in truth.items():
+        orders &= landed
+        ids = kpis.drill(
+            conn,
+            kpis.BY_NAME["exception_volume"],
+            first - timedelta(days=1),
+            datetime.now(UTC) + timedelta(minutes=1),
+            dimension=f"category={category}",
+            limit=100_000,
+        )
+        assert {po[i] for i in ids} == orders, category
+        snap = _snapshots(conn, "exception_volume", f"category={category}")
+        opened = conn.execute(
+            "SELECT count(*) FROM orderflow.order_exception WHERE category = %s", (category,)
+        ).fetchone()[0]
+        assert sum(v for v, _, _ in snap.values()) == opened, category
+    # release → pick p50 per day against the WMS's own milestone log (the sandbox feed)
+    feed, cursor = [], 0
+    while page := sandbox.client.get(
+        "/wms/milestones", params={"cursor": cursor, "limit": 1000}
+    ).json()["items"]:
+        feed += page
+        cursor += len(page)
+    per_release = defaultdict(dict)
+    for e in feed:
+        per_release[(e["order_id"], e["release_id"])].setdefault(
+            e["milestone"], datetime.fromisoformat(e["occurred_at"])
+        )
+    per_order = defaultdict(list)
+    for (order_id, _), m in per_release.items():
+        per_order[order_id].append(m)
+    gaps = _by_day(
+        (
+            max(m["picked"] for m in ms),
+            (max(m["picked"] for m in ms) - min(m["released"] for m in ms)).total_seconds() / 60,
+        )
+        for ms in per_order.values()
+        if all("picked" in m and "released" in m for m in ms)
+    )
+    snap = _snapshots(conn, "release_to_pick_p50")
+    assert set(snap) == set(gaps)
+    for day, values in gaps.items():
+        assert float(snap[day][0]) == pytest.approx(statistics.median(values), abs=0.01)

@@ -106,6 +106,10 @@ class RoutingRules(_RuleSet):
     name: ClassVar[str] = "routing"
     default: Route
     categories: dict[str, Route] = Field(default_factory=dict)
+    #: where the exception desk emails a role (team mailboxes, not people)
+    contacts: dict[str, str] = Field(default_factory=dict)
+    #: automatic retries of a transient exception before it waits for a person
+    transient_retries: int = Field(3, ge=0)
 
     def route(self, category: str) -> Route:
         """The category's route, with the default filling what it leaves open."""

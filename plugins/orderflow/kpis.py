@@ -1,0 +1,274 @@
+"""Every KPI, defined once: the relation it is computed from, the time that places a row in a
+period, the population it counts and the value it takes — so the snapshot, the dashboard
+and the drill-down to the orders behind a number all use the same definition.
+
+Per-order KPIs read ``orderflow.order_fact`` (one row per order, refreshed by the KPI DAG);
+exception, freight and integration KPIs read their own tables. Snapshots go to
+``orderflow.kpi_snapshot`` per hour and per day, for ``all`` and per dimension value
+(``channel=edi``, ``category=short_stock`` …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def _minutes(a: str, b: str) -> str:
+    return f"extract(epoch FROM {b} - {a}) / 60"
+
+
+def _pct(q: float, expr: str) -> str:
+    return f"percentile_cont({q}) WITHIN GROUP (ORDER BY {expr})"
+
+
+@dataclass(frozen=True)
+class Kpi:
+    name: str
+    title: str
+    unit: str  # ratio | minutes | count | usd | touches
+    source: str  # relation (a table, view or subquery) with the columns below
+    anchor: str  # the time that places a row in a period
+    population: str  # which rows count (the denominator)
+    value: str  # aggregate over the population
+    numerator: str | None = None  # for rates: which rows of the population count as hits
+    dims: tuple[str, ...] = ("channel",)  # columns of ``source`` to break down by
+    order_id: str = "order_id"  # how a row names its order (drill-down)
+    lower_is_better: bool = False
+
+    def rate(self) -> bool:
+        return self.numerator is not None
+
+
+FACT = "orderflow.order_fact"
+EXCEPTIONS = "orderflow.order_exception"
+SHIPMENTS = "orderflow.shipment"
+OUTBOX = (
+    "(SELECT o.*, coalesce(o.payload->>'partner_id', o.target_conn_id) AS partner, "
+    "o.action AS endpoint, (o.attempts > 1 OR o.status = 'dead') AS failed "
+    "FROM orderflow.outbox o)"
+)
+INVOICES = (
+    "(SELECT i.*, EXISTS (SELECT 1 FROM orderflow.order_exception e "
+    "WHERE e.order_id = i.order_id AND e.category = 'quantity_mismatch' "
+    "AND e.details->>'shipment_id' = i.shipment_id) AS disputed, o.channel "
+    'FROM orderflow.invoice i JOIN orderflow."order" o USING (order_id))'
+)
+
+KPIS: tuple[Kpi, ...] = (
+    *(
+        Kpi(
+            f"cycle_{to}_p{int(q * 100)}",
+            f"Received → {to}, p{int(q * 100)}",
+            "minutes",
+            FACT,
+            f"{to}_at",
+            f"{to}_at IS NOT NULL",
+            _pct(q, _minutes("received_at", f"{to}_at")),
+            lower_is_better=True,
+        )
+        for to in ("released", "shipped", "invoiced")
+        for q in (0.5, 0.9)
+    ),
+    Kpi(
+        "first_pass_release_rate",
+        "First-pass release rate (released with no human touch)",
+        "ratio",
+        FACT,
+        "released_at",
+        "released_at IS NOT NULL",
+        "avg(first_pass::int)",
+        numerator="first_pass",
+    ),
+    Kpi(
+        "touchless_rate",
+        "Touchless rate (invoiced, never touched by a person)",
+        "ratio",
+        FACT,
+        "invoiced_at",
+        "invoiced_at IS NOT NULL",
+        "avg((human_touches = 0)::int)",
+        numerator="human_touches = 0",
+    ),
+    Kpi(
+        "release_to_pick_p50",
+        "Release → pick, p50",
+        "minutes",
+        FACT,
+        "picked_at",
+        "picked_at IS NOT NULL AND wms_released_at IS NOT NULL",
+        _pct(0.5, _minutes("wms_released_at", "picked_at")),
+        lower_is_better=True,
+    ),
+    Kpi(
+        "perfect_order_rate",
+        "Perfect order rate (on time, complete, undamaged, documents and invoice right)",
+        "ratio",
+        FACT,
+        "delivered_at",
+        "delivered_at IS NOT NULL",
+        "avg(perfect::int)",
+        numerator="perfect",
+    ),
+    Kpi(
+        "manual_touches_per_order",
+        "Manual touches per order",
+        "touches",
+        FACT,
+        "received_at",
+        "true",
+        "avg(human_touches)",
+        lower_is_better=True,
+    ),
+    Kpi(
+        "exception_volume",
+        "Exceptions opened",
+        "count",
+        EXCEPTIONS,
+        "opened_at",
+        "true",
+        "count(*)",
+        dims=("category",),
+        lower_is_better=True,
+    ),
+    Kpi(
+        "exception_time_to_resolve_p50",
+        "Exception time to resolve, p50",
+        "minutes",
+        EXCEPTIONS,
+        "resolved_at",
+        "resolved_at IS NOT NULL",
+        _pct(0.5, _minutes("opened_at", "resolved_at")),
+        dims=("category",),
+        lower_is_better=True,
+    ),
+    Kpi(
+        "expedited_freight_cost",
+        "Expedited freight cost",
+        "usd",
+        SHIPMENTS,
+        "created_at",
+        "expedite_cost > 0",
+        "sum(expedite_cost)",
+        dims=("expedite_cause",),
+        lower_is_better=True,
+    ),
+    Kpi(
+        "invoice_dispute_rate",
+        "Invoices with a quantity dispute",
+        "ratio",
+        INVOICES,
+        "created_at",
+        "true",
+        "avg(disputed::int)",
+        numerator="disputed",
+        dims=("channel",),
+        lower_is_better=True,
+    ),
+    Kpi(
+        "integration_failure_rate",
+        "Integration calls that failed at least once",
+        "ratio",
+        OUTBOX,
+        "created_at",
+        "true",
+        "avg(failed::int)",
+        numerator="failed",
+        dims=("partner", "endpoint"),
+        lower_is_better=True,
+    ),
+)
+BY_NAME = {k.name: k for k in KPIS}
+
+
+def refresh_facts(conn: psycopg.Connection) -> None:
+    """Recompute ``order_fact`` (readers keep the previous rows while it runs)."""
+    conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY orderflow.order_fact")
+
+
+def compute(
+    conn: psycopg.Connection, kpi: Kpi, grain: str, since: datetime
+) -> list[tuple[datetime, str, Any, Any, Any]]:
+    """(period_start, dimension, value, numerator, denominator) per period since ``since``."""
+    assert grain in ("hour", "day")
+    num = f"count(*) FILTER (WHERE {kpi.numerator})" if kpi.numerator else "NULL::bigint"
+    rows = []
+    for dim in ("all", *kpi.dims):
+        label = "'all'" if dim == "all" else f"'{dim}=' || coalesce({dim}::text, 'none')"
+        rows += conn.execute(
+            f"""
+            SELECT date_trunc(%s, {kpi.anchor}) AS period, {label} AS dimension,
+                   {kpi.value} AS value, {num} AS numerator, count(*) AS denominator
+              FROM {kpi.source} src
+             WHERE {kpi.anchor} >= %s AND ({kpi.population})
+             GROUP BY 1, 2
+            """,
+            (grain, since),
+        ).fetchall()
+    return rows
+
+
+def publish(
+    conn: psycopg.Connection, *, now: datetime, hours: int = 48, days: int = 35
+) -> dict[str, int]:
+    """Recompute the snapshots of the recent periods (hourly for ``hours``, daily for
+    ``days``) for every KPI; older periods are kept as they were. Returns rows per grain."""
+    from orderflow.store import db
+
+    out = {}
+    with db.transaction(conn):
+        for grain, since in (
+            ("hour", now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)),
+            ("day", now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)),
+        ):
+            conn.execute(
+                "DELETE FROM orderflow.kpi_snapshot WHERE grain = %s AND period_start >= %s",
+                (grain, since),
+            )
+            rows = [
+                (k.name, grain, period, dim, value, numerator, denominator)
+                for k in KPIS
+                for period, dim, value, numerator, denominator in compute(conn, k, grain, since)
+            ]
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO orderflow.kpi_snapshot (kpi, grain, period_start, dimension, "
+                    "value, numerator, denominator) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+            out[grain] = len(rows)
+    return out
+
+
+def drill(
+    conn: psycopg.Connection,
+    kpi: Kpi,
+    start: datetime,
+    end: datetime,
+    *,
+    dimension: str = "all",
+    hits: bool | None = None,
+    limit: int = 500,
+) -> list[str]:
+    """The orders behind a KPI value: rows of its population in [start, end) (of one
+    dimension value), only the hits (``True``) or misses (``False``) of a rate."""
+    where = [f"{kpi.anchor} >= %s", f"{kpi.anchor} < %s", f"({kpi.population})"]
+    params: list[Any] = [start, end]
+    if dimension != "all":
+        col, _, val = dimension.partition("=")
+        if col not in kpi.dims:
+            raise ValueError(f"{kpi.name} has no dimension {col!r}")
+        where.append(f"coalesce({col}::text, 'none') = %s")
+        params.append(val)
+    if hits is not None and kpi.numerator:
+        where.append(f"({kpi.numerator})" if hits else f"NOT ({kpi.numerator})")
+    rows = conn.execute(
+        f"SELECT DISTINCT {kpi.order_id} FROM {kpi.source} src WHERE {' AND '.join(where)} "
+        f"AND {kpi.order_id} IS NOT NULL ORDER BY 1 LIMIT %s",
+        (*params, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
