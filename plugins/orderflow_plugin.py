@@ -11,12 +11,34 @@ from airflow.plugins_manager import AirflowPlugin
 SANDBOX_PUBLIC_URL = os.environ.get("ORDERFLOW_SANDBOX_PUBLIC_URL", "http://localhost:8090")
 
 
+def _ui_app():
+    # Imported here so a scheduler or worker loading plugins does not build the web app.
+    from orderflow.ui.app import create_app
+
+    return create_app()
+
+
 class OrderFlowPlugin(AirflowPlugin):
-    """Registers OrderFlow with Airflow: links in the navigation (the operations UI and
-    listeners hang off this class as they are built)."""
+    """Registers OrderFlow with Airflow: the operations UI (a FastAPI app the api-server
+    mounts at /orderflow, behind Airflow's login) and its links in the navigation."""
 
     name = "orderflow"
+    fastapi_apps: ClassVar[list[dict]] = [
+        {"app": _ui_app(), "url_prefix": "/orderflow", "name": "OrderFlow operations"}
+    ]
     external_views: ClassVar[list[dict]] = [
+        {
+            "name": "OrderFlow KPIs",
+            "href": "/orderflow/",
+            "destination": "nav",
+            "url_route": "orderflow-kpis",
+        },
+        {
+            "name": "Exception desk",
+            "href": "/orderflow/desk",
+            "destination": "nav",
+            "url_route": "orderflow-desk",
+        },
         {
             "name": "Sandbox systems (API)",
             "href": f"{SANDBOX_PUBLIC_URL}/docs",
