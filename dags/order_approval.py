@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param
 
 from orderflow.domain.approvals import KEEP, OPTIONS
-from orderflow.operators.decisions import ApplyDecisionOperator
+from orderflow.operators.decisions import ApplyDecisionOperator, OwnerRoleHITLOperator
 
 with DAG(
     dag_id="order_approval",
@@ -22,6 +21,7 @@ with DAG(
         "order_id": Param("", type="string", title="Order"),
         "category": Param("", type="string", title="Category"),
         "owner_role": Param("", type="string", title="Owner role"),
+        "escalation_role": Param("", type="string", title="Escalation role"),
         "subject": Param("", type="string"),
         "body": Param("", type="string"),
     },
@@ -29,15 +29,18 @@ with DAG(
 ### Order approval (human in the loop)
 
 Started by `order_approvals` for one exception. **decide_exception** waits under *Required Actions*
-with the exception's reason: **Approve** (a reason is required: price override, credit
+for the users holding the exception's owner (or escalation) role (`include/access/roles.yaml`)
+— Airflow refuses anyone else's answer — with the exception's reason: **Approve** (a reason is required: price override, credit
 exception, customer's consent to the substitute, compliance clearance), **Reject order**, or
 **Keep on hold**. **apply_decision** then resolves the exception, records the approval the
 later stages honour, moves the order on (or rejects it) and writes the audit trail with the
 responder, time, before/after and reason. Processing picks the order up on its next run.
 """,
 ):
-    decide_exception = HITLOperator(
+    decide_exception = OwnerRoleHITLOperator(
         task_id="decide_exception",
+        owner_role="{{ params.owner_role }}",
+        escalation_role="{{ params.escalation_role }}",
         subject="{{ params.subject }}",
         body="{{ params.body }}",
         options=OPTIONS,

@@ -137,7 +137,7 @@ def test_released_orders_reach_the_wms_once_and_reruns_change_nothing(processed,
 # ---------------------------------------------------------------- human decisions
 
 
-def _answer_hitl(choice, reason, user="jane.pricing", timeout=90):
+def _answer_hitl(choice, reason, user="jane.pricing", timeout=90, seen=None):
     """Stand in for a person answering in the UI: fill the waiting HITL request's response
     (what the API's PATCH .../hitlDetails does)."""
     import threading
@@ -163,6 +163,8 @@ def _answer_hitl(choice, reason, user="jane.pricing", timeout=90):
                 )
                 if ti is not None:
                     detail = session.get(HITLDetail, ti.id)
+                    if seen is not None:
+                        seen["assigned_users"] = detail.assigned_users
                     detail.chosen_options = [choice]
                     detail.params_input = {"reason": reason}
                     detail.responded_by = {"id": user, "name": user}
@@ -218,17 +220,44 @@ def test_approvals_are_dispatched_once_per_exception(processed):
 
 
 def test_a_price_override_through_human_in_the_loop_releases_the_order(processed):
+    import json
+    import os
+    import tempfile
+
     from airflow.dag_processing.dagbag import DagBag
 
     from orderflow.settings import DAGS_DIR
 
     conn, _ = processed
     exception_id, order_id, line_no = _exception(conn, "pricing_mismatch")
-    responder = _answer_hitl("Approve", "customer's negotiated price, confirmed by phone")
-    dag = DagBag(str(DAGS_DIR)).get_dag("order_approval")
-    run = dag.test(run_conf={"exception_id": exception_id, "order_id": order_id})
-    responder.join(5)
+    roles = {
+        "jane.pricing": ["pricing"],
+        "sam.stock": ["inventory"],
+        "olga": ["operations_manager"],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump({"users": roles}, f)
+    os.environ["ORDERFLOW_ROLES_FILE"] = f.name
+    seen = {}
+    try:
+        responder = _answer_hitl(
+            "Approve", "customer's negotiated price, confirmed by phone", seen=seen
+        )
+        dag = DagBag(str(DAGS_DIR)).get_dag("order_approval")
+        run = dag.test(
+            run_conf={
+                "exception_id": exception_id,
+                "order_id": order_id,
+                "owner_role": "pricing",
+                "escalation_role": "pricing_manager",
+            }
+        )
+        responder.join(5)
+    finally:
+        os.environ.pop("ORDERFLOW_ROLES_FILE")
     assert run.state == "success"
+    # only the pricing role (and the operations manager) may answer this Required Action
+    assert sorted(u["id"] for u in seen["assigned_users"]) == ["jane.pricing", "olga"]
     status, approvals = conn.execute(
         'SELECT status, approvals FROM orderflow."order" WHERE order_id = %s', (order_id,)
     ).fetchone()

@@ -56,7 +56,7 @@ class RequestApprovalsOperator(BaseOperator):
                               AND category = ANY(%s) AND approval_run_id IS NULL
                             ORDER BY sla_due_at LIMIT %s FOR UPDATE SKIP LOCKED)
                     RETURNING e.exception_id, e.order_id, e.category, e.owner_role, e.reason,
-                              e.sla_due_at, e.approval_run_id
+                              e.sla_due_at, e.approval_run_id, e.escalation_role
                     """,
                     ([*APPROVABLE, *POST_RELEASE], self.limit),
                 ).fetchall()
@@ -70,12 +70,13 @@ class RequestApprovalsOperator(BaseOperator):
                     "order_id": oid,
                     "category": cat,
                     "owner_role": role,
+                    "escalation_role": escalation or "",
                     "subject": f"{cat.replace('_', ' ')} on order {oid} — {role} decision",
                     "body": f"{reason}\n\nSLA due {due:%Y-%m-%d %H:%M} UTC. Approve (with a "
                     "reason), reject the order, or keep it on hold.",
                 },
             }
-            for eid, oid, cat, role, reason, due, run_id in rows
+            for eid, oid, cat, role, reason, due, run_id, escalation in rows
         ]
         self.log.info("requesting %d approvals", len(requests))
         return requests
@@ -181,3 +182,45 @@ class PrepareReprocessOperator(BaseOperator):
             conn.close()
         self.log.info("reprocess: %s", result)
         return {"label": f"{order_id} · {self.action}", "order_ids": [order_id]}
+
+
+def _hitl_base():
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    return HITLOperator
+
+
+class OwnerRoleHITLOperator(_hitl_base()):
+    """A Required Action only the users holding the exception's owner (or escalation) role
+    may answer: ``assigned_users`` from the OrderFlow role mapping (``orderflow.access``),
+    resolved when the task runs. Airflow refuses a response from anyone else.
+
+    :param owner_role: the exception's owner role. Templated.
+    :param escalation_role: its escalation role, if any. Templated.
+    """
+
+    template_fields: Sequence[str] = (
+        *_hitl_base().template_fields,
+        "owner_role",
+        "escalation_role",
+    )
+
+    def __init__(self, *, owner_role: str, escalation_role: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.owner_role = owner_role
+        self.escalation_role = escalation_role
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from orderflow import access
+
+        users = access.users_with(self.owner_role, self.escalation_role)
+        if not users:
+            raise AirflowFailException(
+                f"no Airflow user holds the {self.owner_role!r} role (or "
+                f"{access.SUPER_ROLE!r}): add one in {access.roles_file()}"
+            )
+        self.assigned_users = [{"id": u, "name": u} for u in users]
+        self.log.info("assigned to %s (role %s)", ", ".join(users), self.owner_role)
+        return super().execute(context)
