@@ -142,7 +142,10 @@ def connection_specs(store_url: str, sandbox_url: str, sandbox_dir: Path) -> dic
     from orderflow.store.db import connection_env
 
     text = (settings.INCLUDE_DIR / "connections" / "sandbox.json").read_text()
+    from urllib.parse import urlparse
+
     text = text.replace("{sandbox_url}", sandbox_url.rstrip("/"))
+    text = text.replace("{sandbox_host}", urlparse(sandbox_url).hostname or "127.0.0.1")
     text = text.replace("{sandbox_dir}", str(sandbox_dir))
     specs: dict[str, dict] = json.loads(text)
     specs[settings.STORE_CONN_ID] = json.loads(next(iter(connection_env(store_url).values())))
