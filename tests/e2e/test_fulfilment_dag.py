@@ -8,6 +8,7 @@ receivers are flaky throughout (duplicates, reordering, 5xx, cut connections).""
 
 from collections import Counter
 from datetime import UTC
+from pathlib import Path
 
 import pytest
 from tests_support import land_day
@@ -263,6 +264,12 @@ def test_outbound_x12_reads_back_clean_and_997s_are_matched(fulfilled, sandbox):
     assert {d["document_type"] for d in docs} == {"855", "856", "810"}
     for d in docs:
         assert envelope_findings(d["body"]) == [], d["document_type"]
+    # keep one of each as an artefact (the closing note quotes them)
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    for kind in ("855", "856", "810"):
+        sample = next(d for d in docs if d["document_type"] == kind)
+        (artifacts / f"sample_{kind}.x12").write_text(sample["body"])
     assert acks["outcomes"].get("acknowledgment", 0) > 0, acks
     status = dict(
         conn.execute(
