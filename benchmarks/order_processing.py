@@ -3,7 +3,7 @@
 Airflow overhead, latency, and the one-task-per-order comparison. See ``orderflow.bench``.
 
     .venv/bin/python benchmarks/order_processing.py [--days 1] [--orders-per-day 5000]
-        [--naive-orders 1000] [--seed 7] [--keep]
+        [--naive-orders 1000] [--seed 7] [--keep] [--no-fulfilment]
 
 Same as ``.venv/bin/orderflow bench``. Uses ORDERFLOW_TEST_DATABASE_URL's (or
 ORDERFLOW_DATABASE_URL's) server when set, else the embedded PostgreSQL.
@@ -23,6 +23,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-partitions", type=int, default=16)
     ap.add_argument("--keep", action="store_true", help="keep databases and work folder")
+    ap.add_argument(
+        "--no-fulfilment", action="store_true", help="skip the fulfilment week after processing"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -35,6 +38,7 @@ def main() -> None:
         seed=args.seed,
         max_partitions=args.max_partitions,
         keep=args.keep,
+        fulfilment=not args.no_fulfilment,
     )
 
 

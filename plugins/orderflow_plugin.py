@@ -12,7 +12,8 @@ SANDBOX_PUBLIC_URL = os.environ.get("ORDERFLOW_SANDBOX_PUBLIC_URL", "http://loca
 
 
 def _ui_app():
-    # Imported here so a scheduler or worker loading plugins does not build the web app.
+    # Built when the plugin is loaded (every component); the app itself is light: its
+    # database and template work happens per request.
     from orderflow.ui.app import create_app
 
     return create_app()

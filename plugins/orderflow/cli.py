@@ -527,7 +527,12 @@ _register_channel_commands()
 @click.option("--seed", default=7, show_default=True)
 @click.option("--max-partitions", default=16, show_default=True, help="The DAG's max_partitions.")
 @click.option("--keep", is_flag=True, help="Keep the databases and the work folder.")
-def bench(days, orders_per_day, naive_orders, seed, max_partitions, keep) -> None:
+@click.option(
+    "--no-fulfilment",
+    is_flag=True,
+    help="Skip the fulfilment week (sandbox clock + fulfilment_events DAG) after processing.",
+)
+def bench(days, orders_per_day, naive_orders, seed, max_partitions, keep, no_fulfilment) -> None:
     """Benchmark order processing: generate, land through intake, run the real DAG (dag.test)
     on fresh databases, print throughput per stage, overhead, latency and the naive ratio."""
     from orderflow import bench as benchmark
@@ -539,6 +544,7 @@ def bench(days, orders_per_day, naive_orders, seed, max_partitions, keep) -> Non
         seed=seed,
         max_partitions=max_partitions,
         keep=keep,
+        fulfilment=not no_fulfilment,
     )
 
 

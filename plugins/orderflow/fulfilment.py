@@ -130,13 +130,15 @@ def apply_events(
 ) -> ApplyResult:
     """Apply pending events, a batch per transaction, until none is left (or ``max_events``)."""
     out = ApplyResult()
+    tried: list[int] = []  # events still waiting for their release: once per run
     while out.events < max_events:
         with db.transaction(conn):
-            pending = repo.claim_pending(conn, min(batch, max_events - out.events))
+            pending = repo.claim_pending(conn, min(batch, max_events - out.events), tried)
             if not pending:
                 break
             _apply_batch(conn, pending, ctx, book, targets, out, now or datetime.now(UTC))
-        if len(pending) < batch or out.waiting == len(pending):
+        tried += [e["event_id"] for e in pending]
+        if len(pending) < batch:
             break
     with db.transaction(conn):
         _advance_orders(conn, None, ctx, book, out)
@@ -769,9 +771,10 @@ def release_withheld(
     targets: Targets = Targets(),
     role: str | None = "billing",
 ) -> str:
-    """Bill the quantities the WMS reported for a shipment whose invoice was withheld
-    (overshipments and lines the release never had included) and resolve the shipment's
-    quantity-mismatch exceptions. Audited; in the caller's transaction."""
+    """Bill the quantities the WMS reported for the shipment's released lines (an
+    overshipment included) and resolve the shipment's quantity-mismatch exceptions. A line
+    the release never had has no validated price and is not billed. Audited; in the
+    caller's transaction."""
     from psycopg.types.json import Jsonb
 
     row = conn.execute(

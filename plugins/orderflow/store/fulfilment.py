@@ -40,21 +40,23 @@ def store_events(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> in
     return cur.rowcount
 
 
-def claim_pending(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
+def claim_pending(
+    conn: psycopg.Connection, limit: int, skip: Sequence[int] = ()
+) -> list[dict[str, Any]]:
     """Pending events in the order they happened, locked for this transaction (parallel
-    appliers skip each other's rows)."""
+    appliers skip each other's rows); ``skip``: events this run already tried."""
     return _rows(
         conn.execute(
             """
             SELECT event_id, source, event_key, kind, order_id, release_id, tracking_number,
                    occurred_at, payload, attempts
               FROM orderflow.fulfilment_event
-             WHERE status = 'pending'
+             WHERE status = 'pending' AND NOT (event_id = ANY(%s))
              ORDER BY occurred_at, event_id
              LIMIT %s
              FOR UPDATE SKIP LOCKED
             """,
-            (limit,),
+            (list(skip), limit),
         )
     )
 
@@ -218,15 +220,13 @@ def shipments(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> list[dic
 
 
 def order_billable_subtotal(conn: psycopg.Connection, order_id: str) -> Any:
-    """What the order's released lines are worth at their validated prices (tax base)."""
+    """What the order's lines are worth at their validated prices: the base the tax was
+    quoted on at planning (ordered quantities, backorders included)."""
     return conn.execute(
         """
-        SELECT coalesce(sum(sl.quantity_released * coalesce(ol.contract_price, ol.unit_price, 0)), 0)
-          FROM orderflow.shipment_line sl
-          JOIN orderflow.shipment s USING (shipment_id)
-          JOIN orderflow."order" o ON o.order_id = s.order_id AND s.release_version = o.release_version
-          JOIN orderflow.order_line ol ON ol.order_id = s.order_id AND ol.line_no = sl.line_no
-         WHERE s.order_id = %s
+        SELECT coalesce(sum(ol.quantity * coalesce(ol.contract_price, ol.unit_price, 0)), 0)
+          FROM orderflow.order_line ol
+         WHERE ol.order_id = %s
         """,
         (order_id,),
     ).fetchone()[0]

@@ -105,7 +105,8 @@ def create_app() -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _errors(request: Request, exc: HTTPException):
         if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse(f"/auth/login?next={request.url.path}", status_code=303)
+            # Airflow's own login route (works with any auth manager), then back here
+            return RedirectResponse(f"/api/v2/auth/login?next={request.url.path}", status_code=303)
         if "text/html" in request.headers.get("accept", ""):
             return HTMLResponse(
                 f"<h1>{exc.status_code}</h1><p>{_escape(str(exc.detail))}</p>",
