@@ -56,7 +56,6 @@ def run_timers(
     from psycopg.types.json import Jsonb
 
     from orderflow import notifications
-    from orderflow.store import outbox
 
     out = TimerResult()
     contacts = book.routing.contacts
@@ -107,22 +106,9 @@ def run_timers(
                 sends.append(("sla_breached", esc or owner, "escalated_at"))
             for event, role, column in sends:
                 to = contacts.get(role)
-                key = f"email:{event}:{eid}"
                 if to:
-                    subject, body = notifications.render(event, ctx)
-                    outbox.enqueue(
-                        conn,
-                        idempotency_key=key,
-                        action="email",
-                        target_conn_id=smtp_conn_id,
-                        order_id=order_id,
-                        payload={
-                            "event": event,
-                            "to": to,
-                            "subject": subject,
-                            "html": body,
-                            "message_id": notifications.message_id(key),
-                        },
+                    notifications.queue_email(
+                        conn, to, event, str(eid), ctx, order_id=order_id, conn_id=smtp_conn_id
                     )
                 else:
                     log.warning("no address for role %s: exception %s not emailed", role, eid)

@@ -140,8 +140,6 @@ def apply_events(
         tried += [e["event_id"] for e in pending]
         if len(pending) < batch:
             break
-    with db.transaction(conn):
-        _advance_orders(conn, None, ctx, book, out)
     return out
 
 
@@ -492,50 +490,20 @@ def _shipment_doc(s: dict, sl: list[dict]):
     )
 
 
-def _envelope(conn, s: dict) -> dict:
-    from orderflow.intake.drops import OUR_EDI_ID
-    from orderflow.store import control_numbers
+def _queue_edi(conn, s: dict, *, kind, functional_id, key, build, version, targets) -> None:
+    from orderflow import outbound
 
-    version = s["x12_version"] if s["x12_version"] and len(s["x12_version"]) >= 6 else "004010"
-    return {
-        "sender": ("ZZ", OUR_EDI_ID),
-        "receiver": (s["isa_qualifier"] or "ZZ", s["isa_id"]),
-        "gs_sender": OUR_EDI_ID,
-        "gs_receiver": s["gs_id"] or s["isa_id"],
-        "control_number": control_numbers.next_number(conn, s["partner_id"], "isa"),
-        "now": datetime.now(UTC),
-        "version": version,
-    }
-
-
-def _queue_edi(
-    conn, s: dict, *, kind: str, functional_id: str, key: str, build, version: int, targets: Targets
-) -> None:
-    from orderflow.store import outbox
-
-    if conn.execute("SELECT 1 FROM orderflow.outbox WHERE idempotency_key = %s", (key,)).fetchone():
-        return  # queued by an earlier attempt: same key, same document, no new number
-    env = _envelope(conn, s)
-    body = build(env)
-    outbox.enqueue(
+    outbound.queue_x12(
         conn,
-        idempotency_key=key,
-        action=f"edi_{kind}",
-        target_conn_id=targets.edi,
-        order_id=s["order_id"],
-        version=version,
-        payload={"partner_id": s["partner_id"], "document_type": kind, "body": body},
-    )
-    repo.record_outbound(
-        conn,
-        idempotency_key=key,
         partner_id=s["partner_id"],
-        document_type=kind,
+        kind=kind,
         functional_id=functional_id,
-        control_number=env["control_number"],
+        key=key,
+        build=build,
         order_id=s["order_id"],
         shipment_id=s["shipment_id"],
         version=version,
+        conn_id=targets.edi,
     )
 
 
@@ -629,36 +597,27 @@ def _invoice_doc(conn, s, sl, billed, rules, now):
     from orderflow.domain.models import Order
 
     order = Order.model_validate(s["canonical"])
-    by_key = {(ln["line_no"], ln["item_id"]): ln for ln in sl}
-    inv_lines = []
-    for bl, qty in billed.lines:
-        source_line_id, ids = _line_ids(by_key[(bl.line_no, bl.item_id)])
-        inv_lines.append(
-            InvoiceLine(
-                line_no=bl.line_no,
-                source_line_id=source_line_id,
-                product_ids=ids,
-                item_id=bl.item_id,
-                quantity=qty,
-                uom=bl.uom,
-                unit_price=bl.unit_price,
-            )
+
+    def line(ln: dict, quantity: Decimal, price: Decimal) -> InvoiceLine:
+        source_line_id, ids = _line_ids(ln)
+        return InvoiceLine(
+            line_no=ln["line_no"],
+            source_line_id=source_line_id,
+            product_ids=ids,
+            item_id=ln["item_id"],
+            quantity=quantity,
+            uom=ln["uom"],
+            unit_price=price,
         )
+
+    by_key = {(ln["line_no"], ln["item_id"]): ln for ln in sl}
+    inv_lines = [line(by_key[(b.line_no, b.item_id)], q, b.unit_price) for b, q in billed.lines]
     if not inv_lines:  # all lines disputed: a draft with the released quantities
-        for ln in sl:
-            if ln["quantity_released"] > 0:
-                source_line_id, ids = _line_ids(ln)
-                inv_lines.append(
-                    InvoiceLine(
-                        line_no=ln["line_no"],
-                        source_line_id=source_line_id,
-                        product_ids=ids,
-                        item_id=ln["item_id"],
-                        quantity=ln["quantity_released"],
-                        uom=ln["uom"],
-                        unit_price=ln["unit_price"] or Decimal("0"),
-                    )
-                )
+        inv_lines = [
+            line(ln, ln["quantity_released"], ln["unit_price"] or Decimal("0"))
+            for ln in sl
+            if ln["quantity_released"] > 0
+        ]
     number = conn.execute("SELECT nextval('orderflow.invoice_number_seq')").fetchone()[0]
     subtotal = sum((ln.amount for ln in inv_lines), Decimal("0"))
     tax = domain.apportion_tax(

@@ -83,21 +83,8 @@ def queue(
         **context,
     }
     if rules.emails(event, channel) and order.get("email"):
-        key = f"email:{event}:{ref}"
-        subject, body = render(event, ctx)
-        queued += outbox.enqueue(
-            conn,
-            idempotency_key=key,
-            action="email",
-            target_conn_id=smtp_conn_id,
-            order_id=order["order_id"],
-            payload={
-                "event": event,
-                "to": order["email"],
-                "subject": subject,
-                "html": body,
-                "message_id": message_id(key),
-            },
+        queued += queue_email(
+            conn, order["email"], event, ref, ctx, order_id=order["order_id"], conn_id=smtp_conn_id
         )
     if rules.webhooks(event, channel):
         queued += outbox.enqueue(
@@ -114,6 +101,37 @@ def queue(
             },
         )
     return queued
+
+
+def queue_email(
+    conn: psycopg.Connection,
+    to: str,
+    event: str,
+    ref: str,
+    context: dict[str, Any],
+    *,
+    order_id: str | None = None,
+    conn_id: str = SMTP_CONN_ID,
+) -> bool:
+    """Render ``event``'s template and queue it for ``to`` under ``email:<event>:<ref>``."""
+    from orderflow.store import outbox
+
+    key = f"email:{event}:{ref}"
+    subject, body = render(event, context)
+    return outbox.enqueue(
+        conn,
+        idempotency_key=key,
+        action="email",
+        target_conn_id=conn_id,
+        order_id=order_id,
+        payload={
+            "event": event,
+            "to": to,
+            "subject": subject,
+            "html": body,
+            "message_id": message_id(key),
+        },
+    )
 
 
 def _plain(context: dict[str, Any]) -> dict[str, Any]:

@@ -647,77 +647,42 @@ def _planned_shipments(conn, ids) -> dict[str, list[dict]]:
 
 def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
     """The purchase-order acknowledgement for an EDI customer, per release version."""
-    from datetime import UTC, datetime
-
+    from orderflow import outbound
     from orderflow.channels.x12.po855 import AckLine, build_855
     from orderflow.domain.models import Order
-    from orderflow.intake.drops import OUR_EDI_ID
-    from orderflow.store import control_numbers, fulfilment, outbox
 
-    partner = conn.execute(
-        "SELECT isa_qualifier, isa_id, gs_id, coalesce(x12_version, '004010') "
-        "FROM orderflow.trading_partner WHERE partner_id = %s",
-        (order.partner_id,),
-    ).fetchone()
-    if partner is None or not partner[1]:
-        log.warning(
-            "order %s: no trading-partner envelope for %s; 855 not queued",
-            order.order_id,
-            order.partner_id,
+    def build(env: dict) -> str:
+        canonical = Order.model_validate(
+            conn.execute(
+                'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order.order_id,)
+            ).fetchone()[0]
         )
-        return
-    canonical = Order.model_validate(
-        conn.execute(
-            'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order.order_id,)
-        ).fetchone()[0]
-    )
-    key = f"edi_855:{order.order_id}:r{version}"
-    if conn.execute("SELECT 1 FROM orderflow.outbox WHERE idempotency_key = %s", (key,)).fetchone():
-        return  # queued by an earlier attempt: no second control number, no second 855
-    acks = []
-    for status, sub, back, line_no, qty, uom, price, contract_price in conn.execute(
-        "SELECT status, substitute_item_id, backordered_qty, line_no, quantity, uom, unit_price, "
-        "contract_price FROM orderflow.order_line WHERE order_id = %s ORDER BY line_no",
-        (order.order_id,),
-    ):
-        charge = contract_price if contract_price is not None else price
-        if status == "BACKORDERED":
-            acks.append(AckLine(line_no, "backordered", back or qty, uom, charge))
-        elif status == "SUBSTITUTED":
-            acks.append(AckLine(line_no, "substituted", qty, uom, charge, item_id=sub))
-        else:
-            acks.append(AckLine(line_no, "accepted", qty, uom, charge))
-    control = control_numbers.next_number(conn, order.partner_id, "isa")
-    version_code = partner[3] if len(partner[3]) >= 6 else "004010"
-    body = build_855(
-        canonical,
-        acks,
-        sender=("ZZ", OUR_EDI_ID),
-        receiver=(partner[0] or "ZZ", partner[1]),
-        gs_sender=OUR_EDI_ID,
-        gs_receiver=partner[2] or partner[1],
-        control_number=control,
-        now=datetime.now(UTC),
-        version=version_code,
-    )
-    outbox.enqueue(
+        acks = []
+        for status, sub, back, line_no, qty, uom, price, contract_price in conn.execute(
+            "SELECT status, substitute_item_id, backordered_qty, line_no, quantity, uom, "
+            "unit_price, contract_price FROM orderflow.order_line WHERE order_id = %s "
+            "ORDER BY line_no",
+            (order.order_id,),
+        ):
+            charge = contract_price if contract_price is not None else price
+            if status == "BACKORDERED":
+                acks.append(AckLine(line_no, "backordered", back or qty, uom, charge))
+            elif status == "SUBSTITUTED":
+                acks.append(AckLine(line_no, "substituted", qty, uom, charge, item_id=sub))
+            else:
+                acks.append(AckLine(line_no, "accepted", qty, uom, charge))
+        return build_855(canonical, acks, **env)
+
+    outbound.queue_x12(
         conn,
-        idempotency_key=key,
-        action="edi_855",
-        target_conn_id=edi_conn_id,
-        order_id=order.order_id,
-        version=version,
-        payload={"partner_id": order.partner_id, "document_type": "855", "body": body},
-    )
-    fulfilment.record_outbound(
-        conn,
-        idempotency_key=key,
         partner_id=order.partner_id,
-        document_type="855",
+        kind="855",
         functional_id="PR",
-        control_number=control,
+        key=f"edi_855:{order.order_id}:r{version}",
+        build=build,
         order_id=order.order_id,
         version=version,
+        conn_id=edi_conn_id,
     )
 
 
