@@ -42,7 +42,7 @@ def make_order(**changes) -> Order:
                 product_ids=[ProductId(qualifier="BP", value="CUST-2")],
                 quantity=Decimal("4"),
                 uom="CA",
-                unit_price=Decimal("12.34567"),
+                unit_price=Decimal("12.3457"),
             ),
             OrderLine(
                 line_no=3,
@@ -304,7 +304,7 @@ def test_numbers_have_no_trailing_zeros():
             OrderLine(line_no=1, quantity=Decimal("100"), uom="EA", unit_price=Decimal("0.10")),
             OrderLine(line_no=2, quantity=Decimal("1E+2"), uom="EA", unit_price=Decimal("7.00")),
             OrderLine(
-                line_no=3, quantity=Decimal("0.125"), uom="KG", unit_price=Decimal("1.99995")
+                line_no=3, quantity=Decimal("0.125"), uom="KG", unit_price=Decimal("2.0000")
             ),
         ]
     )

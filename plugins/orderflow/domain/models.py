@@ -1,19 +1,124 @@
 """Canonical objects of OrderFlow (pydantic v2). Every channel parser produces these; every
 stage decides on these. Money is ``Decimal`` with a currency; quantities carry a unit of
 measure; times are timezone-aware UTC.
+
+The bounds below are the one source of what the operational store can hold: the models
+enforce them, migration 0011 builds the store's CHECK constraints from them, and
+``tests/integration/test_intake_poison.py`` proves (hypothesis, real PostgreSQL) that
+whatever these models accept, the store accepts — and that the store's column types are
+these numbers. A value outside them is refused here, with the field named, never by the
+database in the middle of a batch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+# ------------------------------------------------------------------ store bounds (one source)
+#: order_line.quantity numeric(14, 3): at most 11 digits before the point, 3 after
+QUANTITY_PRECISION, QUANTITY_SCALE = 14, 3
+#: order_line.unit_price numeric(14, 4)
+PRICE_PRECISION, PRICE_SCALE = 14, 4
+#: order.order_total numeric(14, 2) (the sum of quantity x price, rounded to cents)
+TOTAL_PRECISION, TOTAL_SCALE = 14, 2
+#: order_line.line_no integer (> 0); also any count kept in the canonical JSON
+MAX_INT = 2**31 - 1
+#: identifiers kept in indexed text columns (po_number, customer_id, partner_id, ship_to_id,
+#: item_id, customer_part_number, order_id): a btree entry must stay far below 2,704 bytes
+MAX_ID_CHARS = 200
+#: codes: unit of measure, id qualifiers
+MAX_CODE_CHARS = 35
+#: free text (descriptions, notes, address lines, references) in the canonical JSON
+MAX_TEXT_CHARS = 10_000
+#: ISO 4217 alphabetic code (order.currency char(3))
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
+Ident = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+Code = Annotated[str, Field(max_length=MAX_CODE_CHARS)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+LineNo = Annotated[int, Field(gt=0, le=MAX_INT)]
+Quantity = Annotated[
+    Decimal,
+    Field(
+        gt=0,
+        max_digits=QUANTITY_PRECISION,
+        decimal_places=QUANTITY_SCALE,
+        allow_inf_nan=False,
+    ),
+]
+UnitPrice = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=PRICE_PRECISION, decimal_places=PRICE_SCALE, allow_inf_nan=False),
+]
+CurrencyCode = Annotated[str, Field(pattern=CURRENCY_PATTERN)]
 
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+
+#: characters PostgreSQL text/jsonb cannot hold (NUL) or UTF-8 cannot encode (surrogates)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_char(value: str) -> str | None:
+    """The first character of ``value`` the store cannot hold, described, or None."""
+    m = _UNSTORABLE.search(value)
+    if m is None:
+        return None
+    return f"U+{ord(m.group()):04X} at position {m.start()}"
+
+
+def storable_text(value: str) -> str:
+    """``value`` with every character the store cannot hold replaced by U+FFFD. For our own
+    diagnostics only (error messages, details); order data is refused, never altered."""
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+#: a cell a spreadsheet would evaluate: =, +, @, tab, CR, LF at the start, or - unless the
+#: whole value is a plain number (OWASP "CSV injection"; "-2+3+cmd|..." is a formula)
+_FORMULA = re.compile(r"^[=+@\t\r\n\uff1d\uff0b\uff20]|^-(?![0-9.,]*$)")
+
+
+def looks_like_formula(value: str) -> bool:
+    return bool(value) and _FORMULA.match(value) is not None
+
+
+def spreadsheet_safe(value: str) -> str:
+    """``value`` as text a spreadsheet shows rather than evaluates (leading apostrophe)."""
+    return "'" + value if looks_like_formula(value) else value
+
+
+def _check_storable(value: Any, where: str = "") -> None:
+    """Every string inside ``value`` (lists and dict keys included) must be storable and
+    bounded; nested models check themselves."""
+    if isinstance(value, str):
+        bad = unstorable_char(value)
+        if bad:
+            raise ValueError(
+                f"text{where} contains a character the store cannot hold ({bad}); "
+                "NUL bytes and unpaired surrogates are refused"
+            )
+        if len(value) > MAX_TEXT_CHARS:
+            raise ValueError(f"text{where} is longer than {MAX_TEXT_CHARS} characters")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_storable(v, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_storable(k, f"{where} key")
+            _check_storable(v, f"{where}[{k!r}]" if isinstance(k, str) and len(k) < 40 else where)
 
 
 class Channel(StrEnum):
@@ -27,64 +132,70 @@ class Channel(StrEnum):
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        _check_storable(v)
+        return v
+
 
 class Provenance(_Model):
     """Where an order came from, precisely enough to find and replay the source."""
 
     channel: Channel
-    partner_id: str | None = None
-    message_id: int | None = Field(None, description="orderflow.channel_message id")
-    source_ref: str | None = Field(None, description="file name, mail id, feed cursor")
-    document_sha256: str | None = None
-    interchange_control_number: str | None = Field(None, description="ISA13")
-    group_control_number: str | None = Field(None, description="GS06")
-    transaction_control_number: str | None = Field(None, description="ST02")
-    client_request_id: str | None = None
+    partner_id: Ident | None = None
+    message_id: int | None = Field(None, ge=1, le=2**63 - 1, description="channel_message id")
+    source_ref: Text | None = Field(None, description="file name, mail id, feed cursor")
+    document_sha256: Ident | None = None
+    interchange_control_number: Ident | None = Field(None, description="ISA13")
+    group_control_number: Ident | None = Field(None, description="GS06")
+    transaction_control_number: Ident | None = Field(None, description="ST02")
+    client_request_id: Ident | None = None
     received_at: AwareDatetime | None = None
-    extraction_model: str | None = Field(None, description="model@version for extracted documents")
+    extraction_model: Text | None = Field(None, description="model@version for extracted documents")
 
 
 class Address(_Model):
     """A party: buyer, ship-to, bill-to. ``party_id`` is the sender's code for it (N104)."""
 
-    name: str | None = None
-    party_id: str | None = None
-    party_id_qualifier: str | None = None
-    address_lines: list[str] = Field(default_factory=list)
-    city: str | None = None
-    region: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
+    name: Text | None = None
+    party_id: Ident | None = None
+    party_id_qualifier: Code | None = None
+    address_lines: list[Text] = Field(default_factory=list)
+    city: Text | None = None
+    region: Text | None = None
+    postal_code: Text | None = None
+    country: Text | None = None
 
 
 class ProductId(_Model):
     """One product identifier as sent, e.g. (BP, buyer part) or (UP, UPC) from PO1."""
 
-    qualifier: str
-    value: str
+    qualifier: Code
+    value: Ident
 
 
 class Charge(_Model):
     """An allowance or charge (X12 SAC)."""
 
-    indicator: str = Field(description="A allowance, C charge, N no allowance or charge")
-    code: str | None = None
-    amount: Decimal | None = None
-    description: str | None = None
+    indicator: Code = Field(description="A allowance, C charge, N no allowance or charge")
+    code: Code | None = None
+    amount: Decimal | None = Field(None, allow_inf_nan=False)
+    description: Text | None = None
 
 
 class OrderLine(_Model):
-    line_no: int = Field(gt=0)
-    source_line_id: str | None = Field(None, description="PO101 / the document's own line id")
+    line_no: LineNo
+    source_line_id: Ident | None = Field(None, description="PO101 / the document's own line id")
     product_ids: list[ProductId] = Field(default_factory=list)
-    customer_part_number: str | None = None
-    item_id: str | None = Field(None, description="Our item, once mapped (None at intake)")
-    description: str | None = None
-    quantity: Decimal = Field(gt=0)
-    uom: str
-    unit_price: Decimal | None = Field(None, ge=0)
-    price_basis: str | None = Field(None, description="PO105, e.g. PE per each")
-    pack: str | None = Field(None, description="PO4 pack/size/uom, as sent")
+    customer_part_number: Ident | None = None
+    item_id: Ident | None = Field(None, description="Our item, once mapped (None at intake)")
+    description: Text | None = None
+    quantity: Quantity
+    uom: Code = Field(min_length=1)
+    unit_price: UnitPrice | None = None
+    price_basis: Code | None = Field(None, description="PO105, e.g. PE per each")
+    pack: Text | None = Field(None, description="PO4 pack/size/uom, as sent")
     requested_ship_date: date | None = None
     confidence: dict[str, Confidence] = Field(default_factory=dict)
 
@@ -99,34 +210,58 @@ class OrderLine(_Model):
 class Order(_Model):
     """A customer purchase order in canonical form, whatever channel it came from."""
 
-    order_id: str
-    po_number: str = Field(min_length=1)
+    order_id: Ident = Field(min_length=1)
+    po_number: Ident = Field(min_length=1)
     po_date: date | None = None
-    purpose: str = Field("original", description="original | replace | cancel | confirmation")
-    order_type: str | None = Field(None, description="BEG02, e.g. SA stand-alone, DS drop ship")
-    customer_id: str | None = Field(None, description="Our customer, when the channel knows it")
+    purpose: Code = Field("original", description="original | replace | cancel | confirmation")
+    order_type: Code | None = Field(None, description="BEG02, e.g. SA stand-alone, DS drop ship")
+    customer_id: Ident | None = Field(None, description="Our customer, when the channel knows it")
     buyer: Address | None = None
     ship_to: Address | None = None
     bill_to: Address | None = None
-    currency: str = Field("USD", min_length=3, max_length=3)
+    currency: CurrencyCode = Field("USD", description="ISO 4217, three letters")
     requested_ship_date: date | None = None
     requested_delivery_date: date | None = None
     cancel_after: date | None = None
-    carrier_routing: str | None = Field(None, description="TD5 routing / carrier request")
-    payment_terms: str | None = None
+    carrier_routing: Text | None = Field(None, description="TD5 routing / carrier request")
+    payment_terms: Text | None = None
     references: dict[str, str] = Field(default_factory=dict)
     contacts: list[str] = Field(default_factory=list)
     charges: list[Charge] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     lines: list[OrderLine] = Field(min_length=1)
-    declared_line_count: int | None = Field(None, description="CTT01 as sent")
+    declared_line_count: int | None = Field(None, ge=0, le=MAX_INT, description="CTT01 as sent")
     provenance: Provenance
     confidence: dict[str, Confidence] = Field(default_factory=dict)
 
-    @field_validator("currency")
+    @field_validator("currency", mode="before")
     @classmethod
-    def _upper(cls, v: str) -> str:
-        return v.upper()
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fits_the_store(self) -> Order:
+        seen: set[int] = set()
+        for ln in self.lines:
+            if ln.line_no in seen:
+                raise ValueError(
+                    f"line number {ln.line_no} appears more than once; "
+                    "every line of an order needs its own number"
+                )
+            seen.add(ln.line_no)
+        total = self.total
+        if total is not None:
+            whole = TOTAL_PRECISION - TOTAL_SCALE
+            if total and (
+                total.adjusted() >= whole
+                or abs(total.quantize(Decimal(1).scaleb(-TOTAL_SCALE), ROUND_HALF_UP))
+                >= Decimal(10) ** whole
+            ):
+                raise ValueError(
+                    f"the order total (quantity x price over all lines) has more than {whole} "
+                    "digits before the decimal point"
+                )
+        return self
 
     @property
     def total(self) -> Decimal | None:
@@ -159,8 +294,19 @@ class ChannelMessageOutcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
-class IntakeError(_Model):
-    """A human-actionable reason a message (or part of it) was not accepted."""
+class IntakeError(BaseModel):
+    """A human-actionable reason a message (or part of it) was not accepted. Its text may
+    quote hostile input, so it is made storable (U+FFFD for NUL, bounded) instead of refused."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = storable_text(v)
+            return v if len(v) <= 2000 else v[:1999] + "\u2026"
+        return v
 
     code: str = Field(description="machine code, e.g. x12.se_count_mismatch")
     message: str = Field(description="what is wrong, in words a person can act on")

@@ -109,107 +109,232 @@ def ingest(
 def _decide(
     conn, stored, channel, partner_id, client_request_id, result: ParseResult, run, actor_id
 ) -> Outcome:
+    """The outcome, in one transaction. Whatever the store refuses in it — one order
+    (rolled back to its savepoint, the others kept) or the whole outcome — quarantines what
+    it refused with a specific error, never stops the batch: the message always leaves
+    ``pending`` (only a lost connection propagates)."""
     mid = stored.message_id
-    with db.transaction(conn):
-        if not result.orders and result.acknowledgments and not result.errors:
-            return _acknowledgment(conn, mid, partner_id, result)
-        if not result.orders:
-            intake.set_outcome(
-                conn,
-                mid,
-                "quarantined",
-                errors=result.errors
-                or [
-                    IntakeError(
-                        code="intake.no_orders",
-                        message="the message contains no purchase order",
-                        action="Check what the partner sent; replay or discard.",
-                    )
-                ],
-                control=result.control,
-                details=result.details,
+    try:
+        with db.transaction(conn):
+            return _decide_in(
+                conn, stored, channel, partner_id, client_request_id, result, run, actor_id
             )
-            _queue_acks(conn, result)
-            return Outcome(mid, "quarantined", errors=tuple(result.errors))
-
-        earlier = intake.earlier_message_with(
-            conn,
-            message_id=mid,
-            partner_id=partner_id,
-            content_sha256=stored.content_sha256,
-            interchange_control_number=result.control.get("isa13"),
-            client_request_id=client_request_id,
-            channel=channel,
+    except Exception as exc:
+        if conn.closed or conn.broken:
+            raise
+        log.warning(
+            "message %s: the store refused its outcome (%s); quarantining it", mid, _sqlstate(exc)
         )
-        if earlier is not None:
+        error = IntakeError(
+            code="intake.store_refused",
+            message=f"the store refused this message's outcome: {_describe(exc)}",
+            action="Report to the OrderFlow data team (a value passed the checks the store "
+            "then refused); replay the message after the fix.",
+        )
+        with db.transaction(conn):
             intake.set_outcome(
-                conn,
-                mid,
-                "duplicate",
-                duplicate_of=earlier,
-                control=result.control,
-                details={
-                    **result.details,
-                    "reason": "same content, interchange "
-                    "control number or client request id as message "
-                    f"{earlier}",
-                },
+                conn, mid, "quarantined", errors=[error], details={"refused_at": "outcome"}
             )
-            return Outcome(mid, "duplicate", duplicate_of=earlier)
+        return Outcome(mid, "quarantined", errors=(error,))
 
-        known = intake.existing_orders_by_po(
-            conn, [(o.customer_id, partner_id, o.po_number) for o in result.orders]
+
+def _sqlstate(exc: BaseException) -> str:
+    """An exception's class and SQLSTATE, without the values it may quote (no PII in logs)."""
+    return f"{type(exc).__name__} {getattr(exc, 'sqlstate', None) or ''}".strip()
+
+
+def _describe(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    constraint = getattr(diag, "constraint_name", None) if diag is not None else None
+    text = primary or str(exc) or type(exc).__name__
+    return f"{text} (constraint {constraint})" if constraint else text
+
+
+def _one_per_po(orders: list[Order]) -> tuple[list[Order], list[IntakeError], dict[str, str]]:
+    """The same PO twice in one message (two ST sets with one BEG03, one PDF attached many
+    times) is one order: the first is kept, each repeat is flagged a duplicate of it."""
+    first: dict[tuple[str | None, str], Order] = {}
+    kept, errors, repeats = [], [], {}
+    for o in orders:
+        key = (o.customer_id, o.po_number)
+        if key not in first:
+            first[key] = o
+            kept.append(o)
+            continue
+        original = first[key]
+        where = _where(o)
+        repeats[where] = original.order_id
+        errors.append(
+            IntakeError(
+                code="intake.duplicate_po_in_message",
+                message=f"PO {o.po_number} appears again in this message ({where}); it was "
+                f"taken once, as order {original.order_id} ({_where(original)})",
+                where=where,
+                action="Nothing if it is a repeat; if it is a different order, ask the sender "
+                "for it under its own PO number.",
+            )
         )
-        fresh, dup_orders = [], {}
-        for o in result.orders:
-            original_order = known.get((o.customer_id, partner_id, o.po_number))
-            if original_order is None:
-                fresh.append(o)
-            else:
-                dup_orders[o.po_number] = original_order
-        if not fresh:
-            first = next(iter(dup_orders.values()))
-            original = conn.execute(
-                'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (first,)
-            ).fetchone()[0]
-            if original is None or original == mid:  # a replay of our own orders
-                intake.set_outcome(
-                    conn,
-                    mid,
-                    "orders_created",
-                    order_count=len(result.orders),
-                    control=result.control,
-                    details=result.details,
+    return kept, errors, repeats
+
+
+def _where(o: Order) -> str:
+    p = o.provenance
+    if p.transaction_control_number:
+        return f"PO {o.po_number} / ST02 {p.transaction_control_number}"
+    return f"PO {o.po_number} / order {o.order_id}"
+
+
+def _insert_isolated(conn, orders: list[Order], mid: int, actor_id: str, run):
+    """Insert the orders in one savepoint; if the store refuses any, retry each in its own
+    savepoint so only the refused ones are left out (each with its error)."""
+    try:
+        with conn.transaction():
+            return intake.insert_orders(
+                conn, orders, message_id=mid, actor_id=actor_id, run=run
+            ), []
+    except Exception:
+        if conn.closed or conn.broken:
+            raise
+    created, errors = [], []
+    for o in orders:
+        try:
+            with conn.transaction():
+                created += intake.insert_orders(
+                    conn, [o], message_id=mid, actor_id=actor_id, run=run
                 )
-                return Outcome(mid, "orders_created", tuple(o.order_id for o in result.orders))
-            intake.set_outcome(
-                conn,
-                mid,
-                "duplicate",
-                duplicate_of=original,
-                control=result.control,
-                details={**result.details, "duplicate_orders": dup_orders},
+        except Exception as exc:
+            if conn.closed or conn.broken:
+                raise
+            log.warning(
+                "message %s: order %s refused by the store (%s)", mid, o.order_id, _sqlstate(exc)
             )
-            return Outcome(mid, "duplicate", duplicate_of=original)
+            errors.append(
+                IntakeError(
+                    code="intake.order_refused_by_store",
+                    message=f"PO {o.po_number} could not be stored: {_describe(exc)}",
+                    where=_where(o),
+                    action="Report to the OrderFlow data team (the value passed the canonical "
+                    "model's checks); replay the message after the fix.",
+                )
+            )
+    return created, errors
 
-        for o in fresh:
-            o.provenance.message_id = mid
-        created = intake.insert_orders(conn, fresh, message_id=mid, actor_id=actor_id, run=run)
-        _hold(conn, created, result.holds, actor_id, run)
-        details = dict(result.details)
-        if dup_orders:
-            details["duplicate_orders"] = dup_orders
+
+def _decide_in(
+    conn, stored, channel, partner_id, client_request_id, result: ParseResult, run, actor_id
+) -> Outcome:
+    mid = stored.message_id
+    if not result.orders and result.acknowledgments and not result.errors:
+        return _acknowledgment(conn, mid, partner_id, result)
+    if not result.orders:
         intake.set_outcome(
             conn,
             mid,
-            "orders_created",
-            errors=result.errors,
-            order_count=len(fresh),
+            "quarantined",
+            errors=result.errors
+            or [
+                IntakeError(
+                    code="intake.no_orders",
+                    message="the message contains no purchase order",
+                    action="Check what the partner sent; replay or discard.",
+                )
+            ],
             control=result.control,
-            details=details,
+            details=result.details,
         )
         _queue_acks(conn, result)
-        return Outcome(mid, "orders_created", tuple(created), tuple(result.errors))
+        return Outcome(mid, "quarantined", errors=tuple(result.errors))
+
+    earlier = intake.earlier_message_with(
+        conn,
+        message_id=mid,
+        partner_id=partner_id,
+        content_sha256=stored.content_sha256,
+        interchange_control_number=result.control.get("isa13"),
+        client_request_id=client_request_id,
+        channel=channel,
+    )
+    if earlier is not None:
+        intake.set_outcome(
+            conn,
+            mid,
+            "duplicate",
+            duplicate_of=earlier,
+            control=result.control,
+            details={
+                **result.details,
+                "reason": "same content, interchange "
+                "control number or client request id as message "
+                f"{earlier}",
+            },
+        )
+        return Outcome(mid, "duplicate", duplicate_of=earlier)
+
+    orders, repeat_errors, repeats = _one_per_po(result.orders)
+    known = intake.existing_orders_by_po(
+        conn, [(o.customer_id, partner_id, o.po_number) for o in orders]
+    )
+    fresh, dup_orders = [], {}
+    for o in orders:
+        original_order = known.get((o.customer_id, partner_id, o.po_number))
+        if original_order is None:
+            fresh.append(o)
+        else:
+            dup_orders[o.po_number] = original_order
+    if not fresh:
+        first = next(iter(dup_orders.values()))
+        original = conn.execute(
+            'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (first,)
+        ).fetchone()[0]
+        if original is None or original == mid:  # a replay of our own orders
+            intake.set_outcome(
+                conn,
+                mid,
+                "orders_created",
+                errors=[*result.errors, *repeat_errors],
+                order_count=len(orders),
+                control=result.control,
+                details=result.details,
+            )
+            return Outcome(mid, "orders_created", tuple(o.order_id for o in orders))
+        intake.set_outcome(
+            conn,
+            mid,
+            "duplicate",
+            duplicate_of=original,
+            control=result.control,
+            details={**result.details, "duplicate_orders": dup_orders},
+        )
+        return Outcome(mid, "duplicate", duplicate_of=original)
+
+    for o in fresh:
+        o.provenance.message_id = mid
+    created, refused = _insert_isolated(conn, fresh, mid, actor_id, run)
+    errors = [*result.errors, *repeat_errors, *refused]
+    details = dict(result.details)
+    if dup_orders:
+        details["duplicate_orders"] = dup_orders
+    if repeats:
+        details["repeated_in_message"] = repeats
+    if not created and refused:  # every order the message brought was refused
+        intake.set_outcome(
+            conn, mid, "quarantined", errors=errors, control=result.control, details=details
+        )
+        _queue_acks(conn, result)
+        return Outcome(mid, "quarantined", errors=tuple(errors))
+    _hold(conn, created, result.holds, actor_id, run)
+    intake.set_outcome(
+        conn,
+        mid,
+        "orders_created",
+        errors=errors,
+        order_count=len(fresh) - len(refused),
+        control=result.control,
+        details=details,
+    )
+    _queue_acks(conn, result)
+    return Outcome(mid, "orders_created", tuple(created), tuple(errors))
 
 
 def _acknowledgment(conn, mid: int, partner_id: str | None, result: ParseResult) -> Outcome:

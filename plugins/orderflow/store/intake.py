@@ -20,6 +20,40 @@ if TYPE_CHECKING:
     from orderflow.domain.models import IntakeError, Order
 
 
+#: what is kept of a source reference (file name, mail id, request id) in indexed columns
+MAX_SOURCE_REF_CHARS = 300
+
+
+def bounded_text(value: str | None, limit: int) -> str | None:
+    """``value`` made storable in an indexed text column: NULs and unpaired surrogates
+    replaced, and anything longer than ``limit`` cut, with a hash of the whole so that two
+    different long values stay different. Used for our bookkeeping columns only."""
+    from orderflow.domain.models import storable_text
+
+    if value is None:
+        return None
+    clean = storable_text(value)
+    if len(clean) <= limit and clean == value:
+        return value
+    if len(clean) <= limit:
+        return clean
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{clean[: limit - 73]}\u2026sha256:{digest}"
+
+
+def storable(obj: Any) -> Any:
+    """A JSON-able structure with every string (keys included) made storable in jsonb."""
+    from orderflow.domain.models import storable_text
+
+    if isinstance(obj, str):
+        return storable_text(obj)
+    if isinstance(obj, dict):
+        return {storable(k): storable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [storable(v) for v in obj]
+    return obj
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     message_id: int
@@ -49,7 +83,13 @@ def record_message(
     same file, a re-read feed page) returns the existing row with ``seen_before`` and a bumped
     ``delivery_count`` instead of a second message.
     """
+    from orderflow.domain.models import MAX_ID_CHARS
+
     digest = sha256(raw)
+    partner_id = bounded_text(partner_id, MAX_ID_CHARS)
+    source_ref = bounded_text(source_ref, MAX_SOURCE_REF_CHARS)
+    client_request_id = bounded_text(client_request_id, MAX_ID_CHARS)
+    content_type = bounded_text(content_type, MAX_SOURCE_REF_CHARS)
     key = f"{channel}:{partner_id or '-'}:{source_ref or '-'}:{digest}"
     row = conn.execute(
         """
@@ -88,6 +128,12 @@ def earlier_message_with(
 ) -> int | None:
     """The first earlier message this one duplicates (same bytes, same ISA13 from the same
     partner, or the same client request id), among messages that were not duplicates."""
+    from orderflow.domain.models import MAX_ID_CHARS
+
+    # the values as record_message / set_outcome stored them
+    partner_id = bounded_text(partner_id, MAX_ID_CHARS)
+    interchange_control_number = bounded_text(interchange_control_number, MAX_ID_CHARS)
+    client_request_id = bounded_text(client_request_id, MAX_ID_CHARS)
     # One indexed lookup per key (an OR across them made PostgreSQL walk the primary key).
     clauses, params = [], []
     if content_sha256:
@@ -232,7 +278,10 @@ def set_outcome(
     control: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    control = control or {}
+    from orderflow.domain.models import MAX_ID_CHARS
+
+    control = storable(control or {})
+    st02s = control.get("st02s")
     conn.execute(
         """
         UPDATE orderflow.channel_message
@@ -248,10 +297,10 @@ def set_outcome(
             Jsonb([e.model_dump() for e in errors]) if errors else None,
             duplicate_of,
             order_count,
-            Jsonb(details or {}),
-            control.get("isa13"),
-            control.get("gs06"),
-            control.get("st02s"),
+            Jsonb(storable(details or {})),
+            bounded_text(control.get("isa13"), MAX_ID_CHARS),
+            bounded_text(control.get("gs06"), MAX_ID_CHARS),
+            [bounded_text(str(x), MAX_ID_CHARS) for x in st02s] if st02s else None,
             message_id,
         ),
     )
