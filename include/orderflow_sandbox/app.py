@@ -288,7 +288,10 @@ def create_app(
 
     @wms.post("/releases", status_code=201, summary="Release an order to the floor (idempotent)")
     def release(body: ReleaseIn, response: Response, key: IdemKey = None) -> dict:
-        return _answer(response, state.release(_require_key(key), body.model_dump()))
+        reuse = injector.reuse_id("/wms/releases")
+        return _answer(
+            response, state.release(_require_key(key), body.model_dump(), reuse_id=reuse)
+        )
 
     @wms.get(
         "/milestones", summary="Milestone feed: released, picked, short_picked, packed, shipped"

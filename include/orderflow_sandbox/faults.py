@@ -35,6 +35,13 @@ class FaultRule(BaseModel):
         0.0, ge=0, le=1, description="Feeds: share of items delivered twice"
     )
     out_of_order_rate: float = Field(0.0, ge=0, le=1, description="Feeds: share of pages shuffled")
+    reuse_id_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="WMS releases: share of new releases answered with an id the WMS already "
+        "gave another release (a WMS that lost its counter)",
+    )
 
 
 class FaultConfig(BaseModel):
@@ -85,6 +92,13 @@ class FaultInjector:
         elif roll < rule.error_rate + rule.timeout_rate + rule.reset_rate:
             d.reset = True
         return d
+
+    def reuse_id(self, path: str) -> bool:
+        """Whether this request is answered with an id given out before."""
+        rule = self.rule_for(path)
+        if rule is None or not rule.reuse_id_rate:
+            return False
+        return self.rng(rule, "reuse_id").random() < rule.reuse_id_rate
 
     def feed_faults(self, path: str, items: list) -> list:
         """Duplicate and reorder items of a feed page, as flaky partner feeds do."""

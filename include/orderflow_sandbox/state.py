@@ -373,9 +373,10 @@ class Distributor:
                 res["status"] = "cancelled"
             return dict(res)
 
-    def release(self, key: str, body: dict) -> tuple[dict, bool]:
+    def release(self, key: str, body: dict, *, reuse_id: bool = False) -> tuple[dict, bool]:
         """Release an order to the floor. A repeated key returns the first answer, never a
-        second pick. Lines are taken from the named reservations or, without, from stock."""
+        second pick. Lines are taken from the named reservations or, without, from stock.
+        ``reuse_id`` (a fault) answers with the id of the first release instead of its own."""
         with self.lock:
             if (prior := self.release_keys.replay(key, body)) is not None:
                 return prior, True
@@ -410,7 +411,10 @@ class Distributor:
             }
             self.releases[release_id] = release
             self._plan_milestones(release, now)
-            return self.release_keys.remember(key, body, dict(release)), False
+            answer = dict(release)
+            if reuse_id and len(self.releases) > 1:
+                answer["release_id"] = next(iter(self.releases))
+            return self.release_keys.remember(key, body, answer), False
 
     def _plan_milestones(self, release: dict, now: datetime) -> None:
         """Released → picked → packed → shipped, with realistic delays and some short picks."""

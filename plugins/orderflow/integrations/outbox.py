@@ -1,17 +1,32 @@
-"""The outbox sender: delivers queued side effects at most once per idempotency key.
+"""The outbox sender: delivers queued side effects, keyed, and accounts for every row.
 
 Rows are claimed with ``FOR UPDATE SKIP LOCKED`` under a lease (parallel senders never take
-the same row; a sender killed mid-send leaves a lease that expires and the row is claimed
-again — the partner sees the same ``Idempotency-Key`` and answers with its first answer, so
-nothing is done twice). Transient failures back off exponentially; a rejection (4xx) or an
-exhausted retry budget moves the row to ``dead`` and into ``dead_letter`` for replay.
+the same row). Each row ends in exactly one of these states, whatever fails and wherever:
+
+- ``sent``: the receiver accepted it. The bookkeeping that follows a send (the WMS release id
+  on our shipment, the posted invoice) is a *follow-up*: it runs in a savepoint of the same
+  transaction that records the send, so a failing follow-up never un-records a send. A
+  follow-up that fails is retried with backoff on later runs (``followup_status='pending'``);
+  one that cannot succeed (a constraint the answer violates, or the retry budget spent) is a
+  typed dead letter (``source='outbox_followup'``) with an exception on the order's desk.
+- ``failed`` → retried with exponential backoff; ``dead`` after a rejection (4xx) or the retry
+  budget — into ``dead_letter`` for replay. *Every* failure counts, not only HTTP ones: an
+  unexpected error in one row is recorded on that row and the rows behind it are still sent.
+- ``unknown``: a send to a receiver that cannot deduplicate (e-mail) was interrupted between
+  hand-over and record (a killed worker, a stopped stack). Sending it again could send it
+  twice, so it waits for a person (``orderflow outbox unknown``; replay or mark sent).
+
+Delivery guarantee per kind (README "Delivery guarantees"): WMS releases, ERP invoices,
+EDI documents and portal webhooks are *exactly once by key* — the receiver answers a repeated
+``Idempotency-Key`` with its first answer, so a row re-sent after a crash is effectively
+asked "did you get this?". E-mail is *at most once*, with any ambiguity recorded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from psycopg.types.json import Jsonb
@@ -29,6 +44,13 @@ CLAIM_BATCH = 200  # rows per claim: ~1 s of sending, far inside the lease
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 3600
+FOLLOWUP_MAX_ATTEMPTS = 5
+
+#: Receivers that deduplicate by our Idempotency-Key: a row interrupted mid-send is sent again
+#: (the receiver answers with its first answer). Every other action is at most once.
+KEYED_ACTIONS = frozenset(
+    {"edi_997", "edi_ta1", "edi_855", "edi_856", "edi_810", "wms_release", "erp_invoice", "webhook"}
+)
 
 
 def _edi(hook_cls):
@@ -72,7 +94,7 @@ def _invoice_sent(conn, payload: dict, answer: dict) -> None:
         )
 
 
-#: Bookkeeping in the transaction that marks a row sent (same transaction: never lost).
+#: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 AFTER_SENT: dict[str, Callable[..., None]] = {
     "wms_release": _release_sent,
     "erp_invoice": _invoice_sent,
@@ -98,24 +120,47 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
 
 
 def claim(conn: psycopg.Connection, actions: list[str], limit: int = 200) -> list[tuple]:
-    """Take up to ``limit`` due rows (pending, failed and due, or with an expired lease)."""
+    """Take up to ``limit`` due rows (pending, failed and due, or with an expired lease —
+    except an interrupted non-keyed send, which :func:`reconcile_interrupted` settles)."""
     with db.transaction(conn):
         return conn.execute(
             """
             UPDATE orderflow.outbox o
-               SET status = 'sending', attempts = o.attempts + 1,
+               SET status = 'sending', attempts = o.attempts + 1, send_started_at = NULL,
                    next_attempt_at = now() + make_interval(secs => %s)
              WHERE o.outbox_id IN (
                 SELECT outbox_id FROM orderflow.outbox
                  WHERE action = ANY(%s) AND status IN ('pending', 'failed', 'sending')
                    AND next_attempt_at <= now()
+                   AND NOT (status = 'sending' AND send_started_at IS NOT NULL
+                            AND action <> ALL(%s))
                  ORDER BY outbox_id
                  FOR UPDATE SKIP LOCKED
                  LIMIT %s)
             RETURNING o.outbox_id, o.idempotency_key, o.action, o.target_conn_id, o.payload, o.attempts
             """,
-            (LEASE_SECONDS, actions, limit),
+            (LEASE_SECONDS, actions, list(KEYED_ACTIONS), limit),
         ).fetchall()
+
+
+@dataclass
+class SendResult:
+    """What one :func:`send_due` call did. ``claimed`` rows each end in exactly one of
+    ``sent`` / ``retry`` / ``dead``; the rest is bookkeeping around earlier sends."""
+
+    claimed: int = 0
+    sent: int = 0
+    retry: int = 0
+    dead: int = 0
+    unknown: int = 0  # interrupted non-keyed sends settled as ambiguous (this call)
+    followup_done: int = 0
+    followup_retry: int = 0
+    followup_dead: int = 0
+    errors: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, int]:
+        """The non-zero outcome counters (the XCom of a send task)."""
+        return {k: v for k, v in vars(self).items() if k not in ("claimed", "errors") and v}
 
 
 def send_due(
@@ -125,43 +170,232 @@ def send_due(
     limit: int = 200,
     senders: dict[str, Callable[[str, dict, str], dict]] | None = None,
 ) -> dict[str, int]:
-    """Claim and send due rows; returns counts by result (sent / retry / dead)."""
+    """Settle interrupted sends, retry due follow-ups, then claim and send due rows; returns
+    the non-zero counters of :class:`SendResult`."""
+    return send(conn, actions, limit=limit, senders=senders).as_dict()
+
+
+def send(
+    conn: psycopg.Connection,
+    actions: list[str],
+    *,
+    limit: int = 200,
+    senders: dict[str, Callable[[str, dict, str], dict]] | None = None,
+) -> SendResult:
     senders = senders or _registry()
-    counts: Counter = Counter()
-    while (done := sum(counts.values())) < limit:
+    res = SendResult()
+    errors: list[str] = []
+    res.unknown = reconcile_interrupted(conn, actions)
+    retry_followups(conn, actions, res)
+    while res.claimed < limit:
         # Claim in small batches so a lease never outlives the batch it covers.
-        batch = claim(conn, actions, min(CLAIM_BATCH, limit - done))
+        batch = claim(conn, actions, min(CLAIM_BATCH, limit - res.claimed))
         if not batch:
             break
-        _send_batch(conn, batch, senders, counts)
-    return dict(counts)
+        res.claimed += len(batch)
+        _send_batch(conn, batch, senders, res, errors)
+    res.errors = tuple(errors[:20])
+    return res
 
 
-def _send_batch(conn, batch, senders, counts: Counter) -> None:
+def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> None:
     for outbox_id, key, action, conn_id, payload, attempts in batch:
+        if action not in KEYED_ACTIONS:
+            # The moment of hand-over: after a crash past this point we cannot know whether
+            # the receiver got it, and it cannot tell us (see reconcile_interrupted).
+            with db.transaction(conn):
+                conn.execute(
+                    "UPDATE orderflow.outbox SET send_started_at = now() WHERE outbox_id = %s",
+                    (outbox_id,),
+                )
         try:
             answer = senders[action](conn_id, payload, key)
-        except ExternalSystemError as exc:
-            final = isinstance(exc, ExternalRejected) or attempts >= MAX_ATTEMPTS
-            _failed(conn, outbox_id, key, action, payload, str(exc), attempts, final)
-            counts["dead" if final else "retry"] += 1
+        except Exception as exc:  # every failure counts toward the row's attempts
+            rejected = isinstance(exc, ExternalRejected)
+            final = rejected or attempts >= MAX_ATTEMPTS
+            error = str(exc) if isinstance(exc, ExternalSystemError) else _describe(exc)
+            _failed(conn, outbox_id, key, action, payload, error, attempts, final)
+            errors.append(f"{key}: {error}")
+            if final:
+                res.dead += 1
+            else:
+                res.retry += 1
             continue
+        follow = AFTER_SENT.get(action)
         with db.transaction(conn):
             conn.execute(
                 "UPDATE orderflow.outbox SET status = 'sent', sent_at = now(), response = %s, "
-                "last_error = NULL WHERE outbox_id = %s",
-                (Jsonb(answer), outbox_id),
+                "last_error = NULL, followup_status = %s, followup_next_at = now() "
+                "WHERE outbox_id = %s",
+                (Jsonb(answer), "pending" if follow else None, outbox_id),
             )
-            if action in AFTER_SENT:
-                AFTER_SENT[action](conn, payload, answer)
-        counts["sent"] += 1
+            if follow:
+                _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
+        res.sent += 1
+
+
+def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res) -> bool:
+    """One try of a sent row's follow-up, inside the caller's transaction (a savepoint: a
+    failure rolls back the follow-up only, never the record of the send). True when done."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            follow(conn, payload, answer)
+            conn.execute(
+                "UPDATE orderflow.outbox SET followup_status = 'done', followup_error = NULL "
+                "WHERE outbox_id = %s",
+                (outbox_id,),
+            )
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection itself is gone: nothing here can be recorded
+    except Exception as exc:
+        attempts += 1
+        # A constraint the answer violates will violate it again: no point retrying.
+        final = isinstance(exc, psycopg.IntegrityError) or attempts >= FOLLOWUP_MAX_ATTEMPTS
+        _followup_failed(
+            conn, outbox_id, key, action, payload, answer, _describe(exc), attempts, final
+        )
+        if final:
+            res.followup_dead += 1
+        else:
+            res.followup_retry += 1
+        return False
+    return True
+
+
+def retry_followups(conn: psycopg.Connection, actions: list[str], res: SendResult) -> None:
+    """Run again the follow-ups of sent rows that failed earlier and are due."""
+    with db.transaction(conn):
+        due = conn.execute(
+            """
+            SELECT outbox_id, idempotency_key, action, payload, response, followup_attempts
+              FROM orderflow.outbox
+             WHERE followup_status = 'pending' AND action = ANY(%s) AND status = 'sent'
+               AND followup_next_at <= now()
+             ORDER BY outbox_id
+             FOR UPDATE SKIP LOCKED
+             LIMIT 500
+            """,
+            (actions,),
+        ).fetchall()
+        for outbox_id, key, action, payload, answer, attempts in due:
+            follow = AFTER_SENT[action]
+            if _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res):
+                res.followup_done += 1
+
+
+def _followup_failed(conn, outbox_id, key, action, payload, answer, error, attempts, final) -> None:
+    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
+    conn.execute(
+        "UPDATE orderflow.outbox SET followup_status = %s, followup_attempts = %s, "
+        "followup_error = %s, followup_next_at = now() + make_interval(secs => %s) "
+        "WHERE outbox_id = %s",
+        ("dead" if final else "pending", attempts, error[:2000], delay, outbox_id),
+    )
+    if final:
+        reason = (
+            f"The {action.replace('_', ' ')} {key} was accepted by the receiver, but recording "
+            f"its answer failed: {error[:300]}. The send stands; our records lack its answer "
+            "(e.g. milestones for that release cannot be matched). Check the receiver's answer "
+            "(outbox response) against our record, fix it, then replay the follow-up."
+        )
+        conn.execute(
+            """
+            INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
+            VALUES ('outbox_followup', %s, %s, %s)
+            ON CONFLICT (source, source_ref) DO UPDATE
+                SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
+            """,
+            (
+                key,
+                Jsonb({"outbox_id": outbox_id, "action": action, "answer": answer}),
+                error[:2000],
+            ),
+        )
+        order_id = conn.execute(
+            "SELECT order_id FROM orderflow.outbox WHERE outbox_id = %s", (outbox_id,)
+        ).fetchone()[0]
+        if order_id:
+            from orderflow.store import exceptions
+
+            exceptions.open_routed(
+                conn,
+                category="integration_failure",
+                reason=reason,
+                order_id=order_id,
+                details={"kind": "outbox_followup", "idempotency_key": key, "error": error[:500]},
+            )
+    log.warning(
+        "outbox %s (%s) sent, follow-up %s after %d attempt(s): %s",
+        outbox_id,
+        action,
+        "dead-lettered" if final else "will retry",
+        attempts,
+        error,
+    )
+
+
+def reconcile_interrupted(conn: psycopg.Connection, actions: list[str] | None = None) -> int:
+    """Settle rows whose sender died mid-send. Keyed rows need nothing: the next claim sends
+    them again and the receiver answers by key. A non-keyed row (e-mail) that had been handed
+    over is marked ``unknown`` and dead-lettered for a person, never sent blindly again."""
+    with db.transaction(conn):
+        rows = conn.execute(
+            """
+            UPDATE orderflow.outbox
+               SET status = 'unknown',
+                   last_error = 'interrupted while being handed to the receiver, which cannot '
+                                'tell us whether it arrived; check, then replay or mark sent'
+             WHERE status = 'sending' AND next_attempt_at <= now()
+               AND send_started_at IS NOT NULL AND action <> ALL(%s)
+               AND (%s::text[] IS NULL OR action = ANY(%s::text[]))
+            RETURNING outbox_id, idempotency_key, action, payload, send_started_at
+            """,
+            (list(KEYED_ACTIONS), actions, actions),
+        ).fetchall()
+        for outbox_id, key, action, payload, started in rows:
+            conn.execute(
+                """
+                INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
+                VALUES ('outbox', %s, %s, %s)
+                ON CONFLICT (source, source_ref) DO UPDATE
+                    SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
+                """,
+                (
+                    key,
+                    Jsonb({"outbox_id": outbox_id, "action": action, "payload": payload}),
+                    f"outbox.ambiguous: {action} handed over at {started.isoformat()} and the "
+                    "sender stopped before recording the result",
+                ),
+            )
+    for _, key, action, _, _ in rows:
+        log.warning("outbox %s (%s): interrupted mid-send, marked unknown", key, action)
+    return len(rows)
+
+
+def expire_leases(conn: psycopg.Connection) -> int:
+    """At stack start nobody is sending: every lease is stale. Expire them so keyed rows go
+    out again at once (receivers answer by key), then settle interrupted e-mails."""
+    with db.transaction(conn):
+        n = conn.execute(
+            "UPDATE orderflow.outbox SET next_attempt_at = now() WHERE status = 'sending'"
+        ).rowcount
+    reconcile_interrupted(conn)
+    return n
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line error for people: the type and the message, no payloads."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:2000]
 
 
 def _failed(conn, outbox_id, key, action, payload, error, attempts, final) -> None:
     delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
     with db.transaction(conn):
         conn.execute(
-            "UPDATE orderflow.outbox SET status = %s, last_error = %s, "
+            "UPDATE orderflow.outbox SET status = %s, last_error = %s, send_started_at = NULL, "
             "next_attempt_at = now() + make_interval(secs => %s) WHERE outbox_id = %s",
             ("dead" if final else "failed", error[:2000], delay, outbox_id),
         )
@@ -190,16 +424,63 @@ def _failed(conn, outbox_id, key, action, payload, error, attempts, final) -> No
 
 
 def replay_dead(conn: psycopg.Connection, idempotency_key: str, actor: str) -> bool:
-    """Put a dead-lettered side effect back in the queue (same key: still at most once)."""
+    """Put a dead-lettered (or, after a person checked, an ``unknown``) side effect back in
+    the queue under the same key."""
+    return settle(conn, idempotency_key, actor, resend=True, reason="replayed")
+
+
+def settle(
+    conn: psycopg.Connection, idempotency_key: str, actor: str, *, resend: bool, reason: str
+) -> bool:
+    """A person's decision on a ``dead`` or ``unknown`` row: send it again (same key) or
+    record it as sent (they saw it arrive). Audited; False when the row is in neither state."""
     with db.transaction(conn):
-        cur = conn.execute(
-            "UPDATE orderflow.outbox SET status = 'pending', next_attempt_at = now(), attempts = 0 "
-            "WHERE idempotency_key = %s AND status = 'dead'",
+        row = conn.execute(
+            "SELECT status, attempts FROM orderflow.outbox WHERE idempotency_key = %s FOR UPDATE",
             (idempotency_key,),
+        ).fetchone()
+        if row is None or row[0] not in ("dead", "unknown"):
+            return False
+        after = "pending" if resend else "sent"
+        conn.execute(
+            "UPDATE orderflow.outbox SET status = %s, next_attempt_at = now(), attempts = 0, "
+            "send_started_at = NULL, sent_at = CASE WHEN %s THEN now() END "
+            "WHERE idempotency_key = %s",
+            (after, not resend, idempotency_key),
         )
         conn.execute(
             "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
             "WHERE source = 'outbox' AND source_ref = %s",
             (actor, idempotency_key),
         )
-        return cur.rowcount == 1
+        _audit(conn, actor, "outbox_settle", idempotency_key, row[0], after, reason)
+        return True
+
+
+def replay_followup(
+    conn: psycopg.Connection, idempotency_key: str, actor: str, reason: str
+) -> bool:
+    """Run a dead follow-up again on the next send (after its cause was fixed). Audited."""
+    with db.transaction(conn):
+        cur = conn.execute(
+            "UPDATE orderflow.outbox SET followup_status = 'pending', followup_attempts = 0, "
+            "followup_next_at = now() WHERE idempotency_key = %s AND followup_status = 'dead'",
+            (idempotency_key,),
+        )
+        if cur.rowcount != 1:
+            return False
+        conn.execute(
+            "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
+            "WHERE source = 'outbox_followup' AND source_ref = %s",
+            (actor, idempotency_key),
+        )
+        _audit(conn, actor, "outbox_followup_replay", idempotency_key, "dead", "pending", reason)
+        return True
+
+
+def _audit(conn, actor, action, key, before, after, reason) -> None:
+    conn.execute(
+        "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, after, "
+        "reason) VALUES (%s, %s, 'outbox', %s, %s, %s, %s)",
+        (actor, action, key, Jsonb({"status": before}), Jsonb({"status": after}), reason),
+    )

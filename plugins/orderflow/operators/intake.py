@@ -151,7 +151,8 @@ class SendOutboxOperator(BaseOperator):
     :param actions: outbox actions to send, e.g. ``["edi_997", "edi_ta1"]``. Templated.
     :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
     :param limit: rows per run (default 500); the rest wait for the next run.
-    :return: (XCom) counts of sent / retry / dead.
+    :return: (XCom) counts of sent / retry / dead (and follow-ups, settled sends). Fails, without
+        a task retry, when it claimed rows and sent none of them.
     """
 
     template_fields: Sequence[str] = ("actions", "store_conn_id")
@@ -176,10 +177,23 @@ class SendOutboxOperator(BaseOperator):
 
         conn = db.connect(self.store_conn_id)
         try:
-            counts = outbox.send_due(conn, list(self.actions), limit=self.limit)
+            res = outbox.send(conn, list(self.actions), limit=self.limit)
         finally:
             conn.close()
+        counts = res.as_dict()
         self.log.info("outbox %s: %s", self.actions, counts)
+        for error in res.errors:
+            self.log.warning("not sent: %s", error)
+        if res.claimed and not res.sent:
+            # Every row is recorded (backing off or dead-lettered), but a task that delivered
+            # nothing of what it took must not look healthy. No task retry: the rows are not
+            # due again yet; the next run tries them after their backoff.
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"sent none of the {res.claimed} outbox rows claimed ({counts}); first error: "
+                f"{res.errors[0] if res.errors else 'unknown'}"
+            )
         return counts
 
 

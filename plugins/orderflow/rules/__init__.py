@@ -138,8 +138,28 @@ class Notifications(BaseModel):
         return event in self.webhook_events and channel in self.webhook_channels
 
 
+class StageLimit(BaseModel):
+    """How long an order may stay in a stage before it is ``stalled``, and who looks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hours: float = Field(gt=0)
+    owner_role: str
+    #: for SHIPPED: the carrier service's transit days are added (per carrier service)
+    plus_transit_days: bool = False
+
+
+def _default_stage_limits() -> dict[str, StageLimit]:
+    return {
+        "RELEASED": StageLimit(hours=24, owner_role="inventory"),
+        "PICKED": StageLimit(hours=24, owner_role="logistics"),
+        "SHIPPED": StageLimit(hours=48, owner_role="logistics", plus_transit_days=True),
+    }
+
+
 class FulfilmentRules(_RuleSet):
     name: ClassVar[str] = "fulfilment"
+    #: order status → how long it may stay there before a ``stalled`` exception opens
+    stage_limits: dict[str, StageLimit] = Field(default_factory=_default_stage_limits)
     notifications: Notifications = Notifications()
     #: shipped above released by more than this share is a quantity mismatch (0: any)
     overship_tolerance_pct: Decimal = Field(Decimal("0"), ge=0)
