@@ -20,6 +20,7 @@ import re
 from datetime import UTC, datetime
 
 from . import writer
+from .elements import ascii_int, count_value
 from .findings import Finding
 from .results import AckReceived, Delimiters, GroupResult, InterchangeResult
 from .validate import TxnWork
@@ -27,11 +28,12 @@ from .writer import SegmentValues, functional_group, transaction_set
 
 
 def _version_5010(version: str) -> bool:
-    return version[:3].isdecimal() and int(version[:3]) >= 5
+    n = ascii_int(version[:3], 3)
+    return n is not None and n >= 5
 
 
 def _isa_version(received: str) -> str:
-    return received if re.fullmatch(r"00[2-9]\d\d", received) else "00401"
+    return received if re.fullmatch(r"00[2-9][0-9][0-9]", received, re.ASCII) else "00401"
 
 
 def _parties(
@@ -74,8 +76,8 @@ def ak_segments(group: GroupResult) -> list[SegmentValues]:
                 )
         out.append(["AK5", t.ack_code, *t.ak5_codes[:5]])
     received = len(group.transactions)
-    declared = (group.declared_count or "").strip()
-    included = str(int(declared)) if declared.isdecimal() else str(received)
+    declared = count_value(group.declared_count or "", 6)
+    included = str(declared) if declared is not None else str(received)
     accepted = 0 if group.rejected else group.accepted_count
     out.append(
         ["AK9", group.ack_code, included, str(received), str(accepted), *group.ak9_codes[:5]]
@@ -141,7 +143,7 @@ def build_ta1(
     now = _utc(now)
     us, them = _parties(ic, our_id, our_qualifier)
     date = ic.date.strftime("%y%m%d") if ic.date else now.strftime("%y%m%d")
-    time = ic.time if re.fullmatch(r"\d{4}", ic.time) else now.strftime("%H%M")
+    time = ic.time if re.fullmatch(r"[0-9]{4}", ic.time, re.ASCII) else now.strftime("%H%M")
     ctrl = ic.control_number.zfill(9)[-9:]
     ta1 = ["TA1", ctrl, date, time, ic.ta1_code, ic.ta1_note]
     return writer.interchange(
@@ -172,7 +174,7 @@ def read_997(t: TxnWork) -> tuple[AckReceived | None, list[Finding]]:
     else:
         if not re.fullmatch(r"[A-Z]{2}", ak1.el(1)):
             problems.append(f"AK101 {ak1.el(1)!r} is not a functional identifier code")
-        if not ak1.el(2).isdecimal():
+        if ascii_int(ak1.el(2), 9) is None:
             problems.append(f"AK102 {ak1.el(2)!r} is not a group control number")
     if ak9 is None:
         problems.append("it has no AK9 segment")
@@ -180,24 +182,24 @@ def read_997(t: TxnWork) -> tuple[AckReceived | None, list[Finding]]:
         if ak9.el(1) not in _AK9:
             problems.append(f"AK901 {ak9.el(1)!r} is not an acknowledgment code")
         for k in (2, 3, 4):
-            if not ak9.el(k).isdecimal():
+            if count_value(ak9.el(k), 6) is None:
                 problems.append(f"AK90{k} {ak9.el(k)!r} is not a count")
     sets: dict[str, str] = {}
     current: str | None = None
     for s in t.segments:
         if s.tag == "AK2":
             current = s.el(2)
-            if not re.fullmatch(r"\d{3}", s.el(1)) or not current:
+            if not re.fullmatch(r"[0-9]{3}", s.el(1), re.ASCII) or not current:
                 problems.append(
                     f"AK2 (segment {t.position(s)} of the set) does not name a transaction set"
                 )
         elif s.tag == "AK3":
-            if not s.el(2).isdecimal():
+            if count_value(s.el(2), 6) is None:
                 problems.append(f"AK302 {s.el(2)!r} is not a segment position")
         elif s.tag == "AK4":
-            if not re.fullmatch(r"\d+(\D\d+)?", s.el(1)):
+            if not re.fullmatch(r"[0-9]{1,2}([^0-9][0-9]{1,2})?", s.el(1), re.ASCII):
                 problems.append(f"AK401 {s.el(1)!r} is not an element position")
-            if s.el(2) and not s.el(2).isdecimal():
+            if s.el(2) and ascii_int(s.el(2), 4) is None:
                 problems.append(f"AK402 {s.el(2)!r} is not an element reference number")
         elif s.tag == "AK5":
             if s.el(1) not in _AK5:
@@ -223,9 +225,9 @@ def read_997(t: TxnWork) -> tuple[AckReceived | None, list[Finding]]:
             functional_id=ak1.el(1),
             group_control_number=ak1.el(2),
             group_status=ak9.el(1),
-            included=int(ak9.el(2)),
-            received=int(ak9.el(3)),
-            accepted=int(ak9.el(4)),
+            included=count_value(ak9.el(2), 6),
+            received=count_value(ak9.el(3), 6),
+            accepted=count_value(ak9.el(4), 6),
             transactions=sets,
         ),
         [],

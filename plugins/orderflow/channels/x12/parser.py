@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from .ack import build_997, build_ta1, read_997
+from .elements import x12_date
 from .findings import Finding
 from .po850 import MapContext, map_850
 from .reader import RawInterchange, decode, not_x12, read_interchanges
@@ -165,13 +166,7 @@ def _outcome(findings: list[Finding]) -> str:
 
 
 def _isa_date(v: str) -> date | None:
-    if len(v) != 6 or not v.isdecimal():
-        return None
-    yy = int(v[:2])
-    try:
-        return date((2000 if yy < 50 else 1900) + yy, int(v[2:4]), int(v[4:]))
-    except ValueError:
-        return None
+    return x12_date(v) if len(v) == 6 else None
 
 
 def _interchange(
@@ -300,7 +295,9 @@ def _group(
 def _transaction(t: TxnWork, g: GroupWork, ctx: MapContext, *, usable: bool) -> TransactionResult:
     findings = list(t.findings)
     order = po_number = ack = None
-    if t.set_id == "850":
+    if any(f.code == "x12.functional_group_mismatch" for f in findings):
+        pass  # in the wrong kind of group: not read as what it claims to be
+    elif t.set_id == "850":
         order, po_number, more = map_850(t, ctx)
         findings += more
     elif t.set_id == "997" and g.el(1) in ("FA", ""):

@@ -41,12 +41,13 @@ from orderflow.domain.models import (
     order_id_for,
 )
 
+from .elements import count_value, x12_date
 from .findings import RESEND, Finding
 from .reader import Segment
 from .results import ElementNote, SegmentNote
 from .validate import TxnWork
 
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$", re.ASCII)
 _N1_LOOP = {"N1", "N2", "N3", "N4", "NX2", "REF", "PER", "SI", "FOB", "TD1", "TD5", "TD3"}
 _N1_LOOP |= {"TD4", "PKG"}
 _LINE_N1_LOOP = _N1_LOOP | {"DTM", "QTY", "SCH"}
@@ -420,7 +421,7 @@ class _Mapper:
                 charges=charges,
                 notes=self.notes,
                 lines=order_lines,
-                declared_line_count=int(ctt.el(1)) if ctt and ctt.el(1).isdecimal() else None,
+                declared_line_count=count_value(ctt.el(1), 6) if ctt else None,
                 provenance=Provenance(
                     channel=Channel.EDI,
                     partner_id=ctx.partner_id or ctx.sender_id,
@@ -540,7 +541,7 @@ class _Mapper:
 
     def _check_ctt(self, ctt: Segment, n_po1: int) -> None:
         declared = ctt.el(1)
-        if declared.isdecimal() and int(declared) == n_po1:
+        if count_value(declared, 6) == n_po1:
             return
         self.findings.append(
             Finding(
@@ -742,19 +743,7 @@ class _Mapper:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _date(value: str, century: str = "") -> date | None:
-    """CCYYMMDD, or YYMMDD (versions before 004010) with DTM05's century or a 50-year window."""
-    v = value.strip()
-    try:
-        if len(v) == 8 and v.isdecimal():
-            return date(int(v[:4]), int(v[4:6]), int(v[6:]))
-        if len(v) == 6 and v.isdecimal():
-            yy = int(v[:2])
-            cc = int(century) if century.isdecimal() else (20 if yy < 50 else 19)
-            return date(cc * 100 + yy, int(v[2:4]), int(v[4:]))
-    except ValueError:
-        return None
-    return None
+_date = x12_date
 
 
 def _first_qual(dtms: list[tuple[str, date]], quals: tuple[str, ...]) -> str | None:

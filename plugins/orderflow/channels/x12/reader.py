@@ -24,8 +24,8 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
-from datetime import date
 
+from .elements import ascii_int, is_time, x12_date
 from .findings import RESEND, Finding
 from .results import Delimiters
 
@@ -73,7 +73,7 @@ _MAX_ISA_SPAN = 400  # characters scanned for a (mis-padded, wrapped) ISA
 _BETWEEN = " \t\r\n\x00\x1a\ufeff\f\v"  # what may sit between interchanges
 _STRIP = " \t\r\n\f\v"
 _NEWLINE = re.compile(r"\r\n|\r|\n")
-_VERSION = re.compile(r"^00[2-9]\d\d$")
+_VERSION = re.compile(r"^00[2-9][0-9][0-9]$", re.ASCII)
 
 
 @dataclass(slots=True)
@@ -96,6 +96,7 @@ class IsaHeader:
     start: int  # offset of "ISA" in the text
     end: int  # offset just after the terminator (and its line end)
     findings: list[Finding] = field(default_factory=list)
+    fatal: Finding | None = None  # fields readable, delimiters unusable: TA1 R, body unread
 
     def el(self, n: int) -> str:
         return self.elements[n].strip()
@@ -256,23 +257,64 @@ def read_isa(text: str, pos: int, ordinal: int) -> IsaHeader | Finding:
         findings += _padding_findings(values, where)
 
     term = _terminator(window, i16 + 1)
+    end_w = i16 + 1
+    fatal: Finding | None = None
+    segment, suffix = "~", ""
     if term is None:
         after = window[i16 + 1 : i16 + 2]
-        return _isa_error(
-            where,
-            f"no usable segment terminator after ISA16 (found {after!r})",
-            note="004",
+        fatal = _isa_error(
+            where, f"no usable segment terminator after ISA16 (found {after!r})", note="004"
         )
-    segment, suffix, end_w = term
+    else:
+        segment, suffix, end_w = term
     comp = values[16]
-    if comp.isalnum() or comp in (e, segment) or comp in _STRIP:
-        return _isa_error(where, f"ISA16 component separator {comp!r} is not usable", note="027")
-    end = (mapping[end_w - 1] + 1 if end_w > 0 else 0) if mapping is not None else end_w
     version = values[12].strip()
     rep = values[11]
     repetition = None
-    if version >= "00402" and not rep.isalnum() and rep not in (e, comp, segment, " "):
-        repetition = rep
+    if fatal is not None:
+        pass
+    elif segment == e:
+        fatal = _isa_error(
+            where,
+            f"the segment terminator and the element separator are both {e!r}, so segments "
+            "and elements cannot be told apart",
+            note="004",
+        )
+    elif comp.isalnum() or comp in (e, segment) or comp in _STRIP:
+        what = (
+            "a letter or digit"
+            if comp.isalnum()
+            else "a space"
+            if comp in _STRIP
+            else ("the element separator" if comp == e else "the segment terminator")
+        )
+        fatal = _isa_error(where, f"ISA16 component separator {comp!r} is {what}", note="027")
+    elif version >= "00402":
+        # ISA11 is the repetition separator from 00402 on. 00501 and later must send one;
+        # 00402–00403 files still often carry the old standards id "U": tolerated there.
+        if rep.isalnum() or rep in _STRIP:
+            if version >= "00501":
+                fatal = _isa_error(
+                    where,
+                    f"ISA11 is {rep!r}, but in version {version} ISA11 is the repetition "
+                    "separator: a character that is not a letter, digit or space",
+                    note="016",
+                )
+        elif rep in (e, comp, segment):
+            fatal = _isa_error(
+                where,
+                f"ISA11 repetition separator {rep!r} is also used as another delimiter",
+                note="016",
+            )
+        else:
+            repetition = rep
+    if fatal is not None:
+        # The fields are known, so the partner gets a TA1 (R) - written with standard
+        # delimiters, since theirs cannot be written unambiguously.
+        header = IsaHeader(values, Delimiters(), pos, pos + len(raw), findings, fatal=fatal)
+        problem = _check_isa_values(header, where)
+        return problem if problem is not None else header
+    end = (mapping[end_w - 1] + 1 if end_w > 0 else 0) if mapping is not None else end_w
     delimiters = Delimiters(
         element=e, component=comp, repetition=repetition, segment=segment, suffix=suffix
     )
@@ -344,7 +386,7 @@ def _padding_findings(values: list[str], where: str) -> list[Finding]:
 def _check_isa_values(h: IsaHeader, where: str) -> Finding | None:
     """Content checks on ISA fields; rejecting ones are returned, notes are appended."""
     ctrl = h.el(13)
-    if not ctrl.isdecimal():
+    if ascii_int(ctrl, 9) is None:
         return Finding(
             "x12.isa_malformed",
             f"ISA13 interchange control number {h.elements[13]!r} is not a number, so the "
@@ -367,8 +409,8 @@ def _check_isa_values(h: IsaHeader, where: str) -> Finding | None:
             )
         )
     checks = (
-        (9, re.fullmatch(r"\d{6}", h.el(9)) and _valid_yymmdd(h.el(9)), "a YYMMDD date"),
-        (10, re.fullmatch(r"([01]\d|2[0-3])[0-5]\d", h.el(10)), "an HHMM time"),
+        (9, len(h.el(9)) == 6 and x12_date(h.el(9), "20") is not None, "a YYMMDD date"),
+        (10, len(h.el(10)) == 4 and is_time(h.el(10)), "an HHMM time"),
         (14, h.el(14) in ("0", "1"), "0 or 1"),
         (15, h.el(15) in ("P", "T", "I"), "P, T or I"),
     )
@@ -386,14 +428,6 @@ def _check_isa_values(h: IsaHeader, where: str) -> Finding | None:
                 )
             )
     return None
-
-
-def _valid_yymmdd(v: str) -> bool:
-    try:
-        date(2000 + int(v[:2]), int(v[2:4]), int(v[4:6]))
-    except ValueError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------ segments
@@ -425,6 +459,9 @@ def read_interchanges(text: str) -> tuple[list[RawInterchange], list[Finding]]:
             break
         index += 1
         ic = RawInterchange(isa=isa, isa_index=index, segments=[], iea=None)
+        if isa.fatal is not None:
+            interchanges.append(ic)  # answered by a TA1; nothing after it can be read
+            break
         pos, index = _read_body(text, ic, index)
         interchanges.append(ic)
         pos = _skip(text, pos)

@@ -20,11 +20,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .elements import ascii_int, count_value, is_time, same_control
 from .findings import RESEND, Finding
 from .reader import RawInterchange, Segment
 from .results import SegmentNote
 
 _TAG = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
+
+FUNCTIONAL_ID = {
+    "850": "PO",
+    "855": "PR",
+    "856": "SH",
+    "810": "IN",
+    "860": "PC",
+    "865": "CA",
+    "997": "FA",
+    "999": "FA",
+    "940": "OW",
+    "945": "SW",
+    "820": "RA",
+    "846": "IB",
+    "852": "PD",
+    "824": "AG",
+    "864": "TX",
+    "214": "QM",
+    "204": "SM",
+    "990": "GF",
+}
+"""GS01 functional identifier code each transaction set belongs in (X12 dictionary)."""
 
 
 @dataclass(slots=True)
@@ -83,21 +106,19 @@ class InterchangeWork:
         return f"interchange {isa.el(13)} from {isa.el(5)}:{isa.el(6)}"
 
 
-def _same_control(a: str, b: str) -> bool:
-    a, b = a.strip(), b.strip()
-    if a == b:
-        return True
-    return a.isdecimal() and b.isdecimal() and int(a) == int(b)
+_same_control = same_control
 
 
 def _count_ok(declared: str, actual: int) -> bool:
-    declared = declared.strip()
-    return declared.isdecimal() and int(declared) == actual
+    return count_value(declared) == actual
 
 
 def check_envelopes(raw: RawInterchange) -> InterchangeWork:
     """Nest the interchange's segments into groups and sets, and check every envelope."""
     ic = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
+    if raw.isa.fatal is not None:
+        ic.findings.append(raw.isa.fatal)
+        return ic
     group: GroupWork | None = None
     txn: TxnWork | None = None
     stray_outside: list[Segment] = []
@@ -208,6 +229,7 @@ def check_envelopes(raw: RawInterchange) -> InterchangeWork:
         seen: set[str] = set()
         for t in g.txns:
             _check_txn(t, seen)
+            _check_functional_id(g, t)
     return ic
 
 
@@ -296,7 +318,7 @@ def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
                 ak9_code="6",
             )
         )
-    elif not gs.el(6).isdecimal():
+    elif ascii_int(gs.el(6), 9) is None:
         g.findings.append(
             Finding(
                 "x12.gs_malformed",
@@ -307,7 +329,7 @@ def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
             )
         )
     date = gs.el(4)
-    if date and not re.fullmatch(r"\d{6}|\d{8}", date):
+    if date and not re.fullmatch(r"[0-9]{6}|[0-9]{8}", date, re.ASCII):
         g.findings.append(
             Finding(
                 "x12.gs_invalid_value",
@@ -318,7 +340,7 @@ def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
             )
         )
     time = gs.el(5)
-    if time and not re.fullmatch(r"([01]\d|2[0-3])[0-5]\d(\d\d\d*)?", time):
+    if time and not is_time(time):
         g.findings.append(
             Finding(
                 "x12.gs_invalid_value",
@@ -356,9 +378,29 @@ def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
         )
 
 
+def _check_functional_id(g: GroupWork, t: TxnWork) -> None:
+    """A set OrderFlow reads (850, 997) must sit in its own kind of group; other sets are
+    rejected as not supported anyway."""
+    expected = FUNCTIONAL_ID.get(t.set_id) if t.set_id in ("850", "997") else None
+    if g.gs is None or expected is None or g.el(1) == expected:
+        return
+    t.findings.append(
+        Finding(
+            "x12.functional_group_mismatch",
+            f"Transaction set {t.set_id} (ST {t.control}) sits in a functional group whose GS01 "
+            f"is {g.el(1)!r}; a {t.set_id} belongs in a {expected!r} group. It was not used: "
+            "a mislabelled group suggests the file was built for another purpose or partner.",
+            where=t.where(t.st, 1),
+            action=f"Ask the partner to send their {t.set_id}s in GS01 {expected} groups. "
+            + RESEND,
+            ak5_code="6",
+        )
+    )
+
+
 def _check_txn(t: TxnWork, seen: set[str]) -> None:
     st = t.st
-    if not re.fullmatch(r"\d{3}", t.set_id):
+    if not re.fullmatch(r"[0-9]{3}", t.set_id, re.ASCII):
         t.findings.append(
             Finding(
                 "x12.st_malformed",

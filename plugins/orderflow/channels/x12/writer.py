@@ -7,6 +7,7 @@ split the element); trailing empty elements are dropped, as the standard require
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from .results import Delimiters
@@ -16,15 +17,49 @@ SegmentValues = list[str]
 _FALLBACK_REPETITION = "^|!{}"
 
 
+MAX_CONTROL_NUMBER = 999_999_999
+"""ISA13 and GS06 are 9 digits: 1 … 999,999,999 (0 is not a control number)."""
+
+
+def check_control_number(n: int) -> int:
+    """``n`` when it is a usable ISA13/GS06; ValueError otherwise (never wrapped silently:
+    the caller's sequence decides what follows 999,999,999)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CONTROL_NUMBER:
+        raise ValueError(f"control number {n!r} is not between 1 and {MAX_CONTROL_NUMBER:,}")
+    return n
+
+
+def check_delimiters(d: Delimiters) -> Delimiters:
+    """``d`` when an interchange written with it reads back unambiguously: one character
+    each (the terminator may be a line end), all different, none a letter, digit or space.
+    ValueError otherwise."""
+    seps = [d.element, d.component, d.segment] + ([d.repetition] if d.repetition else [])
+    singles = [d.element, d.component] + ([d.repetition] if d.repetition else [])
+    if (
+        any(len(c) != 1 for c in singles)
+        or not (len(d.segment) == 1 or d.segment == "\r\n")
+        or len(set(seps)) != len(seps)
+        or any(c.isalnum() or c in " \t" for c in seps)
+        or any(c in "\r\n" for c in singles)
+        or any(c not in "\r\n" for c in d.suffix)
+    ):
+        raise ValueError(f"delimiters {d!r} cannot be written unambiguously")
+    return d
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _clean(value: str, forbidden: str) -> str:
+    """``value`` with delimiters and control characters replaced by spaces."""
     if any(c in value for c in forbidden):
-        return "".join(" " if c in forbidden else c for c in value)
-    return value
+        value = "".join(" " if c in forbidden else c for c in value)
+    return _CONTROL.sub(" ", value)
 
 
 def render_segment(values: SegmentValues, d: Delimiters) -> str:
     """One segment with its terminator (and the partner's usual line end after it)."""
-    forbidden = d.element + d.component + (d.repetition or "") + d.segment
+    forbidden = d.element + d.component + (d.repetition or "") + d.segment + "\r\n"
     out = [_clean(str(v), forbidden) for v in values]
     while len(out) > 1 and out[-1] == "":
         out.pop()
@@ -70,8 +105,9 @@ def interchange(
     ``sender``/``receiver`` are (qualifier, id) pairs; ids are padded to 15 characters.
     """
     d = writable(d, version)
-    ctrl = f"{control_number % 1_000_000_000:09d}"
-    forbidden = d.element + d.component + (d.repetition or "") + d.segment
+    ctrl = f"{check_control_number(control_number):09d}"
+    check_delimiters(d)
+    forbidden = d.element + d.component + (d.repetition or "") + d.segment + "\r\n"
     pad = lambda v, n: _clean(v, forbidden)[:n].ljust(n)  # noqa: E731
     isa = d.element.join(
         [
@@ -118,6 +154,7 @@ def functional_group(
 
     GS04 is CCYYMMDD, or YYMMDD for versions before 004010 where the date had six digits.
     """
+    check_control_number(control_number)
     date = now.strftime("%y%m%d") if version[:6] < "004010" else now.strftime("%Y%m%d")
     gs = ["GS", functional_id, sender, receiver, date, now.strftime("%H%M")]
     gs += [str(control_number), agency or "X", version]
