@@ -46,7 +46,7 @@ from orderflow.channels.pdf_text import (
     Limits,
     OcrEngine,
     Page,
-    open_image_pages,
+    read_images,
     read_pdf,
     tesseract_version,
 )
@@ -580,19 +580,7 @@ def _parse_docs(
 def _pages(doc: _Doc, limits: Limits, engine: OcrEngine) -> tuple[list[Page], bool]:
     if doc.kind == "pdf":
         return read_pdf(doc.parts[0], limits, ocr=engine)
-    images = []
-    for part in doc.parts:
-        images += open_image_pages(part, limits)
-        if len(images) > limits.max_ocr_pages:
-            raise DocumentError(
-                "pdf.too_many_pages",
-                f"more than {limits.max_ocr_pages} scanned pages in one purchase order",
-                "Ask the customer for a PDF with a text layer, or key the order in.",
-            )
-    pages = engine.pages(images)
-    for i, page in enumerate(pages, start=1):
-        page.number = i
-    return pages, True
+    return read_images(doc.parts, limits, ocr=engine), True
 
 
 def _order(

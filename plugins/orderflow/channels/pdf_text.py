@@ -9,12 +9,23 @@ only, so it does not care where they came from.
 Hostile input is expected (attachments come from the internet). Every limit below fails
 with a :class:`DocumentError` naming what was wrong and what to do, never with a crash:
 
+* isolation: every decoder of attachment bytes (PDFium for PDFs, Pillow for images) runs in a
+  child process (:func:`read_pdf`, :func:`read_images`) with an address-space limit
+  (``RLIMIT_AS``, ``reader_memory_bytes``), a CPU and a wall-clock limit
+  (``reader_timeout_s``), no core dumps, no file writes and a minimal environment (no
+  credentials). Whatever a file makes a decoder do — any filter chain, a bomb, a parser bug
+  — costs at most that much: the child fails, the attachment gets ``pdf.too_large`` /
+  ``pdf.timeout`` (``image.*`` for images), the worker is untouched;
 * structure: not a PDF, malformed, encrypted with a user password, too many pages;
-* bombs: Flate streams are inflated *before* PDFium sees the file, in bounded chunks, and the
-  document is refused once the total passes ``max_inflated_bytes``; images are refused above
-  ``max_image_pixels`` before they are decoded; pages render at a fixed DPI with a pixel cap;
-* OCR: one ``tesseract`` process per page with a wall-clock timeout, a page budget per
-  document, and ``OMP_THREAD_LIMIT=1`` (OCR of several pages runs in parallel instead).
+* bombs, refused early with a precise message: every stream is decoded through its own
+  filter chain (``ASCIIHexDecode``, ``ASCII85Decode``, ``FlateDecode``, in any order and
+  nesting; any end-of-line after ``stream``) in bounded chunks, and the document is refused
+  once the total passes ``max_inflated_bytes``; images are refused above ``max_image_pixels``
+  before they are decoded; pages render at a fixed DPI under ``max_ocr_pixels``;
+* OCR: one ``tesseract`` process per page with a wall-clock timeout and an address-space
+  limit (``prlimit``), a page budget per document, and ``OMP_THREAD_LIMIT=1`` (OCR of several
+  pages runs in parallel instead); page images are at most ``max_ocr_pixels`` before and
+  after the OCR preparation.
 
 PDFium (via ``pypdfium2``, which pdfplumber depends on) does the parsing and rendering: it is
 the engine Chrome uses on untrusted PDFs and is 5–20x faster than pure-Python parsers here.
@@ -22,12 +33,18 @@ the engine Chrome uses on untrusted PDFs and is 5–20x faster than pure-Python 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import json
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -74,10 +91,17 @@ class Limits:
     max_pages: int = 50
     max_inflated_bytes: int = 200 * 2**20
     max_image_pixels: int = 60_000_000  # ≈ a letter page at 900 DPI
+    #: a page image handed to OCR (rendered, decoded or enlarged): a tabloid page at 300 DPI
+    max_ocr_pixels: int = 16_000_000
     ocr_dpi: int = 300
     ocr_timeout_s: float = 30.0
     max_ocr_pages: int = 10
     ocr_workers: int = 2
+    #: how far the reader process may grow its address space beyond the worker's
+    reader_memory_bytes: int = 384 * 2**20
+    reader_timeout_s: float = 60.0
+    #: address space of one tesseract process
+    ocr_memory_bytes: int = 1024 * 2**20
 
 
 class DocumentError(Exception):
@@ -90,13 +114,17 @@ class DocumentError(Exception):
 
 ASK_RESEND = "Ask the customer to send the purchase order again as an ordinary PDF."
 
-# A stream keyword (not the tail of ``endstream``) and its end-of-line.
-_STREAM = re.compile(rb"(?<!end)stream\r?\n")
+# A stream keyword (not the tail of ``endstream``) and its end-of-line (CRLF, LF or a bare
+# CR, which PDFium accepts too).
+_STREAM = re.compile(rb"(?<!end)stream(?:\r\n|\r|\n)")
+_FILTER = re.compile(rb"/Filter\s*(\[[^\]]{0,512}\]|/[A-Za-z0-9]{1,40})")
+_NAME = re.compile(rb"/([A-Za-z0-9]{1,40})")
 _DIMENSIONS = re.compile(
     rb"/Width\s+(\d{1,9})\s*/Height\s+(\d{1,9})|/Height\s+(\d{1,9})\s*/Width\s+(\d{1,9})"
 )
 _INFLATE_CHUNK = 8 * 2**20
 NOISY = 4.0  # background noise (grey levels) above which a scan counts as noisy
+BOMB_ACTION = "Do not open this file; ask the sender for an ordinary PDF of the order."
 
 
 # ---------------------------------------------------------------------------- PDF
@@ -105,36 +133,36 @@ NOISY = 4.0  # background noise (grey levels) above which a scan counts as noisy
 def check_pdf_bytes(data: bytes, limits: Limits) -> None:
     """Refuse decompression bombs before any parser inflates them.
 
-    Every ``stream … endstream`` is inflated with zlib in bounded chunks (non-Flate streams
-    fail on their first bytes and are skipped); image dictionaries are checked for absurd
+    Every ``stream … endstream`` is decoded through the filter chain its dictionary names
+    (ASCIIHex, ASCII85 and Flate, in any order; the abbreviations too), in bounded chunks:
+    the output of every stage counts, and the document is refused once the total passes
+    ``max_inflated_bytes``. A stream without a readable ``/Filter`` is tried as Flate;
+    other filters (images, LZW, run-length) end the check of that stream — the reader
+    process's memory limit covers them. Image dictionaries are checked for absurd
     dimensions. Costs about a millisecond on an ordinary PO.
     """
     if not data.lstrip()[:1024].startswith(b"%PDF-") and b"%PDF-" not in data[:1024]:
         raise DocumentError(
             "pdf.malformed", "the attachment is not a PDF (no %PDF header)", ASK_RESEND
         )
+    budget = limits.max_inflated_bytes
     total = 0
     for m in _STREAM.finditer(data):
         start = m.end()
         end = data.find(b"endstream", start)
         if end < 0:
-            break
-        inflater = zlib.decompressobj()
-        try:
-            chunk = inflater.decompress(data[start:end], _INFLATE_CHUNK)
-            total += len(chunk)
-            while inflater.unconsumed_tail and total <= limits.max_inflated_bytes:
-                chunk = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
+            end = len(data)
+        chunks: Iterable[bytes] = [data[start:end]]
+        decoded = False
+        for name in _filters(data, m.start()):
+            stage = _DECODERS.get(name)
+            if stage is None:
+                break  # an image or a filter we do not decode here: the prefix still counts
+            chunks = _counted(stage(chunks, budget), limits, len(data), total)
+            decoded = True
+        if decoded:
+            for chunk in chunks:
                 total += len(chunk)
-        except zlib.error:
-            pass  # not Flate (JPEG, raw) or damaged: PDFium decides
-        if total > limits.max_inflated_bytes:
-            raise DocumentError(
-                "pdf.bomb",
-                f"the PDF inflates to more than {limits.max_inflated_bytes // 2**20} MB "
-                f"(from {len(data) // 1024} KB): refused as a decompression bomb",
-                "Do not open this file; ask the sender for an ordinary PDF of the order.",
-            )
     for m in _DIMENSIONS.finditer(data):
         w, h = (int(x) for x in (m.group(1, 2) if m.group(1) else m.group(4, 3)))
         if w * h > limits.max_image_pixels:
@@ -142,13 +170,117 @@ def check_pdf_bytes(data: bytes, limits: Limits) -> None:
                 "pdf.bomb",
                 f"the PDF holds a {w}x{h} pixel image, over the "
                 f"{limits.max_image_pixels // 1_000_000} MP limit",
-                "Do not open this file; ask the sender for an ordinary PDF of the order.",
+                BOMB_ACTION,
             )
+
+
+def _counted(chunks: Iterable[bytes], limits: Limits, size: int, before: int) -> Iterator[bytes]:
+    """Pass ``chunks`` on, refusing the document once everything decoded so far (this stage
+    included) passes the limit."""
+    seen = before
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > limits.max_inflated_bytes:
+            raise DocumentError(
+                "pdf.bomb",
+                f"the PDF inflates to more than {limits.max_inflated_bytes // 2**20} MB "
+                f"(from {size // 1024} KB): refused as a decompression bomb",
+                BOMB_ACTION,
+            )
+        yield chunk
+
+
+def _filters(data: bytes, stream_at: int) -> list[str]:
+    """The filter chain named in the dictionary just before a ``stream`` keyword (Flate when
+    none can be read: the old behaviour, and what a bomb without /Filter would be)."""
+    head = data[max(0, stream_at - 4096) : stream_at]
+    obj = head.rfind(b"obj")
+    if obj >= 0:
+        head = head[obj:]
+    found = list(_FILTER.finditer(head))
+    if not found:
+        return ["FlateDecode"]
+    names = [n.decode("ascii") for n in _NAME.findall(found[-1].group(1))]
+    return [_ABBREVIATIONS.get(n, n) for n in names] or ["FlateDecode"]
+
+
+def _inflate(chunks: Iterable[bytes], budget: int) -> Iterator[bytes]:
+    d = zlib.decompressobj()
+    try:
+        for buf in chunks:
+            while buf:
+                out = d.decompress(buf, _INFLATE_CHUNK)
+                buf = d.unconsumed_tail
+                if out:
+                    yield out
+                if d.eof:
+                    return
+        while out := d.decompress(b"", _INFLATE_CHUNK):  # output zlib still holds
+            yield out
+    except zlib.error:
+        return  # damaged or not Flate: PDFium decides (in its memory-limited process)
+
+
+def _joined(chunks: Iterable[bytes], budget: int) -> bytes:
+    """The whole input of a non-streaming stage; these stages shrink their input (hex by
+    half) or grow it at most 4x (ASCII85 ``z``), so the input is bounded by the budget."""
+    parts, size = [], 0
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > budget:
+            break
+    return b"".join(parts)
+
+
+def _ascii_hex(chunks: Iterable[bytes], budget: int) -> Iterator[bytes]:
+    text = _joined(chunks, budget)
+    text = re.sub(rb"[^0-9A-Fa-f]", b"", text.split(b">", 1)[0])
+    if len(text) % 2:
+        text += b"0"
+    data = binascii.unhexlify(text)
+    for i in range(0, len(data), _INFLATE_CHUNK):
+        yield data[i : i + _INFLATE_CHUNK]
+
+
+def _ascii85(chunks: Iterable[bytes], budget: int) -> Iterator[bytes]:
+    text = _joined(chunks, budget)
+    text = text.split(b"~>", 1)[0].removeprefix(b"<~")
+    text = re.sub(rb"\s", b"", text)
+    try:
+        data = base64.a85decode(text)
+    except ValueError:
+        return
+    for i in range(0, len(data), _INFLATE_CHUNK):
+        yield data[i : i + _INFLATE_CHUNK]
+
+
+_DECODERS = {"FlateDecode": _inflate, "ASCIIHexDecode": _ascii_hex, "ASCII85Decode": _ascii85}
+_ABBREVIATIONS = {"Fl": "FlateDecode", "AHx": "ASCIIHexDecode", "A85": "ASCII85Decode"}
 
 
 def read_pdf(data: bytes, limits: Limits, *, ocr: OcrEngine | None) -> tuple[list[Page], bool]:
     """A PDF → pages of cells; image-only pages are OCR'd when ``ocr`` is given.
-    Returns (pages, used_ocr). Raises :class:`DocumentError`."""
+    Returns (pages, used_ocr). Raises :class:`DocumentError`.
+
+    The PDF is parsed (and scanned pages rendered) in a memory- and time-limited child
+    process (:func:`run_reader`); OCR runs here, on the rendered pages."""
+    pages, scans = run_reader("pdf", [data], limits, render_scans=ocr is not None)
+    if scans and ocr is not None:
+        done = ocr.pages([img for _, img in scans])
+        for (i, _), page in zip(scans, done, strict=True):
+            # OCR works in pixels; keep the PDF page's own number
+            page.number = i + 1
+            pages[i] = page
+    return pages, bool(scans)
+
+
+def extract_pdf(
+    data: bytes, limits: Limits, *, render_scans: bool
+) -> tuple[list[Page], list[tuple[int, Image.Image]]]:
+    """The in-process reader (what the child process of :func:`read_pdf` runs): pages of
+    cells, and the rendered image of every scanned page (no text layer) when
+    ``render_scans``. Raises :class:`DocumentError`."""
     import pypdfium2 as pdfium
 
     check_pdf_bytes(data, limits)
@@ -184,7 +316,7 @@ def read_pdf(data: bytes, limits: Limits, *, ocr: OcrEngine | None) -> tuple[lis
                 if sum(len(c.text) for c in cells) >= 20 or not _has_images(page):
                     pages.append(Page(i + 1, width, height, cells))
                     continue
-                if ocr is None:
+                if not render_scans:
                     pages.append(Page(i + 1, width, height, cells, ocr=True))
                     continue
                 if len(scans) >= limits.max_ocr_pages:
@@ -197,10 +329,14 @@ def read_pdf(data: bytes, limits: Limits, *, ocr: OcrEngine | None) -> tuple[lis
                 # de-speckle filter); prepare_for_ocr enlarges it for the engine.
                 dpi = min(limits.ocr_dpi, max(72.0, _image_dpi(page, width)))
                 scale = dpi / 72
-                if width * height * scale * scale > limits.max_image_pixels:
-                    scale = (limits.max_image_pixels / (width * height)) ** 0.5
+                cap = min(limits.max_image_pixels, limits.max_ocr_pixels)
+                if width * height * scale * scale > cap:
+                    scale = (cap / (width * height)) ** 0.5
                 bitmap = page.render(scale=scale, grayscale=True)
-                scans.append((i, bitmap.to_pil()))
+                try:
+                    scans.append((i, bitmap.to_pil().convert("L")))
+                finally:
+                    bitmap.close()
                 pages.append(Page(i + 1, width, height, [], ocr=True))
             finally:
                 page.close()
@@ -210,13 +346,7 @@ def read_pdf(data: bytes, limits: Limits, *, ocr: OcrEngine | None) -> tuple[lis
         ) from exc
     finally:
         doc.close()
-    if scans and ocr is not None:
-        done = ocr.pages([img for _, img in scans])
-        for (i, _), page in zip(scans, done, strict=True):
-            # OCR works in pixels; keep the PDF page's own number
-            page.number = i + 1
-            pages[i] = page
-    return pages, bool(scans)
+    return pages, scans
 
 
 def _text_cells(page, page_height: float) -> list[Cell]:
@@ -290,6 +420,206 @@ def _image_dpi(page, page_width: float) -> float:
         if right - left > 0.3 * page_width:
             best = max(best, px_w / ((right - left) / 72))
     return best or 150.0
+
+
+# ---------------------------------------------------------------------------- the reader process
+
+_TOO_LARGE_ACTION = (
+    "Do not open this file; ask the sender for an ordinary PDF of the order (or key it in)."
+)
+
+
+def read_images(parts: list[bytes], limits: Limits, *, ocr: OcrEngine) -> list[Page]:
+    """Scanned pages sent as images (one file or several) → OCR'd pages. The images are
+    decoded in the limited reader process; OCR runs here on the decoded pages."""
+    _, scans = run_reader("image", parts, limits, render_scans=True)
+    pages = ocr.pages([img for _, img in scans])
+    for i, page in enumerate(pages, start=1):
+        page.number = i
+    return pages
+
+
+def run_reader(
+    kind: str, parts: list[bytes], limits: Limits, *, render_scans: bool
+) -> tuple[list[Page], list[tuple[int, Image.Image]]]:
+    """Run :func:`extract_pdf` (``kind="pdf"``) or :func:`open_image_pages` (``"image"``) in
+    a forked child process whose address space may grow by at most
+    ``reader_memory_bytes`` (``RLIMIT_AS``), with a CPU limit and a wall-clock timeout of
+    ``reader_timeout_s`` (then SIGKILL). Forked, not spawned: PDFium and Pillow are already
+    loaded, so isolation costs a few milliseconds, not an interpreter start. The child
+    answers in JSON (pages and cells) and PNG (page images) over a pipe; nothing it sends is
+    unpickled or trusted beyond its shape."""
+    import pypdfium2  # noqa: F401  (loaded before the fork, not in the child)
+    from PIL import Image, PngImagePlugin  # noqa: F401
+
+    noun = "PDF" if kind == "pdf" else "image"
+    status, out = _forked(
+        lambda: _reader_work(kind, parts, limits, render_scans), limits, vm_now=_vm_size()
+    )
+    answer = _reader_answer(out) if status == 0 else None
+    if status == "timeout" or (answer is None and status == -signal.SIGXCPU):
+        raise DocumentError(
+            f"{kind}.timeout",
+            f"reading the {noun} took longer than {limits.reader_timeout_s:.0f} s: refused "
+            "(a decompression bomb or a damaged file)",
+            _TOO_LARGE_ACTION,
+        )
+    if answer is None:
+        raise DocumentError(
+            f"{kind}.too_large",
+            f"reading the {noun} needs more than {limits.reader_memory_bytes // 2**20} MB of "
+            f"memory, or crashed the reader (exit {status}): refused as a decompression bomb "
+            "or a damaged file",
+            _TOO_LARGE_ACTION,
+        )
+    if "error" in answer:
+        e = answer["error"]
+        raise DocumentError(str(e["code"])[:60], str(e["message"])[:500], str(e["action"])[:300])
+    pages = [
+        Page(
+            int(pg["number"]),
+            float(pg["width"]),
+            float(pg["height"]),
+            [Cell(str(t), float(a), float(b), float(c), float(d)) for t, a, b, c, d in pg["cells"]],
+            ocr=bool(pg["ocr"]),
+        )
+        for pg in answer["pages"]
+    ]
+    scans = []
+    for i, png in answer["scans"]:
+        img = Image.open(io.BytesIO(base64.b64decode(png)))
+        if img.width * img.height > limits.max_ocr_pixels:  # our own child: never expected
+            raise DocumentError(
+                f"{kind}.too_large", f"a page image over {limits.max_ocr_pixels} pixels", ASK_RESEND
+            )
+        scans.append((int(i), img.convert("L")))
+    return pages, scans
+
+
+def _vm_size() -> int:
+    """This process's address space now (the child's limit is this plus the budget: a forked
+    child starts with its parent's mappings)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _forked(work, limits: Limits, vm_now: int) -> tuple[int | str, bytes]:
+    """``work()`` (→ bytes) in a forked child under the limits; (exit status, its output).
+    The status is the exit code, minus the signal number, or ``"timeout"``."""
+    import select
+    import time
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: limits first, then the hostile bytes; never returns
+        code = 0
+        try:
+            os.close(r)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            cpu = int(limits.reader_timeout_s) + 1
+            for which, value in (
+                (resource.RLIMIT_AS, vm_now + limits.reader_memory_bytes),
+                (resource.RLIMIT_CPU, cpu),
+                (resource.RLIMIT_CORE, 0),
+                (resource.RLIMIT_FSIZE, 0),
+            ):
+                resource.setrlimit(which, (value, value))
+            data = memoryview(work())
+            while data:
+                data = data[os.write(w, data) :]
+        except MemoryError:
+            code = 3
+        except BaseException:
+            code = 4
+        os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + limits.reader_timeout_s
+    timed_out = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                timed_out = True
+                break
+            chunk = os.read(r, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        if timed_out:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if timed_out:
+        return "timeout", b""
+    code = os.waitstatus_to_exitcode(status)
+    return code, b"".join(chunks)
+
+
+def _reader_answer(stdout: bytes) -> dict | None:
+    try:
+        answer = json.loads(stdout)
+    except ValueError:
+        return None
+    ok = isinstance(answer, dict) and (
+        isinstance(answer.get("error"), dict)
+        or (isinstance(answer.get("pages"), list) and isinstance(answer.get("scans"), list))
+    )
+    return answer if ok else None
+
+
+def _reader_work(kind: str, parts: list[bytes], limits: Limits, render_scans: bool) -> bytes:
+    """The child's side of :func:`run_reader`: read, answer in JSON."""
+    try:
+        if kind == "pdf":
+            pages, scans = extract_pdf(parts[0], limits, render_scans=render_scans)
+        else:
+            pages, scans = [], []
+            for part in parts:
+                for img in open_image_pages(part, limits):
+                    scans.append((len(scans), _fit(img, limits.max_ocr_pixels)))
+                    if len(scans) > limits.max_ocr_pages:
+                        raise DocumentError(
+                            "pdf.too_many_pages",
+                            f"more than {limits.max_ocr_pages} scanned pages in one purchase order",
+                            "Ask the customer for a PDF with a text layer, or key the order in.",
+                        )
+        answer: dict = {
+            "pages": [
+                {
+                    "number": pg.number,
+                    "width": pg.width,
+                    "height": pg.height,
+                    "ocr": pg.ocr,
+                    "cells": [[c.text, c.x0, c.y0, c.x1, c.y1] for c in pg.cells],
+                }
+                for pg in pages
+            ],
+            "scans": [],
+        }
+        for i, img in scans:
+            buf = io.BytesIO()
+            _fit(img, limits.max_ocr_pixels).save(buf, format="PNG", compress_level=1)
+            answer["scans"].append([i, base64.b64encode(buf.getvalue()).decode("ascii")])
+    except DocumentError as exc:
+        answer = {"error": {"code": exc.code, "message": exc.message, "action": exc.action}}
+    return json.dumps(answer).encode()
+
+
+def _fit(img: Image.Image, max_pixels: int) -> Image.Image:
+    """Shrink an image (keeping its aspect) to at most ``max_pixels``."""
+    from PIL import Image
+
+    if img.width * img.height <= max_pixels:
+        return img
+    f = (max_pixels / (img.width * img.height)) ** 0.5
+    size = (max(1, int(img.width * f)), max(1, int(img.height * f)))
+    return img.resize(size, Image.Resampling.BILINEAR)
 
 
 # ---------------------------------------------------------------------------- images
