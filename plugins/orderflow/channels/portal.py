@@ -2,54 +2,72 @@
 
 The portal knows the customer and the ship-to (the buyer is logged in), so orders arrive
 with ``customer_id``; lines carry the customer's part numbers or our ids as typed.
+
+One feed item is one message and one order; whatever is wrong with it (not JSON, a missing
+field, a value outside the store's bounds — quantity scale, price size, NUL characters, a
+currency that is not three letters, a repeated line number) is a ``portal.invalid`` error
+naming the field, never an exception. Free text a spreadsheet would evaluate is stored with
+a leading apostrophe.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orderflow.domain.models import (
     Address,
     Channel,
+    Code,
+    CurrencyCode,
+    Ident,
     IntakeError,
+    LineNo,
     Order,
     OrderLine,
     ProductId,
     Provenance,
+    Quantity,
+    Text,
+    UnitPrice,
     order_id_for,
+    spreadsheet_safe,
 )
 
 
 class _PortalLine(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    line_no: int = Field(gt=0)
-    customer_part_number: str | None = None
-    id_qualifier: str | None = None
-    id_value: str | None = None
-    description: str | None = None
-    quantity: Decimal = Field(gt=0)
-    uom: str = Field(min_length=1)
-    unit_price: Decimal | None = Field(None, ge=0)
+    line_no: LineNo
+    customer_part_number: Ident | None = None
+    id_qualifier: Code | None = None
+    id_value: Ident | None = None
+    description: Text | None = None
+    quantity: Quantity
+    uom: Code = Field(min_length=1)
+    unit_price: UnitPrice | None = None
 
 
 class _PortalOrder(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    customer_id: str = Field(min_length=1)
-    ship_to_id: str | None = None
-    po_number: str = Field(min_length=1)
+    customer_id: Ident = Field(min_length=1)
+    ship_to_id: Ident | None = None
+    po_number: Ident = Field(min_length=1)
     po_date: date | None = None
     requested_ship_date: date | None = None
-    currency: str = "USD"
+    currency: CurrencyCode = "USD"
     lines: list[_PortalLine] = Field(min_length=1)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.strip().upper() if isinstance(v, str) else v
 
 
 class _PortalItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    client_request_id: str = Field(min_length=1)
+    client_request_id: Ident = Field(min_length=1)
     submitted_at: datetime | None = None
     order: _PortalOrder
 
@@ -65,25 +83,31 @@ def parse_item(
     """One portal feed item (its JSON bytes) → an order, or the errors that stop it."""
     try:
         item = _PortalItem.model_validate_json(raw)
+        return _order(item, partner_id, message_id, source_ref, sha), []
     except ValidationError as exc:
         return None, [
             IntakeError(
-                code="portal.invalid",
-                message=f"{_loc(err['loc'])}: {err['msg']}",
-                where=_loc(err["loc"]),
+                code="portal.not_json" if err["type"] == "json_invalid" else "portal.invalid",
+                message=f"{_loc(err['loc']) or 'order'}: {err['msg']}",
+                where=_loc(err["loc"]) or "order",
                 action="Ask the customer to correct and resubmit the order in the portal, "
                 "then replay this message.",
             )
-            for err in exc.errors()[:20]
+            for err in exc.errors(include_url=False, include_input=False)[:20]
         ]
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return None, [
             IntakeError(
                 code="portal.not_json",
-                message=f"not a JSON object: {exc}",
+                message=f"not a JSON object: {type(exc).__name__}: {str(exc)[:200]}",
                 action="Check the portal feed; replay after it is fixed.",
             )
         ]
+
+
+def _order(item: _PortalItem, partner_id, message_id, source_ref, sha) -> Order:
+    """The canonical order (raises ValidationError, with ``order.…`` locations, for what the
+    canonical model refuses beyond the feed schema, e.g. a repeated line number)."""
     o = item.order
     lines = []
     for ln in o.lines:
@@ -98,13 +122,13 @@ def parse_item(
                 product_ids=pids,
                 customer_part_number=ln.customer_part_number
                 or (ln.id_value if ln.id_qualifier in ("BP", "IN", "CB") else None),
-                description=ln.description,
+                description=spreadsheet_safe(ln.description) if ln.description else None,
                 quantity=ln.quantity,
                 uom=ln.uom.upper(),
                 unit_price=ln.unit_price,
             )
         )
-    order = Order(
+    return Order(
         order_id=order_id_for(Channel.PORTAL, partner_id, o.po_number, item.client_request_id),
         po_number=o.po_number,
         po_date=o.po_date,
@@ -123,7 +147,6 @@ def parse_item(
             received_at=item.submitted_at,
         ),
     )
-    return order, []
 
 
 def item_bytes(item: dict) -> bytes:

@@ -100,6 +100,21 @@ def spreadsheet_safe(value: str) -> str:
     return "'" + value if looks_like_formula(value) else value
 
 
+def numeric_misfit(value: Decimal, precision: int, scale: int) -> str | None:
+    """Why ``value`` does not fit ``numeric(precision, scale)`` without rounding (the same
+    rule pydantic applies with ``max_digits``/``decimal_places``), or None if it fits."""
+    if not value.is_finite():
+        return "is not a finite number"
+    d = value.normalize()
+    places = max(0, -d.as_tuple().exponent)
+    whole = max(0, d.adjusted() + 1) if d else 0
+    if places > scale:
+        return f"has {places} decimal places; at most {scale} are kept"
+    if whole > precision - scale:
+        return f"has {whole} digits before the decimal point; at most {precision - scale} fit"
+    return None
+
+
 def _check_storable(value: Any, where: str = "") -> None:
     """Every string inside ``value`` (lists and dict keys included) must be storable and
     bounded; nested models check themselves."""

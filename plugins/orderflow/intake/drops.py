@@ -161,7 +161,15 @@ def csv_parser(partner_id: str, name: str):
             message_id=stored.message_id,
             sha=stored.content_sha256,
         )
-        return ParseResult(orders=res.orders, errors=res.errors, details={"rows": res.rows})
+        return ParseResult(
+            orders=res.orders,
+            errors=res.errors,
+            details={
+                "rows": res.rows,
+                "encoding": res.encoding,
+                "decimal_separator": res.decimal_separator,
+            },
+        )
 
     return parse
 
