@@ -332,21 +332,21 @@ def test_only_zero_quantity_lines_is_rejected():
 
 def test_line_level_ship_to_that_differs_is_recorded():
     body = (
-        "BEG*00*SA*P1**20261127~\nN1*ST*STORE 1*92*1~\nPO1*1*2*EA~\nN1*ST*STORE 2*92*2~\n"
-        "PO1*2*2*EA~\nN1*ST*store 1*92*1~\nCTT*2~"
+        "BEG*00*SA*P1**20261127~\nN1*ST*STORE 1*92*01~\nPO1*1*2*EA~\nN1*ST*STORE 2*92*02~\n"
+        "PO1*2*2*EA~\nN1*ST*store 1*92*01~\nCTT*2~"
     )
     _, t = parsed(body)
 
     assert codes(t) == ["x12.850_line_ship_to"]
     assert t.ack_code == "A"
     assert t.order.ship_to.name == "STORE 1"
-    assert "PO1 line 1 ship-to: STORE 2, 2" in t.order.notes
+    assert "PO1 line 1 ship-to: STORE 2, 02" in t.order.notes
 
 
 def test_line_level_ship_to_fills_a_missing_header_ship_to():
-    _, t = parsed("BEG*00*SA*P1**20261127~\nPO1*1*2*EA~\nN1*ST*STORE 9*92*9~\nCTT*1~")
+    _, t = parsed("BEG*00*SA*P1**20261127~\nPO1*1*2*EA~\nN1*ST*STORE 9*92*09~\nCTT*1~")
 
-    assert t.order.ship_to.party_id == "9"
+    assert t.order.ship_to.party_id == "09"
     assert t.errors == []
 
 

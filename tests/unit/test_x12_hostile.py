@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
@@ -101,7 +102,7 @@ def _reads_back(ack: str) -> None:
         ("GE01", {"ge01": "7" * 5000}, "x12.ge_count_mismatch", ("group", "AK9*R*1*1*0*5")),
         ("GE02", {"ge02": "4" * 5000}, "x12.ge_control_mismatch", ("group", "AK9*R*1*1*0*4")),
         ("IEA01", {"iea01": "1" * 5000}, "x12.iea_count_mismatch", ("ta1", "R*021")),
-        ("CTT01", {"ctt": ["CTT", "5" * 5000]}, "x12.ctt_line_count_mismatch", ("set", "AK5*E*5")),
+        ("CTT01", {"ctt": ["CTT", "5" * 5000]}, "x12.element_invalid", ("set", "AK5*R*5")),
     ],
 )
 def test_d6_count_fields_of_thousands_of_digits_are_rejected_not_crashing(field, kw, code, expect):
@@ -274,3 +275,84 @@ def test_d15_writer_refuses_control_numbers_outside_nine_digits():
         with pytest.raises(ValueError, match="is not between 1 and 999,999,999"):
             check_control_number(bad)
     assert check_control_number(999_999_999) == 999_999_999
+
+
+# ------------------------------------------------------------------ D8 element definitions
+@pytest.mark.parametrize(
+    ("kw", "segment", "ak4"),
+    [
+        ({"qty": "1" * 26}, "PO1", "AK4*2*330*5*" + "1" * 26),
+        ({"price": "9" * 40}, "PO1", "AK4*4*212*5*" + "9" * 40),
+        ({"uom": "U" * 500}, "PO1", "AK4*3*355*5*" + "U" * 99),
+        ({"po": "P" * 10_000}, "BEG", "AK4*3*324*5*" + "P" * 99),
+        ({"uom": "E"}, "PO1", "AK4*3*355*4*E"),
+        ({"uom": "E\x00"}, "PO1", "AK4*3*355*6*E"),  # our 997 never echoes the NUL
+        ({"po": "PO\x07BELL"}, "BEG", "AK4*3*324*6*PO BELL"),
+    ],
+)
+def test_d8_elements_outside_their_x12_definition_are_rejected_with_ak3_ak4(kw, segment, ak4):
+    result = parse(x12_text(po_body(**kw)).encode(), received_at=NOW)
+    assert result.orders == [] and not result.accepted
+    t = result.transactions[0]
+    assert t.ack_code == "R" and "5" in t.ak5_codes
+    ack = result.interchanges[0].groups[0].ack_997
+    aks = ack_segments(ack)
+    position = 2 if segment == "BEG" else 3
+    assert any(s.startswith(f"AK3*{segment}*{position}*") for s in aks), aks
+    assert ak4 in aks, aks
+    assert aks[-2] == "AK5*R*5"
+    _reads_back(ack)
+
+
+def test_d8_every_element_of_a_segment_is_checked_not_only_the_mapped_ones():
+    body = [*po_body(), ["N1", "ST", "N" * 61, "92", "0012"], ["DTM", "002", "20261399"]]
+    result = parse(x12_text(body).encode(), received_at=NOW)
+    aks = ack_segments(result.interchanges[0].groups[0].ack_997)
+    assert "AK4*2*93*5*" + "N" * 61 in aks
+    assert "AK4*2*373*8*20261399" in aks
+
+
+@pytest.mark.parametrize(
+    ("qty", "price"), [("9" * 11, "0.0001"), ("1", "9" * 10 + ".9999"), ("0.001", "1")]
+)
+def test_d8_a_valid_po_at_the_limits_is_accepted(qty, price):
+    body = po_body(po="P" * 22, qty=qty, price=price, uom="CA")
+    result = parse(x12_text(body).encode(), received_at=NOW)
+    assert result.accepted and result.transactions[0].ack_code == "A"
+    line = result.orders[0].lines[0]
+    assert line.quantity == Decimal(qty) and line.unit_price == Decimal(price)
+
+
+def test_d1_an_order_total_the_store_cannot_hold_is_rejected():
+    result = parse(x12_text(po_body(qty="9" * 11, price="9" * 10)).encode(), received_at=NOW)
+    assert result.orders == [] and result.transactions[0].ack_code == "R"
+    assert "x12.850_invalid" in codes(result)
+    assert "order total" in result.error_list[0].message
+
+
+# ------------------------------------------------------------------ D1 the model's bounds
+@pytest.mark.parametrize(
+    ("kw", "ak4"),
+    [
+        ({"qty": "0.0001"}, "AK4*2*330*5*0.0001"),
+        ({"qty": "1000000000000"}, "AK4*2*330*5*1000000000000"),
+        ({"price": "1000000000000"}, "AK4*4*212*5*1000000000000"),
+        ({"price": "1.00001"}, "AK4*4*212*5*1.00001"),
+    ],
+)
+def test_d1_values_the_store_cannot_hold_are_rejected_with_ak4_not_ak5_a(kw, ak4):
+    result = parse(x12_text(po_body(**kw)).encode(), received_at=NOW)
+    assert result.orders == []
+    assert "x12.850_value_out_of_range" in codes(result)
+    aks = ack_segments(result.interchanges[0].groups[0].ack_997)
+    assert ak4 in aks and aks[-2] == "AK5*R*5", aks
+
+
+def test_d1_more_po1_loops_than_x12_allows_are_rejected(monkeypatch):
+    from orderflow.channels.x12 import po850
+
+    monkeypatch.setattr(po850, "MAX_PO1_LOOPS", 3)
+    body = [po_body()[0]] + [["PO1", str(i), "1", "EA"] for i in range(1, 5)]
+    result = parse(x12_text(body).encode(), received_at=NOW)
+    assert result.orders == [] and "x12.850_too_many_lines" in codes(result)
+    assert "AK3*PO1*6*PO1*4" in ack_segments(result.interchanges[0].groups[0].ack_997)

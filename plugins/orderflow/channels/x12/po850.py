@@ -41,7 +41,7 @@ from orderflow.domain.models import (
     order_id_for,
 )
 
-from .elements import count_value, x12_date
+from .elements import MAX_PO1_LOOPS, check_segment, count_value, x12_date
 from .findings import RESEND, Finding
 from .reader import Segment
 from .results import ElementNote, SegmentNote
@@ -88,7 +88,20 @@ _ITD_TYPES = {
     "08": "Basic discount offered",
     "14": "Previously agreed upon",
 }
-_PO1_REF = {2: "330", 3: "355", 4: "212", 5: "639"}
+_PO1_REF = {1: "350", 2: "330", 3: "355", 4: "212", 5: "639"}
+_PO1_REF |= {q: "235" if q % 2 == 0 else "234" for q in range(6, 26)}
+_LINE_FIELDS = {"source_line_id": 1, "quantity": 2, "uom": 3, "unit_price": 4, "price_basis": 5}
+_LOOP_OF = {"PO1": "PO1", "PID": "PO1", "PO4": "PO1", "N1": "N1", "CTT": "CTT", "N9": "N9"}
+_LOOP_OF |= {"SAC": "SAC"}
+# pydantic error type → AK403 (5: longer than OrderFlow can hold, 4: too short, 6: invalid)
+_AK403_FOR = {
+    "decimal_max_digits": "5",
+    "decimal_max_places": "5",
+    "decimal_whole_digits": "5",
+    "string_too_long": "5",
+    "too_long": "5",
+    "string_too_short": "4",
+}
 
 
 @dataclass(slots=True)
@@ -146,6 +159,7 @@ class _Mapper:
         self.ctx = ctx
         self.findings: list[Finding] = []
         self.notes: list[str] = []
+        self._flagged: set[tuple[int, int]] = set()  # (segment index, element) reported
 
     # -------------------------------------------------------------- findings helpers
     def _finding(
@@ -163,6 +177,8 @@ class _Mapper:
         ak304: str | None = "8",
         action: str | None = None,
     ) -> None:
+        if element is not None and severity != "info":
+            self._flagged.add((seg.index, element))
         elements = (
             [ElementNote(position=element, reference=ref, code=syntax, value=value or None)]
             if element is not None and syntax is not None
@@ -356,6 +372,18 @@ class _Mapper:
             )
         if ctt is not None:
             self._check_ctt(ctt, len(lines))
+        self._check_elements(body)
+        if len(lines) > MAX_PO1_LOOPS:
+            extra = lines[MAX_PO1_LOOPS].seg
+            self._finding(
+                extra,
+                "x12.850_too_many_lines",
+                f"Purchase order {po_number or '?'} has {len(lines):,} PO1 line items; the "
+                f"850's PO1 loop repeats at most {MAX_PO1_LOOPS:,} times.",
+                loop="PO1",
+                ak304="4",
+                action="Ask the partner to split the order. " + RESEND,
+            )
 
         if self._rejected() or beg is None or not po_number:
             return None, po_number
@@ -700,19 +728,79 @@ class _Mapper:
                         break
             if ship:
                 break
-        return OrderLine(
-            line_no=n,
-            source_line_id=seg.el(1) or None,
-            product_ids=product_ids,
-            customer_part_number=_first_id(product_ids, ("BP", "IN", "CB")),
-            description="; ".join(line.pids) or None,
-            quantity=quantity,
-            uom=uom,
-            unit_price=price,
-            price_basis=seg.el(5) or None,
-            pack=_pack(line.po4),
-            requested_ship_date=ship,
-        )
+        try:
+            return OrderLine(
+                line_no=n,
+                source_line_id=seg.el(1) or None,
+                product_ids=product_ids,
+                customer_part_number=_first_id(product_ids, ("BP", "IN", "CB")),
+                description="; ".join(line.pids) or None,
+                quantity=quantity,
+                uom=uom,
+                unit_price=price,
+                price_basis=seg.el(5) or None,
+                pack=_pack(line.po4),
+                requested_ship_date=ship,
+            )
+        except ValidationError as exc:
+            self._model_refused(exc, line, label)
+            return None
+
+    def _model_refused(self, exc: ValidationError, line: _Line, label: str) -> None:
+        """The canonical model (whose bounds are the store's) refused a line: point the 997
+        at the element each value came from (AK3/AK4), never a crash or an AK5 A."""
+        seg = line.seg
+        pairs = [q for q in range(6, len(seg.elements), 2) if seg.el(q) and seg.el(q + 1)]
+        for err in exc.errors():
+            loc = err["loc"]
+            field = str(loc[0]) if loc else ""
+            target, element = seg, _LINE_FIELDS.get(field)
+            if field == "product_ids" and len(loc) > 2 and isinstance(loc[1], int):
+                q = pairs[loc[1]] if loc[1] < len(pairs) else 6
+                element = q if loc[2] == "qualifier" else q + 1
+            elif field == "customer_part_number":
+                element = next((q + 1 for q in pairs if seg.el(q) in ("BP", "IN", "CB")), 7)
+            elif field == "description" and line.pids:
+                target = next(s for s in self.t.segments if s.tag == "PID" and s.el(5))
+                element = 5
+            elif field == "pack" and line.po4:
+                target, element = line.po4[0], 1
+            ref = _PO1_REF.get(element or 0) if target is seg else None
+            value = target.el(element) if element else ""
+            shown = value if len(value) <= 40 else f"{value[:40]}… ({len(value):,} characters)"
+            name = f"{target.tag}{element:02d} {shown!r}" if element else field
+            self._finding(
+                target,
+                "x12.850_value_out_of_range",
+                f"{label}: {name} cannot be taken: {err['msg']}.",
+                element=element,
+                ref=ref,
+                syntax=_AK403_FOR.get(str(err["type"]), "6"),
+                value=value,
+                loop="PO1",
+                action="OrderFlow stores quantities with at most 3 decimals and 11 integer "
+                "digits and prices with at most 4 decimals and 10 integer digits; ask the "
+                "partner to send the value in a unit that fits. " + RESEND,
+            )
+
+    def _check_elements(self, body: list[Segment]) -> None:
+        """Every element of every segment the mapper reads, against its X12 definition
+        (type, length, code list): AK3/AK4 detail, the set rejected. Elements a more specific
+        check already reported are not reported twice."""
+        for seg in body:
+            for err in check_segment(seg.elements):
+                if (seg.index, err.position) in self._flagged:
+                    continue
+                self._finding(
+                    seg,
+                    "x12.element_invalid",
+                    f"{err.message} (element {err.ref}).",
+                    element=err.position,
+                    ref=err.ref,
+                    syntax=err.code,
+                    value=err.value,
+                    loop=_LOOP_OF.get(seg.tag),
+                )
 
     def _line_ship_tos(
         self, lines: list[_Line], ship_to: Address | None, order_lines: list[OrderLine]
