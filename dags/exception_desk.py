@@ -10,6 +10,7 @@ from orderflow.operators.intake import SendOutboxOperator
 from orderflow.operators.operations import (
     RetryTransientExceptionsOperator,
     RunSlaTimersOperator,
+    WatchOperationsOperator,
 )
 
 with DAG(
@@ -23,6 +24,11 @@ with DAG(
     doc_md="""
 ### Exception desk
 Every 5 minutes:
+0. **watch_operations** — orders stalled in RELEASED / PICKED / SHIPPED past the fulfilment
+   rules' `stage_limits` (SHIPPED plus the carrier service's transit days) open a `stalled`
+   exception for the stage's owner; an outbox action whose rows wait while nothing of it was
+   sent for 15 minutes opens an `integration_failure` on `outbox/<action>`. Both resolve
+   themselves when things move again.
 1. **run_sla_timers** — an open exception past 80% of its SLA emails its owner role once; past
    its SLA it escalates once to its escalation role (addresses: `contacts` in
    `include/rules/routing/`). Both are audited and show on the desk
@@ -33,7 +39,8 @@ Every 5 minutes:
 3. **send_notifications** — delivers the emails (outbox, one per exception and event).
 """,
 ):
+    watch = WatchOperationsOperator(task_id="watch_operations")
     timers = RunSlaTimersOperator(task_id="run_sla_timers")
     retry = RetryTransientExceptionsOperator(task_id="retry_transient_exceptions")
     send = SendOutboxOperator(task_id="send_notifications", actions=["email"], limit=5000)
-    timers >> retry >> send
+    watch >> timers >> retry >> send

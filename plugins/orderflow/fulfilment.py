@@ -62,20 +62,49 @@ def pull_feed(
     run_id: str | None = None,
 ) -> dict[str, int]:
     """Read ``source``'s feed from its cursor: ``fetch(cursor, limit)`` returns a page
-    ``{items, next_cursor}``. One transaction per page (rows + cursor)."""
+    ``{items, next_cursor}``. One transaction per page (rows + cursor).
+
+    Continuity: each read starts one item early, at the last item already read, and checks
+    it is still the event we stored there. A feed rewound behind our cursor (a restored or
+    reset system) or whose history changed fails that check: nothing is read, the cursor
+    stays, and an ``integration_failure`` exception says what was found and how to resync
+    (:func:`resync_feed`). A later read that passes the check resolves it."""
     from orderflow.store import cursors
 
     name = FEEDS[source]
     stats = {"pages": 0, "received": 0, "stored": 0, "duplicates": 0}
     with cursors.exclusive(conn, f"feed:{name}"):
-        cursor = int(cursors.get(conn, name) or 0)
+        value, last_key = cursors.get_with_key(conn, name)
+        cursor = int(value or 0)
+        overlap = bool(cursor and last_key)
         for _ in range(max_pages):
-            page = fetch(cursor, page_size)  # over HTTP, outside any transaction
+            start = cursor - 1 if overlap else cursor
+            page = fetch(start, page_size)  # over HTTP, outside any transaction
             items = page.get("items") or []
             rows = [_event_row(source, e) for e in items]
+            if overlap:
+                if last_key not in {r["event_key"] for r in rows}:
+                    with db.transaction(conn):
+                        _feed_discontinuous(conn, source, name, cursor, last_key, rows)
+                    stats["rewound"] = 1
+                    break
+                stats["received"] -= 1  # the item read last time, seen again
+                stats["duplicates"] -= 1
+                overlap = False
+            last = max(rows, key=lambda r: r["feed_seq"] or 0) if rows else None
+            if last is not None and last["feed_seq"] is None:
+                last = rows[-1]  # no sequence numbers: the feed's own order
             with db.transaction(conn):
                 new = repo.store_events(conn, rows)
-                cursors.put(conn, name, str(page["next_cursor"]), run_id)
+                cursors.put(
+                    conn,
+                    name,
+                    str(page["next_cursor"]),
+                    run_id,
+                    last_key=last["event_key"] if last else last_key,
+                )
+                if stats["pages"] == 0:
+                    _feed_continuous(conn, name)
             stats["pages"] += 1
             stats["received"] += len(items)
             stats["stored"] += new
@@ -85,6 +114,76 @@ def pull_feed(
                 break
     stats["cursor"] = cursor
     return stats
+
+
+def _feed_discontinuous(conn, source: str, name: str, cursor: int, last_key: str, rows) -> None:
+    from orderflow.store import exceptions
+
+    system = "WMS milestone" if source == "wms" else "carrier tracking"
+    found = (
+        f"the feed now has no event at position {cursor} (it ends before our cursor)"
+        if not rows
+        else f"the event there is now {rows[0]['event_key']!r}, not {last_key!r}"
+    )
+    reason = (
+        f"The {system} feed does not continue where we left it: our cursor is at {cursor:,} "
+        f"and {found}. The system was probably restored or reset. Nothing was read. Check "
+        f"with its owners, then resync: `orderflow fulfilment resync {source} --from 0` "
+        "(events already stored are recognised by their keys and skipped)."
+    )
+    exceptions.open_routed(
+        conn,
+        category="integration_failure",
+        reason=reason,
+        entity=("feed", name),
+        details={
+            "kind": "feed_rewound",
+            "cursor": cursor,
+            "last_key": last_key,
+            "found": rows[0]["event_key"] if rows else None,
+        },
+    )
+    log.error("%s feed discontinuous at cursor %s: %s", source, cursor, found)
+
+
+def _feed_continuous(conn, name: str) -> None:
+    from orderflow.store import exceptions
+
+    exceptions.resolve_entity(
+        conn,
+        category="integration_failure",
+        entity=("feed", name),
+        resolver="orderflow.fulfilment",
+        note="the feed continues where we left it",
+    )
+
+
+def resync_feed(
+    conn: psycopg.Connection, source: str, position: int, actor: str, reason: str
+) -> None:
+    """Move a feed's cursor (after a rewound feed, once its owners confirmed): the next read
+    starts at ``position`` with no continuity check; events already stored are skipped by
+    their natural keys. Audited."""
+    from psycopg.types.json import Jsonb
+
+    from orderflow.store import cursors
+
+    name = FEEDS[source]
+    with db.transaction(conn):
+        before, last_key = cursors.get_with_key(conn, name)
+        cursors.put(conn, name, str(position), f"resync by {actor}", last_key=None)
+        _feed_continuous(conn, name)
+        conn.execute(
+            "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, "
+            "after, reason) VALUES (%s, 'feed_resync', 'feed', %s, %s, %s, %s)",
+            (
+                actor,
+                name,
+                Jsonb({"cursor": before, "last_key": last_key}),
+                Jsonb({"cursor": str(position)}),
+                reason,
+            ),
+        )
 
 
 def _event_row(source: str, e: dict) -> dict[str, Any]:

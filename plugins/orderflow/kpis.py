@@ -147,6 +147,17 @@ KPIS: tuple[Kpi, ...] = (
         lower_is_better=True,
     ),
     Kpi(
+        "stalled_orders",
+        "Orders stalled in a stage past its limit",
+        "count",
+        EXCEPTIONS,
+        "opened_at",
+        "category = 'stalled'",
+        "count(*)",
+        dims=("stage",),
+        lower_is_better=True,
+    ),
+    Kpi(
         "expedited_freight_cost",
         "Expedited freight cost",
         "usd",

@@ -90,3 +90,15 @@ class RetryTransientExceptionsOperator(_StoreOperator):
         return desk.retry_transient(
             conn, _rule_book(context), _ctx(context, claimed=False)
         ).as_xcom()
+
+
+class WatchOperationsOperator(_StoreOperator):
+    """Open (and resolve) exceptions for orders stalled in a stage past the fulfilment
+    rules' limits, and for outbox actions that stopped delivering (``orderflow.watch``)."""
+
+    ui_color = "#f7e7e7"
+
+    def run(self, conn, context):
+        from orderflow import watch
+
+        return watch.run(conn, _rule_book(context)).as_xcom()

@@ -19,14 +19,30 @@ def get(conn: psycopg.Connection, name: str, default: str | None = None) -> str 
     return row[0] if row else default
 
 
-def put(conn: psycopg.Connection, name: str, value: str, run_id: str | None = None) -> None:
+def get_with_key(conn: psycopg.Connection, name: str) -> tuple[str | None, str | None]:
+    """(value, last_key): the cursor and the natural key of the last item read before it."""
+    row = conn.execute(
+        "SELECT value, last_key FROM orderflow.sync_cursor WHERE cursor_name = %s", (name,)
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def put(
+    conn: psycopg.Connection,
+    name: str,
+    value: str,
+    run_id: str | None = None,
+    last_key: str | None = None,
+) -> None:
     conn.execute(
         """
-        INSERT INTO orderflow.sync_cursor (cursor_name, value, updated_by_run) VALUES (%s, %s, %s)
+        INSERT INTO orderflow.sync_cursor (cursor_name, value, updated_by_run, last_key)
+        VALUES (%s, %s, %s, %s)
         ON CONFLICT (cursor_name) DO UPDATE
-            SET value = EXCLUDED.value, updated_at = now(), updated_by_run = EXCLUDED.updated_by_run
+            SET value = EXCLUDED.value, updated_at = now(),
+                updated_by_run = EXCLUDED.updated_by_run, last_key = EXCLUDED.last_key
         """,
-        (name, value, run_id),
+        (name, value, run_id, last_key),
     )
 
 

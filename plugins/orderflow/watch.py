@@ -1,0 +1,198 @@
+"""Watching our own flow for what no single task notices: orders that stopped moving, and an
+outbox that stopped delivering.
+
+- **Stalled orders.** An order that stays in RELEASED, PICKED or SHIPPED longer than the
+  fulfilment rules' ``stage_limits`` allow (SHIPPED adds the carrier service's transit days)
+  opens a ``stalled`` exception, routed to the stage's owner role; it resolves itself when
+  the order moves on. The ``stalled_orders`` KPI counts them.
+- **A stalled outbox.** Rows of an action that have waited longer than
+  :data:`OUTBOX_STALL_MINUTES` while none of that action was sent in as long open an
+  ``integration_failure`` exception on the entity ``outbox/<action>`` with the last error;
+  it resolves itself once rows of that action go out again (or none wait).
+
+Both are idempotent: run them as often as you like (the ``exception_desk`` DAG, every 5 min).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orderflow.store import db, exceptions
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+RESOLVER = "orderflow.watch"
+OUTBOX_STALL_MINUTES = 15
+
+
+@dataclass
+class WatchResult:
+    stalled_opened: int = 0
+    stalled_open: int = 0
+    stalled_resolved: int = 0
+    outbox_stalled: list[str] = field(default_factory=list)
+    outbox_recovered: int = 0
+
+    def as_xcom(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def run(conn: psycopg.Connection, book: RuleBook) -> WatchResult:
+    out = WatchResult()
+    stalled_orders(conn, book, out)
+    stalled_outbox(conn, out)
+    return out
+
+
+def stalled_orders(conn: psycopg.Connection, book: RuleBook, out: WatchResult) -> None:
+    limits = book.fulfilment.stage_limits
+    if not limits:
+        return
+    stages = list(limits)
+    with db.transaction(conn):
+        rows = conn.execute(
+            """
+            WITH lim AS (
+                SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::bool[])
+                    AS l(status, hours, owner_role, plus_transit)
+            ), cand AS (
+                SELECT o.order_id, o.status, o.status_changed_at, l.owner_role,
+                       l.hours + CASE WHEN l.plus_transit
+                                      THEN 24 * coalesce(max(cs.transit_days), 0) ELSE 0 END
+                           AS limit_hours,
+                       string_agg(DISTINCT s.carrier_id || ' ' || s.service_code, ', ')
+                           AS services,
+                       max(s.tracking_number) AS tracking
+                  FROM orderflow."order" o
+                  JOIN lim l ON l.status = o.status
+                  LEFT JOIN orderflow.shipment s
+                         ON s.order_id = o.order_id AND s.status <> 'cancelled'
+                  LEFT JOIN orderflow.carrier_service cs
+                         ON cs.carrier_id = s.carrier_id AND cs.service_code = s.service_code
+                 WHERE o.status = ANY(%s)
+                   AND o.status_changed_at < now() - make_interval(hours => %s)
+                 GROUP BY o.order_id, o.status, o.status_changed_at, l.owner_role, l.hours,
+                          l.plus_transit
+            )
+            SELECT order_id, status, status_changed_at, owner_role, limit_hours, services,
+                   tracking, extract(epoch FROM now() - status_changed_at) / 3600 AS hours_in
+              FROM cand
+             WHERE status_changed_at < now() - make_interval(secs => limit_hours * 3600)
+            """,
+            (
+                stages,
+                [limits[s].hours for s in stages],
+                [limits[s].owner_role for s in stages],
+                [limits[s].plus_transit_days for s in stages],
+                stages,
+                int(min(limits[s].hours for s in stages)),
+            ),
+        ).fetchall()
+        for oid, status, since, owner, limit_h, services, tracking, hours_in in rows:
+            opened = exceptions.open_routed(
+                conn,
+                category="stalled",
+                order_id=oid,
+                owner_role=owner,
+                stage=status,
+                reason=_stalled_reason(status, hours_in, limit_h, services, tracking),
+                details={
+                    "stage": status,
+                    "since": since.isoformat(),
+                    "limit_hours": float(limit_h),
+                    "carrier_services": services,
+                },
+            )
+            out.stalled_opened += opened is not None
+        out.stalled_open = len(rows)
+        # An order that moved on (or whose stage no longer has a limit) is not stalled.
+        out.stalled_resolved = conn.execute(
+            """
+            UPDATE orderflow.order_exception e
+               SET status = 'resolved', resolution = 'auto_resolved', resolved_by = %s,
+                   resolved_at = now(),
+                   resolution_note = 'the order moved on to ' || o.status
+              FROM orderflow."order" o
+             WHERE e.order_id = o.order_id AND e.status = 'open' AND e.category = 'stalled'
+               AND o.status IS DISTINCT FROM e.stage
+            """,
+            (RESOLVER,),
+        ).rowcount
+    if rows:
+        log.warning("%d orders stalled (%d new)", len(rows), out.stalled_opened)
+
+
+def _stalled_reason(status, hours_in, limit_h, services, tracking) -> str:
+    what = {
+        "RELEASED": "the warehouse has not reported a pick; check the release in the WMS",
+        "PICKED": "the warehouse has not reported the shipment; check packing and the dock",
+        "SHIPPED": "the carrier has not reported delivery; check tracking with the carrier"
+        + (f" ({tracking})" if tracking else ""),
+    }.get(status, "nothing has moved it on")
+    via = f" via {services}" if services and status == "SHIPPED" else ""
+    return (
+        f"Order has been {status}{via} for {float(hours_in):.0f} h, past its limit of "
+        f"{float(limit_h):.0f} h: {what}."
+    )
+
+
+def stalled_outbox(conn: psycopg.Connection, out: WatchResult) -> None:
+    with db.transaction(conn):
+        waiting = conn.execute(
+            """
+            SELECT w.action, w.waiting, w.oldest, w.last_error
+              FROM (SELECT action, count(*) AS waiting, min(created_at) AS oldest,
+                           (array_agg(last_error ORDER BY next_attempt_at DESC)
+                                FILTER (WHERE last_error IS NOT NULL))[1] AS last_error
+                      FROM orderflow.outbox
+                     WHERE status IN ('pending', 'sending', 'failed')
+                       AND created_at < now() - make_interval(mins => %s)
+                     GROUP BY action) w
+             WHERE NOT EXISTS (
+                SELECT 1 FROM orderflow.outbox s
+                 WHERE s.action = w.action AND s.status = 'sent'
+                   AND s.sent_at > now() - make_interval(mins => %s))
+            """,
+            (OUTBOX_STALL_MINUTES, OUTBOX_STALL_MINUTES),
+        ).fetchall()
+        stalled = {action for action, *_ in waiting}
+        for action, n, oldest, last_error in waiting:
+            reason = (
+                f"{n:,} {action} rows wait (the oldest since {oldest:%Y-%m-%d %H:%M} UTC) and "
+                f"none was sent in the last {OUTBOX_STALL_MINUTES} minutes. "
+                + (
+                    f"Last error: {last_error[:300]}. "
+                    if last_error
+                    else "No send has been tried. "
+                )
+                + "Check the receiver and its Connection, and that the DAG that sends it runs "
+                "(`orderflow outbox status`)."
+            )
+            exceptions.open_routed(
+                conn,
+                category="integration_failure",
+                reason=reason,
+                entity=("outbox", action),
+                details={"kind": "outbox_stalled", "waiting": n, "last_error": last_error},
+            )
+        out.outbox_stalled = sorted(stalled)
+        recovered = conn.execute(
+            """
+            UPDATE orderflow.order_exception
+               SET status = 'resolved', resolution = 'auto_resolved', resolved_by = %s,
+                   resolved_at = now(), resolution_note = 'rows are being sent again'
+             WHERE status = 'open' AND order_id IS NULL AND category = 'integration_failure'
+               AND entity_type = 'outbox' AND NOT (entity_id = ANY(%s))
+            """,
+            (RESOLVER, sorted(stalled)),
+        ).rowcount
+        out.outbox_recovered = recovered
+    if stalled:
+        log.error("outbox stalled for %s", ", ".join(sorted(stalled)))
