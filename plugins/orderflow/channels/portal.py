@@ -32,12 +32,23 @@ from orderflow.domain.models import (
     Quantity,
     Text,
     UnitPrice,
+    check_storable,
     order_id_for,
     spreadsheet_safe,
 )
 
 
-class _PortalLine(BaseModel):
+class _Feed(BaseModel):
+    """Feed values the store cannot hold are refused where they are (``order.lines[0]…``)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v):
+        check_storable(v)
+        return v
+
+
+class _PortalLine(_Feed):
     model_config = ConfigDict(extra="ignore")
     line_no: LineNo
     customer_part_number: Ident | None = None
@@ -49,7 +60,7 @@ class _PortalLine(BaseModel):
     unit_price: UnitPrice | None = None
 
 
-class _PortalOrder(BaseModel):
+class _PortalOrder(_Feed):
     model_config = ConfigDict(extra="ignore")
     customer_id: Ident = Field(min_length=1)
     ship_to_id: Ident | None = None
@@ -65,7 +76,7 @@ class _PortalOrder(BaseModel):
         return v.strip().upper() if isinstance(v, str) else v
 
 
-class _PortalItem(BaseModel):
+class _PortalItem(_Feed):
     model_config = ConfigDict(extra="ignore")
     client_request_id: Ident = Field(min_length=1)
     submitted_at: datetime | None = None

@@ -115,7 +115,7 @@ def numeric_misfit(value: Decimal, precision: int, scale: int) -> str | None:
     return None
 
 
-def _check_storable(value: Any, where: str = "") -> None:
+def check_storable(value: Any, where: str = "") -> None:
     """Every string inside ``value`` (lists and dict keys included) must be storable and
     bounded; nested models check themselves."""
     if isinstance(value, str):
@@ -129,11 +129,11 @@ def _check_storable(value: Any, where: str = "") -> None:
             raise ValueError(f"text{where} is longer than {MAX_TEXT_CHARS} characters")
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            _check_storable(v, f"{where}[{i}]")
+            check_storable(v, f"{where}[{i}]")
     elif isinstance(value, dict):
         for k, v in value.items():
-            _check_storable(k, f"{where} key")
-            _check_storable(v, f"{where}[{k!r}]" if isinstance(k, str) and len(k) < 40 else where)
+            check_storable(k, f"{where} key")
+            check_storable(v, f"{where}[{k!r}]" if isinstance(k, str) and len(k) < 40 else where)
 
 
 class Channel(StrEnum):
@@ -150,7 +150,7 @@ class _Model(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _storable(cls, v: Any) -> Any:
-        _check_storable(v)
+        check_storable(v)
         return v
 
 
