@@ -68,6 +68,15 @@ EXTRACTOR_VERSION = "po-extract@1"
 HEADER_FIELDS = ("po_number", "po_date", "customer_id", "ship_to", "requested_ship_date")
 MAX_PARTS = 100
 MAX_BODY_CHARS = 100_000
+#: one header field (unfolded, before any decoding): the standard's line limit is 998; long
+#: legitimate headers (References, DKIM) stay well under this. Decoding cost grows with
+#: length (an 8 KB header decodes in ≤ 0.4 s and ≈ 10 MB; 600 KB took 3.3 GB).
+MAX_HEADER_CHARS = 8 * 1024
+#: all header fields of all MIME parts of one message together
+MAX_HEADER_TOTAL = 128 * 1024
+#: the whole message, as a multiple of the attachment limit (base64 costs 4/3): a PO and its
+#: covering note fit; the parsed message costs a few times its size
+MESSAGE_FACTOR = 1.6
 SMALL_INLINE_IMAGE = 15_000  # logos and signature images, not PO scans
 PDF_TYPES = {"application/pdf", "application/x-pdf", "application/acrobat"}
 ARCHIVE = re.compile(r"\.(zip|7z|rar|gz|tgz|tar|bz2|xz|cab|arj|lzh)$", re.I)
@@ -248,7 +257,7 @@ def _open_message(
     if not isinstance(raw, bytes | bytearray) or not raw.strip():
         out.errors.append(_err("email.empty", "the message is empty (no bytes)"))
         return None, None, "", []
-    max_message = max(4 * max_attachment_bytes, 8 * 2**20)
+    max_message = max(int(MESSAGE_FACTOR * max_attachment_bytes), 8 * 2**20)
     if len(raw) > max_message:
         out.errors.append(
             _err(
@@ -258,7 +267,13 @@ def _open_message(
             )
         )
         return None, None, "", []
+    # Parsing stores header fields raw; they are decoded only when read, so their sizes are
+    # checked here, before anything reads one.
     msg = BytesParser(policy=policy.default).parsebytes(bytes(raw))
+    too_long = _header_too_long(msg)
+    if too_long is not None:
+        out.errors.append(too_long)
+        return None, None, "", []
     known = [h for h in ("From", "To", "Subject", "Date", "Content-Type", "Message-ID") if h in msg]
     if not known:
         out.errors.append(
@@ -331,6 +346,40 @@ def _open_message(
             )
         )
     return msg, sender, "\n".join(texts)[:MAX_BODY_CHARS], docs
+
+
+def _header_too_long(msg: Message) -> IntakeError | None:
+    """The first header field over :data:`MAX_HEADER_CHARS` (or the message's header fields
+    over :data:`MAX_HEADER_TOTAL` together), as an error; None when all are in bounds."""
+    total = 0
+    for n, part in enumerate(msg.walk(), start=1):
+        if n > MAX_PARTS + 1:
+            break  # the rest is not read (email.too_many_parts)
+        for name, value in part.raw_items():
+            size = len(name) + len(value)
+            total += size
+            where = "the message" if n == 1 else f"MIME part {n}"
+            label = _clean(str(name))[:40]
+            if size > MAX_HEADER_CHARS:
+                return _err(
+                    "email.header_too_long",
+                    f"the {label} header of {where} is {size:,} characters long, over the "
+                    f"{MAX_HEADER_CHARS:,} limit: refused before decoding (a header this long "
+                    "is not from a mail program; it can exhaust the mail parser)",
+                    where=f"{where}, header {label}",
+                    action="Do not answer the message from this file; if the sender is a real "
+                    "customer, ask them to send the purchase order again in an ordinary e-mail.",
+                )
+            if total > MAX_HEADER_TOTAL:
+                return _err(
+                    "email.header_too_long",
+                    f"the message's header fields take more than {MAX_HEADER_TOTAL // 1024} KB "
+                    "together: refused before decoding",
+                    where=where,
+                    action="Do not answer the message from this file; if the sender is a real "
+                    "customer, ask them to send the purchase order again in an ordinary e-mail.",
+                )
+    return None
 
 
 def _classify(
@@ -436,11 +485,20 @@ def _parse_docs(
 ) -> None:
     limits = limits or Limits()
     engine = ocr or OcrEngine(timeout_s=limits.ocr_timeout_s, workers=limits.ocr_workers)
-    seen_po: dict[str, int] = {}
+    seen_po: dict[str, str] = {}  # PO number -> the attachment it was read from
+    seen_sha: dict[str, str] = {}
     suggestions: dict[str, Any] = {}
     for n, doc in enumerate(docs, start=1):
         info: dict[str, Any] = {"name": doc.name, "kind": doc.kind, "sha256": doc.sha256}
         out.details["attachments"].append(info)
+        if doc.sha256 in seen_sha:  # the same file attached again: one document, read once
+            info["duplicate_of"] = seen_sha[doc.sha256]
+            out.details["warnings"].append(
+                f"email.duplicate_attachment: {doc.name} is the same file as "
+                f"{seen_sha[doc.sha256]}; read once"
+            )
+            continue
+        seen_sha[doc.sha256] = doc.name
         t0 = time.perf_counter()
         try:
             pages, used_ocr = _pages(doc, limits, engine)
@@ -522,9 +580,22 @@ def _parse_docs(
                 )
             )
             continue
-        repeat = seen_po.get(resolved.po_number, 0)
-        seen_po[resolved.po_number] = repeat + 1
-        discriminator = (sha or doc.sha256) if not repeat else f"{sha or ''}:{doc.sha256}"
+        first = seen_po.get(resolved.po_number)
+        if first is not None:  # one PO, one order, however many documents carry it
+            info["error"] = "po.duplicate_in_message"
+            out.errors.append(
+                _err(
+                    "po.duplicate_in_message",
+                    f"{doc.name}: PO {resolved.po_number} was already read from {first} in "
+                    "this message; it was not made into a second order",
+                    where=where,
+                    action="Compare the two attachments; if this one is a revision, apply the "
+                    "change to the order (or ask the customer for a change order).",
+                )
+            )
+            continue
+        seen_po[resolved.po_number] = doc.name
+        discriminator = sha or doc.sha256
         try:
             order = _order(
                 resolved,

@@ -22,10 +22,10 @@ with a :class:`DocumentError` naming what was wrong and what to do, never with a
   nesting; any end-of-line after ``stream``) in bounded chunks, and the document is refused
   once the total passes ``max_inflated_bytes``; images are refused above ``max_image_pixels``
   before they are decoded; pages render at a fixed DPI under ``max_ocr_pixels``;
-* OCR: one ``tesseract`` process per page with a wall-clock timeout and an address-space
-  limit (``prlimit``), a page budget per document, and ``OMP_THREAD_LIMIT=1`` (OCR of several
-  pages runs in parallel instead); page images are at most ``max_ocr_pixels`` before and
-  after the OCR preparation.
+* OCR: one ``tesseract`` process per page with a wall-clock timeout, a page budget per
+  document, and ``OMP_THREAD_LIMIT=1`` (OCR of several pages runs in parallel instead); a
+  page image is at most ``max_ocr_pixels`` as rendered or decoded, and stays under it when
+  the OCR preparation enlarges it.
 
 PDFium (via ``pypdfium2``, which pdfplumber depends on) does the parsing and rendering: it is
 the engine Chrome uses on untrusted PDFs and is 5–20x faster than pure-Python parsers here.
@@ -83,6 +83,9 @@ class Page:
     ocr: bool = False
 
 
+MAX_OCR_PIXELS = 10_000_000  # a legal-size page at 300 DPI (letter: 8.4 MP)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Resource limits for one attachment. Defaults sized for purchase orders: a real PO is
@@ -91,8 +94,8 @@ class Limits:
     max_pages: int = 50
     max_inflated_bytes: int = 200 * 2**20
     max_image_pixels: int = 60_000_000  # ≈ a letter page at 900 DPI
-    #: a page image handed to OCR (rendered, decoded or enlarged): a tabloid page at 300 DPI
-    max_ocr_pixels: int = 16_000_000
+    #: a page image handed to OCR (rendered, decoded or enlarged)
+    max_ocr_pixels: int = MAX_OCR_PIXELS
     ocr_dpi: int = 300
     ocr_timeout_s: float = 30.0
     max_ocr_pages: int = 10
@@ -100,8 +103,6 @@ class Limits:
     #: how far the reader process may grow its address space beyond the worker's
     reader_memory_bytes: int = 384 * 2**20
     reader_timeout_s: float = 60.0
-    #: address space of one tesseract process
-    ocr_memory_bytes: int = 1024 * 2**20
 
 
 class DocumentError(Exception):
@@ -700,6 +701,7 @@ class OcrEngine:
     timeout_s: float = 30.0
     workers: int = 2
     psm: int | None = None
+    max_pixels: int = MAX_OCR_PIXELS
     pages_done: int = 0
     seconds: float = 0.0
 
@@ -725,7 +727,7 @@ class OcrEngine:
         return pages
 
     def _page(self, image: Image.Image) -> Page:
-        prepared, factor, noise = prepare_for_ocr(image)
+        prepared, factor, noise = prepare_for_ocr(image, max_pixels=self.max_pixels)
         psm = self.psm if self.psm is not None else (6 if noise > NOISY else 4)
         buf = io.BytesIO()
         prepared.save(buf, format="PNG", compress_level=1)
@@ -805,7 +807,7 @@ def parse_tsv(tsv: str, scale: float = 1.0) -> list[Cell]:
 
 
 def prepare_for_ocr(
-    image: Image.Image, target_width: int = 2550
+    image: Image.Image, target_width: int = 2550, max_pixels: int = MAX_OCR_PIXELS
 ) -> tuple[Image.Image, float, float]:
     """De-speckle, deskew, enlarge and whiten a scan for tesseract.
 
@@ -817,20 +819,26 @@ def prepare_for_ocr(
     measured on the sandbox's scans this one reads as much and leaves the engine the least
     noise to chew on (half the time per page). Returns the image, its scale relative to the
     input (cells are reported in input pixels) and the background noise after the median
-    filter (grey levels; ~0 for a clean scan, 3–5 for the sandbox's faxes).
+    filter (grey levels; ~0 for a clean scan, 3–5 for the sandbox's faxes). The image is
+    never more than ``max_pixels`` (it is shrunk first if larger, and enlarged only up to it):
+    the float working copies cost 4–5 bytes a pixel.
     """
     import numpy as np
     from PIL import Image, ImageFilter
 
     gray = image.convert("L")
+    shrunk = _fit(gray, max_pixels)
+    base = shrunk.width / gray.width
+    gray = shrunk
     noise = _noise(np.asarray(gray, dtype=np.float32))
     img = gray.filter(ImageFilter.MedianFilter(3))
     angle = estimate_skew(img)
     if abs(angle) >= 0.1:
         img = img.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
     factor = 1.0
-    if img.width < 0.8 * target_width:
-        factor = min(4.0, target_width / img.width)
+    room = (max_pixels / (img.width * img.height)) ** 0.5
+    if img.width < 0.8 * target_width and room > 1.0:
+        factor = min(4.0, target_width / img.width, room)
         img = img.resize(
             (round(img.width * factor), round(img.height * factor)), Image.Resampling.BICUBIC
         )
@@ -844,7 +852,7 @@ def prepare_for_ocr(
     remove_rules(
         out, min_run=max(40, out.shape[1] // 25), max_thickness=max(6, out.shape[1] // 100)
     )
-    return Image.fromarray(out.astype(np.uint8)), factor, noise
+    return Image.fromarray(out.astype(np.uint8)), factor * base, noise
 
 
 def _noise(a) -> float:
@@ -938,4 +946,6 @@ def _otsu(a) -> int:
     mu = np.cumsum(hist * np.arange(256))
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mu[-1] * w - mu * w[-1]) ** 2 / (w * (w[-1] - w))
+    if np.isnan(between).all():  # one grey level (a blank page): nothing to separate
+        return 128
     return int(np.nanargmax(between))
