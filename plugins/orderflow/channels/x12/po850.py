@@ -684,11 +684,11 @@ class _Mapper:
                 syntax="2",
                 loop="PO1",
             )
-        product_ids: list[ProductId] = []
+        product_ids: list[dict[str, str]] = []
         for q in range(6, len(seg.elements), 2):
             qual, value = seg.el(q), seg.el(q + 1)
             if qual and value:
-                product_ids.append(ProductId(qualifier=qual, value=value))
+                product_ids.append({"qualifier": qual, "value": value})
             elif qual or value:
                 missing = q + 1 if qual else q
                 self._finding(
@@ -733,7 +733,15 @@ class _Mapper:
                 line_no=n,
                 source_line_id=seg.el(1) or None,
                 product_ids=product_ids,
-                customer_part_number=_first_id(product_ids, ("BP", "IN", "CB")),
+                customer_part_number=next(
+                    (
+                        p["value"]
+                        for q in ("BP", "IN", "CB")
+                        for p in product_ids
+                        if p["qualifier"] == q
+                    ),
+                    None,
+                ),
                 description="; ".join(line.pids) or None,
                 quantity=quantity,
                 uom=uom,
@@ -943,5 +951,21 @@ def map_850(t: TxnWork, ctx: MapContext) -> tuple[Order | None, str | None, list
     if ctx.received_at is not None and ctx.received_at.tzinfo is None:
         ctx.received_at = ctx.received_at.replace(tzinfo=UTC)
     m = _Mapper(t, ctx)
-    order, po_number = m.run()
+    try:
+        order, po_number = m.run()
+    except ValidationError as exc:  # a model refused a value no element check caught
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        m.findings.append(
+            Finding(
+                "x12.850_invalid",
+                f"Transaction set {t.control} could not be turned into an order: {loc}: "
+                f"{first['msg']} ({exc.error_count()} problem(s)).",
+                where=t.where(),
+                action="Check the purchase order's values with the partner; " + RESEND,
+                ak5_code="5",
+            )
+        )
+        beg = next((s for s in t.segments if s.tag == "BEG"), None)
+        return None, (beg.el(3) or None) if beg is not None else None, m.findings
     return order, po_number, m.findings

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .elements import ascii_int, is_time, x12_date
@@ -106,9 +107,10 @@ class IsaHeader:
 class RawInterchange:
     isa: IsaHeader
     isa_index: int
-    segments: list[Segment]  # between ISA and IEA, exclusive
+    segments: list[Segment]  # between ISA and IEA, exclusive (an iterator when streamed)
     iea: Segment | None
     findings: list[Finding] = field(default_factory=list)
+    last: Segment | None = None  # the last segment read before the IEA
 
 
 @dataclass(slots=True)
@@ -432,17 +434,31 @@ def _check_isa_values(h: IsaHeader, where: str) -> Finding | None:
 
 # ------------------------------------------------------------------------------ segments
 def read_interchanges(text: str) -> tuple[list[RawInterchange], list[Finding]]:
-    """Split the text into interchanges (ISA … IEA) of segments. File-level findings second."""
-    interchanges: list[RawInterchange] = []
+    """Split the text into interchanges (ISA … IEA) of segments. File-level findings second.
+    Holds every segment of the file: for documents we build and tests. ``parse`` streams
+    with :func:`iter_interchanges` instead."""
     findings: list[Finding] = []
+    out = []
+    for ic in iter_interchanges(text, findings):
+        ic.segments = list(ic.segments)
+        out.append(ic)
+    return out, findings
+
+
+def iter_interchanges(text: str, findings: list[Finding]) -> Iterator[RawInterchange]:
+    """The interchanges of ``text``, one at a time; each one's ``segments`` is an iterator
+    that reads the body lazily (consume it before asking for the next interchange), so only
+    the segments in use are in memory. File-level findings are appended to ``findings``."""
     n = len(text)
     pos = _skip(text, 0)
     index = 0
+    count = 0
+    last_control = ""
     while pos < n:
         head = text[pos : pos + 8].replace("\r", "").replace("\n", "")
         if not head.startswith("ISA"):
             preview = "".join(c if c.isprintable() else "?" for c in text[pos : pos + 30])
-            after = f"after interchange {interchanges[-1].isa.el(13)}" if interchanges else ""
+            after = f"after interchange {last_control}" if count else ""
             findings.append(
                 Finding(
                     "x12.trailing_data",
@@ -452,20 +468,80 @@ def read_interchanges(text: str) -> tuple[list[RawInterchange], list[Finding]]:
                     action="Check whether an interchange is missing or cut; " + RESEND,
                 )
             )
-            break
-        isa = read_isa(text, pos, len(interchanges) + 1)
+            return
+        isa = read_isa(text, pos, count + 1)
         if isinstance(isa, Finding):
             findings.append(isa)
-            break
+            return
         index += 1
+        count += 1
+        last_control = isa.el(13)
         ic = RawInterchange(isa=isa, isa_index=index, segments=[], iea=None)
         if isa.fatal is not None:
-            interchanges.append(ic)  # answered by a TA1; nothing after it can be read
-            break
-        pos, index = _read_body(text, ic, index)
-        interchanges.append(ic)
+            yield ic  # answered by a TA1; nothing after it can be read
+            return
+        state = [0, index]
+        body = _iter_body(text, ic, index, state)
+        ic.segments = body  # type: ignore[assignment]
+        yield ic
+        for _ in body:  # whatever the consumer left unread
+            pass
+        pos, index = state
         pos = _skip(text, pos)
-    return interchanges, findings
+
+
+_BLOCK = 1 << 20  # characters split at once (C speed), then walked segment by segment
+
+
+def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> Iterator[Segment]:
+    """Segments after the ISA up to the IEA (kept in ``ic.iea``, not yielded); sets
+    ``state`` to [next offset, last segment index] when done."""
+    d = ic.isa.delimiters
+    e = d.element
+    n = len(text)
+    cur = ic.isa.end
+    term = d.segment
+    tl = len(term)
+    newline = d.newline_terminated
+    while cur < n:
+        if newline:
+            m = _NEWLINE.search(text, cur)
+            j, nxt = (m.start(), m.end()) if m else (n, n)
+            pieces = [(cur, text[cur:j], nxt)]
+        else:
+            stop = text.find(term, min(cur + _BLOCK, n))
+            stop = n if stop < 0 else stop
+            block = text[cur:stop].split(term)
+            pieces = []
+            off = cur
+            for raw in block:
+                nxt = min(off + len(raw) + tl, n)
+                pieces.append((off, raw, nxt))
+                off = nxt
+        for off, raw, nxt in pieces:
+            if "\n" in raw or "\r" in raw:
+                raw = raw.replace("\r", "").replace("\n", "") if not newline else raw
+            s = raw.strip(_STRIP)
+            if not s:
+                cur = nxt
+                continue
+            if s.startswith("ISA") and len(s) > 3 and not s[3].isalnum():
+                # A new interchange began before this one's IEA (truncated or concatenated).
+                lead = len(text[off : off + 400]) - len(text[off : off + 400].lstrip(_BETWEEN))
+                state[0], state[1] = off + lead, index
+                return
+            elements = s.split(e)
+            tag = elements[0]
+            index += 1
+            seg = Segment(tag, elements, index)
+            if tag == "IEA":
+                ic.iea = seg
+                state[0], state[1] = nxt, index
+                return
+            ic.last = seg
+            yield seg
+            cur = nxt
+    state[0], state[1] = n, index
 
 
 def _skip(text: str, pos: int) -> int:
@@ -473,44 +549,3 @@ def _skip(text: str, pos: int) -> int:
     while pos < n and text[pos] in _BETWEEN:
         pos += 1
     return pos
-
-
-def _read_body(text: str, ic: RawInterchange, index: int) -> tuple[int, int]:
-    """Read segments after the ISA up to and including the IEA; returns (next offset, index)."""
-    d = ic.isa.delimiters
-    e = d.element
-    n = len(text)
-    cur = ic.isa.end
-    newline = d.newline_terminated
-    term = d.segment
-    segments = ic.segments
-    while cur < n:
-        if newline:
-            m = _NEWLINE.search(text, cur)
-            j, nxt = (m.start(), m.end()) if m else (n, n)
-            raw = text[cur:j]
-        else:
-            j = text.find(term, cur)
-            if j < 0:
-                j = n
-            nxt = min(j + len(term), n)
-            raw = text[cur:j]
-            if "\n" in raw or "\r" in raw:
-                raw = raw.replace("\r", "").replace("\n", "")
-        s = raw.strip(_STRIP)
-        if not s:
-            cur = nxt
-            continue
-        if s.startswith("ISA") and len(s) > 3 and not s[3].isalnum():
-            # A new interchange began before this one's IEA (truncated or concatenated).
-            return cur + (len(text[cur:j]) - len(text[cur:j].lstrip(_BETWEEN))), index
-        elements = s.split(e)
-        tag = elements[0]
-        index += 1
-        seg = Segment(tag, elements, index)
-        if tag == "IEA":
-            ic.iea = seg
-            return nxt, index
-        segments.append(seg)
-        cur = nxt
-    return n, index
