@@ -12,7 +12,7 @@ from .ack import build_997, build_ta1, read_997
 from .elements import x12_date
 from .findings import Finding
 from .po850 import MapContext, map_850
-from .reader import RawInterchange, decode, not_x12, read_interchanges
+from .reader import RawInterchange, decode, iter_interchanges, not_x12
 from .results import (
     GroupResult,
     InterchangeResult,
@@ -112,11 +112,27 @@ def _parse(
     if bad is not None:
         result.errors.append(bad.error())
         return
-    raws, findings = read_interchanges(decoded.text)
+    findings: list[Finding] = []
     now = received_at or datetime.now(UTC)
     seen: set[tuple[str, str, str]] = set()
-    for raw in raws:
-        work = check_envelopes(raw)
+    for raw in iter_interchanges(decoded.text, findings):
+        done: dict[int, list[TransactionResult]] = {}
+
+        def on_txn(g: GroupWork, t: TxnWork, raw: RawInterchange = raw, done=done) -> None:
+            ctx = MapContext(
+                partner_id=result.partner_id,
+                sender_id=raw.isa.el(6),
+                interchange_control=raw.isa.el(13),
+                group_control=g.el(6),
+                version=g.el(8),
+                source_ref=result.source_ref,
+                received_at=received_at,
+                document_sha256=result.document_sha256,
+            )
+            done.setdefault(id(g), []).append(_transaction(t, g, ctx, usable=True))
+
+        work = check_envelopes(raw, on_txn)
+        work.done = done
         key = (raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0"))
         if key in seen:  # an earlier, usable copy: this one is the duplicate
             work.findings.append(
@@ -223,6 +239,7 @@ def _interchange(
                 source_ref=source_ref,
                 received_at=received_at,
                 sha=sha,
+                done=work.done,
             )
         )
     if ic.ack_requested or ic.ta1_code != "A":
@@ -251,19 +268,14 @@ def _group(
     source_ref: str | None,
     received_at: datetime | None,
     sha: str,
+    done: dict[int, list[TransactionResult]],
 ) -> GroupResult:
     rejected = any(f.severity == "reject" for f in g.findings)
-    ctx = MapContext(
-        partner_id=partner_id,
-        sender_id=ic.sender_id,
-        interchange_control=ic.control_number,
-        group_control=g.el(6),
-        version=g.el(8),
-        source_ref=source_ref,
-        received_at=received_at,
-        document_sha256=sha,
-    )
-    txns = [_transaction(t, g, ctx, usable=not rejected and not ic.rejected) for t in g.txns]
+    txns = done.get(id(g), [])
+    if rejected or ic.rejected:  # nothing from an unusable envelope is used
+        for tr in txns:
+            tr.accepted = False
+            tr.order = None
     own = [t.ack_code for t in txns]
     if rejected or (own and all(c == "R" for c in own)):
         code = "R"
@@ -327,7 +339,7 @@ def _transaction(t: TxnWork, g: GroupWork, ctx: MapContext, *, usable: bool) -> 
         set_id=t.set_id,
         control_number=t.control,
         implementation_ref=t.st.el(3) or None,
-        segment_count=len(t.segments),
+        segment_count=len(t.segments),  # released after this call: see TxnWork.count
         declared_segment_count=t.se.el(1) if t.se is not None else None,
         segment_index=t.st.index,
         accepted=accepted,

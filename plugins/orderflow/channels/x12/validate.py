@@ -18,6 +18,7 @@ must resend) rather than being merely noted: a TA1/997 "E" would tell them not t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .elements import ascii_int, count_value, is_time, same_control
@@ -56,6 +57,7 @@ class TxnWork:
     segments: list[Segment]  # ST … SE inclusive (SE absent when missing)
     se: Segment | None = None
     findings: list[Finding] = field(default_factory=list)
+    count: int = 0  # segments ST … SE once released
 
     @property
     def control(self) -> str:
@@ -84,6 +86,7 @@ class GroupWork:
     ge: Segment | None = None
     txns: list[TxnWork] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # ST02s of the group
 
     def el(self, n: int) -> str:
         return self.gs.el(n) if self.gs is not None else ""
@@ -99,6 +102,7 @@ class InterchangeWork:
     groups: list[GroupWork] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     ta1_segments: list[Segment] = field(default_factory=list)
+    done: dict = field(default_factory=dict)  # id(group) → its sets' results (parser)
 
     @property
     def where(self) -> str:
@@ -113,8 +117,14 @@ def _count_ok(declared: str, actual: int) -> bool:
     return count_value(declared) == actual
 
 
-def check_envelopes(raw: RawInterchange) -> InterchangeWork:
-    """Nest the interchange's segments into groups and sets, and check every envelope."""
+def check_envelopes(
+    raw: RawInterchange, on_txn: Callable[[GroupWork, TxnWork], None] | None = None
+) -> InterchangeWork:
+    """Nest the interchange's segments into groups and sets, and check every envelope.
+
+    ``on_txn(group, txn)`` is called as soon as a set is complete and checked; its segments
+    are released after the call (the set keeps its ST and its segment count), so a
+    streamed interchange never holds more than one set's segments."""
     ic = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
     if raw.isa.fatal is not None:
         ic.findings.append(raw.isa.fatal)
@@ -122,6 +132,14 @@ def check_envelopes(raw: RawInterchange) -> InterchangeWork:
     group: GroupWork | None = None
     txn: TxnWork | None = None
     stray_outside: list[Segment] = []
+
+    def finish(g: GroupWork, t: TxnWork) -> None:
+        _check_txn(t, g.seen)
+        _check_functional_id(g, t)
+        if on_txn is not None:
+            on_txn(g, t)
+            t.count = len(t.segments)
+            t.segments = [t.st]
 
     def close_txn(reason_seg: Segment | None) -> None:
         nonlocal txn
@@ -144,6 +162,7 @@ def check_envelopes(raw: RawInterchange) -> InterchangeWork:
                 ak5_code="2",
             )
         )
+        finish(group, txn)  # type: ignore[arg-type]
         txn = None
 
     def close_group(reason_seg: Segment | None) -> None:
@@ -181,6 +200,7 @@ def check_envelopes(raw: RawInterchange) -> InterchangeWork:
             if txn is not None:
                 txn.segments.append(seg)
                 txn.se = seg
+                finish(group, txn)  # type: ignore[arg-type]
                 txn = None
             else:
                 _stray(ic, group, seg)
@@ -226,10 +246,6 @@ def check_envelopes(raw: RawInterchange) -> InterchangeWork:
     _check_interchange(ic)
     for g in ic.groups:
         _check_group(ic, g)
-        seen: set[str] = set()
-        for t in g.txns:
-            _check_txn(t, seen)
-            _check_functional_id(g, t)
     return ic
 
 
@@ -263,7 +279,7 @@ def _check_interchange(ic: InterchangeWork) -> None:
             )
         )
     if iea is None:
-        last = ic.raw.segments[-1] if ic.raw.segments else None
+        last = ic.raw.last
         tail = f"after segment {last.index} ({last.tag})" if last else "right after the ISA"
         ic.findings.append(
             Finding(
