@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format lock install clean compose-check
+.PHONY: run test test-long deps lint format lock install clean compose-check
 
 # Install (or refresh) the virtualenv from the lock; re-runs only when the lock changes.
 $(STAMP): requirements.lock pyproject.toml
@@ -22,9 +22,37 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/orderflow run
 
-## Run the whole test suite.
+## Run the test suite (every test but the `long` tier). Checks the prerequisites first
+## (tests/prerequisites.py: `make deps` installs them), prints the 25 slowest tests, and
+## fails if the run left any process behind (tests/leftovers.py). PYTEST_ARGS="-k …" narrows.
 test: $(STAMP)
-	$(BIN)/pytest
+	@$(BIN)/python tests/prerequisites.py
+	$(call pytest_run,-m 'not long')
+
+## The `long` tier: soak, multi-day and recovery tests kept out of `make test` (CI runs both).
+test-long: $(STAMP)
+	@$(BIN)/python tests/prerequisites.py
+	$(call pytest_run,-m long)
+
+# pytest under a run name of its own (ORDERFLOW_TEST_RUN, inherited by every process the
+# tests start), then the proof that none of them is still running.
+define pytest_run
+@run=m$$$$; echo "test run $$run: pytest $(1) --durations=25 $(PYTEST_ARGS)"; \
+	ORDERFLOW_TEST_RUN=$$run $(BIN)/pytest $(1) --durations=25 $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python tests/leftovers.py $$run || rc=1; exit $$rc
+endef
+
+## Install the test prerequisites listed in tests/prerequisites.py (Debian packages, apt-get).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps:
+	@pkgs="$$($(PYTHON) tests/prerequisites.py --packages)"; \
+	if [ -n "$$pkgs" ]; then \
+	  echo "installing the test prerequisites: $$pkgs"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs >/dev/null 2>&1 \
+	  || { $(SUDO) apt-get update -q >/dev/null \
+	       && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs >/dev/null; }; \
+	fi
+	@$(PYTHON) tests/prerequisites.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,35 +1,152 @@
 """Test-wide fixtures: a real PostgreSQL, a fresh database per test run, Airflow configured
 for tests before anything imports it.
 
-The server is ``ORDERFLOW_TEST_DATABASE_URL`` when set (CI and this machine: the local
-PostgreSQL on 127.0.0.1:5432), otherwise the embedded one under ``.orderflow/test-pgdata``.
+The server is ``ORDERFLOW_TEST_DATABASE_URL`` when set (reused as asked: CI and this machine
+use the local PostgreSQL on 127.0.0.1:5432; it is neither started nor stopped here). Otherwise
+the run starts an embedded server of its own under ``.orderflow/test-state/runs/<run>`` and
+stops and deletes it when the run ends — also when tests fail, on Ctrl-C, SIGTERM or SIGHUP.
 Each run creates its own ``orderflow_test_<id>`` / ``airflow_test_<id>`` databases and drops
 them at the end, so leftovers never leak between runs.
+
+Every process the tests start inherits ``ORDERFLOW_TEST_RUN`` (see ``leftovers.py``): what is
+still running when the run ends is stopped and named in the output, and ``make test`` checks
+afterwards that nothing of the run is left.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import leftovers
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+# `make test` names the run (and checks it afterwards); a bare `pytest` gets its own name.
+RUN_MARKER = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get(leftovers.MARKER) or "")[:24]
+RUN_MARKER = RUN_MARKER or f"p{os.getpid()}"
+os.environ[leftovers.MARKER] = RUN_MARKER
 _TMP = Path(tempfile.mkdtemp(prefix="orderflow-tests-"))
+_EMBEDDED: Path | None = None  # the state directory of the server this run started
+_stopped = False
+_REAPED: list[str] = []  # what earlier runs that died had left, cleaned up by this one
+
+
+def _owner_tag() -> str:
+    """Who owns a run directory: this process (pid + start time) in this pid namespace."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{os.getpid()} {psutil.Process().create_time()} {namespace}"
+
+
+def _owner_alive(state: Path) -> bool:
+    try:
+        pid, started, namespace = (state / "owner").read_text().split()
+    except (OSError, ValueError):
+        # Being created right now, or by something this code does not know: leave it alone
+        # unless it is clearly old.
+        return time.time() - state.stat().st_mtime < 600
+    if namespace != _owner_tag().split()[2]:
+        return True  # another pid namespace: cannot tell, never touch it
+    try:
+        return psutil.Process(int(pid)).create_time() == float(started)
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def _reap_dead_runs() -> None:
+    """Stop and delete what earlier runs that died without cleaning up (SIGKILL) left."""
+    if not leftovers.RUNS_DIR.is_dir():
+        return
+    for state in leftovers.RUNS_DIR.iterdir():
+        if not state.is_dir() or _owner_alive(state):
+            continue
+        left = leftovers.find(state.name)
+        leftovers.stop(left)
+        shutil.rmtree(state, ignore_errors=True)
+        _REAPED.append(
+            f"removed {state} of a test run that died"
+            + (f" and stopped its {len(left)} process(es)" if left else "")
+        )
 
 
 def _server_url() -> str:
+    global _EMBEDDED
     url = os.environ.get("ORDERFLOW_TEST_DATABASE_URL")
     if url:
         return url
     from orderflow.dev import pg
 
-    return pg.start_embedded(ROOT / ".orderflow" / "test-state").url("postgres")
+    _reap_dead_runs()
+    state = leftovers.run_dir(RUN_MARKER)
+    if state.exists():  # a name reused after a run that died: what it left goes first
+        leftovers.stop(leftovers.find(RUN_MARKER))
+        shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    (state / "owner").write_text(_owner_tag())
+    _EMBEDDED = state
+    atexit.register(_stop_what_this_run_started)
+    return pg.start_embedded(state).url("postgres")
+
+
+def _stop_what_this_run_started() -> None:
+    """Stop the embedded server this run started and any process the tests left running.
+
+    Runs once: at ``pytest_unconfigure`` (after every fixture's teardown), or from ``atexit``
+    when pytest did not get that far."""
+    global _stopped
+    if _stopped:
+        return
+    _stopped = True
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+    if _EMBEDDED is not None:
+        from orderflow.dev import pg
+
+        pg.stop_embedded(_EMBEDDED)
+    left = leftovers.find(RUN_MARKER)
+    if left:
+        print(
+            f"\norderflow tests: stopping {len(left)} process(es) the tests left running:",
+            *(f"  {leftovers.describe(p)}" for p in left),
+            sep="\n",
+            file=sys.stderr,
+        )
+        leftovers.stop(left)
+    if _EMBEDDED is not None:
+        shutil.rmtree(_EMBEDDED, ignore_errors=True)
+        print(
+            f"orderflow tests: stopped and removed this run's embedded PostgreSQL ({_EMBEDDED})",
+            file=sys.stderr,
+        )
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(
+            signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        )
+
+
+def _interrupted(signum, frame):
+    # pytest.exit ends the session the way Ctrl-C does: fixtures are torn down, the summary
+    # is printed, then pytest_unconfigure stops what the run started.
+    pytest.exit(f"interrupted by {signal.Signals(signum).name}", returncode=128 + signum)
+
+
+for _signum in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_signum) is signal.SIG_DFL:
+        signal.signal(_signum, _interrupted)
 
 
 def _with_db(url: str, database: str, driver: str) -> str:
@@ -62,6 +179,55 @@ os.environ.update(
 from orderflow.store.db import use_url  # noqa: E402
 
 use_url(STORE_URL)
+
+# Skip reasons whose fix is not obvious from the reason alone: what to do about them.
+_SKIP_HINTS = {
+    "x12 corpus": "set ORDERFLOW_X12_CORPUS to a directory of X12 interchanges",
+    "po_docs": "set ORDERFLOW_PO_DOCS to the directory of sample purchase-order documents",
+    "tesseract": "install the test prerequisites: make deps",
+    "chromium": "install the test prerequisites: make deps",
+}
+
+
+def pytest_report_header(config):
+    if _EMBEDDED is not None:
+        db = f"embedded PostgreSQL of this run only ({_EMBEDDED.relative_to(ROOT)}), stopped at the end"
+    else:
+        from sqlalchemy.engine import make_url
+
+        db = (
+            f"ORDERFLOW_TEST_DATABASE_URL={make_url(SERVER_URL).render_as_string()} "
+            "(reused as asked: neither started nor stopped by this run)"
+        )
+    return [
+        f"test database: {db}",
+        f"test run: {leftovers.MARKER}={RUN_MARKER}",
+    ]
+
+
+def pytest_sessionstart(session):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for note in _REAPED:
+        if reporter is not None:
+            reporter.write_line(f"orderflow tests: {note}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name what each group of skipped tests needs (pytest -ra lists them one by one)."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        for key, hint in _SKIP_HINTS.items():
+            if key in reason.lower():
+                counts[hint] = counts.get(hint, 0) + 1
+    if counts:
+        terminalreporter.section("what the skipped tests need")
+        for hint, n in counts.items():
+            terminalreporter.line(f"{n} skipped: {hint}")
+
+
+def pytest_unconfigure(config):
+    _stop_what_this_run_started()
 
 
 @pytest.fixture(scope="session")

