@@ -56,7 +56,9 @@ def use_store() -> str:
 def run(no_sandbox: bool) -> None:
     """Start the whole local stack in the foreground (Ctrl-C stops everything)."""
     from orderflow.dev import pg, stack
-    from orderflow.dev.supervisor import Service, Supervisor
+    from orderflow.dev.supervisor import DaemonService, Service, Supervisor
+    from orderflow.integrations import outbox
+    from orderflow.store import db as store_db
 
     log = logging.getLogger("orderflow.run")
     t0 = time.monotonic()
@@ -81,6 +83,15 @@ def run(no_sandbox: bool) -> None:
     )
     env = {**os.environ, **stack.component_env(dbs, state)}
     stack.bootstrap(dbs, env, state)
+    # Nothing sends yet: every outbox lease is stale. Keyed rows go out again (receivers
+    # answer by key); e-mails interrupted mid-send are settled as unknown, never resent.
+    store_db.use_url(dbs.store_url)
+    conn = store_db.connect()
+    try:
+        if expired := outbox.expire_leases(conn):
+            log.info("outbox: %d rows were being sent when the stack stopped; reconciled", expired)
+    finally:
+        conn.close()
     airflow = str(Path(sys.executable).parent / "airflow")
     logs = state / "logs"
     services = [
@@ -89,6 +100,18 @@ def run(no_sandbox: bool) -> None:
         Service("dag-processor", [airflow, "dag-processor"], logs / "dag-processor.log"),
         Service("triggerer", [airflow, "triggerer"], logs / "triggerer.log"),
     ]
+    if dbs.embedded:
+        # Supervised like the rest: killed or crashed, it is started again (with backoff).
+        services.insert(
+            0,
+            DaemonService(
+                "postgres",
+                [],
+                logs / "postgres.log",
+                launch=lambda: stack.restart_embedded(state),
+                check=lambda: stack.embedded_alive(state),
+            ),
+        )
     if not no_sandbox:
         # Generates the day on its first start (in its own process: Airflow does not wait).
         services.append(
@@ -121,6 +144,7 @@ def run(no_sandbox: bool) -> None:
                 )
             lines += [
                 f"  Database     {'embedded PostgreSQL, data in ' + str(state / 'pgdata') if dbs.embedded else 'external PostgreSQL'}",
+                f"  Health       {ui}/orderflow/health (store, outbox; 503 when the store is down)",
                 f"  Logs         {logs}/ (one file per service; task logs in {logs}/tasks)",
                 f"  Started in   {time.monotonic() - t0:.1f}s",
                 "  Stop         Ctrl-C (stops every process it started)",

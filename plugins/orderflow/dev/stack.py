@@ -122,6 +122,11 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        # Tasks orphaned by a scheduler that died are reset by the next scheduler's orphan
+        # check, once the dead one missed its health threshold (30 s): every 20 s instead
+        # of 300 s keeps that recovery inside the budget of a killed worker (≤ 75 s).
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(state_dir / "logs" / "tasks"),
         "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(
             state_dir / "logs" / "dag_processor"
@@ -238,3 +243,37 @@ def admin_password(env: dict[str, str]) -> str | None:
     if not path.exists():
         return None
     return json.loads(path.read_text()).get(ADMIN_USER)
+
+
+def embedded_alive(state_dir: Path = settings.STATE_DIR) -> bool:
+    """Whether the embedded PostgreSQL's postmaster runs (its pid file names a live process)."""
+    import psutil
+
+    pidfile = state_dir / "pgdata" / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return False
+
+
+def restart_embedded(state_dir: Path = settings.STATE_DIR) -> None:
+    """Start the embedded PostgreSQL again after it died (in a child process: the wheel
+    remembers, per process, a server it started once and would not start it again). Its
+    output goes to ``logs/postgres.log``; raises when it did not come up."""
+    log_path = state_dir / "logs" / "postgres.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from orderflow.dev import pg; "
+                "pg.start_embedded(Path(sys.argv[1]))",
+                str(state_dir),
+            ],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )

@@ -5,6 +5,10 @@ and other grandchildren are stopped with it), is restarted with backoff when it 
 unexpectedly (the scheduler and DAG processor exit for good after a database outage), and on
 Ctrl-C / SIGTERM everything is stopped — politely, then by force — before the embedded
 PostgreSQL is shut down. Nothing is left behind.
+
+Daemons that detach themselves (the embedded PostgreSQL, started by ``pg_ctl``) are watched
+the same way through a :class:`DaemonService`: a liveness check instead of a child process,
+restarted with the same backoff when it fails, and left to their owner to stop.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +66,35 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
 
+@dataclass
+class DaemonService(Service):
+    """A service that runs detached: ``launch()`` starts it (and returns once it answers),
+    ``check()`` tells whether it still runs. Never signalled by the supervisor: its owner
+    stops it after everything that uses it."""
+
+    launch: Callable[[], None] | None = None
+    check: Callable[[], bool] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab", buffering=0) as f:
+            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+        self.started_at = time.monotonic()
+        try:
+            self.launch()
+        except Exception as exc:  # e.g. shared memory still held by dying backends
+            log.warning("%s did not start: %s", self.name, exc)
+
+    def signal_group(self, sig: int) -> None:
+        return None
+
+    def alive(self) -> bool:
+        try:
+            return bool(self.check())
+        except Exception:
+            return False
+
+
 class Supervisor:
     def __init__(self, services: list[Service], env: dict[str, str]):
         self.services = services
@@ -74,6 +108,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         for svc in self.services:
+            if isinstance(svc, DaemonService):
+                svc.started_at = time.monotonic()  # started before the supervisor: watch it
+                continue
             svc.start(self.env)
             log.info("started %s (pid %s), log %s", svc.name, svc.proc.pid, svc.log_path)
 
@@ -106,7 +143,7 @@ class Supervisor:
                 svc.restarts += 1
                 svc.next_start = 0.0
                 svc.start(self.env)
-                log.info("restarted %s (pid %s)", svc.name, svc.proc.pid)
+                log.info("restarted %s (pid %s)", svc.name, svc.proc.pid if svc.proc else "-")
 
     def run_forever(self, poll_seconds: float = 1.0) -> None:
         while not self._stopping:
@@ -120,9 +157,10 @@ class Supervisor:
         for svc in reversed(self.services):
             svc.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while time.monotonic() < deadline and any(s.alive() for s in self.services):
+        children = [s for s in self.services if not isinstance(s, DaemonService)]
+        while time.monotonic() < deadline and any(s.alive() for s in children):
             time.sleep(0.2)
-        for svc in self.services:
+        for svc in children:
             # also catches grandchildren (task workers) that outlived their leader
             svc.signal_group(signal.SIGKILL)
             if svc.proc is not None:

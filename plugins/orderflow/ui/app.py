@@ -114,6 +114,36 @@ def create_app() -> FastAPI:
             )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
+    @app.get("/health")
+    def health() -> JSONResponse:
+        """Open to monitors (no login, no business data): is the store reachable, and which
+        outbox actions have stopped delivering. 503 when the store is down."""
+        import time
+
+        t0 = time.monotonic()
+        try:
+            conn = _conn()
+            try:
+                stalled = [
+                    a
+                    for (a,) in conn.execute(
+                        "SELECT entity_id FROM orderflow.order_exception WHERE status = 'open' "
+                        "AND order_id IS NULL AND entity_type = 'outbox' ORDER BY 1"
+                    )
+                ]
+            finally:
+                conn.close()
+        except Exception as exc:
+            return JSONResponse(
+                {"store": {"status": "unhealthy", "error": type(exc).__name__}}, status_code=503
+            )
+        return JSONResponse(
+            {
+                "store": {"status": "healthy", "ms": round((time.monotonic() - t0) * 1000, 1)},
+                "outbox": {"stalled_actions": stalled},
+            }
+        )
+
     @app.get("/", response_class=HTMLResponse)
     def dashboard(user: CurrentUser, days: int = 14) -> HTMLResponse:
         conn = _conn()
