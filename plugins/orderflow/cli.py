@@ -512,6 +512,127 @@ def fulfilment_replay(event_ids: tuple[int, ...], actor: str) -> None:
     click.echo(f"{n} event(s) queued again")
 
 
+@fulfilment.command("resync")
+@click.argument("source", type=click.Choice(["wms", "carrier"]))
+@click.option("--from", "position", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--reason", required=True, help="why (audited): e.g. 'WMS restored, confirmed'")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def fulfilment_resync(source: str, position: int, reason: str, actor: str) -> None:
+    """Read SOURCE's feed again from POSITION after it was rewound or rewritten (its owners
+    confirmed): events already stored are skipped by their keys. Resolves the feed's
+    exception; audited."""
+    from orderflow import fulfilment as ff
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        ff.resync_feed(conn, source, position, actor, reason)
+    finally:
+        conn.close()
+    click.echo(f"{source} feed will be read from position {position} on its next pull")
+
+
+# ---------------------------------------------------------------------------------- outbox
+@main.group()
+def outbox() -> None:
+    """Side effects queued for delivery: status, rows that need a person, replays."""
+
+
+@outbox.command("status")
+def outbox_status() -> None:
+    """Rows per action and state, with follow-ups waiting and the oldest row waiting."""
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        rows = conn.execute(
+            """
+            SELECT action, status, count(*),
+                   count(*) FILTER (WHERE followup_status = 'pending') AS followups,
+                   min(created_at) FILTER (WHERE status IN ('pending', 'failed', 'sending'))
+              FROM orderflow.outbox GROUP BY 1, 2 ORDER BY 1, 2
+            """
+        ).fetchall()
+    finally:
+        conn.close()
+    click.echo(f"{'action':<12} {'status':<8} {'rows':>8} {'follow-ups':>10}  oldest waiting")
+    for action, status, n, follow, oldest in rows:
+        since = f"{oldest:%Y-%m-%d %H:%M}" if oldest else ""
+        click.echo(f"{action:<12} {status:<8} {n:>8} {follow:>10}  {since}")
+
+
+@outbox.command("attention")
+@click.option("--limit", default=50, show_default=True)
+def outbox_attention(limit: int) -> None:
+    """Rows that wait for a person: dead (rejected or out of retries), unknown (interrupted
+    mid-send to a receiver that cannot tell us), and dead follow-ups."""
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        for key, status, follow, error in conn.execute(
+            """
+            SELECT idempotency_key, status, followup_status,
+                   CASE WHEN followup_status = 'dead' THEN followup_error ELSE last_error END
+              FROM orderflow.outbox
+             WHERE status IN ('dead', 'unknown') OR followup_status = 'dead'
+             ORDER BY outbox_id LIMIT %s
+            """,
+            (limit,),
+        ):
+            state = f"{status}/follow-up dead" if follow == "dead" else status
+            click.echo(f"{key:<48} {state:<20} {error or ''}")
+    finally:
+        conn.close()
+
+
+@outbox.command("settle")
+@click.argument("key")
+@click.option("--resend", "decision", flag_value="resend", help="send it again (same key)")
+@click.option("--mark-sent", "decision", flag_value="sent", help="it arrived: record as sent")
+@click.option("--reason", required=True, help="why (audited)")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def outbox_settle(key: str, decision: str | None, reason: str, actor: str) -> None:
+    """Decide on a dead or unknown row: --resend or --mark-sent. Audited."""
+    from orderflow.integrations import outbox as ob
+    from orderflow.store import db
+
+    if decision is None:
+        raise click.UsageError("say --resend or --mark-sent")
+    use_store()
+    conn = db.connect()
+    try:
+        done = ob.settle(conn, key, actor, resend=decision == "resend", reason=reason)
+    finally:
+        conn.close()
+    if not done:
+        raise click.ClickException(f"{key}: no dead or unknown outbox row with that key")
+    click.echo(f"{key}: {'queued again' if decision == 'resend' else 'recorded as sent'}")
+
+
+@outbox.command("replay-followup")
+@click.argument("key")
+@click.option("--reason", required=True, help="what was fixed (audited)")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def outbox_replay_followup(key: str, reason: str, actor: str) -> None:
+    """Run a dead follow-up again on the next send (after its cause was fixed). Audited."""
+    from orderflow.integrations import outbox as ob
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        done = ob.replay_followup(conn, key, actor, reason)
+    finally:
+        conn.close()
+    if not done:
+        raise click.ClickException(f"{key}: no dead follow-up with that key")
+    click.echo(f"{key}: follow-up queued again")
+
+
 @intake.command("reconcile")
 def intake_reconcile() -> None:
     """Messages per channel and outcome: in = created + quarantined + duplicate."""

@@ -174,3 +174,58 @@ def test_an_outbox_action_that_stops_delivering_raises_an_alert_until_it_deliver
     )
     assert watch.run(store, book).outbox_recovered == 1
     assert _open(store, entity_type="outbox", entity_id="edi_997") == []
+
+
+def test_the_cli_lists_what_waits_for_a_person_and_records_their_decisions(store):
+    from click.testing import CliRunner
+
+    from orderflow.cli import main
+
+    with db.transaction(store):
+        outbox_store.enqueue(
+            store,
+            idempotency_key="cli:997",
+            action="edi_997",
+            target_conn_id="edi_default",
+            payload={"partner_id": "P-CLI", "document_type": "997", "body": "ISA*~"},
+        )
+        store.execute(
+            "UPDATE orderflow.outbox SET status = 'dead', last_error = 'EDI gateway answered 400' "
+            "WHERE idempotency_key = 'cli:997'"
+        )
+    runner = CliRunner()
+    listed = runner.invoke(main, ["outbox", "attention"])
+    assert listed.exit_code == 0 and "cli:997" in listed.output and "400" in listed.output
+    refused = runner.invoke(main, ["outbox", "settle", "cli:997", "--reason", "x"])
+    assert refused.exit_code != 0 and "--resend or --mark-sent" in refused.output
+    done = runner.invoke(
+        main,
+        [
+            "outbox",
+            "settle",
+            "cli:997",
+            "--resend",
+            "--reason",
+            "partner fixed",
+            "--actor",
+            "edi-team",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert store.execute(
+        "SELECT status FROM orderflow.outbox WHERE idempotency_key = 'cli:997'"
+    ).fetchone() == ("pending",)
+    again = runner.invoke(main, ["outbox", "settle", "cli:997", "--resend", "--reason", "x"])
+    assert again.exit_code != 0 and "no dead or unknown outbox row" in again.output
+    status = runner.invoke(main, ["outbox", "status"])
+    assert status.exit_code == 0 and "edi_997" in status.output
+
+    resync = runner.invoke(
+        main, ["fulfilment", "resync", "carrier", "--from", "0", "--reason", "carrier reset"]
+    )
+    assert resync.exit_code == 0, resync.output
+    assert cursors.get(store, "carrier_tracking") == "0"
+    assert store.execute(
+        "SELECT count(*) FROM orderflow.audit_log WHERE action = 'feed_resync' "
+        "AND object_id = 'carrier_tracking' AND reason = 'carrier reset'"
+    ).fetchone() == (1,)
