@@ -265,6 +265,32 @@ def test_headers_at_the_limit_are_read(po_pdf):
     assert res.orders
 
 
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("Message-ID", "<"), ("Message-ID", "<a@"), ("From", '"'), ("To", "<@")],
+)
+def test_headers_the_mail_parser_crashes_on_do_not_lose_the_po(po_pdf, header, value):
+    """Python's header registry raises IndexError on these values (found by the property
+    test below): the header is read as received and the attached PO is still read."""
+    raw = mail([(po_pdf, "PO.pdf", "application/pdf")])
+    head, body = raw.split(b"\n\n", 1)
+    lines = [ln for ln in head.split(b"\n") if not ln.startswith(header.encode() + b":")]
+    raw = b"\n".join([*lines, f"{header}: {value}".encode()]) + b"\n\n" + body
+    res = parse_email(raw, catalog=Catalog([], [], [], []), ocr=NO_OCR)
+    assert not [e for e in res.errors if e.code.startswith("email.")], res.errors
+    assert len(res.orders) == 1
+
+
+def test_a_from_header_the_parser_refuses_still_names_the_sender(po_pdf):
+    """The sender decides the customer: a From the header registry raises on (IndexError on
+    the trailing ``<``) is searched for an address as received."""
+    raw = mail([(po_pdf, "PO.pdf", "application/pdf")])
+    raw = raw.replace(b"From: Buyer <buyer@x.example>", b"From: Bob <bob@buyer.example>, <", 1)
+    assert b"From: Bob <bob@buyer.example>, <" in raw
+    res = parse_email(raw, catalog=Catalog([], [], [], []), ocr=NO_OCR)
+    assert res.details["sender"] == "bob@buyer.example"
+
+
 # ---------------------------------------------------------------------------- D9: e-mail
 
 

@@ -158,8 +158,8 @@ def parse_email(
         received=(received_at or sent).date() if (received_at or sent) else None,
     )
     context = {
-        "subject": _clean(str(msg.get("Subject", "") or ""))[:200],
-        "message_id": _clean(str(msg.get("Message-ID", "") or ""))[:200],
+        "subject": _clean(_header(msg, "Subject"))[:200],
+        "message_id": _clean(_header(msg, "Message-ID"))[:200],
     }
     out.details.update(sender=sender, subject=context["subject"])
     _parse_docs(
@@ -287,7 +287,7 @@ def _open_message(
     sender = _sender(msg)
     if sender is None:
         out.details["warnings"].append("email.no_sender: no readable From address")
-    texts = [str(msg.get("Subject", "") or "")]
+    texts = [_header(msg, "Subject")]
     docs: list[_Doc] = []
     images: list[tuple[str, str, bytes, int]] = []
     n_parts = 0
@@ -322,7 +322,7 @@ def _open_message(
         if (
             ctype.startswith("image/")
             and len(data) < SMALL_INLINE_IMAGE
-            and (disposition == "inline" or part.get("Content-ID"))
+            and (disposition == "inline" or _header(part, "Content-ID"))
         ):
             out.details["attachments"].append({"name": name, "skipped": "small inline image"})
             out.attachments -= 1
@@ -801,7 +801,7 @@ def _sender(msg: Message) -> str | None:
                 addr = pairs[0][1] if pairs else ""
         except Exception:  # broken header encodings
             addr = ""
-            value = _safe(lambda h=header: str(msg.get(h, "")), "")
+            value = _header(msg, header)  # as received: "Bob <b@x.com>, <" still names b@x.com
         addr = _clean(addr or "")
         if not ADDRESS.fullmatch(addr):
             m = ADDRESS.search(_clean(str(value or "")))
@@ -849,8 +849,22 @@ def _body_text(part: Message, ctype: str) -> str:
 def _encoded_size(part: Message) -> int:
     payload = _safe(lambda: part.get_payload(decode=False), "")
     size = len(payload) if isinstance(payload, str | bytes) else 0
-    cte = str(part.get("Content-Transfer-Encoding", "")).lower()
+    cte = _header(part, "Content-Transfer-Encoding").lower()
     return size * 3 // 4 if "base64" in cte else size
+
+
+def _header(part: Message, name: str) -> str:
+    """A header field as text, "" when absent. The standard library's header parsers raise
+    on some malformed values (``Message-ID: <`` → IndexError); such a field is returned as it
+    was received (unfolded, undecoded) instead: a header is a hint, never a reason to fail."""
+    try:
+        value = part.get(name)
+        return "" if value is None else str(value)
+    except Exception:  # the header registry's parsers on hostile values
+        for key, raw in part.raw_items():
+            if key.lower() == name.lower():
+                return re.sub(r"\r?\n[ \t]", " ", str(raw))
+        return ""
 
 
 def _safe(fn, default):
