@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -141,6 +142,13 @@ class ClockIn(BaseModel):
     speed: float | None = Field(None, gt=0, description="Simulated seconds per real second")
 
 
+class ResetIn(BaseModel):
+    start: datetime | None = Field(
+        None, description="Simulated time to start over at (default: the first start's)"
+    )
+    speed: float | None = Field(None, gt=0, description="Simulated seconds per real second")
+
+
 class _MailSink:
     """aiosmtpd handler: every accepted message goes into the Distributor (no addresses in
     the log: they are personal data)."""
@@ -185,11 +193,19 @@ def create_app(
     deliver_every_s: float = 1.0,
     smtp_host: str = "127.0.0.1",
     smtp_port: int = 0,
+    fresh: bool | None = None,
 ) -> FastAPI:
-    """The sandbox app; ``smtp_port`` > 0 also runs the SMTP sink there (app lifespan)."""
+    """The sandbox app; ``smtp_port`` > 0 also runs the SMTP sink there (app lifespan).
+
+    Its state is durable in ``drop_dir`` (see :mod:`orderflow_sandbox.persist`): started
+    again on the same folder it continues — records, feeds, idempotency answers, clock —
+    and ``clock``'s start and speed apply only to a fresh state. ``fresh`` (default: the
+    ``ORDERFLOW_SANDBOX_FRESH`` environment variable is set to 1) forgets it first."""
     clock = clock or SimClock()
     injector = FaultInjector(faults)
-    state = Distributor(day_dir, drop_dir, clock, seed=(faults or FaultConfig()).seed)
+    if fresh is None:
+        fresh = os.environ.get("ORDERFLOW_SANDBOX_FRESH", "") in ("1", "true", "yes")
+    state = Distributor(day_dir, drop_dir, clock, seed=(faults or FaultConfig()).seed, fresh=fresh)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -216,6 +232,7 @@ def create_app(
                 task.cancel()
             if smtp is not None:
                 await asyncio.to_thread(smtp.stop)
+            state.close()
 
     app = FastAPI(
         title="OrderFlow sandbox distributor",
@@ -431,16 +448,18 @@ def create_app(
 
     @admin.put("/clock", summary="Set, advance or speed up simulated time")
     def set_clock(body: ClockIn) -> dict:
-        if body.now is not None:
-            clock.set(body.now, body.speed)
-        elif body.speed is not None:
-            clock.set(clock.now(), body.speed)
-        if body.advance_minutes:
-            from datetime import timedelta
-
-            clock.advance(timedelta(minutes=body.advance_minutes))
+        state.set_clock(body.now, body.speed, body.advance_minutes)
         delivered = state.deliver_due()
         return {"now": state.now().isoformat(), "speed": clock.speed, "delivered": delivered}
+
+    @admin.post(
+        "/reset",
+        summary="Forget all state on purpose (a WMS restored from nothing): releases, feeds, "
+        "idempotency answers, mail, deliveries; the clock starts over",
+    )
+    def reset(body: ResetIn | None = None) -> dict:
+        body = body or ResetIn()
+        return state.reset(body.start, body.speed)
 
     @admin.patch("/master/{entity}/{key}", summary="Change a master record (fix or break it)")
     def patch_master(entity: str, key: str, changes: dict[str, Any]) -> dict:

@@ -166,11 +166,30 @@ class FaultMiddleware:
 
 
 class SimClock:
-    """Simulated business time: ``start`` at the moment of setting, advancing ``speed``× real time."""
+    """Simulated business time: ``start`` at the moment of setting, advancing ``speed``× real time.
+
+    Durable when :meth:`bind` gives it a ``persist`` callback: the clock then keeps a
+    *ceiling* on disk, a sim time it will not pass without first writing a later one
+    (``lease_s`` real seconds ahead, like a timestamp oracle's leased range). Every time it
+    has ever shown is therefore at most the stored ceiling, and a restart that resumes at
+    the ceiling never goes back: it goes forward by at most ``lease_s × speed``, and the
+    time the process was down does not count. One small write per ``lease_s``."""
 
     def __init__(self, start: datetime | None = None, speed: float = 1.0):
         self._lock = threading.Lock()
+        self._persist = None
+        self._lease_s = 1.0
+        self._ceiling: datetime | None = None
         self.set(start or datetime.now(UTC), speed)
+
+    def bind(self, persist, lease_s: float = 1.0) -> None:
+        """Make the clock durable: ``persist({"ceiling": iso, "speed": speed})`` is called
+        before any time beyond the last stored ceiling is handed out."""
+        with self._lock:
+            self._persist = persist
+            self._lease_s = lease_s
+            self._ceiling = None
+        self.now()
 
     def set(self, start: datetime, speed: float | None = None) -> None:
         if start.tzinfo is None:
@@ -180,11 +199,22 @@ class SimClock:
             self._real_start = monotonic()
             if speed is not None:
                 self.speed = speed
+            if self._persist is not None:
+                self._extend(start)
+
+    def _extend(self, at: datetime) -> None:
+        """Store a new ceiling ahead of ``at`` (under the lock), then hand out up to it."""
+        ceiling = at + timedelta(seconds=self._lease_s * self.speed)
+        self._persist({"ceiling": ceiling.astimezone(UTC).isoformat(), "speed": self.speed})
+        self._ceiling = ceiling
 
     def now(self) -> datetime:
         with self._lock:
             elapsed = monotonic() - self._real_start
-            return self._sim_start + timedelta(seconds=elapsed * self.speed)
+            at = self._sim_start + timedelta(seconds=elapsed * self.speed)
+            if self._persist is not None and (self._ceiling is None or at > self._ceiling):
+                self._extend(at)
+            return at
 
     def advance(self, delta: timedelta) -> datetime:
         self.set(self.now() + delta)

@@ -11,12 +11,14 @@ dropped into the EDI folder some simulated minutes later.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import email
 import email.policy
 import hashlib
 import heapq
-import itertools
 import json
+import logging
 import os
 import random
 import shutil
@@ -28,6 +30,30 @@ from pathlib import Path
 from typing import Any
 
 from orderflow_sandbox.faults import SimClock
+from orderflow_sandbox.persist import FORMAT, StateStore, decode_key, encode_key
+
+log = logging.getLogger(__name__)
+
+#: the durable state's file, in the sandbox's state dir (ORDERFLOW_SANDBOX_DIR)
+STATE_FILE = "state.sqlite3"
+
+# Persisted collections: record name → attribute of the Distributor.
+DICT_COLLECTIONS = {
+    "release": "releases",
+    "reservation": "reservations",
+    "erp_order": "erp_orders",
+    "invoice": "invoices",
+    "shipment": "shipments",
+    "inventory": "inventory",
+}
+LIST_COLLECTIONS = {
+    "milestone": "milestones",
+    "tracking": "tracking",
+    "outbound_edi": "outbound_edi",
+    "mail": "mail",
+    "webhook": "webhooks",
+    "ack997": "acks_997",
+}
 
 MASTER_ENTITIES = {
     "customers": "customer_id",
@@ -90,9 +116,11 @@ def body_hash(body: Any) -> str:
 
 @dataclass
 class IdempotencyStore:
-    """First answer wins: a repeated key returns it; the same key with another body is refused."""
+    """First answer wins: a repeated key returns it; the same key with another body is refused.
+    ``on_remember(key)`` is told of each new answer (the Distributor persists it)."""
 
     answers: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    on_remember: Any = None
 
     def replay(self, key: str, body: Any) -> dict | None:
         if key not in self.answers:
@@ -104,6 +132,8 @@ class IdempotencyStore:
 
     def remember(self, key: str, body: Any, answer: dict) -> dict:
         self.answers[key] = (body_hash(body), answer)
+        if self.on_remember is not None:
+            self.on_remember(key)
         return answer
 
 
@@ -117,15 +147,48 @@ class _Scheduled:
 
 class Distributor:
     """All stand-in systems over one lock (the sandbox is one process, like a test double
-    of the whole estate; the lock makes concurrent reservations exact)."""
+    of the whole estate; the lock makes concurrent reservations exact).
 
-    def __init__(self, day_dir: Path, drop_dir: Path, clock: SimClock, seed: int = 7):
+    Durable (see :mod:`orderflow_sandbox.persist`): every change is written to
+    ``state_path`` (default ``drop_dir/state.sqlite3``) in one transaction before the call
+    that made it returns, and a Distributor created on the same files continues where the
+    last one stopped — records, idempotency answers, feed positions, pending events,
+    delivered files, counters and the clock. ``fresh`` forgets the stored state first;
+    so does :meth:`reset`. ``state_path=False`` keeps everything in memory only."""
+
+    def __init__(
+        self,
+        day_dir: Path,
+        drop_dir: Path,
+        clock: SimClock,
+        seed: int = 7,
+        *,
+        state_path: Path | bool | None = None,
+        fresh: bool = False,
+    ):
         self.day_dir = day_dir
         self.drop_dir = drop_dir
         self.clock = clock
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.lock = threading.RLock()
-        self._seq = itertools.count(1)
+        self._depth = 0  # nesting of _txn: one flush per outermost call
+        # What a reset goes back to: this start's clock (a resumed state keeps its own).
+        self._origin = {"start": _iso(clock.now()), "speed": clock.speed}
+        self._load_day()
+        self.store = (
+            None
+            if state_path is False
+            else StateStore(drop_dir / STATE_FILE if state_path in (None, True) else state_path)
+        )
+        self.resumed = self._open_state(fresh)
+
+    def _load_day(self) -> None:
+        """The generated day as it was before any request (the base the stored state overlays)."""
+        day_dir = self.day_dir
+        self.rng = random.Random(self.seed)
+        self._dirty: set[tuple[str, Any]] = set()
+        self._meta_dirty = False
+        self._next_seq = 1
         world = json.loads((day_dir / "world.json").read_text())
         self.world_meta = {k: world[k] for k in ("seed", "business_date", "days") if k in world}
         self.dcs = {d["dc_id"]: d for d in world["dcs"]}
@@ -148,31 +211,234 @@ class Distributor:
         }
         self.reservations: dict[str, dict] = {}
         self.releases: dict[str, dict] = {}
-        self.release_keys = IdempotencyStore()
         self.erp_orders: dict[str, dict] = {}
-        self.erp_order_keys = IdempotencyStore()
         self.invoices: dict[str, dict] = {}
-        self.invoice_keys = IdempotencyStore()
         self.shipments: dict[str, dict] = {}
-        self.shipment_keys = IdempotencyStore()
         self.outbound_edi: list[dict] = []
-        self.outbound_keys = IdempotencyStore()
+        self._idem = {
+            name: IdempotencyStore(on_remember=lambda key, n=name: self._mark(f"idem.{n}", key))
+            for name in ("release", "erp_order", "invoice", "shipment", "outbound", "webhook")
+        }
+        self.release_keys = self._idem["release"]
+        self.erp_order_keys = self._idem["erp_order"]
+        self.invoice_keys = self._idem["invoice"]
+        self.shipment_keys = self._idem["shipment"]
+        self.outbound_keys = self._idem["outbound"]
+        self.webhook_keys = self._idem["webhook"]
         self._schedule: list[_Scheduled] = []
+        self._pending: dict[int, _Scheduled] = {}  # the schedule by seq (what is persisted)
         self.milestones: list[dict] = []  # materialised WMS events, seq-ordered
         self.tracking: list[dict] = []  # materialised carrier events
         self.portal_orders = [
             o for o in self._read_jsonl(day_dir / "orders.jsonl") if o["channel"] == "portal"
         ]
         self.deliveries = self._read_jsonl(day_dir / "deliveries.jsonl")
-        self._delivered_log = drop_dir / ".delivered"
-        self._delivered = (
-            set(self._delivered_log.read_text().split()) if self._delivered_log.exists() else set()
-        )
+        self._delivered: set[str] = set()
         self.mail: list[dict] = []  # what the SMTP sink received
         self.webhooks: list[dict] = []  # portal notifications received
-        self.webhook_keys = IdempotencyStore()
         self.acks_997: list[dict] = []  # partners' 997s to our outbound EDI, due or delivered
         self._ack_controls: dict[str, int] = {}  # partner → next ISA13/GS06 of its 997s
+
+    # ------------------------------------------------------------------ durability
+    def _fingerprint(self) -> str:
+        """Which generated day the stored state belongs to (a new day starts afresh)."""
+        source = self.day_dir / "manifest.json"
+        if not source.exists():
+            source = self.day_dir / "world.json"
+        return hashlib.sha256(source.read_bytes()).hexdigest()
+
+    def _open_state(self, fresh: bool) -> bool:
+        """Lay the stored state over the day; True when there was one to resume."""
+        if self.store is None:
+            return False
+        if fresh:
+            self.store.wipe()
+        elif not self.store.is_empty():
+            day, fmt = self.store.meta("day"), self.store.meta("format")
+            if day == self._fingerprint() and fmt == FORMAT:
+                self._restore()
+                return True
+            self._set_aside(f"day {day} format {fmt}")
+        legacy = self.drop_dir / ".delivered"
+        if legacy.exists():  # what the files-only sandbox of earlier versions delivered
+            for path in legacy.read_text().split():
+                self._delivered.add(path)
+                self._mark("delivered", path)
+            legacy.rename(legacy.with_name(".delivered.imported"))
+        self._meta_dirty = True
+        self._flush(meta={"format": FORMAT, "day": self._fingerprint(), "origin": self._origin})
+        self.clock.bind(self._persist_clock)
+        return False
+
+    def _set_aside(self, why: str) -> None:
+        """A stored state of another generated day (or layout): keep it, but not here."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.store.close()
+        path = self.store.path
+        for suffix in ("", "-wal", "-shm"):
+            old = path.with_name(path.name + suffix)
+            if old.exists():
+                old.rename(path.with_name(f"{path.name}.stale-{stamp}{suffix}"))
+        log.warning("stored sandbox state (%s) is not of this day: set aside, starting fresh", why)
+        self.store = StateStore(path)
+
+    def _persist_clock(self, value: dict) -> None:
+        self.store.write(meta={"clock": value})
+
+    def _restore(self) -> None:
+        lists: dict[str, dict[int, Any]] = {name: {} for name in LIST_COLLECTIONS}
+        for coll, raw_key, raw in self.store.records():
+            key, value = decode_key(raw_key), json.loads(raw)
+            if coll in DICT_COLLECTIONS:
+                getattr(self, DICT_COLLECTIONS[coll])[key] = value
+            elif coll in LIST_COLLECTIONS:
+                lists[coll][key] = value
+            elif coll.startswith("master."):
+                self.master[coll.removeprefix("master.")][key] = value
+            elif coll.startswith("idem."):
+                self._idem[coll.removeprefix("idem.")].answers[key] = tuple(value)
+            elif coll == "schedule":
+                self._pending[key] = _Scheduled(
+                    _parse(value["at"]), key, value["kind"], value["event"]
+                )
+            elif coll == "delivered":
+                self._delivered.add(key)
+            else:
+                raise ValueError(f"unknown record collection {coll!r} in {self.store.path}")
+        for coll, rows in lists.items():
+            if sorted(rows) != list(range(len(rows))):
+                raise ValueError(f"{self.store.path}: {coll} positions are not contiguous")
+            items = [rows[i] for i in range(len(rows))]
+            if coll == "ack997":
+                items = [
+                    {**a, "due_at": _parse(a["due_at"]), "data": base64.b64decode(a["data"])}
+                    for a in items
+                ]
+            setattr(self, LIST_COLLECTIONS[coll], items)
+        self._schedule = list(self._pending.values())
+        heapq.heapify(self._schedule)
+        self._next_seq = self.store.meta("seq", 1)
+        self._ack_controls = self.store.meta("ack_controls", {})
+        self._origin = self.store.meta("origin", self._origin)
+        clock = self.store.meta("clock")
+        if clock:  # continue at the last time it could have shown, at its speed
+            self.clock.set(_parse(clock["ceiling"]), clock["speed"])
+        self.clock.bind(self._persist_clock)
+        self._recover_drops()
+        log.warning(
+            "sandbox state resumed from %s: %d releases, %d milestones, %d mails, clock %s",
+            self.store.path,
+            len(self.releases),
+            len(self.milestones),
+            len(self.mail),
+            _iso(self.clock.now()),
+        )
+
+    def _recover_drops(self) -> None:
+        """Finish file deliveries cut short between their record and their rename."""
+        by_path = {d["path"]: d for d in self.deliveries}
+        moves = [self._target(by_path[p]) for p in self._delivered if p in by_path]
+        moves += [self.drop_dir / a["path"] for a in self.acks_997 if a["delivered"]]
+        for target in moves:
+            tmp = target.with_name("." + target.name + ".part")
+            if tmp.exists() and not target.exists():
+                os.replace(tmp, target)
+
+    def _mark(self, coll: str, key: Any) -> None:
+        self._dirty.add((coll, key))
+
+    def _value(self, coll: str, key: Any) -> Any:
+        """The record's current value (None: it is gone)."""
+        if coll in DICT_COLLECTIONS:
+            return getattr(self, DICT_COLLECTIONS[coll]).get(key)
+        if coll in LIST_COLLECTIONS:
+            items = getattr(self, LIST_COLLECTIONS[coll])
+            value = items[key] if key < len(items) else None
+            if coll == "ack997" and value is not None:
+                value = {
+                    **value,
+                    "due_at": _iso(value["due_at"]),
+                    "data": base64.b64encode(value["data"]).decode(),
+                }
+            return value
+        if coll.startswith("master."):
+            return self.master[coll.removeprefix("master.")].get(key)
+        if coll.startswith("idem."):
+            return self._idem[coll.removeprefix("idem.")].answers.get(key)
+        if coll == "schedule":
+            item = self._pending.get(key)
+            return item and {"at": _iso(item.at), "kind": item.kind, "event": item.event}
+        if coll == "delivered":
+            return True if key in self._delivered else None
+        raise ValueError(coll)
+
+    def _flush(self, meta: dict | None = None) -> None:
+        """Write every changed record (and the counters) in one transaction."""
+        upserts, deletes = [], []
+        for coll, key in self._dirty:
+            value = self._value(coll, key)
+            if value is None:
+                deletes.append((coll, encode_key(key)))
+            else:
+                upserts.append(
+                    (coll, encode_key(key), json.dumps(value, separators=(",", ":"), default=str))
+                )
+        meta = dict(meta or {})
+        if self._meta_dirty:
+            meta.update(seq=self._next_seq, ack_controls=self._ack_controls)
+        if self.store is not None:
+            self.store.write(upserts, deletes, meta)
+        self._dirty.clear()
+        self._meta_dirty = False
+
+    @contextlib.contextmanager
+    def _txn(self):
+        """The lock, and what changed under it durable before the outermost call returns."""
+        with self.lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if not self._depth and (self._dirty or self._meta_dirty):
+                    self._flush()
+
+    def set_clock(
+        self,
+        now: datetime | None = None,
+        speed: float | None = None,
+        advance_minutes: float | None = None,
+    ) -> None:
+        """Set, speed up or advance the simulated clock (stored before it returns)."""
+        with self.lock:
+            if now is not None:
+                self.clock.set(now, speed)
+            elif speed is not None:
+                self.clock.set(self.clock.now(), speed)
+            if advance_minutes:
+                self.clock.advance(timedelta(minutes=advance_minutes))
+
+    def reset(self, start: datetime | None = None, speed: float | None = None) -> dict:
+        """Forget everything on purpose (a WMS restored from nothing): back to the generated
+        day, the clock at ``start`` (default: where it started first). Files already in the
+        drop folders stay; they are delivered again as the clock passes them."""
+        with self.lock:
+            if self.store is not None:
+                self.store.wipe()
+            self._load_day()
+            self.clock.set(
+                start or _parse(self._origin["start"]),
+                speed if speed is not None else self._origin["speed"],
+            )
+            self._meta_dirty = True
+            self._flush(meta={"format": FORMAT, "day": self._fingerprint(), "origin": self._origin})
+            self.resumed = False
+            return {"clock": _iso(self.now()), "speed": self.clock.speed}
+
+    def close(self) -> None:
+        with self.lock:
+            if self.store is not None:
+                self.store.close()
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -215,7 +481,7 @@ class Distributor:
         """Change one master record (an upstream fix or a new defect), bumping updated_at."""
         if entity not in self.master:
             raise NotFound(entity)
-        with self.lock:
+        with self._txn():
             table = self.master[entity]
             natural = MASTER_ENTITIES[entity] or ("customer_id", "customer_part_number")
             match = next(
@@ -238,6 +504,7 @@ class Distributor:
                 raise NotFound(f"{entity}/{key}")
             table[match].update(changes)
             table[match]["updated_at"] = _iso(self.now())
+            self._mark(f"master.{entity}", match)
             return dict(table[match])
 
     def exposure(self, customer_id: str) -> dict:
@@ -261,7 +528,7 @@ class Distributor:
             }
 
     def create_erp_order(self, key: str, body: dict) -> tuple[dict, bool]:
-        with self.lock:
+        with self._txn():
             if (prior := self.erp_order_keys.replay(key, body)) is not None:
                 return prior, True
             if body["customer_id"] not in self.master["customers"]:
@@ -277,10 +544,11 @@ class Distributor:
                 "created_at": _iso(self.now()),
             }
             self.erp_orders[number] = order
+            self._mark("erp_order", number)
             return self.erp_order_keys.remember(key, body, order), False
 
     def post_invoice(self, key: str, body: dict) -> tuple[dict, bool]:
-        with self.lock:
+        with self._txn():
             if (prior := self.invoice_keys.replay(key, body)) is not None:
                 return prior, True
             account = self.master["credit_accounts"].get(body["customer_id"])
@@ -301,10 +569,13 @@ class Distributor:
                 "posted_at": _iso(self.now()),
             }
             self.invoices[number] = invoice
+            self._mark("invoice", number)
             account["open_ar"] = round(account["open_ar"] + total, 2)
+            self._mark("master.credit_accounts", body["customer_id"])
             for so in self.erp_orders.values():
                 if so["order_id"] == body["order_id"]:
                     so["status"] = "invoiced"
+                    self._mark("erp_order", so["erp_order_number"])
             return self.invoice_keys.remember(key, body, invoice), False
 
     # ------------------------------------------------------------------ WMS
@@ -337,7 +608,7 @@ class Distributor:
     def reserve(self, item_id: str, dc_id: str, quantity: float, reference: str) -> dict:
         if quantity <= 0:
             raise Invalid("quantity must be positive")
-        with self.lock:
+        with self._txn():
             pos = self.inventory.get((item_id, dc_id))
             if pos is None:
                 raise NotFound(f"no inventory position for {item_id} at {dc_id}")
@@ -359,10 +630,12 @@ class Distributor:
                 "created_at": _iso(self.now()),
             }
             self.reservations[rid] = res
+            self._mark("reservation", rid)
+            self._mark("inventory", (item_id, dc_id))
             return dict(res)
 
     def cancel_reservation(self, rid: str) -> dict:
-        with self.lock:
+        with self._txn():
             res = self.reservations.get(rid)
             if res is None:
                 raise NotFound(f"reservation {rid}")
@@ -371,31 +644,44 @@ class Distributor:
                 pos["reserved"] -= res["quantity"]
                 pos["updated_at"] = _iso(self.now())
                 res["status"] = "cancelled"
+                self._mark("reservation", rid)
+                self._mark("inventory", (res["item_id"], res["dc_id"]))
             return dict(res)
 
     def release(self, key: str, body: dict, *, reuse_id: bool = False) -> tuple[dict, bool]:
         """Release an order to the floor. A repeated key returns the first answer, never a
         second pick. Lines are taken from the named reservations or, without, from stock.
         ``reuse_id`` (a fault) answers with the id of the first release instead of its own."""
-        with self.lock:
+        with self._txn():
             if (prior := self.release_keys.replay(key, body)) is not None:
                 return prior, True
             dc_id = body["dc_id"]
             if dc_id not in self.dcs:
                 raise Invalid(f"unknown DC {dc_id}")
-            lines = []
+            # Check every line first: a refused release changes nothing.
+            from_stock: Counter[str] = Counter()
+            named: set[str] = set()
             for ln in body["lines"]:
                 rid = ln.get("reservation_id")
                 if rid:
                     res = self.reservations.get(rid)
-                    if res is None or res["status"] != "held":
+                    if res is None or res["status"] != "held" or rid in named:
                         raise Conflict(f"reservation {rid} is not held")
-                    res["status"] = "released"
+                    named.add(rid)
                 else:
-                    pos = self.inventory.get((ln["item_id"], dc_id))
-                    if pos is None or pos["on_hand"] - pos["reserved"] < ln["quantity"]:
-                        raise Conflict(f"not enough {ln['item_id']} at {dc_id} to release")
-                    pos["reserved"] += ln["quantity"]
+                    from_stock[ln["item_id"]] += ln["quantity"]
+            for item_id, quantity in from_stock.items():
+                pos = self.inventory.get((item_id, dc_id))
+                if pos is None or pos["on_hand"] - pos["reserved"] < quantity:
+                    raise Conflict(f"not enough {item_id} at {dc_id} to release")
+            lines = []
+            for ln in body["lines"]:
+                if rid := ln.get("reservation_id"):
+                    self.reservations[rid]["status"] = "released"
+                    self._mark("reservation", rid)
+                else:
+                    self.inventory[(ln["item_id"], dc_id)]["reserved"] += ln["quantity"]
+                    self._mark("inventory", (ln["item_id"], dc_id))
                 lines.append(
                     {"line_no": ln["line_no"], "item_id": ln["item_id"], "quantity": ln["quantity"]}
                 )
@@ -410,6 +696,7 @@ class Distributor:
                 "released_at": _iso(now),
             }
             self.releases[release_id] = release
+            self._mark("release", release_id)
             self._plan_milestones(release, now)
             answer = dict(release)
             if reuse_id and len(self.releases) > 1:
@@ -461,25 +748,35 @@ class Distributor:
         )
 
     def _push(self, at: datetime, kind: str, event: dict) -> None:
-        heapq.heappush(self._schedule, _Scheduled(at, next(self._seq), kind, event))
+        item = _Scheduled(at, self._next_seq, kind, event)
+        self._next_seq += 1
+        self._meta_dirty = True
+        heapq.heappush(self._schedule, item)
+        self._pending[item.seq] = item
+        self._mark("schedule", item.seq)
 
     def _materialise(self) -> None:
         """Move scheduled events whose time has come into the feeds (and react to them)."""
         now = self.now()
         while self._schedule and self._schedule[0].at <= now:
             item = heapq.heappop(self._schedule)
+            del self._pending[item.seq]
+            self._mark("schedule", item.seq)
             event = {**item.event, "occurred_at": _iso(item.at)}
             if item.kind == "wms":
                 event["seq"] = len(self.milestones) + 1
+                self._mark("milestone", len(self.milestones))
                 self.milestones.append(event)
                 self._apply_wms(event, item.at)
             else:
                 event["seq"] = len(self.tracking) + 1
+                self._mark("tracking", len(self.tracking))
                 self.tracking.append(event)
 
     def _apply_wms(self, event: dict, at: datetime) -> None:
         release = self.releases[event["release_id"]]
         release["status"] = event["milestone"]
+        self._mark("release", event["release_id"])
         if event["milestone"] != "shipped":
             return
         for p in event["lines"]:
@@ -487,6 +784,7 @@ class Distributor:
             pos["reserved"] = max(0.0, pos["reserved"] - p["ordered"])
             pos["on_hand"] = max(0.0, pos["on_hand"] - p.get("shipped", p["picked"]))
             pos["updated_at"] = _iso(at)
+            self._mark("inventory", (p["item_id"], release["dc_id"]))
         rnd = random.Random(f"track:{event['tracking_number']}")
         base = {
             "tracking_number": event["tracking_number"],
@@ -511,7 +809,7 @@ class Distributor:
             self._push(t + transit, "carrier", {**base, "status": "delivered"})
 
     def feed(self, which: str, after: int, limit: int) -> dict:
-        with self.lock:
+        with self._txn():
             self._materialise()
             events = self.milestones if which == "wms" else self.tracking
             page = events[after : after + limit]
@@ -547,7 +845,7 @@ class Distributor:
         return sorted(quotes, key=lambda q: q["amount"])
 
     def book_shipment(self, key: str, body: dict) -> tuple[dict, bool]:
-        with self.lock:
+        with self._txn():
             if (prior := self.shipment_keys.replay(key, body)) is not None:
                 return prior, True
             n = len(self.shipments) + 1
@@ -560,6 +858,7 @@ class Distributor:
                 "booked_at": _iso(self.now()),
             }
             self.shipments[shipment["shipment_id"]] = shipment
+            self._mark("shipment", shipment["shipment_id"])
             return self.shipment_keys.remember(key, body, shipment), False
 
     @staticmethod
@@ -649,7 +948,7 @@ class Distributor:
 
     def receive_webhook(self, key: str, body: dict) -> tuple[dict, bool]:
         """A customer notification we sent to the portal (idempotent per key)."""
-        with self.lock:
+        with self._txn():
             if (prior := self.webhook_keys.replay(key, body)) is not None:
                 return prior, True
             answer = {
@@ -659,6 +958,7 @@ class Distributor:
                 "order_id": body["order_id"],
                 "received_at": _iso(self.now()),
             }
+            self._mark("webhook", len(self.webhooks))
             self.webhooks.append({**answer, "data": body.get("data"), "idempotency_key": key})
             return self.webhook_keys.remember(key, body, answer), False
 
@@ -681,7 +981,7 @@ class Distributor:
         except (LookupError, ValueError):  # an unknown charset or a broken part
             text = ""
         header = lambda name: str(msg[name]).strip() if msg[name] is not None else None  # noqa: E731
-        with self.lock:
+        with self._txn():
             record = {
                 "seq": len(self.mail) + 1,
                 "message_id": header("Message-ID"),
@@ -692,6 +992,7 @@ class Distributor:
                 "body": text,
                 "received_at": _iso(self.now()),
             }
+            self._mark("mail", len(self.mail))
             self.mail.append(record)
             return dict(record)
 
@@ -716,7 +1017,7 @@ class Distributor:
         self, key: str, partner_id: str, document_type: str, body: str
     ) -> tuple[dict, bool]:
         payload = {"partner_id": partner_id, "document_type": document_type, "body": body}
-        with self.lock:
+        with self._txn():
             if (prior := self.outbound_keys.replay(key, payload)) is not None:
                 return prior, True
             receipt = {
@@ -726,6 +1027,7 @@ class Distributor:
                 "bytes": len(body.encode()),
                 "received_at": _iso(self.now()),
             }
+            self._mark("outbound_edi", len(self.outbound_edi))
             self.outbound_edi.append({**receipt, "body": body})
             if document_type.strip() in ACKNOWLEDGED_SETS:
                 self._schedule_997(partner_id, receipt["receipt_id"], body)
@@ -748,7 +1050,9 @@ class Distributor:
             at = self.now() + timedelta(minutes=rnd.uniform(5, 30))
             control = self._ack_controls.get(partner_id, ACK_CONTROL_START)
             self._ack_controls[partner_id] = control + 1
+            self._meta_dirty = True
             segments, status = _render_997(isa, g, interchange_ok, control, at)
+            self._mark("ack997", len(self.acks_997))
             self.acks_997.append(
                 {
                     "partner_id": partner_id,
@@ -779,38 +1083,44 @@ class Distributor:
             ]
 
     def deliver_due(self, duplicate: bool = False) -> int:
-        """Copy artefacts whose time has come into the drop folders (atomically, once)."""
+        """Copy artefacts whose time has come into the drop folders, exactly once across
+        restarts: each file is written under a hidden ``.part`` name, the delivery is
+        recorded (durably), then the file is renamed into place. A kill between record and
+        rename is finished at the next start (:meth:`_recover_drops`); one before the
+        record writes the file again."""
         now = self.now()
-        n = 0
         with self.lock:
-            for d in self.deliveries:
-                if _parse(d["at"]) > now:
-                    break
-                if d["path"] in self._delivered:
-                    continue
-                target = self._target(d)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name("." + target.name + ".part")
-                shutil.copyfile(self.day_dir / d["path"], tmp)
+            moves: list[tuple[Path, Path]] = []
+            with self._txn():
+                for d in self.deliveries:
+                    if _parse(d["at"]) > now:
+                        break
+                    if d["path"] in self._delivered:
+                        continue
+                    target = self._target(d)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_name("." + target.name + ".part")
+                    shutil.copyfile(self.day_dir / d["path"], tmp)
+                    moves.append((tmp, target))
+                    self._delivered.add(d["path"])
+                    self._mark("delivered", d["path"])
+                files = len(moves)
+                for n, a in enumerate(self.acks_997):
+                    if a["delivered"] or a["due_at"] > now:
+                        continue
+                    target = self.drop_dir / a["path"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_name("." + target.name + ".part")
+                    tmp.write_bytes(a["data"])
+                    moves.append((tmp, target))
+                    a["delivered"] = True
+                    self._mark("ack997", n)
+            for n, (tmp, target) in enumerate(moves):  # recorded: now visible
                 os.replace(tmp, target)
-                if duplicate:  # a partner re-sends the same file under another name
+                if duplicate and n < files:  # a partner re-sends the same file, renamed
                     dup = target.with_name(target.stem + ".resend" + target.suffix)
                     shutil.copyfile(target, dup)
-                self._delivered.add(d["path"])
-                with self._delivered_log.open("a") as f:
-                    f.write(d["path"] + "\n")
-                n += 1
-            for a in self.acks_997:
-                if a["delivered"] or a["due_at"] > now:
-                    continue
-                target = self.drop_dir / a["path"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name("." + target.name + ".part")
-                tmp.write_bytes(a["data"])
-                os.replace(tmp, target)
-                a["delivered"] = True
-                n += 1
-        return n
+        return len(moves)
 
     def _target(self, d: dict) -> Path:
         name = Path(d["path"]).name
@@ -821,7 +1131,7 @@ class Distributor:
         return self.drop_dir / "csv" / "inbound" / name
 
     def summary(self) -> dict:
-        with self.lock:
+        with self._txn():
             self._materialise()
             return {
                 "clock": _iso(self.now()),
@@ -847,6 +1157,8 @@ class Distributor:
                 "mail": self._mail_counts(),
                 "portal_webhooks": len(self.webhooks),
                 "pending_events": len(self._schedule),
+                "state_file": str(self.store.path) if self.store else None,
+                "resumed": self.resumed,
             }
 
 

@@ -75,14 +75,31 @@ class Sandbox(str):
         self.proc.terminate()
         self.proc.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (what a crash or an OOM kill leaves behind)."""
+        self.client.close()
+        self.proc.kill()
+        self.proc.wait(10)
+
 
 def start_sandbox(
-    day_dir: Path, drop: Path, *, speed: float = 0.000001, start: datetime = START
+    day_dir: Path,
+    drop: Path,
+    *,
+    speed: float = 0.000001,
+    start: datetime = START,
+    fresh: bool = False,
+    port: int | None = None,
+    smtp_port: int | None = None,
 ) -> Sandbox:
     """Serve ``day_dir`` on a free port (clock at ``start``, nearly stopped by default), with
-    its SMTP sink on another free port."""
-    port = free_port()
-    smtp_port = free_port()
+    its SMTP sink on another free port.
+
+    The sandbox keeps its state in ``drop`` (``state.sqlite3``): started again on the same
+    folder it continues where it stopped, and ``start``/``speed`` apply only to a state it
+    creates; ``fresh`` forgets a stored one first."""
+    port = port or free_port()
+    smtp_port = smtp_port or free_port()
     while smtp_port == port:
         smtp_port = free_port()
     proc = subprocess.Popen(
@@ -101,7 +118,11 @@ def start_sandbox(
             "--smtp-port",
             str(smtp_port),
         ],
-        env={**os.environ, "ORDERFLOW_SANDBOX_DIR": str(drop)},
+        env={
+            **os.environ,
+            "ORDERFLOW_SANDBOX_DIR": str(drop),
+            "ORDERFLOW_SANDBOX_FRESH": "1" if fresh else "",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
