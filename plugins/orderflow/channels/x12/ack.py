@@ -17,7 +17,9 @@ its own with IEA01 = 0.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from . import writer
 from .elements import ascii_int, count_value
@@ -47,13 +49,17 @@ def _utc(now: datetime) -> datetime:
     return now if now.tzinfo is None else now.astimezone(UTC)
 
 
-def ak_segments(group: GroupResult) -> list[SegmentValues]:
-    """The AK1 … AK9 body of the 997 for ``group``."""
+def ak_segments(group: GroupResult, sets: Sequence[Any] | None = None) -> list[SegmentValues]:
+    """The AK1 … AK9 body of the 997 for ``group``. ``sets``: what the 997 needs of each
+    set (``set_id``, ``control_number``, ``implementation_ref``, ``accepted``, ``ack_code``,
+    ``ak5_codes``, ``segment_notes``), when the group does not hold its transactions (a
+    streamed parse); default ``group.transactions``."""
     v5 = _version_5010(group.version)
     out: list[SegmentValues] = [
         ["AK1", group.functional_id, group.control_number] + ([group.version] if v5 else [])
     ]
-    for t in group.transactions:
+    txns = group.transactions if sets is None else sets
+    for t in txns:
         if group.rejected and t.ack_code == "A":
             continue
         ak2 = ["AK2", t.set_id, t.control_number]
@@ -75,10 +81,10 @@ def ak_segments(group: GroupResult) -> list[SegmentValues]:
                     ]
                 )
         out.append(["AK5", t.ack_code, *t.ak5_codes[:5]])
-    received = len(group.transactions)
+    received = len(txns)
     declared = count_value(group.declared_count or "", 6)
     included = str(declared) if declared is not None else str(received)
-    accepted = 0 if group.rejected else group.accepted_count
+    accepted = 0 if group.rejected else sum(1 for t in txns if t.accepted)
     out.append(
         ["AK9", group.ack_code, included, str(received), str(accepted), *group.ak9_codes[:5]]
     )
@@ -94,6 +100,7 @@ def build_997(
     control_number: int,
     now: datetime,
     delimiters: Delimiters | None = None,
+    sets: Sequence[Any] | None = None,
 ) -> str:
     """Our 997 for ``group``, in its own interchange addressed back to the sender.
 
@@ -105,7 +112,7 @@ def build_997(
     ic = interchange
     now = _utc(now)
     us, them = _parties(ic, our_id, our_qualifier)
-    st = transaction_set("997", "0001", ak_segments(group))
+    st = transaction_set("997", "0001", ak_segments(group, sets))
     gs = functional_group(
         "FA",
         sender=our_id or group.receiver,

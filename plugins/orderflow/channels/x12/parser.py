@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from .ack import build_997, build_ta1, read_997
 from .elements import x12_date
 from .findings import Finding
-from .po850 import MapContext, map_850
+from .po850 import MapContext, Mapper850
 from .reader import RawInterchange, decode, iter_interchanges, not_x12
 from .results import (
     GroupResult,
@@ -20,12 +21,211 @@ from .results import (
     TransactionResult,
     X12Result,
 )
-from .validate import GroupWork, InterchangeWork, TxnWork, check_envelopes
+from .validate import GroupWork, InterchangeWork, TxnWork, functional_id_ok, walk_envelopes
 
 MAX_BYTES = 64 * 1024 * 1024
 """Larger files are quarantined unread: a day of 5,000 orders is ~10 MB of X12."""
 
 SUPPORTED = {"850": "purchase order"}
+
+
+@dataclass(slots=True)
+class SetAck:
+    """What the 997 needs of one set (kept per group while a streamed interchange is read,
+    instead of the set's whole result)."""
+
+    set_id: str
+    control_number: str
+    implementation_ref: str | None
+    accepted: bool
+    ack_code: str
+    ak5_codes: tuple[str, ...]
+    segment_notes: tuple[SegmentNote, ...]
+
+
+Event = TransactionResult | GroupResult | InterchangeResult
+
+
+class X12Stream:
+    """An EDI file read one transaction set at a time, in file order::
+
+        stream = X12Stream(data, partner_id="ACME")
+        for ev in stream:
+            TransactionResult  # one per set, as soon as its SE is read (its order, when the
+                               # set was accepted, is provisional: see below)
+            GroupResult        # when a group is closed, after its sets (``transactions``
+                               # empty: the sets were yielded one by one)
+            InterchangeResult  # when an interchange is closed, after its groups: final
+                               # ``rejected`` flags, the TA1 and 997s (``acknowledgments``)
+        stream.result          # file level: sha256, encoding, errors (complete at the end)
+        stream.failed          # the reader failed (x12.internal_error): use nothing of it
+
+    Nothing from a rejected group or interchange is used: orders of a set count once its
+    GroupResult and InterchangeResult are not rejected. Only the set being read is in
+    memory (plus, per group being read, what the 997 needs of each set): a consumer that
+    lets each result go reads a file of any size in bounded memory. :func:`parse` collects
+    the same events into one :class:`X12Result`.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        partner_id: str | None = None,
+        source_ref: str | None = None,
+        received_at: datetime | None = None,
+        our_id: str | None = None,
+        our_qualifier: str = "ZZ",
+        next_control_number: Callable[[], int] | None = None,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        if received_at is not None and received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        self._data = data
+        self._received_at = received_at
+        self._our_id = our_id
+        self._our_qualifier = our_qualifier
+        self._next_control = next_control_number or itertools.count(1).__next__
+        self._max_bytes = max_bytes
+        self.failed = False
+        self.result = X12Result(
+            source_ref=source_ref,
+            partner_id=partner_id,
+            document_sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    def __iter__(self) -> Iterator[Event]:
+        result = self.result
+        data, self._data = self._data, b""  # the stream is read once; the caller owns data
+        try:
+            yield from self._events(data)
+        except Exception as exc:  # a batch must survive a reader bug; the file is quarantined
+            self.failed = True
+            result.errors.append(
+                Finding(
+                    "x12.internal_error",
+                    f"The X12 reader failed on this file ({type(exc).__name__}: {exc}).",
+                    where=result.source_ref or "file",
+                    action="Quarantined; report it to the OrderFlow team with the file.",
+                ).error()
+            )
+
+    def _events(self, data: bytes) -> Iterator[Event]:
+        result = self.result
+        max_bytes = self._max_bytes
+        if len(data) > max_bytes:
+            result.errors.append(
+                Finding(
+                    "x12.too_large",
+                    f"The file is {len(data):,} bytes, over the {max_bytes:,}-byte limit; it "
+                    "was not read.",
+                    where="file",
+                    action="Ask the partner to split it, or raise the limit for this partner.",
+                ).error()
+            )
+            return
+        decoded = decode(data)
+        del data
+        result.encoding = decoded.encoding
+        text = decoded.text
+        if text is None:
+            result.errors.append(decoded.finding.error())  # type: ignore[union-attr]
+            return
+        decoded.text = None
+        bad = not_x12(text)
+        if bad is not None:
+            result.errors.append(bad.error())
+            return
+        findings: list[Finding] = []
+        now = self._received_at or datetime.now(UTC)
+        seen: set[tuple[str, str, str]] = set()
+        for raw in iter_interchanges(text, findings):
+            ic = yield from self._interchange(raw, seen, now)
+            if not ic.rejected:
+                seen.add((raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0")))
+        result.errors += [f.error() for f in findings]
+
+    def _interchange(
+        self, raw: RawInterchange, seen: set[tuple[str, str, str]], now: datetime
+    ) -> Generator[Event, None, InterchangeResult]:
+        result = self.result
+        received_at = self._received_at
+        work = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
+        mappers: dict[int, Mapper850] = {}
+
+        def on_st(g: GroupWork, t: TxnWork) -> None:
+            if t.set_id == "997" and g.el(1) in ("FA", ""):
+                return  # read whole by read_997
+            if t.set_id == "850" and functional_id_ok(g, t.set_id):
+                ctx = MapContext(
+                    partner_id=result.partner_id,
+                    sender_id=raw.isa.el(6),
+                    interchange_control=raw.isa.el(13),
+                    group_control=g.el(6),
+                    version=g.el(8),
+                    source_ref=result.source_ref,
+                    received_at=received_at,
+                    document_sha256=result.document_sha256,
+                )
+                m = Mapper850(t, ctx)
+                mappers[id(t)] = m
+                t.sink = m.feed
+            else:
+                t.sink = _discard  # not read: only counted
+
+        groups: list[tuple[GroupWork, GroupResult, list[SetAck]]] = []
+        acks: list[SetAck] = []
+        for g, t in walk_envelopes(work, on_st, keep_txns=False):
+            if t is not None:
+                tr = _transaction(t, g, mappers.pop(id(t), None))
+                t.segments = [t.st]
+                acks.append(
+                    SetAck(
+                        tr.set_id,
+                        tr.control_number,
+                        tr.implementation_ref,
+                        tr.accepted,
+                        tr.ack_code,
+                        tuple(tr.ak5_codes) or _NONE,
+                        tuple(tr.segment_notes) or _NONE,
+                    )
+                )
+                yield tr
+            else:
+                gr = _group(g, acks)
+                groups.append((g, gr, acks))
+                acks = []
+                yield gr
+        key = (raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0"))
+        if key in seen:  # an earlier, usable copy: this one is the duplicate
+            work.findings.append(
+                Finding(
+                    "x12.duplicate_interchange",
+                    f"Interchange control number {raw.isa.el(13)} from {key[0]}:{key[1]} "
+                    "appears twice in this file; the second copy was not used.",
+                    where=work.where,
+                    action="Nothing to do if it is a repeat; otherwise ask the partner to "
+                    "resend with a new control number.",
+                    ta1_note="025",
+                )
+            )
+        ic = _interchange(
+            work,
+            groups,
+            our_id=self._our_id,
+            our_qualifier=self._our_qualifier,
+            next_control=self._next_control,
+            now=now,
+        )
+        yield ic
+        return ic
+
+
+_NONE: tuple = ()
+
+
+def _discard(seg: object) -> None:
+    return None
 
 
 def parse(
@@ -39,7 +239,8 @@ def parse(
     next_control_number: Callable[[], int] | None = None,
     max_bytes: int = MAX_BYTES,
 ) -> X12Result:
-    """Read an EDI file.
+    """Read an EDI file whole (every set's result and order held; :class:`X12Stream` reads
+    it set by set in bounded memory).
 
     :param partner_id: our id for the trading partner (else ISA06 stands in for it in
         order ids and provenance).
@@ -52,116 +253,33 @@ def parse(
         :func:`build_997` / :func:`build_ta1` and numbers it allocates).
     :param max_bytes: larger input is quarantined unread.
     """
-    if received_at is not None and received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=UTC)
-    result = X12Result(
-        source_ref=source_ref,
+    stream = X12Stream(
+        data,
         partner_id=partner_id,
-        document_sha256=hashlib.sha256(data).hexdigest(),
+        source_ref=source_ref,
+        received_at=received_at,
+        our_id=our_id,
+        our_qualifier=our_qualifier,
+        next_control_number=next_control_number,
+        max_bytes=max_bytes,
     )
-    try:
-        _parse(
-            data,
-            result,
-            received_at=received_at,
-            our_id=our_id,
-            our_qualifier=our_qualifier,
-            next_control=next_control_number or itertools.count(1).__next__,
-            max_bytes=max_bytes,
-        )
-    except Exception as exc:  # a batch must survive a reader bug; the file is quarantined
+    result = stream.result
+    pending: list[TransactionResult] = []
+    for ev in stream:
+        if isinstance(ev, TransactionResult):
+            pending.append(ev)
+        elif isinstance(ev, GroupResult):
+            ev.transactions, pending = pending, []
+        else:
+            result.interchanges.append(ev)
+            for g in ev.groups:
+                if g.rejected or ev.rejected:  # nothing from an unusable envelope is used
+                    for tr in g.transactions:
+                        tr.accepted = False
+                        tr.order = None
+    if stream.failed:
         result.interchanges = []
-        result.errors.append(
-            Finding(
-                "x12.internal_error",
-                f"The X12 reader failed on this file ({type(exc).__name__}: {exc}).",
-                where=source_ref or "file",
-                action="Quarantined; report it to the OrderFlow team with the file.",
-            ).error()
-        )
     return result
-
-
-def _parse(
-    data: bytes,
-    result: X12Result,
-    *,
-    received_at: datetime | None,
-    our_id: str | None,
-    our_qualifier: str,
-    next_control: Callable[[], int],
-    max_bytes: int,
-) -> None:
-    if len(data) > max_bytes:
-        result.errors.append(
-            Finding(
-                "x12.too_large",
-                f"The file is {len(data):,} bytes, over the {max_bytes:,}-byte limit; it was "
-                "not read.",
-                where="file",
-                action="Ask the partner to split it, or raise the limit for this partner.",
-            ).error()
-        )
-        return
-    decoded = decode(data)
-    result.encoding = decoded.encoding
-    if decoded.text is None:
-        result.errors.append(decoded.finding.error())  # type: ignore[union-attr]
-        return
-    bad = not_x12(decoded.text)
-    if bad is not None:
-        result.errors.append(bad.error())
-        return
-    findings: list[Finding] = []
-    now = received_at or datetime.now(UTC)
-    seen: set[tuple[str, str, str]] = set()
-    for raw in iter_interchanges(decoded.text, findings):
-        done: dict[int, list[TransactionResult]] = {}
-
-        def on_txn(g: GroupWork, t: TxnWork, raw: RawInterchange = raw, done=done) -> None:
-            ctx = MapContext(
-                partner_id=result.partner_id,
-                sender_id=raw.isa.el(6),
-                interchange_control=raw.isa.el(13),
-                group_control=g.el(6),
-                version=g.el(8),
-                source_ref=result.source_ref,
-                received_at=received_at,
-                document_sha256=result.document_sha256,
-            )
-            done.setdefault(id(g), []).append(_transaction(t, g, ctx, usable=True))
-
-        work = check_envelopes(raw, on_txn)
-        work.done = done
-        key = (raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0"))
-        if key in seen:  # an earlier, usable copy: this one is the duplicate
-            work.findings.append(
-                Finding(
-                    "x12.duplicate_interchange",
-                    f"Interchange control number {raw.isa.el(13)} from {key[0]}:{key[1]} appears "
-                    "twice in this file; the second copy was not used.",
-                    where=work.where,
-                    action="Nothing to do if it is a repeat; otherwise ask the partner to "
-                    "resend with a new control number.",
-                    ta1_note="025",
-                )
-            )
-        result.interchanges.append(
-            _interchange(
-                work,
-                partner_id=result.partner_id,
-                source_ref=result.source_ref,
-                received_at=received_at,
-                sha=result.document_sha256,
-                our_id=our_id,
-                our_qualifier=our_qualifier,
-                next_control=next_control,
-                now=now,
-            )
-        )
-        if not result.interchanges[-1].rejected:
-            seen.add(key)
-    result.errors += [f.error() for f in findings]
 
 
 def _codes(findings: list[Finding], attr: str) -> list[str]:
@@ -187,11 +305,8 @@ def _isa_date(v: str) -> date | None:
 
 def _interchange(
     work: InterchangeWork,
+    groups: list[tuple[GroupWork, GroupResult, list[SetAck]]],
     *,
-    partner_id: str | None,
-    source_ref: str | None,
-    received_at: datetime | None,
-    sha: str,
     our_id: str | None,
     our_qualifier: str,
     next_control: Callable[[], int],
@@ -229,25 +344,14 @@ def _interchange(
             }
             for s in work.ta1_segments
         ],
+        groups=[gr for _, gr, _ in groups],
     )
-    for g in work.groups:
-        ic.groups.append(
-            _group(
-                g,
-                ic,
-                partner_id=partner_id,
-                source_ref=source_ref,
-                received_at=received_at,
-                sha=sha,
-                done=work.done,
-            )
-        )
     if ic.ack_requested or ic.ta1_code != "A":
         ic.ta1 = build_ta1(
             ic, our_id=our_id, our_qualifier=our_qualifier, control_number=next_control(), now=now
         )
     if not ic.rejected:
-        for gr, gw in zip(ic.groups, work.groups, strict=True):
+        for gw, gr, sets in groups:
             if gw.gs is not None and gr.functional_id != "FA":
                 gr.ack_997 = build_997(
                     gr,
@@ -256,27 +360,14 @@ def _interchange(
                     our_qualifier=our_qualifier,
                     control_number=next_control(),
                     now=now,
+                    sets=sets,
                 )
     return ic
 
 
-def _group(
-    g: GroupWork,
-    ic: InterchangeResult,
-    *,
-    partner_id: str | None,
-    source_ref: str | None,
-    received_at: datetime | None,
-    sha: str,
-    done: dict[int, list[TransactionResult]],
-) -> GroupResult:
+def _group(g: GroupWork, sets: list[SetAck]) -> GroupResult:
     rejected = any(f.severity == "reject" for f in g.findings)
-    txns = done.get(id(g), [])
-    if rejected or ic.rejected:  # nothing from an unusable envelope is used
-        for tr in txns:
-            tr.accepted = False
-            tr.order = None
-    own = [t.ack_code for t in txns]
+    own = [t.ack_code for t in sets]
     if rejected or (own and all(c == "R" for c in own)):
         code = "R"
     elif any(c == "R" for c in own):
@@ -295,22 +386,21 @@ def _group(
         agency=g.el(7) or "X",
         version=g.el(8),
         declared_count=g.ge.el(1) if g.ge is not None else None,
-        segment_index=g.gs.index if g.gs is not None else (g.txns[0].st.index if g.txns else 0),
+        segment_index=g.gs.index if g.gs is not None else (g.first_st_index or 0),
         rejected=rejected,
         ack_code=code,  # type: ignore[arg-type]
         ak9_codes=_codes(g.findings, "ak9_code"),
         errors=[f.error() for f in g.findings],
-        transactions=txns,
     )
 
 
-def _transaction(t: TxnWork, g: GroupWork, ctx: MapContext, *, usable: bool) -> TransactionResult:
+def _transaction(t: TxnWork, g: GroupWork, mapper: Mapper850 | None) -> TransactionResult:
     findings = list(t.findings)
     order = po_number = ack = None
     if any(f.code == "x12.functional_group_mismatch" for f in findings):
         pass  # in the wrong kind of group: not read as what it claims to be
-    elif t.set_id == "850":
-        order, po_number, more = map_850(t, ctx)
+    elif t.set_id == "850" and mapper is not None:
+        order, po_number, more = mapper.result()
         findings += more
     elif t.set_id == "997" and g.el(1) in ("FA", ""):
         ack, more = read_997(t)
@@ -331,7 +421,7 @@ def _transaction(t: TxnWork, g: GroupWork, ctx: MapContext, *, usable: bool) -> 
             )
         )
     code = _outcome(findings)
-    accepted = code != "R" and usable
+    accepted = code != "R"
     notes = _merge_notes(
         [f.segment_note for f in findings if f.segment_note is not None and f.severity != "info"]
     )
@@ -339,7 +429,7 @@ def _transaction(t: TxnWork, g: GroupWork, ctx: MapContext, *, usable: bool) -> 
         set_id=t.set_id,
         control_number=t.control,
         implementation_ref=t.st.el(3) or None,
-        segment_count=len(t.segments),  # released after this call: see TxnWork.count
+        segment_count=t.count,
         declared_segment_count=t.se.el(1) if t.se is not None else None,
         segment_index=t.st.index,
         accepted=accepted,

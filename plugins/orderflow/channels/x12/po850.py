@@ -160,6 +160,29 @@ class _Mapper:
         self.findings: list[Finding] = []
         self.notes: list[str] = []
         self._flagged: set[tuple[int, int]] = set()  # (segment index, element) reported
+        # the walk's state: segments arrive one at a time (feed), the order is built at SE
+        self.beg: Segment | None = None
+        self.first_beg: Segment | None = None
+        self.first_pid: Segment | None = None  # first PID with a description (PID05)
+        self.last: Segment | None = None
+        self.currency: str | None = None
+        self.refs: dict[str, str] = {}
+        self.contacts: list[str] = []
+        self.dtms: list[tuple[str, date]] = []
+        self.td5s: list[Segment] = []
+        self.itds: list[Segment] = []
+        self.charges: list[Charge] = []
+        self.parties: list[_Party] = []
+        self.lines: list[_Line] = []
+        self.n_lines = 0  # PO1 segments seen (lines past MAX_PO1_LOOPS are only counted)
+        self.extra: Segment | None = None  # the first PO1 past MAX_PO1_LOOPS
+        self.over_findings: list[Finding] = []  # line findings, made when the limit was passed
+        self.element_errors: list[tuple[Segment, list]] = []  # check_segment, in body order
+        self.ctt: Segment | None = None
+        self.state = "header"
+        self.party: _Party | None = None
+        self.n9: Segment | None = None
+        self._line_now: _Line = None  # type: ignore[assignment]  # the open PO1 loop
 
     # -------------------------------------------------------------- findings helpers
     def _finding(
@@ -232,122 +255,153 @@ class _Mapper:
 
     # -------------------------------------------------------------- walk
     def run(self) -> tuple[Order | None, str | None]:
+        """Map a set whose segments are all held (``t.segments``)."""
         t = self.t
         body = t.segments[1:-1] if t.se is not None else t.segments[1:]
-        beg: Segment | None = None
-        currency: str | None = None
-        refs: dict[str, str] = {}
-        contacts: list[str] = []
-        dtms: list[tuple[str, date]] = []
-        td5s: list[Segment] = []
-        itds: list[Segment] = []
-        charges: list[Charge] = []
-        parties: list[_Party] = []
-        lines: list[_Line] = []
-        ctt: Segment | None = None
-        state = "header"
-        party: _Party | None = None
-        n9: Segment | None = None
-
         for seg in body:
-            tag = seg.tag
-            if tag == "PO1":
-                lines.append(_Line(seg))
-                state = "line"
-                continue
-            if tag == "CTT":
-                ctt = seg
-                state = "summary"
-                continue
-            if state == "summary":
-                continue
-            if state.startswith("header"):
-                if tag == "N1":
-                    party = _Party(seg)
-                    parties.append(party)
-                    self._check_n1(seg, "N1")
-                    state = "header_party"
-                    continue
-                if state == "header_party" and tag in _N1_LOOP:
-                    self._party_add(party, seg)  # type: ignore[arg-type]
-                    continue
-                if tag == "N9":
-                    n9 = seg
-                    if seg.el(2):
-                        refs.setdefault(seg.el(1), seg.el(2))
-                    state = "header_n9"
-                    continue
-                if state == "header_n9" and tag in ("DTM", "MSG"):
-                    if tag == "MSG" and seg.el(1):
-                        label = n9.el(3) or n9.el(2) or n9.el(1) if n9 else ""
-                        self.notes.append(f"{label}: {seg.el(1)}" if label else seg.el(1))
-                    continue
-                if tag == "SAC":
-                    charges.append(self._charge(seg, None))
-                    state = "header_sac"
-                    continue
-                if state == "header_sac" and tag == "CUR":
-                    continue
-                state = "header"
-                if tag == "BEG":
-                    beg = beg or seg
-                elif tag == "CUR":
-                    cur = seg.el(2).upper()
-                    if currency is None and re.fullmatch(r"[A-Z]{3}", cur):
-                        currency = cur
-                elif tag == "REF":
-                    val = seg.el(2) or seg.el(3)
-                    if seg.el(1) and val:
-                        refs[seg.el(1)] = (
-                            val
-                            if seg.el(1) not in refs or refs[seg.el(1)] == val
-                            else f"{refs[seg.el(1)]}; {val}"
-                        )
-                elif tag == "PER":
-                    contacts.append(_contact(seg, None))
-                elif tag == "DTM":
-                    got = self._dtm(seg, None)
-                    if got:
-                        dtms.append(got)
-                elif tag == "TD5":
-                    td5s.append(seg)
-                elif tag == "ITD":
-                    itds.append(seg)
-                elif tag in ("MSG", "NTE"):
-                    text = seg.el(2) if tag == "NTE" else seg.el(1)
-                    if text:
-                        self.notes.append(text)
-                continue
-            # ---- detail (inside a PO1 loop)
-            line = lines[-1]
-            if tag == "N1":
-                party = _Party(seg)
-                line.parties.append(party)
-                self._check_n1(seg, "N1")
-                state = "line_party"
-            elif state == "line_party" and tag in _LINE_N1_LOOP:
-                self._party_add(party, seg)  # type: ignore[arg-type]
-            elif tag == "SLN" or state == "sln":
-                state = "sln"  # sub-line detail: not part of the canonical line
-            else:
-                state = "line"
-                if tag == "PID":
-                    if seg.el(5):
-                        line.pids.append(seg.el(5))
-                elif tag == "PO4":
-                    line.po4.append(seg)
-                    self._check_po4(seg)
-                elif tag == "DTM":
-                    line.dtms.append(seg)
-                elif tag == "SAC":
-                    line.sacs.append(seg)
+            self.feed(seg)
+        return self.finish()
 
+    def feed(self, seg: Segment) -> None:
+        """One body segment (between ST and SE), in order."""
+        tag = seg.tag
+        self.last = seg
+        if tag == "BEG" and self.first_beg is None:
+            self.first_beg = seg
+        elif tag == "PID" and self.first_pid is None and seg.el(5):
+            self.first_pid = seg
+        if tag == "PO1":
+            self.n_lines += 1
+            if self.n_lines > MAX_PO1_LOOPS:
+                # the set is rejected (too many lines): lines past the limit are counted,
+                # never mapped or kept; the ones kept so far are checked and released now
+                if self.extra is None:
+                    self.extra = seg
+                    found, self.findings = self.findings, []
+                    self._lines(self.lines, [])
+                    self.over_findings, self.findings = self.findings, found
+                    self.lines = []
+                self._line_now = _Line(seg)  # its loop's segments go nowhere
+            else:
+                self._line_now = _Line(seg)
+                self.lines.append(self._line_now)
+            self.state = "line"
+            if self.extra is None:
+                self._check(seg)
+            return
+        if self.extra is None:
+            self._check(seg)
+        if tag == "CTT":
+            self.ctt = seg
+            self.state = "summary"
+            return
+        state = self.state
+        if state == "summary":
+            return
+        if state.startswith("header"):
+            if tag == "N1":
+                self.party = _Party(seg)
+                self.parties.append(self.party)
+                self._check_n1(seg, "N1")
+                self.state = "header_party"
+                return
+            if state == "header_party" and tag in _N1_LOOP:
+                self._party_add(self.party, seg)  # type: ignore[arg-type]
+                return
+            if tag == "N9":
+                self.n9 = seg
+                if seg.el(2):
+                    self.refs.setdefault(seg.el(1), seg.el(2))
+                self.state = "header_n9"
+                return
+            if state == "header_n9" and tag in ("DTM", "MSG"):
+                if tag == "MSG" and seg.el(1):
+                    n9 = self.n9
+                    label = n9.el(3) or n9.el(2) or n9.el(1) if n9 else ""
+                    self.notes.append(f"{label}: {seg.el(1)}" if label else seg.el(1))
+                return
+            if tag == "SAC":
+                self.charges.append(self._charge(seg, None))
+                self.state = "header_sac"
+                return
+            if state == "header_sac" and tag == "CUR":
+                return
+            self.state = "header"
+            if tag == "BEG":
+                self.beg = self.beg or seg
+            elif tag == "CUR":
+                cur = seg.el(2).upper()
+                if self.currency is None and re.fullmatch(r"[A-Z]{3}", cur):
+                    self.currency = cur
+            elif tag == "REF":
+                val = seg.el(2) or seg.el(3)
+                refs = self.refs
+                if seg.el(1) and val:
+                    refs[seg.el(1)] = (
+                        val
+                        if seg.el(1) not in refs or refs[seg.el(1)] == val
+                        else f"{refs[seg.el(1)]}; {val}"
+                    )
+            elif tag == "PER":
+                self.contacts.append(_contact(seg, None))
+            elif tag == "DTM":
+                got = self._dtm(seg, None)
+                if got:
+                    self.dtms.append(got)
+            elif tag == "TD5":
+                self.td5s.append(seg)
+            elif tag == "ITD":
+                self.itds.append(seg)
+            elif tag in ("MSG", "NTE"):
+                text = seg.el(2) if tag == "NTE" else seg.el(1)
+                if text:
+                    self.notes.append(text)
+            return
+        # ---- detail (inside a PO1 loop)
+        line = self._line_now
+        if tag == "N1":
+            self.party = _Party(seg)
+            line.parties.append(self.party)
+            self._check_n1(seg, "N1")
+            self.state = "line_party"
+        elif state == "line_party" and tag in _LINE_N1_LOOP:
+            self._party_add(self.party, seg)  # type: ignore[arg-type]
+        elif tag == "SLN" or state == "sln":
+            self.state = "sln"  # sub-line detail: not part of the canonical line
+        else:
+            self.state = "line"
+            if tag == "PID":
+                if seg.el(5):
+                    line.pids.append(seg.el(5))
+            elif tag == "PO4":
+                line.po4.append(seg)
+                self._check_po4(seg)
+            elif tag == "DTM":
+                line.dtms.append(seg)
+            elif tag == "SAC":
+                line.sacs.append(seg)
+
+    def _check(self, seg: Segment) -> None:
+        errs = check_segment(seg.elements)
+        if errs:
+            self.element_errors.append((seg, errs))
+
+    def finish(self) -> tuple[Order | None, str | None]:
+        """The order (None when rejected) and the PO number, once every segment was fed."""
+        t = self.t
+        beg, ctt, lines = self.beg, self.ctt, self.lines
+        charges, refs, contacts, dtms = self.charges, self.refs, self.contacts, self.dtms
+        currency, parties = self.currency, self.parties
         po_number = beg.el(3) if beg is not None else None
         ok = self._check_beg(beg)
         po_date = _date(beg.el(5)) if beg is not None and ok else None
-        order_lines = self._lines(lines, charges)
-        if not lines:
-            anchor = ctt or t.se or t.segments[-1]
+        if self.extra is not None:
+            self.findings += self.over_findings
+            order_lines: list[OrderLine] = []
+        else:
+            order_lines = self._lines(lines, charges)
+        if not self.n_lines:
+            anchor = ctt or t.se or self.last or t.st
             self._finding(
                 anchor,
                 "x12.850_no_lines",
@@ -358,7 +412,7 @@ class _Mapper:
             self.findings[-1].segment_note = SegmentNote(
                 segment_id="PO1", position=self._pos(anchor), loop_id="PO1", code="3"
             )
-        elif not order_lines and not self._rejected():
+        elif not order_lines and not self._rejected() and lines:
             self._finding(
                 lines[0].seg,
                 "x12.850_no_lines",
@@ -371,14 +425,13 @@ class _Mapper:
                 loop="PO1",
             )
         if ctt is not None:
-            self._check_ctt(ctt, len(lines))
-        self._check_elements(body)
-        if len(lines) > MAX_PO1_LOOPS:
-            extra = lines[MAX_PO1_LOOPS].seg
+            self._check_ctt(ctt, self.n_lines)
+        self._check_elements()
+        if self.extra is not None:
             self._finding(
-                extra,
+                self.extra,
                 "x12.850_too_many_lines",
-                f"Purchase order {po_number or '?'} has {len(lines):,} PO1 line items; the "
+                f"Purchase order {po_number or '?'} has {self.n_lines:,} PO1 line items; the "
                 f"850's PO1 loop repeats at most {MAX_PO1_LOOPS:,} times.",
                 loop="PO1",
                 ak304="4",
@@ -442,8 +495,8 @@ class _Mapper:
                 requested_ship_date=requested_ship,
                 requested_delivery_date=requested_delivery,
                 cancel_after=cancel_after,
-                carrier_routing=_routing(td5s),
-                payment_terms=_terms(itds),
+                carrier_routing=_routing(self.td5s),
+                payment_terms=_terms(self.itds),
                 references=refs,
                 contacts=contacts,
                 charges=charges,
@@ -769,7 +822,7 @@ class _Mapper:
             elif field == "customer_part_number":
                 element = next((q + 1 for q in pairs if seg.el(q) in ("BP", "IN", "CB")), 7)
             elif field == "description" and line.pids:
-                target = next(s for s in self.t.segments if s.tag == "PID" and s.el(5))
+                target = self.first_pid or seg
                 element = 5
             elif field == "pack" and line.po4:
                 target, element = line.po4[0], 1
@@ -791,12 +844,13 @@ class _Mapper:
                 "partner to send the value in a unit that fits. " + RESEND,
             )
 
-    def _check_elements(self, body: list[Segment]) -> None:
+    def _check_elements(self) -> None:
         """Every element of every segment the mapper reads, against its X12 definition
         (type, length, code list): AK3/AK4 detail, the set rejected. Elements a more specific
-        check already reported are not reported twice."""
-        for seg in body:
-            for err in check_segment(seg.elements):
+        check already reported are not reported twice. (Checked as the segments arrived;
+        segments after a PO1 past the loop limit are only counted.)"""
+        for seg, errs in self.element_errors:
+            for err in errs:
                 if (seg.index, err.position) in self._flagged:
                     continue
                 self._finding(
@@ -946,14 +1000,50 @@ def _pack(po4s: list[Segment]) -> str | None:
 
 
 def map_850(t: TxnWork, ctx: MapContext) -> tuple[Order | None, str | None, list[Finding]]:
-    """Map one 850 transaction set. Returns the order (None when rejected), the PO number as
-    sent (also when rejected, for duplicate checks) and the findings."""
-    if ctx.received_at is not None and ctx.received_at.tzinfo is None:
-        ctx.received_at = ctx.received_at.replace(tzinfo=UTC)
-    m = _Mapper(t, ctx)
-    try:
-        order, po_number = m.run()
-    except ValidationError as exc:  # a model refused a value no element check caught
+    """Map one 850 transaction set whose segments are all held. Returns the order (None when
+    rejected), the PO number as sent (also when rejected, for duplicate checks) and the
+    findings. :class:`Mapper850` does the same for a set streamed segment by segment."""
+    m = Mapper850(t, ctx)
+    for seg in t.segments[1:-1] if t.se is not None else t.segments[1:]:
+        m.feed(seg)
+    return m.result()
+
+
+class Mapper850:
+    """An 850 mapped as its segments arrive: ``feed`` each body segment (between ST and SE,
+    in order; usable as ``TxnWork.sink``), then ``result()`` once the set is closed. Only
+    what the order needs is kept (its PO1 loops up to the X12 maximum; past it lines are
+    counted, never mapped)."""
+
+    __slots__ = ("_failed", "_m")
+
+    def __init__(self, t: TxnWork, ctx: MapContext) -> None:
+        if ctx.received_at is not None and ctx.received_at.tzinfo is None:
+            ctx.received_at = ctx.received_at.replace(tzinfo=UTC)
+        self._m = _Mapper(t, ctx)
+        self._failed: ValidationError | None = None
+
+    def feed(self, seg: Segment) -> None:
+        if self._failed is not None:  # a model refused a value: only the BEG is still looked for
+            if seg.tag == "BEG" and self._m.first_beg is None:
+                self._m.first_beg = seg
+            return
+        try:
+            self._m.feed(seg)
+        except ValidationError as exc:
+            self._failed = exc
+
+    def result(self) -> tuple[Order | None, str | None, list[Finding]]:
+        m = self._m
+        t = m.t
+        exc = self._failed
+        if exc is None:
+            try:
+                order, po_number = m.finish()
+            except ValidationError as e:  # a model refused a value no element check caught
+                exc = e
+            else:
+                return order, po_number, m.findings
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         m.findings.append(
@@ -966,6 +1056,5 @@ def map_850(t: TxnWork, ctx: MapContext) -> tuple[Order | None, str | None, list
                 ak5_code="5",
             )
         )
-        beg = next((s for s in t.segments if s.tag == "BEG"), None)
+        beg = m.first_beg
         return None, (beg.el(3) or None) if beg is not None else None, m.findings
-    return order, po_number, m.findings

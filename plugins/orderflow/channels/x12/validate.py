@@ -18,7 +18,7 @@ must resend) rather than being merely noted: a TA1/997 "E" would tell them not t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .elements import ascii_int, count_value, is_time, same_control
@@ -54,10 +54,25 @@ FUNCTIONAL_ID = {
 @dataclass(slots=True)
 class TxnWork:
     st: Segment
-    segments: list[Segment]  # ST … SE inclusive (SE absent when missing)
+    segments: list[Segment]  # ST … SE inclusive (SE absent when missing); see ``sink``
     se: Segment | None = None
     findings: list[Finding] = field(default_factory=list)
-    count: int = 0  # segments ST … SE once released
+    count: int = 1  # segments ST … SE received so far
+    last: Segment | None = None  # the last segment received
+    bad_tags: list[Segment] = field(default_factory=list)  # segments whose tag is no tag
+    #: when set, body segments (between ST and SE) go to it as they arrive instead of being
+    #: kept in ``segments``: a streamed set never holds its body
+    sink: Callable[[Segment], None] | None = None
+
+    def add(self, seg: Segment, *, body: bool = True) -> None:
+        self.count += 1
+        self.last = seg
+        if not _TAG.match(seg.tag):
+            self.bad_tags.append(seg)
+        if body and self.sink is not None:
+            self.sink(seg)
+        else:
+            self.segments.append(seg)
 
     @property
     def control(self) -> str:
@@ -84,9 +99,11 @@ class TxnWork:
 class GroupWork:
     gs: Segment | None  # None for sets found outside any GS
     ge: Segment | None = None
-    txns: list[TxnWork] = field(default_factory=list)
+    txns: list[TxnWork] = field(default_factory=list)  # empty when streamed (keep_txns)
     findings: list[Finding] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # ST02s of the group
+    n_txns: int = 0
+    first_st_index: int | None = None
 
     def el(self, n: int) -> str:
         return self.gs.el(n) if self.gs is not None else ""
@@ -126,26 +143,49 @@ def check_envelopes(
     are released after the call (the set keeps its ST and its segment count), so a
     streamed interchange never holds more than one set's segments."""
     ic = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
+    for g, t in walk_envelopes(ic):
+        if t is not None and on_txn is not None:
+            on_txn(g, t)
+            t.segments = [t.st]
+    return ic
+
+
+def walk_envelopes(
+    ic: InterchangeWork,
+    on_st: Callable[[GroupWork, TxnWork], None] | None = None,
+    *,
+    keep_txns: bool = True,
+) -> Iterator[tuple[GroupWork, TxnWork | None]]:
+    """The checking walk behind :func:`check_envelopes`, as a stream: yields ``(group, set)``
+    when a set is complete and checked, ``(group, None)`` when a group is closed and checked
+    (in file order: a group's sets before the group), and leaves ``ic`` complete (its own
+    checks done) when exhausted. ``on_st(group, set)`` is called at each ST, e.g. to give
+    the set a ``sink`` for its body. With ``keep_txns=False`` groups only count their sets,
+    so a streamed group does not grow with them."""
+    raw = ic.raw
     if raw.isa.fatal is not None:
         ic.findings.append(raw.isa.fatal)
-        return ic
+        return
     group: GroupWork | None = None
     txn: TxnWork | None = None
     stray_outside: list[Segment] = []
+    out: list[tuple[GroupWork, TxnWork | None]] = []
 
     def finish(g: GroupWork, t: TxnWork) -> None:
         _check_txn(t, g.seen)
         _check_functional_id(g, t)
-        if on_txn is not None:
-            on_txn(g, t)
-            t.count = len(t.segments)
-            t.segments = [t.st]
+        t.bad_tags = []
+        out.append((g, t))
+
+    def end_group(g: GroupWork) -> None:
+        _check_group(ic, g)
+        out.append((g, None))
 
     def close_txn(reason_seg: Segment | None) -> None:
         nonlocal txn
         if txn is None:
             return
-        last = txn.segments[-1]
+        last = txn.last or txn.st
         after = (
             f"before {reason_seg.tag} at segment {reason_seg.index} of the file"
             if reason_seg
@@ -155,7 +195,7 @@ def check_envelopes(
             Finding(
                 "x12.se_missing",
                 f"Transaction set {txn.control} ({txn.set_id}) has no SE trailer: it ends "
-                f"{after or 'at the end of the file'} after {len(txn.segments)} segments "
+                f"{after or 'at the end of the file'} after {txn.count} segments "
                 f"(last one {last.tag}). It may be truncated.",
                 where=txn.where(),
                 action=RESEND,
@@ -185,20 +225,30 @@ def check_envelopes(
                     ak9_code="3",
                 )
             )
+        end_group(group)
         group = None
 
     for seg in raw.segments:
         tag = seg.tag
+        if txn is not None and tag not in ("ST", "SE", "GS", "GE"):
+            txn.add(seg)  # the common case first: a segment of the open set
+            continue
         if tag == "ST":
             close_txn(seg)
             if group is None:
                 group = GroupWork(gs=None)
                 ic.groups.append(group)
-            txn = TxnWork(st=seg, segments=[seg])
-            group.txns.append(txn)
+            txn = TxnWork(st=seg, segments=[seg], last=seg)
+            group.n_txns += 1
+            if group.first_st_index is None:
+                group.first_st_index = seg.index
+            if keep_txns:
+                group.txns.append(txn)
+            if on_st is not None:
+                on_st(group, txn)
         elif tag == "SE":
             if txn is not None:
-                txn.segments.append(seg)
+                txn.add(seg, body=False)
                 txn.se = seg
                 finish(group, txn)  # type: ignore[arg-type]
                 txn = None
@@ -207,6 +257,7 @@ def check_envelopes(
         elif tag == "GS":
             close_txn(seg)
             if group is not None and group.gs is None:
+                end_group(group)
                 group = None
             close_group(seg)
             group = GroupWork(gs=seg)
@@ -215,20 +266,27 @@ def check_envelopes(
             close_txn(seg)
             if group is not None and group.gs is not None:
                 group.ge = seg
+                end_group(group)
                 group = None
             else:
                 _stray(ic, None, seg)
-        elif txn is not None:
-            txn.segments.append(seg)
         elif tag == "TA1" and group is None:
             ic.ta1_segments.append(seg)
         elif group is not None and group.gs is not None:
             _stray(ic, group, seg)
         else:
             stray_outside.append(seg)
+        if out:
+            yield from out
+            out.clear()
     close_txn(None)
-    if group is not None and group.gs is not None:
-        close_group(None)
+    if group is not None:
+        if group.gs is not None:
+            close_group(None)
+        else:
+            end_group(group)
+    yield from out
+    out.clear()
 
     if stray_outside:
         s = stray_outside[0]
@@ -244,9 +302,6 @@ def check_envelopes(
             )
         )
     _check_interchange(ic)
-    for g in ic.groups:
-        _check_group(ic, g)
-    return ic
 
 
 def _stray(ic: InterchangeWork, group: GroupWork | None, seg: Segment) -> None:
@@ -380,18 +435,24 @@ def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
                 ak9_code="4",
             )
         )
-    if not _count_ok(ge.el(1), len(g.txns)):
+    if not _count_ok(ge.el(1), g.n_txns):
         g.findings.append(
             Finding(
                 "x12.ge_count_mismatch",
                 f"GE01 says {ge.el(1)!r} transaction sets but group {gs.el(6)} has "
-                f"{len(g.txns)} (GE at segment {ge.index} of the file). A set may have been lost.",
+                f"{g.n_txns} (GE at segment {ge.index} of the file). A set may have been lost.",
                 where=f"{g.where} / GE01",
                 action="Nothing in this group was used. "
                 "Ask the partner to resend with a correct count.",
                 ak9_code="5",
             )
         )
+
+
+def functional_id_ok(g: GroupWork, set_id: str) -> bool:
+    """False when an 850 or 997 sits in a group of another kind (see below)."""
+    expected = FUNCTIONAL_ID.get(set_id) if set_id in ("850", "997") else None
+    return g.gs is None or expected is None or g.el(1) == expected
 
 
 def _check_functional_id(g: GroupWork, t: TxnWork) -> None:
@@ -460,35 +521,34 @@ def _check_txn(t: TxnWork, seen: set[str]) -> None:
                     ak5_code="3",
                 )
             )
-        if not _count_ok(se.el(1), len(t.segments)):
+        if not _count_ok(se.el(1), t.count):
             t.findings.append(
                 Finding(
                     "x12.se_count_mismatch",
                     f"SE01 says {se.el(1)!r} segments but transaction set {t.control} has "
-                    f"{len(t.segments)} (SE at segment {se.index} of the file). A segment may be "
+                    f"{t.count} (SE at segment {se.index} of the file). A segment may be "
                     "missing, or two segments ran together (a missing terminator).",
                     where=t.where(se, 1),
                     action="Ask the partner to resend with a correct count.",
                     ak5_code="4",
                 )
             )
-    for seg in t.segments:
-        if not _TAG.match(seg.tag):
-            t.findings.append(
-                Finding(
-                    "x12.segment_unrecognized",
-                    f"{seg.tag[:20]!r} at segment {seg.index} of the file is not a segment id; "
-                    "it was ignored.",
-                    where=t.where(seg),
-                    action="Ask the partner to check their translator's output.",
-                    severity="note",
-                    segment_note=SegmentNote(
-                        segment_id=re.sub(r"[^A-Z0-9]", "", seg.tag.upper())[:3] or "UNK",
-                        position=t.position(seg),
-                        code="1",
-                    ),
-                )
+    for seg in t.bad_tags:
+        t.findings.append(
+            Finding(
+                "x12.segment_unrecognized",
+                f"{seg.tag[:20]!r} at segment {seg.index} of the file is not a segment id; "
+                "it was ignored.",
+                where=t.where(seg),
+                action="Ask the partner to check their translator's output.",
+                severity="note",
+                segment_note=SegmentNote(
+                    segment_id=re.sub(r"[^A-Z0-9]", "", seg.tag.upper())[:3] or "UNK",
+                    position=t.position(seg),
+                    code="1",
+                ),
             )
+        )
 
 
 def envelope_findings(text: str) -> list[Finding]:
