@@ -32,7 +32,9 @@ with DAG(
             title="Action",
             description="revalidate: after fixing data, run every check again; reallocate: "
             "give stock back and allocate again; release: continue an order on hold "
-            "(overrides its approvable exceptions); cancel: give stock back and cancel.",
+            "(overrides its approvable exceptions: only for a user holding the owner or "
+            "escalation role of each, as on the exception desk); cancel: give stock back "
+            "and cancel.",
         ),
         "reason": Param("", type="string", minLength=3, title="Reason (audited)"),
     },
@@ -45,6 +47,12 @@ and why) and claims the order for this run; then the same stage operators as
 `order_processing` take it as far as it can go, and **send_releases** delivers what was
 queued. Refused with a clear message when the action does not fit the order's state (e.g.
 releasing an order held for an unknown item: fix the data and revalidate).
+
+**release** of an order on hold overrides its exceptions (a credit limit, a compliance
+screening …): the user who triggered the run must hold the owner or escalation role of
+every open exception (`include/access/roles.yaml`, `operations_manager` covers all) —
+the same rule as the exception desk and the Required Actions of `order_approval`. Anyone
+else is refused with the role that is missing, and the refusal is audited.
 """,
 ):
     prepare = PrepareReprocessOperator(

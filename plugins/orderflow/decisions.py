@@ -52,8 +52,9 @@ def _order(conn, order_id: str) -> dict[str, Any]:
 
 def _open_exceptions(conn, order_id: str) -> list[dict[str, Any]]:
     cur = conn.execute(
-        "SELECT exception_id, category, line_no, stage, owner_role FROM orderflow.order_exception "
-        "WHERE order_id = %s AND status = 'open' ORDER BY exception_id",
+        "SELECT exception_id, category, line_no, stage, owner_role, escalation_role "
+        "FROM orderflow.order_exception WHERE order_id = %s AND status = 'open' "
+        "ORDER BY exception_id",
         (order_id,),
     )
     cols = [c.name for c in cur.description]
@@ -294,6 +295,37 @@ def _resume_status(conn, order_id: str) -> str:
     return min(targets, key=lambda s: _RANK[OrderStatus(s)])
 
 
+def _roles_text(actor: str) -> str | None:
+    from orderflow import access
+
+    return ",".join(sorted(access.roles_of(actor))) or None
+
+
+def _override_refusal(order_id: str, actor: str, open_ex: list[dict[str, Any]]) -> str | None:
+    """Why ``actor`` may not override these exceptions (None: they hold the owner or
+    escalation role of each, or the super role)."""
+    from orderflow import access
+
+    missing = [
+        e
+        for e in open_ex
+        if not access.may_resolve(actor, e["owner_role"], e.get("escalation_role"))
+    ]
+    if not missing:
+        return None
+    needed = "; ".join(
+        f"{e['category']} (exception {e['exception_id']}) needs the {e['owner_role']} role"
+        + (f" or {e['escalation_role']}" if e.get("escalation_role") else "")
+        for e in missing
+    )
+    return (
+        f"{actor} may not release order {order_id}: releasing a held order overrides its "
+        f"exceptions, and {needed} (or {access.SUPER_ROLE}). Ask a holder of that role to "
+        f"approve it on the exception desk or under Required Actions, or have the role "
+        f"granted in {access.roles_file()}"
+    )
+
+
 def reprocess(
     conn: psycopg.Connection,
     order_id: str,
@@ -310,6 +342,11 @@ def reprocess(
     - ``release``: continue where it stands (an order on hold resumes like an approval of
       every open approvable exception; anything else is refused);
     - ``cancel``: stock given back, exceptions closed, CANCELLED.
+
+    Releasing a held order overrides its exceptions, so ``actor`` must hold the owner or
+    escalation role of every one of them (``orderflow.access``, as on the desk and under
+    Required Actions), whatever the entry point (``order_reprocess``, CLI, UI). Otherwise
+    the refusal is audited (committed) and :class:`DecisionRefused` says what is missing.
     """
     if action not in ACTIONS:
         raise DecisionRefused(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
@@ -334,6 +371,7 @@ def reprocess(
             "READY",
         )
         target = status
+        refused: str | None = None
         if action == "cancel":
             if not pre_release:
                 raise DecisionRefused(f"order {order_id} is {status}: cancel it in the WMS first")
@@ -373,42 +411,63 @@ def reprocess(
                         f"order {order_id} is held for {', '.join(bad)}, which no one can "
                         "override: fix the data and revalidate"
                     )
-                for e in open_ex:
-                    conn.execute(
-                        'UPDATE orderflow."order" SET approvals = array_append(approvals, %s) '
-                        "WHERE order_id = %s AND NOT %s = ANY(approvals)",
-                        (e["category"], order_id, e["category"]),
+                refused = _override_refusal(order_id, actor, open_ex)
+                if refused is None:
+                    for e in open_ex:
+                        conn.execute(
+                            'UPDATE orderflow."order" SET approvals = '
+                            "array_append(approvals, %s) "
+                            "WHERE order_id = %s AND NOT %s = ANY(approvals)",
+                            (e["category"], order_id, e["category"]),
+                        )
+                    _resolve(
+                        conn, [e["exception_id"] for e in open_ex], "overridden", actor, reason
                     )
-                _resolve(conn, [e["exception_id"] for e in open_ex], "overridden", actor, reason)
-                target = _resume_status(conn, order_id)
+                    target = _resume_status(conn, order_id)
             elif not pre_release:
                 raise DecisionRefused(f"order {order_id} is {status}: nothing to release")
-        if target != status:
-            _move(
+        if refused is not None:
+            # Nothing changed but this audit row, committed before the refusal is raised.
+            _audit(
                 conn,
-                order_id,
-                status,
-                target,
                 actor,
-                [f"reprocess_{action}"],
-                ctx,
-                {"action": action, "reason": reason},
+                None,
+                "reprocess_release_refused",
+                "order",
+                order_id,
+                before,
+                {**before, "refused": refused},
+                reason,
             )
-        if target not in ("CANCELLED", "REJECTED"):
-            conn.execute(
-                'UPDATE orderflow."order" SET claimed_by_run = %s, claimed_at = now() '
-                "WHERE order_id = %s",
-                (ctx.run_id, order_id),
+        else:
+            if target != status:
+                _move(
+                    conn,
+                    order_id,
+                    status,
+                    target,
+                    actor,
+                    [f"reprocess_{action}"],
+                    ctx,
+                    {"action": action, "reason": reason},
+                )
+            if target not in ("CANCELLED", "REJECTED"):
+                conn.execute(
+                    'UPDATE orderflow."order" SET claimed_by_run = %s, claimed_at = now() '
+                    "WHERE order_id = %s",
+                    (ctx.run_id, order_id),
+                )
+            _audit(
+                conn,
+                actor,
+                _roles_text(actor),
+                f"reprocess_{action}",
+                "order",
+                order_id,
+                before,
+                {"status": target},
+                reason,
             )
-        _audit(
-            conn,
-            actor,
-            None,
-            f"reprocess_{action}",
-            "order",
-            order_id,
-            before,
-            {"status": target},
-            reason,
-        )
+    if refused is not None:
+        raise DecisionRefused(refused)
     return {"order_id": order_id, "action": action, "from": status, "to": target}
