@@ -455,7 +455,9 @@ def _advance_orders(conn, order_ids, ctx: RunContext, book: RuleBook, out: Apply
 def _shipped(conn, shipment_ids, extra_lines, ctx, book, targets: Targets, out, now) -> None:
     """A shipment's quantities are confirmed: its 856, its shipped notice, its invoice."""
     from orderflow import notifications
+    from orderflow.store import processing as inventory
 
+    inventory.consume_shipped(conn, shipment_ids)
     rows = repo.shipments(conn, shipment_ids)
     lines = repo.shipment_lines(conn, shipment_ids)
     contacts = notifications.order_contacts(conn, sorted({r["order_id"] for r in rows}))

@@ -216,6 +216,8 @@ SPECS: dict[str, Spec] = {
                 "item_id": "item_id",
                 "dc_id": "dc_id",
                 "on_hand": "on_hand",
+                # what the WMS holds for releases it received and has not shipped
+                "wms_reserved": _nz("reserved", 0),
                 "as_of": lambda r: r.get("updated_at") or datetime.now(UTC).isoformat(),
             },
         ),
@@ -308,7 +310,18 @@ def sync(
         if gate is not None:
             gate(entity, kept, dups)
         with db.transaction(conn):
+            if spec.table == "inventory_position":
+                # The WMS snapshot is the truth as of its time; our reservations not shipped by
+                # then sit on top. Positions are locked in key order first, as allocation does.
+                kept.sort(key=lambda r: (r["item_id"], r["dc_id"]))
+                conn.execute(
+                    "SELECT 1 FROM orderflow.inventory_position ORDER BY item_id, dc_id FOR UPDATE"
+                )
             staged, changed = publish(conn, spec, kept) if kept else (0, 0)
+            if spec.table == "inventory_position":
+                from orderflow.store import processing as inventory
+
+                inventory.refresh_allocated(conn)
             newest = max((r.get("updated_at") or "" for r in records), default="")
             if spec.incremental and newest:
                 cursors.put(conn, name, max(newest, since or ""), run_id)

@@ -1,13 +1,15 @@
-"""Inventory across days: reservations are consumed by what shipped, and ``allocated`` is
-derived from the reservations against the WMS snapshot it sits on.
+"""Inventory across days: the WMS snapshot is the truth as of its time; only what the WMS
+could not know at that time sits on top of it.
 
-- ``reservation.consumed_qty`` / ``consumed_at``: a released reservation is consumed by the
-  quantity that shipped, at the WMS's shipment time (a short pick consumes less; nothing
-  shipped cancels it).
-- ``inventory_position.allocated`` = held + released reservations + consumed ones the WMS
-  snapshot (``as_of``) does not reflect yet (shipped after it). The WMS on-hand as of its
-  timestamp is the truth; only our reservations not yet shipped at that time sit on top, so
-  a snapshot that arrives before or after a shipment never subtracts it twice.
+- ``inventory_position.wms_reserved``: what the WMS itself holds for releases it received
+  and has not shipped (as of ``as_of``, the WMS's time).
+- ``reservation.wms_received_at``: when the WMS took the release that carries it (its own
+  clock, from its answer). ``consumed_qty`` / ``consumed_at``: what shipped, and when.
+- ``allocated`` = held reservations + released ones the WMS had not received at ``as_of``
+  (their shipped quantity once consumed). Everything the WMS had received is already in its
+  numbers: in ``wms_reserved`` while unshipped, out of ``on_hand`` once shipped. So a
+  snapshot that arrives before or after we hear of a shipment never subtracts it twice, and
+  ``available = on_hand - wms_reserved - allocated``.
 - The ``allocated <= on_hand`` CHECK goes: a WMS count may legitimately drop below what we
   hold (damage, cycle count) and must not make every later sync fail. Oversell is refused
   where it is decided — when reserving (``store.processing.reserve``) — and a position whose
@@ -29,27 +31,36 @@ UPGRADE = r"""
 SET LOCAL search_path = orderflow;
 
 ALTER TABLE reservation
+    ADD COLUMN wms_received_at timestamptz,
     ADD COLUMN consumed_qty numeric(14, 3) CHECK (consumed_qty >= 0),
     ADD COLUMN consumed_at  timestamptz,
     ADD CONSTRAINT reservation_consumed_check
         CHECK ((status = 'consumed') = (consumed_at IS NOT NULL AND consumed_qty IS NOT NULL));
-CREATE INDEX reservation_open_position_idx ON reservation (item_id, dc_id)
-    WHERE status IN ('held', 'released');
-CREATE INDEX reservation_consumed_position_idx ON reservation (item_id, dc_id, consumed_at)
-    WHERE status = 'consumed';
+CREATE INDEX reservation_held_position_idx ON reservation (item_id, dc_id)
+    WHERE status = 'held';
+CREATE INDEX reservation_received_position_idx ON reservation (item_id, dc_id, wms_received_at)
+    WHERE status IN ('released', 'consumed');
 
 ALTER TABLE inventory_position DROP CONSTRAINT inventory_no_oversell;
+ALTER TABLE inventory_position DROP COLUMN available;
+ALTER TABLE inventory_position
+    ADD COLUMN wms_reserved numeric(14, 3) NOT NULL DEFAULT 0 CHECK (wms_reserved >= 0),
+    ADD COLUMN available numeric(14, 3)
+        GENERATED ALWAYS AS (on_hand - wms_reserved - allocated) STORED;
 """
 
 DOWNGRADE = r"""
 SET LOCAL search_path = orderflow;
+ALTER TABLE inventory_position DROP COLUMN available, DROP COLUMN wms_reserved;
 UPDATE inventory_position SET allocated = least(allocated, on_hand);
 ALTER TABLE inventory_position
+    ADD COLUMN available numeric(14, 3) GENERATED ALWAYS AS (on_hand - allocated) STORED,
     ADD CONSTRAINT inventory_no_oversell CHECK (allocated <= on_hand);
-DROP INDEX reservation_consumed_position_idx;
-DROP INDEX reservation_open_position_idx;
+DROP INDEX reservation_received_position_idx;
+DROP INDEX reservation_held_position_idx;
 ALTER TABLE reservation
     DROP CONSTRAINT reservation_consumed_check,
+    DROP COLUMN wms_received_at,
     DROP COLUMN consumed_at,
     DROP COLUMN consumed_qty;
 """

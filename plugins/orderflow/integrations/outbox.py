@@ -75,13 +75,25 @@ def _erp_invoice(conn_id: str, payload: dict, key: str) -> dict:
 
 
 def _release_sent(conn, payload: dict, answer: dict) -> None:
-    """The WMS's release id on our shipment: its milestones name the release."""
+    """The WMS's release id on our shipment (its milestones name the release), and the WMS's
+    time of receipt on the reservations it carries: from then on the WMS's own inventory
+    numbers include them (see ``store.processing.refresh_allocated``)."""
     if payload.get("shipment_id") and answer.get("release_id"):
         conn.execute(
             "UPDATE orderflow.shipment SET wms_release_id = %s, updated_at = now() "
             "WHERE shipment_id = %s AND wms_release_id IS NULL",
             (answer["release_id"], payload["shipment_id"]),
         )
+    if payload.get("order_id") and answer.get("released_at"):
+        from orderflow.store import processing as inventory
+
+        rows = conn.execute(
+            "UPDATE orderflow.reservation SET wms_received_at = %s, updated_at = now() "
+            "WHERE order_id = %s AND dc_id = %s AND status = 'released' "
+            "AND wms_received_at IS NULL RETURNING item_id, dc_id",
+            (answer["released_at"], payload["order_id"], payload["dc_id"]),
+        ).fetchall()
+        inventory.refresh_allocated(conn, sorted(set(rows)))
 
 
 def _invoice_sent(conn, payload: dict, answer: dict) -> None:

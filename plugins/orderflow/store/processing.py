@@ -418,12 +418,14 @@ def lock_inventory(
     conn: psycopg.Connection, item_ids: Iterable[str]
 ) -> dict[tuple[str, str], Decimal]:
     """Lock the inventory rows of ``item_ids`` (in key order: no deadlocks between parallel
-    partitions) and return what is available. Held until the caller's transaction ends."""
+    partitions) and return what is available (never below zero: a WMS count under our open
+    reservations is a shortfall, not stock). Held until the caller's transaction ends."""
     return {
         (r[0], r[1]): r[2]
         for r in conn.execute(
             """
-            SELECT item_id, dc_id, on_hand - allocated FROM orderflow.inventory_position
+            SELECT item_id, dc_id, greatest(available, 0)
+              FROM orderflow.inventory_position
              WHERE item_id = ANY(%s) ORDER BY item_id, dc_id FOR UPDATE
             """,
             (sorted(set(item_ids)),),
@@ -431,44 +433,136 @@ def lock_inventory(
     }
 
 
+class Oversell(RuntimeError):
+    """A reservation larger than what is available (a bug in the caller: refused)."""
+
+
 def reserve(conn: psycopg.Connection, rows: Sequence[tuple], rule_set_version: str) -> None:
-    """Insert reservations (order, line, item, dc, qty, substitute?) and add them to the
-    positions' ``allocated`` (the CHECK refuses any oversell, whatever runs in parallel)."""
+    """Insert reservations (order, line, item, dc, qty, substitute?) and derive the positions'
+    ``allocated``. Refuses (:class:`Oversell`) to reserve more than a position has available,
+    under the positions' row locks (taken here too, in key order, if the caller has not)."""
     if not rows:
         return
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for r in rows:
+        totals[(r[2], r[3])] += r[4]
+    keys = sorted(totals)
+    available = dict(
+        ((i, d), a)
+        for i, d, a in conn.execute(
+            "SELECT item_id, dc_id, available FROM orderflow.inventory_position "
+            "WHERE (item_id, dc_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "ORDER BY item_id, dc_id FOR UPDATE",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
+    )
+    over = [(k, q, available.get(k)) for k, q in totals.items() if q > (available.get(k) or 0)]
+    if over:
+        raise Oversell(
+            "reserving more than available: "
+            + ", ".join(f"{i}@{d} {q} > {a}" for (i, d), q, a in over[:5])
+        )
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO orderflow.reservation (order_id, line_no, item_id, dc_id, quantity, "
             "is_substitute, rule_set_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             [(*r, rule_set_version) for r in rows],
         )
-        totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for r in rows:
-            totals[(r[2], r[3])] += r[4]
-        cur.executemany(
-            "UPDATE orderflow.inventory_position SET allocated = allocated + %s "
-            "WHERE item_id = %s AND dc_id = %s",
-            [(q, i, d) for (i, d), q in totals.items()],
-        )
+    refresh_allocated(conn, keys)
 
 
 def cancel_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> int:
     """Give an order's held reservations back to stock (reallocate, cancel)."""
     rows = conn.execute(
         "UPDATE orderflow.reservation SET status = 'cancelled', updated_at = now() "
-        "WHERE order_id = ANY(%s) AND status = 'held' RETURNING item_id, dc_id, quantity",
+        "WHERE order_id = ANY(%s) AND status = 'held' RETURNING item_id, dc_id",
         (list(order_ids),),
     ).fetchall()
-    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for item_id, dc_id, qty in rows:
-        totals[(item_id, dc_id)] += qty
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE orderflow.inventory_position SET allocated = greatest(allocated - %s, 0) "
-            "WHERE item_id = %s AND dc_id = %s",
-            [(q, i, d) for (i, d), q in sorted(totals.items())],
-        )
+    refresh_allocated(conn, sorted(set(rows)))
     return len(rows)
+
+
+def consume_shipped(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> int:
+    """The released reservations of shipped shipments are consumed by the quantity that
+    shipped, at the WMS's shipment time (nothing shipped: cancelled). Returns rows changed."""
+    rows = conn.execute(
+        """
+        UPDATE orderflow.reservation r
+           SET status = CASE WHEN coalesce(sl.quantity_shipped, 0) > 0
+                             THEN 'consumed' ELSE 'cancelled' END,
+               consumed_qty = CASE WHEN coalesce(sl.quantity_shipped, 0) > 0
+                                   THEN sl.quantity_shipped END,
+               consumed_at = CASE WHEN coalesce(sl.quantity_shipped, 0) > 0
+                                  THEN coalesce(s.shipped_at, now()) END,
+               updated_at = now()
+          FROM orderflow.shipment s
+          JOIN orderflow.shipment_line sl USING (shipment_id)
+         WHERE s.shipment_id = ANY(%s)
+           AND r.order_id = s.order_id AND r.dc_id = s.dc_id
+           AND r.line_no = sl.line_no AND r.item_id = sl.item_id
+           AND r.status = 'released'
+        RETURNING r.item_id, r.dc_id
+        """,
+        (list(shipment_ids),),
+    ).fetchall()
+    refresh_allocated(conn, sorted(set(rows)))
+    return len(rows)
+
+
+#: What a position's ``allocated`` is: our held reservations, plus released ones the WMS had
+#: not received at its snapshot's time (``as_of``; their shipped quantity once consumed).
+#: What the WMS had received is in its own numbers already (``wms_reserved`` while unshipped,
+#: out of ``on_hand`` once shipped). One definition, to derive the column and to reconcile it.
+_DERIVED_ALLOCATED = """
+    SELECT p.item_id, p.dc_id, p.allocated,
+           coalesce((SELECT sum(CASE WHEN r.status = 'consumed' THEN r.consumed_qty
+                                     ELSE r.quantity END)
+                       FROM orderflow.reservation r
+                      WHERE r.item_id = p.item_id AND r.dc_id = p.dc_id
+                        AND (r.status = 'held'
+                             OR (r.status IN ('released', 'consumed')
+                                 AND (r.wms_received_at IS NULL OR r.wms_received_at > p.as_of)))
+                    ), 0) AS derived
+      FROM orderflow.inventory_position p
+"""
+
+
+def refresh_allocated(
+    conn: psycopg.Connection, positions: Sequence[tuple[str, str]] | None = None
+) -> int:
+    """Derive ``allocated`` of the given (item, DC) positions (all when None) from the
+    reservations; returns the number of positions whose value changed."""
+    if positions is not None and not positions:
+        return 0
+    where = ""
+    params: tuple = ()
+    if positions is not None:
+        where = " WHERE (p.item_id, p.dc_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        params = ([p[0] for p in positions], [p[1] for p in positions])
+    # Row locks in key order, as every writer of positions takes them: never a deadlock.
+    conn.execute(
+        f"SELECT 1 FROM orderflow.inventory_position p{where} "
+        "ORDER BY p.item_id, p.dc_id FOR UPDATE",
+        params,
+    )
+    return conn.execute(
+        f"""
+        UPDATE orderflow.inventory_position t SET allocated = d.derived
+          FROM ({_DERIVED_ALLOCATED}{where}) d
+         WHERE t.item_id = d.item_id AND t.dc_id = d.dc_id
+           AND t.allocated IS DISTINCT FROM d.derived
+        """,
+        params,
+    ).rowcount
+
+
+def allocation_mismatches(conn: psycopg.Connection) -> list[tuple]:
+    """Positions whose stored ``allocated`` differs from its definition (should be none):
+    (item, DC, stored, derived)."""
+    return conn.execute(
+        f"SELECT item_id, dc_id, allocated, derived FROM ({_DERIVED_ALLOCATED}) d "
+        "WHERE allocated IS DISTINCT FROM derived ORDER BY 1, 2"
+    ).fetchall()
 
 
 def held_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, list[tuple]]:
