@@ -1,8 +1,15 @@
 """Outbound X12 control numbers (ISA13 / GS06 / ST02) per trading partner.
 
-Allocated with one atomic ``UPDATE … RETURNING`` (row lock), so concurrent senders never get
-the same number; a number taken by a rolled-back send leaves a gap, which X12 allows —
-reuse it does not.
+One PostgreSQL sequence per partner (migration 0013; its name is
+``orderflow.x12_control_sequence(partner, kind)``, registered in ``control_number``).
+``nextval`` takes no lock another transaction waits for, so parallel partitions queueing
+documents for the same partners — in any order — never serialise or deadlock on their
+numbers. Concurrent senders never get the same number; a number taken by a transaction that
+rolls back is not reused and leaves a gap, which X12 allows (the numbers must be unique,
+not consecutive). After 999999999 (ISA13 is nine digits) the sequence starts again at 1.
+
+Every trading partner gets its sequence when it is inserted; a partner not on file (e.g. a
+997 to a drop folder's partner) gets one on first use.
 """
 
 from __future__ import annotations
@@ -17,13 +24,22 @@ ISA_MAX = 999_999_999  # ISA13 is nine digits
 
 def next_number(conn: psycopg.Connection, partner_id: str, kind: str = "isa") -> int:
     row = conn.execute(
-        """
-        INSERT INTO orderflow.control_number (partner_id, kind, last_value) VALUES (%s, %s, 1)
-        ON CONFLICT (partner_id, kind) DO UPDATE
-            SET last_value = CASE WHEN orderflow.control_number.last_value >= %s THEN 1
-                                  ELSE orderflow.control_number.last_value + 1 END
-        RETURNING last_value
-        """,
-        (partner_id, kind, ISA_MAX),
+        "SELECT nextval(to_regclass(orderflow.x12_control_sequence(%s, %s)))",
+        (partner_id, kind),
     ).fetchone()
+    if row[0] is None:  # no sequence yet: a partner not on file
+        row = conn.execute(
+            "SELECT nextval(orderflow.ensure_x12_control_sequence(%s, %s))", (partner_id, kind)
+        ).fetchone()
     return row[0]
+
+
+def restart(conn: psycopg.Connection, partner_id: str, number: int, kind: str = "isa") -> None:
+    """Make ``number`` the partner's next control number (e.g. a partner asks to continue
+    from the numbers of its previous provider)."""
+    if not 1 <= number <= ISA_MAX:
+        raise ValueError(f"control number {number} is not 1…{ISA_MAX}")
+    conn.execute(
+        "SELECT setval(orderflow.ensure_x12_control_sequence(%s, %s), %s, false)",
+        (partner_id, kind, number),
+    )
