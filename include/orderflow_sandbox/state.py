@@ -680,7 +680,10 @@ class Distributor:
                     self.reservations[rid]["status"] = "released"
                     self._mark("reservation", rid)
                 else:
-                    self.inventory[(ln["item_id"], dc_id)]["reserved"] += ln["quantity"]
+                    pos = self.inventory[(ln["item_id"], dc_id)]
+                    pos["reserved"] += ln["quantity"]
+                    # a changed position is reported by changed-since extracts, as of now
+                    pos["updated_at"] = _iso(self.now())
                     self._mark("inventory", (ln["item_id"], dc_id))
                 lines.append(
                     {"line_no": ln["line_no"], "item_id": ln["item_id"], "quantity": ln["quantity"]}
