@@ -2,6 +2,15 @@
 period, the population it counts and the value it takes — so the snapshot, the dashboard
 and the drill-down to the orders behind a number all use the same definition.
 
+A KPI's population is every row that reached the point the KPI judges, never only the rows
+that came out well: the first-pass release rate is over every order that reached a processing
+decision (released, held or rejected: ``order_fact.decided_at``), the touchless rate over
+every order that reached its outcome (invoiced, rejected or cancelled: ``closed_at``), the
+perfect order rate over every delivery with an outcome (delivered, or a carrier exception:
+``delivery_outcome_at``). Cycle times are over the orders that reached the milestone they
+time; per-order averages over every order received; exception, freight, invoice and
+integration KPIs over every row of their table in the period.
+
 Per-order KPIs read ``orderflow.order_fact`` (one row per order, refreshed by the KPI DAG);
 exception, freight and integration KPIs read their own tables. Snapshots go to
 ``orderflow.kpi_snapshot`` per hour and per day, for ``all`` and per dimension value
@@ -74,23 +83,26 @@ KPIS: tuple[Kpi, ...] = (
         for to in ("released", "shipped", "invoiced")
         for q in (0.5, 0.9)
     ),
+    # Rates count every order that reached the point they judge, hits and misses alike:
+    # a population of the hits only (e.g. released orders) always reads 100 %.
     Kpi(
         "first_pass_release_rate",
-        "First-pass release rate (released with no human touch)",
+        "First-pass release rate (of the orders decided: released with no human touch)",
         "ratio",
         FACT,
-        "released_at",
-        "released_at IS NOT NULL",
+        "decided_at",  # first processing decision: released, held or rejected
+        "decided_at IS NOT NULL",
         "avg(first_pass::int)",
         numerator="first_pass",
     ),
     Kpi(
         "touchless_rate",
-        "Touchless rate (invoiced, never touched by a person)",
+        "Touchless rate (of the orders closed — invoiced, rejected, cancelled — never "
+        "touched by a person)",
         "ratio",
         FACT,
-        "invoiced_at",
-        "invoiced_at IS NOT NULL",
+        "closed_at",
+        "closed_at IS NOT NULL",
         "avg((human_touches = 0)::int)",
         numerator="human_touches = 0",
     ),
@@ -106,11 +118,12 @@ KPIS: tuple[Kpi, ...] = (
     ),
     Kpi(
         "perfect_order_rate",
-        "Perfect order rate (on time, complete, undamaged, documents and invoice right)",
+        "Perfect order rate (of the deliveries with an outcome — delivered or a carrier "
+        "exception: on time, complete, undamaged, documents and invoice right)",
         "ratio",
         FACT,
-        "delivered_at",
-        "delivered_at IS NOT NULL",
+        "delivery_outcome_at",
+        "delivery_outcome_at IS NOT NULL",
         "avg(perfect::int)",
         numerator="perfect",
     ),
