@@ -452,6 +452,18 @@ def create_app(
         delivered = state.deliver_due()
         return {"now": state.now().isoformat(), "speed": clock.speed, "delivered": delivered}
 
+    @admin.get(
+        "/idempotency/{system}",
+        summary="Idempotency-Keys a receiver has answered: release, erp_order, invoice, "
+        "shipment, outbound (EDI), webhook (inspection)",
+    )
+    def idempotency_keys(system: str) -> dict:
+        with state.lock:
+            store = state._idem.get(system)
+            if store is None:
+                raise NotFound(f"idempotency store {system}")
+            return {"system": system, "keys": sorted(store.answers)}
+
     @admin.post(
         "/reset",
         summary="Forget all state on purpose (a WMS restored from nothing): releases, feeds, "
