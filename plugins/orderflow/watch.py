@@ -9,8 +9,12 @@ outbox that stopped delivering.
   :data:`OUTBOX_STALL_MINUTES` while none of that action was sent in as long open an
   ``integration_failure`` exception on the entity ``outbox/<action>`` with the last error;
   it resolves itself once rows of that action go out again (or none wait).
+- **Unacknowledged documents.** A document sent to a trading partner without a 997 past the
+  partner's window (``trading_partner.ack_window_hours``, default 24 h) opens
+  ``edi_ack_overdue`` on its order for the EDI team; it resolves itself when the 997 comes
+  or the document is resent (``orderflow.edi_acks``).
 
-Both are idempotent: run them as often as you like (the ``exception_desk`` DAG, every 5 min).
+All are idempotent: run them as often as you like (the ``exception_desk`` DAG, every 5 min).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ class WatchResult:
     stalled_resolved: int = 0
     outbox_stalled: list[str] = field(default_factory=list)
     outbox_recovered: int = 0
+    acks_overdue: int = 0
+    acks_overdue_opened: int = 0
+    acks_overdue_resolved: int = 0
 
     def as_xcom(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -48,7 +55,17 @@ def run(conn: psycopg.Connection, book: RuleBook) -> WatchResult:
     out = WatchResult()
     stalled_orders(conn, book, out)
     stalled_outbox(conn, out)
+    overdue_acks(conn, out)
     return out
+
+
+def overdue_acks(conn: psycopg.Connection, out: WatchResult) -> None:
+    from orderflow import edi_acks
+
+    found = edi_acks.overdue(conn)
+    out.acks_overdue = found.documents
+    out.acks_overdue_opened = found.opened
+    out.acks_overdue_resolved = found.resolved
 
 
 def stalled_orders(conn: psycopg.Connection, book: RuleBook, out: WatchResult) -> None:

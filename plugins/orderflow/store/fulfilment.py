@@ -277,7 +277,11 @@ def match_ack(
     detail: dict,
     message_id: int | None,
 ) -> str | None:
-    """Mark the document a 997 acknowledges; returns its idempotency key (None: unknown)."""
+    """Mark the document a 997 acknowledges; returns its idempotency key (None: unknown).
+    A rejection opens ``edi_rejected`` with the partner's codes, and a late 997 resolves
+    ``edi_ack_overdue`` (``orderflow.edi_acks``), in the same transaction."""
+    from orderflow import edi_acks
+
     row = conn.execute(
         """
         UPDATE orderflow.outbound_document
@@ -294,4 +298,7 @@ def match_ack(
             str(int(group_control_number)) if group_control_number.isdecimal() else "",
         ),
     ).fetchone()
-    return row[0] if row else None
+    if row is None:
+        return None
+    edi_acks.on_ack(conn, row[0], status, detail, message_id)
+    return row[0]

@@ -188,6 +188,8 @@ def desk(
             (*params, limit),
         )
     )
+    for r in rows:
+        r["actions"] = [(a, ACTION_LABELS[a]) for a in actions_for(r["category"])]
     facets = conn.execute(
         "SELECT array_agg(DISTINCT category), array_agg(DISTINCT owner_role) "
         "FROM orderflow.exception_desk"
@@ -200,7 +202,26 @@ def desk(
     }
 
 
-ACTIONS = ("approve", "reject", "keep", "revalidate")
+ACTIONS = ("approve", "reject", "keep", "revalidate", "resend")
+#: what the desk offers per category where it differs from the order holds' four
+CATEGORY_ACTIONS = {
+    # a document a partner rejected or never acknowledged: the order itself is not held
+    "edi_rejected": ("resend", "keep"),
+    "edi_ack_overdue": ("resend", "keep"),
+}
+
+
+ACTION_LABELS = {
+    "approve": "Approve",
+    "revalidate": "Fixed: revalidate",
+    "keep": "Keep on hold",
+    "reject": "Reject order",
+    "resend": "Resend (new control number)",
+}
+
+
+def actions_for(category: str) -> tuple[str, ...]:
+    return CATEGORY_ACTIONS.get(category, ("approve", "revalidate", "keep", "reject"))
 
 
 def resolve(
@@ -212,13 +233,13 @@ def resolve(
     from orderflow.processing import RunContext
 
     row = conn.execute(
-        "SELECT order_id, owner_role, escalation_role, status FROM orderflow.order_exception "
-        "WHERE exception_id = %s",
+        "SELECT order_id, owner_role, escalation_role, status, category "
+        "FROM orderflow.order_exception WHERE exception_id = %s",
         (exception_id,),
     ).fetchone()
     if row is None:
         raise HTTPException(404, f"no exception {exception_id}")
-    order_id, owner, escalation, status = row
+    order_id, owner, escalation, status, category = row
     if not access.may_resolve(user.name, owner, escalation):
         raise HTTPException(
             403,
@@ -230,9 +251,24 @@ def resolve(
         raise HTTPException(409, f"exception {exception_id} is already resolved")
     if action not in ACTIONS:
         raise HTTPException(422, f"action must be one of {', '.join(ACTIONS)}")
+    if action not in actions_for(category):
+        raise HTTPException(
+            409, f"{category} is resolved by {' or '.join(actions_for(category))}, not {action}"
+        )
     ctx = RunContext(dag_id="orderflow_ui", run_id=f"ui__{user.name}", task_id="desk")
     try:
-        if action == "revalidate":
+        if action == "resend":
+            from orderflow import edi_acks
+
+            try:
+                out = edi_acks.resend(
+                    conn, exception_id, actor=user.name, reason=reason, role=owner
+                )
+            except edi_acks.ResendRefused as exc:
+                raise HTTPException(409, str(exc)) from exc
+            if not out["applied"]:
+                raise HTTPException(409, f"exception {exception_id} is already resolved")
+        elif action == "revalidate":
             if not order_id:
                 raise decisions.DecisionRefused("a master-data exception is fixed in the ERP")
             out = decisions.reprocess(
@@ -339,7 +375,8 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
             conn.execute(
                 "SELECT o.action, o.idempotency_key, o.version, o.status, o.attempts, "
                 "o.created_at, o.sent_at, o.last_error, d.ack_status, d.ack_received_at, "
-                "d.interchange_control_number FROM orderflow.outbox o "
+                "d.interchange_control_number, d.resent_as, d.resend_of, "
+                "d.ack_detail->>'explained' AS ack_explained FROM orderflow.outbox o "
                 "LEFT JOIN orderflow.outbound_document d USING (idempotency_key) "
                 "WHERE o.order_id = %s ORDER BY o.outbox_id",
                 (order_id,),
