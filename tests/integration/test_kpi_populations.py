@@ -83,7 +83,9 @@ def _seed(conn, key: str, tag: str, limit: str) -> Order:
 
 def _to_release(conn, ids, book):
     for stage in (processing.allocate, processing.plan, processing.release):
-        kwargs = {"tax_service": None, "screening_service": None} if stage is processing.plan else {}
+        kwargs = (
+            {"tax_service": None, "screening_service": None} if stage is processing.plan else {}
+        )
         out = stage(conn, ids, CTX, book, **kwargs)
         assert out.passed == len(ids), out
 
