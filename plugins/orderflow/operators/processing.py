@@ -107,6 +107,13 @@ class ClaimOrdersOperator(BaseOperator):
                 self.log.warning("no master-data sync has completed yet; claiming nothing")
                 return []
             freed = processing.release_fixed_master_data_holds(conn, ctx)
+            # Stock that arrived goes to lines waiting for it first (best priority first);
+            # their backorder releases are claimed below with everything else.
+            from orderflow import backorders
+
+            filled = backorders.fill(conn, _rule_book(context))
+            if filled["releases"]:
+                self.log.info("backorders: %s", filled)
             naive = str(self.one_order_per_task).lower() in ("true", "1")
             limit = min(int(self.batch_limit), MAX_MAP_LENGTH) if naive else int(self.batch_limit)
             with db.transaction(conn):

@@ -658,3 +658,168 @@ def delay_causes(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str
 
 def today(conn: psycopg.Connection) -> date:
     return conn.execute("SELECT current_date").fetchone()[0]
+
+
+# ---------------------------------------------------------------------------- backorders
+#: Orders whose backordered lines may be filled: released to the warehouse (what was
+#: available went out), not cancelled.
+BACKORDER_STATUSES = ("RELEASED", "PICKED", "SHIPPED", "DELIVERED", "INVOICED")
+
+
+def waiting_backorders(conn: psycopg.Connection, sourcing, limit: int = 5000) -> list:
+    """Backordered lines of released orders, locked (``SKIP LOCKED``: an overlapping run
+    takes others), as :class:`orderflow.domain.backorders.Waiting`."""
+    from orderflow.domain.backorders import Waiting
+
+    rows = conn.execute(
+        """
+        SELECT ol.order_id, ol.line_no, coalesce(ol.substitute_item_id, ol.item_id),
+               ol.backordered_qty, coalesce(o.priority, 0), o.received_at, st.region,
+               coalesce(c.ship_complete, false)
+          FROM orderflow.order_line ol
+          JOIN orderflow."order" o USING (order_id)
+          LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
+          LEFT JOIN orderflow.customer c ON c.customer_id = o.customer_id
+         WHERE ol.backordered_qty > 0 AND o.status = ANY(%s)
+           AND coalesce(ol.substitute_item_id, ol.item_id) IS NOT NULL
+         ORDER BY coalesce(o.priority, 0) DESC, o.received_at, ol.order_id, ol.line_no
+         LIMIT %s
+           FOR UPDATE OF ol SKIP LOCKED
+        """,
+        (list(BACKORDER_STATUSES), limit),
+    ).fetchall()
+    return [
+        Waiting(
+            order_id=r[0],
+            line_no=r[1],
+            item_id=r[2],
+            quantity=r[3],
+            priority=r[4],
+            received_at=r[5],
+            preferred_dc=sourcing.preferred_dc(r[6]),
+            ship_complete=r[7],
+        )
+        for r in rows
+    ]
+
+
+def create_backorder_releases(
+    conn: psycopg.Connection, fills: Sequence, rule_set_version: str
+) -> dict[str, str]:
+    """One backorder release per parent order with fills: an ALLOCATED order of its own
+    (``<parent>-B<n>``) carrying the filled quantities and their reservations; the parent's
+    lines keep what still waits. Returns child id → parent id. In the caller's transaction,
+    under the positions' locks."""
+    by_parent: dict[str, list] = defaultdict(list)
+    for f in fills:
+        by_parent[f.order_id].append(f)
+    created: dict[str, str] = {}
+    for parent, parts in sorted(by_parent.items()):
+        n = conn.execute(
+            'SELECT count(*) FROM orderflow."order" WHERE parent_order_id = %s', (parent,)
+        ).fetchone()[0]
+        child = f"{parent}-B{n + 1}"
+        qty: dict[int, Decimal] = defaultdict(Decimal)
+        for f in parts:
+            qty[f.line_no] += f.quantity
+        lines = {
+            r[0]: r
+            for r in conn.execute(
+                "SELECT line_no, item_id, customer_part_number, uom, unit_price, canonical, "
+                "contract_id, contract_price, substitute_item_id FROM orderflow.order_line "
+                "WHERE order_id = %s AND line_no = ANY(%s)",
+                (parent, list(qty)),
+            )
+        }
+        canonical = conn.execute(
+            'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (parent,)
+        ).fetchone()[0]
+        canonical = {
+            **canonical,
+            "order_id": child,
+            "lines": [
+                {**ln, "quantity": str(qty[ln["line_no"]])}
+                for ln in canonical.get("lines", [])
+                if ln.get("line_no") in qty
+            ],
+        }
+        total = sum(
+            (q * (lines[no][7] or lines[no][4] or Decimal(0)) for no, q in qty.items()),
+            Decimal(0),
+        )
+        conn.execute(
+            """
+            INSERT INTO orderflow."order" (order_id, source_message_id, channel, partner_id,
+                customer_id, po_number, ship_to_id, currency, order_total, requested_ship_date,
+                received_at, canonical, status, priority, parent_order_id, approvals)
+            SELECT %s, source_message_id, channel, partner_id, customer_id, po_number,
+                   ship_to_id, currency, %s, requested_ship_date, received_at, %s, 'ALLOCATED',
+                   priority, order_id, approvals
+              FROM orderflow."order" WHERE order_id = %s
+            """,
+            (child, total, Jsonb(canonical), parent),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO orderflow.order_line (order_id, line_no, item_id, "
+                "customer_part_number, quantity, uom, unit_price, canonical, contract_id, "
+                "contract_price, substitute_item_id, status) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        child,
+                        no,
+                        lines[no][1],
+                        lines[no][2],
+                        q,
+                        lines[no][3],
+                        lines[no][4],
+                        Jsonb({**(lines[no][5] or {}), "quantity": str(q)}),
+                        lines[no][6],
+                        lines[no][7],
+                        lines[no][8],
+                        "SUBSTITUTED" if lines[no][8] else "ALLOCATED",
+                    )
+                    for no, q in sorted(qty.items())
+                ],
+            )
+            cur.executemany(
+                "UPDATE orderflow.order_line SET backordered_qty = backordered_qty - %s, "
+                "status = CASE WHEN backordered_qty - %s <= 0 THEN 'BACKORDER_FILLED' "
+                "ELSE status END WHERE order_id = %s AND line_no = %s",
+                [(q, q, parent, no) for no, q in sorted(qty.items())],
+            )
+            cur.execute(
+                "INSERT INTO orderflow.order_event (order_id, from_status, to_status, "
+                "reason_codes, rule_set_version, actor_type, actor_id, details) "
+                "VALUES (%s, NULL, 'ALLOCATED', %s, %s, 'system', 'orderflow.backorders', %s)",
+                (
+                    child,
+                    ["backorder_filled"],
+                    rule_set_version,
+                    Jsonb(
+                        {
+                            "parent_order_id": parent,
+                            "lines": [
+                                {
+                                    "line_no": f.line_no,
+                                    "item_id": f.item_id,
+                                    "dc_id": f.dc_id,
+                                    "quantity": str(f.quantity),
+                                }
+                                for f in parts
+                            ],
+                        }
+                    ),
+                ),
+            )
+        reserve(
+            conn,
+            [
+                (child, f.line_no, f.item_id, f.dc_id, f.quantity, bool(lines[f.line_no][8]))
+                for f in parts
+            ],
+            rule_set_version,
+        )
+        created[child] = parent
+    return created
