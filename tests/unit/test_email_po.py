@@ -478,3 +478,45 @@ def test_scan_without_ocr_engine(catalog):
     )
     assert _codes(res) == ["ocr.unavailable"]
     _assert_actionable(res)
+
+
+# ---------------------------------------------------------------------------- OCR image size
+
+
+class _SizeSpy(OcrEngine):
+    """Tesseract as shipped, recording the size of every page image handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def _page(self, image):
+        self.sizes.append(image.size)
+        return super()._page(image)
+
+
+@pytest.mark.skipif(not OcrEngine().available, reason="tesseract is not installed")
+def test_a_scan_over_the_ocr_pixel_cap_is_shrunk_in_the_reader_and_still_read():
+    """A letter page scanned at 400 DPI (15 MP) goes through the forked reader, reaches OCR
+    at most ``max_ocr_pixels`` (10 MP) and its text is still read."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from orderflow.channels.pdf_text import MAX_OCR_PIXELS, read_images
+
+    page = Image.new("L", (3400, 4400), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=90)
+    for i, text in enumerate(["PURCHASE ORDER", "PO Number 4500123456", "Qty 12 EA"]):
+        draw.text((300, 300 + 200 * i), text, fill=0, font=font)
+    buf = io.BytesIO()
+    page.save(buf, format="PNG")
+    assert page.width * page.height > MAX_OCR_PIXELS
+
+    spy = _SizeSpy()
+    pages = read_images([buf.getvalue()], Limits(), ocr=spy)
+
+    ((w, h),) = spy.sizes
+    assert 0.95 * MAX_OCR_PIXELS <= w * h <= MAX_OCR_PIXELS
+    assert abs(w / h - 3400 / 4400) < 0.01  # shrunk, not cropped or stretched
+    words = " ".join(c.text for c in pages[0].cells)
+    assert "4500123456" in words and "PURCHASE" in words, words
