@@ -544,20 +544,21 @@ def resend(
     exception resolved and sends nothing."""
     from orderflow import outbound
 
+    exception_sql = (
+        "SELECT order_id, category, status, owner_role, details FROM "
+        "orderflow.order_exception WHERE exception_id = %s"
+    )
+
+    def listed(details: dict | None) -> list[str]:
+        return sorted({d["key"] for d in (details or {}).get("documents") or []})
+
     with db.transaction(conn):
-        row = conn.execute(
-            "SELECT order_id, category, status, owner_role, details FROM "
-            "orderflow.order_exception WHERE exception_id = %s FOR UPDATE",
-            (exception_id,),
-        ).fetchone()
+        # Documents first, then the exception: the order intake takes them in when a 997
+        # arrives (outbound_document, then the exception it opens), so the two never deadlock.
+        row = conn.execute(exception_sql, (exception_id,)).fetchone()
         if row is None:
             raise ResendRefused(f"exception {exception_id} does not exist")
-        order_id, category, status, owner, details = row
-        if status != "open":
-            return {"exception_id": exception_id, "applied": False, "why": "already resolved"}
-        if category not in CATEGORIES:
-            raise ResendRefused(f"{category} is not about a document we sent: nothing to resend")
-        keys = sorted({d["key"] for d in (details or {}).get("documents") or []})
+        keys = listed(row[4])
         docs = _rows(
             conn.execute(
                 "SELECT d.idempotency_key, d.partner_id, d.document_type, d.functional_id, "
@@ -569,6 +570,17 @@ def resend(
                 (keys,),
             )
         )
+        order_id, category, status, owner, details = conn.execute(
+            exception_sql + " FOR UPDATE", (exception_id,)
+        ).fetchone()
+        if status != "open":
+            return {"exception_id": exception_id, "applied": False, "why": "already resolved"}
+        if category not in CATEGORIES:
+            raise ResendRefused(f"{category} is not about a document we sent: nothing to resend")
+        if listed(details) != keys:
+            raise ResendRefused(
+                f"exception {exception_id} changed meanwhile (another 997 came): look again"
+            )
         due = [
             d
             for d in docs

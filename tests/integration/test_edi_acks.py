@@ -291,6 +291,47 @@ def test_a_document_without_a_997_past_the_window_opens_edi_ack_overdue_until_it
     assert len(_docs(store, patient.order_id)) == 2
 
 
+def test_two_people_resending_at_once_send_it_once(store, book, wired):
+    """Two desk clicks in flight together (two connections): one resend, one outbox row."""
+    import threading
+
+    r = released_order(store, book, edi=True)
+    assert _send(store) == {"sent": 1}
+    _age_sent(store, r.order_id, 30)
+    assert watch.run(store, book).acks_overdue_opened == 1
+    ((eid, *_),) = _exceptions(store, r.order_id, "edi_ack_overdue")
+    start = threading.Barrier(2)
+    results: list = []
+
+    def click(user: str) -> None:
+        conn = db.connect()
+        try:
+            start.wait()
+            results.append(edi_acks.resend(conn, eid, actor=user, reason="lost"))
+        except Exception as exc:
+            results.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=click, args=(u,)) for u in ("eddie.edi", "olga")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(x["applied"] for x in results) == [False, True], results
+    docs = _docs(store, r.order_id)
+    assert [d["version"] for d in docs] == [1, 2]
+    assert _send(store) == {"sent": 1}
+    assert (
+        store.execute(
+            "SELECT count(*) FROM orderflow.audit_log WHERE action = 'edi_resend' "
+            "AND object_id = %s",
+            (str(eid),),
+        ).fetchone()[0]
+        == 1
+    )
+
+
 def test_partner_codes_read_from_the_997_itself():
     from datetime import UTC, datetime
 
