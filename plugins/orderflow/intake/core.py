@@ -13,7 +13,7 @@ A message already decided (a rerun of the same delivery) returns its earlier out
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +53,7 @@ class Outcome:
     seen_before: bool = False
 
 
-Parser = Callable[[bytes, intake.StoredMessage], ParseResult]
+Parser = Callable[[bytes, intake.StoredMessage], "ParseResult | StreamedParse"]
 
 
 def ingest(
@@ -103,6 +103,10 @@ def ingest(
                     )
                 ]
             )
+    if isinstance(result, StreamedParse):
+        return _decide_streamed(
+            conn, stored, channel, partner_id, client_request_id, result, run, actor_id
+        )
     return _decide(conn, stored, channel, partner_id, client_request_id, result, run, actor_id)
 
 
@@ -416,3 +420,258 @@ def _queue_acks(conn, result: ParseResult) -> None:
 
     for ack in result.acks:
         outbox.enqueue(conn, **ack)
+
+
+# ------------------------------------------------------------------------------ streamed
+#: orders inserted at once while a streamed message is read (bounded memory per message)
+STREAM_BATCH = 500
+
+
+@dataclass
+class StreamedParse:
+    """A parser that hands over its orders while it reads (EDI), so that a message of any
+    size is decided in bounded memory. ``events`` yields, in message order:
+
+    - ``("open", None)``: a scope opens (an interchange, a functional group);
+    - ``("orders", [Order, ...])``: orders usable so far, provisional within the open scopes;
+    - ``("close", keep)``: the innermost scope closes; ``keep=False`` drops its orders (a
+      rejected group or interchange: nothing from it is used).
+
+    ``first_control()`` is the control number for duplicate detection (ISA13), known once
+    the first orders are out. ``summary()``, once the events are exhausted, is what the
+    message brings besides its orders (``ParseResult`` with ``orders`` empty) and whether
+    every order must be dropped after all (a test interchange, a reader failure).
+    """
+
+    events: Iterator[tuple[str, Any]]
+    summary: Callable[[], tuple[ParseResult, bool]]
+    first_control: Callable[[], str | None]
+
+
+class _Scope:
+    """What one open scope of a streamed message brought: dropped or merged as a whole."""
+
+    def __init__(self) -> None:
+        self.orders = 0
+        self.fresh = 0
+        self.created: list[str] = []
+        self.refused: list[IntakeError] = []
+        self.repeat_errors: list[IntakeError] = []
+        self.repeats: dict[str, str] = {}
+        self.dup_orders: dict[str, str] = {}
+        self.keys: list[tuple[str | None, str]] = []
+
+    def merge(self, inner: _Scope) -> None:
+        self.orders += inner.orders
+        self.fresh += inner.fresh
+        self.created += inner.created
+        self.refused += inner.refused
+        self.repeat_errors += inner.repeat_errors
+        self.repeats |= inner.repeats
+        self.dup_orders |= inner.dup_orders
+        self.keys += inner.keys
+
+
+def _decide_streamed(
+    conn, stored, channel, partner_id, client_request_id, streamed: StreamedParse, run, actor_id
+) -> Outcome:
+    """:func:`_decide` for a streamed parse: the same outcomes, decided in one transaction,
+    with the orders inserted batch by batch as the parser reads. Each scope (interchange,
+    group) is a savepoint: a scope found unusable at its end is rolled back; each batch is
+    inserted under its own savepoint (and a refused order alone under its own)."""
+    mid = stored.message_id
+    try:
+        with db.transaction(conn):
+            return _decide_streamed_in(
+                conn, stored, channel, partner_id, client_request_id, streamed, run, actor_id
+            )
+    except Exception as exc:
+        if conn.closed or conn.broken:
+            raise
+        log.warning(
+            "message %s: the store refused its outcome (%s); quarantining it", mid, _sqlstate(exc)
+        )
+        error = IntakeError(
+            code="intake.store_refused",
+            message=f"the store refused this message's outcome: {_describe(exc)}",
+            action="Report to the OrderFlow data team (a value passed the checks the store "
+            "then refused); replay the message after the fix.",
+        )
+        with db.transaction(conn):
+            intake.set_outcome(
+                conn, mid, "quarantined", errors=[error], details={"refused_at": "outcome"}
+            )
+        return Outcome(mid, "quarantined", errors=(error,))
+
+
+def _decide_streamed_in(
+    conn, stored, channel, partner_id, client_request_id, streamed: StreamedParse, run, actor_id
+) -> Outcome:
+    mid = stored.message_id
+    conn.execute("SAVEPOINT of_stream_all")
+    scopes = [_Scope()]
+    first: dict[tuple[str | None, str], tuple[str, str]] = {}  # (customer, PO) → id, where
+    earlier: int | None = None
+    checked_earlier = False
+    batch: list[Order] = []
+
+    def flush() -> None:
+        nonlocal batch
+        if not batch:
+            return
+        scope = scopes[-1]
+        kept = []
+        for o in batch:
+            key = (o.customer_id, o.po_number)
+            if key in first:
+                original_id, original_where = first[key]
+                where = _where(o)
+                scope.repeats[where] = original_id
+                scope.repeat_errors.append(
+                    IntakeError(
+                        code="intake.duplicate_po_in_message",
+                        message=f"PO {o.po_number} appears again in this message ({where}); "
+                        f"it was taken once, as order {original_id} ({original_where})",
+                        where=where,
+                        action="Nothing if it is a repeat; if it is a different order, ask "
+                        "the sender for it under its own PO number.",
+                    )
+                )
+                continue
+            first[key] = (o.order_id, _where(o))
+            scope.keys.append(key)
+            kept.append(o)
+        batch = []
+        if earlier is not None:  # a duplicate message: nothing is inserted
+            return
+        known = intake.existing_orders_by_po(
+            conn, [(o.customer_id, partner_id, o.po_number) for o in kept]
+        )
+        fresh = []
+        for o in kept:
+            original_order = known.get((o.customer_id, partner_id, o.po_number))
+            if original_order is None:
+                fresh.append(o)
+            else:
+                scope.dup_orders[o.po_number] = original_order
+        for o in fresh:
+            o.provenance.message_id = mid
+        if fresh:
+            created, refused = _insert_isolated(conn, fresh, mid, actor_id, run)
+            scope.fresh += len(fresh)
+            scope.created += created
+            scope.refused += refused
+
+    for kind, value in streamed.events:
+        if kind == "orders":
+            if not checked_earlier:
+                checked_earlier = True
+                earlier = intake.earlier_message_with(
+                    conn,
+                    message_id=mid,
+                    partner_id=partner_id,
+                    content_sha256=stored.content_sha256,
+                    interchange_control_number=streamed.first_control(),
+                    client_request_id=client_request_id,
+                    channel=channel,
+                )
+            scopes[-1].orders += len(value)
+            batch += value
+            if len(batch) >= STREAM_BATCH:
+                flush()
+        elif kind == "open":
+            flush()
+            conn.execute(f"SAVEPOINT of_stream_{len(scopes)}")
+            scopes.append(_Scope())
+        elif kind == "close":
+            flush()
+            name = f"of_stream_{len(scopes) - 1}"
+            inner = scopes.pop()
+            if value:
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+                scopes[-1].merge(inner)
+            else:
+                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+                for key in inner.keys:
+                    first.pop(key, None)
+    flush()
+    while len(scopes) > 1:  # scopes the parser left open: not usable
+        conn.execute(f"ROLLBACK TO SAVEPOINT of_stream_{len(scopes) - 1}")
+        inner = scopes.pop()
+        for key in inner.keys:
+            first.pop(key, None)
+    result, drop_all = streamed.summary()
+    top = scopes[0]
+    if drop_all:
+        conn.execute("ROLLBACK TO SAVEPOINT of_stream_all")
+        top = _Scope()
+    conn.execute("RELEASE SAVEPOINT of_stream_all")
+
+    if not top.orders:  # as _decide_in without orders
+        return _decide_in(
+            conn, stored, channel, partner_id, client_request_id, result, run, actor_id
+        )
+    if earlier is not None:
+        intake.set_outcome(
+            conn,
+            mid,
+            "duplicate",
+            duplicate_of=earlier,
+            control=result.control,
+            details={
+                **result.details,
+                "reason": "same content, interchange "
+                "control number or client request id as message "
+                f"{earlier}",
+            },
+        )
+        return Outcome(mid, "duplicate", duplicate_of=earlier)
+    if not top.fresh:
+        first_dup = next(iter(top.dup_orders.values()))
+        original = conn.execute(
+            'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (first_dup,)
+        ).fetchone()[0]
+        if original is None or original == mid:  # a replay of our own orders
+            intake.set_outcome(
+                conn,
+                mid,
+                "orders_created",
+                errors=[*result.errors, *top.repeat_errors],
+                order_count=len(first),
+                control=result.control,
+                details=result.details,
+            )
+            return Outcome(mid, "orders_created", tuple(i for i, _ in first.values()))
+        intake.set_outcome(
+            conn,
+            mid,
+            "duplicate",
+            duplicate_of=original,
+            control=result.control,
+            details={**result.details, "duplicate_orders": top.dup_orders},
+        )
+        return Outcome(mid, "duplicate", duplicate_of=original)
+    errors = [*result.errors, *top.repeat_errors, *top.refused]
+    details = dict(result.details)
+    if top.dup_orders:
+        details["duplicate_orders"] = top.dup_orders
+    if top.repeats:
+        details["repeated_in_message"] = top.repeats
+    if not top.created and top.refused:
+        intake.set_outcome(
+            conn, mid, "quarantined", errors=errors, control=result.control, details=details
+        )
+        _queue_acks(conn, result)
+        return Outcome(mid, "quarantined", errors=tuple(errors))
+    intake.set_outcome(
+        conn,
+        mid,
+        "orders_created",
+        errors=errors,
+        order_count=top.fresh - len(top.refused),
+        control=result.control,
+        details=details,
+    )
+    _queue_acks(conn, result)
+    return Outcome(mid, "orders_created", tuple(top.created), tuple(errors))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderflow.channels import csv_orders
 from orderflow.intake import files
-from orderflow.intake.core import Outcome, ParseResult, ingest
+from orderflow.intake.core import Outcome, ParseResult, StreamedParse, ingest
 from orderflow.store import control_numbers
 
 if TYPE_CHECKING:
@@ -59,11 +59,15 @@ def _customer_for_partner(conn: psycopg.Connection, partner_id: str) -> str | No
 def edi_parser(
     conn: psycopg.Connection, partner_id: str, name: str, *, edi_conn_id: str = "edi_default"
 ):
-    """The parser for one EDI file: 850s → orders, control numbers, 997/TA1 to the outbox."""
+    """The parser for one EDI file: 850s → orders, control numbers, 997/TA1 to the outbox.
+    Streamed (:class:`~orderflow.channels.x12.X12Stream`): each set's orders are handed
+    over as it is read and inserted in batches, so a 32 MiB file is decided in bounded
+    memory; the message's errors, controls and acknowledgments are the same as
+    :func:`~orderflow.channels.x12.parse` gives."""
     from orderflow.channels import x12
 
-    def parse(data: bytes, stored) -> ParseResult:
-        result = x12.parse(
+    def parse(data: bytes, stored) -> StreamedParse:
+        stream = x12.X12Stream(
             data,
             partner_id=partner_id,
             source_ref=name,
@@ -72,51 +76,120 @@ def edi_parser(
             next_control_number=lambda: control_numbers.next_number(conn, partner_id, "isa"),
         )
         customer = _customer_for_partner(conn, partner_id)
-        orders = result.orders
-        for o in orders:
-            o.customer_id = o.customer_id or customer
-        errors = result.error_list
-        usage = {i.usage for i in result.interchanges}
-        if orders and usage == {"T"}:
-            orders, errors = [], [*errors, x12_test_usage(name)]
-        ics = result.interchanges
-        control = {
-            "isa13": ics[0].control_number if ics else None,
-            "gs06": ics[0].groups[0].control_number if ics and ics[0].groups else None,
-            "st02s": [t.control_number for t in result.transactions] or None,
-        }
-        acks = []
-        for i in ics:
-            if i.ta1:
-                acks.append(
-                    _ack(partner_id, "TA1", f"{i.sender_id}:{i.control_number}", i.ta1, edi_conn_id)
-                )
-            for g in i.groups:
-                if g.ack_997:
-                    acks.append(
-                        _ack(
-                            partner_id,
-                            "997",
-                            f"{i.sender_id}:{i.control_number}:{g.control_number}",
-                            g.ack_997,
-                            edi_conn_id,
-                        )
-                    )
-        received = [t.acknowledgment.model_dump() for t in result.transactions if t.acknowledgment]
-        return ParseResult(
-            orders=orders,
-            errors=errors,
-            control=control,
-            acks=acks,
-            acknowledgments=received,
-            details={
-                "interchanges": len(ics),
-                "transactions": len(result.transactions),
-                "encoding": result.encoding,
-            },
+        st = _EdiState()
+
+        def events():
+            for ev in stream:
+                if not st.ic_open:  # the interchange's scope: its first set or group
+                    st.ic_open = True
+                    yield ("open", None)
+                if isinstance(ev, x12.TransactionResult):
+                    if not st.group_open:
+                        st.group_open = True
+                        yield ("open", None)
+                    st.st02s.append(ev.control_number)
+                    st.set_errors += ev.errors
+                    if ev.acknowledgment is not None:
+                        st.received.append(ev.acknowledgment.model_dump())
+                    if ev.order is not None:
+                        o = ev.order
+                        o.customer_id = o.customer_id or customer
+                        st.orders += 1
+                        yield ("orders", [o])
+                elif isinstance(ev, x12.GroupResult):
+                    if st.group_open:
+                        st.group_open = False
+                        yield ("close", not ev.rejected)
+                    st.groups.append((ev, st.set_errors))
+                    st.set_errors = []
+                else:
+                    if st.group_open:  # cannot happen: a group closes before its interchange
+                        st.group_open = False
+                        yield ("close", False)
+                    st.ic_open = False
+                    yield ("close", not ev.rejected)
+                    st.interchange(ev, partner_id, edi_conn_id)
+
+        def summary() -> tuple[ParseResult, bool]:
+            result = stream.result
+            failed = stream.failed  # x12.internal_error: nothing of the file is used
+            errors = list(result.errors) if failed else [*result.errors, *st.errors]
+            drop = failed
+            if failed:
+                st.acks, st.received, st.st02s, st.n_interchanges = [], [], [], 0
+                st.isa13 = st.gs06 = None
+            if st.orders and not drop and st.usage == {"T"}:
+                errors.append(x12_test_usage(name))
+                drop = True
+            control = {"isa13": st.isa13, "gs06": st.gs06, "st02s": st.st02s or None}
+            return (
+                ParseResult(
+                    errors=errors,
+                    control=control,
+                    acks=st.acks,
+                    acknowledgments=st.received,
+                    details={
+                        "interchanges": st.n_interchanges,
+                        "transactions": len(st.st02s),
+                        "encoding": result.encoding,
+                    },
+                ),
+                drop,
+            )
+
+        return StreamedParse(
+            events=events(), summary=summary, first_control=lambda: stream.first_control
         )
 
     return parse
+
+
+@dataclass
+class _EdiState:
+    """What a streamed EDI message keeps while it is read: per set only its ST02 (and the
+    errors of sets that have some), per interchange its acknowledgments."""
+
+    ic_open: bool = False
+    group_open: bool = False
+    st02s: list[str] = field(default_factory=list)
+    orders: int = 0
+    set_errors: list = field(default_factory=list)
+    groups: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    received: list = field(default_factory=list)
+    acks: list = field(default_factory=list)
+    usage: set = field(default_factory=set)
+    isa13: str | None = None
+    gs06: str | None = None
+    n_interchanges: int = 0
+
+    def interchange(self, ic, partner_id: str, edi_conn_id: str) -> None:
+        """An interchange is closed: its errors in file order, its acknowledgments."""
+        if self.n_interchanges == 0:
+            self.isa13 = ic.control_number
+            self.gs06 = ic.groups[0].control_number if ic.groups else None
+        self.n_interchanges += 1
+        self.usage.add(ic.usage)
+        self.errors += ic.errors
+        for g, set_errors in self.groups:
+            self.errors += g.errors
+            self.errors += set_errors
+        self.groups = []
+        if ic.ta1:
+            self.acks.append(
+                _ack(partner_id, "TA1", f"{ic.sender_id}:{ic.control_number}", ic.ta1, edi_conn_id)
+            )
+        for g in ic.groups:
+            if g.ack_997:
+                self.acks.append(
+                    _ack(
+                        partner_id,
+                        "997",
+                        f"{ic.sender_id}:{ic.control_number}:{g.control_number}",
+                        g.ack_997,
+                        edi_conn_id,
+                    )
+                )
 
 
 def x12_test_usage(name: str):

@@ -10,6 +10,9 @@ Usage::
     result.acknowledgments  # our TA1/997 interchanges (provisional control numbers)
     build_997(group, interchange, control_number=n, now=t)  # re-render with store numbers
 
+    for ev in X12Stream(data, partner_id="ACME"):  # the same, one set at a time
+        ...  # TransactionResult per set, then GroupResult, then InterchangeResult
+
 No library was used: the maintained Python X12 packages are HIPAA-specific (pyx12: 837/835
 maps, versions 00401/00501 only, fixed-offset ISA that raises on anything else) or
 unmaintained; none reads mis-padded, wrapped or newline-terminated real-world files without
@@ -17,7 +20,7 @@ raising. This reader is small, pure Python, linear-time and tested on a public c
 """
 
 from .ack import build_997, build_ta1
-from .parser import MAX_BYTES, parse
+from .parser import MAX_BYTES, X12Stream, parse
 from .results import (
     AckReceived,
     Delimiters,
@@ -39,6 +42,7 @@ __all__ = [
     "SegmentNote",
     "TransactionResult",
     "X12Result",
+    "X12Stream",
     "build_997",
     "build_ta1",
     "parse",

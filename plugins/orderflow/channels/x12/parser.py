@@ -88,6 +88,8 @@ class X12Stream:
         self._next_control = next_control_number or itertools.count(1).__next__
         self._max_bytes = max_bytes
         self.failed = False
+        #: ISA13 of the first interchange, once it is read (duplicate detection)
+        self.first_control: str | None = None
         self.result = X12Result(
             source_ref=source_ref,
             partner_id=partner_id,
@@ -140,6 +142,8 @@ class X12Stream:
         now = self._received_at or datetime.now(UTC)
         seen: set[tuple[str, str, str]] = set()
         for raw in iter_interchanges(text, findings):
+            if self.first_control is None:
+                self.first_control = raw.isa.el(13)
             ic = yield from self._interchange(raw, seen, now)
             if not ic.rejected:
                 seen.add((raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0")))

@@ -278,7 +278,7 @@ class _Mapper:
                 if self.extra is None:
                     self.extra = seg
                     found, self.findings = self.findings, []
-                    self._lines(self.lines, [])
+                    self._lines(self.lines, [], keep=False)
                     self.over_findings, self.findings = self.findings, found
                     self.lines = []
                 self._line_now = _Line(seg)  # its loop's segments go nowhere
@@ -654,11 +654,14 @@ class _Mapper:
         code = seg.el(2) or ":".join(v for v in (seg.el(3), seg.el(4)) if v) or None
         return Charge(indicator=seg.el(1) or "N", code=code, amount=amount, description=desc)
 
-    def _lines(self, lines: list[_Line], charges: list[Charge]) -> list[OrderLine]:
+    def _lines(
+        self, lines: list[_Line], charges: list[Charge], *, keep: bool = True
+    ) -> list[OrderLine]:
+        """The order's lines (their findings made); ``keep=False``: the findings only."""
         out: list[OrderLine] = []
         for n, line in enumerate(lines, start=1):
             ol = self._line(n, line)
-            if ol is not None:
+            if ol is not None and keep:
                 out.append(ol)
             charges += [self._charge(s, n) for s in line.sacs if s.el(1) in ("A", "C")]
         return out
