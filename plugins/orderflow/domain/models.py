@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -47,9 +48,21 @@ MAX_TEXT_CHARS = 10_000
 #: ISO 4217 alphabetic code (order.currency char(3))
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 
-Ident = Annotated[str, Field(max_length=MAX_ID_CHARS)]
-Code = Annotated[str, Field(max_length=MAX_CODE_CHARS)]
-Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+#: characters PostgreSQL text/jsonb cannot hold (NUL) or UTF-8 cannot encode (surrogates)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_str(value: str) -> str:
+    """A string field's own check (one compiled search; its length is the type's bound)."""
+    if _UNSTORABLE.search(value) is not None:
+        check_storable(value)  # raises, describing the character
+    return value
+
+
+_Storable = AfterValidator(_storable_str)
+Ident = Annotated[str, Field(max_length=MAX_ID_CHARS), _Storable]
+Code = Annotated[str, Field(max_length=MAX_CODE_CHARS), _Storable]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), _Storable]
 LineNo = Annotated[int, Field(gt=0, le=MAX_INT)]
 Quantity = Annotated[
     Decimal,
@@ -67,9 +80,6 @@ UnitPrice = Annotated[
 CurrencyCode = Annotated[str, Field(pattern=CURRENCY_PATTERN)]
 
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
-
-#: characters PostgreSQL text/jsonb cannot hold (NUL) or UTF-8 cannot encode (surrogates)
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def unstorable_char(value: str) -> str | None:
@@ -144,8 +154,17 @@ class Channel(StrEnum):
     API = "api"
 
 
-class _Model(BaseModel):
+class _Canonical(BaseModel):
+    """The canonical order models: every string they hold is of a checked type (``Ident``,
+    ``Code``, ``Text``, keys included), so storability is checked once per string, in the
+    type, not by a validator called on every field."""
+
     model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+
+
+class _Model(_Canonical):
+    """Models with plain ``str`` fields: every field (lists and dict keys included) is
+    checked storable by a validator."""
 
     @field_validator("*", mode="after")
     @classmethod
@@ -154,7 +173,7 @@ class _Model(BaseModel):
         return v
 
 
-class Provenance(_Model):
+class Provenance(_Canonical):
     """Where an order came from, precisely enough to find and replay the source."""
 
     channel: Channel
@@ -170,7 +189,7 @@ class Provenance(_Model):
     extraction_model: Text | None = Field(None, description="model@version for extracted documents")
 
 
-class Address(_Model):
+class Address(_Canonical):
     """A party: buyer, ship-to, bill-to. ``party_id`` is the sender's code for it (N104)."""
 
     name: Text | None = None
@@ -183,14 +202,14 @@ class Address(_Model):
     country: Text | None = None
 
 
-class ProductId(_Model):
+class ProductId(_Canonical):
     """One product identifier as sent, e.g. (BP, buyer part) or (UP, UPC) from PO1."""
 
     qualifier: Code
     value: Ident
 
 
-class Charge(_Model):
+class Charge(_Canonical):
     """An allowance or charge (X12 SAC)."""
 
     indicator: Code = Field(description="A allowance, C charge, N no allowance or charge")
@@ -199,7 +218,7 @@ class Charge(_Model):
     description: Text | None = None
 
 
-class OrderLine(_Model):
+class OrderLine(_Canonical):
     line_no: LineNo
     source_line_id: Ident | None = Field(None, description="PO101 / the document's own line id")
     product_ids: list[ProductId] = Field(default_factory=list)
@@ -212,7 +231,7 @@ class OrderLine(_Model):
     price_basis: Code | None = Field(None, description="PO105, e.g. PE per each")
     pack: Text | None = Field(None, description="PO4 pack/size/uom, as sent")
     requested_ship_date: date | None = None
-    confidence: dict[str, Confidence] = Field(default_factory=dict)
+    confidence: dict[Text, Confidence] = Field(default_factory=dict)
 
     def product_id(self, *qualifiers: str) -> str | None:
         for q in qualifiers:
@@ -222,7 +241,7 @@ class OrderLine(_Model):
         return None
 
 
-class Order(_Model):
+class Order(_Canonical):
     """A customer purchase order in canonical form, whatever channel it came from."""
 
     order_id: Ident = Field(min_length=1)
@@ -240,14 +259,14 @@ class Order(_Model):
     cancel_after: date | None = None
     carrier_routing: Text | None = Field(None, description="TD5 routing / carrier request")
     payment_terms: Text | None = None
-    references: dict[str, str] = Field(default_factory=dict)
-    contacts: list[str] = Field(default_factory=list)
+    references: dict[Text, Text] = Field(default_factory=dict)
+    contacts: list[Text] = Field(default_factory=list)
     charges: list[Charge] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
+    notes: list[Text] = Field(default_factory=list)
     lines: list[OrderLine] = Field(min_length=1)
     declared_line_count: int | None = Field(None, ge=0, le=MAX_INT, description="CTT01 as sent")
     provenance: Provenance
-    confidence: dict[str, Confidence] = Field(default_factory=dict)
+    confidence: dict[Text, Confidence] = Field(default_factory=dict)
 
     @field_validator("currency", mode="before")
     @classmethod
