@@ -161,7 +161,8 @@ def test_dashboard_shows_the_kpi_tables(day, api_server, browser):
         if value:
             shown[c.get_attribute("data-kpi")] = float(value)
     assert shown and all(shown[k] == pytest.approx(latest[k]) for k in shown)
-    assert shown["first_pass_release_rate"] == pytest.approx(1.0)
+    # the day has holds: they count against the first-pass release rate
+    assert 0 < shown["first_pass_release_rate"] < 1
     # four charts, each with marks carrying numbers
     assert page.locator("svg[data-chart]").count() == 4
     mix = {
