@@ -22,8 +22,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_MEASURE = """
-import resource, sys, time
+_PEAK = """
+def peak():  # this process's own peak RSS in MiB (ru_maxrss would count the forking parent's)
+    line = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+"""
+_MEASURE = (
+    _PEAK
+    + """
+import sys, time
 from orderflow.channels.x12 import X12Stream, TransactionResult, parse
 mode, path = sys.argv[1], sys.argv[2]
 data = open(path, "rb").read()
@@ -42,12 +49,15 @@ else:
             orders += ev.order is not None
     codes.update(e.code for e in s.result.errors)
 dt = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = peak()
 print(f"{len(data) / 2**20 / dt:.1f}\\t{rss:.0f}\\t{orders}\\t{sets}\\t{dt:.2f}\\t{','.join(sorted(codes)) or '-'}")
 """
+)
 
-_INTAKE = """
-import resource, sys, time
+_INTAKE = (
+    _PEAK
+    + """
+import sys, time
 from pathlib import Path
 from orderflow.store import db, migrations
 from orderflow.intake import drops
@@ -56,16 +66,17 @@ migrations.upgrade(url)
 db.use_url(url)
 conn = db.connect()
 size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak()
 t0 = time.perf_counter()
 st = drops.ingest_folder(conn, root, "edi")
 dt = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = peak()
 outcome = ",".join(f"{k}={v}" for k, v in st.outcomes.items())
 lines = conn.execute("SELECT count(*) FROM orderflow.order_line").fetchone()[0]
 acks = conn.execute("SELECT count(*) FROM orderflow.outbox").fetchone()[0]
 print(f"{size / 2**20 / dt:.1f}\\t{rss:.0f}\\t{st.orders}\\t{lines}\\t{dt:.2f}\\t{outcome} acks={acks} (RSS before intake {base:.0f} MiB)")
 """
+)
 
 
 def _write(path: Path, target: int, lines_per_po: int | None) -> None:
