@@ -156,7 +156,7 @@ def test_failed_transaction_rolls_back_everything(store):
             store, "inventory_position", ("item_id", "dc_id", "on_hand"), [("RB-1", "DC1", 10)]
         )
         store.execute(
-            "UPDATE orderflow.inventory_position SET allocated = 11 WHERE item_id = 'RB-1'"
+            "UPDATE orderflow.inventory_position SET allocated = -1 WHERE item_id = 'RB-1'"
         )
     assert (
         store.execute(
