@@ -209,6 +209,11 @@ class Distributor:
             }
             for r in world["inventory"]
         }
+        #: where each position started: the WMS's receiving tops low positions up toward it
+        self._initial_on_hand = {k: v["on_hand"] for k, v in self.inventory.items()}
+        #: inbound deliveries are received through this day (see _receive)
+        self._receipts_through: str = str(world.get("business_date") or "")
+        self.received_units = 0.0
         self.reservations: dict[str, dict] = {}
         self.releases: dict[str, dict] = {}
         self.erp_orders: dict[str, dict] = {}
@@ -319,6 +324,8 @@ class Distributor:
         heapq.heapify(self._schedule)
         self._next_seq = self.store.meta("seq", 1)
         self._ack_controls = self.store.meta("ack_controls", {})
+        self._receipts_through = self.store.meta("receipts_through", self._receipts_through)
+        self.received_units = self.store.meta("received_units", 0.0)
         self._origin = self.store.meta("origin", self._origin)
         clock = self.store.meta("clock")
         if clock:  # continue at the last time it could have shown, at its speed
@@ -385,7 +392,12 @@ class Distributor:
                 )
         meta = dict(meta or {})
         if self._meta_dirty:
-            meta.update(seq=self._next_seq, ack_controls=self._ack_controls)
+            meta.update(
+                seq=self._next_seq,
+                ack_controls=self._ack_controls,
+                receipts_through=self._receipts_through,
+                received_units=self.received_units,
+            )
         if self.store is not None:
             self.store.write(upserts, deletes, meta)
         self._dirty.clear()
@@ -761,6 +773,7 @@ class Distributor:
     def _materialise(self) -> None:
         """Move scheduled events whose time has come into the feeds (and react to them)."""
         now = self.now()
+        self._receive_due(now)
         while self._schedule and self._schedule[0].at <= now:
             item = heapq.heappop(self._schedule)
             del self._pending[item.seq]
@@ -775,6 +788,38 @@ class Distributor:
                 event["seq"] = len(self.tracking) + 1
                 self._mark("tracking", len(self.tracking))
                 self.tracking.append(event)
+
+    def _receive_due(self, now: datetime) -> None:
+        """Inbound deliveries: every day at 06:00 (simulated, UTC) after the first business
+        day, each DC receives stock for the positions running low."""
+        if not self._receipts_through:
+            return
+        day = datetime.fromisoformat(self._receipts_through).date() + timedelta(days=1)
+        while datetime(day.year, day.month, day.day, 6, tzinfo=UTC) <= now:
+            self._receive(day)
+            self._receipts_through = day.isoformat()
+            self._meta_dirty = True
+            day += timedelta(days=1)
+
+    def _receive(self, day) -> None:
+        """One day's receipts: a position whose free stock fell under a quarter of where it
+        started (at least 40 units) is topped back up to that level — on about half of the
+        days, as suppliers deliver (seeded per day, item and DC)."""
+        at = _iso(datetime(day.year, day.month, day.day, 6, tzinfo=UTC))
+        seed = self.world_meta.get("seed")
+        for key in sorted(self.inventory):
+            pos = self.inventory[key]
+            target = max(self._initial_on_hand.get(key, 0.0), 40.0)
+            free = pos["on_hand"] - pos["reserved"]
+            if free >= 0.25 * target:
+                continue
+            if random.Random(f"{seed}:receipt:{day}:{key[0]}:{key[1]}").random() >= 0.5:
+                continue
+            qty = float(round(target - free))
+            pos["on_hand"] += qty
+            pos["updated_at"] = at
+            self.received_units += qty
+            self._mark("inventory", key)
 
     def _apply_wms(self, event: dict, at: datetime) -> None:
         release = self.releases[event["release_id"]]
@@ -1160,6 +1205,8 @@ class Distributor:
                 "mail": self._mail_counts(),
                 "portal_webhooks": len(self.webhooks),
                 "pending_events": len(self._schedule),
+                "received_units": self.received_units,
+                "receipts_through": self._receipts_through,
                 "state_file": str(self.store.path) if self.store else None,
                 "resumed": self.resumed,
             }
