@@ -300,23 +300,22 @@ class ElementError:
     message: str
 
 
-def _digits(v: str) -> int:
-    return sum(1 for c in v if "0" <= c <= "9")
-
-
-def check_value(el: El, v: str, version: str = "") -> tuple[str, str] | None:
-    """(AK403 code, what is wrong) for the value ``v`` (already stripped), or None."""
+def check_value(
+    el: El, v: str, version: str = "", *, controls: bool = True
+) -> tuple[str, str] | None:
+    """(AK403 code, what is wrong) for the value ``v`` (already stripped), or None.
+    ``controls=False``: the caller knows ``v`` has no control character."""
     t = el.type
-    if _CONTROL.search(v):
+    if controls and _CONTROL.search(v):
         return "6", "contains a control character"
     if t in ("N0", "N2"):
         if _SIGNED_INT.fullmatch(v) is None:
             return "6", "is not a whole number of ASCII digits"
-        n = _digits(v)
+        n = len(v) - (v[0] == "-")  # digits only, after the optional sign
     elif t == "R":
         if _DECIMAL.fullmatch(v) is None:
             return "6", "is not a decimal number of ASCII digits"
-        n = _digits(v)
+        n = len(v) - (v[0] == "-") - ("." in v)  # digits, a sign and at most one point
     elif t == "DT":
         if len(v) not in (6, 8) or x12_date(v) is None:
             return "8", "is not a valid date (CCYYMMDD)"
@@ -346,13 +345,17 @@ def check_segment(elements: list[str]) -> list[ElementError]:
         return []
     out: list[ElementError] = []
     tag = elements[0]
+    n = len(elements)
+    # one search over the segment instead of one per element (elements never hold "*"
+    # as a separator here: any join character outside the control range would do)
+    controls = _CONTROL.search("|".join(elements)) is not None
     for i, el in enumerate(defs, start=1):
-        v = elements[i].strip(" ") if i < len(elements) else ""
+        v = elements[i].strip(" ") if i < n else ""
         if not v:
             if el.required:
                 out.append(ElementError(i, el.ref, "1", "", f"{tag}{i:02d} is required"))
             continue
-        bad = check_value(el, v)
+        bad = check_value(el, v, controls=controls)
         if bad is not None:
             code, what = bad
             shown = v if len(v) <= 40 else f"{v[:40]}… ({len(v):,} characters)"
