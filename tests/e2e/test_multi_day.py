@@ -6,7 +6,8 @@ as on its hourly schedule), ``order_processing`` and ``fulfilment_events`` run a
 At the end, for every item × DC: our on-hand and what the WMS holds for releases equal the
 WMS's own numbers; ``allocated`` equals its definition; what we hold as released and not yet
 shipped equals what the WMS holds for our releases; no sync failed; and every order is in a
-state with a reason.
+state with a reason; the WMS received stock over the days and lines waiting for it were
+filled as backorder releases that went out like any order.
 """
 
 from __future__ import annotations
@@ -148,3 +149,25 @@ def test_every_order_is_in_a_state_with_a_reason(days):
         """
     ).fetchall()
     assert waiting == [], (by_status, waiting[:20])
+
+
+def test_backorders_are_filled_when_stock_arrives(days):
+    conn, sandbox = days
+    assert sandbox.client.get("/admin/state").json()["received_units"] > 0
+    children = conn.execute(
+        'SELECT order_id, parent_order_id, status FROM orderflow."order" '
+        "WHERE parent_order_id IS NOT NULL"
+    ).fetchall()
+    assert children, "no backordered line was filled over three days"
+    # each went out like any order (released or further), and its parent's line gave way
+    assert {s for _, _, s in children} <= {
+        "RELEASED",
+        "PICKED",
+        "SHIPPED",
+        "DELIVERED",
+        "INVOICED",
+    }, children
+    filled = conn.execute(
+        "SELECT count(*) FROM orderflow.order_line WHERE status = 'BACKORDER_FILLED'"
+    ).fetchone()[0]
+    assert filled >= 1
