@@ -20,8 +20,8 @@ Decisions that the entries below apply (also in the report and the module docstr
    the separators are counted, and "E" tells the partner not to resend.
 2. Envelope count or control-number mismatches reject the envelope they belong to (TA1 R /
    AK9 R / AK5 R): data may have been lost, so the partner must resend.
-3. Transaction sets other than 850 (855, 856, 810, 860, 940) are rejected with AK5 R 1
-   "not supported": the EDI channel takes purchase orders. 997s are read as acknowledgments
+3. Transaction sets other than 850 and 860 (855, 856, 810, 940) are rejected with AK5 R 1
+   "not supported": the EDI channel takes purchase orders and their changes. 997s are read as acknowledgments
    of our outbound documents and are never acknowledged themselves.
 4. CTT01 ≠ number of PO1 segments and X12 syntax notes broken in segments we read (PO1
    product id pairs, PO4, N1) are noted (AK5 E); the order is created.
@@ -233,14 +233,16 @@ EXPECTED: dict[str, dict[str, Any]] = {
     ),
     "oopfactory__850_Example1_PGWGlass.txt": X(
         accepted=True,
-        orders=1,
-        lines=4,
+        orders=0,
+        lines=0,
+        changes=[("replace", 4)],
         errors=[],
         ta1=[None],
         ak9=["A"],
         sets="A",
         why="BOM, CRLF, indentation, '|' terminator and '~' component separator; BEG01 05 "
-        "(replace); CTT*4 agrees.",
+        "(replace): a change replacing the order S41000439 with its 4 lines, not a new "
+        "order; CTT*4 agrees.",
     ),
     "oopfactory__850_Example2_Adobe_TLP.txt": X(
         accepted=True,
@@ -323,13 +325,21 @@ EXPECTED: dict[str, dict[str, Any]] = {
         accepted=False,
         orders=0,
         lines=0,
-        errors=["x12.isa_padding", "x12.se_count_mismatch", UNSUPPORTED],
+        errors=[
+            "x12.element_invalid",
+            "x12.element_invalid",
+            "x12.element_invalid",
+            "x12.isa_padding",
+            "x12.se_count_mismatch",
+        ],
+        changes=[],
         ta1=[("E", "006")],
         ak9=["R"],
         sets="R",
         why="Short ISA06 (decision 1) and a missing '~' after N1*BY: N1 and N3 run together, "
-        "so SE01 10 ≠ 9 segments counted (AK5 R 4; the message names the likely cause). An "
-        "860 change is not supported yet either.",
+        "so SE01 10 ≠ 9 segments counted (AK5 R 4; the message names the likely cause). The "
+        "860 is read (po860): BCH06 is the placeholder 'PO DATE', not a date (AK4 8), and the "
+        "run-together N1 has N105/N106 too long (AK4 5).",
     ),
     "oopfactory__TA1_TechnicalAcknowledgment_SampleFromJeffN825.txt": X(
         accepted=True,

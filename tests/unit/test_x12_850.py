@@ -183,12 +183,21 @@ def test_same_document_same_order_id():
 
 @pytest.mark.parametrize(
     ("code", "purpose"),
-    [("00", "original"), ("01", "cancel"), ("05", "replace"), ("06", "confirmation")],
+    [("00", "original"), ("06", "confirmation"), ("07", "original")],
 )
 def test_purpose(code, purpose):
     _, t = parsed(FULL.replace("BEG*00*", f"BEG*{code}*"))
 
-    assert t.order.purpose == purpose
+    assert t.order.purpose == purpose and t.change is None
+
+
+@pytest.mark.parametrize(("code", "kind"), [("01", "cancel"), ("03", "cancel"), ("05", "replace")])
+def test_change_purposes_are_changes_not_orders(code, kind):
+    _, t = parsed(FULL.replace("BEG*00*", f"BEG*{code}*"))
+
+    assert t.order is None and t.change.kind == kind
+    if kind == "replace":
+        assert t.change.replacement.purpose == "replace"
 
 
 def test_six_digit_dates_in_version_003010():

@@ -30,9 +30,10 @@ def _outcome_is_specific(data: bytes) -> None:
             codes or not result.interchanges or any(not t.accepted for t in result.transactions)
         ), "a file not accepted must say why"
     for t in result.transactions:
-        if t.accepted and t.set_id == "850":
-            assert t.order is not None
-            Order.model_validate(t.order.model_dump())  # the model accepts what it produced
+        if t.accepted and t.set_id == "850":  # an order, or (BEG01 01/03/04/05) a change
+            assert (t.order is None) != (t.change is None)
+            if t.order is not None:
+                Order.model_validate(t.order.model_dump())  # the model accepts what it produced
         if t.ack_code == "R":
             assert t.order is None and t.ak5_codes
     for ack in result.acknowledgments:

@@ -20,6 +20,7 @@ from orderflow.domain.models import (
     Ident,
     LineNo,
     Order,
+    ProductId,
     Quantity,
     Text,
     UnitPrice,
@@ -50,6 +51,11 @@ class LineChange(BaseModel):
     item_id: Ident | None = None  # add: our item when the channel knows it
     customer_part_number: Ident | None = None
     description: Text | None = None
+    #: the sender's id of the line (860 POC01 = the 850's PO101, i.e.
+    #: ``OrderLine.source_line_id``); ``line_no`` is that number when it is one
+    source_line_id: Ident | None = None
+    #: product ids as sent (860 POC08/09 …): to identify an added line, or check a changed one
+    product_ids: list[ProductId] = Field(default_factory=list)
 
 
 class OrderChange(BaseModel):

@@ -13,6 +13,7 @@ from .ack import build_997, build_ta1, read_997
 from .elements import x12_date
 from .findings import Finding
 from .po850 import MapContext, Mapper850
+from .po860 import Mapper860
 from .reader import RawInterchange, decode, iter_interchanges, not_x12
 from .results import (
     GroupResult,
@@ -26,7 +27,8 @@ from .validate import GroupWork, InterchangeWork, TxnWork, functional_id_ok, wal
 MAX_BYTES = 64 * 1024 * 1024
 """Larger files are quarantined unread: a day of 5,000 orders is ~10 MB of X12."""
 
-SUPPORTED = {"850": "purchase order"}
+SUPPORTED = {"850": "purchase order", "860": "purchase order change request"}
+_MAPPERS = {"850": Mapper850, "860": Mapper860}
 
 
 @dataclass(slots=True)
@@ -155,12 +157,12 @@ class X12Stream:
         result = self.result
         received_at = self._received_at
         work = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
-        mappers: dict[int, Mapper850] = {}
+        mappers: dict[int, Mapper850 | Mapper860] = {}
 
         def on_st(g: GroupWork, t: TxnWork) -> None:
             if t.set_id == "997" and g.el(1) in ("FA", ""):
                 return  # read whole by read_997
-            if t.set_id == "850" and functional_id_ok(g, t.set_id):
+            if t.set_id in _MAPPERS and functional_id_ok(g, t.set_id):
                 ctx = MapContext(
                     partner_id=result.partner_id,
                     sender_id=raw.isa.el(6),
@@ -171,7 +173,7 @@ class X12Stream:
                     received_at=received_at,
                     document_sha256=result.document_sha256,
                 )
-                m = Mapper850(t, ctx)
+                m = _MAPPERS[t.set_id](t, ctx)
                 mappers[id(t)] = m
                 t.sink = m.feed
             else:
@@ -281,6 +283,7 @@ def parse(
                     for tr in g.transactions:
                         tr.accepted = False
                         tr.order = None
+                        tr.change = None
     if stream.failed:
         result.interchanges = []
     return result
@@ -398,13 +401,16 @@ def _group(g: GroupWork, sets: list[SetAck]) -> GroupResult:
     )
 
 
-def _transaction(t: TxnWork, g: GroupWork, mapper: Mapper850 | None) -> TransactionResult:
+def _transaction(
+    t: TxnWork, g: GroupWork, mapper: Mapper850 | Mapper860 | None
+) -> TransactionResult:
     findings = list(t.findings)
-    order = po_number = ack = None
+    order = po_number = ack = change = None
     if any(f.code == "x12.functional_group_mismatch" for f in findings):
         pass  # in the wrong kind of group: not read as what it claims to be
-    elif t.set_id == "850" and mapper is not None:
+    elif t.set_id in _MAPPERS and mapper is not None:
         order, po_number, more = mapper.result()
+        change = mapper.change
         findings += more
     elif t.set_id == "997" and g.el(1) in ("FA", ""):
         ack, more = read_997(t)
@@ -417,7 +423,7 @@ def _transaction(t: TxnWork, g: GroupWork, mapper: Mapper850 | None) -> Transact
                 "x12.unsupported_transaction",
                 f"Transaction set {t.set_id}{f' ({what})' if what else ''}, ST {t.control}, is "
                 "not one OrderFlow takes from partners: the EDI channel reads 850 purchase "
-                "orders (and 997 acknowledgments).",
+                "orders, 860 purchase order changes (and 997 acknowledgments).",
                 where=t.where(),
                 action="Rejected in our 997 (AK5 R 1). If the partner sent it to the wrong "
                 "address, tell them.",
@@ -443,6 +449,7 @@ def _transaction(t: TxnWork, g: GroupWork, mapper: Mapper850 | None) -> Transact
         errors=[f.error() for f in findings],
         po_number=po_number,
         order=order if accepted else None,
+        change=change if accepted else None,
         acknowledgment=ack,
     )
 

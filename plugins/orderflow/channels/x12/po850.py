@@ -23,6 +23,7 @@ qualifier/value pair), PID, PO4 (→ ``pack``), line DTM, CTT.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -30,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 
 from pydantic import ValidationError
 
+from orderflow.domain.changes import ChangeKind, OrderChange
 from orderflow.domain.models import (
     Address,
     Channel,
@@ -61,6 +63,10 @@ _PURPOSE = {
     "05": "replace",
     "06": "confirmation",
 }
+#: BEG01 codes that are a change to an order sent before, not a new order: the set maps to
+#: an :class:`OrderChange` (``TransactionResult.change``), never to a second order
+CHANGE_PURPOSES = {"01": ChangeKind.CANCEL, "03": ChangeKind.CANCEL}
+CHANGE_PURPOSES |= {"04": ChangeKind.REPLACE, "05": ChangeKind.REPLACE}
 _DELIVERY = ("002", "106", "996", "074", "077", "064", "071")
 _SHIP = ("010", "037", "118", "068")
 _CANCEL = ("001", "177")
@@ -183,6 +189,8 @@ class _Mapper:
         self.party: _Party | None = None
         self.n9: Segment | None = None
         self._line_now: _Line = None  # type: ignore[assignment]  # the open PO1 loop
+        self.change: OrderChange | None = None  # BEG01 01/03 cancel, 04/05 replace
+        self.digest: str | None = None  # sha256 of the body, for a change (its reference)
 
     # -------------------------------------------------------------- findings helpers
     def _finding(
@@ -400,7 +408,10 @@ class _Mapper:
             order_lines: list[OrderLine] = []
         else:
             order_lines = self._lines(lines, charges)
-        if not self.n_lines:
+        kind = CHANGE_PURPOSES.get(beg.el(1)) if beg is not None else None
+        if kind is ChangeKind.CANCEL:  # a cancellation needs no lines (sent ones are ignored)
+            pass
+        elif not self.n_lines:
             anchor = ctt or t.se or self.last or t.st
             self._finding(
                 anchor,
@@ -440,6 +451,17 @@ class _Mapper:
 
         if self._rejected() or beg is None or not po_number:
             return None, po_number
+        ctx = self.ctx
+        if kind is ChangeKind.CANCEL:
+            self.change = OrderChange(
+                kind=kind,
+                po_number=po_number,
+                channel=Channel.EDI,
+                partner_id=ctx.partner_id or ctx.sender_id,
+                reference=self._reference(beg),
+                reason="; ".join(self.notes) or f"850 BEG01 {beg.el(1)} (cancellation)",
+            )
+            return None, po_number
 
         buyer = ship_to = bill_to = None
         for p in parties:
@@ -475,7 +497,6 @@ class _Mapper:
             refs.setdefault("RE", beg.el(4))
         if beg.el(6):
             refs.setdefault("CT", beg.el(6))
-        ctx = self.ctx
         try:
             order = Order(
                 order_id=order_id_for(
@@ -528,7 +549,24 @@ class _Mapper:
                 )
             )
             return None, po_number
+        if kind is ChangeKind.REPLACE:  # the whole order again: it replaces the one we have
+            self.change = OrderChange(
+                kind=kind,
+                po_number=po_number,
+                channel=Channel.EDI,
+                partner_id=ctx.partner_id or ctx.sender_id,
+                reference=self._reference(beg),
+                reason=f"850 BEG01 {beg.el(1)} (replace)",
+                replacement=order,
+            )
+            return None, po_number
         return order, po_number
+
+    def _reference(self, beg: Segment) -> str:
+        """The change's id: the partner's 850 has none, so its purpose code and the digest of
+        its body (ST..SE exclusive) stand in: the same change re-sent in a new envelope has
+        the same reference (stored once), a different one has another."""
+        return f"850-{beg.el(1)}:{(self.digest or '')[:32]}"
 
     def _rejected(self) -> bool:
         return any(f.severity == "reject" for f in self.findings)
@@ -1018,15 +1056,27 @@ class Mapper850:
     what the order needs is kept (its PO1 loops up to the X12 maximum; past it lines are
     counted, never mapped)."""
 
-    __slots__ = ("_failed", "_m")
+    __slots__ = ("_failed", "_hash", "_m")
 
     def __init__(self, t: TxnWork, ctx: MapContext) -> None:
         if ctx.received_at is not None and ctx.received_at.tzinfo is None:
             ctx.received_at = ctx.received_at.replace(tzinfo=UTC)
         self._m = _Mapper(t, ctx)
         self._failed: ValidationError | None = None
+        self._hash = None  # started at a BEG that is a change (only changes need a digest)
+
+    @property
+    def change(self) -> OrderChange | None:
+        """The change the set carries (BEG01 01/03 cancel, 04/05 replace), after
+        :meth:`result`; None for an original order or a rejected set."""
+        return self._m.change
 
     def feed(self, seg: Segment) -> None:
+        if self._hash is None and seg.tag == "BEG" and seg.el(1) in CHANGE_PURPOSES:
+            self._hash = hashlib.sha256()
+        if self._hash is not None:
+            self._hash.update("\x1f".join(e.strip() for e in seg.elements).encode())
+            self._hash.update(b"\x1e")
         if self._failed is not None:  # a model refused a value: only the BEG is still looked for
             if seg.tag == "BEG" and self._m.first_beg is None:
                 self._m.first_beg = seg
@@ -1040,6 +1090,8 @@ class Mapper850:
         m = self._m
         t = m.t
         exc = self._failed
+        if self._hash is not None:
+            m.digest = self._hash.hexdigest()
         if exc is None:
             try:
                 order, po_number = m.finish()

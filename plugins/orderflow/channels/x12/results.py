@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orderflow.domain.changes import OrderChange
 from orderflow.domain.models import IntakeError, Order
 
 AckCode = Literal["A", "E", "R"]
@@ -94,8 +95,15 @@ class TransactionResult(_Result):
     ak5_codes: list[str] = Field(default_factory=list, description="AK502..: reasons for E/R")
     segment_notes: list[SegmentNote] = Field(default_factory=list)
     errors: list[IntakeError] = Field(default_factory=list)
-    po_number: str | None = Field(None, description="BEG03, also when the set was rejected")
+    po_number: str | None = Field(
+        None, description="BEG03 (850) / BCH03 (860), also when the set was rejected"
+    )
     order: Order | None = None
+    change: OrderChange | None = Field(
+        None,
+        description="a change to an order sent before: 850 BEG01 01/03 (cancel) or 04/05 "
+        "(replace, ``order`` stays None), 860 (cancel or line changes)",
+    )
     acknowledgment: AckReceived | None = Field(None, description="for a received 997")
 
 
@@ -174,6 +182,10 @@ class X12Result(_Result):
     @property
     def orders(self) -> list[Order]:
         return [t.order for t in self.transactions if t.order is not None]
+
+    @property
+    def changes(self) -> list[OrderChange]:
+        return [t.change for t in self.transactions if t.change is not None]
 
     @property
     def accepted(self) -> bool:

@@ -450,15 +450,15 @@ def _check_group(ic: InterchangeWork, g: GroupWork) -> None:
 
 
 def functional_id_ok(g: GroupWork, set_id: str) -> bool:
-    """False when an 850 or 997 sits in a group of another kind (see below)."""
-    expected = FUNCTIONAL_ID.get(set_id) if set_id in ("850", "997") else None
+    """False when an 850, 860 or 997 sits in a group of another kind (see below)."""
+    expected = FUNCTIONAL_ID.get(set_id) if set_id in ("850", "860", "997") else None
     return g.gs is None or expected is None or g.el(1) == expected
 
 
 def _check_functional_id(g: GroupWork, t: TxnWork) -> None:
     """A set OrderFlow reads (850, 997) must sit in its own kind of group; other sets are
     rejected as not supported anyway."""
-    expected = FUNCTIONAL_ID.get(t.set_id) if t.set_id in ("850", "997") else None
+    expected = FUNCTIONAL_ID.get(t.set_id) if t.set_id in ("850", "860", "997") else None
     if g.gs is None or expected is None or g.el(1) == expected:
         return
     t.findings.append(
