@@ -3,7 +3,8 @@
 The portal knows the customer and the ship-to (the buyer is logged in), so orders arrive
 with ``customer_id``; lines carry the customer's part numbers or our ids as typed.
 
-One feed item is one message and one order; whatever is wrong with it (not JSON, a missing
+One feed item is one message and one order — or one change to an order sent before
+(``"type": "cancel"`` / ``"change"``, :func:`parse_change`); whatever is wrong with it (not JSON, a missing
 field, a value outside the store's bounds — quantity scale, price size, NUL characters, a
 currency that is not three letters, a repeated line number) is a ``portal.invalid`` error
 naming the field, never an exception. Free text a spreadsheet would evaluate is stored with
@@ -14,9 +15,18 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
+from orderflow.domain.changes import ChangeKind, LineChange, LineChangeKind, OrderChange
 from orderflow.domain.models import (
     Address,
     Channel,
@@ -81,6 +91,98 @@ class _PortalItem(_Feed):
     client_request_id: Ident = Field(min_length=1)
     submitted_at: datetime | None = None
     order: _PortalOrder
+
+
+class _PortalLineChange(_Feed):
+    model_config = ConfigDict(extra="ignore")
+    line_no: LineNo
+    action: Literal["add", "delete", "quantity", "price", "quantity_and_price"]
+    quantity: Quantity | None = None
+    unit_price: UnitPrice | None = None
+    uom: Code | None = None
+    customer_part_number: Ident | None = None
+    description: Text | None = None
+
+
+class _PortalChange(_Feed):
+    """A change item: ``{"type": "cancel" | "change", "client_request_id" (or
+    "request_id"), "customer_id", "po_number", "reason", "lines": [{"line_no", "action":
+    add|delete|quantity|price|quantity_and_price, "quantity", "unit_price", "uom",
+    "customer_part_number", "description"}]}``."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["cancel", "change"]
+    client_request_id: Ident = Field(
+        min_length=1, validation_alias=AliasChoices("client_request_id", "request_id")
+    )
+    submitted_at: datetime | None = None
+    customer_id: Ident = Field(min_length=1)
+    po_number: Ident = Field(min_length=1)
+    reason: Text | None = None
+    lines: list[_PortalLineChange] = Field(default_factory=list)
+
+
+def is_change(item: dict) -> bool:
+    """A feed item that changes an order sent before (not a new order)."""
+    return isinstance(item, dict) and item.get("type") in ("cancel", "change")
+
+
+def parse_change(
+    raw: bytes, *, partner_id: str = "portal"
+) -> tuple[OrderChange | None, list[IntakeError]]:
+    """One portal change item (its JSON bytes) → an :class:`OrderChange`, or the errors."""
+    try:
+        item = _PortalChange.model_validate_json(raw)
+        if item.type == "change" and not item.lines:
+            return None, [
+                IntakeError(
+                    code="portal.invalid",
+                    message="lines: a change item must say which lines change",
+                    where="lines",
+                    action="Check the portal feed item; replay after it is fixed.",
+                )
+            ]
+        lines = [
+            LineChange(
+                line_no=ln.line_no,
+                kind=LineChangeKind(ln.action),
+                quantity=ln.quantity,
+                unit_price=ln.unit_price,
+                uom=ln.uom.upper() if ln.uom else None,
+                customer_part_number=ln.customer_part_number,
+                description=spreadsheet_safe(ln.description) if ln.description else None,
+            )
+            for ln in item.lines
+        ]
+        return OrderChange(
+            kind=ChangeKind.CANCEL if item.type == "cancel" else ChangeKind.CHANGE,
+            po_number=item.po_number,
+            channel=Channel.PORTAL,
+            partner_id=partner_id,
+            customer_id=item.customer_id,
+            reference=item.client_request_id,
+            reason=spreadsheet_safe(item.reason) if item.reason else None,
+            lines=lines if item.type == "change" else [],
+        ), []
+    except ValidationError as exc:
+        return None, [
+            IntakeError(
+                code="portal.not_json" if err["type"] == "json_invalid" else "portal.invalid",
+                message=f"{_loc(err['loc']) or 'change'}: {err['msg']}",
+                where=_loc(err["loc"]) or "change",
+                action="Ask the customer to correct and resubmit the change in the portal, "
+                "then replay this message.",
+            )
+            for err in exc.errors(include_url=False, include_input=False)[:20]
+        ]
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return None, [
+            IntakeError(
+                code="portal.not_json",
+                message=f"not a JSON object: {type(exc).__name__}: {str(exc)[:200]}",
+                action="Check the portal feed; replay after it is fixed.",
+            )
+        ]
 
 
 def parse_item(

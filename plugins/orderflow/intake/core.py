@@ -6,6 +6,11 @@
    quarantine error, so one bad message cannot crash a batch).
 3. One transaction decides the outcome: quarantined (errors, no orders), duplicate (of an
    earlier message or of orders already received), or orders created (+ RECEIVED events).
+   A message that carries customer changes (X12 850 BEG01 01/03/04/05, X12 860, portal
+   cancel/change items) stores each, for the order it names, in ``order_change`` (pending;
+   ``orderflow.changes`` applies it by the order's state): outcome ``change_received``. A
+   change never creates an order; one for a PO we do not have is quarantined
+   (``intake.change_for_unknown_po``); the same change delivered again is stored once.
 
 A message already decided (a rerun of the same delivery) returns its earlier outcome.
 """
@@ -17,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orderflow.domain.changes import ChangeKind, OrderChange
 from orderflow.domain.models import IntakeError, Order
 from orderflow.store import db, intake
 
@@ -41,6 +47,8 @@ class ParseResult:
     holds: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
     #: functional acknowledgments (997) the partner sent about our documents
     acknowledgments: list[dict[str, Any]] = field(default_factory=list)
+    #: customer changes to orders received before (stored in order_change, never orders)
+    changes: list[OrderChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ def _decide_in(
     mid = stored.message_id
     if not result.orders and result.acknowledgments and not result.errors:
         return _acknowledgment(conn, mid, partner_id, result)
-    if not result.orders:
+    if not result.orders and not result.changes:
         intake.set_outcome(
             conn,
             mid,
@@ -275,6 +283,13 @@ def _decide_in(
         )
         return Outcome(mid, "duplicate", duplicate_of=earlier)
 
+    if result.changes and not result.orders:
+        done = _Changes()
+        done.store(conn, mid, partner_id, result.changes)
+        return _changes_outcome(conn, mid, result, done)
+    changes_done = None
+    if result.changes:
+        changes_done = _Changes()
     orders, repeat_errors, repeats = _one_per_po(result.orders)
     known = intake.existing_orders_by_po(
         conn, [(o.customer_id, partner_id, o.po_number) for o in orders]
@@ -286,6 +301,12 @@ def _decide_in(
             fresh.append(o)
         else:
             dup_orders[o.po_number] = original_order
+    if not fresh and changes_done is not None:  # repeated orders and changes: the changes decide
+        changes_done.store(conn, mid, partner_id, result.changes)
+        if changes_done.stored or changes_done.errors:
+            result.details["duplicate_orders"] = dup_orders
+            return _changes_outcome(conn, mid, result, changes_done)
+        changes_done = None
     if not fresh:
         first = next(iter(dup_orders.values()))
         original = conn.execute(
@@ -317,6 +338,10 @@ def _decide_in(
     created, refused = _insert_isolated(conn, fresh, mid, actor_id, run)
     errors = [*result.errors, *repeat_errors, *refused]
     details = dict(result.details)
+    if changes_done is not None:  # after the orders: a change may be for one of them
+        changes_done.store(conn, mid, partner_id, result.changes)
+        errors += changes_done.errors
+        details |= changes_done.details()
     if dup_orders:
         details["duplicate_orders"] = dup_orders
     if repeats:
@@ -339,6 +364,145 @@ def _decide_in(
     )
     _queue_acks(conn, result)
     return Outcome(mid, "orders_created", tuple(created), tuple(errors))
+
+
+# ------------------------------------------------------------------------------ changes
+def change_source(change: OrderChange) -> str:
+    """``order_change.source`` for a change: x12_850_cancel, x12_850_replace, x12_860,
+    portal, inside_sales."""
+    ref = change.reference or ""
+    if change.channel == "edi":
+        if ref.startswith("860"):
+            return "x12_860"
+        return "x12_850_cancel" if change.kind is ChangeKind.CANCEL else "x12_850_replace"
+    if change.requested_by and change.channel != "portal":
+        return "inside_sales"
+    return str(change.channel)
+
+
+class _Changes:
+    """The changes of one message (or one scope of a streamed one), stored as they come:
+    each for the order its (customer or partner, PO) names, under its own savepoint."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[int]] = {}  # order id -> change ids
+        self.repeats: dict[str, int] = {}  # reference -> earlier message id
+        self.errors: list[IntakeError] = []
+        self.count = 0
+
+    def merge(self, inner: _Changes) -> None:
+        for k, v in inner.stored.items():
+            self.stored.setdefault(k, []).extend(v)
+        self.repeats |= inner.repeats
+        self.errors += inner.errors
+        self.count += inner.count
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.stored:
+            out["changes"] = self.stored
+        if self.repeats:
+            out["repeated_changes"] = self.repeats
+        return out
+
+    def store(self, conn, mid: int, partner_id: str | None, changes: list[OrderChange]) -> None:
+        if not changes:
+            return
+        self.count += len(changes)
+        keys = [(c.customer_id, c.partner_id or partner_id, c.po_number) for c in changes]
+        known = intake.existing_orders_by_po(conn, keys)
+        for c, key in zip(changes, keys, strict=True):
+            source = change_source(c)
+            what = f"{c.kind.value} of PO {c.po_number}"
+            where = f"PO {c.po_number} / change {c.reference or '?'} ({source})"
+            order_id = known.get(key)
+            if order_id is None:
+                who = f"customer {c.customer_id}" if c.customer_id else f"partner {key[1]}"
+                self.errors.append(
+                    IntakeError(
+                        code="intake.change_for_unknown_po",
+                        message=f"a {what} ({source}) arrived, but OrderFlow has no order "
+                        f"with PO {c.po_number} from {who}: nothing was changed and no order "
+                        "was created",
+                        where=where,
+                        action="Check the PO number with the customer (a typo, or the "
+                        "original order never reached us: look for it with `orderflow intake "
+                        "quarantined`); once the original order is in, replay this message "
+                        "(`orderflow intake replay`).",
+                    )
+                )
+                continue
+            try:
+                with conn.transaction():
+                    got = intake.insert_change(
+                        conn, order_id=order_id, message_id=mid, source=source, change=c
+                    )
+            except Exception as exc:
+                if conn.closed or conn.broken:
+                    raise
+                log.warning("message %s: change refused by the store (%s)", mid, _sqlstate(exc))
+                self.errors.append(
+                    IntakeError(
+                        code="intake.change_refused_by_store",
+                        message=f"the {what} could not be stored: {_describe(exc)}",
+                        where=where,
+                        action="Report to the OrderFlow data team; replay the message after "
+                        "the fix.",
+                    )
+                )
+                continue
+            if got.change_id is not None:
+                self.stored.setdefault(order_id, []).append(got.change_id)
+            elif got.same:
+                self.repeats[c.reference or ""] = got.earlier_message_id  # type: ignore[assignment]
+            else:
+                self.errors.append(
+                    IntakeError(
+                        code="intake.change_reference_reused",
+                        message=f"the {what} reuses reference {c.reference} of a different "
+                        f"change received in message {got.earlier_message_id}; it was not "
+                        "stored",
+                        where=where,
+                        action="Ask the sender whether this is a new change (it needs its own "
+                        "change number, e.g. 860 BCH05) or a corrected resend; handle it by "
+                        "hand with customer service.",
+                    )
+                )
+
+
+def _changes_outcome(conn, mid: int, result: ParseResult, done: _Changes) -> Outcome:
+    """The outcome of a message that carried changes and no new orders."""
+    errors = [*result.errors, *done.errors]
+    details = {**result.details, **done.details()}
+    if done.stored:
+        intake.set_outcome(
+            conn,
+            mid,
+            "change_received",
+            errors=errors,
+            order_count=0,
+            control=result.control,
+            details=details,
+        )
+        _queue_acks(conn, result)
+        return Outcome(mid, "change_received", errors=tuple(errors))
+    if done.repeats and not done.errors:  # every change was stored before
+        earlier = next(iter(done.repeats.values()))
+        intake.set_outcome(
+            conn,
+            mid,
+            "duplicate",
+            duplicate_of=earlier,
+            control=result.control,
+            details={**details, "reason": "the same change(s) were received before"},
+        )
+        _queue_acks(conn, result)
+        return Outcome(mid, "duplicate", duplicate_of=earlier)
+    intake.set_outcome(
+        conn, mid, "quarantined", errors=errors, control=result.control, details=details
+    )
+    _queue_acks(conn, result)
+    return Outcome(mid, "quarantined", errors=tuple(errors))
 
 
 def _acknowledgment(conn, mid: int, partner_id: str | None, result: ParseResult) -> Outcome:
@@ -434,6 +598,8 @@ class StreamedParse:
 
     - ``("open", None)``: a scope opens (an interchange, a functional group);
     - ``("orders", [Order, ...])``: orders usable so far, provisional within the open scopes;
+    - ``("changes", [OrderChange, ...])``: customer changes, likewise (stored in order_change
+      for the order each names, after the orders before them);
     - ``("close", keep)``: the innermost scope closes; ``keep=False`` drops its orders (a
       rejected group or interchange: nothing from it is used).
 
@@ -460,6 +626,7 @@ class _Scope:
         self.repeats: dict[str, str] = {}
         self.dup_orders: dict[str, str] = {}
         self.keys: list[tuple[str | None, str]] = []
+        self.changes = _Changes()
 
     def merge(self, inner: _Scope) -> None:
         self.orders += inner.orders
@@ -470,6 +637,7 @@ class _Scope:
         self.repeats |= inner.repeats
         self.dup_orders |= inner.dup_orders
         self.keys += inner.keys
+        self.changes.merge(inner.changes)
 
 
 def _decide_streamed(
@@ -563,7 +731,24 @@ def _decide_streamed_in(
             scope.refused += refused
 
     for kind, value in streamed.events:
-        if kind == "orders":
+        if kind == "changes":  # after the orders before them: a change may be for one
+            flush()
+            if not checked_earlier:
+                checked_earlier = True
+                earlier = intake.earlier_message_with(
+                    conn,
+                    message_id=mid,
+                    partner_id=partner_id,
+                    content_sha256=stored.content_sha256,
+                    interchange_control_number=streamed.first_control(),
+                    client_request_id=client_request_id,
+                    channel=channel,
+                )
+            if earlier is None:
+                scopes[-1].changes.store(conn, mid, partner_id, value)
+            else:
+                scopes[-1].changes.count += len(value)
+        elif kind == "orders":
             if not checked_earlier:
                 checked_earlier = True
                 earlier = intake.earlier_message_with(
@@ -608,7 +793,7 @@ def _decide_streamed_in(
         top = _Scope()
     conn.execute("RELEASE SAVEPOINT of_stream_all")
 
-    if not top.orders:  # as _decide_in without orders
+    if not top.orders and not top.changes.count:  # as _decide_in without orders
         return _decide_in(
             conn, stored, channel, partner_id, client_request_id, result, run, actor_id
         )
@@ -627,6 +812,11 @@ def _decide_streamed_in(
             },
         )
         return Outcome(mid, "duplicate", duplicate_of=earlier)
+    if not top.orders:  # changes only
+        return _changes_outcome(conn, mid, result, top.changes)
+    if not top.fresh and (top.changes.stored or top.changes.errors):
+        result.details["duplicate_orders"] = top.dup_orders  # the changes decide
+        return _changes_outcome(conn, mid, result, top.changes)
     if not top.fresh:
         first_dup = next(iter(top.dup_orders.values()))
         original = conn.execute(
@@ -652,8 +842,8 @@ def _decide_streamed_in(
             details={**result.details, "duplicate_orders": top.dup_orders},
         )
         return Outcome(mid, "duplicate", duplicate_of=original)
-    errors = [*result.errors, *top.repeat_errors, *top.refused]
-    details = dict(result.details)
+    errors = [*result.errors, *top.repeat_errors, *top.refused, *top.changes.errors]
+    details = {**result.details, **top.changes.details()}
     if top.dup_orders:
         details["duplicate_orders"] = top.dup_orders
     if top.repeats:

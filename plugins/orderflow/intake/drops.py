@@ -59,7 +59,8 @@ def _customer_for_partner(conn: psycopg.Connection, partner_id: str) -> str | No
 def edi_parser(
     conn: psycopg.Connection, partner_id: str, name: str, *, edi_conn_id: str = "edi_default"
 ):
-    """The parser for one EDI file: 850s → orders, control numbers, 997/TA1 to the outbox.
+    """The parser for one EDI file: 850s → orders (850 cancel/replace and 860s → changes),
+    control numbers, 997/TA1 to the outbox.
     Streamed (:class:`~orderflow.channels.x12.X12Stream`): each set's orders are handed
     over as it is read and inserted in batches, so a 32 MiB file is decided in bounded
     memory; the message's errors, controls and acknowledgments are the same as
@@ -96,6 +97,13 @@ def edi_parser(
                         o.customer_id = o.customer_id or customer
                         st.orders += 1
                         yield ("orders", [o])
+                    if ev.change is not None:  # 850 BEG01 01/03/04/05, 860
+                        c = ev.change
+                        c.customer_id = c.customer_id or customer
+                        if c.replacement is not None:
+                            c.replacement.customer_id = c.replacement.customer_id or customer
+                        st.orders += 1
+                        yield ("changes", [c])
                 elif isinstance(ev, x12.GroupResult):
                     if st.group_open:
                         st.group_open = False

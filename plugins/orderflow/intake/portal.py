@@ -81,9 +81,14 @@ def pull(
 
 def _ingest_item(conn, item: dict, partner_id: str, run):
     raw = portal_channel.item_bytes(item)
-    request_id = str(item.get("client_request_id") or "") or None
+    request_id = str(item.get("client_request_id") or item.get("request_id") or "") or None
+    if portal_channel.is_change(item):  # a cancel or change of an order sent before
+        request_id = f"change:{request_id}" if request_id else None
 
     def parse(data: bytes, stored) -> ParseResult:
+        if portal_channel.is_change(item):
+            change, errors = portal_channel.parse_change(data, partner_id=partner_id)
+            return ParseResult(changes=[change] if change else [], errors=errors)
         order, errors = portal_channel.parse_item(
             data,
             partner_id=partner_id,

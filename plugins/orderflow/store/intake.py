@@ -314,3 +314,57 @@ def reconcile(conn: psycopg.Connection, channel: str | None = None) -> dict[str,
         (channel, channel),
     ).fetchall()
     return {r[0]: r[1] for r in rows}
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    """What :func:`insert_change` did: stored (``change_id``), or found the same change
+    (order, source, reference) stored before (``earlier_message_id``; ``same`` is False
+    when that earlier change says something else under the same reference)."""
+
+    change_id: int | None = None
+    earlier_message_id: int | None = None
+    same: bool = True
+
+
+def insert_change(
+    conn: psycopg.Connection,
+    *,
+    order_id: str,
+    message_id: int,
+    source: str,
+    change: Any,  # orderflow.domain.changes.OrderChange
+) -> StoredChange:
+    """One customer change to ``order_id``, pending (``orderflow.changes`` applies it). A
+    change re-delivered under the same reference is stored once (UNIQUE order_id, source,
+    reference)."""
+    payload = storable(change.model_dump(mode="json"))
+    row = conn.execute(
+        """
+        INSERT INTO orderflow.order_change
+               (order_id, message_id, kind, source, reference, payload, requested_by)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (order_id, source, reference) DO NOTHING
+        RETURNING change_id
+        """,
+        (
+            order_id,
+            message_id,
+            payload["kind"],
+            source,
+            payload.get("reference"),
+            Jsonb(payload),
+            payload.get("requested_by"),
+        ),
+    ).fetchone()
+    if row is not None:
+        return StoredChange(change_id=row[0])
+    prior = conn.execute(
+        """
+        SELECT message_id, kind, payload -> 'lines' FROM orderflow.order_change
+         WHERE order_id = %s AND source = %s AND reference = %s
+        """,
+        (order_id, source, payload.get("reference")),
+    ).fetchone()
+    same = prior[1] == payload["kind"] and prior[2] == payload.get("lines", [])
+    return StoredChange(earlier_message_id=prior[0], same=same)
