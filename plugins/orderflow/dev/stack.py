@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 API_PORT = int(os.environ.get("ORDERFLOW_API_PORT", "8080"))
 SANDBOX_PORT = int(os.environ.get("ORDERFLOW_SANDBOX_PORT", "8090"))
+#: The sandbox's SMTP sink (the ``smtp_default`` Connection points at it).
+SMTP_PORT = int(os.environ.get("ORDERFLOW_SANDBOX_SMTP_PORT", "8025"))
 ADMIN_USER = "admin"
 
 
@@ -91,8 +93,104 @@ def airflow_home(state_dir: Path = settings.STATE_DIR) -> Path:
     return state_dir / "airflow"
 
 
+@dataclass(frozen=True)
+class Executor:
+    """Which executor the local stack runs, from the environment.
+
+    ``ORDERFLOW_EXECUTOR``: ``local`` (default, LocalExecutor) or ``celery`` (CeleryExecutor
+    with ``ORDERFLOW_CELERY_WORKERS`` workers, default 2, each running
+    ``ORDERFLOW_CELERY_CONCURRENCY`` tasks at a time, default 4, on the broker
+    ``ORDERFLOW_CELERY_BROKER_URL``, default Redis at 127.0.0.1:6379/0; results in the
+    stack's own ``airflow`` database). ``ORDERFLOW_CELERY_QUEUE`` (default ``default``)
+    names the queue: two stacks sharing one broker must use different queues, or one's
+    workers run the other's tasks.
+    """
+
+    kind: str = "local"
+    workers: int = 2
+    concurrency: int = 4
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    queue: str = "default"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Executor:
+        environ = os.environ if environ is None else environ
+        kind = (environ.get("ORDERFLOW_EXECUTOR") or "local").strip().lower()
+        if kind not in ("local", "celery"):
+            raise ValueError(f"ORDERFLOW_EXECUTOR must be 'local' or 'celery', not {kind!r}")
+        workers = int(environ.get("ORDERFLOW_CELERY_WORKERS") or cls.workers)
+        concurrency = int(environ.get("ORDERFLOW_CELERY_CONCURRENCY") or cls.concurrency)
+        if workers < 1 or concurrency < 1:
+            raise ValueError("ORDERFLOW_CELERY_WORKERS and _CONCURRENCY must be at least 1")
+        return cls(
+            kind=kind,
+            workers=workers,
+            concurrency=concurrency,
+            broker_url=environ.get("ORDERFLOW_CELERY_BROKER_URL") or cls.broker_url,
+            queue=environ.get("ORDERFLOW_CELERY_QUEUE") or cls.queue,
+        )
+
+    def describe(self) -> str:
+        if self.kind == "local":
+            return "LocalExecutor"
+        return (
+            f"CeleryExecutor: {self.workers} workers × {self.concurrency} on {self.broker_url}"
+            f" (queue {self.queue})"
+        )
+
+    def env(self, dbs: Databases) -> dict[str, str]:
+        if self.kind == "local":
+            return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+            # Celery's database result backend on the stack's own metadata database.
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + dbs.airflow_url,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
+            # One message reserved per slot: a killed worker holds no queued task hostage
+            # (an unacknowledged message comes back only after the visibility timeout).
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+        }
+
+    def worker_commands(self, state_dir: Path) -> list[tuple[str, list[str]]]:
+        """``(name, argv)`` of each Celery worker process (none for LocalExecutor)."""
+        if self.kind != "celery":
+            return []
+        airflow = str(Path(sys.executable).parent / "airflow")
+        run_dir = state_dir / "run"
+        out = []
+        for n in range(1, self.workers + 1):
+            name = f"celery-worker-{n}"
+            out.append(
+                (
+                    name,
+                    [
+                        airflow,
+                        "celery",
+                        "worker",
+                        "--celery-hostname",
+                        f"{name}.{self.queue}@%h",
+                        "--concurrency",
+                        str(self.concurrency),
+                        "--queues",
+                        self.queue,
+                        # several workers on one machine: no log server port (task logs
+                        # are files the API server reads), one pid file each
+                        "--skip-serve-logs",
+                        "--pid",
+                        str(run_dir / f"{name}.pid"),
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                )
+            )
+        return out
+
+
 def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[str, str]:
-    """Environment for every Airflow component of the local stack (LocalExecutor)."""
+    """Environment for every Airflow component of the local stack (LocalExecutor, or
+    CeleryExecutor with ``ORDERFLOW_EXECUTOR=celery``: see :class:`Executor`)."""
     sec = _secrets(state_dir)
     home = airflow_home(state_dir)
     venv_bin = str(Path(sys.executable).parent)
@@ -106,7 +204,7 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.DAGS_DIR),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.PLUGINS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        **Executor.from_env().env(dbs),
         # 2 CPUs run ≈8 task instances/s whatever the parallelism; 8 keeps memory low.
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
@@ -121,6 +219,9 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # A task's calls to the Execution API (API server, one process) wait up to 30 s, not
+        # 5 s: on a busy 2-core machine a start-up call timed out and failed the attempt.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         # Tasks orphaned by a scheduler that died are reset by the next scheduler's orphan
         # check, once the dead one missed its health threshold (30 s): every 20 s instead
@@ -153,6 +254,8 @@ def connection_specs(store_url: str, sandbox_url: str, sandbox_dir: Path) -> dic
     text = text.replace("{sandbox_host}", urlparse(sandbox_url).hostname or "127.0.0.1")
     text = text.replace("{sandbox_dir}", str(sandbox_dir))
     specs: dict[str, dict] = json.loads(text)
+    if "smtp_default" in specs:
+        specs["smtp_default"]["port"] = SMTP_PORT
     specs[settings.STORE_CONN_ID] = json.loads(next(iter(connection_env(store_url).values())))
     return specs
 
