@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from orderflow_sandbox.generator import changes as order_changes
 from orderflow_sandbox.generator import documents, x12
 from orderflow_sandbox.generator.day import (
     Artefact,
@@ -126,26 +127,48 @@ def generate(
     _finish_master_data(rng, world, submissions, credit)
     phases["master_data"] = time.perf_counter() - t0 - sum(phases.values())
 
-    _write_artefacts(out_dir, world, artefacts, seed)
-    phases["artefacts"] = time.perf_counter() - t0 - sum(phases.values())
-    truths = [ground_truth(world, o) for o in submissions]
-    _write_jsonl(out_dir / "orders.jsonl", (order_row(world, o) for o in submissions))
-    _write_jsonl(out_dir / "ground_truth.jsonl", truths)
-    _write_jsonl(
-        out_dir / "deliveries.jsonl",
-        (
-            {
-                "at": iso(a.at),
-                "channel": a.channel,
-                "partner_id": world.partners[a.partner]["partner_id"]
-                if a.partner is not None
-                else None,
-                "path": a.path,
-                "submission_ids": [o.submission_id for o in a.orders],
-            }
-            for a in artefacts
+    changes = order_changes.plan(seed, world, submissions)
+    change_deliveries: list[dict] = []
+    portal_changes: list[dict] = []
+    _write_artefacts(
+        out_dir,
+        world,
+        artefacts,
+        seed,
+        lambda ctl, until: order_changes.write(
+            out_dir,
+            world,
+            _due(changes, until),
+            lambda o: purchase_order_doc(world, o),
+            ctl,
+            change_deliveries,
+            portal_changes,
         ),
     )
+    phases["artefacts"] = time.perf_counter() - t0 - sum(phases.values())
+    truths = [ground_truth(world, o) for o in submissions]
+    by_submission = {c["submission_id"]: c for c in changes}
+    for o, t in zip(submissions, truths, strict=True):
+        if o.submission_id in by_submission:
+            t["change"] = order_changes.truth(by_submission[o.submission_id])
+    _write_jsonl(out_dir / "portal_changes.jsonl", portal_changes)
+    _write_jsonl(out_dir / "orders.jsonl", (order_row(world, o) for o in submissions))
+    _write_jsonl(out_dir / "ground_truth.jsonl", truths)
+    deliveries = [
+        {
+            "at": iso(a.at),
+            "channel": a.channel,
+            "partner_id": world.partners[a.partner]["partner_id"]
+            if a.partner is not None
+            else None,
+            "path": a.path,
+            "submission_ids": [o.submission_id for o in a.orders],
+        }
+        for a in artefacts
+    ]
+    # change files interleave by time (the sandbox delivers in this order)
+    deliveries = sorted(deliveries + change_deliveries, key=lambda d: d["at"])
+    _write_jsonl(out_dir / "deliveries.jsonl", deliveries)
     (out_dir / "world.json").write_text(json.dumps(world.to_json(), separators=(",", ":")))
     phases["json"] = time.perf_counter() - t0 - sum(phases.values())
 
@@ -231,10 +254,25 @@ def _finish_master_data(
     finish_inventory(rng, world, demand)
 
 
-def _write_artefacts(out_dir: Path, world: World, artefacts: list[Artefact], seed: int) -> None:
-    """Render every artefact in delivery order (so X12 control numbers increase in time)."""
+def _due(changes: list[dict], until: datetime | None) -> list[dict]:
+    """The changes not yet written that arrive before ``until`` (all when None), taken."""
+    due = [
+        c for c in changes if not c.get("_written") and (until is None or c["arrives_at"] < until)
+    ]
+    for c in due:
+        c["_written"] = True
+    return due
+
+
+def _write_artefacts(
+    out_dir: Path, world: World, artefacts: list[Artefact], seed: int, write_changes=None
+) -> None:
+    """Render every artefact in delivery order (so X12 control numbers increase in time),
+    the customers' change files among them (``write_changes(ctl, until)``)."""
     ctl = x12.ControlNumbers()
     for a in artefacts:
+        if write_changes is not None:
+            write_changes(ctl, a.at)
         path = out_dir / a.path
         path.parent.mkdir(parents=True, exist_ok=True)
         docs = [purchase_order_doc(world, o) for o in a.orders]
@@ -249,6 +287,8 @@ def _write_artefacts(out_dir: Path, world: World, artefacts: list[Artefact], see
         else:
             data = documents.render_csv(a.template, a.rep, docs)
         path.write_bytes(data)
+    if write_changes is not None:
+        write_changes(ctl, None)
 
 
 def _write_jsonl(path: Path, rows) -> None:
