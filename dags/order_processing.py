@@ -97,7 +97,7 @@ To act on one order, use `order_reprocess`.
     ]
     send = SendOutboxOperator(
         task_id="send_releases",
-        actions=["wms_release", "edi_855"],
+        actions=["wms_release", "wms_release_cancel", "edi_855"],
         limit=50_000,
         outlets=[ORDERS_RELEASED],
     )

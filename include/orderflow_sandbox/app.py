@@ -310,6 +310,13 @@ def create_app(
             response, state.release(_require_key(key), body.model_dump(), reuse_id=reuse)
         )
 
+    @wms.post(
+        "/releases/{release_id}/cancel",
+        summary="Cancel a release before picking (idempotent; 409 once picking started)",
+    )
+    def cancel_release(release_id: str, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, state.cancel_release(_require_key(key), release_id), created=200)
+
     @wms.get(
         "/milestones", summary="Milestone feed: released, picked, short_picked, packed, shipped"
     )

@@ -222,9 +222,18 @@ class Distributor:
         self.outbound_edi: list[dict] = []
         self._idem = {
             name: IdempotencyStore(on_remember=lambda key, n=name: self._mark(f"idem.{n}", key))
-            for name in ("release", "erp_order", "invoice", "shipment", "outbound", "webhook")
+            for name in (
+                "release",
+                "release_cancel",
+                "erp_order",
+                "invoice",
+                "shipment",
+                "outbound",
+                "webhook",
+            )
         }
         self.release_keys = self._idem["release"]
+        self.release_cancel_keys = self._idem["release_cancel"]
         self.erp_order_keys = self._idem["erp_order"]
         self.invoice_keys = self._idem["invoice"]
         self.shipment_keys = self._idem["shipment"]
@@ -714,9 +723,47 @@ class Distributor:
             self._mark("release", release_id)
             self._plan_milestones(release, now)
             answer = dict(release)
+            # which held reservations it took (a cancel gives them back); not in the answer
+            release["reservation_ids"] = sorted(named)
             if reuse_id and len(self.releases) > 1:
                 answer["release_id"] = next(iter(self.releases))
             return self.release_keys.remember(key, body, answer), False
+
+    def cancel_release(self, key: str, release_id: str) -> tuple[dict, bool]:
+        """Withdraw a release the floor has not started picking: the stock it held goes back
+        (its named reservations are cancelled) and none of its later milestones is emitted.
+        Refused (:class:`Conflict`, 409) once picking started — picked, short picked, packed
+        or shipped. A repeated key returns the first answer; a cancelled release cancelled
+        again under another key answers as it stands."""
+        body = {"release_id": release_id}
+        with self._txn():
+            if (prior := self.release_cancel_keys.replay(key, body)) is not None:
+                return prior, True
+            self._materialise()  # what the floor has done by now
+            release = self.releases.get(release_id)
+            if release is None:
+                raise NotFound(f"release {release_id}")
+            if release["status"] == "cancelled":
+                return {k: v for k, v in release.items() if k != "reservation_ids"}, True
+            if release["status"] != "released":
+                raise Conflict(
+                    f"release {release_id} is {release['status']}: picking has started, "
+                    "it can no longer be cancelled"
+                )
+            now = self.now()
+            for ln in release["lines"]:
+                pos = self.inventory[(ln["item_id"], release["dc_id"])]
+                pos["reserved"] = max(0.0, pos["reserved"] - ln["quantity"])
+                pos["updated_at"] = _iso(now)
+                self._mark("inventory", (ln["item_id"], release["dc_id"]))
+            for rid in release.get("reservation_ids", ()):
+                self.reservations[rid]["status"] = "cancelled"
+                self._mark("reservation", rid)
+            release["status"] = "cancelled"
+            release["cancelled_at"] = _iso(now)
+            self._mark("release", release_id)
+            answer = {k: v for k, v in release.items() if k != "reservation_ids"}
+            return self.release_cancel_keys.remember(key, body, answer), False
 
     def _plan_milestones(self, release: dict, now: datetime) -> None:
         """Released → picked → packed → shipped, with realistic delays and some short picks."""
@@ -779,6 +826,8 @@ class Distributor:
             del self._pending[item.seq]
             self._mark("schedule", item.seq)
             event = {**item.event, "occurred_at": _iso(item.at)}
+            if self.releases.get(event.get("release_id"), {}).get("status") == "cancelled":
+                continue  # a cancelled release is not picked, packed or shipped
             if item.kind == "wms":
                 event["seq"] = len(self.milestones) + 1
                 self._mark("milestone", len(self.milestones))

@@ -100,6 +100,9 @@ def run(no_sandbox: bool) -> None:
         Service("dag-processor", [airflow, "dag-processor"], logs / "dag-processor.log"),
         Service("triggerer", [airflow, "triggerer"], logs / "triggerer.log"),
     ]
+    # ORDERFLOW_EXECUTOR=celery: K Celery workers under the same supervisor (none for local)
+    executor = stack.Executor.from_env()
+    services += [Service(n, argv, logs / f"{n}.log") for n, argv in executor.worker_commands(state)]
     if dbs.embedded:
         # Supervised like the rest: killed or crashed, it is started again (with backoff).
         services.insert(
@@ -123,6 +126,7 @@ def run(no_sandbox: bool) -> None:
                     "serve",
                     "--port",
                     str(stack.SANDBOX_PORT),
+                    *stack.sandbox_args(),
                 ],
                 logs / "sandbox.log",
             )
@@ -143,6 +147,7 @@ def run(no_sandbox: bool) -> None:
                     "(first start generates the day: ~30s)"
                 )
             lines += [
+                f"  Executor     {executor.describe()}",
                 f"  Database     {'embedded PostgreSQL, data in ' + str(state / 'pgdata') if dbs.embedded else 'external PostgreSQL'}",
                 f"  Health       {ui}/orderflow/health (store, outbox; 503 when the store is down)",
                 f"  Logs         {logs}/ (one file per service; task logs in {logs}/tasks)",
@@ -533,6 +538,37 @@ def fulfilment_resync(source: str, position: int, reason: str, actor: str) -> No
     click.echo(f"{source} feed will be read from position {position} on its next pull")
 
 
+# ---------------------------------------------------------------------------------- order
+@main.group()
+def order() -> None:
+    """Inside sales: act on an order for a customer."""
+
+
+@order.command("cancel")
+@click.argument("order_id")
+@click.option("--reason", required=True, help="why (audited): e.g. 'customer phoned, PO void'")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def order_cancel(order_id: str, reason: str, actor: str) -> None:
+    """Cancel ORDER_ID for the customer (customer_service or operations_manager role; audited).
+    The next order_processing run applies it by the order's state: before release at once,
+    after release through the WMS, refused with a change_too_late exception once picking
+    started."""
+    from orderflow import changes
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        change_id = changes.request_cancel(conn, order_id, reason=reason, actor=actor)
+    except changes.ChangeRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        conn.close()
+    click.echo(
+        f"cancel of {order_id} stored as change {change_id}; the next processing run applies it"
+    )
+
+
 # ---------------------------------------------------------------------------------- outbox
 @main.group()
 def outbox() -> None:
@@ -657,6 +693,15 @@ def _register_channel_commands() -> None:
 
 
 _register_channel_commands()
+
+
+def _register_soak_command() -> None:
+    from orderflow.dev.soak import soak_command
+
+    main.add_command(soak_command)
+
+
+_register_soak_command()
 
 
 # ---------------------------------------------------------------------------------- bench

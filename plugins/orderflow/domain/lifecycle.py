@@ -54,6 +54,11 @@ for _status in (S.VALIDATED, S.CREDIT_OK, S.ALLOCATED, S.READY):
     ALLOWED[_status] = ALLOWED[_status] | {S.RECEIVED}
 for _status in (S.ALLOCATED, S.READY):
     ALLOWED[_status] = ALLOWED[_status] | {S.CREDIT_OK}
+# A customer's change after release: once the WMS confirmed it withdrew the release (nothing
+# of it is on the floor, its stock is back), the amended order is processed from the start
+# like a new version of itself (``orderflow.changes``). A release the WMS refused to withdraw
+# (picking started) never takes this way.
+ALLOWED[S.RELEASED] = ALLOWED[S.RELEASED] | {S.RECEIVED}
 # Any non-terminal order may be cancelled or rejected.
 for _status in S:
     if _status not in TERMINAL:

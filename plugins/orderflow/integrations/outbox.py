@@ -14,7 +14,7 @@ the same row). Each row ends in exactly one of these states, whatever fails and 
   unexpected error in one row is recorded on that row and the rows behind it are still sent.
 - ``unknown``: a send to a receiver that cannot deduplicate (e-mail) was interrupted between
   hand-over and record (a killed worker, a stopped stack). Sending it again could send it
-  twice, so it waits for a person (``orderflow outbox unknown``; replay or mark sent).
+  twice, so it waits for a person (``orderflow outbox attention``, then ``settle``).
 
 Delivery guarantee per kind (README "Delivery guarantees"): WMS releases, ERP invoices,
 EDI documents and portal webhooks are *exactly once by key* — the receiver answers a repeated
@@ -49,7 +49,17 @@ FOLLOWUP_MAX_ATTEMPTS = 5
 #: Receivers that deduplicate by our Idempotency-Key: a row interrupted mid-send is sent again
 #: (the receiver answers with its first answer). Every other action is at most once.
 KEYED_ACTIONS = frozenset(
-    {"edi_997", "edi_ta1", "edi_855", "edi_856", "edi_810", "wms_release", "erp_invoice", "webhook"}
+    {
+        "edi_997",
+        "edi_ta1",
+        "edi_855",
+        "edi_856",
+        "edi_810",
+        "wms_release",
+        "wms_release_cancel",
+        "erp_invoice",
+        "webhook",
+    }
 )
 
 
@@ -66,6 +76,15 @@ def _wms_release(conn_id: str, payload: dict, key: str) -> dict:
     from orderflow.integrations.systems import WmsHook
 
     return WmsHook(conn_id).release(payload, idempotency_key=key)
+
+
+def _wms_release_cancel(conn_id: str, payload: dict, key: str) -> dict:
+    """Withdraw a WMS release (a customer's cancel or change after release): what happens to
+    the order once it is sent — or refused because picking started — is decided by
+    ``orderflow.changes``, which watches these rows."""
+    from orderflow.integrations.systems import WmsHook
+
+    return WmsHook(conn_id).cancel_release(payload["release_id"], idempotency_key=key)
 
 
 def _erp_invoice(conn_id: str, payload: dict, key: str) -> dict:
@@ -125,6 +144,7 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
         "edi_856": edi,
         "edi_810": edi,
         "wms_release": _wms_release,
+        "wms_release_cancel": _wms_release_cancel,
         "erp_invoice": _erp_invoice,
         "email": notifications.send_email,
         "webhook": notifications.send_webhook,

@@ -48,6 +48,11 @@ class WmsHook(OrderFlowHttpHook):
     def release(self, release: dict, *, idempotency_key: str) -> dict:
         return self.call("POST", "/releases", json=release, idempotency_key=idempotency_key)
 
+    def cancel_release(self, release_id: str, *, idempotency_key: str) -> dict:
+        """Withdraw a release the floor has not started picking. The WMS refuses (409,
+        :class:`~orderflow.integrations.http.ExternalRejected`) once picking started."""
+        return self.call("POST", f"/releases/{release_id}/cancel", idempotency_key=idempotency_key)
+
     def milestones(self, cursor: int, limit: int = 500) -> dict:
         return self.call("GET", "/milestones", params={"cursor": cursor, "limit": limit})
 

@@ -54,8 +54,9 @@ def _rule_book(context: Any):
 class ClaimOrdersOperator(BaseOperator):
     """Claim processable orders for this run and cut them into partitions.
 
-    Claims nothing until a first full master-data sync has completed. First sends orders
-    whose master-data holds were fixed upstream back to validation; then
+    Claims nothing until a first full master-data sync has completed. First applies the
+    customers' pending cancels and changes (``orderflow.changes``), sends orders whose
+    master-data holds were fixed upstream back to validation; then
     claims (``FOR UPDATE SKIP LOCKED``, lease-based: overlapping runs never take the same
     order; a rerun of this run gets its own orders back).
 
@@ -106,6 +107,13 @@ class ClaimOrdersOperator(BaseOperator):
                 # as unknown: wait for the first full sync (masterdata_sync runs on start).
                 self.log.warning("no master-data sync has completed yet; claiming nothing")
                 return []
+            # Customers' cancels and changes first: an amended order is claimed below with
+            # everything else and runs through every stage again; a cancelled one is not.
+            from orderflow import changes
+
+            applied = changes.apply_pending(conn, ctx, _rule_book(context))
+            if applied:
+                self.log.info("customer changes: %s", applied)
             freed = processing.release_fixed_master_data_holds(conn, ctx)
             # Stock that arrived goes to lines waiting for it first (best priority first);
             # their backorder releases are claimed below with everything else.
