@@ -93,6 +93,19 @@ def airflow_home(state_dir: Path = settings.STATE_DIR) -> Path:
     return state_dir / "airflow"
 
 
+def sandbox_args(environ: dict[str, str] | None = None) -> list[str]:
+    """Options of ``orderflow sandbox serve`` under ``orderflow run`` besides its port: the
+    SMTP sink's port, and — for a driven run such as ``orderflow soak`` — the simulated start
+    (``ORDERFLOW_SANDBOX_START``, ISO) and clock speed (``ORDERFLOW_SANDBOX_SPEED``)."""
+    environ = os.environ if environ is None else environ
+    args = ["--smtp-port", str(SMTP_PORT)]
+    if start := environ.get("ORDERFLOW_SANDBOX_START"):
+        args += ["--start", start]
+    if speed := environ.get("ORDERFLOW_SANDBOX_SPEED"):
+        args += ["--speed", speed]
+    return args
+
+
 @dataclass(frozen=True)
 class Executor:
     """Which executor the local stack runs, from the environment.

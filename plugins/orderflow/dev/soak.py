@@ -1,0 +1,1110 @@
+"""``orderflow soak``: continuous operation on the real stack, with faults, reconciled.
+
+It generates N business days, starts the stack exactly as ``make run`` does (``orderflow
+run``: the same supervisor, embedded PostgreSQL, API server, scheduler, DAG processor,
+triggerer, sandbox and — for Celery — K ``airflow celery worker`` processes) in a state
+folder of its own on free ports, then only moves the sandbox's clock: files arrive in the
+drop folders and the portal feed as simulated time passes them, the WMS picks, ships and
+receives stock, and the DAGs' own schedules and Asset triggers do all the work. Nothing is
+called directly and nothing runs through ``dag.test()``.
+
+A chaos profile (``include/soak/<name>.yaml``) names faults at simulated hours after the
+start: SIGKILL of a Celery worker (LocalExecutor: of a task process) while a task runs,
+kills of the scheduler, triggerer, DAG processor and the embedded PostgreSQL (the
+supervisor starts them again), and windows of sandbox fault rules (5xx, resets, outages,
+duplicate and reordered feed pages) through ``PUT /admin/faults``. Each fault's recovery is
+the time from its injection (or, for a window, from its end) to the next successful task of
+the kind it hit, read from Airflow's own task instances afterwards.
+
+At the end the clock stops, the stack is left to settle, ``fulfilment_events`` and
+``masterdata_sync`` are triggered once more (as an operator would) and everything is
+reconciled against the sandbox's own records: ``report.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from statistics import quantiles
+from typing import Any
+
+import httpx
+import yaml
+
+from orderflow import settings
+
+log = logging.getLogger(__name__)
+
+PROFILE_DIR = settings.INCLUDE_DIR / "soak"
+#: First business date of a soak (a Friday: the weekend is simulated too on longer runs).
+FIRST_DAY = date(2026, 11, 27)
+#: The clock starts before the first arrivals of the day (06:00 UTC).
+CLOCK_START_HOUR = 5.5
+#: Simulated hours after the last business day's arrivals: shipments, deliveries, invoices.
+DEFAULT_TAIL_HOURS = 24.0
+FINAL_STATES = ("INVOICED", "CLOSED", "CANCELLED", "REJECTED")
+FULFILMENT_STATES = ("RELEASED", "PICKED", "SHIPPED", "DELIVERED")
+
+# Variables a calling test session points at its own databases: the soak's stack resolves
+# its own (the embedded PostgreSQL in its state folder).
+_NOT_INHERITED = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+    "AIRFLOW__LOGGING__BASE_LOG_FOLDER",
+    "ORDERFLOW_DATABASE_URL",
+    "ORDERFLOW_SANDBOX_DIR",
+)
+
+
+# ------------------------------------------------------------------------------ profiles
+KINDS = (
+    "kill_worker",
+    "kill_scheduler",
+    "kill_triggerer",
+    "kill_dag_processor",
+    "kill_postgres",
+    "faults",
+)
+
+
+@dataclass
+class Action:
+    at_hours: float  # simulated hours after the clock start
+    kind: str
+    name: str = ""
+    duration_hours: float = 0.0  # faults: how long the rules apply
+    rules: list[dict] = field(default_factory=list)  # faults: sandbox FaultRules
+    prefer: list[str] = field(default_factory=list)  # kill_worker: DAGs to hit, in order
+    wait_s: float = 90.0  # kill_worker: how long to wait for a running task
+
+
+@dataclass
+class Profile:
+    name: str
+    seed: int
+    description: str
+    actions: list[Action]
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    data = yaml.safe_load(path.read_text())
+    actions = []
+    for i, a in enumerate(data.get("actions") or []):
+        if a.get("kind") not in KINDS:
+            raise ValueError(
+                f"{path}: action {i}: kind must be one of {KINDS}, not {a.get('kind')}"
+            )
+        if a["kind"] == "faults" and not (a.get("rules") and a.get("duration_hours")):
+            raise ValueError(f"{path}: action {i}: faults need rules and duration_hours")
+        actions.append(Action(**a))
+    actions.sort(key=lambda a: a.at_hours)
+    return Profile(
+        name=data.get("name") or path.stem,
+        seed=int(data.get("seed", 7)),
+        description=data.get("description", ""),
+        actions=actions,
+    )
+
+
+# ------------------------------------------------------------------------------ the stack
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """``orderflow run`` in a state folder of its own, and handles on what it started."""
+
+    def __init__(self, state: Path, executor: str, workers: int, clock_start: datetime):
+        self.state = state
+        self.api_port, self.sandbox_port, self.smtp_port = (
+            _free_port(),
+            _free_port(),
+            _free_port(),
+        )
+        self.queue = f"soak-{os.getpid()}-{secrets.token_hex(3)}"
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+        env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_")}
+        env.update(
+            {
+                "ORDERFLOW_STATE_DIR": str(state),
+                "ORDERFLOW_API_PORT": str(self.api_port),
+                "ORDERFLOW_SANDBOX_PORT": str(self.sandbox_port),
+                "ORDERFLOW_SANDBOX_SMTP_PORT": str(self.smtp_port),
+                "ORDERFLOW_SANDBOX_START": clock_start.isoformat(),
+                "ORDERFLOW_SANDBOX_SPEED": "0.000001",  # stopped until the soak starts it
+                "ORDERFLOW_EXECUTOR": executor,
+                "ORDERFLOW_CELERY_WORKERS": str(workers),
+                "ORDERFLOW_CELERY_QUEUE": self.queue,
+            }
+        )
+        self.env = env
+        self.ui = f"http://localhost:{self.api_port}"
+        self.sandbox = httpx.Client(base_url=f"http://127.0.0.1:{self.sandbox_port}", timeout=60)
+        self.proc: subprocess.Popen | None = None
+        self._token: str | None = None
+
+    # -- lifecycle
+    def start(self, timeout: float = 300) -> float:
+        t0 = time.monotonic()
+        self.log_file = (self.state.parent / "run.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "orderflow"), "run"],
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"orderflow run exited ({self.proc.returncode}); see run.log")
+            if self._ok(f"{self.ui}/orderflow/health") and self._ok(
+                f"http://127.0.0.1:{self.sandbox_port}/admin/health"
+            ):
+                return time.monotonic() - t0
+            time.sleep(1)
+        raise RuntimeError("the stack did not become healthy in time; see run.log")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.sandbox.close()
+        self.log_file.close()
+
+    @staticmethod
+    def _ok(url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- Airflow REST API
+    def token(self) -> str:
+        if self._token is None:
+            password = json.loads((self.state / "airflow" / "passwords.json").read_text())["admin"]
+            r = httpx.post(
+                f"{self.ui}/auth/token",
+                json={"username": "admin", "password": password},
+                timeout=30,
+            )
+            r.raise_for_status()
+            self._token = r.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.ui}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kw,
+        )
+
+    # -- databases (the embedded server, over its Unix socket)
+    def db_url(self, database: str) -> str:
+        lines = (self.state / "pgdata" / "postmaster.pid").read_text().splitlines()
+        return f"postgresql://postgres@/{database}?host={lines[4]}&port={lines[3]}"
+
+    def query(self, database: str, sql: str, params: tuple = (), retries: int = 60) -> list:
+        import psycopg
+
+        for attempt in range(retries):
+            try:
+                with psycopg.connect(self.db_url(database), connect_timeout=5) as conn:
+                    return conn.execute(sql, params).fetchall()
+            except (psycopg.OperationalError, OSError, IndexError):
+                if attempt == retries - 1:
+                    raise
+                time.sleep(1)
+        return []
+
+    # -- the processes the supervisor runs
+    def services(self) -> dict[str, Any]:
+        """name → psutil.Process of each child of ``orderflow run`` (its own group)."""
+        import psutil
+
+        out = {}
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                cmd = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
+                if f"airflow {name}" in cmd:
+                    out[name] = child
+            if "celery" in cmd and "worker" in cmd:
+                for part in cmd.split():
+                    if part.startswith("celery-worker-"):
+                        out[part.split(".")[0]] = child
+                        break
+        return out
+
+    def postmaster(self) -> int:
+        return int((self.state / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+
+    def clock(self) -> datetime:
+        r = self.sandbox.get("/admin/clock")
+        r.raise_for_status()
+        return datetime.fromisoformat(r.json()["now"])
+
+
+# ------------------------------------------------------------------------------ faults
+@dataclass
+class Injected:
+    kind: str
+    name: str
+    at: str  # wall clock, UTC ISO
+    sim_at: str  # sandbox clock
+    detail: dict = field(default_factory=dict)
+    until: str | None = None  # faults windows: when the rules were lifted (wall clock)
+    recovered_s: float | None = None
+    recovered_by: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _kill_worker(stack: Stack, action: Action, executor: str) -> dict | None:
+    """SIGKILL the Celery worker (whole process group) running a task, preferring the
+    profile's DAGs; LocalExecutor: the task's own process. None when no task ran in time."""
+    import psutil
+
+    deadline = time.monotonic() + action.wait_s
+    while time.monotonic() < deadline:
+        rows = stack.query(
+            "airflow",
+            "SELECT dag_id, task_id, run_id, map_index, try_number, pid FROM task_instance "
+            "WHERE state = 'running' AND pid IS NOT NULL ORDER BY start_date",
+        )
+        rank = {d: i for i, d in enumerate(action.prefer)}
+        rows.sort(key=lambda r: rank.get(r[0], len(rank)))
+        for dag_id, task_id, run_id, map_index, try_number, pid in rows:
+            if action.prefer and dag_id not in rank and time.monotonic() < deadline - 30:
+                break  # wait a little longer for a preferred DAG
+            target = None
+            if executor == "celery":
+                for name, proc in stack.services().items():
+                    if not name.startswith("celery-worker-"):
+                        continue
+                    try:
+                        if pid in {c.pid for c in proc.children(recursive=True)}:
+                            target = (name, proc.pid)
+                    except psutil.Error:
+                        continue
+                if target is None:
+                    continue
+                os.killpg(target[1], signal.SIGKILL)
+            else:
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.Error:
+                    continue
+                target = ("task process", pid)
+            return {
+                "process": target[0],
+                "pid": target[1],
+                "dag_id": dag_id,
+                "task_id": task_id,
+                "run_id": run_id,
+                "map_index": map_index,
+                "try_number": try_number,
+            }
+        time.sleep(0.5)
+    return None
+
+
+def _kill_service(stack: Stack, name: str) -> dict | None:
+    proc = stack.services().get(name)
+    if proc is None:
+        return None
+    os.killpg(proc.pid, signal.SIGKILL)
+    return {"process": name, "pid": proc.pid}
+
+
+def inject(stack: Stack, action: Action, executor: str) -> dict | None:
+    if action.kind == "kill_worker":
+        return _kill_worker(stack, action, executor)
+    if action.kind == "kill_postgres":
+        pid = stack.postmaster()
+        os.kill(pid, signal.SIGKILL)
+        return {"process": "postgres", "pid": pid}
+    if action.kind.startswith("kill_"):
+        return _kill_service(stack, action.kind.removeprefix("kill_").replace("_", "-"))
+    raise ValueError(action.kind)
+
+
+# ------------------------------------------------------------------------------ the run
+@dataclass
+class Options:
+    days: int
+    orders_per_day: int
+    executor: str
+    workers: int
+    chaos: str
+    report_dir: Path
+    speed: float = 600.0
+    seed: int = 7
+    tail_hours: float = DEFAULT_TAIL_HOURS
+    settle_timeout: float = 900.0
+    keep_state: bool = False
+
+
+def run(opts: Options, command: str = "") -> dict:
+    """Run the soak, write the report, return it."""
+    from orderflow_sandbox.generator import generate
+
+    profile = load_profile(opts.chaos)
+    report_dir = opts.report_dir
+    state = report_dir / "state"
+    if state.exists():
+        if not (state / ".soak").exists():
+            raise RuntimeError(f"{state} exists and is not a soak's state folder")
+        shutil.rmtree(state)
+    (state / "sandbox").mkdir(parents=True)
+    (state / ".soak").write_text("state of an orderflow soak; deleted by the next one\n")
+
+    t_begin = time.monotonic()
+    manifest = generate(
+        state / "sandbox" / "day",
+        seed=opts.seed,
+        days=opts.days,
+        orders_per_day=opts.orders_per_day,
+        customers=max(80, opts.orders_per_day * 2 // 5),
+        items=max(300, opts.orders_per_day * 2),
+        business_date=FIRST_DAY,
+    )
+    dates = [date.fromisoformat(d) for d in manifest.business_dates]
+    clock_start = datetime.combine(dates[0], datetime.min.time(), tzinfo=UTC) + timedelta(
+        hours=CLOCK_START_HOUR
+    )
+    last_arrival = max(
+        datetime.fromisoformat(json.loads(line)["arrival_at"].replace("Z", "+00:00"))
+        for line in (state / "sandbox" / "day" / "orders.jsonl").open()
+    )
+    clock_end = last_arrival + timedelta(hours=opts.tail_hours)
+    log.info(
+        "soak: %d day(s) × %d orders, %s executor%s, chaos %s, simulated %s → %s at ×%g",
+        opts.days,
+        opts.orders_per_day,
+        opts.executor,
+        f" ({opts.workers} workers)" if opts.executor == "celery" else "",
+        profile.name,
+        clock_start.isoformat(),
+        clock_end.isoformat(),
+        opts.speed,
+    )
+
+    stack = Stack(state, opts.executor, opts.workers, clock_start)
+    injected: list[Injected] = []
+    timings: dict[str, float] = {}
+    try:
+        timings["stack_start_s"] = stack.start()
+        log.info("soak: stack healthy in %.0fs (%s)", timings["stack_start_s"], stack.ui)
+        t0 = time.monotonic()
+        _wait_ready(stack)
+        timings["ready_s"] = time.monotonic() - t0
+        t_drive = time.monotonic()
+        injected = _drive(stack, profile, opts, clock_start, clock_end)
+        timings["drive_s"] = time.monotonic() - t_drive
+        t0 = time.monotonic()
+        settled = _settle(stack, opts.settle_timeout)
+        timings["settle_s"] = time.monotonic() - t0
+        report = reconcile(stack, opts, profile, manifest, injected, settled)
+        timings["total_s"] = time.monotonic() - t_begin
+        report["timings"] = {k: round(v, 1) for k, v in timings.items()}
+        report["command"] = command
+    finally:
+        stack.stop()
+    (report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (report_dir / "report.md").write_text(render_markdown(report))
+    if not opts.keep_state:
+        shutil.rmtree(state, ignore_errors=True)
+    return report
+
+
+def _wait_ready(stack: Stack, timeout: float = 300) -> None:
+    """Every DAG parsed and the first master-data sync done (orders need master data)."""
+    deadline = time.monotonic() + timeout
+    expected = {p.stem for p in settings.DAGS_DIR.glob("*.py")}
+    while time.monotonic() < deadline:
+        try:
+            r = stack.api("GET", "/dags", params={"limit": 100})
+            seen = (
+                {d["dag_id"] for d in r.json().get("dags", [])} if r.status_code == 200 else set()
+            )
+        except httpx.HTTPError:
+            seen = set()
+        if expected <= seen:
+            rows = stack.query(
+                "airflow",
+                "SELECT count(*) FROM dag_run WHERE dag_id = 'masterdata_sync' "
+                "AND state = 'success'",
+            )
+            if rows[0][0]:
+                return
+        time.sleep(2)
+    raise RuntimeError(f"not ready in {timeout:.0f}s: DAGs or the first master-data sync")
+
+
+def _active_rules(profile: Profile, elapsed_h: float) -> list[dict]:
+    return [
+        rule
+        for a in profile.actions
+        if a.kind == "faults" and a.at_hours <= elapsed_h < a.at_hours + a.duration_hours
+        for rule in a.rules
+    ]
+
+
+def _drive(
+    stack: Stack, profile: Profile, opts: Options, clock_start: datetime, clock_end: datetime
+) -> list[Injected]:
+    stack.sandbox.put("/admin/clock", json={"speed": opts.speed}).raise_for_status()
+    pending = list(profile.actions)
+    windows: dict[int, Injected] = {}
+    injected: list[Injected] = []
+    applied: list[dict] = []
+    last_log = 0.0
+    while True:
+        if stack.proc.poll() is not None:
+            raise RuntimeError("orderflow run exited during the soak; see run.log")
+        now_sim = stack.clock()
+        elapsed_h = (now_sim - clock_start).total_seconds() / 3600
+        rules = _active_rules(profile, elapsed_h)
+        if rules != applied:
+            body = {"seed": profile.seed, "rules": rules}
+            stack.sandbox.put("/admin/faults", json=body).raise_for_status()
+            applied = rules
+        for i, fault in list(windows.items()):
+            a = profile.actions[i]
+            if elapsed_h >= a.at_hours + a.duration_hours:
+                fault.until = _now().isoformat()
+                del windows[i]
+        while pending and pending[0].at_hours <= elapsed_h:
+            action = pending.pop(0)
+            at = _now()
+            if action.kind == "faults":
+                detail = {"rules": action.rules, "duration_hours": action.duration_hours}
+            else:
+                detail = inject(stack, action, opts.executor)
+            fault = Injected(
+                kind=action.kind,
+                name=action.name or action.kind,
+                at=at.isoformat(),
+                sim_at=now_sim.isoformat(),
+                detail=detail or {"skipped": "nothing to hit (no running task / process)"},
+            )
+            injected.append(fault)
+            if action.kind == "faults":
+                windows[profile.actions.index(action)] = fault
+            log.info("soak: %s at %s: %s", fault.name, fault.sim_at, fault.detail)
+        if now_sim >= clock_end:
+            break
+        if time.monotonic() - last_log > 30:
+            last_log = time.monotonic()
+            log.info("soak: simulated %s (%.1f h in)", now_sim.isoformat(), elapsed_h)
+        time.sleep(1)
+    for fault in windows.values():
+        fault.until = _now().isoformat()
+    # Stop time and lift every fault: what follows is settling, not simulation.
+    stack.sandbox.put("/admin/clock", json={"speed": 0.000001}).raise_for_status()
+    stack.sandbox.put("/admin/faults", json={"seed": profile.seed, "rules": []})
+    return injected
+
+
+_BUSY_SQL = """
+SELECT count(*) FROM task_instance
+ WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
+                 'restarting')
+"""
+_STORE_BUSY_SQL = """
+SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'),
+       (SELECT count(*) FROM orderflow.outbox
+         WHERE status IN ('pending', 'sending') OR (status = 'failed'
+               AND next_attempt_at < now() + interval '2 minutes')),
+       (SELECT count(*) FROM orderflow.fulfilment_event WHERE status = 'pending')
+"""
+#: what is counted while settling; pending fulfilment events may wait legitimately (an event
+#: for a release we have not recorded yet), so they are reported but do not hold settling
+_BUSY_KEYS = ("task_instances", "messages_pending", "outbox_due", "events_pending")
+
+
+def _settle(stack: Stack, timeout: float) -> dict:
+    """Wait until no task runs or waits and nothing is due in the store (twice in a row),
+    then run ``fulfilment_events`` and ``masterdata_sync`` once more, as an operator would
+    before comparing with the WMS."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    busy: tuple = ()
+    while time.monotonic() < deadline and quiet < 2:
+        tasks = stack.query("airflow", _BUSY_SQL)[0][0]
+        busy = (tasks, *stack.query("orderflow", _STORE_BUSY_SQL)[0])
+        quiet = quiet + 1 if not any(busy[:3]) else 0
+        time.sleep(10)
+    settled = {"quiet": quiet >= 2, "busy_at_end": dict(zip(_BUSY_KEYS, busy, strict=False))}
+    for dag_id in ("fulfilment_events", "masterdata_sync"):
+        settled[dag_id] = _trigger_and_wait(stack, dag_id, max(120.0, deadline - time.monotonic()))
+    return settled
+
+
+def _trigger_and_wait(stack: Stack, dag_id: str, timeout: float) -> str:
+    r = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
+    if r.status_code not in (200, 201):
+        return f"trigger failed: {r.status_code} {r.text[:200]}"
+    run_id = r.json()["dag_run_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        if r.status_code == 200 and r.json()["state"] in ("success", "failed"):
+            return r.json()["state"]
+        time.sleep(3)
+    return "timeout"
+
+
+# ------------------------------------------------------------------------------ reconcile
+def _recovery(stack: Stack, fault: Injected) -> None:
+    """Seconds from the injection (a window: from its end) to the next successful task of
+    the kind the fault hit."""
+    start = datetime.fromisoformat(fault.until or fault.at)
+    d = fault.detail
+    if fault.kind == "kill_worker" and "dag_id" in d:
+        sql = (
+            "SELECT min(end_date), 'same task' FROM task_instance WHERE state = 'success' "
+            "AND dag_id = %s AND task_id = %s AND end_date > %s"
+        )
+        params: tuple = (d["dag_id"], d["task_id"], start)
+    elif fault.kind == "kill_triggerer":
+        # a deferred sensor that finished after the triggerer came back
+        sql = (
+            "SELECT min(end_date), 'deferred sensor' FROM task_instance "
+            "WHERE state = 'success' AND task_id LIKE 'wait%%' AND end_date > %s"
+        )
+        params = (start,)
+    elif fault.kind == "kill_dag_processor":
+        sql = "SELECT min(last_parsed_time), 'DAG file parsed' FROM dag WHERE last_parsed_time > %s"
+        params = (start,)
+    else:
+        # scheduler, database, sandbox faults: a task scheduled after it, run to success
+        sql = (
+            "SELECT min(end_date), 'any task started after' FROM task_instance "
+            "WHERE state = 'success' AND start_date > %s"
+        )
+        params = (start,)
+    try:
+        ((when, what),) = stack.query("airflow", sql, params)
+    except Exception as exc:  # reported, not fatal
+        fault.recovered_by = f"query failed: {exc}"
+        return
+    if when is not None:
+        fault.recovered_s = round((when - datetime.fromisoformat(fault.at)).total_seconds(), 1)
+        fault.recovered_by = what
+
+
+def _p(values: list[float], q: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(quantiles(values, n=100, method="inclusive")[q - 1], 1)
+
+
+def reconcile(
+    stack: Stack,
+    opts: Options,
+    profile: Profile,
+    manifest,
+    injected: list[Injected],
+    settled: dict,
+) -> dict:
+    q = stack.query
+    sb = stack.sandbox
+    findings: list[str] = []
+    sim_now = stack.clock()
+
+    # ---- messages in: every one has exactly one outcome
+    outcomes = dict(
+        q("orderflow", "SELECT outcome, count(*) FROM orderflow.channel_message GROUP BY 1")
+    )
+    messages_in = sum(outcomes.values())
+    summary = sb.get("/admin/state").json()
+
+    # ---- orders against the generator's ground truth (by PO: one order per submission)
+    day_dir = stack.state / "sandbox" / "day"
+    subs = [json.loads(line) for line in (day_dir / "orders.jsonl").open()]
+    truth = {
+        t["submission_id"]: t for t in map(json.loads, (day_dir / "ground_truth.jsonl").open())
+    }
+    arrived = [
+        s for s in subs if datetime.fromisoformat(s["arrival_at"].replace("Z", "+00:00")) <= sim_now
+    ]
+    expected_by_po: Counter = Counter()
+    allowed_by_po: Counter = Counter()
+    for s in arrived:
+        exp = truth[s["submission_id"]]["expected"]
+        if exp in ("release", "hold"):
+            expected_by_po[s["po_number"]] += 1
+        if exp != "quarantine":
+            allowed_by_po[s["po_number"]] += 1
+    orders_by_po = Counter(
+        dict(
+            q(
+                "orderflow",
+                'SELECT po_number, count(*) FROM orderflow."order" '
+                "WHERE parent_order_id IS NULL GROUP BY 1",
+            )
+        )
+    )
+    missing = {po: n - orders_by_po[po] for po, n in expected_by_po.items() if orders_by_po[po] < n}
+    # an order still inside a quarantined message waits for a person: not lost, but listed
+    quarantined_raw = [
+        bytes(r[0])
+        for r in q(
+            "orderflow", "SELECT raw FROM orderflow.channel_message WHERE outcome = 'quarantined'"
+        )
+    ]
+    in_quarantine = {po for po in missing if any(po.encode() in raw for raw in quarantined_raw)}
+    lost_orders = {po: n for po, n in missing.items() if po not in in_quarantine}
+    extra = {po: n - allowed_by_po[po] for po, n in orders_by_po.items() if n > allowed_by_po[po]}
+
+    # ---- every order in exactly one state, with a reason when not at its end
+    by_status = dict(q("orderflow", 'SELECT status, count(*) FROM orderflow."order" GROUP BY 1'))
+    no_reason = q(
+        "orderflow",
+        """
+        SELECT o.order_id, o.status FROM orderflow."order" o
+         WHERE o.status NOT IN ('INVOICED', 'CLOSED', 'CANCELLED', 'REJECTED',
+                                'RELEASED', 'PICKED', 'SHIPPED', 'DELIVERED')
+           AND NOT EXISTS (SELECT 1 FROM orderflow.order_exception e
+                            WHERE e.order_id = o.order_id AND e.status = 'open')
+         ORDER BY 1
+        """,
+    )
+    open_reasons = dict(
+        q(
+            "orderflow",
+            "SELECT category, count(DISTINCT order_id) FROM orderflow.order_exception "
+            "WHERE status = 'open' AND order_id IS NOT NULL GROUP BY 1",
+        )
+    )
+
+    # ---- outbox against the receivers' own idempotency records
+    outbox = defaultdict(dict)
+    for action, status, n in q(
+        "orderflow", "SELECT action, status, count(*) FROM orderflow.outbox GROUP BY 1, 2"
+    ):
+        outbox[action][status] = n
+    sent_keys = defaultdict(set)
+    for action, key in q(
+        "orderflow", "SELECT action, idempotency_key FROM orderflow.outbox WHERE status = 'sent'"
+    ):
+        sent_keys[action].add(key)
+
+    def keys(system: str) -> list[str]:
+        r = sb.get(f"/admin/idempotency/{system}")
+        return r.json()["keys"] if r.status_code == 200 else []
+
+    release_keys = keys("release")
+    invoice_keys = keys("invoice")
+    outbound_keys = set(keys("outbound"))
+    lost_releases = sorted(sent_keys["wms_release"] - set(release_keys))
+    lost_invoices = sorted(sent_keys["erp_invoice"] - set(invoice_keys))
+    edi_actions = [a for a in sent_keys if a.startswith("edi_")]
+    lost_edi = sorted(k for a in edi_actions for k in sent_keys[a] - outbound_keys)
+    dup_releases = max(0, summary["releases"] - len(set(release_keys)))
+    dup_invoices = max(0, summary["invoices"] - len(set(invoice_keys)))
+    shipments_released = q(
+        "orderflow",
+        "SELECT count(*), count(DISTINCT wms_release_id) FROM orderflow.shipment "
+        "WHERE wms_release_id IS NOT NULL",
+    )[0]
+    dup_release_ids = shipments_released[0] - shipments_released[1]
+    posted = q("orderflow", "SELECT count(*) FROM orderflow.invoice WHERE status = 'posted'")[0][0]
+    edi_received = Counter(d["document_type"] for d in sb.get("/edi/outbound").json()["items"])
+    edi_sent = {a.removeprefix("edi_"): len(sent_keys[a]) for a in edi_actions}
+    mail = summary["mail"]
+    mail_sent = outbox.get("email", {}).get("sent", 0)
+    lost_mail = max(0, mail_sent - mail["messages"])
+
+    # ---- inventory per item × DC equal to the WMS
+    from orderflow.store import processing as inventory
+
+    wms = {(p["item_id"], p["dc_id"]): p for p in sb.get("/wms/inventory").json()["items"]}
+    ours = {
+        (i, d): (float(on_hand), float(reserved))
+        for i, d, on_hand, reserved in q(
+            "orderflow",
+            "SELECT item_id, dc_id, on_hand, wms_reserved FROM orderflow.inventory_position",
+        )
+    }
+    inv_mismatch = [
+        {"item_id": k[0], "dc_id": k[1], "ours": ours.get(k), "wms": (p["on_hand"], p["reserved"])}
+        for k, p in wms.items()
+        if ours.get(k) != (float(p["on_hand"]), float(p["reserved"]))
+    ] + [
+        {"item_id": k[0], "dc_id": k[1], "ours": v, "wms": None}
+        for k, v in ours.items()
+        if k not in wms
+    ]
+    import psycopg
+
+    with psycopg.connect(stack.db_url("orderflow")) as conn:
+        alloc = [
+            {"item_id": r[0], "dc_id": r[1], "allocated": float(r[2]), "derived": float(r[3])}
+            for r in inventory.allocation_mismatches(conn)
+        ]
+    held_by_wms = {
+        (i, d): float(qty)
+        for i, d, qty in q(
+            "orderflow",
+            "SELECT item_id, dc_id, sum(quantity) FROM orderflow.reservation "
+            "WHERE status = 'released' GROUP BY 1, 2",
+        )
+        if qty
+    }
+    reserved_diff = [
+        {
+            "item_id": k[0],
+            "dc_id": k[1],
+            "ours_released": held_by_wms.get(k, 0.0),
+            "wms": p["reserved"],
+        }
+        for k, p in wms.items()
+        if abs(held_by_wms.get(k, 0.0) - float(p["reserved"])) > 1e-9
+    ]
+
+    # ---- dead letters with causes
+    dead = [
+        {"source": s, "ref": r, "error": (e or "")[:300]}
+        for s, r, e in q(
+            "orderflow",
+            "SELECT source, source_ref, error FROM orderflow.dead_letter ORDER BY created_at",
+        )
+    ] + [
+        {"source": f"outbox/{a}", "ref": k, "error": (e or "")[:300]}
+        for a, k, e in q(
+            "orderflow",
+            "SELECT action, idempotency_key, last_error FROM orderflow.outbox "
+            "WHERE status IN ('dead', 'unknown') ORDER BY outbox_id",
+        )
+    ]
+
+    # ---- latency: received → released (wall clock: what the machine took)
+    lat = [
+        float(r[0])
+        for r in q(
+            "orderflow",
+            """
+            SELECT extract(epoch FROM min(e.occurred_at) - o.received_at)
+              FROM orderflow."order" o JOIN orderflow.order_event e
+                ON e.order_id = o.order_id AND e.to_status = 'RELEASED'
+             GROUP BY o.order_id, o.received_at
+            """,
+        )
+    ]
+
+    # ---- faults and DAG-run failures
+    for fault in injected:
+        if "skipped" not in fault.detail:
+            _recovery(stack, fault)
+    windows = []
+    for f in injected:
+        start = datetime.fromisoformat(f.at)
+        end = datetime.fromisoformat(f.until) if f.until else start
+        # a failure explained by a fault: it overlaps the fault (and its retries' reach)
+        windows.append((start - timedelta(seconds=5), end + timedelta(seconds=300), f.name))
+    failed_runs = q(
+        "airflow",
+        "SELECT dag_id, run_id, start_date, end_date FROM dag_run WHERE state = 'failed' "
+        "ORDER BY start_date",
+    )
+    failed = []
+    for dag_id, run_id, start, end in failed_runs:
+        end = end or _now()
+        causes = [name for ws, we, name in windows if start and start <= we and end >= ws]
+        tasks = [
+            t
+            for (t,) in q(
+                "airflow",
+                "SELECT task_id FROM task_instance WHERE dag_id = %s AND run_id = %s "
+                "AND state IN ('failed', 'upstream_failed')",
+                (dag_id, run_id),
+            )
+        ]
+        failed.append({"dag_id": dag_id, "run_id": run_id, "failed_tasks": tasks, "faults": causes})
+    unexplained = [f for f in failed if not f["faults"]]
+    task_failures = dict(
+        q(
+            "airflow",
+            "SELECT dag_id || '.' || task_id, count(*) FROM task_instance_history "
+            "WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC",
+        )
+    )
+    runs = dict(q("airflow", "SELECT state, count(*) FROM dag_run GROUP BY 1"))
+
+    lost_breakdown = {
+        "orders": sum(lost_orders.values()),
+        "messages_unprocessed": outcomes.get("pending", 0),
+        "wms_releases": len(lost_releases),
+        "erp_invoices": len(lost_invoices),
+        "edi_documents": len(lost_edi),
+        "emails": lost_mail,
+    }
+    dup_breakdown = {
+        "orders": sum(extra.values()),
+        "wms_releases_by_key": dup_releases,
+        "wms_release_ids": dup_release_ids,
+        "erp_invoices_by_key": dup_invoices,
+        "email_message_ids": mail["duplicate_message_ids"],
+    }
+    if no_reason:
+        findings.append(f"{len(no_reason)} orders wait without an open exception (no reason)")
+    for f in injected:
+        if f.recovered_s is None and "skipped" not in f.detail:
+            findings.append(
+                f"fault {f.name} at {f.sim_at}: no successful task of its kind after it"
+            )
+    if not settled.get("quiet"):
+        findings.append(f"the stack did not settle: {settled.get('busy_at_end')}")
+
+    report = {
+        "days": opts.days,
+        "orders_per_day": opts.orders_per_day,
+        "executor": opts.executor,
+        "workers": opts.workers if opts.executor == "celery" else None,
+        "chaos": profile.name,
+        "seed": opts.seed,
+        "speed": opts.speed,
+        "simulated": {"until": sim_now.isoformat(), "business_dates": manifest.business_dates},
+        "orders_received": sum(by_status.values()),
+        "submissions_arrived": len(arrived),
+        "messages": {"in": messages_in, **outcomes},
+        "sandbox_deliveries": summary["deliveries"],
+        "lost": sum(lost_breakdown.values()),
+        "lost_breakdown": lost_breakdown,
+        "lost_orders": dict(sorted(lost_orders.items())[:50]),
+        "in_quarantine_orders": sorted(in_quarantine)[:50],
+        "duplicated": sum(dup_breakdown.values()),
+        "duplicated_breakdown": dup_breakdown,
+        "duplicated_orders": dict(sorted(extra.items())[:50]),
+        "orders_by_status": by_status,
+        "orders_without_reason": len(no_reason),
+        "orders_without_reason_sample": [list(r) for r in no_reason[:20]],
+        "open_exceptions_by_category": open_reasons,
+        "wms_releases": {
+            "sent": len(sent_keys["wms_release"]),
+            "sandbox_keys": len(set(release_keys)),
+            "sandbox_releases": summary["releases"],
+            "lost_keys": lost_releases[:20],
+        },
+        "erp_invoices": {
+            "posted": posted,
+            "sent": len(sent_keys["erp_invoice"]),
+            "sandbox_keys": len(set(invoice_keys)),
+            "sandbox_invoices": summary["invoices"],
+            "lost_keys": lost_invoices[:20],
+        },
+        "edi_outbound": {
+            "sent": edi_sent,
+            "received": dict(edi_received),
+            "lost_keys": lost_edi[:20],
+        },
+        "edi_997_from_partners": summary.get("edi_997"),
+        "emails": {
+            "sent": mail_sent,
+            "sandbox": mail["messages"],
+            "duplicate_message_ids": mail["duplicate_message_ids"],
+            "unknown": outbox.get("email", {}).get("unknown", 0),
+        },
+        "outbox": {a: dict(s) for a, s in sorted(outbox.items())},
+        "inventory_mismatches": len(inv_mismatch) + len(alloc),
+        "inventory_mismatch_sample": inv_mismatch[:20],
+        "allocation_mismatches": alloc[:20],
+        "released_not_equal_wms_reserved": len(reserved_diff),
+        "released_not_equal_wms_reserved_sample": reserved_diff[:20],
+        "dead_letters": dead,
+        "received_to_released_p50_s": _p(lat, 50),
+        "received_to_released_p95_s": _p(lat, 95),
+        "released_orders_measured": len(lat),
+        "faults": [asdict(f) for f in injected],
+        "faults_unrecovered": sum(
+            1 for f in injected if f.recovered_s is None and "skipped" not in f.detail
+        ),
+        "dag_runs": runs,
+        "failed_dag_runs": failed,
+        "failed_dag_runs_unexplained": len(unexplained),
+        "task_failures": task_failures,
+        "settle": settled,
+        "findings": findings,
+    }
+    return report
+
+
+def render_markdown(r: dict) -> str:
+    ok = r["lost"] == 0 and r["duplicated"] == 0 and r["inventory_mismatches"] == 0
+    lines = [
+        f"# Soak report: {r['days']} day(s) × {r['orders_per_day']} orders, "
+        f"{r['executor']}{' × ' + str(r['workers']) if r['workers'] else ''}, chaos `{r['chaos']}`",
+        "",
+        f"**{'PASS' if ok else 'FAIL'}** — lost **{r['lost']}**, duplicated **{r['duplicated']}**, "
+        f"inventory mismatches **{r['inventory_mismatches']}**, unexplained failed DAG runs "
+        f"**{r['failed_dag_runs_unexplained']}**, unrecovered faults **{r['faults_unrecovered']}**.",
+        "",
+        f"Command: `{r.get('command', '')}`",
+        "",
+        f"Simulated until {r['simulated']['until']} (business dates "
+        f"{', '.join(r['simulated']['business_dates'])}) at ×{r['speed']}; seed {r['seed']}; "
+        f"timings {r.get('timings')}.",
+        "",
+        "## Messages and orders",
+        "",
+        f"- submissions arrived: {r['submissions_arrived']}; messages in: {r['messages']}",
+        f"- orders received: {r['orders_received']}; by status: {r['orders_by_status']}",
+        f"- orders waiting without a reason: {r['orders_without_reason']}",
+        f"- open exceptions by category (orders): {r['open_exceptions_by_category']}",
+        f"- lost: {r['lost_breakdown']}",
+        f"- duplicated: {r['duplicated_breakdown']}",
+        f"- orders still inside quarantined messages (waiting for a person): "
+        f"{len(r['in_quarantine_orders'])}",
+        f"- received → released: p50 {r['received_to_released_p50_s']} s, "
+        f"p95 {r['received_to_released_p95_s']} s over {r['released_orders_measured']} orders",
+        "",
+        "## Side effects against the receivers' records",
+        "",
+        f"- WMS releases: {r['wms_releases']}",
+        f"- ERP invoices: {r['erp_invoices']}",
+        f"- EDI outbound: {r['edi_outbound']}; partners' 997s: {r['edi_997_from_partners']}",
+        f"- e-mails: {r['emails']}",
+        f"- outbox: {r['outbox']}",
+        f"- inventory mismatches (item × DC vs WMS, plus allocation): {r['inventory_mismatches']}; "
+        f"released ≠ WMS reserved: {r['released_not_equal_wms_reserved']}",
+        "",
+        "## Faults",
+        "",
+        "| fault | injected (simulated) | detail | recovered_s | by |",
+        "|---|---|---|---|---|",
+    ]
+    for f in r["faults"]:
+        detail = {k: v for k, v in f["detail"].items() if k != "rules"}
+        if "rules" in f["detail"]:
+            detail["rules"] = len(f["detail"]["rules"])
+        lines.append(
+            f"| {f['name']} | {f['sim_at']} | {json.dumps(detail)} | {f['recovered_s']} | "
+            f"{f['recovered_by']} |"
+        )
+    lines += [
+        "",
+        "## DAG runs",
+        "",
+        f"- runs by state: {r['dag_runs']}",
+        f"- failed runs: {len(r['failed_dag_runs'])}, unexplained: "
+        f"{r['failed_dag_runs_unexplained']}",
+    ]
+    for f in r["failed_dag_runs"]:
+        lines.append(
+            f"  - {f['dag_id']} {f['run_id']}: tasks {f['failed_tasks']}; faults {f['faults']}"
+        )
+    lines += [f"- task attempts failed: {r['task_failures']}", "", "## Dead letters", ""]
+    lines += [f"- {d['source']} {d['ref']}: {d['error']}" for d in r["dead_letters"]] or ["- none"]
+    lines += ["", "## Findings", ""]
+    lines += [f"- {f}" for f in r["findings"]] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ command
+def _command():
+    import click
+
+    @click.command("soak")
+    @click.option("--days", default=1, show_default=True, help="Business days to simulate.")
+    @click.option("--orders-per-day", default=300, show_default=True)
+    @click.option(
+        "--executor", type=click.Choice(["celery", "local"]), default="celery", show_default=True
+    )
+    @click.option("--workers", default=2, show_default=True, help="Celery workers.")
+    @click.option(
+        "--chaos",
+        default="short",
+        show_default=True,
+        help="Profile: include/soak/NAME.yaml or a path.",
+    )
+    @click.option("--report", "report_dir", type=click.Path(path_type=Path), required=True)
+    @click.option(
+        "--speed", default=600.0, show_default=True, help="Simulated seconds per real second."
+    )
+    @click.option("--seed", default=7, show_default=True, help="Seed of the generated days.")
+    @click.option(
+        "--tail-hours",
+        default=DEFAULT_TAIL_HOURS,
+        show_default=True,
+        help="Simulated hours after the last arrival (picking, shipping, invoicing).",
+    )
+    @click.option("--settle-timeout", default=900.0, show_default=True, help="Seconds.")
+    @click.option("--keep-state", is_flag=True, help="Keep the stack's state folder.")
+    def soak(
+        days,
+        orders_per_day,
+        executor,
+        workers,
+        chaos,
+        report_dir,
+        speed,
+        seed,
+        tail_hours,
+        settle_timeout,
+        keep_state,
+    ):
+        """Run the real stack through N generated business days with a chaos profile, then
+        reconcile against the sandbox's records (report.json, report.md in --report). Exits
+        1 when anything was lost or duplicated."""
+        report_dir.mkdir(parents=True, exist_ok=True)
+        opts = Options(
+            days=days,
+            orders_per_day=orders_per_day,
+            executor=executor,
+            workers=workers,
+            chaos=chaos,
+            report_dir=report_dir,
+            speed=speed,
+            seed=seed,
+            tail_hours=tail_hours,
+            settle_timeout=settle_timeout,
+            keep_state=keep_state,
+        )
+        report = run(opts, command=" ".join(["orderflow", *sys.argv[1:]]))
+        click.echo(
+            f"lost {report['lost']}, duplicated {report['duplicated']}, inventory mismatches "
+            f"{report['inventory_mismatches']}, unexplained failed runs "
+            f"{report['failed_dag_runs_unexplained']}; report in {report_dir}"
+        )
+        if report["lost"] or report["duplicated"]:
+            sys.exit(1)
+
+    return soak
+
+
+soak_command = _command()
