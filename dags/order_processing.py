@@ -67,8 +67,9 @@ Every 5 minutes, and whenever intake lands orders or master data is published:
    Orders that need a person go **ON_HOLD** with a typed exception (category, reason, owner
    role, SLA) — everything else flows. Each decision records the rule-set versions it used
    (`include/rules/`).
-3. **send_releases** — delivers the queued WMS releases and 855 acknowledgements (outbox,
-   idempotency keys per order, DC and release version).
+3. **send_releases** — delivers the queued WMS releases, WMS release cancels (customers'
+   changes after release) and 855 acknowledgements (outbox, idempotency keys per order, DC
+   and release version); it runs even when no order was claimed.
 4. **publish_status** — gives the claims back and logs where the run's orders stand.
 
 Rerun or clear any task freely: a stage only acts on orders still in its input status, and
@@ -99,6 +100,8 @@ To act on one order, use `order_reprocess`.
         task_id="send_releases",
         actions=["wms_release", "wms_release_cancel", "edi_855"],
         limit=50_000,
+        # also when no order was claimed: release cancels queued by the claim still go out
+        trigger_rule="none_failed",
         outlets=[ORDERS_RELEASED],
     )
     # A teardown: gives the claims back whatever happened, without hiding a failed stage.
