@@ -246,6 +246,12 @@ class Distributor:
         self.portal_orders = [
             o for o in self._read_jsonl(day_dir / "orders.jsonl") if o["channel"] == "portal"
         ]
+        # Customers' cancel and change items, merged into the feed by arrival time (stable:
+        # an item becomes visible only when its time comes, after everything before it).
+        self.portal_orders = sorted(
+            self.portal_orders + self._read_jsonl(day_dir / "portal_changes.jsonl"),
+            key=lambda o: _parse(o["arrival_at"]),
+        )
         self.deliveries = self._read_jsonl(day_dir / "deliveries.jsonl")
         self._delivered: set[str] = set()
         self.mail: list[dict] = []  # what the SMTP sink received
@@ -1014,7 +1020,9 @@ class Distributor:
         visible = [o for o in self.portal_orders if _parse(o["arrival_at"]) <= now]
         page = visible[after : after + limit]
         items = [
-            {
+            {k: v for k, v in o.items() if k != "arrival_at"}
+            if o.get("type") in ("cancel", "change")
+            else {
                 "client_request_id": o["client_request_id"],
                 "submitted_at": o["arrival_at"],
                 "order": {
@@ -1033,6 +1041,8 @@ class Distributor:
             for o in page
         ]
         for it in items:  # the portal does not know our true item ids
+            if "order" not in it:
+                continue
             it["order"]["lines"] = [
                 {k: v for k, v in ln.items() if k != "item_id"} for ln in it["order"]["lines"]
             ]
@@ -1145,10 +1155,13 @@ class Distributor:
                 f"{self.world_meta.get('seed')}:997:{partner_id}:{isa['control']}:{g['control']}"
             )
             at = self.now() + timedelta(minutes=rnd.uniform(5, 30))
+            # now and then a partner's translator refuses a well-formed document (its own
+            # rules: an unknown item, a missing reference) — seeded per group
+            refused = rnd.random() < PARTNER_REFUSAL_RATE
             control = self._ack_controls.get(partner_id, ACK_CONTROL_START)
             self._ack_controls[partner_id] = control + 1
             self._meta_dirty = True
-            segments, status = _render_997(isa, g, interchange_ok, control, at)
+            segments, status = _render_997(isa, g, interchange_ok, control, at, refused)
             self._mark("ack997", len(self.acks_997))
             self.acks_997.append(
                 {
@@ -1165,6 +1178,7 @@ class Distributor:
                     },
                     "data": _serialise_x12(profile, isa, segments),
                     "delivered": False,
+                    "refused_by_partner": refused,
                 }
             )
 
@@ -1250,6 +1264,9 @@ class Distributor:
                     "generated": len(self.acks_997),
                     "delivered": sum(a["delivered"] for a in self.acks_997),
                     "rejected": sum(a["status"] != "A" for a in self.acks_997),
+                    "refused_by_partner": sum(
+                        bool(a.get("refused_by_partner")) for a in self.acks_997
+                    ),
                 },
                 "mail": self._mail_counts(),
                 "portal_webhooks": len(self.webhooks),
@@ -1270,6 +1287,8 @@ class Distributor:
 ACKNOWLEDGED_SETS = frozenset({"855", "856", "810"})
 #: first ISA13/GS06 of a partner's 997s: far above the numbers of its 850 interchanges
 ACK_CONTROL_START = 900_000_001
+#: Share of well-formed groups a partner refuses all the same (AK5 R 5 / AK9 R), seeded.
+PARTNER_REFUSAL_RATE = 0.01
 
 
 def _el(seg: list[str], n: int) -> str:
@@ -1359,7 +1378,7 @@ def _read_x12(body: str) -> tuple[dict, list[dict], bool] | None:
 
 
 def _render_997(
-    isa: dict, g: dict, interchange_ok: bool, control: int, at: datetime
+    isa: dict, g: dict, interchange_ok: bool, control: int, at: datetime, refused: bool = False
 ) -> tuple[list[list[str]], str]:
     """The 997 interchange (segments) for group ``g``, and its AK9 status.
 
@@ -1371,17 +1390,19 @@ def _render_997(
     at = at.astimezone(UTC)
     version = g["version"]
     v5 = version[:3].isdecimal() and int(version[:3]) >= 5
-    refused = bool(g["codes"]) or not interchange_ok
+    broken = bool(g["codes"]) or not interchange_ok
     body: list[list[str]] = [["AK1", g["functional_id"], g["control"], *([version] if v5 else [])]]
     accepted = 0
     for t in g["sets"]:
-        ok = not t["codes"] and not refused
+        ok = not t["codes"] and not broken and not refused
         accepted += ok
         body.append(["AK2", t["set_id"], t["control"]])
-        body.append(["AK5", "A" if ok else "R", *t["codes"][:5]])
+        # AK502 5: one or more segments in error (the partner's own business rules)
+        codes = t["codes"][:5] or (["5"] if refused and not broken else [])
+        body.append(["AK5", "A" if ok else "R", *codes])
     received = len(g["sets"])
     declared = g["declared"] if (g["declared"] or "").isdecimal() else str(received)
-    status = "A" if accepted == received and not refused else ("P" if accepted else "R")
+    status = "A" if accepted == received and not broken else ("P" if accepted else "R")
     body.append(["AK9", status, str(int(declared)), str(received), str(accepted), *g["codes"][:5]])
     st = [["ST", "997", "0001"], *body, ["SE", str(len(body) + 2), "0001"]]
     r = isa["segment"]

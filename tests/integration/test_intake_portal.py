@@ -25,13 +25,24 @@ def _faults(sandbox, *rules):
 
 
 def _portal_submissions(day_dir):
+    """Everything the portal feed carries: new orders, and customers' cancel/change items."""
     rows = [json.loads(x) for x in (day_dir / "orders.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["channel"] == "portal"]
+    changes = day_dir / "portal_changes.jsonl"
+    extra = [json.loads(x) for x in changes.read_text().splitlines()] if changes.exists() else []
+    return [r for r in rows if r["channel"] == "portal"] + extra
+
+
+def _request_ids(subs) -> list[str]:
+    """The request ids intake stores them under (a change item's is marked as one)."""
+    return [
+        ("change:" if s.get("type") in ("cancel", "change") else "") + s["client_request_id"]
+        for s in subs
+    ]
 
 
 def _portal_messages(store, day_dir):
     """Messages of this day's portal submissions (the store is shared with other tests)."""
-    ids = [s["client_request_id"] for s in _portal_submissions(day_dir)]
+    ids = _request_ids(_portal_submissions(day_dir))
     return store.execute(
         "SELECT count(*), count(DISTINCT client_request_id) FROM orderflow.channel_message "
         "WHERE channel = 'portal' AND client_request_id = ANY(%s)",
@@ -77,11 +88,11 @@ def test_portal_pull_is_gapless_and_exactly_once(sandbox, store, day_dir):
         store.execute(
             "SELECT outcome, count(*) FROM orderflow.channel_message WHERE channel = 'portal' "
             "AND client_request_id = ANY(%s) GROUP BY outcome",
-            ([s["client_request_id"] for s in subs],),
+            (_request_ids(subs),),
         ).fetchall()
     )
     assert counts.get("pending", 0) == 0
     assert sum(counts.values()) == total
-    portal_ids = {s["submission_id"] for s in subs}
+    portal_ids = {s["submission_id"] for s in subs if "submission_id" in s}
     resubmitted_in_portal = sum(1 for s in subs if s.get("duplicate_of") in portal_ids)
     assert counts.get("duplicate", 0) >= resubmitted_in_portal

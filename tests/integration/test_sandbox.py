@@ -4,7 +4,7 @@
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -199,10 +199,18 @@ def test_portal_feed_cursor_has_no_gaps_or_repeats_and_files_are_delivered(sandb
         cursor = page["next_cursor"]
         if not page["has_more"]:
             break
-    expected = [
-        json.loads(line)["client_request_id"]
+    # new orders in file order, with the customers' cancel/change items merged by arrival
+    items = [
+        json.loads(line)
         for line in (day_dir / "orders.jsonl").read_text().splitlines()
         if json.loads(line)["channel"] == "portal"
+    ]
+    changes = day_dir / "portal_changes.jsonl"
+    if changes.exists():
+        items += [json.loads(line) for line in changes.read_text().splitlines()]
+    expected = [
+        i["client_request_id"]
+        for i in sorted(items, key=lambda i: datetime.fromisoformat(i["arrival_at"]))
     ]
     assert seen == expected
     assert len(seen) == len(set(seen)) > 0
