@@ -449,6 +449,14 @@ def _settle(conn, ch: _Change, status: str, outcome: str, *, final: bool = True)
     )
 
 
+def ctx_book_tag() -> str:
+    """The rule versions a change decision used: routing (its exceptions) and fulfilment
+    (who is told)."""
+    from orderflow import rules
+
+    return rules.load().tag("routing", "fulfilment")
+
+
 def _move(conn, ch: _Change, o, target, reason, ctx, **extra) -> None:
     events.append(
         conn,
@@ -460,6 +468,7 @@ def _move(conn, ch: _Change, o, target, reason, ctx, **extra) -> None:
                 actor_type="user" if ch.change.requested_by or ch.requested_by else "system",
                 actor_id=ch.change.requested_by or ch.requested_by or ctx.actor,
                 reason_codes=(reason,),
+                rule_set_version=ctx_book_tag(),
                 details={
                     "change_id": ch.change_id,
                     "kind": str(ch.change.kind),
