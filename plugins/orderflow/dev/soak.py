@@ -131,6 +131,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 class Stack:
     """``orderflow run`` in a state folder of its own, and handles on what it started."""
 
@@ -184,17 +193,37 @@ class Stack:
             time.sleep(1)
         raise RuntimeError("the stack did not become healthy in time; see run.log")
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
+    def stop(self) -> list[str]:
+        """Stop ``orderflow run`` (Ctrl-C: it stops everything it started). Returns what had
+        to be cleaned up after it (should be nothing)."""
+        leftovers: list[str] = []
+        if self.proc is None:
+            return leftovers
         try:
-            self.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            postmaster = self.postmaster()
+        except (OSError, ValueError, IndexError):
+            postmaster = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                leftovers.append("orderflow run did not stop in 120 s: killed")
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if postmaster and _alive(postmaster):
+            # `orderflow run` stops its embedded server with pg_ctl as the server's own user;
+            # in a folder that user cannot enter (pytest's 0700 temp dirs) that fails quietly.
+            leftovers.append(f"embedded PostgreSQL (pid {postmaster}) still ran: fast shutdown")
+            os.kill(postmaster, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while _alive(postmaster) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _alive(postmaster):
+                os.kill(postmaster, signal.SIGKILL)
         self.sandbox.close()
         self.log_file.close()
+        return leftovers
 
     @staticmethod
     def _ok(url: str) -> bool:
@@ -440,7 +469,9 @@ def run(opts: Options, command: str = "") -> dict:
         report["timings"] = {k: round(v, 1) for k, v in timings.items()}
         report["command"] = command
     finally:
-        stack.stop()
+        leftovers = stack.stop()
+    report["stop_leftovers"] = leftovers
+    report["findings"] += leftovers
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (report_dir / "report.md").write_text(render_markdown(report))
     if not opts.keep_state:
@@ -537,10 +568,22 @@ def _drive(
     return injected
 
 
+#: DAGs that move orders, messages and stock (housekeeping DAGs — approvals, desk, KPIs,
+#: heartbeat — run every few minutes forever and do not hold settling)
+WORK_DAGS = (
+    "intake_edi",
+    "intake_csv",
+    "intake_mailbox",
+    "intake_portal",
+    "order_processing",
+    "fulfilment_events",
+    "masterdata_sync",
+)
 _BUSY_SQL = """
 SELECT count(*) FROM task_instance
  WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
                  'restarting')
+   AND dag_id = ANY(%s)
 """
 _STORE_BUSY_SQL = """
 SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'),
@@ -551,21 +594,49 @@ SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'
 """
 #: what is counted while settling; pending fulfilment events may wait legitimately (an event
 #: for a release we have not recorded yet), so they are reported but do not hold settling
-_BUSY_KEYS = ("task_instances", "messages_pending", "outbox_due", "events_pending")
+_BUSY_KEYS = (
+    "task_instances",
+    "files_waiting",
+    "messages_pending",
+    "outbox_due",
+    "events_pending",
+)
+
+
+INTAKE_DAGS = ("intake_edi", "intake_csv", "intake_mailbox", "intake_portal")
+
+
+def _waiting_files(state: Path) -> int:
+    """Delivered drop-folder files not yet ingested (ingested ones move to ``.archive``)."""
+    root = state / "sandbox"
+    n = 0
+    for sub in ("edi/inbound", "csv/inbound", "mailbox/new"):
+        base = root / sub
+        if base.exists():
+            n += sum(
+                1
+                for p in base.rglob("*")
+                if p.is_file() and not any(x.startswith(".") for x in p.relative_to(base).parts)
+            )
+    return n
 
 
 def _settle(stack: Stack, timeout: float) -> dict:
-    """Wait until no task runs or waits and nothing is due in the store (twice in a row),
-    then run ``fulfilment_events`` and ``masterdata_sync`` once more, as an operator would
-    before comparing with the WMS."""
+    """Let the stack finish what arrived: the intake DAGs are triggered once (their schedule
+    is every 5 minutes), then wait until no task runs or waits, no file waits in a drop
+    folder and nothing is due in the store (twice in a row); then run ``fulfilment_events``
+    and ``masterdata_sync`` once more, as an operator would before comparing with the WMS."""
     deadline = time.monotonic() + timeout
+    for dag_id in INTAKE_DAGS:
+        stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
     quiet = 0
     busy: tuple = ()
     while time.monotonic() < deadline and quiet < 2:
-        tasks = stack.query("airflow", _BUSY_SQL)[0][0]
-        busy = (tasks, *stack.query("orderflow", _STORE_BUSY_SQL)[0])
-        quiet = quiet + 1 if not any(busy[:3]) else 0
         time.sleep(10)
+        tasks = stack.query("airflow", _BUSY_SQL, (list(WORK_DAGS),))[0][0]
+        store = stack.query("orderflow", _STORE_BUSY_SQL)[0]
+        busy = (tasks, _waiting_files(stack.state), *store)
+        quiet = quiet + 1 if not any(busy[:4]) else 0
     settled = {"quiet": quiet >= 2, "busy_at_end": dict(zip(_BUSY_KEYS, busy, strict=False))}
     for dag_id in ("fulfilment_events", "masterdata_sync"):
         settled[dag_id] = _trigger_and_wait(stack, dag_id, max(120.0, deadline - time.monotonic()))
@@ -593,9 +664,26 @@ def _recovery(stack: Stack, fault: Injected) -> None:
     start = datetime.fromisoformat(fault.until or fault.at)
     d = fault.detail
     if fault.kind == "kill_worker" and "dag_id" in d:
+        # the killed task instance itself: when its next try started and when it succeeded
+        rows = stack.query(
+            "airflow",
+            "SELECT state, try_number, start_date, end_date FROM task_instance "
+            "WHERE dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
+            (d["dag_id"], d["task_id"], d["run_id"], d["map_index"]),
+        )
+        if rows:
+            state, try_number, started, ended = rows[0]
+            at = datetime.fromisoformat(fault.at)
+            d["final_state"], d["final_try"] = state, try_number
+            if try_number > d["try_number"] and started:
+                d["running_again_s"] = round((started - at).total_seconds(), 1)
+            if state == "success" and ended:
+                fault.recovered_s = round((ended - at).total_seconds(), 1)
+                fault.recovered_by = f"the killed task, try {try_number}"
+                return
         sql = (
-            "SELECT min(end_date), 'same task' FROM task_instance WHERE state = 'success' "
-            "AND dag_id = %s AND task_id = %s AND end_date > %s"
+            "SELECT min(end_date), 'next success of the same task' FROM task_instance "
+            "WHERE state = 'success' AND dag_id = %s AND task_id = %s AND end_date > %s"
         )
         params: tuple = (d["dag_id"], d["task_id"], start)
     elif fault.kind == "kill_triggerer":
@@ -813,16 +901,18 @@ def reconcile(
         )
     ]
 
-    # ---- latency: received → released (wall clock: what the machine took)
+    # ---- latency: received → released, from the order's first event (wall clock: what the
+    # machine took; the order's received_at is the message's simulated arrival)
     lat = [
         float(r[0])
         for r in q(
             "orderflow",
             """
-            SELECT extract(epoch FROM min(e.occurred_at) - o.received_at)
-              FROM orderflow."order" o JOIN orderflow.order_event e
-                ON e.order_id = o.order_id AND e.to_status = 'RELEASED'
-             GROUP BY o.order_id, o.received_at
+            SELECT extract(epoch FROM min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')
+                                      - min(e.occurred_at))
+              FROM orderflow.order_event e
+             GROUP BY e.order_id
+            HAVING bool_or(e.to_status = 'RELEASED')
             """,
         )
     ]
@@ -1036,6 +1126,10 @@ def render_markdown(r: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ command
+def _raise_interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _command():
     import click
 
@@ -1082,6 +1176,10 @@ def _command():
         reconcile against the sandbox's records (report.json, report.md in --report). Exits
         1 when anything was lost or duplicated."""
         report_dir.mkdir(parents=True, exist_ok=True)
+        # Ctrl-C or SIGTERM (also when started in the background, where SIGINT is ignored)
+        # unwinds through run(): the stack it started is stopped, nothing is left behind.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         opts = Options(
             days=days,
             orders_per_day=orders_per_day,

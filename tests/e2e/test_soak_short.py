@@ -1,0 +1,106 @@
+"""The short soak: one generated business day through the real stack on Celery (2 workers
+on the machine's broker), with 5xx and connection resets on every sandbox endpoint, a
+Celery worker SIGKILLed while it runs a task, and a WMS outage (``include/soak/short.yaml``).
+
+``orderflow soak`` starts the stack as ``make run`` does, only moves the sandbox clock, and
+reconciles against the sandbox's own records at the end. Nothing may be lost or duplicated,
+and our inventory must equal the WMS's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
+
+BROKER = os.environ.get("ORDERFLOW_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+ORDERS = int(os.environ.get("ORDERFLOW_SOAK_SHORT_ORDERS", "150"))
+
+
+def _broker_reachable() -> bool:
+    url = urlparse(BROKER)
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), 2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    if not _broker_reachable():
+        pytest.skip(f"no Celery broker at {BROKER} (set ORDERFLOW_CELERY_BROKER_URL)")
+    out = tmp_path_factory.mktemp("soak")
+    # the test session's own databases and Connections are not the soak stack's
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.pop("ORDERFLOW_DATABASE_URL", None)
+    env["ORDERFLOW_CELERY_BROKER_URL"] = BROKER
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "orderflow"),
+            "soak",
+            "--days",
+            "1",
+            "--orders-per-day",
+            str(ORDERS),
+            "--executor",
+            "celery",
+            "--workers",
+            "2",
+            "--chaos",
+            "short",
+            "--speed",
+            "1200",
+            "--tail-hours",
+            "8",
+            "--settle-timeout",
+            "240",
+            "--report",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    path = out / "report.json"
+    assert path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(path.read_text())
+    print("\n" + (out / "report.md").read_text())
+    data["_exit_code"] = proc.returncode
+    return data
+
+
+def test_nothing_lost_or_duplicated(report):
+    assert report["lost"] == 0, report["lost_breakdown"]
+    assert report["duplicated"] == 0, report["duplicated_breakdown"]
+    assert report["_exit_code"] == 0
+    # the day went through: orders were received, released and reached the WMS
+    assert report["orders_received"] >= 0.9 * ORDERS
+    assert report["wms_releases"]["sandbox_keys"] > 0.5 * ORDERS
+    assert report["received_to_released_p95_s"] is not None
+
+
+def test_inventory_equals_the_wms(report):
+    assert report["inventory_mismatches"] == 0, (
+        report["inventory_mismatch_sample"],
+        report["allocation_mismatches"],
+    )
+
+
+def test_the_faults_happened_and_work_resumed(report):
+    kinds = {f["kind"]: f for f in report["faults"]}
+    assert {"kill_worker", "faults"} <= set(kinds)
+    killed = kinds["kill_worker"]
+    assert "skipped" not in killed["detail"], killed
+    assert killed["detail"]["process"].startswith("celery-worker-")
+    assert killed["recovered_s"] is not None, killed
+    assert report["faults_unrecovered"] == 0, report["faults"]
