@@ -223,8 +223,22 @@ def test_document_and_notification_counts_match_the_orders_that_should_have_them
         "JOIN orderflow.trading_partner tp USING (partner_id) "
         "WHERE o.channel = 'edi' AND i.status = 'posted' AND tp.isa_id <> ''",
     )
+    # an 855 per release (a change after release re-releases as a new version) and one
+    # re-acknowledgment per customer change that was decided (applied or refused)
+    edi_release_events = _one(
+        conn,
+        'SELECT count(*) FROM orderflow.order_event e JOIN orderflow."order" o USING (order_id) '
+        "JOIN orderflow.trading_partner tp USING (partner_id) "
+        "WHERE e.to_status = 'RELEASED' AND o.channel = 'edi' AND tp.isa_id <> ''",
+    )
+    edi_change_acks = _one(
+        conn,
+        'SELECT count(*) FROM orderflow.order_change c JOIN orderflow."order" o USING (order_id) '
+        "JOIN orderflow.trading_partner tp USING (partner_id) "
+        "WHERE c.status IN ('applied', 'refused') AND o.channel = 'edi' AND tp.isa_id <> ''",
+    )
     assert edi_released > 20
-    assert received["855"] == edi_released
+    assert received["855"] == edi_release_events + edi_change_acks
     assert received["856"] == edi_shipments
     assert received["810"] == edi_invoices
     # emails: confirmed for every non-EDI release with an address, shipped for every
