@@ -173,7 +173,18 @@ def test_generated_day_parses_into_the_orders_generated(tmp_path):
     for s in submissions:
         if s["channel"] == "edi":
             by_file[s["artefact"]].append(s)
+    # customers' later changes (850 cancel/replace, 860) are files of their own: they carry
+    # changes, never orders, and are delivered as recorded
+    change_files = {
+        d["path"]
+        for d in map(json.loads, (tmp_path / "deliveries.jsonl").read_text().splitlines())
+        if d.get("change_id") and d["channel"] == "edi"
+    }
     files = [p for p in (tmp_path / "artefacts" / "edi").rglob("*") if p.is_file()]
+    for path in [p for p in files if str(p.relative_to(tmp_path)) in change_files]:
+        changed = parse(path.read_bytes(), partner_id=path.parent.name, source_ref=path.name)
+        assert changed.changes and not changed.orders, path
+    files = [p for p in files if str(p.relative_to(tmp_path)) not in change_files]
     assert files
     assert len(files) == len(by_file)
 
