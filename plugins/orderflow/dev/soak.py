@@ -623,24 +623,45 @@ def _waiting_files(state: Path) -> int:
 
 def _settle(stack: Stack, timeout: float) -> dict:
     """Let the stack finish what arrived: the intake DAGs are triggered once (their schedule
-    is every 5 minutes), then wait until no task runs or waits, no file waits in a drop
-    folder and nothing is due in the store (twice in a row); then run ``fulfilment_events``
-    and ``masterdata_sync`` once more, as an operator would before comparing with the WMS."""
+    is every 5 minutes), then rounds of: wait until quiet — no task of a work DAG runs or
+    waits, no file waits in a drop folder, nothing is due in the store (twice in a row) —
+    then ``fulfilment_events`` and ``masterdata_sync`` once more, as an operator would before
+    comparing with the WMS. Master data published triggers ``order_processing`` (backorders
+    filled from stock that arrived), so rounds repeat until one changes no order (≤ 4)."""
     deadline = time.monotonic() + timeout
     for dag_id in INTAKE_DAGS:
         stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
+    settled: dict[str, Any] = {"rounds": []}
+    last_event = None
+    for _ in range(4):
+        quiet, busy = _wait_quiet(stack, deadline)
+        events = stack.query("orderflow", "SELECT max(event_id) FROM orderflow.order_event")[0][0]
+        round_ = {"quiet": quiet, "busy_at_end": dict(zip(_BUSY_KEYS, busy, strict=False))}
+        settled["rounds"].append(round_)
+        if events == last_event or not quiet:
+            break
+        last_event = events
+        for dag_id in ("fulfilment_events", "masterdata_sync"):
+            round_[dag_id] = _trigger_and_wait(
+                stack, dag_id, max(120.0, deadline - time.monotonic())
+            )
+    settled["quiet"] = settled["rounds"][-1]["quiet"]
+    settled["busy_at_end"] = settled["rounds"][-1]["busy_at_end"]
+    return settled
+
+
+def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple]:
     quiet = 0
     busy: tuple = ()
-    while time.monotonic() < deadline and quiet < 2:
+    while quiet < 2:
         time.sleep(10)
         tasks = stack.query("airflow", _BUSY_SQL, (list(WORK_DAGS),))[0][0]
         store = stack.query("orderflow", _STORE_BUSY_SQL)[0]
         busy = (tasks, _waiting_files(stack.state), *store)
         quiet = quiet + 1 if not any(busy[:4]) else 0
-    settled = {"quiet": quiet >= 2, "busy_at_end": dict(zip(_BUSY_KEYS, busy, strict=False))}
-    for dag_id in ("fulfilment_events", "masterdata_sync"):
-        settled[dag_id] = _trigger_and_wait(stack, dag_id, max(120.0, deadline - time.monotonic()))
-    return settled
+        if time.monotonic() > deadline:
+            break
+    return quiet >= 2, busy
 
 
 def _trigger_and_wait(stack: Stack, dag_id: str, timeout: float) -> str:
