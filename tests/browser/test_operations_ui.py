@@ -20,7 +20,13 @@ from tests_support import free_port, land_day
 
 from orderflow.store import db
 
-pytestmark = [pytest.mark.browser, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.airflow_db,
+    pytest.mark.db,
+    pytest.mark.sandbox,
+    pytest.mark.long,
+]
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

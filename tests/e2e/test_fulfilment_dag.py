@@ -15,7 +15,13 @@ from tests_support import land_day
 
 from orderflow.store import db
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.airflow_db,
+    pytest.mark.db,
+    pytest.mark.sandbox,
+    pytest.mark.long,
+]
 
 
 def _run(dag_id: str):

@@ -13,7 +13,13 @@ from orderflow.domain.models import Order
 from orderflow.store import db
 from orderflow.store import processing as repo
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.airflow_db,
+    pytest.mark.db,
+    pytest.mark.sandbox,
+    pytest.mark.long,
+]
 
 
 def _run():

@@ -160,8 +160,7 @@ def test_text_layer_accuracy_on_a_generated_day(day, catalog):
         assert acc[name] >= 0.98, name
     assert result["routing"].get("text:low_confidence", 0) == 0
     assert result["errors"] == {}
-    # a few ms per e-mail, not hundreds
-    assert result["seconds"]["text"] / result["emails"]["text"] < 0.1
+    # (the time per e-mail is a benchmark figure: benchmarks/po_extraction_accuracy.py)
 
 
 def test_scans_without_an_ocr_engine_are_refused_with_a_clear_error(day, catalog, email_rows):
