@@ -303,9 +303,7 @@ def test_numbers_have_no_trailing_zeros():
         lines=[
             OrderLine(line_no=1, quantity=Decimal("100"), uom="EA", unit_price=Decimal("0.10")),
             OrderLine(line_no=2, quantity=Decimal("1E+2"), uom="EA", unit_price=Decimal("7.00")),
-            OrderLine(
-                line_no=3, quantity=Decimal("0.125"), uom="KG", unit_price=Decimal("2.0000")
-            ),
+            OrderLine(line_no=3, quantity=Decimal("0.125"), uom="KG", unit_price=Decimal("2.0000")),
         ]
     )
     segs = tagged(build(order, []), "PO1")
