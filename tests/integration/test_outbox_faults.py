@@ -293,3 +293,18 @@ def test_an_interrupted_email_is_never_sent_blindly_and_a_keyed_row_is_asked_aga
         )
         == 1
     )
+
+
+def test_a_receiver_that_answers_no_is_an_answer_not_a_failed_task(store, sandbox):
+    from orderflow.operators.intake import SendOutboxOperator
+
+    _only_due(store, [], ["edi_997"])
+    # the gateway already holds another document under this key: it refuses ours (4xx)
+    outbox._registry()["edi_997"](
+        "edi_default", {"partner_id": "P-OF6", "document_type": "997", "body": "ISA*A~"}, "of6:997"
+    )
+    _queue_997(store, "of6:997", "P-OF6")
+    op = SendOutboxOperator(task_id="send", actions=["edi_997"])
+    assert op.execute({}) == {"dead": 1}  # decided and dead-lettered; the task succeeds
+    row = _row(store, "of6:997")
+    assert row["status"] == "dead" and row["attempts"] == 1

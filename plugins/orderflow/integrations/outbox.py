@@ -184,6 +184,7 @@ class SendResult:
     sent: int = 0
     retry: int = 0
     dead: int = 0
+    rejected: int = 0  # of the dead: the receiver answered no (a decision, not a failure)
     unknown: int = 0  # interrupted non-keyed sends settled as ambiguous (this call)
     followup_done: int = 0
     followup_retry: int = 0
@@ -192,7 +193,9 @@ class SendResult:
 
     def as_dict(self) -> dict[str, int]:
         """The non-zero outcome counters (the XCom of a send task)."""
-        return {k: v for k, v in vars(self).items() if k not in ("claimed", "errors") and v}
+        return {
+            k: v for k, v in vars(self).items() if k not in ("claimed", "rejected", "errors") and v
+        }
 
 
 def send_due(
@@ -250,6 +253,7 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> Non
             errors.append(f"{key}: {error}")
             if final:
                 res.dead += 1
+                res.rejected += rejected
             else:
                 res.retry += 1
             continue

@@ -152,7 +152,7 @@ class SendOutboxOperator(BaseOperator):
     :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
     :param limit: rows per run (default 500); the rest wait for the next run.
     :return: (XCom) counts of sent / retry / dead (and follow-ups, settled sends). Fails, without
-        a task retry, when it claimed rows and sent none of them.
+        a task retry, when it claimed rows and none was sent or answered.
     """
 
     template_fields: Sequence[str] = ("actions", "store_conn_id")
@@ -184,10 +184,11 @@ class SendOutboxOperator(BaseOperator):
         self.log.info("outbox %s: %s", self.actions, counts)
         for error in res.errors:
             self.log.warning("not sent: %s", error)
-        if res.claimed and not res.sent:
+        if res.claimed and not res.sent and not res.rejected:
             # Every row is recorded (backing off or dead-lettered), but a task that delivered
             # nothing of what it took must not look healthy. No task retry: the rows are not
-            # due again yet; the next run tries them after their backoff.
+            # due again yet; the next run tries them after their backoff. (A receiver that
+            # answered no — a WMS refusing to cancel a release being picked — did answer.)
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(
