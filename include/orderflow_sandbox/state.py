@@ -609,7 +609,10 @@ class Distributor:
     def availability(
         self, item_ids: list[str] | None, dc_id: str | None, changed_since: str | None = None
     ) -> list[dict]:
-        with self.lock:
+        with self._txn():
+            # what is due has happened: a snapshot as of now includes it (else an event applied
+            # later, stamped earlier, would escape every changed-since extract)
+            self._materialise()
             out = []
             for (item, dc), pos in self.inventory.items():
                 if item_ids and item not in item_ids:
@@ -872,7 +875,7 @@ class Distributor:
                 continue
             qty = float(round(target - free))
             pos["on_hand"] += qty
-            pos["updated_at"] = at
+            pos["updated_at"] = _later(pos.get("updated_at"), at)
             self.received_units += qty
             self._mark("inventory", key)
 
@@ -886,7 +889,7 @@ class Distributor:
             pos = self.inventory[(p["item_id"], release["dc_id"])]
             pos["reserved"] = max(0.0, pos["reserved"] - p["ordered"])
             pos["on_hand"] = max(0.0, pos["on_hand"] - p.get("shipped", p["picked"]))
-            pos["updated_at"] = _iso(at)
+            pos["updated_at"] = _later(pos.get("updated_at"), _iso(at))
             self._mark("inventory", (p["item_id"], release["dc_id"]))
         rnd = random.Random(f"track:{event['tracking_number']}")
         base = {
@@ -1287,6 +1290,14 @@ class Distributor:
 ACKNOWLEDGED_SETS = frozenset({"855", "856", "810"})
 #: first ISA13/GS06 of a partner's 997s: far above the numbers of its 850 interchanges
 ACK_CONTROL_START = 900_000_001
+
+
+def _later(current: str | None, at: str) -> str:
+    """A position's change time never goes back: an event applied after a later change (the
+    feeds materialise lazily) must still be reported by a changed-since extract."""
+    return at if not current or _parse(at) >= _parse(current) else current
+
+
 #: Share of well-formed groups a partner refuses all the same (AK5 R 5 / AK9 R), seeded.
 PARTNER_REFUSAL_RATE = 0.01
 
