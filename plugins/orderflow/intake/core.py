@@ -134,20 +134,7 @@ def _decide(
     except Exception as exc:
         if conn.closed or conn.broken:
             raise
-        log.warning(
-            "message %s: the store refused its outcome (%s); quarantining it", mid, _sqlstate(exc)
-        )
-        error = IntakeError(
-            code="intake.store_refused",
-            message=f"the store refused this message's outcome: {_describe(exc)}",
-            action="Report to the OrderFlow data team (a value passed the checks the store "
-            "then refused); replay the message after the fix.",
-        )
-        with db.transaction(conn):
-            intake.set_outcome(
-                conn, mid, "quarantined", errors=[error], details={"refused_at": "outcome"}
-            )
-        return Outcome(mid, "quarantined", errors=(error,))
+        return _store_refused(conn, mid, exc)
 
 
 def _sqlstate(exc: BaseException) -> str:
@@ -656,20 +643,7 @@ def _decide_streamed(
     except Exception as exc:
         if conn.closed or conn.broken:
             raise
-        log.warning(
-            "message %s: the store refused its outcome (%s); quarantining it", mid, _sqlstate(exc)
-        )
-        error = IntakeError(
-            code="intake.store_refused",
-            message=f"the store refused this message's outcome: {_describe(exc)}",
-            action="Report to the OrderFlow data team (a value passed the checks the store "
-            "then refused); replay the message after the fix.",
-        )
-        with db.transaction(conn):
-            intake.set_outcome(
-                conn, mid, "quarantined", errors=[error], details={"refused_at": "outcome"}
-            )
-        return Outcome(mid, "quarantined", errors=(error,))
+        return _store_refused(conn, mid, exc)
 
 
 def _decide_streamed_in(
@@ -865,3 +839,21 @@ def _decide_streamed_in(
     )
     _queue_acks(conn, result)
     return Outcome(mid, "orders_created", tuple(top.created), tuple(errors))
+
+
+def _store_refused(conn, mid: int, exc: Exception) -> Outcome:
+    """The store refused a message's outcome: quarantine the message with the refusal."""
+    log.warning(
+        "message %s: the store refused its outcome (%s); quarantining it", mid, _sqlstate(exc)
+    )
+    error = IntakeError(
+        code="intake.store_refused",
+        message=f"the store refused this message's outcome: {_describe(exc)}",
+        action="Report to the OrderFlow data team (a value passed the checks the store "
+        "then refused); replay the message after the fix.",
+    )
+    with db.transaction(conn):
+        intake.set_outcome(
+            conn, mid, "quarantined", errors=[error], details={"refused_at": "outcome"}
+        )
+    return Outcome(mid, "quarantined", errors=(error,))
