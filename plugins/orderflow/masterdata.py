@@ -4,6 +4,12 @@ then publish them to the store with one bulk upsert per entity.
 Each entity is a :class:`Spec`: where it comes from, which store table it lands in, its key
 and how source fields map to columns. The changed-since cursor per entity advances only
 after its publish committed. Order processing reads master data only from the store.
+
+An incremental extract asks for changes since the cursor *minus an overlap*: source systems
+stamp changes coarsely (two changes in the same tick share a time, and the cursor sits on that
+time) and sometimes late (an event applied after a later change, stamped when it happened),
+and a strict "changed after the cursor" would skip both forever. Re-reading the window is safe
+because the publish is an idempotent upsert that counts only real changes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orderflow.store import bulk, cursors, db
@@ -35,6 +41,8 @@ class Spec:
     key: tuple[str, ...]
     columns: dict[str, str | Callable[[dict], Any]]  # column -> source field or function
     incremental: bool = True
+    #: how far before the cursor an incremental extract re-reads (source time)
+    overlap: timedelta = timedelta(minutes=10)
 
     def row(self, rec: dict) -> tuple:
         return tuple(src(rec) if callable(src) else rec.get(src) for src in self.columns.values())
@@ -270,6 +278,16 @@ def dedupe(spec: Spec, records: Iterable[dict]) -> tuple[list[dict], list[dict]]
     return list(best.values()), dropped
 
 
+def _rewind(cursor: str | None, overlap: timedelta) -> str | None:
+    """The changed-since an extract asks for: the cursor moved back by the overlap."""
+    if not cursor:
+        return None
+    at = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - overlap).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def extract(spec: Spec, hooks: dict[str, Any], changed_since: str | None) -> list[dict]:
     if spec.system == "wms":
         return hooks["wms"].inventory(changed_since=changed_since)
@@ -304,7 +322,7 @@ def sync(
         name = f"masterdata:{entity}"
         since = None if (full or not spec.incremental) else cursors.get(conn, name)
         t0 = time.perf_counter()
-        records = extract(spec, hooks, since)
+        records = extract(spec, hooks, _rewind(since, spec.overlap))
         kept, dups = dedupe(spec, records)
         t1 = time.perf_counter()
         if gate is not None:

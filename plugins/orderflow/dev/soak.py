@@ -579,11 +579,14 @@ WORK_DAGS = (
     "fulfilment_events",
     "masterdata_sync",
 )
+#: task instances that run or wait, plus runs not finished whose tasks have no state yet (a
+#: run created by an Asset event waits queued behind max_active_runs with unscheduled tasks)
 _BUSY_SQL = """
-SELECT count(*) FROM task_instance
- WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
-                 'restarting')
-   AND dag_id = ANY(%s)
+SELECT (SELECT count(*) FROM task_instance
+         WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
+                         'restarting')
+           AND dag_id = ANY(%s))
+     + (SELECT count(*) FROM dag_run WHERE state IN ('queued', 'running') AND dag_id = ANY(%s))
 """
 _STORE_BUSY_SQL = """
 SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'),
@@ -595,7 +598,7 @@ SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'
 #: what is counted while settling; pending fulfilment events may wait legitimately (an event
 #: for a release we have not recorded yet), so they are reported but do not hold settling
 _BUSY_KEYS = (
-    "task_instances",
+    "work_runs_and_tasks",
     "files_waiting",
     "messages_pending",
     "outbox_due",
@@ -655,7 +658,7 @@ def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple]:
     busy: tuple = ()
     while quiet < 2:
         time.sleep(10)
-        tasks = stack.query("airflow", _BUSY_SQL, (list(WORK_DAGS),))[0][0]
+        tasks = stack.query("airflow", _BUSY_SQL, (list(WORK_DAGS),) * 2)[0][0]
         store = stack.query("orderflow", _STORE_BUSY_SQL)[0]
         busy = (tasks, _waiting_files(stack.state), *store)
         quiet = quiet + 1 if not any(busy[:4]) else 0
