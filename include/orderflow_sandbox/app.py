@@ -14,7 +14,7 @@ import logging
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -140,6 +140,10 @@ class ClockIn(BaseModel):
     now: datetime | None = Field(None, description="New simulated time (timezone-aware)")
     advance_minutes: float | None = Field(None, description="Move the clock forward")
     speed: float | None = Field(None, gt=0, description="Simulated seconds per real second")
+
+
+class CompactIn(BaseModel):
+    drop: int = Field(..., ge=0, description="How many of the oldest events to drop")
 
 
 class ResetIn(BaseModel):
@@ -470,6 +474,14 @@ def create_app(
             if store is None:
                 raise NotFound(f"idempotency store {system}")
             return {"system": system, "keys": sorted(store.answers)}
+
+    @admin.post(
+        "/feeds/{which}/compact",
+        summary="Drop the first N events of the WMS milestone or carrier tracking feed and "
+        "number the rest from the start (a fault: a feed rewound under its readers)",
+    )
+    def compact_feed(which: Literal["wms", "carrier"], body: CompactIn) -> dict:
+        return state.compact_feed(which, body.drop)
 
     @admin.post(
         "/reset",

@@ -925,6 +925,25 @@ class Distributor:
                 "as_of": _iso(self.now()),
             }
 
+    def compact_feed(self, which: str, drop: int) -> dict:
+        """Retention on a feed (a WMS that purged the events it thinks were read, and numbered
+        the rest from the start again): the first ``drop`` events are gone and every later one
+        moves down, so a reader's cursor points past the end or at another event. Nothing not
+        yet read is lost if ``drop`` is at most the reader's cursor."""
+        with self._txn():
+            self._materialise()
+            coll, events = (
+                ("milestone", self.milestones) if which == "wms" else ("tracking", self.tracking)
+            )
+            before = len(events)
+            drop = max(0, min(drop, before))
+            del events[:drop]
+            for i, event in enumerate(events):
+                event["seq"] = i + 1
+            for i in range(before):
+                self._mark(coll, i)
+            return {"feed": which, "dropped": drop, "length": len(events)}
+
     # ------------------------------------------------------------------ carrier / tax / credit / screening
     def rate_quotes(self, weight_kg: float, dc_id: str, zone: str, hazmat: bool) -> list[dict]:
         zone_n = int("".join(c for c in zone if c.isdigit()) or 4)

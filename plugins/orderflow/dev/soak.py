@@ -77,6 +77,7 @@ KINDS = (
     "kill_dag_processor",
     "kill_postgres",
     "faults",
+    "rewind_feed",
 )
 
 
@@ -89,6 +90,8 @@ class Action:
     rules: list[dict] = field(default_factory=list)  # faults: sandbox FaultRules
     prefer: list[str] = field(default_factory=list)  # kill_worker: DAGs to hit, in order
     wait_s: float = 90.0  # kill_worker: how long to wait for a running task
+    feed: str = "wms"  # rewind_feed: which feed ("wms" milestones or "carrier" tracking)
+    drop_fraction: float = 0.5  # rewind_feed: share of what we have read that the WMS purges
 
 
 @dataclass
@@ -376,7 +379,66 @@ def _kill_service(stack: Stack, name: str) -> dict | None:
     return {"process": name, "pid": proc.pid}
 
 
+#: the cursor and exception of each feed the sandbox can rewind
+_FEEDS = {"wms": "wms_milestones", "carrier": "carrier_tracking"}
+
+
+def _rewind_feed(stack: Stack, action: Action) -> dict | None:
+    """The WMS purges part of what we have read and numbers the rest from the start: our
+    cursor now points past its end or at another event. Nothing we have not read is lost."""
+    name = _FEEDS[action.feed]
+    rows = stack.query(
+        "orderflow", "SELECT value FROM orderflow.sync_cursor WHERE cursor_name = %s", (name,)
+    )
+    read = int(rows[0][0] or 0) if rows else 0
+    drop = int(read * action.drop_fraction)
+    if drop < 1:
+        return None
+    r = stack.sandbox.post(f"/admin/feeds/{action.feed}/compact", json={"drop": drop})
+    r.raise_for_status()
+    return {"feed": name, "our_cursor": read, **r.json()}
+
+
+def _operate_rewound_feed(stack: Stack, fault: Injected) -> bool:
+    """What the feed's owners do once the exception is on the desk (its message names the
+    command): resync from the start; stored events are skipped by their natural keys. True
+    once done."""
+    d = fault.detail
+    open_at = stack.query(
+        "orderflow",
+        "SELECT min(created_at) FROM orderflow.order_exception WHERE status = 'open' "
+        "AND entity_type = 'feed' AND entity_id = %s AND details->>'kind' IN "
+        "('feed_rewound', 'feed_rewritten')",
+        (d["feed"],),
+    )[0][0]
+    if open_at is None:
+        return False
+    from orderflow import fulfilment
+
+    d["exception_after_s"] = round((open_at - datetime.fromisoformat(fault.at)).total_seconds(), 1)
+    import psycopg
+
+    with psycopg.connect(stack.db_url("orderflow")) as conn:
+        source = next(k for k, v in _FEEDS.items() if v == d["feed"])
+        fulfilment.resync_feed(conn, source, 0, actor="soak-operator", reason="soak: feed rewound")
+    d["resynced_at"] = _now().isoformat()
+    return True
+
+
 def inject(stack: Stack, action: Action, executor: str) -> dict | None:
+    if action.kind == "rewind_feed":
+        return _rewind_feed(stack, action)
+    if action.kind == "kill_scheduler":
+        # the task instances it leaves orphaned: recovery is when each ran again or finished
+        running = stack.query(
+            "airflow",
+            "SELECT dag_id, task_id, run_id, map_index, try_number FROM task_instance "
+            "WHERE state = 'running'",
+        )
+        detail = _kill_service(stack, "scheduler")
+        if detail is not None:
+            detail["running_tasks"] = [list(r) for r in running]
+        return detail
     if action.kind == "kill_worker":
         return _kill_worker(stack, action, executor)
     if action.kind == "kill_postgres":
@@ -520,6 +582,7 @@ def _drive(
     windows: dict[int, Injected] = {}
     injected: list[Injected] = []
     applied: list[dict] = []
+    to_operate: list[Injected] = []  # rewound feeds waiting for their exception, then a resync
     last_log = 0.0
     while True:
         if stack.proc.poll() is not None:
@@ -553,13 +616,22 @@ def _drive(
             injected.append(fault)
             if action.kind == "faults":
                 windows[profile.actions.index(action)] = fault
+            if action.kind == "rewind_feed" and detail:
+                to_operate.append(fault)
             log.info("soak: %s at %s: %s", fault.name, fault.sim_at, fault.detail)
+        to_operate = [f for f in to_operate if not _operate_rewound_feed(stack, f)]
         if now_sim >= clock_end:
             break
         if time.monotonic() - last_log > 30:
             last_log = time.monotonic()
             log.info("soak: simulated %s (%.1f h in)", now_sim.isoformat(), elapsed_h)
         time.sleep(1)
+    deadline = time.monotonic() + 300
+    while to_operate and time.monotonic() < deadline:  # the feed is read every few minutes
+        time.sleep(5)
+        to_operate = [f for f in to_operate if not _operate_rewound_feed(stack, f)]
+    for f in to_operate:
+        f.detail["exception_after_s"] = None  # never noticed: a finding
     for fault in windows.values():
         fault.until = _now().isoformat()
     # Stop time and lift every fault: what follows is settling, not simulation.
@@ -687,6 +759,46 @@ def _recovery(stack: Stack, fault: Injected) -> None:
     the kind the fault hit."""
     start = datetime.fromisoformat(fault.until or fault.at)
     d = fault.detail
+    if fault.kind == "kill_scheduler" and d.get("running_tasks"):
+        # orphans: each task instance running at the kill, back running (a later try) or
+        # finished; recovered when the last of them is
+        at = datetime.fromisoformat(fault.at)
+        back: list[float] = []
+        for dag_id, task_id, run_id, map_index, try_number in d["running_tasks"]:
+            rows = stack.query(
+                "airflow",
+                "SELECT state, try_number, start_date, end_date FROM task_instance "
+                "WHERE dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
+                (dag_id, task_id, run_id, map_index),
+            )
+            if not rows:
+                continue
+            state, now_try, started, ended = rows[0]
+            if now_try > try_number and started:
+                back.append((started - at).total_seconds())
+            elif state in ("success", "failed", "skipped") and ended:
+                back.append((ended - at).total_seconds())
+            else:
+                d.setdefault("orphans_not_back", []).append([dag_id, task_id, state])
+        d["orphans"] = len(d["running_tasks"])
+        if back and not d.get("orphans_not_back"):
+            fault.recovered_s = round(max(back), 1)
+            fault.recovered_by = f"all {len(back)} orphaned task instances ran again or finished"
+            return
+    if fault.kind == "rewind_feed":
+        if d.get("resynced_at"):
+            sql = (
+                "SELECT min(end_date), 'feed read after the resync' FROM task_instance "
+                "WHERE state = 'success' AND dag_id = 'fulfilment_events' AND start_date > %s"
+            )
+            params: tuple = (datetime.fromisoformat(d["resynced_at"]),)
+            ((when, what),) = stack.query("airflow", sql, params)
+            if when is not None:
+                fault.recovered_s = round(
+                    (when - datetime.fromisoformat(fault.at)).total_seconds(), 1
+                )
+                fault.recovered_by = what
+        return
     if fault.kind == "kill_worker" and "dag_id" in d:
         # the killed task instance itself: when its next try started and when it succeeded
         rows = stack.query(
