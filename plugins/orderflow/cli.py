@@ -13,6 +13,20 @@ import click
 from orderflow import settings
 
 
+def stack_airflow_home() -> Path:
+    """The Airflow home ``orderflow run`` gives every component (``.orderflow/airflow``, under
+    ``ORDERFLOW_STATE_DIR`` when set): ``orderflow.dev.stack.airflow_home()``, not imported
+    here because that module loads SQLAlchemy (≈1 s on every command)."""
+    return settings.STATE_DIR / "airflow"
+
+
+# Airflow reads $AIRFLOW_HOME/airflow.cfg once, when something first imports it (a hook, a
+# Connection lookup). Unset, that is ~/airflow: another Airflow than the stack's. So, before
+# any command can import airflow, the CLI defaults to the stack's home; a set AIRFLOW_HOME wins.
+if not os.environ.get("AIRFLOW_HOME"):
+    os.environ["AIRFLOW_HOME"] = str(stack_airflow_home())
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
