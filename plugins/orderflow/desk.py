@@ -193,3 +193,227 @@ def retry_transient(
             out.retried.append(eid)
         events.append(conn, moves, **ctx.keys())
     return out
+
+
+# --------------------------------------------------------------------------- desk actions
+#: Categories that hold no order (a follow-up for a person, not a gate): closed as done.
+CLOSABLE = frozenset({"change_too_late", "delivery_exception"})
+
+
+class ActionRefused(ValueError):
+    """A desk action that cannot be applied as asked (message says why)."""
+
+
+def _audit(conn, actor, role, action, object_type, object_id, before, after, reason) -> None:
+    from psycopg.types.json import Jsonb
+
+    conn.execute(
+        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
+        "before, after, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (actor, role, action, object_type, object_id, Jsonb(before), Jsonb(after), reason),
+    )
+
+
+def _lock_open(conn, exception_id: int):
+    row = conn.execute(
+        "SELECT order_id, category, status, owner_role, stage FROM orderflow.order_exception "
+        "WHERE exception_id = %s FOR UPDATE",
+        (exception_id,),
+    ).fetchone()
+    if row is None:
+        raise ActionRefused(f"exception {exception_id} does not exist")
+    if row[2] != "open":
+        raise ActionRefused(f"exception {exception_id} is already resolved")
+    return row
+
+
+def retry(
+    conn: psycopg.Connection, exception_id: int, *, actor: str, reason: str, ctx: RunContext
+) -> dict[str, Any]:
+    """A person retries an order held for a failed integration: it goes back to the input of
+    the stage that failed (the next processing run takes it), the exception is resolved
+    ``fixed`` and the retry audited. Refused while the order is held for anything else."""
+    from orderflow.domain.lifecycle import transition
+    from orderflow.store import events
+
+    if not (reason or "").strip():
+        raise ActionRefused("say why (the reason goes into the audit trail)")
+    with db.transaction(conn):
+        order_id, category, _, role, stage = _lock_open(conn, exception_id)
+        if category != "integration_failure" and category != "no_carrier_service":
+            raise ActionRefused(f"{category} is not retried: it needs a decision")
+        if not order_id:
+            raise ActionRefused("this failure holds no order: fix the integration at its source")
+        status, claimed = conn.execute(
+            'SELECT status, claimed_by_run FROM orderflow."order" WHERE order_id = %s FOR UPDATE',
+            (order_id,),
+        ).fetchone()
+        stage = stage or ("plan" if category == "no_carrier_service" else None)
+        if status != "ON_HOLD" or stage not in STAGE_INPUT:
+            raise ActionRefused(
+                f"order {order_id} is {status}: only an order held by a stage can be retried"
+            )
+        if claimed:
+            raise ActionRefused(f"order {order_id} is being processed by run {claimed}")
+        others = [
+            c
+            for (c,) in conn.execute(
+                "SELECT category FROM orderflow.order_exception WHERE order_id = %s "
+                "AND status = 'open' AND exception_id <> %s",
+                (order_id, exception_id),
+            )
+        ]
+        if others:
+            raise ActionRefused(
+                f"order {order_id} is also held for {', '.join(others)}: resolve those first"
+            )
+        conn.execute(
+            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'fixed', "
+            "resolved_by = %s, resolved_at = now(), retry_count = retry_count + 1, "
+            "resolution_note = %s WHERE exception_id = %s",
+            (actor, f"retried by hand: {reason}", exception_id),
+        )
+        target = STAGE_INPUT[stage]
+        events.append(
+            conn,
+            [
+                transition(
+                    order_id,
+                    "ON_HOLD",
+                    target,
+                    actor_type="user",
+                    actor_id=actor,
+                    reason_codes=(f"{category}_retry",),
+                    details={"exception_id": exception_id, "reason": reason},
+                )
+            ],
+            **ctx.keys(),
+        )
+        conn.execute(
+            'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
+            (order_id,),
+        )
+        _audit(
+            conn,
+            actor,
+            role,
+            f"retry_{category}",
+            "order_exception",
+            str(exception_id),
+            {"order_status": "ON_HOLD", "exception": "open"},
+            {"order_status": target, "exception": "fixed"},
+            reason,
+        )
+    return {"exception_id": exception_id, "applied": True, "order_status": target}
+
+
+def close(
+    conn: psycopg.Connection, exception_id: int, *, actor: str, reason: str
+) -> dict[str, Any]:
+    """Close a follow-up exception that holds no order (the customer was told, the carrier's
+    exception was handled, a follow-up call to another system was settled): resolved
+    ``fixed`` with the reason, audited. Refused on an exception that holds its order."""
+    if not (reason or "").strip():
+        raise ActionRefused("say what was done (the reason goes into the audit trail)")
+    with db.transaction(conn):
+        order_id, category, _, role, _ = _lock_open(conn, exception_id)
+        status = (
+            conn.execute(
+                'SELECT status FROM orderflow."order" WHERE order_id = %s', (order_id,)
+            ).fetchone()[0]
+            if order_id
+            else None
+        )
+        if not (
+            category in CLOSABLE or (category == "integration_failure" and status != "ON_HOLD")
+        ):
+            raise ActionRefused(f"{category} holds its order: it is not closed, it is decided")
+        conn.execute(
+            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'fixed', "
+            "resolved_by = %s, resolved_at = now(), resolution_note = %s "
+            "WHERE exception_id = %s",
+            (actor, reason, exception_id),
+        )
+        _audit(
+            conn,
+            actor,
+            role,
+            f"close_{category}",
+            "order_exception",
+            str(exception_id),
+            {"exception": "open"},
+            {"exception": "fixed"},
+            reason,
+        )
+    return {"exception_id": exception_id, "applied": True, "order_status": status}
+
+
+# --------------------------------------------------------------------------- claims
+#: Who works a desk item is kept in the append-only audit log (no column of its own): the
+#: latest ``claim`` / ``assign`` / ``unclaim`` row of the item since its oldest open
+#: exception opened. A claim made before the item last emptied no longer counts.
+CLAIM_OBJECT = "desk_item"
+CLAIM_ACTIONS = ("claim", "assign", "unclaim")
+
+
+def item_key_sql(alias: str = "") -> str:
+    """The desk item an exception belongs to: its order, else the entity it is about."""
+    p = f"{alias}." if alias else ""
+    return (
+        f"coalesce({p}order_id, {p}entity_type || ':' || {p}entity_id, "
+        f"'exception:' || {p}exception_id)"
+    )
+
+
+def claims(conn: psycopg.Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The current claim of each desk item in ``keys`` (absent: nobody works it)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        f"""
+        WITH items AS (
+            SELECT {item_key_sql()} AS item_key, min(opened_at) AS first_opened
+              FROM orderflow.order_exception
+             WHERE status = 'open' AND {item_key_sql()} = ANY(%s)
+             GROUP BY 1)
+        SELECT i.item_key, c.assignee, c.actor, c.occurred_at
+          FROM items i
+          JOIN LATERAL (
+               SELECT a.after->>'assignee' AS assignee, a.actor, a.occurred_at
+                 FROM orderflow.audit_log a
+                WHERE a.object_type = %s AND a.object_id = i.item_key
+                  AND a.occurred_at >= i.first_opened
+                ORDER BY a.audit_id DESC LIMIT 1) c ON true
+         WHERE c.assignee IS NOT NULL
+        """,
+        (list(keys), CLAIM_OBJECT),
+    ).fetchall()
+    return {k: {"assignee": a, "by": by, "at": at} for k, a, by, at in rows}
+
+
+def set_claim(
+    conn: psycopg.Connection,
+    item_key: str,
+    assignee: str | None,
+    *,
+    actor: str,
+    role: str | None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Claim (``assignee == actor``), assign to someone else, or release (``None``) one desk
+    item. Audited; the caller checks who may."""
+    with db.transaction(conn):
+        before = claims(conn, [item_key]).get(item_key)
+        action = "unclaim" if assignee is None else ("claim" if assignee == actor else "assign")
+        _audit(
+            conn,
+            actor,
+            role,
+            action,
+            CLAIM_OBJECT,
+            item_key,
+            {"assignee": before["assignee"] if before else None},
+            {"assignee": assignee},
+            reason,
+        )
+    return {"item": item_key, "action": action, "assignee": assignee}

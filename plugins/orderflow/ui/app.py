@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).with_name("templates")
@@ -169,17 +171,44 @@ def create_app() -> FastAPI:
         role: str | None = None,
         sla: str | None = None,
         sort: str = "sla",
+        claimed: str | None = None,
+        page: int = 1,
+        size: int = 25,
     ) -> HTMLResponse:
         conn = _conn()
         try:
-            data = pages.desk(conn, category=category, role=role, sla=sla, sort=sort)
+            data = pages.desk(
+                conn,
+                category=category or None,
+                role=role or None,
+                sla=sla or None,
+                sort=sort,
+                claimed=claimed or None,
+                page=page,
+                page_size=size,
+                user=user.name,
+            )
+            assignees = pages.assignable(
+                conn, sorted({r for i in data["items"] for r in i["owner_roles"]})
+            )
         finally:
             conn.close()
+        filters = {
+            "category": category or "",
+            "role": role or "",
+            "sla": sla or "",
+            "sort": sort,
+            "claimed": claimed or "",
+            "size": data["page_size"],
+        }
         return _page(
             "desk.html",
             user,
             **data,
-            filters={"category": category, "role": role, "sla": sla, "sort": sort},
+            filters=filters,
+            query=lambda **kw: _query({**filters, **kw}),
+            assignees=assignees,
+            page_sizes=pages.PAGE_SIZES,
         )
 
     @app.post("/desk/{exception_id}/resolve")
@@ -195,10 +224,137 @@ def create_app() -> FastAPI:
         finally:
             conn.close()
         return RedirectResponse(
-            f"{PREFIX}/orders/{outcome['order_id']}?resolved={exception_id}"
+            f"{PREFIX}/orders/{quote(outcome['order_id'], safe='')}?resolved={exception_id}"
             if outcome.get("order_id")
             else f"{PREFIX}/desk",
             status_code=303,
+        )
+
+    @app.post("/desk/bulk")
+    def bulk(
+        request: Request,
+        user: CurrentUser,
+        action: Annotated[str, Form()],
+        item: Annotated[list[str] | None, Form()] = None,
+        reason: Annotated[str, Form()] = "",
+        category: Annotated[str, Form()] = "",
+        role: Annotated[str, Form()] = "",
+        back: Annotated[str, Form()] = "",
+    ):
+        """One action on the chosen work items (``action=claim`` / ``unclaim`` claims or
+        releases them; any resolve action resolves each exception as the single form)."""
+        conn = _conn()
+        try:
+            if action in ("claim", "unclaim"):
+                pages.claim(
+                    conn,
+                    item or [],
+                    user,
+                    assignee=user.name if action == "claim" else None,
+                    reason=reason or None,
+                )
+                return RedirectResponse(_back(back), status_code=303)
+            out = pages.bulk_resolve(
+                conn,
+                item or [],
+                action,
+                reason,
+                user,
+                category=category or None,
+                role=role or None,
+            )
+        finally:
+            conn.close()
+        if "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse(jsonable_encoder(out))
+        return _page("bulk.html", user, **out, back=_back(back))
+
+    @app.post("/desk/claim")
+    def claim(
+        user: CurrentUser,
+        item: Annotated[str, Form()],
+        assignee: Annotated[str, Form()] = "",
+        release: Annotated[str, Form()] = "",
+        back: Annotated[str, Form()] = "",
+    ):
+        """Claim a work item (no ``assignee``), assign it (``assignee``) or release it."""
+        conn = _conn()
+        try:
+            pages.claim(conn, [item], user, assignee=None if release else (assignee or user.name))
+        finally:
+            conn.close()
+        return RedirectResponse(_back(back), status_code=303)
+
+    @app.get("/search", response_class=HTMLResponse)
+    def search(user: CurrentUser, q: str = "") -> HTMLResponse:
+        conn = _conn()
+        try:
+            rows = pages.search(conn, q)
+        finally:
+            conn.close()
+        return _page("search.html", user, q=q, rows=rows, limit=pages.SEARCH_LIMIT)
+
+    def _drill(name: str, start, end, dimension: str, outcome: str, lo, hi, limit: int) -> dict:
+        s, e = pages.drill_window(start, end)
+        conn = _conn()
+        try:
+            return pages.drill(
+                conn,
+                name,
+                s,
+                e,
+                dimension=dimension,
+                outcome=outcome,
+                limit=limit,
+                minutes=None if lo is None else (lo, hi),
+            )
+        finally:
+            conn.close()
+
+    @app.get("/kpis/{name}/orders", response_class=HTMLResponse)
+    def drill(
+        name: str,
+        user: CurrentUser,
+        start: str | None = None,
+        end: str | None = None,
+        dimension: str = "all",
+        outcome: str = "all",
+        min_minutes: float | None = None,
+        max_minutes: float | None = None,
+    ) -> HTMLResponse:
+        data = _drill(name, start, end, dimension, outcome, min_minutes, max_minutes, 1000)
+        args = {
+            "start": data["start"].date().isoformat(),
+            "end": data["end"].date().isoformat(),
+            "dimension": dimension,
+            "outcome": outcome,
+            "min_minutes": min_minutes,
+            "max_minutes": max_minutes,
+        }
+        return _page(
+            "drill.html",
+            user,
+            **data,
+            query=lambda **kw: _query({**args, **kw}),
+        )
+
+    @app.get("/kpis/{name}/orders.csv")
+    def drill_csv(
+        name: str,
+        user: CurrentUser,
+        start: str | None = None,
+        end: str | None = None,
+        dimension: str = "all",
+        outcome: str = "all",
+        min_minutes: float | None = None,
+        max_minutes: float | None = None,
+    ) -> Response:
+        data = _drill(name, start, end, dimension, outcome, min_minutes, max_minutes, 100_000)
+        filename = f"{name}_{data['start']:%Y%m%d}_{data['end']:%Y%m%d}_{outcome}.csv"
+        return Response(
+            pages.drill_csv(data),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
     @app.get("/orders/{order_id}", response_class=HTMLResponse)
@@ -210,9 +366,25 @@ def create_app() -> FastAPI:
             conn.close()
         if data is None:
             raise HTTPException(404, f"no order {order_id}")
-        return _page("order.html", user, **data, resolved=resolved, now=datetime.now(UTC))
+        return _page("order.html", user, **data, resolved=resolved)
 
     return app
+
+
+def _query(params: dict[str, Any]) -> str:
+    """A query string of the non-empty ``params``."""
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
+def _back(url: str) -> str:
+    """Where to go after a form: a page of ours, never another site."""
+    return (
+        url
+        if url.startswith(f"{PREFIX}/") and "//" not in url and "\\" not in url
+        else f"{PREFIX}/desk"
+    )
 
 
 def _escape(text: str) -> str:

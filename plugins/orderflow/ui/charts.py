@@ -4,7 +4,7 @@ reader can read the numbers behind the picture."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 W, H, PAD = 560, 220, 36
@@ -15,8 +15,19 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}".rstrip("0").rstrip(".")
 
 
-def bars(title: str, items: Sequence[tuple[str, float]], *, unit: str = "") -> str:
-    """Horizontal bars: one per (label, value)."""
+def _link(mark: str, url: str | None) -> str:
+    """A mark that leads somewhere (the orders behind it), or the mark alone."""
+    return f'<a href="{escape(url)}" class="drill">{mark}</a>' if url else mark
+
+
+def bars(
+    title: str,
+    items: Sequence[tuple[str, float]],
+    *,
+    unit: str = "",
+    href: Callable[[str], str | None] | None = None,
+) -> str:
+    """Horizontal bars: one per (label, value); ``href(label)`` links a bar."""
     items = list(items)
     top = max((v for _, v in items), default=0) or 1
     row = 22
@@ -30,18 +41,29 @@ def bars(title: str, items: Sequence[tuple[str, float]], *, unit: str = "") -> s
         y = PAD - 8 + i * row
         width = (W - 230) * value / top
         out.append(
-            f'<g data-label="{escape(str(label))}" data-value="{value}">'
-            f'<text x="0" y="{y + 13}" class="label">{escape(str(label))[:28]}</text>'
-            f'<rect x="170" y="{y}" width="{width:.1f}" height="16" '
-            f'fill="{COLOURS[i % len(COLOURS)]}"/>'
-            f'<text x="{174 + width:.1f}" y="{y + 13}" class="value">{_fmt(value)}{unit}</text></g>'
+            _link(
+                f'<g data-label="{escape(str(label))}" data-value="{value}">'
+                f'<text x="0" y="{y + 13}" class="label">{escape(str(label))[:28]}</text>'
+                f'<rect x="170" y="{y}" width="{width:.1f}" height="16" '
+                f'fill="{COLOURS[i % len(COLOURS)]}"/>'
+                f'<text x="{174 + width:.1f}" y="{y + 13}" class="value">'
+                f"{_fmt(value)}{unit}</text></g>",
+                href(str(label)) if href else None,
+            )
         )
     out.append("</svg>")
     return "".join(out)
 
 
-def lines(title: str, series: dict[str, Sequence[tuple[str, float]]], *, unit: str = "") -> str:
-    """One polyline per series over shared x labels (e.g. days)."""
+def lines(
+    title: str,
+    series: dict[str, Sequence[tuple[str, float]]],
+    *,
+    unit: str = "",
+    href: Callable[[str, str], str | None] | None = None,
+) -> str:
+    """One polyline per series over shared x labels (e.g. days); ``href(series, x)`` links
+    a point."""
     xs = sorted({x for pts in series.values() for x, _ in pts})
     values = [v for pts in series.values() for _, v in pts]
     lo, hi = min(values, default=0), max(values, default=1)
@@ -70,9 +92,12 @@ def lines(title: str, series: dict[str, Sequence[tuple[str, float]]], *, unit: s
         )
         for (x, v), (a, b) in zip(sorted(pts), coords, strict=True):
             out.append(
-                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}" '
-                f'data-series="{escape(name)}" data-label="{escape(x)}" data-value="{v}">'
-                f"<title>{escape(name)} {escape(x)}: {_fmt(v)}{unit}</title></circle>"
+                _link(
+                    f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{colour}" '
+                    f'data-series="{escape(name)}" data-label="{escape(x)}" data-value="{v}">'
+                    f"<title>{escape(name)} {escape(x)}: {_fmt(v)}{unit}</title></circle>",
+                    href(name, x) if href else None,
+                )
             )
         out.append(
             f'<text x="{W - PAD - 150}" y="{14 + 14 * i}" fill="{colour}" class="label">'
@@ -85,8 +110,14 @@ def lines(title: str, series: dict[str, Sequence[tuple[str, float]]], *, unit: s
     return "".join(out)
 
 
-def histogram(title: str, buckets: Sequence[tuple[str, int]]) -> str:
-    """Vertical bars over ordered buckets (e.g. cycle-time ranges)."""
+def histogram(
+    title: str,
+    buckets: Sequence[tuple[str, int]],
+    *,
+    href: Callable[[str], str | None] | None = None,
+) -> str:
+    """Vertical bars over ordered buckets (e.g. cycle-time ranges); ``href(label)`` links
+    a bar."""
     buckets = list(buckets)
     top = max((n for _, n in buckets), default=0) or 1
     width = (W - 2 * PAD) / max(1, len(buckets))
@@ -99,11 +130,14 @@ def histogram(title: str, buckets: Sequence[tuple[str, int]]) -> str:
         h = (H - 2 * PAD - 10) * n / top
         x = PAD + i * width
         out.append(
-            f'<g data-label="{escape(label)}" data-value="{n}">'
-            f'<rect x="{x + 2:.1f}" y="{H - PAD - h:.1f}" width="{width - 4:.1f}" height="{h:.1f}" '
-            f'fill="{COLOURS[0]}"/><text x="{x + 2:.1f}" y="{H - PAD + 14}" class="label">'
-            f'{escape(label)}</text><text x="{x + 2:.1f}" y="{H - PAD - h - 3:.1f}" '
-            f'class="value">{n}</text></g>'
+            _link(
+                f'<g data-label="{escape(label)}" data-value="{n}">'
+                f'<rect x="{x + 2:.1f}" y="{H - PAD - h:.1f}" width="{width - 4:.1f}" '
+                f'height="{h:.1f}" fill="{COLOURS[0]}"/><text x="{x + 2:.1f}" '
+                f'y="{H - PAD + 14}" class="label">{escape(label)}</text>'
+                f'<text x="{x + 2:.1f}" y="{H - PAD - h - 3:.1f}" class="value">{n}</text></g>',
+                href(label) if href else None,
+            )
         )
     out.append("</svg>")
     return "".join(out)

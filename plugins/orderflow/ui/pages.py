@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException
 
 from orderflow import kpis
+from orderflow.domain.approvals import APPROVABLE
 from orderflow.ui import charts
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ HEADLINE = (
     "expedited_freight_cost",
 )
 TRENDS = ("first_pass_release_rate", "touchless_rate", "perfect_order_rate")
+PREFIX = "/orderflow"  # where the Airflow api-server mounts the app (``app.PREFIX``)
+RAW_PREVIEW = 20_000  # bytes of the inbound message shown
 CYCLE_BUCKETS = (
     ("< 5 min", 0, 5),
     ("5–15 min", 5, 15),
@@ -73,6 +76,11 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
             (since,),
         )
     )
+    window = {"start": since.date().isoformat(), "end": _next_day(datetime.now(UTC).date())}
+
+    def orders_of(name: str, **args: Any) -> str:
+        return drill_url(name, **{**window, **args})
+
     by = defaultdict(list)
     for s in snaps:
         by[(s["kpi"], s["dimension"])].append(s)
@@ -90,8 +98,17 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
                 "day": last["period_start"].date().isoformat() if last else None,
                 "numerator": last and last["numerator"],
                 "denominator": last and last["denominator"],
+                "rate": k.rate(),
+                "href": drill_url(name, **_day_window(last)) if last else orders_of(name),
+                "hits_href": drill_url(name, **_day_window(last), outcome="hits")
+                if last and k.rate()
+                else None,
+                "misses_href": drill_url(name, **_day_window(last), outcome="misses")
+                if last and k.rate()
+                else None,
             }
         )
+    trend_names = {kpis.BY_NAME[n].title.split(" (")[0]: n for n in TRENDS}
     trend = charts.lines(
         "Daily trend",
         {
@@ -102,6 +119,9 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
             for n in TRENDS
         },
         unit="%",
+        href=lambda series, x: drill_url(
+            trend_names[series], start=x, end=_next_day(datetime.fromisoformat(x).date())
+        ),
     )
     mix: dict[str, float] = defaultdict(float)
     for (name, dim), series in by.items():
@@ -110,6 +130,7 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
     exception_mix = charts.bars(
         f"Exceptions opened by category, last {days} days",
         sorted(mix.items(), key=lambda kv: -kv[1]),
+        href=lambda c: orders_of("exception_volume", dimension=f"category={c}"),
     )
     per_channel = []
     for (name, dim), series in by.items():
@@ -119,7 +140,10 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
             if den:
                 per_channel.append((dim.split("=", 1)[1], round(100 * float(num) / float(den), 1)))
     channels = charts.bars(
-        f"First-pass release rate by channel, last {days} days", sorted(per_channel), unit="%"
+        f"First-pass release rate by channel, last {days} days",
+        sorted(per_channel),
+        unit="%",
+        href=lambda c: orders_of("first_pass_release_rate", dimension=f"channel={c}"),
     )
     minutes = [
         float(r[0])
@@ -133,7 +157,14 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
         (label, sum(1 for m in minutes if m >= lo and (hi is None or m < hi)))
         for label, lo, hi in CYCLE_BUCKETS
     ]
-    cycle = charts.histogram("Received → released (orders)", buckets)
+    limits = {label: (lo, hi) for label, lo, hi in CYCLE_BUCKETS}
+    cycle = charts.histogram(
+        "Received → released (orders)",
+        buckets,
+        href=lambda label: orders_of(
+            "cycle_released_p50", min_minutes=limits[label][0], max_minutes=limits[label][1]
+        ),
+    )
     desk_counts = dict(
         conn.execute(
             "SELECT sla_state, count(*) FROM orderflow.exception_desk GROUP BY 1"
@@ -152,24 +183,40 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
     }
 
 
+def _next_day(d) -> str:
+    return (d + timedelta(days=1)).isoformat()
+
+
+def _day_window(snapshot: dict[str, Any]) -> dict[str, str]:
+    """The day a daily snapshot covers, as drill-down arguments."""
+    d = snapshot["period_start"].date()
+    return {"start": d.isoformat(), "end": _next_day(d)}
+
+
+def drill_url(name: str, **args: Any) -> str:
+    """The page of the orders behind a KPI value (``/kpis/<name>/orders``)."""
+    from urllib.parse import quote, urlencode
+
+    query = urlencode({k: v for k, v in args.items() if v is not None and v != "all"})
+    return f"{PREFIX}/kpis/{quote(name)}/orders" + (f"?{query}" if query else "")
+
+
 # --------------------------------------------------------------------------- desk
+#: How work items (one per order, or per entity for exceptions without one) are ordered.
 SORTS = {
-    "sla": "sla_due_at",
-    "age": "opened_at",
-    "category": "category, sla_due_at",
-    "severity": "array_position(ARRAY['critical','high','medium','low'], severity), sla_due_at",
+    "sla": "sla_due_at, item_key",
+    "age": "opened_at, item_key",
+    "category": "categories[1], sla_due_at, item_key",
+    "severity": "severity_rank, sla_due_at, item_key",
+    "size": "n DESC, sla_due_at, item_key",
 }
+PAGE_SIZES = (10, 25, 50, 100)
+SEVERITIES = "ARRAY['critical','high','medium','low']"
 
 
-def desk(
-    conn: psycopg.Connection,
-    *,
-    category: str | None = None,
-    role: str | None = None,
-    sla: str | None = None,
-    sort: str = "sla",
-    limit: int = 500,
-) -> dict[str, Any]:
+def _desk_filters(
+    category: str | None, role: str | None, sla: str | None
+) -> tuple[list[str], list[Any]]:
     where, params = ["true"], []
     if category:
         where.append("category = %s")
@@ -180,66 +227,211 @@ def desk(
     if sla:
         where.append("sla_state = %s")
         params.append(sla)
+    return where, params
+
+
+def desk(
+    conn: psycopg.Connection,
+    *,
+    category: str | None = None,
+    role: str | None = None,
+    sla: str | None = None,
+    sort: str = "sla",
+    claimed: str | None = None,
+    page: int = 1,
+    page_size: int = 25,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """One work item per order (or per entity, for exceptions without an order) with the open
+    exceptions that match the filters inside; a page of them, most urgent first.
+
+    ``claimed``: ``mine`` (claimed by or assigned to ``user``), ``unclaimed``, ``claimed``."""
+    from orderflow import desk as clock
+
+    page_size = max(1, min(int(page_size), max(PAGE_SIZES)))
+    page = max(1, int(page))
+    where, params = _desk_filters(category, role, sla)
+    key = clock.item_key_sql()
+    claim_where, claim_params = "true", []
+    if claimed == "mine":
+        claim_where, claim_params = "c.assignee = %s", [user or ""]
+    elif claimed == "unclaimed":
+        claim_where = "c.assignee IS NULL"
+    elif claimed == "claimed":
+        claim_where = "c.assignee IS NOT NULL"
     order = SORTS.get(sort, SORTS["sla"])
-    rows = _rows(
+    items = _rows(
         conn.execute(
-            f"SELECT * FROM orderflow.exception_desk WHERE {' AND '.join(where)} "
-            f"ORDER BY {order} LIMIT %s",
-            (*params, limit),
+            f"""
+            WITH f AS (SELECT d.*, {key} AS item_key FROM orderflow.exception_desk d
+                        WHERE {" AND ".join(where)}),
+                 g AS (SELECT item_key, min(order_id) AS order_id,
+                              min(entity_type) AS entity_type, min(entity_id) AS entity_id,
+                              min(sla_due_at) AS sla_due_at, min(opened_at) AS opened_at,
+                              min(array_position({SEVERITIES}, severity)) AS severity_rank,
+                              count(*) AS n, array_agg(DISTINCT category) AS categories,
+                              min(po_number) AS po_number, min(customer_id) AS customer_id,
+                              min(order_status) AS order_status, min(channel) AS channel,
+                              min(order_total) AS order_total
+                         FROM f GROUP BY item_key),
+                 first AS (SELECT {key} AS item_key, min(opened_at) AS first_opened
+                             FROM orderflow.exception_desk GROUP BY 1)
+            SELECT g.*, ({SEVERITIES})[g.severity_rank] AS severity, c.assignee,
+                   c.claimed_by, c.claimed_at, count(*) OVER () AS total_items
+              FROM g JOIN first USING (item_key)
+              LEFT JOIN LATERAL (
+                   SELECT a.after->>'assignee' AS assignee, a.actor AS claimed_by,
+                          a.occurred_at AS claimed_at
+                     FROM orderflow.audit_log a
+                    WHERE a.object_type = %s AND a.object_id = g.item_key
+                      AND a.occurred_at >= first.first_opened
+                    ORDER BY a.audit_id DESC LIMIT 1) c ON true
+             WHERE {claim_where}
+             ORDER BY {order}
+             LIMIT %s OFFSET %s
+            """,
+            (*params, clock.CLAIM_OBJECT, *claim_params, page_size, (page - 1) * page_size),
         )
     )
-    for r in rows:
-        r["actions"] = [(a, ACTION_LABELS[a]) for a in actions_for(r["category"])]
+    total_items = items[0]["total_items"] if items else 0
+    if not items and page > 1:
+        # past the last page (the desk emptied meanwhile): the count of the whole selection
+        total_items = conn.execute(
+            f"SELECT count(DISTINCT {key}) FROM orderflow.exception_desk "
+            f"WHERE {' AND '.join(where)}",
+            params,
+        ).fetchone()[0]
+    keys = [i["item_key"] for i in items]
+    inside = _rows(
+        conn.execute(
+            f"SELECT d.*, {key} AS item_key FROM orderflow.exception_desk d "
+            f"WHERE {' AND '.join(where)} AND {key} = ANY(%s) "
+            "ORDER BY sla_due_at, exception_id",
+            (*params, keys),
+        )
+    )
+    by_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in inside:
+        r["actions"] = [(a, ACTION_LABELS[a]) for a in actions_for(r["category"], r)]
+        by_item[r["item_key"]].append(r)
+    others = dict(
+        conn.execute(
+            f"SELECT {key}, count(*) FROM orderflow.exception_desk "
+            f"WHERE {key} = ANY(%s) GROUP BY 1",
+            (keys,),
+        ).fetchall()
+    )
+    sla_rank = {"breached": 0, "nearing": 1, "ok": 2}
+    for i in items:
+        i["exceptions"] = by_item[i["item_key"]]
+        i["other_open"] = others.get(i["item_key"], 0) - len(i["exceptions"])
+        i["sla_state"] = min(
+            (x["sla_state"] for x in i["exceptions"]), key=sla_rank.get, default="ok"
+        )
+        i["age"] = max((x["age"] for x in i["exceptions"]), default=None)
+        i["owner_roles"] = sorted({x["owner_role"] for x in i["exceptions"]})
+        # the actions that fit every exception of the item (what one choice can do to it)
+        common = None
+        for x in i["exceptions"]:
+            acts = {a for a, _ in x["actions"]}
+            common = acts if common is None else common & acts
+        i["actions"] = [(a, ACTION_LABELS[a]) for a in ACTIONS if a in (common or ())]
+        i["categories"] = sorted(i["categories"])
     facets = conn.execute(
-        "SELECT array_agg(DISTINCT category), array_agg(DISTINCT owner_role) "
-        "FROM orderflow.exception_desk"
+        "SELECT array_agg(DISTINCT category), array_agg(DISTINCT owner_role), count(*), "
+        f"count(DISTINCT {key}) FROM orderflow.exception_desk"
     ).fetchone()
+    pages = max(1, -(-total_items // page_size))
     return {
-        "rows": rows,
+        "items": items,
+        "rows": inside,
         "categories": sorted(facets[0] or []),
         "roles": sorted(facets[1] or []),
-        "total": conn.execute("SELECT count(*) FROM orderflow.exception_desk").fetchone()[0],
+        "total": facets[2],
+        "total_work_items": facets[3],
+        "total_items": total_items,
+        "page": page,
+        "page_size": page_size,
+        "pages": pages,
+        "page_links": page_window(page, pages),
+        "bulk_actions": [(a, ACTION_LABELS[a]) for a in ACTIONS],
     }
 
 
-ACTIONS = ("approve", "reject", "keep", "revalidate", "resend")
-#: what the desk offers per category where it differs from the order holds' four
-CATEGORY_ACTIONS = {
+def page_window(page: int, pages: int, width: int = 2) -> list[int | None]:
+    """Page numbers to link: the first, the last and ``width`` either side of ``page``
+    (``None`` marks a gap)."""
+    shown = sorted({1, pages, *range(max(1, page - width), min(pages, page + width) + 1)})
+    out: list[int | None] = []
+    for n in shown:
+        if out and n - (out[-1] or 0) > 1:
+            out.append(None)
+        out.append(n)
+    return out
+
+
+ACTIONS = ("approve", "revalidate", "reallocate", "retry", "resend", "close", "keep", "reject")
+ACTION_LABELS = {
+    "approve": "Approve",
+    "revalidate": "Fixed: revalidate",
+    "reallocate": "Stock arranged: reallocate",
+    "retry": "Retry the failed step",
+    "resend": "Resend (new control number)",
+    "close": "Done: close",
+    "keep": "Keep on hold (note)",
+    "reject": "Reject order",
+}
+#: Statuses an order may be rejected (or revalidated) from: not yet released to the WMS.
+PRE_RELEASE = ("RECEIVED", "ON_HOLD", "VALIDATED", "CREDIT_OK", "ALLOCATED", "READY")
+#: What the desk offers per category. Approve only where a person may override the hold
+#: (``domain.approvals``); data problems are fixed at their source and revalidated; short
+#: stock is reallocated; failed integrations retried; follow-ups that hold no order closed.
+_DATA_FIX = ("revalidate", "keep", "reject")
+CATEGORY_ACTIONS: dict[str, tuple[str, ...]] = {
+    **{c: ("approve", "revalidate", "keep", "reject") for c in APPROVABLE},
+    "substitution_needed": ("approve", "reallocate", "keep", "reject"),
+    "quantity_mismatch": ("approve", "keep"),  # shipped: bill what the WMS reported
+    "unknown_item": _DATA_FIX,
+    "unknown_customer": _DATA_FIX,
+    "ship_to_incomplete": _DATA_FIX,
+    "uom_invalid": _DATA_FIX,
+    "master_data_quality": _DATA_FIX,
+    "short_stock": ("reallocate", "keep", "reject"),
+    "no_carrier_service": ("retry", "keep", "reject"),
+    "integration_failure": ("retry", "close", "keep", "reject"),
+    "stalled": ("keep",),  # resolves itself when the order moves on
+    "delivery_exception": ("close", "keep"),
+    "change_too_late": ("close", "keep"),
     # a document a partner rejected or never acknowledged: the order itself is not held
     "edi_rejected": ("resend", "keep"),
     "edi_ack_overdue": ("resend", "keep"),
 }
 
 
-ACTION_LABELS = {
-    "approve": "Approve",
-    "revalidate": "Fixed: revalidate",
-    "keep": "Keep on hold",
-    "reject": "Reject order",
-    "resend": "Resend (new control number)",
-}
-
-
-def actions_for(category: str) -> tuple[str, ...]:
-    return CATEGORY_ACTIONS.get(category, ("approve", "revalidate", "keep", "reject"))
-
-
-def resolve(
-    conn: psycopg.Connection, exception_id: int, action: str, reason: str, user: User
-) -> dict[str, Any]:
-    """Resolve one exception as ``user``: only its owner or escalation role may (403)."""
-    from orderflow import access, decisions
-    from orderflow.domain.approvals import APPROVE, KEEP, REJECT
-    from orderflow.processing import RunContext
-
-    row = conn.execute(
-        "SELECT order_id, owner_role, escalation_role, status, category "
-        "FROM orderflow.order_exception WHERE exception_id = %s",
-        (exception_id,),
-    ).fetchone()
+def actions_for(category: str, row: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The actions that fit an exception: its category's, narrowed by where its order
+    stands when ``row`` (a desk row) says (nothing rejects a shipped order, nothing retries
+    an order that is not held, an exception without an order is fixed at its source)."""
+    acts = CATEGORY_ACTIONS.get(category, _DATA_FIX)
     if row is None:
-        raise HTTPException(404, f"no exception {exception_id}")
-    order_id, owner, escalation, status, category = row
+        return acts
+    status = row.get("order_status")
+    if not row.get("order_id"):
+        return tuple(a for a in acts if a in ("resend", "keep"))
+    if status not in PRE_RELEASE:
+        acts = tuple(a for a in acts if a not in ("reject", "revalidate", "reallocate"))
+    if status != "ON_HOLD":
+        acts = tuple(a for a in acts if a != "retry")
+    if category == "integration_failure" and status == "ON_HOLD":
+        acts = tuple(a for a in acts if a != "close")
+    if category == "integration_failure" and status != "ON_HOLD":
+        acts = tuple(a for a in acts if a != "reject")
+    return acts
+
+
+def _refuse_unless_may_resolve(user: User, exception_id: int, owner: str, escalation) -> None:
+    from orderflow import access
+
     if not access.may_resolve(user.name, owner, escalation):
         raise HTTPException(
             403,
@@ -247,13 +439,37 @@ def resolve(
             + (f" (or {escalation})" if escalation else "")
             + f" needed to resolve exception {exception_id}",
         )
+
+
+def resolve(
+    conn: psycopg.Connection, exception_id: int, action: str, reason: str, user: User
+) -> dict[str, Any]:
+    """Resolve one exception as ``user``: only its owner or escalation role may (403)."""
+    from orderflow import decisions
+    from orderflow import desk as desk_actions
+    from orderflow.domain.approvals import APPROVE, KEEP, REJECT
+    from orderflow.processing import RunContext
+
+    row = conn.execute(
+        "SELECT e.order_id, e.owner_role, e.escalation_role, e.status, e.category, o.status "
+        'FROM orderflow.order_exception e LEFT JOIN orderflow."order" o USING (order_id) '
+        "WHERE e.exception_id = %s",
+        (exception_id,),
+    ).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no exception {exception_id}")
+    order_id, owner, escalation, status, category, order_status = row
+    _refuse_unless_may_resolve(user, exception_id, owner, escalation)
     if status != "open":
         raise HTTPException(409, f"exception {exception_id} is already resolved")
     if action not in ACTIONS:
         raise HTTPException(422, f"action must be one of {', '.join(ACTIONS)}")
-    if action not in actions_for(category):
+    fits = actions_for(category, {"order_id": order_id, "order_status": order_status})
+    if action not in fits:
         raise HTTPException(
-            409, f"{category} is resolved by {' or '.join(actions_for(category))}, not {action}"
+            409,
+            f"{category} on an order {order_status or 'without order'} is resolved by "
+            f"{' or '.join(fits) or 'its source system'}, not {action}",
         )
     ctx = RunContext(dag_id="orderflow_ui", run_id=f"ui__{user.name}", task_id="desk")
     try:
@@ -268,11 +484,15 @@ def resolve(
                 raise HTTPException(409, str(exc)) from exc
             if not out["applied"]:
                 raise HTTPException(409, f"exception {exception_id} is already resolved")
-        elif action == "revalidate":
+        elif action == "retry":
+            out = desk_actions.retry(conn, exception_id, actor=user.name, reason=reason, ctx=ctx)
+        elif action == "close":
+            out = desk_actions.close(conn, exception_id, actor=user.name, reason=reason)
+        elif action in ("revalidate", "reallocate"):
             if not order_id:
                 raise decisions.DecisionRefused("a master-data exception is fixed in the ERP")
             out = decisions.reprocess(
-                conn, order_id, "revalidate", actor=user.name, reason=reason, ctx=ctx
+                conn, order_id, action, actor=user.name, reason=reason, ctx=ctx
             )
             # The next processing run takes it (the UI holds no claim of its own).
             conn.execute(
@@ -285,9 +505,154 @@ def resolve(
             out = decisions.decide(
                 conn, exception_id, choice, actor=user.name, reason=reason, ctx=ctx
             )
-    except decisions.DecisionRefused as exc:
+    except (decisions.DecisionRefused, desk_actions.ActionRefused) as exc:
         raise HTTPException(409, str(exc)) from exc
     return {"order_id": order_id, **out}
+
+
+def _targets(
+    conn: psycopg.Connection,
+    items: list[str],
+    action: str,
+    *,
+    category: str | None = None,
+    role: str | None = None,
+) -> list[dict[str, Any]]:
+    """The open exceptions of the chosen work items that ``action`` fits (within the desk's
+    category / role filter)."""
+    from orderflow import desk as clock
+
+    where, params = _desk_filters(category, role, None)
+    rows = _rows(
+        conn.execute(
+            f"SELECT exception_id, order_id, order_status, category, owner_role, "
+            f"escalation_role, {clock.item_key_sql()} AS item_key FROM orderflow.exception_desk "
+            f"WHERE {' AND '.join(where)} AND {clock.item_key_sql()} = ANY(%s) "
+            "ORDER BY item_key, exception_id",
+            (*params, list(items)),
+        )
+    )
+    return [r for r in rows if action in actions_for(r["category"], r)]
+
+
+def bulk_resolve(
+    conn: psycopg.Connection,
+    items: list[str],
+    action: str,
+    reason: str,
+    user: User,
+    *,
+    category: str | None = None,
+    role: str | None = None,
+) -> dict[str, Any]:
+    """One action on many work items: every open exception of them the action fits is
+    resolved one by one exactly as :func:`resolve` does it (its own transaction, role check
+    and audit row). Authorisation is all or nothing: if ``user`` may not resolve every one
+    of them, nothing is done (403, naming them). An exception already resolved with its
+    order (a reject or revalidate resolves the order's others) is reported, not an error."""
+    from orderflow import access
+
+    if action not in ACTIONS:
+        raise HTTPException(422, f"action must be one of {', '.join(ACTIONS)}")
+    if not items:
+        raise HTTPException(422, "choose at least one work item")
+    targets = _targets(conn, items, action, category=category, role=role)
+    if not targets:
+        raise HTTPException(409, f"{action} fits none of the open exceptions of those items")
+    barred = [
+        t
+        for t in targets
+        if not access.may_resolve(user.name, t["owner_role"], t["escalation_role"])
+    ]
+    if barred:
+        raise HTTPException(
+            403,
+            f"{user.name} may not resolve "
+            + "; ".join(
+                f"exception {t['exception_id']} ({t['category']}, needs {t['owner_role']}"
+                + (f" or {t['escalation_role']}" if t["escalation_role"] else "")
+                + ")"
+                for t in barred[:20]
+            )
+            + (f" and {len(barred) - 20} more" if len(barred) > 20 else "")
+            + ": nothing was resolved",
+        )
+    results = []
+    for t in targets:
+        still = conn.execute(
+            "SELECT status, resolution FROM orderflow.order_exception WHERE exception_id = %s",
+            (t["exception_id"],),
+        ).fetchone()
+        if still[0] != "open":
+            results.append(
+                {**t, "outcome": "done", "detail": f"resolved with its order ({still[1]})"}
+            )
+            continue
+        try:
+            out = resolve(conn, t["exception_id"], action, reason, user)
+            results.append(
+                {**t, "outcome": "done", "detail": f"order {out.get('order_status') or ''}".strip()}
+            )
+        except HTTPException as exc:
+            results.append({**t, "outcome": f"refused {exc.status_code}", "detail": exc.detail})
+    done = sum(1 for r in results if r["outcome"] == "done")
+    return {
+        "action": action,
+        "results": results,
+        "done": done,
+        "refused": len(results) - done,
+        "items": sorted({t["item_key"] for t in targets}),
+    }
+
+
+def claim(
+    conn: psycopg.Connection,
+    items: list[str],
+    user: User,
+    *,
+    assignee: str | None,
+    reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """Claim (``assignee`` = the user), assign or release (``None``) work items. Only a user
+    who may resolve one of an item's open exceptions may claim it, and it may be assigned
+    only to such a user (403 otherwise); each change audited."""
+    from orderflow import access
+    from orderflow import desk as clock
+
+    if not items:
+        raise HTTPException(422, "choose at least one work item")
+    rows = conn.execute(
+        f"SELECT {clock.item_key_sql()}, owner_role, escalation_role "
+        f"FROM orderflow.exception_desk WHERE {clock.item_key_sql()} = ANY(%s)",
+        (list(items),),
+    ).fetchall()
+    roles: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
+    for k, owner, esc in rows:
+        roles[k].add((owner, esc))
+    missing = [k for k in items if k not in roles]
+    if missing:
+        raise HTTPException(404, f"no open exceptions on {', '.join(missing)}")
+    for k in items:
+        for who in {user.name, *([assignee] if assignee else [])}:
+            if not any(access.may_resolve(who, o, e) for o, e in roles[k]):
+                needed = sorted({o for o, _ in roles[k]})
+                raise HTTPException(
+                    403,
+                    f"{who} holds none of the roles that work {k} ({', '.join(needed)}): "
+                    "nothing was claimed",
+                )
+    role_text = ",".join(sorted(access.roles_of(user.name))) or None
+    return [
+        clock.set_claim(conn, k, assignee, actor=user.name, role=role_text, reason=reason)
+        for k in items
+    ]
+
+
+def assignable(conn: psycopg.Connection, roles: list[str]) -> list[str]:
+    """Users who may work items owned by ``roles``."""
+    from orderflow import access
+
+    return access.users_with(*roles)
 
 
 # --------------------------------------------------------------------------- order trace
@@ -319,9 +684,9 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
             conn.execute(
                 "SELECT message_id, channel, partner_id, source_ref, content_sha256, received_at, "
                 "interchange_control_number, group_control_number, transaction_control_numbers, "
-                "client_request_id, outcome, convert_from(substring(raw FROM 1 FOR 1500), 'UTF8') "
-                "AS preview FROM orderflow.channel_message WHERE message_id = %s",
-                (order["source_message_id"],),
+                "client_request_id, outcome, substring(raw FROM 1 FOR %s) AS raw_head, "
+                "length(raw) AS raw_length FROM orderflow.channel_message WHERE message_id = %s",
+                (RAW_PREVIEW, order["source_message_id"]),
             )
         )
         if order["source_message_id"]
@@ -337,7 +702,12 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
     )
     for e in events:
         e["link"] = task_link(e["dag_id"], e["run_id"], e["task_id"], e["map_index"])
-    return {
+    for m in message:
+        raw = bytes(m.pop("raw_head") or b"")
+        m["preview"] = raw.decode("utf-8", errors="replace")
+        m["segments"] = edi_segments(m["preview"]) if m["channel"] == "edi" else []
+        m["truncated"] = (m["raw_length"] or 0) > RAW_PREVIEW
+    data = {
         "order": order,
         "message": message[0] if message else None,
         "lines": _rows(
@@ -384,12 +754,13 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
         ),
         "shipments": _rows(
             conn.execute(
-                "SELECT shipment_id, dc_id, status, carrier_id, service_code, mode, weight_kg, "
+                "SELECT shipment_id, dc_id, s.status, carrier_id, service_code, s.mode, weight_kg, "
                 "freight_rate, ship_date, promise_met, wms_release_id, tracking_number, "
                 "released_at, picked_at, packed_at, shipped_at, in_transit_at, delivered_at, "
                 "delayed_at, delay_reason, delivery_exception, expedite_cost, expedite_cause, "
-                "baseline_service FROM orderflow.shipment WHERE order_id = %s "
-                "ORDER BY shipment_id",
+                "baseline_service, cs.transit_days FROM orderflow.shipment s "
+                "LEFT JOIN orderflow.carrier_service cs USING (carrier_id, service_code) "
+                "WHERE s.order_id = %s ORDER BY shipment_id",
                 (order_id,),
             )
         ),
@@ -402,3 +773,332 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
             )
         ),
     }
+    data["customer_status"] = customer_status(order, data["lines"])
+    data["promised_date"] = promised_date(data["shipments"])
+    offset = clock_offset(conn)
+    on_business_clock(data, offset)
+    data["clock_offset"] = offset
+    data["as_of"] = conn.execute("SELECT now()").fetchone()[0] + offset
+    return data
+
+
+# --------------------------------------------------------------------------- order page
+#: What the customer is told, by order status (no hold reasons, no internal stages).
+CUSTOMER_STATUS = {
+    "RECEIVED": "Received",
+    "ON_HOLD": "In review",
+    "VALIDATED": "Confirmed",
+    "CREDIT_OK": "Confirmed",
+    "ALLOCATED": "Confirmed",
+    "READY": "Confirmed",
+    "RELEASED": "Being prepared",
+    "PICKED": "Being prepared",
+    "SHIPPED": "Shipped",
+    "DELIVERED": "Delivered",
+    "INVOICED": "Delivered",
+    "CLOSED": "Completed",
+    "CANCELLED": "Cancelled",
+    "REJECTED": "Not accepted",
+}
+
+
+def customer_status(order: dict[str, Any], lines: list[dict[str, Any]]) -> str:
+    text = CUSTOMER_STATUS.get(order["status"], order["status"].title())
+    if any((line.get("backordered_qty") or 0) > 0 for line in lines) and order["status"] not in (
+        "CANCELLED",
+        "REJECTED",
+    ):
+        text += " (part backordered)"
+    return text
+
+
+def add_business_days(start, days: int):
+    d = start
+    while days > 0:
+        d += timedelta(days=1)
+        days -= d.weekday() < 5
+    return d
+
+
+def promised_date(shipments: list[dict[str, Any]], requested_ship_date=None):
+    """The delivery date promised: the latest of the live shipments' ship date plus their
+    service's transit days (weekdays). None before planning."""
+    dates = [
+        add_business_days(s["ship_date"], int(s["transit_days"]))
+        for s in shipments
+        if s.get("status") != "cancelled"
+        and s.get("ship_date")
+        and s.get("transit_days") is not None
+    ]
+    return max(dates) if dates else None
+
+
+def edi_segments(text: str | None) -> list[str]:
+    """An X12 interchange as one segment a line (the segment terminator is the character
+    after ISA16; other text is split on its own lines)."""
+    if not text:
+        return []
+    body = text.lstrip()
+    if body.startswith("ISA") and len(body) > 106:
+        term = body[105]
+        if term in "\r\n":
+            return [s for s in body.splitlines() if s.strip()]
+        return [seg.strip("\r\n") + term for seg in body.split(term) if seg.strip("\r\n ")]
+    return text.splitlines()
+
+
+def clock_offset(conn: psycopg.Connection) -> timedelta:
+    """How far the business clock (the systems of record's: the WMS, the carrier, the
+    portal — in development the sandbox's) runs ahead of this machine's, as the store
+    records it: each fulfilment event carries the time it happened on the business clock
+    and the time we stored it on ours; the event stored soonest after it happened shows the
+    offset best (the largest difference). Under a minute (a real deployment, where both are
+    the same clock) counts as none."""
+    row = conn.execute(
+        "SELECT max(occurred_at - received_at) FROM (SELECT occurred_at, received_at "
+        "FROM orderflow.fulfilment_event ORDER BY event_id DESC LIMIT 500) e"
+    ).fetchone()
+    off = row[0] if row and row[0] is not None else timedelta(0)
+    if abs(off) < timedelta(minutes=1):
+        return timedelta(0)
+    return timedelta(minutes=round(off.total_seconds() / 60))
+
+
+#: Columns the store stamps from this machine's clock (``now()`` in OrderFlow's own
+#: steps), shifted onto the business clock for display; everything else (shipment
+#: milestones, portal submissions) already is business time.
+MACHINE_STAMPED = {
+    "order": ("status_changed_at",),
+    "message": ("received_at",),
+    "events": ("occurred_at",),
+    "exceptions": ("opened_at", "sla_due_at", "escalated_at", "resolved_at"),
+    "audit": ("occurred_at",),
+    "documents": ("created_at", "sent_at", "ack_received_at"),
+    "invoices": (),
+}
+
+
+def on_business_clock(data: dict[str, Any], offset: timedelta) -> None:
+    """Shift the machine-stamped times of an order trace onto the business clock."""
+    if not offset:
+        return
+    order = data["order"]
+    cols = dict(MACHINE_STAMPED)
+    if order.get("channel") != "portal":  # a portal order is received at its submission time
+        cols["order"] = (*cols["order"], "received_at")
+    for part, names in cols.items():
+        value = data.get(part)
+        rows = value if isinstance(value, list) else [value] if value else []
+        for r in rows:
+            for n in names:
+                if r.get(n) is not None:
+                    r[n] = r[n] + offset
+
+
+# --------------------------------------------------------------------------- lookup
+SEARCH_LIMIT = 100
+
+
+def search(conn: psycopg.Connection, q: str, *, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
+    """Orders by PO number, customer (id or name), order id, tracking number or invoice
+    number (ours or the ERP's): exact matches first, then partial ones; what matched is
+    named in ``matched``."""
+    q = (q or "").strip()
+    if not q:
+        return []
+    like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = _rows(
+        conn.execute(
+            """
+            WITH hits AS (
+                SELECT order_id, 'order id' AS matched, (order_id ILIKE %(q)s) AS exact
+                  FROM orderflow."order" WHERE order_id ILIKE %(like)s
+                UNION ALL
+                SELECT order_id, 'PO number', po_number ILIKE %(q)s
+                  FROM orderflow."order" WHERE po_number ILIKE %(like)s
+                UNION ALL
+                SELECT o.order_id, 'customer', (o.customer_id ILIKE %(q)s OR c.name ILIKE %(q)s)
+                  FROM orderflow."order" o LEFT JOIN orderflow.customer c USING (customer_id)
+                 WHERE o.customer_id ILIKE %(like)s OR c.name ILIKE %(like)s
+                UNION ALL
+                SELECT order_id, 'tracking number', tracking_number ILIKE %(q)s
+                  FROM orderflow.shipment WHERE tracking_number ILIKE %(like)s
+                UNION ALL
+                SELECT order_id, 'invoice number',
+                       (invoice_id ILIKE %(q)s OR erp_invoice_number ILIKE %(q)s)
+                  FROM orderflow.invoice
+                 WHERE invoice_id ILIKE %(like)s OR erp_invoice_number ILIKE %(like)s
+            ), best AS (
+                SELECT order_id, bool_or(exact) AS exact,
+                       array_agg(DISTINCT matched ORDER BY matched) AS matched
+                  FROM hits WHERE order_id IS NOT NULL GROUP BY order_id
+            )
+            SELECT b.order_id, b.exact, b.matched, o.po_number, o.customer_id,
+                   c.name AS customer_name, o.channel, o.status, o.received_at, o.order_total,
+                   o.currency,
+                   (SELECT string_agg(DISTINCT s.tracking_number, ', ')
+                      FROM orderflow.shipment s WHERE s.order_id = o.order_id) AS tracking,
+                   (SELECT string_agg(DISTINCT coalesce(i.erp_invoice_number, i.invoice_id), ', ')
+                      FROM orderflow.invoice i WHERE i.order_id = o.order_id) AS invoices
+              FROM best b JOIN orderflow."order" o USING (order_id)
+              LEFT JOIN orderflow.customer c USING (customer_id)
+             ORDER BY b.exact DESC, o.received_at DESC, b.order_id
+             LIMIT %(limit)s
+            """,
+            {
+                "q": q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+                "like": like,
+                "limit": limit,
+            },
+        )
+    )
+    for r in rows:
+        r["customer_status"] = CUSTOMER_STATUS.get(r["status"], r["status"])
+    return rows
+
+
+# --------------------------------------------------------------------------- KPI drill-down
+def drill_window(
+    start: str | None, end: str | None, *, days: int = 14
+) -> tuple[datetime, datetime]:
+    """[start, end) from ISO dates (``end`` exclusive); by default the dashboard's window."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    s = _day(start) if start else today - timedelta(days=days)
+    e = _day(end) if end else today + timedelta(days=1)
+    if e <= s:
+        raise HTTPException(422, "the period ends before it starts")
+    return s, e
+
+
+def _day(text: str) -> datetime:
+    try:
+        d = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise HTTPException(422, f"not a date: {text!r}") from exc
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def drill(
+    conn: psycopg.Connection,
+    name: str,
+    start: datetime,
+    end: datetime,
+    *,
+    dimension: str = "all",
+    outcome: str = "all",
+    limit: int = 1000,
+    minutes: tuple[float, float | None] | None = None,
+) -> dict[str, Any]:
+    """The orders behind a KPI value (``kpis.drill``): hits and misses of a rate marked
+    apart, each with what the desk and a customer-service agent need to recognise it.
+    ``minutes``: only orders whose received → released time falls in [lo, hi) (the cycle
+    histogram's buckets)."""
+    kpi = kpis.BY_NAME.get(name)
+    if kpi is None:
+        raise HTTPException(404, f"no KPI {name}")
+    if outcome not in ("all", "hits", "misses"):
+        raise HTTPException(422, "outcome is all, hits or misses")
+    try:
+        if kpi.rate():
+            hit_ids = (
+                kpis.drill(conn, kpi, start, end, dimension=dimension, hits=True, limit=limit)
+                if outcome != "misses"
+                else []
+            )
+            miss_ids = (
+                kpis.drill(conn, kpi, start, end, dimension=dimension, hits=False, limit=limit)
+                if outcome != "hits"
+                else []
+            )
+        else:
+            hit_ids, miss_ids = [], []
+            all_ids = kpis.drill(conn, kpi, start, end, dimension=dimension, limit=limit)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    mark: dict[str, str] = {}
+    if kpi.rate():
+        mark.update({o: "hit" for o in hit_ids})
+        mark.update({o: "miss" for o in miss_ids})
+    else:
+        mark.update({o: "" for o in all_ids})
+    if minutes is not None and mark:
+        lo, hi = minutes
+        keep = {
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM orderflow.order_fact WHERE order_id = ANY(%s) "
+                "AND extract(epoch FROM released_at - received_at) / 60 >= %s "
+                "AND (%s::float8 IS NULL OR extract(epoch FROM released_at - received_at) / 60 < %s)",
+                (list(mark), lo, hi, hi),
+            )
+        }
+        mark = {o: m for o, m in mark.items() if o in keep}
+    rows = _rows(
+        conn.execute(
+            "SELECT o.order_id, o.po_number, o.customer_id, o.channel, o.status, o.received_at, "
+            'o.order_total, o.currency, o.manual_touches FROM orderflow."order" o '
+            "WHERE o.order_id = ANY(%s) ORDER BY o.order_id",
+            (list(mark),),
+        )
+    )
+    for r in rows:
+        r["outcome"] = mark[r["order_id"]]
+    return {
+        "kpi": kpi,
+        "start": start,
+        "end": end,
+        "dimension": dimension,
+        "outcome": outcome,
+        "rows": rows,
+        "hits": sum(1 for r in rows if r["outcome"] == "hit"),
+        "misses": sum(1 for r in rows if r["outcome"] == "miss"),
+        "limit": limit,
+        "truncated": max(len(hit_ids), len(miss_ids), len(mark)) >= limit,
+    }
+
+
+#: A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CSV_COLUMNS = (
+    "kpi",
+    "period_start",
+    "period_end",
+    "dimension",
+    "outcome",
+    "order_id",
+    "po_number",
+    "customer_id",
+    "channel",
+    "status",
+    "received_at",
+    "order_total",
+    "currency",
+)
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell a spreadsheet will not evaluate: text starting with = + - @ tab
+    or CR gets a leading single quote."""
+    if value is None:
+        return ""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def drill_csv(data: dict[str, Any]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for r in data["rows"]:
+        row = {
+            "kpi": data["kpi"].name,
+            "period_start": data["start"],
+            "period_end": data["end"],
+            "dimension": data["dimension"],
+            **r,
+        }
+        w.writerow([csv_cell(row.get(c)) for c in CSV_COLUMNS])
+    return buf.getvalue()
