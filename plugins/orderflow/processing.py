@@ -127,6 +127,16 @@ def _decide(
     return result
 
 
+def _in_force(conn: psycopg.Connection, book: RuleBook) -> RuleBook:
+    """``book`` with the rule versions promoted in the store applied (``orderflow.governance``),
+    each version's content kept under the hash the stage's decisions will record."""
+    from orderflow import rules
+
+    book = rules.in_force(conn, book)
+    rules.record(conn, book)
+    return book
+
+
 def _load(conn, ids, status, ctx) -> list[OrderView]:
     return repo.load_orders(conn, ids, [status], ctx.claimed_by)
 
@@ -140,6 +150,7 @@ def validate(
     """RECEIVED → VALIDATED, or ON_HOLD with every problem found."""
     from orderflow.domain.validation import validate as check
 
+    book = _in_force(conn, book)
     versions = book.tag("validation", "pricing", "routing")
     with db.transaction(conn):
         orders = _resolve_customers(conn, _load(conn, order_ids, "RECEIVED", ctx))
@@ -206,6 +217,7 @@ def check_credit(
     """
     from orderflow.domain.credit import decide
 
+    book = _in_force(conn, book)
     versions = book.tag("credit", "routing")
     orders = _load(conn, order_ids, "VALIDATED", ctx)
     totals: dict[str, Decimal] = defaultdict(Decimal)
@@ -259,6 +271,7 @@ def allocate(
     this up)."""
     from orderflow.domain.allocation import allocate as plan
 
+    book = _in_force(conn, book)
     versions = book.tag("sourcing", "substitution", "routing")
     with db.transaction(conn):
         orders = _load(conn, order_ids, "CREDIT_OK", ctx)
@@ -346,6 +359,7 @@ def plan(
     compliance_review / no_carrier_service."""
     from orderflow.domain.planning import plan_shipments, screening_hold
 
+    book = _in_force(conn, book)
     versions = book.tag("carrier", "routing")
     orders = _load(conn, order_ids, "ALLOCATED", ctx)
     places = repo.ship_tos_of(conn, [o.order_id for o in orders])
@@ -498,6 +512,7 @@ def release(
     refused by the outbox; the WMS answers a repeated key with its first answer."""
     from orderflow.store import outbox
 
+    book = _in_force(conn, book)
     versions = book.tag("routing")
     with db.transaction(conn):
         orders = _load(conn, order_ids, "READY", ctx)

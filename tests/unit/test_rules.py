@@ -93,10 +93,37 @@ def test_bad_severity_is_refused_naming_the_file(rules_copy):
     assert str(path) in str(err.value)
 
 
-def test_tag_names_versions():
+def test_tag_names_versions_and_content_hashes():
     book = load(at=AT)
-    assert book.tag("pricing", "validation") == "pricing@2026.11.1,validation@2026.11.1"
-    assert book.tag().split(",") == [f"{n}@2026.11.1" for n in RULE_SETS]
+    p, v = book.pricing.sha256[:12], book.validation.sha256[:12]
+    assert book.tag("pricing", "validation") == f"pricing@2026.11.1#{p},validation@2026.11.1#{v}"
+    assert [t.split("#")[0] for t in book.tag().split(",")] == [f"{n}@2026.11.1" for n in RULE_SETS]
+
+
+def test_content_hash_is_the_content_not_the_process(rules_copy):
+    """Sets are hashed sorted (a frozenset's order changes with PYTHONHASHSEED); any change
+    of a value changes the hash, the version string alone does not make it."""
+    import subprocess
+    import sys
+
+    code = "from orderflow.rules import load; print(load().tag())"
+    tags = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(tags) == 1
+    _add_version(
+        rules_copy, "pricing", "2026.12.1", "2026-12-01T00:00:00Z", list_price_tolerance_pct=0.5
+    )
+    later = load(at=datetime(2026, 12, 2, tzinfo=UTC), directory=rules_copy)
+    assert later.pricing.sha256 != load(at=AT).pricing.sha256
+    assert later.validation.sha256 == load(at=AT).validation.sha256
 
 
 def test_route_unknown_category_is_the_default():

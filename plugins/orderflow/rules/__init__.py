@@ -1,9 +1,13 @@
 """Versioned rule sets: business policy as data (``include/rules/<rule_set>/<version>.yaml``).
 
 Each file is validated by its pydantic model at load; :func:`load` picks, per rule set, the
-newest version whose ``effective_from`` is not after the decision time. A :class:`RuleBook`
-names the versions it holds (``tag``), which every decision records, so a past decision can
-be explained and a new version replayed against history.
+newest version whose ``effective_from`` is not after the decision time. A version promoted in
+the store (``orderflow.governance``: approver role, audited) overrides the files from the
+time it was promoted — until a file version takes effect after it — when :func:`load` or
+:func:`in_force` is given the store connection. A :class:`RuleBook` names the versions it
+holds with their content hash (``tag``: ``pricing@2026.11.1#3f2a9c1b7d4e``), which every
+decision records, and :func:`record` keeps each version's content under that hash, so a past
+decision can be explained and a new version replayed against history.
 """
 
 from __future__ import annotations
@@ -31,6 +35,42 @@ class _RuleSet(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def content(self) -> dict[str, Any]:
+        """The content as JSON, sets sorted: the same for the same values in any process."""
+        return _canonical(self.model_dump(mode="python"))
+
+    @property
+    def sha256(self) -> str:
+        """The hash of the content (canonical JSON): what a decision is pinned to."""
+        return content_sha256(self.content())
+
+    @property
+    def pinned(self) -> str:
+        """``pricing@2026.11.1#3f2a9c1b7d4e``: the version and the first 12 hex of its hash."""
+        return f"{self.ref}#{self.sha256[:HASH_CHARS]}"
+
+
+#: hex characters of the content hash a decision's ``rule_set_version`` carries
+HASH_CHARS = 12
+
+
+def content_sha256(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, frozenset | set):
+        return sorted(_canonical(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
 
 
 class ValidationRules(_RuleSet):
@@ -183,6 +223,11 @@ RULE_SETS: dict[str, type[_RuleSet]] = {
 }
 
 
+#: Rule sets that decide an order (validation → credit → allocation → planning): the ones a
+#: what-if replays and a promotion may change. routing and fulfilment stay file-managed.
+GOVERNED = ("validation", "pricing", "credit", "substitution", "sourcing", "carrier")
+
+
 class RuleSetError(ValueError):
     """A rule-set file that does not validate, or a rule set with no version in effect."""
 
@@ -199,10 +244,17 @@ class RuleBook(BaseModel):
     carrier: CarrierRules
     routing: RoutingRules
     fulfilment: FulfilmentRules
+    #: the decision time the book was chosen for (None: not known, e.g. built by hand)
+    at: AwareDatetime | None = None
 
     def tag(self, *names: str) -> str:
-        """``pricing@2026.11.1,validation@2026.11.1`` for the named sets (all when none)."""
-        return ",".join(getattr(self, n).ref for n in (names or tuple(RULE_SETS)))
+        """``pricing@2026.11.1#3f2a9c1b7d4e,validation@2026.11.1#…`` for the named sets (all
+        when none): versions and content hashes, as every decision records them."""
+        return ",".join(getattr(self, n).pinned for n in (names or tuple(RULE_SETS)))
+
+    def replace(self, *rule_sets: _RuleSet) -> RuleBook:
+        """This book with ``rule_sets`` in place of the versions it holds."""
+        return self.model_copy(update={rs.name: rs for rs in rule_sets})
 
     def all(self) -> list[_RuleSet]:
         return [getattr(self, n) for n in RULE_SETS]
@@ -230,10 +282,58 @@ def _versions(directory: str) -> dict[str, list[_RuleSet]]:
     return out
 
 
-def load(at: datetime | None = None, directory: Path | None = None) -> RuleBook:
-    """The rule book in effect at ``at`` (default: now)."""
+def parse(name: str, content: dict[str, Any]) -> _RuleSet:
+    """A version of rule set ``name`` from its content (a file's YAML, a stored version)."""
+    if name not in RULE_SETS:
+        raise RuleSetError(f"unknown rule set {name!r}; one of {', '.join(RULE_SETS)}")
+    try:
+        return RULE_SETS[name].model_validate(content)
+    except Exception as exc:
+        raise RuleSetError(f"rule set {name}: {exc}") from exc
+
+
+@lru_cache(maxsize=256)
+def _stored(name: str, sha256: str, blob: str) -> _RuleSet:
+    return parse(name, json.loads(blob))  # content-addressed: safe to cache
+
+
+def promoted(conn: Any, at: datetime) -> dict[str, tuple[datetime, _RuleSet]]:
+    """Per rule set, the latest promotion or rollback in the store at or before ``at``:
+    (when it was activated, the version it activated)."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT ON (a.rule_set) a.rule_set, a.activated_at, a.content_sha256,
+               v.content::text
+          FROM orderflow.rule_set_activation a
+          JOIN orderflow.rule_set_version v USING (rule_set, content_sha256)
+         WHERE a.activated_at <= %s
+         ORDER BY a.rule_set, a.activated_at DESC, a.activation_id DESC
+        """,
+        (at,),
+    ).fetchall()
+    return {name: (when, _stored(name, sha, blob)) for name, when, sha, blob in rows}
+
+
+def in_force(conn: Any, book: RuleBook) -> RuleBook:
+    """``book`` (chosen from the files) with the versions promoted in the store applied: a
+    promotion or rollback overrides the file version in effect when it was made; a file
+    version that takes effect after it overrides it in turn."""
+    at = book.at or datetime.now(UTC)
+    override = [
+        rs
+        for name, (when, rs) in promoted(conn, at).items()
+        if when >= getattr(book, name).effective_from and rs != getattr(book, name)
+    ]
+    return book.replace(*override) if override else book
+
+
+def load(
+    at: datetime | None = None, directory: Path | None = None, *, conn: Any = None
+) -> RuleBook:
+    """The rule book in effect at ``at`` (default: now): the files, and — given the store's
+    connection ``conn`` — the versions promoted there (:func:`in_force`)."""
     at = at or datetime.now(UTC)
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Any] = {"at": at}
     for name, versions in _versions(str(directory or rules_dir())).items():
         live = [v for v in versions if v.effective_from <= at]
         if not live:
@@ -242,29 +342,26 @@ def load(at: datetime | None = None, directory: Path | None = None) -> RuleBook:
                 f"under include/rules/{name}/ with an earlier effective_from"
             )
         chosen[name] = live[-1]
-    return RuleBook(**chosen)
+    book = RuleBook(**chosen)
+    return in_force(conn, book) if conn is not None else book
 
 
-def record(conn: Any, book: RuleBook) -> None:
-    """Keep the content of every version in use in ``orderflow.rule_set_version`` (once)."""
+def record(conn: Any, book: RuleBook | list[_RuleSet], source: str = "file") -> None:
+    """Keep the content of every version in use in ``orderflow.rule_set_version`` under its
+    hash (once), so the hash a decision records always names stored content."""
     from psycopg.types.json import Jsonb
 
-    rows = []
-    for rs in book.all():
-        content = rs.model_dump(mode="json")
-        blob = json.dumps(content, sort_keys=True)
-        rows.append(
-            (
-                rs.name,
-                rs.version,
-                rs.effective_from,
-                Jsonb(content),
-                hashlib.sha256(blob.encode()).hexdigest(),
-            )
-        )
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO orderflow.rule_set_version (rule_set, version, effective_from, content, "
-            "content_sha256) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            rows,
-        )
+    sets = book.all() if isinstance(book, RuleBook) else list(book)
+    rows = [(rs.name, rs.version, rs.effective_from, Jsonb(rs.content()), rs.sha256) for rs in sets]
+    if not rows:
+        return
+    conn.execute(
+        """
+        INSERT INTO orderflow.rule_set_version (rule_set, version, effective_from, content,
+            content_sha256, source)
+        SELECT r.*, %s FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[],
+                                   %s::text[]) AS r
+        ON CONFLICT DO NOTHING
+        """,
+        (source, *(list(col) for col in zip(*rows, strict=True))),
+    )
