@@ -1104,11 +1104,16 @@ class Distributor:
     def receive_mail(self, mail_from: str | None, rcpt_tos: list[str], content: bytes) -> dict:
         """Keep one message the SMTP sink accepted (addresses are kept, never logged)."""
         msg = email.message_from_bytes(content, policy=email.policy.default)
-        try:
-            part = msg.get_body(preferencelist=("plain",))
-            text = part.get_content().replace("\r\n", "\n") if part is not None else ""
-        except (LookupError, ValueError):  # an unknown charset or a broken part
-            text = ""
+
+        def body(kind: str) -> str:
+            try:
+                part = msg.get_body(preferencelist=(kind,))
+                return part.get_content().replace("\r\n", "\n") if part is not None else ""
+            except (LookupError, ValueError):  # an unknown charset or a broken part
+                return ""
+
+        text, html = body("plain"), body("html")
+        parts = [p.get_content_type() for p in msg.walk() if not p.is_multipart()]
         header = lambda name: str(msg[name]).strip() if msg[name] is not None else None  # noqa: E731
         with self._txn():
             record = {
@@ -1119,6 +1124,10 @@ class Distributor:
                 "subject": header("Subject") or "",
                 "key": header("X-OrderFlow-Key"),
                 "body": text,
+                # the message's structure: content type and the type of each leaf part
+                "content_type": msg.get_content_type(),
+                "parts": parts,
+                "html": html,
                 "received_at": _iso(self.now()),
             }
             self._mark("mail", len(self.mail))
