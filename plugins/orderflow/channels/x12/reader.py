@@ -490,12 +490,17 @@ def iter_interchanges(text: str, findings: list[Finding]) -> Iterator[RawInterch
         pos = _skip(text, pos)
 
 
-_BLOCK = 1 << 20  # characters split at once (C speed), then walked segment by segment
+_FIRST_BLOCK = 1 << 12  # characters split at once (C speed), then walked segment by segment:
+_MAX_BLOCK = 1 << 20  # the block doubles up to this, so a small interchange costs its size
 
 
 def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> Iterator[Segment]:
     """Segments after the ISA up to the IEA (kept in ``ic.iea``, not yielded); sets
-    ``state`` to [next offset, last segment index] when done."""
+    ``state`` to [next offset, last segment index] when done.
+
+    The text is split a block at a time (``str.split`` on the terminator; the block ends at
+    a terminator and doubles in size up to ``_MAX_BLOCK``), and offsets are only worked out
+    where the interchange ends (:func:`_piece_offset`)."""
     d = ic.isa.delimiters
     e = d.element
     n = len(text)
@@ -503,45 +508,82 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
     term = d.segment
     tl = len(term)
     newline = d.newline_terminated
-    while cur < n:
-        if newline:
-            m = _NEWLINE.search(text, cur)
-            j, nxt = (m.start(), m.end()) if m else (n, n)
-            pieces = [(cur, text[cur:j], nxt)]
-        else:
-            stop = text.find(term, min(cur + _BLOCK, n))
-            stop = n if stop < 0 else stop
-            block = text[cur:stop].split(term)
-            pieces = []
-            off = cur
-            for raw in block:
-                nxt = min(off + len(raw) + tl, n)
-                pieces.append((off, raw, nxt))
-                off = nxt
-        for off, raw, nxt in pieces:
-            if "\n" in raw or "\r" in raw:
-                raw = raw.replace("\r", "").replace("\n", "") if not newline else raw
-            s = raw.strip(_STRIP)
-            if not s:
-                cur = nxt
-                continue
-            if s.startswith("ISA") and len(s) > 3 and not s[3].isalnum():
-                # A new interchange began before this one's IEA (truncated or concatenated).
-                lead = len(text[off : off + 400]) - len(text[off : off + 400].lstrip(_BETWEEN))
-                state[0], state[1] = off + lead, index
-                return
-            elements = s.split(e)
-            tag = elements[0]
-            index += 1
-            seg = Segment(tag, elements, index)
-            if tag == "IEA":
-                ic.iea = seg
-                state[0], state[1] = nxt, index
-                return
-            ic.last = seg
-            yield seg
-            cur = nxt
-    state[0], state[1] = n, index
+    size = _FIRST_BLOCK
+    last: Segment | None = None
+    try:
+        while cur < n:
+            if newline:
+                m = _NEWLINE.search(text, min(cur + size, n))
+                if m is None:
+                    stop, after = n, n
+                else:
+                    stop, after = m.start(), m.end()
+                    if text[stop] == "\n" and stop > cur and text[stop - 1] == "\r":
+                        stop -= 1  # the block never ends between the CR and LF of a CRLF
+                block = text[cur:stop]
+                if "\r" in block:
+                    block = block.replace("\r\n", "\n").replace("\r", "\n")
+                pieces = block.split("\n")
+                crlf = False
+            else:
+                stop = text.find(term, min(cur + size, n))
+                if stop < 0:
+                    stop, after = n, n
+                else:
+                    after = stop + tl
+                block = text[cur:stop]
+                pieces = block.split(term)
+                crlf = "\n" in block or "\r" in block
+            if size < _MAX_BLOCK:
+                size <<= 1
+            for k, raw in enumerate(pieces):
+                if crlf and ("\n" in raw or "\r" in raw):
+                    raw = raw.replace("\r", "").replace("\n", "")
+                s = raw.strip(_STRIP)
+                if not s:
+                    continue
+                elements = s.split(e)
+                tag = elements[0]
+                if tag == "IEA":
+                    index += 1
+                    ic.iea = Segment(tag, elements, index)
+                    state[0] = min(_piece_offset(text, cur, k + 1, d), after)
+                    state[1] = index
+                    return
+                if tag[:3] == "ISA" and len(s) > 3 and not s[3].isalnum():
+                    # A new interchange began before this one's IEA (truncated or concatenated).
+                    off = _piece_offset(text, cur, k, d)
+                    lead = len(text[off : off + 400]) - len(text[off : off + 400].lstrip(_BETWEEN))
+                    state[0], state[1] = off + lead, index
+                    return
+                index += 1
+                last = Segment(tag, elements, index)
+                yield last
+            cur = after
+        state[0], state[1] = n, index
+    finally:
+        if last is not None:
+            ic.last = last
+
+
+def _piece_offset(text: str, start: int, k: int, d: Delimiters) -> int:
+    """The offset of the ``k``-th piece (0-based) of the text split at segment terminators
+    from ``start`` (``len(text)`` when there are fewer terminators)."""
+    pos, n = start, len(text)
+    if d.newline_terminated:
+        for _ in range(k):
+            m = _NEWLINE.search(text, pos)
+            if m is None:
+                return n
+            pos = m.end()
+        return pos
+    term = d.segment
+    for _ in range(k):
+        j = text.find(term, pos)
+        if j < 0:
+            return n
+        pos = j + len(term)
+    return pos
 
 
 def _skip(text: str, pos: int) -> int:
