@@ -117,7 +117,7 @@ def candidate_from_store(conn: psycopg.Connection, ref: str) -> rules._RuleSet:
         (name, version, version, sha, sha),
     ).fetchall()
     found = {r[0]: rules.parse(name, json.loads(r[1])) for r in rows}
-    for rs in rules._versions(str(rules.rules_dir())).get(name, []):
+    for rs in rules.file_versions(name):
         if (version is None or rs.version == version) and (
             sha is None or rs.sha256.startswith(sha)
         ):
@@ -631,7 +631,8 @@ def promote(
     refused = None
     with db.transaction(conn):
         _lock(conn, name)
-        now = conn.execute("SELECT now()").fetchone()[0]
+        # after the lock: a promotion committed later is always activated later
+        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         current = getattr(rules.load(now, conn=conn), name)
         before = _brief(current)
         after = {**_brief(version), "whatif_run_id": whatif_run_id}
@@ -664,7 +665,7 @@ def promote(
                 )
             ] + [
                 rs.sha256
-                for rs in rules._versions(str(rules.rules_dir())).get(name, [])
+                for rs in rules.file_versions(name)
                 if rs.version == version.version and rs.sha256 != version.sha256
             ]
             if clash:
@@ -720,7 +721,8 @@ def rollback(conn: psycopg.Connection, rule_set: str, *, actor: str, reason: str
     refused = None
     with db.transaction(conn):
         _lock(conn, rule_set)
-        now = conn.execute("SELECT now()").fetchone()[0]
+        # after the lock: a promotion committed later is always activated later
+        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         current = getattr(rules.load(now, conn=conn), rule_set)
         before = _brief(current)
         refused = _refusal(actor, f"roll back {rule_set}")

@@ -292,6 +292,32 @@ def test_whatif_cli_prints_the_flips(store, seeded, candidate_file):
         assert f"{oid}: status ON_HOLD -> READY" in out.output
 
 
+def test_rule_whatif_dag_replays_the_candidate_from_its_form(
+    store, seeded, candidate_file, airflow_db
+):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(str(DAGS_DIR / "rule_whatif.py")).get_dag("rule_whatif")
+    before = _snapshot(store)
+    run = dag.test(
+        run_conf={
+            "candidate": str(candidate_file),
+            "window_from": WINDOW[0].isoformat(),
+            "window_to": WINDOW[1].isoformat(),
+        }
+    )
+    assert run.state == "success"
+    assert _snapshot(store) == before
+    row = store.execute(
+        "SELECT whatif_run_id, requested_by, changed, orders FROM orderflow.whatif_run "
+        "WHERE dag_id = 'rule_whatif' AND run_id = %s",
+        (run.run_id,),
+    ).fetchone()
+    assert row[1:] == ("dag_test", len(_expected_flips(seeded)), len(seeded))
+    report = governance.whatif_report(store, row[0])
+    assert {d["order_id"] for d in report["diffs"]} == _expected_flips(seeded)
+
+
 # ---------------------------------------------------------------------------- promote
 
 
@@ -397,6 +423,12 @@ def test_promote_and_rollback_by_an_approver_are_audited_and_decisions_record_th
     listed = {v["rule_set"]: v for v in governance.versions(store)}
     assert [a["action"] for a in listed["pricing"]["activations"]] == ["rollback", "promote"]
     assert listed["pricing"]["version"] == "2026.11.1"
+    from orderflow.governance_cli import rules as group
+
+    shown = CliRunner().invoke(group, ["versions"])
+    assert shown.exit_code == 0, shown.output
+    assert f"pricing       2026.11.1    #{shipped.sha256[:12]}  file" in shown.output
+    assert "rollback 2026.11.1" in shown.output and "by rita.rules: too loose" in shown.output
 
     # The log of promotions is append-only.
     with pytest.raises(psycopg.Error):

@@ -282,6 +282,11 @@ def _versions(directory: str) -> dict[str, list[_RuleSet]]:
     return out
 
 
+def file_versions(name: str, directory: Path | None = None) -> list[_RuleSet]:
+    """Every file version of rule set ``name``, oldest ``effective_from`` first."""
+    return list(_versions(str(directory or rules_dir())).get(name, []))
+
+
 def parse(name: str, content: dict[str, Any]) -> _RuleSet:
     """A version of rule set ``name`` from its content (a file's YAML, a stored version)."""
     if name not in RULE_SETS:
