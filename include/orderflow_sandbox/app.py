@@ -142,6 +142,10 @@ class ClockIn(BaseModel):
     speed: float | None = Field(None, gt=0, description="Simulated seconds per real second")
 
 
+class PartnersIn(BaseModel):
+    refusal_rate: float = Field(..., ge=0, le=1)
+
+
 class CompactIn(BaseModel):
     drop: int = Field(..., ge=0, description="How many of the oldest events to drop")
 
@@ -474,6 +478,16 @@ def create_app(
             if store is None:
                 raise NotFound(f"idempotency store {system}")
             return {"system": system, "keys": sorted(store.answers)}
+
+    @admin.put(
+        "/partners",
+        summary="How partners answer: the share of well-formed groups they refuse all the same "
+        "(default 1 %, seeded per group; 0 for tests that need every 997 to accept)",
+    )
+    def set_partners(body: PartnersIn) -> dict:
+        with state.lock:
+            state.partner_refusal_rate = body.refusal_rate
+        return {"refusal_rate": state.partner_refusal_rate}
 
     @admin.post(
         "/feeds/{which}/compact",

@@ -241,6 +241,8 @@ class Distributor:
         self.webhook_keys = self._idem["webhook"]
         self._schedule: list[_Scheduled] = []
         self._pending: dict[int, _Scheduled] = {}  # the schedule by seq (what is persisted)
+        #: share of well-formed groups partners refuse all the same (settable: /admin/partners)
+        self.partner_refusal_rate = PARTNER_REFUSAL_RATE
         self.milestones: list[dict] = []  # materialised WMS events, seq-ordered
         self.tracking: list[dict] = []  # materialised carrier events
         self.portal_orders = [
@@ -1188,7 +1190,7 @@ class Distributor:
             at = self.now() + timedelta(minutes=rnd.uniform(5, 30))
             # now and then a partner's translator refuses a well-formed document (its own
             # rules: an unknown item, a missing reference) — seeded per group
-            refused = rnd.random() < PARTNER_REFUSAL_RATE
+            refused = rnd.random() < self.partner_refusal_rate
             control = self._ack_controls.get(partner_id, ACK_CONTROL_START)
             self._ack_controls[partner_id] = control + 1
             self._meta_dirty = True

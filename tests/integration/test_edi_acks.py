@@ -48,7 +48,11 @@ def wired(sandbox, tmp_path, monkeypatch):
     path = tmp_path / "roles.yaml"
     path.write_text(json.dumps({"users": ROLES}))
     monkeypatch.setenv("ORDERFLOW_ROLES_FILE", str(path))
-    return sandbox
+    # partners refuse 1 % of well-formed groups, seeded by control numbers that depend on
+    # what ran before: here every refusal must come from the document itself
+    sandbox.client.put("/admin/partners", json={"refusal_rate": 0}).raise_for_status()
+    yield sandbox
+    sandbox.client.put("/admin/partners", json={"refusal_rate": 0.01}).raise_for_status()
 
 
 def _user(name: str) -> User:
