@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def fill(conn: psycopg.Connection, book: RuleBook, limit: int = 5000) -> dict[str, int]:
+    from orderflow import rules
     from orderflow.domain import backorders as domain
 
+    book = rules.in_force(conn, book)  # a promoted sourcing version decides fills too
     with db.transaction(conn):
         waiting = repo.waiting_backorders(conn, book.sourcing, limit)
         if not waiting:

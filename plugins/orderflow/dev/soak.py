@@ -387,13 +387,18 @@ def _rewind_feed(stack: Stack, action: Action) -> dict | None:
     """The WMS purges part of what we have read and numbers the rest from the start: our
     cursor now points past its end or at another event. Nothing we have not read is lost."""
     name = _FEEDS[action.feed]
-    rows = stack.query(
-        "orderflow", "SELECT value FROM orderflow.sync_cursor WHERE cursor_name = %s", (name,)
-    )
-    read = int(rows[0][0] or 0) if rows else 0
-    drop = int(read * action.drop_fraction)
-    if drop < 1:
-        return None
+    deadline = time.monotonic() + action.wait_s
+    while True:  # something read to rewind (the feed is read every few minutes)
+        rows = stack.query(
+            "orderflow", "SELECT value FROM orderflow.sync_cursor WHERE cursor_name = %s", (name,)
+        )
+        read = int(rows[0][0] or 0) if rows else 0
+        drop = int(read * action.drop_fraction)
+        if drop >= 1:
+            break
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(2)
     r = stack.sandbox.post(f"/admin/feeds/{action.feed}/compact", json={"drop": drop})
     r.raise_for_status()
     return {"feed": name, "our_cursor": read, **r.json()}
