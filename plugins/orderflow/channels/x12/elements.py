@@ -337,12 +337,25 @@ def check_value(
     return None
 
 
-def check_segment(elements: list[str]) -> list[ElementError]:
+def check_segment(elements: list[str], separator: str | None = None) -> list[ElementError]:
     """Every element of a segment (``elements[0]`` is its id) checked against its definition.
-    Segments without definitions are not checked."""
+    Segments without definitions are not checked.
+
+    ``separator``: the element separator ``elements`` were split at (so no element holds
+    it). Given, the segment is first matched whole against :func:`valid_segment_pattern`:
+    a match means every element is valid (nothing to report); anything else is checked
+    element by element below, which alone says what is wrong."""
     defs = SEGMENTS.get(elements[0])
     if defs is None:
         return []
+    if separator is not None:
+        fast = _VALID.get((elements[0], separator), _UNSET)
+        if fast is _UNSET:
+            fast = valid_segment_pattern(elements[0], separator)
+            if len(_VALID) < 4096:
+                _VALID[(elements[0], separator)] = fast
+        if fast is not None and fast.fullmatch(separator.join(elements)) is not None:
+            return []
     out: list[ElementError] = []
     tag = elements[0]
     n = len(elements)
@@ -361,3 +374,76 @@ def check_segment(elements: list[str]) -> list[ElementError]:
             shown = v if len(v) <= 40 else f"{v[:40]}… ({len(v):,} characters)"
             out.append(ElementError(i, el.ref, code, v[:99], f"{tag}{i:02d} {shown!r} {what}"))
     return out
+
+
+# ------------------------------------------------------------------------------ fast path
+_UNSET = object()
+_VALID: dict[tuple[str, str], re.Pattern[str] | None] = {}
+_MONTH_DAY = (
+    "(?:(?:0[1-9]|1[0-2])(?:0[1-9]|1[0-9]|2[0-8])"  # day 01-28: every month
+    "|(?:0[13-9]|1[0-2])(?:29|30)"  # 29 and 30: every month but February
+    "|(?:0[13578]|1[02])31)"  # 31
+)  # February 29 is left to the element-by-element check (leap years)
+
+
+def _value_pattern(el: El, sep: str) -> str | None:
+    """A regex for values of ``el`` that :func:`check_value` accepts, with no space at either
+    end (a subset of them is enough: what it does not match is checked element by element),
+    or None when there is no such pattern."""
+    any_char = f"[^\\x00-\\x1f\\x7f{re.escape(sep)}]"
+    no_space = f"[^\\x00-\\x1f\\x7f {re.escape(sep)}]"
+    lo, hi = el.min, el.max
+    if el.type == "AN":
+        if hi < 1 or lo > hi:
+            return None
+        if hi == 1:
+            return no_space
+        if lo <= 1:
+            return f"{no_space}(?:{any_char}{{0,{hi - 2}}}{no_space})?"
+        return f"{no_space}{any_char}{{{lo - 2},{hi - 2}}}{no_space}"
+    if el.type == "ID":
+        if el.codes is not None:
+            codes = sorted(
+                c
+                for c in el.codes
+                if lo <= len(c) <= hi and _CODE_CHARS.fullmatch(c) and " " not in c
+            )
+            return f"(?:{'|'.join(re.escape(c) for c in codes)})" if codes else None
+        return f"[A-Za-z0-9]{{{lo},{hi}}}"
+    if el.type in ("N0", "N2"):
+        return f"-?[0-9]{{{lo},{hi}}}"
+    if el.type == "R":
+        if lo > 1:
+            return None
+        # at most ``hi`` digits and points together: at most ``hi`` digits
+        return f"-?(?=[0-9.]{{1,{hi}}}(?:{re.escape(sep)}|\\Z))(?:[0-9]+\\.?[0-9]*|\\.[0-9]+)"
+    if el.type == "DT":
+        return f"(?:(?:19|20)[0-9]{{2}}{_MONTH_DAY}|[0-9]{{2}}{_MONTH_DAY})"
+    if el.type == "TM":
+        return "(?:[01][0-9]|2[0-3])[0-5][0-9](?:[0-5][0-9][0-9]{0,2})?"
+    return None
+
+
+def valid_segment_pattern(tag: str, sep: str) -> re.Pattern[str] | None:
+    """A regex the whole segment text (its elements joined by ``sep``) fully matches only when
+    :func:`check_segment` finds nothing wrong in it: required elements present, every value
+    of its type and length, no control character anywhere. None when the tag has no
+    definitions or a definition has no pattern. Values with spaces at either end, codes with
+    spaces inside, February 29 and R values of exactly the maximum digits with a point are
+    not matched (valid or not, the element-by-element check decides them)."""
+    defs = SEGMENTS.get(tag)
+    if defs is None or not sep or sep.isalnum() or ord(sep) < 32 or sep == "\x7f":
+        return None
+    e = re.escape(sep)
+    rest = f"(?:{e}[^\\x00-\\x1f\\x7f]*)?"  # elements past the definitions: not checked
+    required_after = False
+    for el in reversed(defs):
+        if el is None:
+            return None
+        value = _value_pattern(el, sep)
+        if value is None:
+            return None
+        slot = value if el.required else f"(?:{value})?"
+        required_after = required_after or el.required
+        rest = f"{e}{slot}{rest}" if required_after else f"(?:{e}{slot}{rest})?"
+    return re.compile(re.escape(tag) + rest)

@@ -172,6 +172,7 @@ class X12Stream:
                     source_ref=result.source_ref,
                     received_at=received_at,
                     document_sha256=result.document_sha256,
+                    element=raw.isa.delimiters.element,
                 )
                 m = _MAPPERS[t.set_id](t, ctx)
                 mappers[id(t)] = m

@@ -120,6 +120,7 @@ class MapContext:
     source_ref: str | None = None
     received_at: datetime | None = None
     document_sha256: str | None = None
+    element: str | None = None  # the interchange's element separator (fast element checks)
 
 
 @dataclass(slots=True)
@@ -390,7 +391,7 @@ class _Mapper:
                 line.sacs.append(seg)
 
     def _check(self, seg: Segment) -> None:
-        errs = check_segment(seg.elements)
+        errs = check_segment(seg.elements, self.ctx.element)
         if errs:
             self.element_errors.append((seg, errs))
 

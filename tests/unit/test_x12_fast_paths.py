@@ -1,0 +1,113 @@
+"""The reader's fast paths (issue #13 D5) decide exactly as the checks they stand in for:
+a segment the whole-segment pattern accepts is one the element-by-element check finds
+nothing wrong in. (Speed itself is a benchmark figure: benchmarks/x12_reader.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orderflow.channels.x12.elements import SEGMENTS, check_segment, valid_segment_pattern
+
+_PIECES = [
+    "",
+    " ",
+    "0",
+    "1",
+    "9",
+    "00",
+    "12",
+    "-",
+    ".",
+    "-1",
+    "1.5",
+    ".5",
+    "5.",
+    "1.50",
+    "A",
+    "EA",
+    "PE",
+    "BP",
+    "ST",
+    "Z9",
+    "a",
+    "20261128",
+    "20260229",
+    "20240229",
+    "20261131",
+    "261128",
+    "00000101",
+    "19991231",
+    "0930",
+    "2359",
+    "2400",
+    "093015",
+    "09301599",
+    "\x00",
+    "\x01",
+    "\x1f",
+    "\x7f",
+    "\t",
+    "\u00a0",
+    "\u2026",
+    "\uff15",
+    "\u0661",
+    "x" * 20,
+    "9" * 16,
+    "1" * 10,
+    "F",
+    "S",
+    "X",
+    "C",
+    "N",
+    "ABC",
+    "A B",
+    " A",
+    "A ",
+    "~",
+    ">",
+    "^",
+    "|",
+]
+_SEPARATORS = ["*", "|", "^", "]", "-", "\\", "\u2026"]
+
+
+@st.composite
+def segments(draw):
+    tag = draw(st.sampled_from(sorted(SEGMENTS)))
+    sep = draw(st.sampled_from(_SEPARATORS))
+    n = draw(st.integers(0, len(SEGMENTS[tag]) + 2))
+    values = [
+        "".join(draw(st.lists(st.sampled_from(_PIECES), max_size=3))).replace(sep, "")
+        for _ in range(n)
+    ]
+    return tag, sep, [tag, *values]
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(segments())
+def test_a_segment_the_pattern_accepts_has_no_element_error(case):
+    tag, sep, elements = case
+    pattern = valid_segment_pattern(tag, sep)
+    slow = check_segment(elements)
+    if pattern is not None and pattern.fullmatch(sep.join(elements)):
+        assert slow == []
+    assert check_segment(elements, sep) == slow
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "PO1*1*2*EA*1.50*PE*BP*PART0000001",
+        "BEG*00*SA*PO1**20261128",
+        "N1*ST*STORE 12*92*0012",
+        "GS*PO*BUYER*SELLER*20261128*0930*1*X*004010",
+        "CTT*5",
+        "SE*10*0001",
+        "DTM*002*20261130",
+    ],
+)
+def test_common_valid_segments_take_the_fast_path(text):
+    tag = text.split("*")[0]
+    assert valid_segment_pattern(tag, "*").fullmatch(text)
