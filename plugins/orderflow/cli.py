@@ -618,17 +618,18 @@ def outbox_status() -> None:
 def outbox_attention(limit: int) -> None:
     """Rows that wait for a person: dead (rejected or out of retries), unknown (interrupted
     mid-send to a receiver that cannot tell us), and dead follow-ups."""
+    from orderflow.status import OUTBOX_ATTENTION
     from orderflow.store import db
 
     use_store()
     conn = db.connect()
     try:
         for key, status, follow, error in conn.execute(
-            """
+            f"""
             SELECT idempotency_key, status, followup_status,
                    CASE WHEN followup_status = 'dead' THEN followup_error ELSE last_error END
               FROM orderflow.outbox
-             WHERE status IN ('dead', 'unknown') OR followup_status = 'dead'
+             WHERE {OUTBOX_ATTENTION}
              ORDER BY outbox_id LIMIT %s
             """,
             (limit,),
@@ -696,8 +697,49 @@ def intake_reconcile() -> None:
         ).fetchall()
     finally:
         conn.close()
+    click.echo(f"{'channel':<8} {'outcome':<16} {'messages':>8}")
     for channel, outcome, n in rows:
         click.echo(f"{channel:<8} {outcome:<16} {n:>8}")
+
+
+# ---------------------------------------------------------------------------------- status
+@main.command("status")
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Business day (default: today in the timezone).",
+)
+@click.option(
+    "--tz",
+    default=None,
+    help="Timezone of the business day (default: Airflow's [core] default_timezone).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def status_command(day, tz: str | None, as_json: bool) -> None:
+    """How the business day stands: orders received, held, released, picked, shipped,
+    invoiced, cancelled and rejected per channel; open exceptions by category and SLA state;
+    outbox rows and quarantined messages and events that wait for a person. The numbers are
+    the operations dashboard's (orderflow.status)."""
+    import json
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from orderflow import status as day_status
+    from orderflow.store import db
+
+    try:
+        zone = None if not tz else UTC if tz.upper() == "UTC" else ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise click.BadParameter(f"unknown timezone {tz!r}", param_hint="--tz") from exc
+    use_store()
+    conn = db.connect()
+    try:
+        s = day_status.day_status(conn, day.date() if day else None, tz=zone)
+    finally:
+        conn.close()
+    click.echo(json.dumps(s.as_dict(), indent=2) if as_json else day_status.render(s))
 
 
 def _register_channel_commands() -> None:

@@ -1,0 +1,263 @@
+"""Where the business day stands: orders received, held, released, picked, shipped, invoiced,
+cancelled and rejected per channel, the desk's open exceptions, the outbox rows and the
+quarantined inputs that wait for a person. ``orderflow status`` prints it; the operations
+UI reads the same functions, so the command and the dashboard never disagree.
+
+A day is a business day in the configured timezone (Airflow's ``[core] default_timezone``):
+from its local midnight to the next. An order counts on the day it reached a milestone, timed
+as ``order_fact`` (and so every KPI) times it, but read live from the tables rather than from
+the view the KPI DAG refreshes:
+
+- received: the customer's order arrived (``order.received_at``; backorder releases, which
+  carry their parent's time, are not orders received);
+- held: processing put it on hold that day (an ``ON_HOLD`` event; once per order per day);
+- released / invoiced / cancelled / rejected: its first event of that status;
+- picked / shipped: when the last shipment of its current release was picked / shipped (the
+  WMS's and carrier's times, as ``order_fact``).
+
+Open exceptions, outbox attention and quarantine are counts *now*, whatever day is asked:
+they are what waits for a person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    import psycopg
+
+#: Intake channels, listed even on a day one of them brought nothing.
+CHANNELS = ("edi", "csv", "portal", "email")
+#: Order milestones of a day, in lifecycle order (the columns of ``orderflow status``).
+MEASURES = (
+    "received",
+    "held",
+    "released",
+    "picked",
+    "shipped",
+    "invoiced",
+    "cancelled",
+    "rejected",
+)
+#: The outbox rows that wait for a person (``orderflow outbox attention`` lists them).
+OUTBOX_ATTENTION = "status IN ('dead', 'unknown') OR followup_status = 'dead'"
+#: Quarantined channel messages not replayed yet (``orderflow intake quarantined``).
+MESSAGES_QUARANTINED = "outcome = 'quarantined' AND NOT details ? 'replayed_as'"
+
+
+# ------------------------------------------------------------------------------ the day
+def configured_timezone() -> tzinfo:
+    """Airflow's ``[core] default_timezone``: ``utc`` (its default), ``system`` or a name."""
+    from airflow.configuration import conf
+
+    name = (conf.get("core", "default_timezone", fallback="utc") or "utc").strip()
+    if name.lower() == "system":
+        return datetime.now().astimezone().tzinfo or UTC
+    return UTC if name.lower() == "utc" else ZoneInfo(name)
+
+
+def business_day(tz: tzinfo, now: datetime | None = None) -> date:
+    """Today in ``tz``."""
+    return (now or datetime.now(UTC)).astimezone(tz).date()
+
+
+def day_window(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """[start, end) of ``day`` in ``tz``, in UTC (23 or 25 hours on a DST change)."""
+    start = datetime.combine(day, time.min, tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------ counts
+_DAY_COUNTS = """
+WITH touched AS (  -- orders with a status change in the day: only these can count
+    SELECT DISTINCT order_id FROM orderflow.order_event
+     WHERE occurred_at >= %(start)s AND occurred_at < %(end)s
+), ev AS (
+    SELECT e.order_id,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')  AS released_at,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'INVOICED')  AS invoiced_at,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'CANCELLED') AS cancelled_at,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'REJECTED')  AS rejected_at,
+           bool_or(e.to_status = 'ON_HOLD' AND e.occurred_at >= %(start)s
+                   AND e.occurred_at < %(end)s)                        AS held
+      FROM orderflow.order_event e JOIN touched USING (order_id)
+     GROUP BY e.order_id
+), moved AS (  -- orders with a shipment picked or shipped in the day
+    SELECT DISTINCT order_id FROM orderflow.shipment
+     WHERE (picked_at >= %(start)s AND picked_at < %(end)s)
+        OR (shipped_at >= %(start)s AND shipped_at < %(end)s)
+), ship AS (  -- as order_fact: the last shipment of the current release decides
+    SELECT s.order_id,
+           CASE WHEN bool_and(s.picked_at IS NOT NULL) THEN max(s.picked_at) END   AS picked_at,
+           CASE WHEN bool_and(s.shipped_at IS NOT NULL) THEN max(s.shipped_at) END AS shipped_at
+      FROM orderflow.shipment s
+      JOIN moved USING (order_id)
+      JOIN orderflow."order" o ON o.order_id = s.order_id
+                              AND s.release_version = o.release_version
+     GROUP BY s.order_id
+)
+SELECT o.channel,
+       count(*) FILTER (WHERE o.parent_order_id IS NULL
+                          AND o.received_at >= %(start)s AND o.received_at < %(end)s),
+       count(*) FILTER (WHERE ev.held),
+       count(*) FILTER (WHERE ev.released_at >= %(start)s AND ev.released_at < %(end)s),
+       count(*) FILTER (WHERE ship.picked_at >= %(start)s AND ship.picked_at < %(end)s),
+       count(*) FILTER (WHERE ship.shipped_at >= %(start)s AND ship.shipped_at < %(end)s),
+       count(*) FILTER (WHERE ev.invoiced_at >= %(start)s AND ev.invoiced_at < %(end)s),
+       count(*) FILTER (WHERE ev.cancelled_at >= %(start)s AND ev.cancelled_at < %(end)s),
+       count(*) FILTER (WHERE ev.rejected_at >= %(start)s AND ev.rejected_at < %(end)s)
+  FROM orderflow."order" o
+  LEFT JOIN ev USING (order_id)
+  LEFT JOIN ship USING (order_id)
+ WHERE (o.received_at >= %(start)s AND o.received_at < %(end)s)
+    OR ev.order_id IS NOT NULL OR ship.order_id IS NOT NULL
+ GROUP BY o.channel
+"""
+
+
+def day_counts(
+    conn: psycopg.Connection, start: datetime, end: datetime
+) -> dict[str, dict[str, int]]:
+    """Orders per channel that reached each of :data:`MEASURES` in [start, end)."""
+    out = {ch: dict.fromkeys(MEASURES, 0) for ch in CHANNELS}
+    for channel, *counts in conn.execute(_DAY_COUNTS, {"start": start, "end": end}):
+        out[channel] = dict(zip(MEASURES, counts, strict=True))
+    return out
+
+
+def desk_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Open exceptions per SLA state (``breached`` / ``nearing`` / ``ok``): the desk's and the
+    dashboard's numbers."""
+    return dict(
+        conn.execute(
+            "SELECT sla_state, count(*) FROM orderflow.exception_desk GROUP BY 1"
+        ).fetchall()
+    )
+
+
+def open_exceptions_by_category(conn: psycopg.Connection) -> dict[str, int]:
+    """Open exceptions per category (what holds orders, and the rest of the desk)."""
+    return dict(
+        conn.execute(
+            "SELECT category, count(*) FROM orderflow.exception_desk GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    )
+
+
+def outbox_attention(conn: psycopg.Connection) -> dict[str, int]:
+    """Outbox rows that wait for a person: dead, unknown (interrupted e-mails) and dead
+    follow-ups (a row can be both sent and have a dead follow-up)."""
+    dead, unknown, followups = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'dead'), "
+        "count(*) FILTER (WHERE status = 'unknown'), "
+        "count(*) FILTER (WHERE followup_status = 'dead') "
+        f"FROM orderflow.outbox WHERE {OUTBOX_ATTENTION}"
+    ).fetchone()
+    return {"dead": dead, "unknown": unknown, "followup_dead": followups}
+
+
+def quarantine(conn: psycopg.Connection) -> dict[str, Any]:
+    """Inputs waiting for a fix: channel messages per channel, fulfilment events."""
+    messages = dict(
+        conn.execute(
+            "SELECT channel, count(*) FROM orderflow.channel_message "
+            f"WHERE {MESSAGES_QUARANTINED} GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+    events = conn.execute(
+        "SELECT count(*) FROM orderflow.fulfilment_event WHERE status = 'quarantined'"
+    ).fetchone()[0]
+    return {"messages": messages, "fulfilment_events": events}
+
+
+# ------------------------------------------------------------------------------ together
+@dataclass
+class DayStatus:
+    day: date
+    timezone: str
+    start: datetime  # UTC
+    end: datetime  # UTC
+    as_of: datetime  # UTC
+    by_channel: dict[str, dict[str, int]]
+    open_exceptions: dict[str, int]  # per category
+    sla: dict[str, int]  # per SLA state
+    outbox_attention: dict[str, int]
+    quarantine: dict[str, Any]
+    totals: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.totals = {m: sum(c[m] for c in self.by_channel.values()) for m in MEASURES}
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("day", "start", "end", "as_of"):
+            d[k] = d[k].isoformat()
+        return d
+
+
+def day_status(
+    conn: psycopg.Connection,
+    day: date | None = None,
+    *,
+    tz: tzinfo | None = None,
+    now: datetime | None = None,
+) -> DayStatus:
+    """The whole picture for ``day`` (default: today) in ``tz`` (default: the configured one)."""
+    tz = tz or configured_timezone()
+    now = now or datetime.now(UTC)
+    day = day or business_day(tz, now)
+    start, end = day_window(day, tz)
+    return DayStatus(
+        day=day,
+        timezone=str(getattr(tz, "key", None) or tz),
+        start=start,
+        end=end,
+        as_of=now.astimezone(UTC),
+        by_channel=day_counts(conn, start, end),
+        open_exceptions=open_exceptions_by_category(conn),
+        sla=desk_counts(conn),
+        outbox_attention=outbox_attention(conn),
+        quarantine=quarantine(conn),
+    )
+
+
+def render(s: DayStatus) -> str:
+    """The text of ``orderflow status``."""
+    out = [
+        f"OrderFlow status for {s.day.isoformat()}, business day in {s.timezone} "
+        f"({s.start:%Y-%m-%d %H:%M} to {s.end:%Y-%m-%d %H:%M} UTC), "
+        f"as of {s.as_of:%Y-%m-%d %H:%M} UTC",
+        "",
+        "Orders".ljust(10) + "".join(m.rjust(10) for m in MEASURES),
+    ]
+    for channel, counts in s.by_channel.items():
+        out.append(f"  {channel:<8}" + "".join(f"{counts[m]:>10}" for m in MEASURES))
+    out.append(f"  {'total':<8}" + "".join(f"{s.totals[m]:>10}" for m in MEASURES))
+    out.append("")
+    total = sum(s.open_exceptions.values())
+    out.append(
+        f"Open exceptions (now)       {total:>6}   {s.sla.get('breached', 0)} breached, "
+        f"{s.sla.get('nearing', 0)} nearing SLA, {s.sla.get('ok', 0)} within SLA"
+    )
+    for category, n in s.open_exceptions.items():
+        out.append(f"  {category:<26}{n:>6}")
+    a = s.outbox_attention
+    q = s.quarantine
+    per = ", ".join(f"{ch} {n}" for ch, n in q["messages"].items())
+    out += [
+        "",
+        "Waiting for a person (now)",
+        f"  {'outbox rows':<26}{a['dead'] + a['unknown'] + a['followup_dead']:>6}   "
+        f"{a['dead']} dead, {a['unknown']} unknown, {a['followup_dead']} dead follow-ups "
+        "(orderflow outbox attention)",
+        f"  {'quarantined messages':<26}{sum(q['messages'].values()):>6}   "
+        + (f"{per} " if per else "")
+        + "(orderflow intake quarantined)",
+        f"  {'quarantined events':<26}{q['fulfilment_events']:>6}   "
+        "(orderflow fulfilment quarantined)",
+    ]
+    return "\n".join(out)
