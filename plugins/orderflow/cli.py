@@ -744,8 +744,10 @@ def status_command(day, tz: str | None, as_json: bool) -> None:
 
 def _register_channel_commands() -> None:
     from orderflow.channels.x12.cli import x12
+    from orderflow.governance_cli import rules as rules_group
 
     main.add_command(x12)
+    main.add_command(rules_group)
 
 
 _register_channel_commands()
