@@ -29,12 +29,16 @@ pytestmark = [
 ]
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-USERS = {"admin": "admin", "pricing.pat": "op", "inventory.sam": "op"}
+ARTIFACTS = Path(
+    os.environ.get("ORDERFLOW_TEST_ARTIFACTS")
+    or Path(__file__).resolve().parents[2] / "test-artifacts"
+)
+USERS = {"admin": "admin", "pricing.pat": "op", "inventory.sam": "op", "cs.casey": "op"}
 ROLES = {
     "admin": ["operations_manager"],
     "pricing.pat": ["pricing"],
     "inventory.sam": ["inventory"],
+    "cs.casey": ["customer_service"],
 }
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
@@ -142,9 +146,12 @@ def login(browser, api_server, user: str):
     return page
 
 
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
 
 
 def test_dashboard_shows_the_kpi_tables(day, api_server, browser):
@@ -257,3 +264,258 @@ def test_owner_resolves_from_the_desk_and_the_order_releases(day, api_server, br
     assert audit == [
         ("pricing.pat", "approve_pricing_mismatch", "customer's price agreed by phone")
     ]
+
+
+# ---------------------------------------------------------------------------- #18
+def _items_on(page) -> list[str]:
+    return [s.get_attribute("data-item") for s in page.locator("#desk section.item").all()]
+
+
+def test_desk_groups_by_order_and_paginates(day, api_server, browser):
+    from orderflow.domain.approvals import APPROVABLE, POST_RELEASE
+
+    base, _ = api_server
+    page = login(browser, api_server, "admin")
+    page.goto(f"{base}/orderflow/desk?size=10")
+    shot(page, "desk_grouped")
+    open_items, open_exceptions = day.execute(
+        "SELECT count(DISTINCT coalesce(order_id, entity_type || ':' || entity_id)), count(*) "
+        "FROM orderflow.exception_desk"
+    ).fetchone()
+    assert open_items > 10  # the generated day has more than a page
+    first = _items_on(page)
+    assert len(first) == 10
+    pager = page.locator("#pager")
+    assert int(pager.get_attribute("data-pages")) == -(-open_items // 10)
+    # each work item carries every open exception of its order
+    for section in page.locator("#desk section.item").all():
+        key = section.get_attribute("data-item")
+        rows = section.locator("tbody tr")
+        assert rows.count() == int(section.get_attribute("data-count"))
+        if not key.startswith(("feed:", "outbox:", "outbound_document:")):
+            n = day.execute(
+                "SELECT count(*) FROM orderflow.exception_desk WHERE order_id = %s", (key,)
+            ).fetchone()[0]
+            assert rows.count() == n
+        # approve is offered only where a person may override the hold
+        for r in rows.all():
+            actions = (r.get_attribute("data-actions") or "").split()
+            if r.get_attribute("data-category") not in (*APPROVABLE, *POST_RELEASE):
+                assert "approve" not in actions
+            # no action is pre-selected
+            if actions:
+                assert r.locator("select[name=action]").input_value() == ""
+    page.locator("#pager a[rel=next]").click()
+    page.wait_for_url("**page=2**")
+    second = _items_on(page)
+    assert second and not set(first) & set(second)
+    assert page.locator("#pager b[aria-current=page]").inner_text() == "2"
+    # an order with several exceptions is one item, however many it has
+    multi = day.execute(
+        "SELECT order_id, count(*) FROM orderflow.exception_desk WHERE order_id IS NOT NULL "
+        "GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 1"
+    ).fetchone()
+    if multi:
+        page.goto(f"{base}/orderflow/desk?size=100&sort=size")
+        section = page.locator(f'#desk section[data-item="{multi[0]}"]')
+        assert section.locator("tbody tr").count() == multi[1]
+    assert open_exceptions >= open_items
+
+
+def _single_pricing_orders(conn, n: int) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT e.order_id FROM orderflow.exception_desk e
+             WHERE e.category = 'pricing_mismatch'
+               AND NOT EXISTS (SELECT 1 FROM orderflow.order_exception x
+                                WHERE x.order_id = e.order_id AND x.status = 'open'
+                                  AND x.category <> 'pricing_mismatch')
+             GROUP BY e.order_id ORDER BY min(e.sla_due_at), e.order_id LIMIT %s
+            """,
+            (n,),
+        )
+    ]
+
+
+def test_claim_a_work_item(day, api_server, browser):
+    base, _ = api_server
+    (order_id,) = _single_pricing_orders(day, 1)
+    page = login(browser, api_server, "pricing.pat")
+    page.goto(f"{base}/orderflow/desk?category=pricing_mismatch&size=100")
+    section = page.locator(f'#desk section[data-item="{order_id}"]')
+    with page.expect_navigation():
+        section.locator("button.claim-btn").click()
+    section = page.locator(f'#desk section[data-item="{order_id}"]')
+    assert section.get_attribute("data-assignee") == "pricing.pat"
+    page.goto(f"{base}/orderflow/desk?claimed=mine")
+    assert _items_on(page) == [order_id]
+    shot(page, "desk_claimed")
+
+
+def test_bulk_resolve_other_role_gets_403(day, api_server, browser):
+    from urllib.parse import urlencode
+
+    base, _ = api_server
+    orders = _single_pricing_orders(day, 3)
+    page = login(browser, api_server, "inventory.sam")
+    answer = page.request.post(
+        f"{base}/orderflow/desk/bulk",
+        data=urlencode(
+            [("item", o) for o in orders] + [("action", "approve"), ("reason", "not mine")]
+        ),
+        headers={"content-type": "application/x-www-form-urlencoded", "accept": "text/html"},
+        max_redirects=0,
+    )
+    assert answer.status == 403
+    assert "pricing" in answer.text() and "nothing was resolved" in answer.text()
+    still = day.execute(
+        "SELECT count(*) FROM orderflow.order_exception WHERE order_id = ANY(%s) "
+        "AND category = 'pricing_mismatch' AND status = 'open'",
+        (orders,),
+    ).fetchone()[0]
+    assert still == len(orders)
+
+
+def test_bulk_resolve_from_the_desk(day, api_server, browser):
+    base, _ = api_server
+    orders = _single_pricing_orders(day, 3)
+    assert len(orders) == 3
+    eids = [
+        r[0]
+        for r in day.execute(
+            "SELECT exception_id FROM orderflow.order_exception WHERE order_id = ANY(%s) "
+            "AND status = 'open' ORDER BY 1",
+            (orders,),
+        )
+    ]
+    page = login(browser, api_server, "pricing.pat")
+    page.goto(f"{base}/orderflow/desk?category=pricing_mismatch&size=100")
+    for o in orders:
+        page.locator(f'#desk section[data-item="{o}"] input[name=item]').check()
+    bulk = page.locator("#bulk")
+    bulk.locator("select[name=action]").select_option("approve")
+    bulk.locator("input[name=reason]").fill("prices agreed with the buyer")
+    shot(page, "desk_bulk_selected")
+    bulk.locator("#bulk-submit").click()
+    page.wait_for_url(f"{base}/orderflow/desk/bulk")
+    shot(page, "desk_bulk_result")
+    summary = page.locator("#bulk-summary")
+    assert int(summary.get_attribute("data-done")) == len(eids)
+    assert int(summary.get_attribute("data-refused")) == 0
+    resolved = day.execute(
+        "SELECT exception_id, resolution, resolved_by FROM orderflow.order_exception "
+        "WHERE exception_id = ANY(%s) ORDER BY 1",
+        (eids,),
+    ).fetchall()
+    assert resolved == [(e, "overridden", "pricing.pat") for e in eids]
+    audit = day.execute(
+        "SELECT object_id, actor, action, reason FROM orderflow.audit_log "
+        "WHERE object_type = 'order_exception' AND object_id = ANY(%s) ORDER BY 1",
+        ([str(e) for e in eids],),
+    ).fetchall()
+    assert sorted(audit) == sorted(
+        (str(e), "pricing.pat", "approve_pricing_mismatch", "prices agreed with the buyer")
+        for e in eids
+    )
+    page.locator("#back-to-desk").click()
+    assert not set(orders) & set(_items_on(page))
+
+
+def test_kpi_drill_down_and_csv(day, api_server, browser):
+    import csv
+    import io
+
+    base, _ = api_server
+    page = login(browser, api_server, "admin")
+    card = page.locator('.card[data-kpi="first_pass_release_rate"]')
+    numerator, denominator = (
+        int(x) for x in card.locator(".n").inner_text().split(" · ")[0].split(" of ")
+    )
+    card.locator("a.card-link").click()
+    page.wait_for_url("**/orderflow/kpis/first_pass_release_rate/orders**")
+    shot(page, "drill_first_pass")
+    count = page.locator("#drill-count")
+    assert int(count.get_attribute("data-count")) == denominator
+    assert int(count.get_attribute("data-hits")) == numerator
+    assert int(count.get_attribute("data-misses")) == denominator - numerator
+    page.locator("#show-misses").click()
+    page.wait_for_url("**outcome=misses**")
+    misses = page.locator("#drill tbody tr")
+    assert misses.count() == denominator - numerator
+    assert {r.get_attribute("data-outcome") for r in misses.all()} == {"miss"}
+    # a hostile PO number in the export stays text
+    victim = misses.first.get_attribute("data-order")
+    day.execute(
+        'UPDATE orderflow."order" SET po_number = \'=HYPERLINK("http://x","y")\' '
+        "WHERE order_id = %s",
+        (victim,),
+    )
+    with page.expect_download() as dl:
+        page.locator("#csv").click()
+    path = ARTIFACTS / "drill_first_pass_misses.csv"
+    dl.value.save_as(path)
+    print(f"csv: {path}")
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert len(rows) == denominator - numerator
+    assert {r["outcome"] for r in rows} == {"miss"}
+    hostile = next(r for r in rows if r["order_id"] == victim)
+    assert hostile["po_number"] == '\'=HYPERLINK("http://x","y")'
+    # a bar of the exception mix leads to the orders behind it
+    page.goto(f"{base}/orderflow/")
+    bar = page.locator("svg.bars").first.locator("a.drill").first
+    category = bar.locator("g").get_attribute("data-label")
+    bar.click()
+    page.wait_for_url("**/orderflow/kpis/exception_volume/orders**")
+    shot(page, "drill_exception_mix")
+    ids = {r.get_attribute("data-order") for r in page.locator("#drill tbody tr").all()}
+    expected = {
+        r[0]
+        for r in day.execute(
+            "SELECT DISTINCT order_id FROM orderflow.order_exception WHERE category = %s "
+            "AND order_id IS NOT NULL",
+            (category,),
+        )
+    }
+    assert ids == expected
+    # every card and bar is a link
+    page.goto(f"{base}/orderflow/")
+    assert page.locator(".card a.card-link").count() == page.locator(".card").count()
+    assert page.locator("svg.histogram a.drill").count() == 6
+
+
+def test_customer_service_lookup(day, api_server, browser):
+    base, _ = api_server
+    order_id, po, customer = day.execute(
+        'SELECT order_id, po_number, customer_id FROM orderflow."order" '
+        "WHERE channel = 'edi' AND customer_id IS NOT NULL ORDER BY order_id LIMIT 1"
+    ).fetchone()
+    page = login(browser, api_server, "cs.casey")
+    box = page.locator("header input[name=q]")
+    box.fill(po)
+    box.press("Enter")
+    page.wait_for_url("**/orderflow/search?q=**")
+    shot(page, "lookup_po")
+    assert page.locator(f'#results tr[data-order="{order_id}"]').count() == 1
+    page.goto(f"{base}/orderflow/search?q={customer}")
+    found = {r.get_attribute("data-order") for r in page.locator("#results tbody tr").all()}
+    assert order_id in found
+    page.locator(f'#results tr[data-order="{order_id}"] a').click()
+    page.wait_for_url(f"**/orderflow/orders/{order_id}")
+    assert page.locator("[data-customer-status]").inner_text()
+    edi = page.locator("#edi")
+    segments = int(edi.get_attribute("data-segments"))
+    assert segments > 5
+    text = edi.inner_text().strip().splitlines()
+    assert text[0].startswith("ISA") and text[1].startswith("GS")
+    assert len(text) == segments
+    shot(page, "order_edi")
+    # a tracking or invoice number finds its order too, when the day has any
+    tracking = day.execute(
+        "SELECT order_id, tracking_number FROM orderflow.shipment "
+        "WHERE tracking_number IS NOT NULL LIMIT 1"
+    ).fetchone()
+    if tracking:
+        page.goto(f"{base}/orderflow/search?q={tracking[1]}")
+        assert page.locator(f'#results tr[data-order="{tracking[0]}"]').count() == 1

@@ -297,6 +297,7 @@ def test_edi_segments_one_a_line():
     segs = pages.edi_segments(text)
     assert segs[0] == isa and segs[1].startswith("GS*") and segs[-1] == "SE*3*0001~"
     assert len(segs) == 5
+    assert pages.edi_segments("\ufeff" + text)[0] == isa  # a byte-order mark is not a segment
     assert pages.edi_segments("line one\nline two") == ["line one", "line two"]
 
 
@@ -323,3 +324,36 @@ def test_clock_offset_from_the_store(seeded):
     off = pages.clock_offset(seeded)
     assert off == -timedelta(days=8, minutes=5)
     seeded.execute("DELETE FROM orderflow.fulfilment_event WHERE event_key LIKE 'ui-clock-%'")
+
+
+def test_pages_render(seeded):
+    """Every template renders with what its query gives (the browser tests drive them)."""
+    from orderflow.ui import app
+
+    u = user("boss")
+    filters = {"category": "", "role": "", "sla": "", "sort": "sla", "claimed": "", "size": 10}
+    data = pages.desk(seeded, page_size=10)
+    html = app._page(
+        "desk.html",
+        u,
+        **data,
+        filters=filters,
+        query=lambda **kw: app._query({**filters, **kw}),
+        assignees=["boss"],
+        page_sizes=pages.PAGE_SIZES,
+    ).body.decode()
+    assert html.count('class="item ') == 10
+    html = app._page("search.html", u, q="PO", rows=pages.search(seeded, "PO"), limit=100)
+    assert b'data-order="UI-BIG"' in html.body
+    now = datetime.now(UTC)
+    d = pages.drill(seeded, "exception_volume", now - timedelta(days=1), now + timedelta(days=1))
+    html = app._page("drill.html", u, **d, query=lambda **kw: app._query(kw))
+    assert b'data-order="UI-STOCK"' in html.body
+    trace = pages.order_trace(seeded, "UI-STOCK")
+    html = app._page("order.html", u, **trace, resolved=None)
+    assert b"data-customer-status" in html.body
+    out = pages.bulk_resolve(seeded, ["UI-STOCK"], "keep", "waiting for stock", user("boss"))
+    html = app._page("bulk.html", u, **out, back="/orderflow/desk")
+    assert b'data-outcome="done"' in html.body
+    html = app._page("dashboard.html", u, **pages.dashboard(seeded))
+    assert html.body.count(b'class="card-link"') == len(pages.HEADLINE)

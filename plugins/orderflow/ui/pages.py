@@ -350,7 +350,7 @@ def desk(
         "total": facets[2],
         "total_work_items": facets[3],
         "total_items": total_items,
-        "page": page,
+        "page_no": page,
         "page_size": page_size,
         "pages": pages,
         "page_links": page_window(page, pages),
@@ -838,7 +838,7 @@ def edi_segments(text: str | None) -> list[str]:
     after ISA16; other text is split on its own lines)."""
     if not text:
         return []
-    body = text.lstrip()
+    body = text.lstrip("\ufeff \t\r\n")
     if body.startswith("ISA") and len(body) > 106:
         term = body[105]
         if term in "\r\n":
