@@ -393,7 +393,7 @@ def test_bulk_resolve_from_the_desk(day, api_server, browser):
     page = login(browser, api_server, "pricing.pat")
     page.goto(f"{base}/orderflow/desk?category=pricing_mismatch&size=100")
     for o in orders:
-        page.locator(f'#desk section[data-item="{o}"] input[name=item]').check()
+        page.locator(f'#desk section[data-item="{o}"] input[name=item][type=checkbox]').check()
     bulk = page.locator("#bulk")
     bulk.locator("select[name=action]").select_option("approve")
     bulk.locator("input[name=reason]").fill("prices agreed with the buyer")
