@@ -4,9 +4,16 @@
 - ``/orderflow/`` — KPI dashboard: headline numbers, trends, exception mix, cycle-time
   distribution, channel comparison (server-side SVG; the numbers come from
   ``orderflow.kpi_snapshot`` and ``orderflow.order_fact``, the same tables the KPI DAG writes).
-- ``/orderflow/desk`` — every open exception with owner, SLA due time, escalation and age;
-  filter, sort by SLA, resolve (approve / reject / keep / revalidate).
-- ``/orderflow/orders/{order_id}`` — one order's whole trace, linked to the task runs.
+- ``/orderflow/desk`` — one work item per order (or per entity without one) with its open
+  exceptions inside; filter (category, role, SLA state, claimed), sort, paginate
+  (``page``, ``size``); claim / assign / release (audited); resolve one exception with the
+  actions that fit its category, or many work items at once (``POST /desk/bulk``).
+- ``/orderflow/search?q=`` — customer-service lookup by PO, customer, order id, tracking
+  or invoice number.
+- ``/orderflow/kpis/{kpi}/orders`` (and ``.csv``) — the orders behind a KPI value, hits and
+  misses apart (``start``, ``end``, ``dimension``, ``outcome``); every card and bar links here.
+- ``/orderflow/orders/{order_id}`` — one order's whole trace, linked to the task runs, with
+  the customer-facing status and promised date, on one (business) clock.
 
 Who is asking is Airflow's own login (its JWT); what they may resolve is the OrderFlow role
 mapping (``orderflow.access``): anyone logged in may look, only the exception's owner (or
