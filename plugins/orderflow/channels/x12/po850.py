@@ -94,6 +94,7 @@ _ITD_TYPES = {
     "08": "Basic discount offered",
     "14": "Previously agreed upon",
 }
+_FIVE_EMPTY = ["", "", "", "", ""]
 _PO1_REF = {1: "350", 2: "330", 3: "355", 4: "212", 5: "639"}
 _PO1_REF |= {q: "235" if q % 2 == 0 else "234" for q in range(6, 26)}
 _LINE_FIELDS = {"source_line_id": 1, "quantity": 2, "uom": 3, "unit_price": 4, "price_basis": 5}
@@ -707,9 +708,11 @@ class _Mapper:
 
     def _line(self, n: int, line: _Line) -> OrderLine | None:
         seg = line.seg
-        label = f"PO1 line {n}" + (f" (PO101 {seg.el(1)})" if seg.el(1) else "")
+        els = seg.elements
+        # PO101..PO105 as ``seg.el`` gives them: stripped, "" when absent
+        v1, qty_raw, uom, price_raw, basis = ([x.strip() for x in els[1:6]] + _FIVE_EMPTY)[:5]
+        label = f"PO1 line {n}" + (f" (PO101 {v1})" if v1 else "")
         ok = True
-        qty_raw = seg.el(2)
         quantity: Decimal | None = None
         if not qty_raw or not _NUMBER.match(qty_raw):
             self._finding(
@@ -738,7 +741,6 @@ class _Mapper:
                     loop="PO1",
                 )
                 ok = False
-        uom = seg.el(3)
         if not uom:
             self._finding(
                 seg,
@@ -750,7 +752,6 @@ class _Mapper:
                 loop="PO1",
             )
             ok = False
-        price_raw = seg.el(4)
         price: Decimal | None = None
         if price_raw:
             if _NUMBER.match(price_raw) and not price_raw.startswith("-"):
@@ -767,12 +768,11 @@ class _Mapper:
                     loop="PO1",
                 )
                 ok = False
-        if seg.el(5) and not price_raw:
+        if basis and not price_raw:
             self._finding(
                 seg,
                 "x12.syntax_note",
-                f"{label} has a price basis (PO105 {seg.el(5)}) but no unit price (syntax note "
-                "C0504).",
+                f"{label} has a price basis (PO105 {basis}) but no unit price (syntax note C0504).",
                 severity="note",
                 element=4,
                 ref="212",
@@ -780,8 +780,10 @@ class _Mapper:
                 loop="PO1",
             )
         product_ids: list[dict[str, str]] = []
-        for q in range(6, len(seg.elements), 2):
-            qual, value = seg.el(q), seg.el(q + 1)
+        n_els = len(els)
+        for q in range(6, n_els, 2):
+            qual = els[q].strip()
+            value = els[q + 1].strip() if q + 1 < n_els else ""
             if qual and value:
                 product_ids.append({"qualifier": qual, "value": value})
             elif qual or value:
@@ -826,23 +828,15 @@ class _Mapper:
         try:
             return OrderLine(
                 line_no=n,
-                source_line_id=seg.el(1) or None,
+                source_line_id=v1 or None,
                 product_ids=product_ids,
-                customer_part_number=next(
-                    (
-                        p["value"]
-                        for q in ("BP", "IN", "CB")
-                        for p in product_ids
-                        if p["qualifier"] == q
-                    ),
-                    None,
-                ),
+                customer_part_number=_part_number(product_ids),
                 description="; ".join(line.pids) or None,
                 quantity=quantity,
                 uom=uom,
                 unit_price=price,
-                price_basis=seg.el(5) or None,
-                pack=_pack(line.po4),
+                price_basis=basis or None,
+                pack=_pack(line.po4) if line.po4 else None,
                 requested_ship_date=ship,
             )
         except ValidationError as exc:
@@ -936,6 +930,15 @@ class _Mapper:
 
 # ------------------------------------------------------------------------------ helpers
 _date = x12_date
+
+
+def _part_number(product_ids: list[dict[str, str]]) -> str | None:
+    """The buyer's part number: the first BP id, else IN, else CB."""
+    for q in ("BP", "IN", "CB"):
+        for p in product_ids:
+            if p["qualifier"] == q:
+                return p["value"]
+    return None
 
 
 def _first_qual(dtms: list[tuple[str, date]], quals: tuple[str, ...]) -> str | None:
