@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -156,10 +157,26 @@ def run(no_sandbox: bool) -> None:
                 f"  Airflow UI   {ui}    login: {stack.ADMIN_USER} / {password}",
             ]
             if not no_sandbox:
-                lines.append(
-                    f"  Sandbox API  http://localhost:{stack.SANDBOX_PORT}/docs "
-                    "(first start generates the day: ~30s)"
+                speed = stack.sandbox_speed()
+                day = (
+                    f"a business day in {24 * 60 / speed:.0f} min"
+                    if speed > 1
+                    else "real time"
+                    if speed == 1
+                    else "held (a driven run moves it)"
                 )
+                lines += [
+                    f"  Sandbox API  http://localhost:{stack.SANDBOX_PORT}/docs "
+                    "(first start generates the day: ~30s)",
+                    f"  Clock        sandbox at {speed:g}x: {day} "
+                    "(ORDERFLOW_SANDBOX_SPEED=1 for real time)",
+                    f"  Pages        {ui}/orderflow/ (KPIs, desk, orders; also in the UI's menu)",
+                ]
+                if shutil.which("tesseract") is None:
+                    lines.append(
+                        "  OCR          tesseract not installed: e-mailed scanned POs are "
+                        "quarantined ocr.unavailable (apt install tesseract-ocr, or make deps)"
+                    )
             lines += [
                 f"  Executor     {executor.describe()}",
                 f"  Database     {'embedded PostgreSQL, data in ' + str(state / 'pgdata') if dbs.embedded else 'external PostgreSQL'}",

@@ -311,21 +311,6 @@ def test_promised_date_counts_weekdays():
     assert pages.promised_date([]) is None
 
 
-def test_clock_offset_from_the_store(seeded):
-    assert pages.clock_offset(seeded) == timedelta(0)
-    with db.transaction(seeded):
-        for n, lag in enumerate((40, 5, 600)):  # minutes between happening and storing
-            seeded.execute(
-                "INSERT INTO orderflow.fulfilment_event (source, event_key, kind, occurred_at, "
-                "payload, received_at) VALUES ('wms', %s, 'picked', "
-                "now() - interval '8 days' - make_interval(mins => %s), '{}', now())",
-                (f"ui-clock-{n}", lag),
-            )
-    off = pages.clock_offset(seeded)
-    assert off == -timedelta(days=8, minutes=5)
-    seeded.execute("DELETE FROM orderflow.fulfilment_event WHERE event_key LIKE 'ui-clock-%'")
-
-
 def test_pages_render(seeded):
     """Every template renders with what its query gives (the browser tests drive them)."""
     from orderflow.ui import app

@@ -93,16 +93,26 @@ def airflow_home(state_dir: Path = settings.STATE_DIR) -> Path:
     return state_dir / "airflow"
 
 
+#: The sandbox clock under ``orderflow run``: simulated seconds per real second. At 60 a
+#: business day passes in 24 minutes, so a newcomer sees orders picked, shipped and invoiced
+#: within minutes; ``ORDERFLOW_SANDBOX_SPEED=1`` runs it in real time.
+DEMO_SPEED = 60.0
+
+
+def sandbox_speed(environ: dict[str, str] | None = None) -> float:
+    environ = os.environ if environ is None else environ
+    return float(environ.get("ORDERFLOW_SANDBOX_SPEED") or DEMO_SPEED)
+
+
 def sandbox_args(environ: dict[str, str] | None = None) -> list[str]:
     """Options of ``orderflow sandbox serve`` under ``orderflow run`` besides its port: the
-    SMTP sink's port, and — for a driven run such as ``orderflow soak`` — the simulated start
-    (``ORDERFLOW_SANDBOX_START``, ISO) and clock speed (``ORDERFLOW_SANDBOX_SPEED``)."""
+    SMTP sink's port, the clock speed (``ORDERFLOW_SANDBOX_SPEED``, default
+    :data:`DEMO_SPEED`) and — for a driven run such as ``orderflow soak`` — the simulated
+    start (``ORDERFLOW_SANDBOX_START``, ISO)."""
     environ = os.environ if environ is None else environ
-    args = ["--smtp-port", str(SMTP_PORT)]
+    args = ["--smtp-port", str(SMTP_PORT), "--speed", f"{sandbox_speed(environ):g}"]
     if start := environ.get("ORDERFLOW_SANDBOX_START"):
         args += ["--start", start]
-    if speed := environ.get("ORDERFLOW_SANDBOX_SPEED"):
-        args += ["--speed", speed]
     return args
 
 

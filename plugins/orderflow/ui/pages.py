@@ -165,11 +165,9 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
             "cycle_released_p50", min_minutes=limits[label][0], max_minutes=limits[label][1]
         ),
     )
-    desk_counts = dict(
-        conn.execute(
-            "SELECT sla_state, count(*) FROM orderflow.exception_desk GROUP BY 1"
-        ).fetchall()
-    )
+    from orderflow import status
+
+    desk_counts = status.desk_counts(conn)  # the numbers `orderflow status` prints
     as_of = max((s["computed_at"] for s in snaps), default=None)
     return {
         "cards": cards,
@@ -775,10 +773,7 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
     }
     data["customer_status"] = customer_status(order, data["lines"])
     data["promised_date"] = promised_date(data["shipments"])
-    offset = clock_offset(conn)
-    on_business_clock(data, offset)
-    data["clock_offset"] = offset
-    data["as_of"] = conn.execute("SELECT now()").fetchone()[0] + offset
+    data["as_of"] = conn.execute("SELECT now()").fetchone()[0]
     return data
 
 
@@ -845,54 +840,6 @@ def edi_segments(text: str | None) -> list[str]:
             return [s for s in body.splitlines() if s.strip()]
         return [seg.strip("\r\n") + term for seg in body.split(term) if seg.strip("\r\n ")]
     return text.splitlines()
-
-
-def clock_offset(conn: psycopg.Connection) -> timedelta:
-    """How far the business clock (the systems of record's: the WMS, the carrier, the
-    portal — in development the sandbox's) runs ahead of this machine's, as the store
-    records it: each fulfilment event carries the time it happened on the business clock
-    and the time we stored it on ours; the event stored soonest after it happened shows the
-    offset best (the largest difference). Under a minute (a real deployment, where both are
-    the same clock) counts as none."""
-    row = conn.execute(
-        "SELECT max(occurred_at - received_at) FROM (SELECT occurred_at, received_at "
-        "FROM orderflow.fulfilment_event ORDER BY event_id DESC LIMIT 500) e"
-    ).fetchone()
-    off = row[0] if row and row[0] is not None else timedelta(0)
-    if abs(off) < timedelta(minutes=1):
-        return timedelta(0)
-    return timedelta(minutes=round(off.total_seconds() / 60))
-
-
-#: Columns the store stamps from this machine's clock (``now()`` in OrderFlow's own
-#: steps), shifted onto the business clock for display; everything else (shipment
-#: milestones, portal submissions) already is business time.
-MACHINE_STAMPED = {
-    "order": ("status_changed_at",),
-    "message": ("received_at",),
-    "events": ("occurred_at",),
-    "exceptions": ("opened_at", "sla_due_at", "escalated_at", "resolved_at"),
-    "audit": ("occurred_at",),
-    "documents": ("created_at", "sent_at", "ack_received_at"),
-    "invoices": (),
-}
-
-
-def on_business_clock(data: dict[str, Any], offset: timedelta) -> None:
-    """Shift the machine-stamped times of an order trace onto the business clock."""
-    if not offset:
-        return
-    order = data["order"]
-    cols = dict(MACHINE_STAMPED)
-    if order.get("channel") != "portal":  # a portal order is received at its submission time
-        cols["order"] = (*cols["order"], "received_at")
-    for part, names in cols.items():
-        value = data.get(part)
-        rows = value if isinstance(value, list) else [value] if value else []
-        for r in rows:
-            for n in names:
-                if r.get(n) is not None:
-                    r[n] = r[n] + offset
 
 
 # --------------------------------------------------------------------------- lookup
