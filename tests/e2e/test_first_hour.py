@@ -28,7 +28,7 @@ def stack(tmp_path_factory):
     from orderflow.dev.soak import Stack
 
     root = tmp_path_factory.mktemp("first-hour")
-    st = Stack(root / "state", "local", 0, datetime.now(UTC))
+    st = Stack(root / "state", "local", 1, datetime.now(UTC))
     for key in ("ORDERFLOW_SANDBOX_START", "ORDERFLOW_SANDBOX_SPEED"):
         st.env.pop(key, None)  # as make run: the demo speed, the generated day's morning
     st.env["ORDERFLOW_EXECUTOR"] = "local"
