@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Cursor recording when the last full refresh finished (ISO timestamp).
+FULL_REFRESH_CURSOR = "masterdata:last_full_refresh"
+
+
+def ready(conn: psycopg.Connection) -> bool:
+    """Whether a full master-data sync has completed: before it, validation and extraction
+    would match against an empty copy and hold every order as unknown."""
+    return cursors.get(conn, FULL_REFRESH_CURSOR) is not None
+
 
 def _ts(value: Any) -> Any:
     return value or None
@@ -354,4 +363,7 @@ def sync(
         )
         log.info("master data %s: %s", entity, res.as_dict())
         results.append(res)
+    if full and entities is None:  # every entity published: the store's copy is whole
+        with db.transaction(conn):
+            cursors.put(conn, FULL_REFRESH_CURSOR, datetime.now(UTC).isoformat(), run_id)
     return results

@@ -80,3 +80,34 @@ def test_mailbox_day_lands_and_low_confidence_orders_are_held(store, synced, day
         "WHERE channel = 'email' LIMIT 1"
     ).fetchone()[0]
     assert prov.startswith("po-extract@")
+
+
+def test_before_the_first_master_data_sync_e_mails_wait(store, synced, tmp_path):
+    """Extraction matches against the store's master data: before the first full sync (the
+    backlog of a first `make run` arrives at once) the e-mails stay in the folder rather than
+    every PO being held as unreadable, and the next run after the sync reads them."""
+    from orderflow.masterdata import FULL_REFRESH_CURSOR
+    from orderflow.store import cursors, db
+
+    inbox = tmp_path / "new"
+    inbox.mkdir()
+    for src in sorted(synced.parent.rglob("*.eml"))[:3]:  # waiting or archived: any will do
+        shutil.copyfile(src, inbox / src.name)
+    n_files = len(list(inbox.glob("*.eml")))
+    assert n_files == 3
+    saved = cursors.get(store, FULL_REFRESH_CURSOR)
+    with db.transaction(store):
+        store.execute(
+            "DELETE FROM orderflow.sync_cursor WHERE cursor_name = %s", (FULL_REFRESH_CURSOR,)
+        )
+    try:
+        stats = mailbox.ingest_mailbox(store, inbox)
+        assert (stats.files, stats.waiting_for_master_data) == (0, n_files)
+        assert stats.summary()["waiting_for_master_data"] == n_files
+        assert len(list(inbox.glob("*.eml"))) == n_files
+    finally:
+        with db.transaction(store):
+            cursors.put(store, FULL_REFRESH_CURSOR, saved or "2026-01-01T00:00:00Z")
+    stats = mailbox.ingest_mailbox(store, inbox)
+    assert stats.files == n_files and stats.waiting_for_master_data == 0
+    assert list(inbox.glob("*.eml")) == []

@@ -29,6 +29,7 @@ class BatchStats:
     orders: int = 0
     lines: int = 0
     order_ids: list[str] = field(default_factory=list)
+    waiting_for_master_data: int = 0  # e-mails left for a run after the first master-data sync
 
     def add(self, out: Outcome) -> None:
         self.files += 1
@@ -45,6 +46,11 @@ class BatchStats:
             "seen_before": self.seen_before,
             "orders_created": self.orders,
             "lines": self.lines,
+            **(
+                {"waiting_for_master_data": self.waiting_for_master_data}
+                if self.waiting_for_master_data
+                else {}
+            ),
         }
 
 

@@ -5,6 +5,7 @@ an order whose extraction confidence is below the threshold is created ON_HOLD w
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from orderflow.channels.email_po import Catalog
 
 MAX_MAIL_BYTES = 25 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def load_catalog(conn: psycopg.Connection) -> Catalog:
@@ -89,8 +91,20 @@ def ingest_mailbox(
     run: dict[str, Any] | None = None,
     limit: int | None = None,
 ) -> BatchStats:
-    """Ingest every waiting e-mail (``*.eml``, one message each) of ``root``, then archive it."""
+    """Ingest every waiting e-mail (``*.eml``, one message each) of ``root``, then archive it.
+
+    Before the first full master-data sync nothing is read: extraction matches customers,
+    ship-tos and items against the store's copy, and against an empty one every PO would be
+    held as unreadable. The e-mails wait in the folder for the next run."""
+    from orderflow import masterdata
+
     stats = BatchStats()
+    if not masterdata.ready(conn):
+        waiting = len(files.scan(root, per_partner=False, default_partner="mailbox"))
+        stats.waiting_for_master_data = waiting
+        if waiting:
+            log.warning("%d e-mails wait for the first master-data sync", waiting)
+        return stats
     catalog = None
     for f in files.scan(root, per_partner=False, default_partner="mailbox", limit=limit):
         raw, precheck = files.read(f, MAX_MAIL_BYTES)

@@ -8,10 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from orderflow.masterdata import FULL_REFRESH_CURSOR
 from orderflow.settings import STORE_CONN_ID
-
-#: Cursor recording when the last full refresh finished (ISO timestamp).
-FULL_REFRESH_CURSOR = "masterdata:last_full_refresh"
 
 
 def _as_bool(value: Any) -> bool:
@@ -139,7 +137,7 @@ def sync_with_gate(
 
     from orderflow import masterdata
     from orderflow.dq.gate import QualityGate
-    from orderflow.store import cursors, db
+    from orderflow.store import cursors
 
     log = log or logging.getLogger(__name__)
     t0 = time.perf_counter()
@@ -167,9 +165,6 @@ def sync_with_gate(
             with contextlib.suppress(Exception):
                 gate.flag_published()
             raise
-        if full and entities is None:
-            with db.transaction(conn):
-                cursors.put(conn, FULL_REFRESH_CURSOR, datetime.now(UTC).isoformat(), run_id)
     t_sync = time.perf_counter() - t0
     report = gate.finish()
     suites = report.pop("suites")

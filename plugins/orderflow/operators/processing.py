@@ -94,15 +94,14 @@ class ClaimOrdersOperator(BaseOperator):
         self.store_conn_id = store_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        from orderflow import processing
-        from orderflow.operators.masterdata import FULL_REFRESH_CURSOR
-        from orderflow.store import cursors, db
+        from orderflow import masterdata, processing
+        from orderflow.store import db
         from orderflow.store import processing as repo
 
         ctx = _ctx(context)
         conn = db.connect(self.store_conn_id)
         try:
-            if cursors.get(conn, FULL_REFRESH_CURSOR) is None:
+            if not masterdata.ready(conn):
                 # Validating against an empty copy of the master data would hold every order
                 # as unknown: wait for the first full sync (masterdata_sync runs on start).
                 self.log.warning("no master-data sync has completed yet; claiming nothing")
