@@ -111,3 +111,65 @@ def test_a_segment_the_pattern_accepts_has_no_element_error(case):
 def test_common_valid_segments_take_the_fast_path(text):
     tag = text.split("*")[0]
     assert valid_segment_pattern(tag, "*").fullmatch(text)
+
+
+# ------------------------------------------------------------------ the reader's blocks
+def _segments(text: str) -> list:
+    from orderflow.channels.x12.reader import read_interchanges
+
+    raws, found = read_interchanges(text)
+    return [
+        (
+            r.isa.start,
+            r.isa.end,
+            r.isa_index,
+            [(s.tag, s.elements, s.index) for s in r.segments],
+            (r.iea.elements, r.iea.index) if r.iea else None,
+            (r.last.elements, r.last.index) if r.last else None,
+        )
+        for r in raws
+    ] + [(f.code, f.message) for f in found]
+
+
+def _interchange_text(n: int, *, term: str, suffix: str, control: int) -> str:
+    isa = (
+        "ISA*00*          *00*          *ZZ*BUYER          *ZZ*SELLER         *261128*0930*U*"
+        f"00401*{control:09d}*0*P*>"
+    )
+    segs = ["GS*PO*BUYER*SELLER*20261128*0930*1*X*004010", "ST*850*0001", "BEG*00*SA*PO1**20261128"]
+    segs += [f"PO1*{k}*2*EA*1.50*PE*BP*P{k}" for k in range(1, n + 1)]
+    segs += [f"SE*{n + 3}*0001", "GE*1*1", f"IEA*1*{control:09d}"]
+    return "".join(s + term + suffix for s in [isa, *segs])
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    layout=st.sampled_from(
+        [("~", ""), ("~", "\n"), ("~", "\r\n"), ("\n", ""), ("\r\n", ""), ("\r", "")]
+    ),
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    block=st.integers(1, 64),
+    junk=st.sampled_from(["", "\n", "\r\n\r\n", "  \n"]),
+    cut=st.integers(0, 30),
+)
+def test_reading_in_blocks_of_any_size_reads_the_same_segments(
+    monkeypatch, layout, sizes, block, junk, cut
+):
+    """Block boundaries (inside a CRLF, a segment, between interchanges) change nothing:
+    segments, their indexes, where each interchange ends and what follows are the same as
+    when the whole text is one block."""
+    from orderflow.channels.x12 import reader
+
+    term, suffix = layout
+    text = junk.join(
+        _interchange_text(n, term=term, suffix=suffix, control=i + 1) for i, n in enumerate(sizes)
+    )
+    if cut:  # a truncated last interchange, or one cut before its IEA by the next ISA
+        text = text[: len(text) - cut]
+    monkeypatch.setattr(reader, "_FIRST_BLOCK", 1 << 30)
+    whole = _segments(text)
+    monkeypatch.setattr(reader, "_FIRST_BLOCK", block)
+    monkeypatch.setattr(reader, "_MAX_BLOCK", max(block, 97))
+    assert _segments(text) == whole

@@ -703,7 +703,8 @@ class _Mapper:
             ol = self._line(n, line)
             if ol is not None and keep:
                 out.append(ol)
-            charges += [self._charge(s, n) for s in line.sacs if s.el(1) in ("A", "C")]
+            if line.sacs:
+                charges += [self._charge(s, n) for s in line.sacs if s.el(1) in ("A", "C")]
         return out
 
     def _line(self, n: int, line: _Line) -> OrderLine | None:
