@@ -70,7 +70,7 @@ _PIECES = [
     "^",
     "|",
 ]
-_SEPARATORS = ["*", "|", "^", "]", "-", "\\", "\u2026"]
+_SEPARATORS = ["*", "|", "^", "]", "-", ".", "+", "\\", "\u2026"]
 
 
 @st.composite
@@ -85,7 +85,7 @@ def segments(draw):
     return tag, sep, [tag, *values]
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(segments())
 def test_a_segment_the_pattern_accepts_has_no_element_error(case):
     tag, sep, elements = case

@@ -390,6 +390,8 @@ def _value_pattern(el: El, sep: str) -> str | None:
     """A regex for values of ``el`` that :func:`check_value` accepts, with no space at either
     end (a subset of them is enough: what it does not match is checked element by element),
     or None when there is no such pattern."""
+    if el.codes is not None and el.type != "ID":
+        return None  # code lists are matched for ID elements only
     any_char = f"[^\\x00-\\x1f\\x7f{re.escape(sep)}]"
     no_space = f"[^\\x00-\\x1f\\x7f {re.escape(sep)}]"
     lo, hi = el.min, el.max
@@ -430,9 +432,12 @@ def valid_segment_pattern(tag: str, sep: str) -> re.Pattern[str] | None:
     of its type and length, no control character anywhere. None when the tag has no
     definitions or a definition has no pattern. Values with spaces at either end, codes with
     spaces inside, February 29 and R values of exactly the maximum digits with a point are
-    not matched (valid or not, the element-by-element check decides them)."""
+    not matched (valid or not, the element-by-element check decides them); nor is anything
+    when the separator is "-" or "." (the patterns' sign and decimal point)."""
     defs = SEGMENTS.get(tag)
-    if defs is None or not sep or sep.isalnum() or ord(sep) < 32 or sep == "\x7f":
+    if defs is None or len(sep) != 1 or sep.isalnum() or ord(sep) < 32 or sep == "\x7f":
+        return None
+    if sep in ("-", "."):  # a sign or a decimal point in the patterns: no pattern
         return None
     e = re.escape(sep)
     rest = f"(?:{e}[^\\x00-\\x1f\\x7f]*)?"  # elements past the definitions: not checked
