@@ -27,10 +27,10 @@ Hourly (at :07) and after every order-processing run:
    first-pass and perfect-order flags.
 2. **publish_kpi_snapshots** — every KPI of `orderflow.kpis` (cycle times p50/p90, first-pass
    release rate, touchless rate, release → pick, perfect order rate, manual touches per
-   order, exception volume and time to resolve per category, expedited freight cost per
-   cause, invoice dispute rate, integration failure rate per partner and endpoint) for the
-   last 48 hours by hour and the last 35 days by day, overall and per dimension, into
-   `orderflow.kpi_snapshot`. Older periods are kept for trends.
+   order, exception volume, time to resolve and SLA attainment per category, expedited
+   freight cost per cause, invoice dispute rate, integration failure rate per partner and
+   endpoint) for the last 48 hours by hour and the last 35 days by day, overall and per
+   dimension, into `orderflow.kpi_snapshot`. Older periods are kept for trends.
 """,
 ):
     refresh = RefreshOrderFactsOperator(task_id="refresh_order_facts")

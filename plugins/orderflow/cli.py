@@ -701,6 +701,131 @@ def outbox_replay_followup(key: str, reason: str, actor: str) -> None:
     click.echo(f"{key}: follow-up queued again")
 
 
+@outbox.command("replay")
+@click.argument("outbox_ids", type=int, nargs=-1)
+@click.option("--action", default=None, help="every dead letter of this outbox action")
+@click.option(
+    "--from", "since", type=click.DateTime(), default=None, help="dead-lettered at or after (UTC)"
+)
+@click.option("--to", "until", type=click.DateTime(), default=None, help="… and before (UTC)")
+@click.option("--reason", required=True, help="what was fixed (audited)")
+@click.option("--dry-run", is_flag=True, help="only list the rows")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def outbox_replay(outbox_ids, action, since, until, reason, dry_run, actor) -> None:
+    """Put dead-lettered rows (OUTBOX_IDS, or --action and/or --from/--to) back in the queue
+    under their keys; the next send of their action delivers them. Needs the
+    integration_failure owner or escalation role (integration, operations_manager): refused
+    and audited otherwise. Audited per row."""
+    from orderflow.integrations import outbox as ob
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        out = ob.replay_dead_letters(
+            conn,
+            actor=actor,
+            reason=reason,
+            outbox_ids=list(outbox_ids) or None,
+            action=action,
+            since=_utc(since),
+            until=_utc(until),
+            dry_run=dry_run,
+        )
+    except ob.ReplayRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        conn.close()
+    replayed = set(out["replayed"])
+    for r in out["selected"]:
+        state = (
+            "would replay"
+            if dry_run
+            else ("replayed" if r["idempotency_key"] in replayed else "skipped")
+        )
+        click.echo(f"{r['outbox_id']:>8}  {r['idempotency_key']:<48} {r['action']:<12} {state}")
+    if dry_run:
+        click.echo(f"dry run: {len(out['selected'])} row(s) would be replayed; nothing written")
+    else:
+        click.echo(f"{len(out['replayed'])} replayed, {len(out['skipped'])} skipped")
+
+
+def _utc(value):
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+# ---------------------------------------------------------------------------------- reprocess
+@main.command("reprocess")
+@click.option(
+    "--from", "since", type=click.DateTime(), required=True, help="received at or after (UTC)"
+)
+@click.option("--to", "until", type=click.DateTime(), required=True, help="received before (UTC)")
+@click.option("--channel", default=None)
+@click.option("--customer", "customer_id", default=None)
+@click.option("--status", default=None, help="order status, e.g. ON_HOLD")
+@click.option("--hold", "hold_category", default=None, help="open exception category")
+@click.option(
+    "--action",
+    type=click.Choice(["revalidate", "reallocate", "release", "cancel"]),
+    required=True,
+)
+@click.option("--apply", "apply_", is_flag=True, help="apply (default: a dry run, writes nothing)")
+@click.option("--reason", required=True, help="why (audited)")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+@click.option("--json", "as_json", is_flag=True, help="the report as JSON")
+def reprocess_command(
+    since,
+    until,
+    channel,
+    customer_id,
+    status,
+    hold_category,
+    action,
+    apply_,
+    reason,
+    actor,
+    as_json,
+) -> None:
+    """Reprocess the orders received in [--from, --to) (with the filters): a dry run unless
+    --apply. Each order goes through the same function as order_reprocess, with its role
+    rules and audit; applied orders are left for the next order_processing run."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from orderflow import decisions, reprocess_window
+    from orderflow.processing import RunContext
+    from orderflow.store import db
+    from orderflow.store import processing as repo
+
+    run_id = f"cli__reprocess_{datetime.now(UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:6]}"
+    ctx = RunContext(dag_id="orderflow_cli", run_id=run_id, task_id="reprocess")
+    window = reprocess_window.Window(
+        since=_utc(since),
+        until=_utc(until),
+        channel=channel,
+        customer_id=customer_id,
+        status=status,
+        hold_category=hold_category,
+    )
+    use_store()
+    conn = db.connect()
+    try:
+        out = reprocess_window.run(
+            conn, window, action, actor=actor, reason=reason, ctx=ctx, dry_run=not apply_
+        )
+        if apply_:
+            # no stages run here: the next order_processing run claims them
+            with db.transaction(conn):
+                repo.unclaim(conn, run_id)
+    except decisions.DecisionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        conn.close()
+    click.echo(json_dumps(out) if as_json else reprocess_window.render(out))
+
+
 @intake.command("reconcile")
 def intake_reconcile() -> None:
     """Messages per channel and outcome: in = created + quarantined + duplicate."""

@@ -9,7 +9,10 @@ every order that reached its outcome (invoiced, rejected or cancelled: ``closed_
 perfect order rate over every delivery with an outcome (delivered, or a carrier exception:
 ``delivery_outcome_at``). Cycle times are over the orders that reached the milestone they
 time; per-order averages over every order received; exception, freight, invoice and
-integration KPIs over every row of their table in the period.
+integration KPIs over every row of their table in the period. SLA attainment is over every
+exception whose SLA outcome is known — resolved (in time or late), or still open past its
+``sla_due_at`` — placed at the time it became known, not over the resolved ones only (an
+exception nobody resolves would otherwise never count against it).
 
 Per-order KPIs read ``orderflow.order_fact`` (one row per order, refreshed by the KPI DAG);
 exception, freight and integration KPIs read their own tables. Snapshots go to
@@ -60,6 +63,14 @@ OUTBOX = (
     "(SELECT o.*, coalesce(o.payload->>'partner_id', o.target_conn_id) AS partner, "
     "o.action AS endpoint, (o.attempts > 1 OR o.status = 'dead') AS failed "
     "FROM orderflow.outbox o)"
+)
+#: Exceptions whose SLA outcome is known: resolved (in time or late) or past due while open.
+#: ``sla_judged_at`` is when it became known — resolution if in time, else the due time.
+EXCEPTION_SLA = (
+    "(SELECT e.*, (e.resolved_at IS NOT NULL AND e.resolved_at <= e.sla_due_at) AS within_sla, "
+    "CASE WHEN e.resolved_at IS NOT NULL AND e.resolved_at <= e.sla_due_at THEN e.resolved_at "
+    "ELSE e.sla_due_at END AS sla_judged_at "
+    "FROM orderflow.order_exception e)"
 )
 INVOICES = (
     "(SELECT i.*, EXISTS (SELECT 1 FROM orderflow.order_exception e "
@@ -158,6 +169,18 @@ KPIS: tuple[Kpi, ...] = (
         _pct(0.5, _minutes("opened_at", "resolved_at")),
         dims=("category",),
         lower_is_better=True,
+    ),
+    Kpi(
+        "sla_attainment",
+        "SLA attainment (of the exceptions whose SLA outcome is known — resolved, or past due "
+        "while open: resolved within their SLA)",
+        "ratio",
+        EXCEPTION_SLA,
+        "sla_judged_at",  # resolved in time: when resolved; otherwise when the SLA ran out
+        "sla_judged_at <= now()",
+        "avg(within_sla::int)",
+        numerator="within_sla",
+        dims=("category", "owner_role"),
     ),
     Kpi(
         "stalled_orders",

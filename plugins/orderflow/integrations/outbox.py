@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
@@ -466,10 +467,18 @@ def replay_dead(conn: psycopg.Connection, idempotency_key: str, actor: str) -> b
 
 
 def settle(
-    conn: psycopg.Connection, idempotency_key: str, actor: str, *, resend: bool, reason: str
+    conn: psycopg.Connection,
+    idempotency_key: str,
+    actor: str,
+    *,
+    resend: bool,
+    reason: str,
+    audit_action: str = "outbox_settle",
+    actor_role: str | None = None,
 ) -> bool:
     """A person's decision on a ``dead`` or ``unknown`` row: send it again (same key) or
-    record it as sent (they saw it arrive). Audited; False when the row is in neither state."""
+    record it as sent (they saw it arrive). Audited; False when the row is in neither state.
+    Checks no role: :func:`replay_dead_letters` is the role-restricted entry point."""
     with db.transaction(conn):
         row = conn.execute(
             "SELECT status, attempts FROM orderflow.outbox WHERE idempotency_key = %s FOR UPDATE",
@@ -489,7 +498,7 @@ def settle(
             "WHERE source = 'outbox' AND source_ref = %s",
             (actor, idempotency_key),
         )
-        _audit(conn, actor, "outbox_settle", idempotency_key, row[0], after, reason)
+        _audit(conn, actor, audit_action, idempotency_key, row[0], after, reason, actor_role)
         return True
 
 
@@ -514,9 +523,163 @@ def replay_followup(
         return True
 
 
-def _audit(conn, actor, action, key, before, after, reason) -> None:
+def _audit(conn, actor, action, key, before, after, reason, role=None) -> None:
+    before = before if isinstance(before, dict) else {"status": before}
+    after = after if isinstance(after, dict) else {"status": after}
     conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, after, "
-        "reason) VALUES (%s, %s, 'outbox', %s, %s, %s, %s)",
-        (actor, action, key, Jsonb({"status": before}), Jsonb({"status": after}), reason),
+        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
+        "before, after, reason) VALUES (%s, %s, %s, 'outbox', %s, %s, %s, %s)",
+        (actor, role, action, key, Jsonb(before), Jsonb(after), reason),
     )
+
+
+# ------------------------------------------------------------------ dead letters: replay
+#: The exception category whose owner (and escalation) role may replay outbound dead letters
+#: (routing rules: ``integration`` / ``operations_manager``).
+REPLAY_CATEGORY = "integration_failure"
+REPLAY_LIMIT = 500
+
+
+class ReplayRefused(ValueError):
+    """A replay that may not (or cannot) be applied; the message says why and what to do."""
+
+
+def replay_roles(book=None) -> tuple[str, str | None]:
+    """(owner role, escalation role) that may replay dead letters: the routing rules' route
+    of ``integration_failure`` (``operations_manager`` always may)."""
+    from orderflow import rules
+
+    route = (book or rules.load()).routing.route(REPLAY_CATEGORY)
+    return route.owner_role or "integration", route.escalation_role
+
+
+def replayable(
+    conn: psycopg.Connection,
+    *,
+    outbox_ids: list[int] | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = REPLAY_LIMIT,
+) -> list[dict[str, Any]]:
+    """Dead (or, after a person checked, ``unknown``) outbox rows: the ids given, or those of
+    ``action`` dead-lettered in [since, until). Read only (what the UI lists)."""
+    cur = conn.execute(
+        """
+        SELECT o.outbox_id, o.idempotency_key, o.action, o.status, o.order_id, o.attempts,
+               o.last_error, coalesce(d.created_at, o.created_at) AS dead_at
+          FROM orderflow.outbox o
+          LEFT JOIN orderflow.dead_letter d
+                 ON d.source = 'outbox' AND d.source_ref = o.idempotency_key
+         WHERE o.status IN ('dead', 'unknown')
+           AND (%(ids)s::bigint[] IS NULL OR o.outbox_id = ANY(%(ids)s::bigint[]))
+           AND (%(action)s::text IS NULL OR o.action = %(action)s::text)
+           AND (%(since)s::timestamptz IS NULL
+                OR coalesce(d.created_at, o.created_at) >= %(since)s::timestamptz)
+           AND (%(until)s::timestamptz IS NULL
+                OR coalesce(d.created_at, o.created_at) < %(until)s::timestamptz)
+         ORDER BY o.outbox_id
+         LIMIT %(limit)s
+        """,
+        {
+            "ids": list(outbox_ids) if outbox_ids else None,
+            "action": action or None,
+            "since": since,
+            "until": until,
+            "limit": limit,
+        },
+    )
+    cols = [c.name for c in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur]
+
+
+def _selection(outbox_ids, action, since, until) -> str:
+    parts = []
+    if outbox_ids:
+        parts.append("ids=" + ",".join(str(i) for i in outbox_ids))
+    if action:
+        parts.append(f"action={action}")
+    if since or until:
+        parts.append(
+            f"window={since.isoformat() if since else '…'}/{until.isoformat() if until else '…'}"
+        )
+    return " ".join(parts)
+
+
+def replay_dead_letters(
+    conn: psycopg.Connection,
+    *,
+    actor: str,
+    reason: str,
+    outbox_ids: list[int] | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = False,
+    limit: int = REPLAY_LIMIT,
+) -> dict[str, Any]:
+    """Put dead-lettered outbound side effects back in the queue under their keys — the one
+    implementation behind the ``outbox_replay`` DAG, ``orderflow outbox replay`` and the UI.
+
+    Selects by ``outbox_ids``, or by ``action`` and/or a window of when they were
+    dead-lettered ([since, until)). ``actor`` must hold the owner or escalation role of
+    ``integration_failure`` in the routing rules (``integration``; ``operations_manager``
+    always may): anyone else gets :class:`ReplayRefused`, and the refusal is audited
+    (``outbox_replay_refused``, committed) with nothing else changed. Each replayed row is
+    audited (``outbox_replay``, with the actor's roles and the reason). ``dry_run`` lists
+    the rows and writes nothing (no role needed to look).
+
+    Returns ``{"selected": [...rows], "replayed": [keys], "skipped": [keys], "dry_run"}``.
+    """
+    from orderflow import access
+
+    if not (outbox_ids or action or since or until):
+        raise ReplayRefused("say which dead letters: outbox ids, or an action and/or a window")
+    if not dry_run and not (reason or "").strip():
+        raise ReplayRefused("say why (the reason goes into the audit trail)")
+    rows = replayable(
+        conn, outbox_ids=outbox_ids, action=action, since=since, until=until, limit=limit
+    )
+    out: dict[str, Any] = {"selected": rows, "replayed": [], "skipped": [], "dry_run": dry_run}
+    if dry_run:
+        return out
+    owner, escalation = replay_roles()
+    if not access.may_resolve(actor, owner, escalation):
+        refused = (
+            f"{actor} may not replay dead letters: that needs the {owner} role"
+            + (f" or {escalation}" if escalation and escalation != access.SUPER_ROLE else "")
+            + f" (or {access.SUPER_ROLE}). Ask a holder of that role, or have the role granted "
+            f"in {access.roles_file()}"
+        )
+        with db.transaction(conn):
+            _audit(
+                conn,
+                actor,
+                "outbox_replay_refused",
+                _selection(outbox_ids, action, since, until),
+                {"selected": [r["idempotency_key"] for r in rows]},
+                {"refused": refused},
+                reason,
+                ",".join(sorted(access.roles_of(actor))) or None,
+            )
+        raise ReplayRefused(refused)
+    role = ",".join(sorted(access.roles_of(actor))) or None
+    for r in rows:
+        key = r["idempotency_key"]
+        done = settle(
+            conn,
+            key,
+            actor,
+            resend=True,
+            reason=reason,
+            audit_action="outbox_replay",
+            actor_role=role,
+        )
+        out["replayed" if done else "skipped"].append(key)
+    log.info(
+        "outbox replay by %s: %d replayed, %d skipped",
+        actor,
+        len(out["replayed"]),
+        len(out["skipped"]),
+    )
+    return out

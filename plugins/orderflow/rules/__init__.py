@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 RULES_DIR_NAME = "rules"
 
@@ -142,6 +142,22 @@ class Route(BaseModel):
     severity: str | None = Field(None, pattern="^(low|medium|high|critical)$")
 
 
+#: The order-to-cash stages that have a named owner (routing rules ``stage_owners``).
+STAGES = ("intake", "allocation", "fulfilment", "shipment", "invoicing")
+
+
+class StageOwner(BaseModel):
+    """Who answers for one stage of the order-to-cash flow (not an exception's owner: the
+    team accountable for the stage as a whole, its SLA attainment and its stalled orders)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    owner_role: str
+    escalation_role: str | None = None
+    #: the order statuses the stage covers (what the UI counts under it)
+    statuses: tuple[str, ...] = ()
+    description: str = ""
+
+
 class RoutingRules(_RuleSet):
     name: ClassVar[str] = "routing"
     default: Route
@@ -150,6 +166,27 @@ class RoutingRules(_RuleSet):
     contacts: dict[str, str] = Field(default_factory=dict)
     #: automatic retries of a transient exception before it waits for a person
     transient_retries: int = Field(3, ge=0)
+    #: stage (``STAGES``) → its owner (from 2026.12.4; earlier versions name none)
+    stage_owners: dict[str, StageOwner] = Field(default_factory=dict)
+
+    @field_validator("stage_owners")
+    @classmethod
+    def _known_stages(cls, value: dict[str, StageOwner]) -> dict[str, StageOwner]:
+        unknown = sorted(set(value) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; one of {', '.join(STAGES)}")
+        return value
+
+    def content(self) -> dict[str, Any]:
+        # A version without stage owners hashes as it did before the field existed: the
+        # hashes past decisions recorded still name its content.
+        c = super().content()
+        if not self.stage_owners:
+            c.pop("stage_owners", None)
+        return c
+
+    def stage_owner(self, stage: str) -> StageOwner | None:
+        return self.stage_owners.get(stage)
 
     def route(self, category: str) -> Route:
         """The category's route, with the default filling what it leaves open."""
@@ -258,6 +295,34 @@ class RuleBook(BaseModel):
 
     def all(self) -> list[_RuleSet]:
         return [getattr(self, n) for n in RULE_SETS]
+
+    def stage_owners(self) -> list[dict[str, Any]]:
+        """The owner of each stage (``STAGES`` order) as the routing rules name it: role,
+        escalation role, their contact mailboxes, the order statuses the stage covers and
+        the Airflow users holding the role (``orderflow.access``). What the UI shows."""
+        from orderflow import access
+
+        routing = self.routing
+        rows = []
+        for stage in STAGES:
+            owner = routing.stage_owner(stage)
+            if owner is None:
+                rows.append({"stage": stage, "owner_role": None})
+                continue
+            rows.append(
+                {
+                    "stage": stage,
+                    "owner_role": owner.owner_role,
+                    "escalation_role": owner.escalation_role,
+                    "contact": routing.contacts.get(owner.owner_role),
+                    "escalation_contact": routing.contacts.get(owner.escalation_role or ""),
+                    "statuses": list(owner.statuses),
+                    "description": owner.description,
+                    "users": access.users_with(owner.owner_role),
+                    "routing_version": routing.version,
+                }
+            )
+        return rows
 
 
 def rules_dir() -> Path:
