@@ -41,6 +41,18 @@ class OrderFlowPlugin(AirflowPlugin):
             "url_route": "orderflow-desk",
         },
         {
+            "name": "Integration health",
+            "href": "/orderflow/integrations",
+            "destination": "nav",
+            "url_route": "orderflow-integrations",
+        },
+        {
+            "name": "Rule governance",
+            "href": "/orderflow/rules",
+            "destination": "nav",
+            "url_route": "orderflow-rules",
+        },
+        {
             "name": "Sandbox systems (API)",
             "href": f"{SANDBOX_PUBLIC_URL}/docs",
             "destination": "nav",

@@ -14,6 +14,13 @@
   misses apart (``start``, ``end``, ``dimension``, ``outcome``); every card and bar links here.
 - ``/orderflow/orders/{order_id}`` — one order's whole trace, linked to the task runs, with
   the customer-facing status and promised date, on one (business) clock.
+- ``/orderflow/rules`` — rule governance: versions in force, promotion log, what-if runs, a
+  form to launch a what-if (stored version or pasted YAML, over a window);
+  ``/orderflow/rules/whatif/{run_id}`` — its totals and per-order differences; Promote /
+  Roll back (POST with a reason) for the ``rule_approver`` role only (``rule_pages``).
+- ``/orderflow/integrations`` — integration health per partner and endpoint, partners' 997s,
+  overdue acknowledgements, and dead letters replayed by the ``integration`` role
+  (``integration_pages``).
 
 Who is asking is Airflow's own login (its JWT); what they may resolve is the OrderFlow role
 mapping (``orderflow.access``): anyone logged in may look, only the exception's owner (or
@@ -87,6 +94,7 @@ def _env():
     )
     env.filters["dt"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if v else ""
     env.filters["age"] = _age
+    env.filters["secs"] = _secs
     return env
 
 
@@ -99,6 +107,17 @@ def _age(td: timedelta | None) -> str:
     if minutes < 48 * 60:
         return f"{minutes // 60} h"
     return f"{minutes // 1440} d"
+
+
+def _secs(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def _page(name: str, user: User, **ctx: Any) -> HTMLResponse:
@@ -374,6 +393,124 @@ def create_app() -> FastAPI:
         if data is None:
             raise HTTPException(404, f"no order {order_id}")
         return _page("order.html", user, **data, resolved=resolved)
+
+    # ------------------------------------------------------------------ rule governance
+    from orderflow.ui import integration_pages, rule_pages
+
+    @app.get("/rules", response_class=HTMLResponse)
+    def rules_overview(
+        user: CurrentUser, promoted: int | None = None, rolled_back: str | None = None
+    ) -> HTMLResponse:
+        conn = _conn()
+        try:
+            data = rule_pages.overview(conn)
+        finally:
+            conn.close()
+        flash = None
+        if promoted is not None:
+            flash = f"Promoted (activation {promoted}): in force from now."
+        elif rolled_back:
+            flash = f"{rolled_back} rolled back: the version the promotion replaced is in force."
+        return _page("rules.html", user, **data, approver=rule_pages.is_approver(user), flash=flash)
+
+    @app.post("/rules/whatif")
+    def rules_whatif(
+        user: CurrentUser,
+        candidate: Annotated[str, Form()] = "",
+        candidate_yaml: Annotated[str, Form()] = "",
+        window_from: Annotated[str, Form()] = "",
+        window_to: Annotated[str, Form()] = "",
+    ):
+        conn = _conn()
+        try:
+            run_id = rule_pages.launch_whatif(
+                conn,
+                user,
+                candidate=candidate,
+                candidate_yaml=candidate_yaml,
+                window_from=window_from,
+                window_to=window_to,
+            )
+        finally:
+            conn.close()
+        return RedirectResponse(f"{PREFIX}/rules/whatif/{run_id}", status_code=303)
+
+    @app.get("/rules/whatif/{run_id}", response_class=HTMLResponse)
+    def rules_whatif_report(run_id: int, user: CurrentUser) -> HTMLResponse:
+        conn = _conn()
+        try:
+            data = rule_pages.whatif_page(conn, run_id)
+        finally:
+            conn.close()
+        return _page("whatif.html", user, **data, approver=rule_pages.is_approver(user))
+
+    @app.post("/rules/whatif/{run_id}/promote")
+    def rules_promote(
+        run_id: int,
+        user: CurrentUser,
+        reason: Annotated[str, Form()] = "",
+        rule_set: Annotated[str, Form()] = "",
+    ):
+        conn = _conn()
+        try:
+            done = rule_pages.promote(conn, user, run_id, rule_set, reason)
+        finally:
+            conn.close()
+        return RedirectResponse(
+            f"{PREFIX}/rules?promoted={done['to']['activation_id']}", status_code=303
+        )
+
+    @app.post("/rules/{rule_set}/rollback")
+    def rules_rollback(rule_set: str, user: CurrentUser, reason: Annotated[str, Form()] = ""):
+        conn = _conn()
+        try:
+            rule_pages.rollback(conn, user, rule_set, reason)
+        finally:
+            conn.close()
+        return RedirectResponse(
+            f"{PREFIX}/rules?{_query({'rolled_back': rule_set})}", status_code=303
+        )
+
+    # ------------------------------------------------------------------ integrations
+    @app.get("/integrations", response_class=HTMLResponse)
+    def integrations(user: CurrentUser, days: int = 7, replayed: str | None = None) -> HTMLResponse:
+        conn = _conn()
+        try:
+            data = integration_pages.health(conn, days=days)
+        finally:
+            conn.close()
+        return _page(
+            "integrations.html",
+            user,
+            **data,
+            replayer=integration_pages.may_replay(user),
+            flash=f"{replayed}: queued again (audited)." if replayed else None,
+        )
+
+    @app.get("/api/integrations")
+    def integrations_json(user: CurrentUser, days: int = 7) -> JSONResponse:
+        conn = _conn()
+        try:
+            data = integration_pages.health(conn, days=days)
+        finally:
+            conn.close()
+        return JSONResponse(jsonable_encoder(data))
+
+    @app.post("/integrations/replay")
+    def integrations_replay(
+        user: CurrentUser,
+        key: Annotated[str, Form()],
+        kind: Annotated[str, Form()] = "resend",
+        reason: Annotated[str, Form()] = "",
+    ):
+        conn = _conn()
+        try:
+            integration_pages.replay(conn, user, key, kind, reason)
+        finally:
+            conn.close()
+        return RedirectResponse(
+            f"{PREFIX}/integrations?{_query({'replayed': key})}", status_code=303
+        )
 
     return app
 
