@@ -6,17 +6,12 @@ processing run. A screenshot of each page is kept under ``test-artifacts/``."""
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from tests_support import free_port, land_day
+from browser_support import ARTIFACTS, CHROMIUM, login, shot
+from tests_support import land_day
 
 from orderflow.store import db
 
@@ -27,19 +22,6 @@ pytestmark = [
     pytest.mark.sandbox,
     pytest.mark.long,
 ]
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(
-    os.environ.get("ORDERFLOW_TEST_ARTIFACTS")
-    or Path(__file__).resolve().parents[2] / "test-artifacts"
-)
-USERS = {"admin": "admin", "pricing.pat": "op", "inventory.sam": "op", "cs.casey": "op"}
-ROLES = {
-    "admin": ["operations_manager"],
-    "pricing.pat": ["pricing"],
-    "inventory.sam": ["inventory"],
-    "cs.casey": ["customer_service"],
-}
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
@@ -74,84 +56,9 @@ def day(store_url, sandbox, airflow_db):
 
 
 @pytest.fixture(scope="module")
-def api_server(day, tmp_path_factory):
-    """``airflow api-server`` with our plugin, three users and the OrderFlow role mapping."""
-    tmp = tmp_path_factory.mktemp("api")
-    passwords = {u: secrets.token_urlsafe(10) for u in USERS}
-    (tmp / "passwords.json").write_text(json.dumps(passwords))
-    (tmp / "roles.yaml").write_text(json.dumps({"users": ROLES}))
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp / "passwords.json"),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "ORDERFLOW_ROLES_FILE": str(tmp / "roles.yaml"),
-    }
-    log = (tmp / "api-server.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "api-server", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(1)
-    else:
-        proc.kill()
-    if proc.poll() is not None:
-        pytest.fail("api-server did not start: " + (tmp / "api-server.log").read_text()[-3000:])
-    os.environ["ORDERFLOW_ROLES_FILE"] = env["ORDERFLOW_ROLES_FILE"]
-    yield base, passwords
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    os.environ.pop("ORDERFLOW_ROLES_FILE", None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield b
-        b.close()
-
-
-def login(browser, api_server, user: str):
-    base, passwords = api_server
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(f"{base}/orderflow/", wait_until="networkidle")
-    assert "/auth/login" in page.url  # not logged in: Airflow's own login page
-    page.locator("input[name=username]").fill(user)
-    page.locator("input[name=password]").fill(passwords[user])
-    page.locator("button[type=submit]").click()
-    page.wait_for_url(f"{base}/orderflow/**", timeout=30_000)
-    return page
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-    return path
+def api_server(day, api_server):
+    """The api-server of ``conftest.py``, started once the day is landed."""
+    return api_server
 
 
 def test_dashboard_shows_the_kpi_tables(day, api_server, browser):
