@@ -181,12 +181,12 @@ def _outbox(
         )
 
 
-def _document(conn, key, partner, doc_type, gcn, *, ack=None, transactions=None):
+def _document(conn, key, partner, doc_type, gcn, *, ack=None, transactions=None, order_id=None):
     conn.execute(
         "INSERT INTO orderflow.outbound_document (idempotency_key, partner_id, document_type, "
         "functional_id, interchange_control_number, group_control_number, "
-        "set_control_numbers, ack_status, ack_received_at, ack_detail) "
-        "VALUES (%s, %s, %s, 'PR', %s, %s, '{0001}', %s, %s, %s)",
+        "set_control_numbers, ack_status, ack_received_at, ack_detail, order_id) "
+        "VALUES (%s, %s, %s, 'PR', %s, %s, '{0001}', %s, %s, %s, %s)",
         (
             key,
             partner,
@@ -196,6 +196,7 @@ def _document(conn, key, partner, doc_type, gcn, *, ack=None, transactions=None)
             ack,
             datetime.now(UTC) if ack else None,
             Jsonb({"transactions": transactions}) if transactions else None,
+            order_id,
         ),
     )
 
@@ -258,7 +259,7 @@ def seed_integrations(conn) -> dict:
             error="ExternalSystemError: timeout",
         )
         _document(conn, k["ok1"], a, "855", f"1{tag[:4]}1", ack="A")
-        _document(conn, k["ok2"], a, "855", f"1{tag[:4]}2")
+        _document(conn, k["ok2"], a, "855", f"1{tag[:4]}2", order_id=f"O-UI-{tag}-2")
         _document(conn, k["retried"], a, "855", f"1{tag[:4]}3", ack="A", transactions={"0001": "R"})
         kb = f"edi_810:UI-{tag}:1"
         _outbox(conn, kb, "edi_810", "sent", partner=b, sent_after=timedelta(seconds=30))
