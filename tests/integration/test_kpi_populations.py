@@ -211,3 +211,50 @@ def test_nothing_delivered_is_no_perfect_order_population(orders):
     conn, _ = orders
     _, num, den, everyone, _ = _kpi(conn, "perfect_order_rate")
     assert (num, den, everyone) == (0, 0, set())
+
+
+def test_sla_attainment_is_over_every_exception_with_a_known_sla_outcome(orders):
+    conn, ids = orders
+    # B's credit hold is open and not due yet: no outcome yet. C's was overridden and E's
+    # closed by the cancel, both well within their SLA.
+    _, num, den, everyone, hits = _kpi(conn, "sla_attainment")
+    assert (num, den) == (2, 2)
+    assert everyone == {ids["C"], ids["E"]} and hits == {ids["C"], ids["E"]}
+    start, _ = _period()
+    computed = kpis.compute(conn, kpis.BY_NAME["sla_attainment"], "day", start)
+    by_dimension = {dim: (n, d) for _, dim, _, n, d in computed}
+    if len({r[0] for r in computed}) == 1:  # one day (not run across midnight)
+        assert by_dimension["category=credit_limit"] == (2, 2)
+        assert by_dimension["owner_role=credit"] == (2, 2)
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo), conn.transaction():
+        # B's hold runs past its SLA while still open (a miss, counted from its due time);
+        # C turns out to have been resolved after its SLA (a miss too)
+        conn.execute(
+            "UPDATE orderflow.order_exception SET sla_due_at = now() - interval '1 minute' "
+            "WHERE order_id = %s",
+            (ids["B"],),
+        )
+        conn.execute(
+            "UPDATE orderflow.order_exception "
+            "SET sla_due_at = resolved_at - interval '1 minute' WHERE order_id = %s",
+            (ids["C"],),
+        )
+        _, num, den, everyone, hits = _kpi(conn, "sla_attainment")
+        assert (num, den) == (1, 3)
+        assert everyone == {ids["B"], ids["C"], ids["E"]} and hits == {ids["E"]}
+        # the KPI DAG's publish computes it like every KPI, per category
+        kpis.publish(conn, now=datetime.now(UTC), hours=2, days=1)
+        rows = {
+            dim: (int(n), int(d))
+            for dim, n, d in conn.execute(
+                "SELECT dimension, sum(numerator), sum(denominator) FROM orderflow.kpi_snapshot "
+                "WHERE kpi = 'sla_attainment' AND grain = 'day' GROUP BY 1"
+            )
+        }
+        assert rows["all"] == (1, 3) and rows["category=credit_limit"] == (1, 3)
+        assert rows["owner_role=credit"] == (1, 3)
+        raise Undo

@@ -152,3 +152,37 @@ def test_route_fills_missing_fields_from_default():
 )
 def test_preferred_dc(region, dc):
     assert load(at=AT).sourcing.preferred_dc(region) == dc
+
+
+def test_stage_owners_are_named_from_routing_2026_12_4(tmp_path, monkeypatch):
+    from orderflow.rules import STAGES
+
+    roles = tmp_path / "roles.yaml"
+    roles.write_text("users: {bea.billing: [billing], olga: [operations_manager]}\n")
+    monkeypatch.setenv("ORDERFLOW_ROLES_FILE", str(roles))
+    before = load(at=datetime(2026, 12, 5, 10, 59, tzinfo=UTC))
+    book = load(at=datetime(2026, 12, 5, 11, 0, tzinfo=UTC))
+    assert before.routing.version == "2026.12.3" and before.routing.stage_owners == {}
+    assert book.routing.version == "2026.12.4"
+    # only the stage owners were added: every category, contact and default is as before
+    assert book.routing.categories == before.routing.categories
+    assert book.routing.contacts == before.routing.contacts
+    assert set(book.routing.stage_owners) == set(STAGES)
+    rows = book.stage_owners()
+    assert [r["stage"] for r in rows] == list(STAGES)
+    invoicing = rows[-1]
+    assert invoicing["owner_role"] == "billing"
+    assert invoicing["contact"] == "billing-desk@distributor.example"
+    assert invoicing["users"] == ["bea.billing", "olga"]  # the super role acts for all
+    assert all(r["contact"] for r in rows)  # every owner role has a team mailbox
+    # a version without stage owners hashes as it did before the field existed
+    assert "stage_owners" not in before.routing.content()
+    assert [r["owner_role"] for r in before.stage_owners()] == [None] * len(STAGES)
+
+
+def test_an_unknown_stage_is_refused(rules_copy):
+    path = rules_copy / "routing" / "2026.12.4.yaml"
+    path.write_text(path.read_text().replace("  invoicing:\n", "  billing_run:\n"))
+    with pytest.raises(RuleSetError, match="unknown stage") as err:
+        load(at=AT, directory=rules_copy)
+    assert str(path) in str(err.value)
