@@ -53,6 +53,9 @@ screening …): the user who triggered the run must hold the owner or escalation
 every open exception (`include/access/roles.yaml`, `operations_manager` covers all) —
 the same rule as the exception desk and the Required Actions of `order_approval`. Anyone
 else is refused with the role that is missing, and the refusal is audited.
+
+A whole window of orders (received between two times, by channel, customer, status or hold
+category): `order_reprocess_window` — a dry run first, then the same action per order.
 """,
 ):
     prepare = PrepareReprocessOperator(
