@@ -155,6 +155,16 @@ def test_the_integration_role_or_operations_manager_may_replay(store, roles):
     assert again["replayed"] == [] and again["selected"] == []
 
 
+def test_an_unknown_email_is_replayed_only_by_its_id(store, roles):
+    """An interrupted e-mail may have arrived: never swept up by an action or a window."""
+    oid, key = _dead(store, "R6", action="email")
+    store.execute("UPDATE orderflow.outbox SET status = 'unknown' WHERE outbox_id = %s", (oid,))
+    by_action = outbox.replay_dead_letters(store, actor="olga", reason="x", action="email")
+    assert by_action["selected"] == [] and _row(store, key)[0] == "unknown"
+    by_id = outbox.replay_dead_letters(store, actor="olga", reason="checked", outbox_ids=[oid])
+    assert by_id["replayed"] == [key] and _row(store, key)[0] == "pending"
+
+
 def test_the_cli_replays_with_the_same_role_check(store, roles):
     oid, key = _dead(store, "R4")
     runner = CliRunner()

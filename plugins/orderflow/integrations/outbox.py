@@ -562,8 +562,10 @@ def replayable(
     until: datetime | None = None,
     limit: int = REPLAY_LIMIT,
 ) -> list[dict[str, Any]]:
-    """Dead (or, after a person checked, ``unknown``) outbox rows: the ids given, or those of
-    ``action`` dead-lettered in [since, until). Read only (what the UI lists)."""
+    """Dead outbox rows: the ids given, or those of ``action`` dead-lettered in [since,
+    until). An ``unknown`` row (an interrupted e-mail: it may have arrived) is selected only
+    by its id — after a person checked — never by action or window. Read only (what the UI
+    lists)."""
     cur = conn.execute(
         """
         SELECT o.outbox_id, o.idempotency_key, o.action, o.status, o.order_id, o.attempts,
@@ -571,7 +573,7 @@ def replayable(
           FROM orderflow.outbox o
           LEFT JOIN orderflow.dead_letter d
                  ON d.source = 'outbox' AND d.source_ref = o.idempotency_key
-         WHERE o.status IN ('dead', 'unknown')
+         WHERE (o.status = 'dead' OR (o.status = 'unknown' AND %(ids)s::bigint[] IS NOT NULL))
            AND (%(ids)s::bigint[] IS NULL OR o.outbox_id = ANY(%(ids)s::bigint[]))
            AND (%(action)s::text IS NULL OR o.action = %(action)s::text)
            AND (%(since)s::timestamptz IS NULL
