@@ -8,7 +8,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from orderflow.masterdata import FULL_REFRESH_CURSOR
 from orderflow.settings import STORE_CONN_ID
 
 
@@ -141,7 +140,7 @@ def sync_with_gate(
 
     log = log or logging.getLogger(__name__)
     t0 = time.perf_counter()
-    last_full = cursors.get(conn, FULL_REFRESH_CURSOR)
+    last_full = cursors.get(conn, masterdata.FULL_REFRESH_CURSOR)
     due = full_refresh_every is not None and (
         last_full is None
         or datetime.now(UTC) - datetime.fromisoformat(last_full) > full_refresh_every
