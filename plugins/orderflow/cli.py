@@ -159,7 +159,8 @@ def run(no_sandbox: bool) -> None:
             if not no_sandbox:
                 speed = stack.sandbox_speed()
                 day = (
-                    f"a business day in {24 * 60 / speed:.0f} min"
+                    f"a business day ({stack.sandbox_orders():,} orders on first start) "
+                    f"in {24 * 60 / speed:.0f} min"
                     if speed > 1
                     else "real time"
                     if speed == 1
@@ -170,6 +171,8 @@ def run(no_sandbox: bool) -> None:
                     "(first start generates the day: ~30s)",
                     f"  Clock        sandbox at {speed:g}x: {day} "
                     "(ORDERFLOW_SANDBOX_SPEED=1 for real time)",
+                    "               a delivery takes a carrier's transit days: picked, shipped, "
+                    "delivered and invoiced orders show within about 10 minutes",
                     f"  Pages        {ui}/orderflow/ (KPIs, desk, orders; also in the UI's menu)",
                 ]
                 if shutil.which("tesseract") is None:
@@ -347,12 +350,21 @@ def sandbox() -> None:
 )
 @click.option("--seed", default=7, show_default=True, help="Seed for generation and faults.")
 @click.option(
+    "--orders",
+    "orders_per_day",
+    default=5000,
+    show_default=True,
+    help="Orders of the day generated when --day holds none.",
+)
+@click.option(
     "--smtp-port",
     default=8025,
     show_default=True,
     help="Port of the SMTP sink (mail relay stand-in, on --host); 0 disables it.",
 )
-def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed, smtp_port) -> None:
+def sandbox_serve(
+    host, port, day_dir, speed, start, faults_file, seed, orders_per_day, smtp_port
+) -> None:
     """Serve the sandbox over HTTP and deliver the day's files as its clock passes them."""
     from datetime import datetime
 
@@ -367,7 +379,7 @@ def sandbox_serve(host, port, day_dir, speed, start, faults_file, seed, smtp_por
         from orderflow_sandbox.generator import generate
 
         click.echo(f"no generated day in {day_dir}: generating one (seed {seed})", err=True)
-        generate(day_dir, seed=seed)
+        generate(day_dir, seed=seed, orders_per_day=orders_per_day)
     faults = (
         FaultConfig.model_validate_json(faults_file.read_text())
         if faults_file

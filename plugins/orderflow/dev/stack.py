@@ -93,11 +93,15 @@ def airflow_home(state_dir: Path = settings.STATE_DIR) -> Path:
     return state_dir / "airflow"
 
 
-#: The sandbox clock under ``orderflow run``: simulated seconds per real second. At 20 a
-#: business day (5,000 orders) passes in 72 minutes, so a newcomer sees orders picked,
-#: shipped and invoiced within minutes while two cores keep up with the arrivals (at 60 they
-#: fell behind); ``ORDERFLOW_SANDBOX_SPEED=1`` runs it in real time.
-DEMO_SPEED = 20.0
+#: The sandbox under ``orderflow run``: its clock (simulated seconds per real second) and the
+#: size of the day it generates on first start. A newcomer should see the whole story —
+#: received, held, released, picked, shipped, delivered, invoiced — within minutes, and a
+#: delivery takes a carrier's transit days: at 240x a day passes in 6 minutes, and 500 orders
+#: a day keeps the arrivals (≈ 1.4 orders/s at the peak) within what two cores process (at
+#: 60x a 5,000-order day fell behind). ``ORDERFLOW_SANDBOX_SPEED=1`` and
+#: ``ORDERFLOW_SANDBOX_ORDERS=5000`` run a real-time day at the target customer's volume.
+DEMO_SPEED = 240.0
+DEMO_ORDERS = 500
 
 
 def sandbox_speed(environ: dict[str, str] | None = None) -> float:
@@ -105,13 +109,26 @@ def sandbox_speed(environ: dict[str, str] | None = None) -> float:
     return float(environ.get("ORDERFLOW_SANDBOX_SPEED") or DEMO_SPEED)
 
 
+def sandbox_orders(environ: dict[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    return int(environ.get("ORDERFLOW_SANDBOX_ORDERS") or DEMO_ORDERS)
+
+
 def sandbox_args(environ: dict[str, str] | None = None) -> list[str]:
     """Options of ``orderflow sandbox serve`` under ``orderflow run`` besides its port: the
     SMTP sink's port, the clock speed (``ORDERFLOW_SANDBOX_SPEED``, default
-    :data:`DEMO_SPEED`) and — for a driven run such as ``orderflow soak`` — the simulated
-    start (``ORDERFLOW_SANDBOX_START``, ISO)."""
+    :data:`DEMO_SPEED`), the orders of a day it generates (``ORDERFLOW_SANDBOX_ORDERS``,
+    default :data:`DEMO_ORDERS`) and — for a driven run such as ``orderflow soak`` — the
+    simulated start (``ORDERFLOW_SANDBOX_START``, ISO)."""
     environ = os.environ if environ is None else environ
-    args = ["--smtp-port", str(SMTP_PORT), "--speed", f"{sandbox_speed(environ):g}"]
+    args = [
+        "--smtp-port",
+        str(SMTP_PORT),
+        "--speed",
+        f"{sandbox_speed(environ):g}",
+        "--orders",
+        str(sandbox_orders(environ)),
+    ]
     if start := environ.get("ORDERFLOW_SANDBOX_START"):
         args += ["--start", start]
     return args
