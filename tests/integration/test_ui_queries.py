@@ -342,3 +342,6 @@ def test_pages_render(seeded):
     assert b'data-outcome="done"' in html.body
     html = app._page("dashboard.html", u, **pages.dashboard(seeded))
     assert html.body.count(b'class="card-link"') == len(pages.HEADLINE)
+    # the routing rules' stage owners, one row per stage
+    for stage in ("intake", "allocation", "fulfilment", "shipment", "invoicing"):
+        assert f'data-stage="{stage}"'.encode() in html.body

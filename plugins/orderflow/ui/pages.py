@@ -165,9 +165,24 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
             "cycle_released_p50", min_minutes=limits[label][0], max_minutes=limits[label][1]
         ),
     )
-    from orderflow import status
+    from orderflow import rules, status
 
     desk_counts = status.desk_counts(conn)  # the numbers `orderflow status` prints
+    # SLA attainment per exception category: the latest day each category has
+    sla = []
+    for (name, dim), series in sorted(by.items()):
+        if name == "sla_attainment" and dim.startswith("category=") and series:
+            last = series[-1]
+            sla.append(
+                {
+                    "category": dim.split("=", 1)[1],
+                    "value": float(last["value"]),
+                    "numerator": last["numerator"],
+                    "denominator": last["denominator"],
+                    "day": last["period_start"].date().isoformat(),
+                    "href": drill_url("sla_attainment", **_day_window(last), dimension=dim),
+                }
+            )
     as_of = max((s["computed_at"] for s in snaps), default=None)
     return {
         "cards": cards,
@@ -176,6 +191,8 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
         "channel_chart": channels,
         "cycle_chart": cycle,
         "desk_counts": desk_counts,
+        "sla_attainment": sla,
+        "stage_owners": rules.load().stage_owners(),
         "as_of": as_of.isoformat() if as_of else None,
         "days": days,
     }
