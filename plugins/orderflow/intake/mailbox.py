@@ -6,6 +6,7 @@ an order whose extraction confidence is below the threshold is created ON_HOLD w
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,15 +91,20 @@ def ingest_mailbox(
     *,
     run: dict[str, Any] | None = None,
     limit: int | None = None,
+    wait_for_master_data_s: float = 0.0,
 ) -> BatchStats:
     """Ingest every waiting e-mail (``*.eml``, one message each) of ``root``, then archive it.
 
     Before the first full master-data sync nothing is read: extraction matches customers,
     ship-tos and items against the store's copy, and against an empty one every PO would be
-    held as unreadable. The e-mails wait in the folder for the next run."""
+    held as unreadable. The e-mails wait in the folder (up to ``wait_for_master_data_s`` for
+    the sync, then for the next run)."""
     from orderflow import masterdata
 
     stats = BatchStats()
+    deadline = time.monotonic() + wait_for_master_data_s
+    while not masterdata.ready(conn) and time.monotonic() < deadline:
+        time.sleep(5)  # a first start: the sync runs as the stack comes up
     if not masterdata.ready(conn):
         waiting = len(files.scan(root, per_partner=False, default_partner="mailbox"))
         stats.waiting_for_master_data = waiting

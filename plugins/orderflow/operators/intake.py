@@ -128,7 +128,9 @@ class IngestDropFolderOperator(BaseOperator):
             if self.channel == "email":
                 from orderflow.intake import mailbox
 
-                stats = mailbox.ingest_mailbox(conn, root, run=run_keys(context), limit=self.limit)
+                stats = mailbox.ingest_mailbox(
+                    conn, root, run=run_keys(context), limit=self.limit, wait_for_master_data_s=180
+                )
             else:
                 stats = drops.ingest_folder(
                     conn,
