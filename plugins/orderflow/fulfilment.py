@@ -146,6 +146,17 @@ def _feed_discontinuous(conn, source: str, name: str, cursor: int, last_key: str
     log.error("%s feed discontinuous at cursor %s: %s", source, cursor, found)
 
 
+def feed_discontinuity_opened_at(conn: psycopg.Connection, source: str) -> datetime | None:
+    """When the open "feed does not continue" exception of ``source``'s feed was opened (None:
+    the feed reads on)."""
+    row = conn.execute(
+        "SELECT min(opened_at) FROM orderflow.order_exception WHERE status = 'open' "
+        "AND entity_type = 'feed' AND entity_id = %s AND details->>'kind' = 'feed_rewound'",
+        (FEEDS[source],),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def _feed_continuous(conn, name: str) -> None:
     from orderflow.store import exceptions
 

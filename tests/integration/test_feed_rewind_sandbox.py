@@ -67,12 +67,14 @@ def test_a_compacted_feed_is_noticed_and_a_resync_loses_nothing(store, sandbox):
         out = fulfilment.pull_feed(store, "wms", fetch, page_size=4)
         assert (out["rewound"], out["stored"], out["cursor"]) == (1, 0, read)
     ((kind, reason),) = _open_feed_exceptions(store)
+    assert fulfilment.feed_discontinuity_opened_at(store, "wms") is not None
     assert kind in ("feed_rewound", "feed_rewritten")
     assert "orderflow fulfilment resync wms --from 0" in reason
 
     fulfilment.resync_feed(store, "wms", 0, actor="ops@example", reason="WMS purged its feed")
     again = fulfilment.pull_feed(store, "wms", fetch, page_size=4)
     assert _open_feed_exceptions(store) == []
+    assert fulfilment.feed_discontinuity_opened_at(store, "wms") is None
     sandbox_keys = {domain.event_key("wms", e) for e in fetch(0, 1000)["items"]}
     stored = _stored_keys(store)
     assert seen <= stored  # nothing we had is gone

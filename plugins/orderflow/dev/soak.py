@@ -409,22 +409,20 @@ def _operate_rewound_feed(stack: Stack, fault: Injected) -> bool:
     command): resync from the start; stored events are skipped by their natural keys. True
     once done."""
     d = fault.detail
-    open_at = stack.query(
-        "orderflow",
-        "SELECT min(created_at) FROM orderflow.order_exception WHERE status = 'open' "
-        "AND entity_type = 'feed' AND entity_id = %s AND details->>'kind' IN "
-        "('feed_rewound', 'feed_rewritten')",
-        (d["feed"],),
-    )[0][0]
-    if open_at is None:
-        return False
-    from orderflow import fulfilment
-
-    d["exception_after_s"] = round((open_at - datetime.fromisoformat(fault.at)).total_seconds(), 1)
     import psycopg
 
+    from orderflow import fulfilment
+
+    source = next(k for k, v in _FEEDS.items() if v == d["feed"])
+    try:
+        with psycopg.connect(stack.db_url("orderflow"), connect_timeout=5) as conn:
+            open_at = fulfilment.feed_discontinuity_opened_at(conn, source)
+    except (psycopg.OperationalError, OSError, IndexError):
+        return False  # the store is restarting: next round
+    if open_at is None:
+        return False
+    d["exception_after_s"] = round((open_at - datetime.fromisoformat(fault.at)).total_seconds(), 1)
     with psycopg.connect(stack.db_url("orderflow")) as conn:
-        source = next(k for k, v in _FEEDS.items() if v == d["feed"])
         fulfilment.resync_feed(conn, source, 0, actor="soak-operator", reason="soak: feed rewound")
     d["resynced_at"] = _now().isoformat()
     return True
