@@ -80,3 +80,49 @@ def test_a_compacted_feed_is_noticed_and_a_resync_loses_nothing(store, sandbox):
     assert seen <= stored  # nothing we had is gone
     assert again["stored"] == len(stored - seen) > 0  # what happened since: read once
     assert len(stored) == len(seen | sandbox_keys)
+
+
+class _SoakStack:
+    """What the soak's fault functions use of its stack, on the test store and sandbox."""
+
+    def __init__(self, store_url: str, sandbox):
+        self.url = store_url.replace("postgresql+psycopg://", "postgresql://")
+        self.sandbox = sandbox.client
+
+    def query(self, database: str, sql: str, params: tuple = ()) -> list:
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def db_url(self, database: str) -> str:
+        return self.url
+
+
+def test_the_soaks_rewind_fault_and_its_operator(store, store_url, sandbox):
+    """``orderflow soak``'s ``rewind_feed`` action and the operator step that answers it,
+    against the real store and sandbox (a running stack is the only other place they run)."""
+    from datetime import UTC, datetime
+
+    from orderflow.dev import soak
+
+    c = sandbox.client
+
+    def fetch(cursor: int, limit: int) -> dict:
+        return c.get("/wms/milestones", params={"cursor": cursor, "limit": limit}).json()
+
+    _release(c, 4)
+    c.put("/admin/clock", json={"advance_minutes": 60})
+    fulfilment.pull_feed(store, "wms", fetch)
+    st = _SoakStack(store_url, sandbox)
+    action = soak.Action(at_hours=0, kind="rewind_feed", feed="wms", wait_s=5)
+    detail = soak._rewind_feed(st, action)
+    assert detail["source"] == "wms" and detail["feed"] == "wms_milestones"
+    assert detail["dropped"] >= 1
+    fault = soak.Injected("rewind_feed", "rewound", datetime.now(UTC).isoformat(), "", detail)
+    assert soak._operate_rewound_feed(st, fault) is False  # nothing noticed yet
+    fulfilment.pull_feed(store, "wms", fetch)  # the next read notices
+    assert soak._operate_rewound_feed(st, fault) is True
+    assert fault.detail["exception_after_s"] is not None and fault.detail["resynced_at"]
+    assert fulfilment.pull_feed(store, "wms", fetch).get("rewound") is None
+    assert fulfilment.feed_discontinuity_opened_at(store, "wms") is None

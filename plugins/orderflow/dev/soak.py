@@ -401,7 +401,14 @@ def _rewind_feed(stack: Stack, action: Action) -> dict | None:
         time.sleep(2)
     r = stack.sandbox.post(f"/admin/feeds/{action.feed}/compact", json={"drop": drop})
     r.raise_for_status()
-    return {"feed": name, "our_cursor": read, **r.json()}
+    answer = r.json()
+    return {
+        "source": action.feed,
+        "feed": name,
+        "our_cursor": read,
+        "dropped": answer["dropped"],
+        "length": answer["length"],
+    }
 
 
 def _operate_rewound_feed(stack: Stack, fault: Injected) -> bool:
@@ -413,7 +420,7 @@ def _operate_rewound_feed(stack: Stack, fault: Injected) -> bool:
 
     from orderflow import fulfilment
 
-    source = next(k for k, v in _FEEDS.items() if v == d["feed"])
+    source = d["source"]
     try:
         with psycopg.connect(stack.db_url("orderflow"), connect_timeout=5) as conn:
             open_at = fulfilment.feed_discontinuity_opened_at(conn, source)
