@@ -661,14 +661,15 @@ WORK_DAGS = (
     "fulfilment_events",
     "masterdata_sync",
 )
-#: task instances that run or wait, plus runs not finished whose tasks have no state yet (a
-#: run created by an Asset event waits queued behind max_active_runs with unscheduled tasks)
+#: task instances that run or wait, plus queued runs (one created by an Asset event waits
+#: behind max_active_runs with unscheduled tasks; running runs are not counted: an intake
+#: run's deferred sensor keeps it running while it waits for files)
 _BUSY_SQL = """
 SELECT (SELECT count(*) FROM task_instance
          WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
                          'restarting')
            AND dag_id = ANY(%s))
-     + (SELECT count(*) FROM dag_run WHERE state IN ('queued', 'running') AND dag_id = ANY(%s))
+     + (SELECT count(*) FROM dag_run WHERE state = 'queued' AND dag_id = ANY(%s))
 """
 _STORE_BUSY_SQL = """
 SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'),
