@@ -36,7 +36,7 @@ with DAG(
     max_active_runs=2,
     max_active_tasks=16,
     tags=["orderflow", "processing"],
-    default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=10)},
     params={
         "max_partitions": Param(
             16,
