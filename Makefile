@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-long deps lint format lock install clean compose-check
+.PHONY: run test test-long test-demo deps lint format lock install clean compose-check
 
 # Install (or refresh) the virtualenv from the lock; re-runs only when the lock changes.
 $(STAMP): requirements.lock pyproject.toml
@@ -32,7 +32,12 @@ test: $(STAMP)
 ## The `long` tier: soak, multi-day and recovery tests kept out of `make test` (CI runs both).
 test-long: $(STAMP)
 	@$(BIN)/python tests/prerequisites.py
-	$(call pytest_run,-m long)
+	$(call pytest_run,-m 'long and not demo')
+
+## The first ten minutes of `make run` as a newcomer sees them (every channel invoiced, every
+## KPI tile filled), timed on this machine: a measurement, so not part of CI.
+test-demo: $(STAMP)
+	$(call pytest_run,-m demo -s)
 
 # pytest under a run name of its own (ORDERFLOW_TEST_RUN, inherited by every process the
 # tests start), then the proof that none of them is still running.

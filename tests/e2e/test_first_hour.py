@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
+# a timed run of the whole stack: a measurement of this machine, run by `make test-demo`
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long, pytest.mark.demo]
 
 CHANNELS = ("edi", "portal", "email", "csv")
 #: tiles whose population may not exist yet: expedited freight is only paid for orders
