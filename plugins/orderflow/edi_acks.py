@@ -339,7 +339,7 @@ def _resolve_overdue_if_clear(conn, order_id: str | None, key: str) -> None:
     where, params = (
         ("d.order_id = %s", (order_id,)) if order_id else ("idempotency_key = %s", (key,))
     )
-    if not _overdue_rows(conn, where, params):
+    if not overdue_rows(conn, where, params):
         _auto_resolve(conn, OVERDUE, order_id, key, "the partner's 997 arrived")
 
 
@@ -352,7 +352,7 @@ class OverdueResult:
     subjects: list[str] = field(default_factory=list)
 
 
-def _overdue_rows(conn, where: str = "true", params: tuple = ()) -> list[dict[str, Any]]:
+def overdue_rows(conn, where: str = "true", params: tuple = ()) -> list[dict[str, Any]]:
     return _rows(
         conn.execute(
             f"""
@@ -380,7 +380,7 @@ def overdue(conn: psycopg.Connection) -> OverdueResult:
     acknowledged or resent since. Idempotent."""
     out = OverdueResult()
     with db.transaction(conn):
-        rows = _overdue_rows(conn)
+        rows = overdue_rows(conn)
         out.documents = len(rows)
         by: dict[tuple[str | None, str], list[dict]] = defaultdict(list)
         for r in rows:

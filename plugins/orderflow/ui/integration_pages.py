@@ -149,7 +149,7 @@ def health(conn: psycopg.Connection, *, days: int = 7) -> dict[str, Any]:
         )
     )
     # overdue: exactly the documents the watch opens edi_ack_overdue for (whenever sent)
-    overdue = edi_acks._overdue_rows(conn)
+    overdue = edi_acks.overdue_rows(conn)
     per_partner: dict[tuple[str, str], int] = {}
     for d in overdue:
         k = (d["partner_id"], d["document_type"])
