@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +20,13 @@ from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from orderflow_sandbox.faults import FaultConfig, FaultInjector, FaultMiddleware, SimClock
+from orderflow_sandbox.faults import (
+    FaultConfig,
+    FaultInjector,
+    FaultMiddleware,
+    ReuseArm,
+    SimClock,
+)
 from orderflow_sandbox.state import Conflict, Distributor, Invalid, NotFound
 
 log = logging.getLogger(__name__)
@@ -314,9 +320,17 @@ def create_app(
     @wms.post("/releases", status_code=201, summary="Release an order to the floor (idempotent)")
     def release(body: ReleaseIn, response: Response, key: IdemKey = None) -> dict:
         reuse = injector.reuse_id("/wms/releases")
-        return _answer(
-            response, state.release(_require_key(key), body.model_dump(), reuse_id=reuse)
-        )
+        answer, replayed = state.release(_require_key(key), body.model_dump(), reuse_id=reuse)
+        given = state.releases.get(answer["release_id"])
+        if reuse and not replayed and given and given["order_id"] != answer["order_id"]:
+            hit = {
+                "key": key,
+                "order_id": answer["order_id"],
+                "answered": answer["release_id"],
+                "at": datetime.now(UTC).isoformat(),  # wall clock: recovery is measured from it
+            }
+            injector.reuse_hit(hit)
+        return _answer(response, (answer, replayed))
 
     @wms.post(
         "/releases/{release_id}/cancel",
@@ -456,6 +470,20 @@ def create_app(
     def set_faults(config: FaultConfig) -> FaultConfig:
         injector.set(config)
         return injector.config
+
+    @admin.post(
+        "/faults/reuse-release-ids",
+        summary="Answer the next N new WMS releases with an id already given out (0 disarms)",
+    )
+    def arm_reuse(body: ReuseArm) -> dict:
+        return injector.arm_reuse(body.count)
+
+    @admin.get(
+        "/faults/reuse-release-ids",
+        summary="Armed count left and the releases answered with a reused id",
+    )
+    def reuse_state() -> dict:
+        return injector.reuse_state()
 
     @admin.get("/clock")
     def get_clock() -> dict:

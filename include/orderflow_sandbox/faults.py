@@ -56,11 +56,21 @@ class Decision(BaseModel):
     reset: bool = False
 
 
+class ReuseArm(BaseModel):
+    """The next ``count`` new WMS releases are answered with an id the WMS already gave
+    another release, whenever they come (a deterministic fault: a time window at a high
+    clock speed can pass with no release in it)."""
+
+    count: int = Field(ge=0, le=1000, description="How many new releases to answer so")
+
+
 class FaultInjector:
     def __init__(self, config: FaultConfig | None = None):
         self._lock = threading.Lock()
         self._counters: dict[str, int] = {}
         self.config = config or FaultConfig()
+        self.reuse_armed = 0  # new releases still to answer with a reused id
+        self.reuse_hits: list[dict] = []  # {key, order_id, answered, own} per release hit
 
     def set(self, config: FaultConfig) -> None:
         with self._lock:
@@ -93,8 +103,27 @@ class FaultInjector:
             d.reset = True
         return d
 
+    def arm_reuse(self, count: int) -> dict:
+        with self._lock:
+            self.reuse_armed = count
+        return self.reuse_state()
+
+    def reuse_state(self) -> dict:
+        with self._lock:
+            return {"armed": self.reuse_armed, "hits": list(self.reuse_hits)}
+
+    def reuse_hit(self, hit: dict) -> None:
+        """A new release was answered with a reused id (an armed one is used up)."""
+        with self._lock:
+            self.reuse_armed = max(0, self.reuse_armed - 1)
+            self.reuse_hits.append(hit)
+
     def reuse_id(self, path: str) -> bool:
-        """Whether this request is answered with an id given out before."""
+        """Whether this request is answered with an id given out before: an armed count
+        first, else the rule's rate."""
+        with self._lock:
+            if self.reuse_armed > 0:
+                return True
         rule = self.rule_for(path)
         if rule is None or not rule.reuse_id_rate:
             return False

@@ -308,3 +308,26 @@ def test_a_receiver_that_answers_no_is_an_answer_not_a_failed_task(store, sandbo
     assert op.execute({}) == {"dead": 1}  # decided and dead-lettered; the task succeeds
     row = _row(store, "of6:997")
     assert row["status"] == "dead" and row["attempts"] == 1
+
+
+def test_an_armed_reuse_fault_hits_exactly_the_next_new_releases(store, book, sandbox):
+    """The soak's deterministic form of the fault: the next N new releases, whenever they
+    come, are answered with an id given out before; the sandbox lists each hit."""
+    pairs = _releases(store, book, sandbox, 3)
+    ids = [oid for oid, _ in pairs]
+    _only_due(store, ids, ["wms_release"])
+    assert outbox.send_due(store, ["wms_release"], limit=1) == {"sent": 1}  # the first: own id
+    armed = sandbox.client.post("/admin/faults/reuse-release-ids", json={"count": 1})
+    assert armed.json()["armed"] == 1
+    res = outbox.send(store, ["wms_release"])
+    assert (res.sent, res.followup_dead) == (2, 1)  # one hit, the other its own id
+    state = sandbox.client.get("/admin/faults/reuse-release-ids").json()
+    assert state["armed"] == 0
+    (hit,) = [h for h in state["hits"] if h["order_id"] in ids]
+    row = _row(store, hit["key"])
+    assert (row["status"], row["followup_status"]) == ("sent", "dead")
+    assert row["response"]["release_id"] == hit["answered"]
+    others = [oid for oid in ids if oid != hit["order_id"]]
+    for oid in others:
+        assert _row(store, f"wms_release:{oid}:%")["followup_status"] == "done"
+    sandbox.client.post("/admin/faults/reuse-release-ids", json={"count": 0})

@@ -78,6 +78,7 @@ KINDS = (
     "kill_postgres",
     "faults",
     "rewind_feed",
+    "reuse_release_ids",
 )
 
 
@@ -92,6 +93,7 @@ class Action:
     wait_s: float = 90.0  # kill_worker: how long to wait for a running task
     feed: str = "wms"  # rewind_feed: which feed ("wms" milestones or "carrier" tracking)
     drop_fraction: float = 0.5  # rewind_feed: share of what we have read that the WMS purges
+    count: int = 3  # reuse_release_ids: how many new releases get an id given out before
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Profile:
     seed: int
     description: str
     actions: list[Action]
+    speed: float | None = None  # the profile's clock speed unless --speed is given
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -122,6 +125,7 @@ def load_profile(name_or_path: str) -> Profile:
         seed=int(data.get("seed", 7)),
         description=data.get("description", ""),
         actions=actions,
+        speed=float(data["speed"]) if data.get("speed") else None,
     )
 
 
@@ -438,6 +442,12 @@ def _operate_rewound_feed(stack: Stack, fault: Injected) -> bool:
 def inject(stack: Stack, action: Action, executor: str) -> dict | None:
     if action.kind == "rewind_feed":
         return _rewind_feed(stack, action)
+    if action.kind == "reuse_release_ids":
+        # armed, not timed: the next N new releases whenever they come (the sender records
+        # each as sent and its follow-up — linking the id to the shipment — fails)
+        r = stack.sandbox.post("/admin/faults/reuse-release-ids", json={"count": action.count})
+        r.raise_for_status()
+        return {"armed": action.count}
     if action.kind == "kill_scheduler":
         # the task instances it leaves orphaned: recovery is when each ran again or finished
         running = stack.query(
@@ -469,7 +479,7 @@ class Options:
     workers: int
     chaos: str
     report_dir: Path
-    speed: float = 600.0
+    speed: float | None = None  # None: the profile's speed, else 600
     seed: int = 7
     tail_hours: float = DEFAULT_TAIL_HOURS
     settle_timeout: float = 900.0
@@ -481,6 +491,8 @@ def run(opts: Options, command: str = "") -> dict:
     from orderflow_sandbox.generator import generate
 
     profile = load_profile(opts.chaos)
+    if opts.speed is None:
+        opts.speed = profile.speed or 600.0
     report_dir = opts.report_dir
     state = report_dir / "state"
     if state.exists():
@@ -647,6 +659,11 @@ def _drive(
     # Stop time and lift every fault: what follows is settling, not simulation.
     stack.sandbox.put("/admin/clock", json={"speed": 0.000001}).raise_for_status()
     stack.sandbox.put("/admin/faults", json={"seed": profile.seed, "rules": []})
+    for fault in injected:
+        if fault.kind == "reuse_release_ids":
+            state = stack.sandbox.post("/admin/faults/reuse-release-ids", json={"count": 0})
+            fault.detail["hits"] = state.json()["hits"]
+            fault.until = _now().isoformat()
     return injected
 
 
@@ -765,6 +782,47 @@ def _trigger_and_wait(stack: Stack, dag_id: str, timeout: float) -> str:
 
 
 # ------------------------------------------------------------------------------ reconcile
+def _reused_ids_accounted(stack: Stack, fault: Injected) -> None:
+    """Each release the WMS answered with a reused id: its outbox row is recorded as sent
+    (the WMS applied it), its follow-up is a typed dead letter and the order has an open
+    exception. Recovered (from the hit to the last dead letter) when every hit is."""
+    d = fault.detail
+    hits = d.get("hits") or []
+    d["hit"] = len(hits)
+    if not hits:
+        return  # armed but never hit: unrecovered, so the report says the fault never fired
+    accounted: list[float] = []
+    for hit in hits:
+        rows = stack.query(
+            "orderflow",
+            """
+            SELECT o.status, o.followup_status,
+                   (SELECT min(created_at) FROM orderflow.dead_letter dl
+                     WHERE dl.source = 'outbox_followup' AND dl.source_ref = o.idempotency_key),
+                   (SELECT count(*) FROM orderflow.order_exception x
+                     WHERE x.order_id = %s AND x.status = 'open'
+                       AND x.category = 'integration_failure')
+              FROM orderflow.outbox o WHERE o.idempotency_key = %s
+            """,
+            (hit["order_id"], hit["key"]),
+        )
+        if not rows:
+            d.setdefault("not_accounted", []).append([hit["key"], "no outbox row"])
+            continue
+        status, followup, dead_at, open_exceptions = rows[0]
+        if status != "sent" or followup != "dead" or dead_at is None or not open_exceptions:
+            d.setdefault("not_accounted", []).append(
+                [hit["key"], f"{status}/{followup}, exceptions {open_exceptions}"]
+            )
+            continue
+        accounted.append((dead_at - datetime.fromisoformat(hit["at"])).total_seconds())
+    if len(accounted) == len(hits):
+        fault.recovered_s = round(max(accounted), 1)
+        fault.recovered_by = (
+            f"{len(hits)} releases recorded as sent, their follow-ups dead-lettered and held"
+        )
+
+
 def _recovery(stack: Stack, fault: Injected) -> None:
     """Seconds from the injection (a window: from its end) to the next successful task of
     the kind the fault hit."""
@@ -809,6 +867,9 @@ def _recovery(stack: Stack, fault: Injected) -> None:
                     (when - datetime.fromisoformat(fault.at)).total_seconds(), 1
                 )
                 fault.recovered_by = what
+        return
+    if fault.kind == "reuse_release_ids":
+        _reused_ids_accounted(stack, fault)
         return
     if fault.kind == "kill_worker" and "dag_id" in d:
         # the killed task instance itself: when its next try started and when it succeeded
@@ -1295,7 +1356,10 @@ def _command():
     )
     @click.option("--report", "report_dir", type=click.Path(path_type=Path), required=True)
     @click.option(
-        "--speed", default=600.0, show_default=True, help="Simulated seconds per real second."
+        "--speed",
+        type=float,
+        default=None,
+        help="Simulated seconds per real second  [default: the profile's, else 600].",
     )
     @click.option("--seed", default=7, show_default=True, help="Seed of the generated days.")
     @click.option(
