@@ -686,6 +686,8 @@ def outbox_settle(key: str, decision: str | None, reason: str, actor: str) -> No
     conn = db.connect()
     try:
         done = ob.settle(conn, key, actor, resend=decision == "resend", reason=reason)
+    except ob.ReplayRefused as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         conn.close()
     if not done:
@@ -706,6 +708,8 @@ def outbox_replay_followup(key: str, reason: str, actor: str) -> None:
     conn = db.connect()
     try:
         done = ob.replay_followup(conn, key, actor, reason)
+    except ob.ReplayRefused as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         conn.close()
     if not done:

@@ -81,7 +81,7 @@ def test_transient_failures_back_off_then_send(store, sandbox):
     assert len(_received(sandbox, "P-FLAKY")) == 1
 
 
-def test_rejection_dead_letters_and_replay_requeues(store, sandbox, monkeypatch):
+def test_rejection_dead_letters_and_replay_requeues(store, sandbox, monkeypatch, tmp_path):
     _queue(store, "t4:997", partner="P-REJECT")
     # the gateway refuses: a reused key with another body is a 422
     sandbox.client.post(
@@ -94,5 +94,22 @@ def test_rejection_dead_letters_and_replay_requeues(store, sandbox, monkeypatch)
         "SELECT error FROM orderflow.dead_letter WHERE source_ref = 't4:997'"
     ).fetchone()
     assert "422" in row[0]
-    assert outbox.replay_dead(store, "t4:997", actor="ops@example") is True
+    roles = tmp_path / "roles.yaml"
+    roles.write_text("users:\n  ops@example: [integration]\n  cs@example: [customer_service]\n")
+    monkeypatch.setenv("ORDERFLOW_ROLES_FILE", str(roles))
+    # every override of a side effect is role-checked, whatever the entry point: refused
+    # (and audited) without the integration role
+    with pytest.raises(outbox.ReplayRefused, match="needs the integration role"):
+        outbox.settle(store, "t4:997", "cs@example", resend=True, reason="try")
+    with pytest.raises(outbox.ReplayRefused):
+        outbox.replay_followup(store, "t4:997", "cs@example", reason="try")
+    assert (
+        store.execute(
+            "SELECT count(*) FROM orderflow.audit_log WHERE action = 'outbox_replay_refused' "
+            "AND actor = 'cs@example' AND object_id = 't4:997'"
+        ).fetchone()[0]
+        == 2
+    )
+    assert _status(store, "t4:997")[0] == "dead"
+    assert outbox.settle(store, "t4:997", "ops@example", resend=True, reason="fixed") is True
     assert _status(store, "t4:997")[0] == "pending"

@@ -33,7 +33,10 @@ def book():
 
 
 @pytest.fixture(autouse=True)
-def connections(sandbox, monkeypatch):
+def connections(sandbox, monkeypatch, tmp_path):
+    roles = tmp_path / "roles.yaml"  # who may override a side effect here
+    roles.write_text("users:\n  wms-team@example: [integration]\n  cs@example: [integration]\n")
+    monkeypatch.setenv("ORDERFLOW_ROLES_FILE", str(roles))
     for key, value in sandbox.connection_env().items():
         monkeypatch.setenv(key, value)
     sandbox.client.put("/admin/faults", json={"seed": 5, "rules": []}).raise_for_status()

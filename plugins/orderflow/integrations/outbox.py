@@ -460,13 +460,23 @@ def _failed(conn, outbox_id, key, action, payload, error, attempts, final) -> No
     )
 
 
-def replay_dead(conn: psycopg.Connection, idempotency_key: str, actor: str) -> bool:
-    """Put a dead-lettered (or, after a person checked, an ``unknown``) side effect back in
-    the queue under the same key."""
-    return settle(conn, idempotency_key, actor, resend=True, reason="replayed")
-
-
 def settle(
+    conn: psycopg.Connection,
+    idempotency_key: str,
+    actor: str,
+    *,
+    resend: bool,
+    reason: str,
+) -> bool:
+    """A person's decision on a ``dead`` or ``unknown`` row: send it again (same key) or
+    record it as sent (they saw it arrive). Only the roles that may replay dead letters
+    (:func:`require_replay_role`; a refusal is audited and raises :class:`ReplayRefused`).
+    Audited; False when the row is in neither state."""
+    role = require_replay_role(conn, actor, idempotency_key, [idempotency_key], reason)
+    return _settle(conn, idempotency_key, actor, resend=resend, reason=reason, actor_role=role)
+
+
+def _settle(
     conn: psycopg.Connection,
     idempotency_key: str,
     actor: str,
@@ -476,9 +486,6 @@ def settle(
     audit_action: str = "outbox_settle",
     actor_role: str | None = None,
 ) -> bool:
-    """A person's decision on a ``dead`` or ``unknown`` row: send it again (same key) or
-    record it as sent (they saw it arrive). Audited; False when the row is in neither state.
-    Checks no role: :func:`replay_dead_letters` is the role-restricted entry point."""
     with db.transaction(conn):
         row = conn.execute(
             "SELECT status, attempts FROM orderflow.outbox WHERE idempotency_key = %s FOR UPDATE",
@@ -505,7 +512,10 @@ def settle(
 def replay_followup(
     conn: psycopg.Connection, idempotency_key: str, actor: str, reason: str
 ) -> bool:
-    """Run a dead follow-up again on the next send (after its cause was fixed). Audited."""
+    """Run a dead follow-up again on the next send (after its cause was fixed). Only the
+    roles that may replay dead letters (a refusal is audited and raises
+    :class:`ReplayRefused`). Audited."""
+    role = require_replay_role(conn, actor, idempotency_key, [idempotency_key], reason)
     with db.transaction(conn):
         cur = conn.execute(
             "UPDATE orderflow.outbox SET followup_status = 'pending', followup_attempts = 0, "
@@ -519,7 +529,9 @@ def replay_followup(
             "WHERE source = 'outbox_followup' AND source_ref = %s",
             (actor, idempotency_key),
         )
-        _audit(conn, actor, "outbox_followup_replay", idempotency_key, "dead", "pending", reason)
+        _audit(
+            conn, actor, "outbox_followup_replay", idempotency_key, "dead", "pending", reason, role
+        )
         return True
 
 
@@ -608,6 +620,40 @@ def _selection(outbox_ids, action, since, until) -> str:
     return " ".join(parts)
 
 
+def require_replay_role(
+    conn: psycopg.Connection, actor: str, selection: str, selected: list[str], reason: str
+) -> str | None:
+    """The one role check of every override of an outbound side effect (replay, settle,
+    follow-up replay), whatever the entry point: ``actor`` must hold the owner or escalation
+    role of ``integration_failure`` (or the super role). A refusal is audited
+    (``outbox_replay_refused``, committed) and raises :class:`ReplayRefused`; otherwise the
+    actor's roles, for the audit row."""
+    from orderflow import access
+
+    held = ",".join(sorted(access.roles_of(actor))) or None
+    owner, escalation = replay_roles()
+    if access.may_resolve(actor, owner, escalation):
+        return held
+    refused = (
+        f"{actor} may not replay dead letters: that needs the {owner} role"
+        + (f" or {escalation}" if escalation and escalation != access.SUPER_ROLE else "")
+        + f" (or {access.SUPER_ROLE}). Ask a holder of that role, or have the role granted "
+        f"in {access.roles_file()}"
+    )
+    with db.transaction(conn):
+        _audit(
+            conn,
+            actor,
+            "outbox_replay_refused",
+            selection,
+            {"selected": selected},
+            {"refused": refused},
+            reason,
+            held,
+        )
+    raise ReplayRefused(refused)
+
+
 def replay_dead_letters(
     conn: psycopg.Connection,
     *,
@@ -633,7 +679,6 @@ def replay_dead_letters(
 
     Returns ``{"selected": [...rows], "replayed": [keys], "skipped": [keys], "dry_run"}``.
     """
-    from orderflow import access
 
     if not (outbox_ids or action or since or until):
         raise ReplayRefused("say which dead letters: outbox ids, or an action and/or a window")
@@ -645,30 +690,16 @@ def replay_dead_letters(
     out: dict[str, Any] = {"selected": rows, "replayed": [], "skipped": [], "dry_run": dry_run}
     if dry_run:
         return out
-    owner, escalation = replay_roles()
-    if not access.may_resolve(actor, owner, escalation):
-        refused = (
-            f"{actor} may not replay dead letters: that needs the {owner} role"
-            + (f" or {escalation}" if escalation and escalation != access.SUPER_ROLE else "")
-            + f" (or {access.SUPER_ROLE}). Ask a holder of that role, or have the role granted "
-            f"in {access.roles_file()}"
-        )
-        with db.transaction(conn):
-            _audit(
-                conn,
-                actor,
-                "outbox_replay_refused",
-                _selection(outbox_ids, action, since, until),
-                {"selected": [r["idempotency_key"] for r in rows]},
-                {"refused": refused},
-                reason,
-                ",".join(sorted(access.roles_of(actor))) or None,
-            )
-        raise ReplayRefused(refused)
-    role = ",".join(sorted(access.roles_of(actor))) or None
+    role = require_replay_role(
+        conn,
+        actor,
+        _selection(outbox_ids, action, since, until),
+        [r["idempotency_key"] for r in rows],
+        reason,
+    )
     for r in rows:
         key = r["idempotency_key"]
-        done = settle(
+        done = _settle(
             conn,
             key,
             actor,
