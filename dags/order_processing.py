@@ -46,6 +46,15 @@ with DAG(
             title="Partitions per stage",
             description="Upper bound of mapped task instances per stage.",
         ),
+        "min_partition_orders": Param(
+            250,
+            type="integer",
+            minimum=1,
+            title="Orders per partition (at least)",
+            description="A batch is cut into more partitions only past this many orders "
+            "each: a mapped task instance costs seconds, a stage decides thousands of "
+            "orders a second.",
+        ),
         "one_order_per_task": Param(
             False,
             type="boolean",
@@ -60,8 +69,8 @@ Every 5 minutes, and whenever intake lands orders or master data is published:
 
 1. **claim_orders** — sends orders whose master-data holds were fixed back to validation,
    claims every processable order (two overlapping runs never take the same one) and cuts
-   them into at most 16 partitions (one customer per partition; one order per partition
-   when the batch is small). Each mapped task below is named by the orders it carries.
+   them into at most 16 partitions of at least 250 orders (a customer is never split; a
+   small batch is one partition). Each mapped task below is named by the orders it carries.
 2. **validate_orders** → **check_credit** → **allocate_inventory** → **plan_shipments** →
    **release_to_wms**: one stage per partition, one transaction per stage and partition.
    Orders that need a person go **ON_HOLD** with a typed exception (category, reason, owner
@@ -82,6 +91,7 @@ To act on one order, use `order_reprocess`.
     claim = ClaimOrdersOperator(
         task_id="claim_orders",
         max_partitions="{{ params.max_partitions }}",
+        min_partition_orders="{{ params.min_partition_orders }}",
         one_order_per_task="{{ params.one_order_per_task }}",
     )
     stages = [

@@ -194,7 +194,7 @@ def test_parallel_allocate_partitions_never_oversell_a_shared_item(store, book):
         ids = insert(store, orders)
         to_credit_ok(store, ids, book)
 
-        parts = repo.partitions([(o.order_id, o.customer_id) for o in orders], WORKERS)
+        parts = repo.partitions([(o.order_id, o.customer_id) for o in orders], WORKERS, 1)
         assert len(parts) == WORKERS
         conns = [db.connect() for _ in parts]
         for c in conns:
@@ -800,8 +800,8 @@ def test_a_master_data_fix_does_not_release_an_order_with_another_open_hold(stor
 # ---------------------------------------------------------------------------- 5. partitions
 
 
-def _check_partitions(claimed, max_partitions):
-    parts = repo.partitions(claimed, max_partitions)
+def _check_partitions(claimed, max_partitions, min_orders=1):
+    parts = repo.partitions(claimed, max_partitions, min_orders)
     flat = [o for p in parts for o in p]
     assert sorted(flat) == sorted(o for o, _ in claimed)  # every order exactly once
     assert 1 <= len(parts) <= max_partitions
@@ -827,17 +827,21 @@ def test_partitions_keep_customers_together_and_stay_bounded(store):
         assert len(parts) == min(max_p, 23 + 5)
     # greedy largest-first: with 8 bins no partition is bigger than the mean plus one
     # customer's orders
-    parts = repo.partitions(claimed, 8)
+    parts = repo.partitions(claimed, 8, 1)
     biggest_customer = max(Counter(c for _, c in claimed if c).values())
     assert max(map(len, parts)) <= len(claimed) / 8 + biggest_customer
 
 
-def test_small_batches_get_one_order_per_partition(store):
+def test_a_small_batch_is_one_partition_and_a_large_one_is_cut_by_size(store):
     claimed = [("O-3", "C-B"), ("O-1", "C-A"), ("O-2", None)]
-    assert sorted(repo.partitions(claimed, 16)) == [["O-1"], ["O-2"], ["O-3"]]
+    assert repo.partitions(claimed, 16) == [["O-1", "O-2", "O-3"]]
     assert repo.partitions([], 16) == []
-    # two orders of one customer stay together even in a small batch
-    parts = repo.partitions([("O-1", "C-A"), ("O-2", "C-A"), ("O-3", "C-B")], 16)
+    # 1,000 orders of 100 customers: one partition per 250 orders, bounded by max_partitions
+    many = [(f"O-{n:04d}", f"C-{n % 100:02d}") for n in range(1000)]
+    assert len(_check_partitions(many, 16, 250)) == 4
+    assert len(_check_partitions(many, 3, 250)) == 3
+    # one order per partition when asked (min_orders=1), a customer's orders still together
+    parts = repo.partitions([("O-1", "C-A"), ("O-2", "C-A"), ("O-3", "C-B")], 16, 1)
     assert sorted(parts) == [["O-1", "O-2"], ["O-3"]]
 
 

@@ -62,6 +62,9 @@ class ClaimOrdersOperator(BaseOperator):
 
     :param max_partitions: upper bound of mapped task instances per stage (default 16: two
         CPUs run ≈ 8 task instances/s, so a stage of 16 costs ≈ 2 s of scheduling).
+    :param min_partition_orders: a partition carries at least this many orders before the
+        batch is cut further (default 250: a task instance costs seconds, a stage decides
+        thousands of orders a second; a small batch is one partition). Templated.
     :param batch_limit: at most this many orders per run (default 20,000: four days of a
         25,000-line distributor; the rest waits for the next run).
     :param one_order_per_task: one partition per order (capped at ``max_map_length``): the
@@ -72,6 +75,7 @@ class ClaimOrdersOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "max_partitions",
+        "min_partition_orders",
         "batch_limit",
         "one_order_per_task",
         "store_conn_id",
@@ -82,6 +86,7 @@ class ClaimOrdersOperator(BaseOperator):
         self,
         *,
         max_partitions: int | str = 16,
+        min_partition_orders: int | str = 250,
         batch_limit: int | str = 20_000,
         one_order_per_task: bool | str = False,
         store_conn_id: str = STORE_CONN_ID,
@@ -89,6 +94,7 @@ class ClaimOrdersOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.max_partitions = max_partitions
+        self.min_partition_orders = min_partition_orders
         self.batch_limit = batch_limit
         self.one_order_per_task = one_order_per_task
         self.store_conn_id = store_conn_id
@@ -130,7 +136,9 @@ class ClaimOrdersOperator(BaseOperator):
         if naive:
             parts = [[order_id] for order_id, _ in claimed]
         else:
-            parts = repo.partitions(claimed, int(self.max_partitions))
+            parts = repo.partitions(
+                claimed, int(self.max_partitions), int(self.min_partition_orders)
+            )
         self.log.info(
             "released %d fixed master-data holds; claimed %d orders in %d partitions",
             freed,

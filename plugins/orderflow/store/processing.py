@@ -80,17 +80,29 @@ def unclaim(conn: psycopg.Connection, run_id: str) -> int:
     return cur.rowcount
 
 
-def partitions(claimed: Sequence[tuple[str, str | None]], max_partitions: int) -> list[list[str]]:
+#: orders a partition carries at least before the batch is cut further: a mapped task
+#: instance costs seconds of process start and scheduling on the real scheduler, a stage
+#: decides well over a thousand orders a second, so a small batch is one partition (five
+#: task instances, not five per order)
+MIN_PARTITION_ORDERS = 250
+
+
+def partitions(
+    claimed: Sequence[tuple[str, str | None]],
+    max_partitions: int,
+    min_orders: int = MIN_PARTITION_ORDERS,
+) -> list[list[str]]:
     """Bounded partitions, one customer never split across two (credit exposure and
     duplicate checks stay within one task): greedy bin-packing, largest customer first.
-    Small batches get one order per partition."""
+    At most ``max_partitions``, and no more than one per ``min_orders`` claimed orders."""
     if not claimed:
         return []
     by_customer: dict[str, list[str]] = defaultdict(list)
     for order_id, customer_id in claimed:
         by_customer[customer_id or f"?{order_id}"].append(order_id)
     groups = sorted(by_customer.values(), key=len, reverse=True)
-    n = min(max_partitions, len(groups))
+    wanted = -(-len(claimed) // max(1, min_orders))  # ceil
+    n = max(1, min(max_partitions, len(groups), wanted))
     bins: list[list[str]] = [[] for _ in range(n)]
     for group in groups:
         min(bins, key=len).extend(group)
