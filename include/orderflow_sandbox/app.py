@@ -53,6 +53,10 @@ def _answer(response: Response, result: tuple[dict, bool], created: int = 201) -
 
 
 # ---------------------------------------------------------------------- request models
+class ExposureIn(BaseModel):
+    customer_ids: list[str] = Field(max_length=5000)
+
+
 class OrderLineIn(BaseModel):
     line_no: int
     item_id: str
@@ -288,6 +292,10 @@ def create_app(
     @erp.get("/customers/{customer_id}/exposure", summary="Open AR + open orders vs limit")
     def exposure(customer_id: str) -> dict:
         return state.exposure(customer_id)
+
+    @erp.post("/exposure", summary="Current exposure of several customers (one call)")
+    def exposures(body: ExposureIn) -> dict:
+        return state.exposures(body.customer_ids)
 
     @erp.post("/orders", status_code=201, summary="Create a sales order (idempotent)")
     def create_order(body: ErpOrderIn, response: Response, key: IdemKey = None) -> dict:

@@ -556,6 +556,17 @@ class Distributor:
                 "hold_reason": account.get("hold_reason"),
             }
 
+    def exposures(self, customer_ids: list[str]) -> dict:
+        """Current exposure of several customers in one call (the credit stage's batched
+        read); ids without a credit account are listed apart."""
+        items, unknown = [], []
+        for cid in dict.fromkeys(customer_ids):
+            try:
+                items.append(self.exposure(cid))
+            except NotFound:
+                unknown.append(cid)
+        return {"items": items, "unknown": unknown, "as_of": _iso(self.now())}
+
     def create_erp_order(self, key: str, body: dict) -> tuple[dict, bool]:
         with self._txn():
             if (prior := self.erp_order_keys.replay(key, body)) is not None:

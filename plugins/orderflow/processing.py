@@ -208,14 +208,19 @@ def check_credit(
     ctx: RunContext,
     book: RuleBook,
     credit_service: Callable[[str, float], dict] | None,
+    erp_exposure: Callable[[list[str]], dict[str, dict]] | None = None,
 ) -> StageResult:
     """VALIDATED → CREDIT_OK, or ON_HOLD credit_hold / credit_limit.
 
     ``credit_service(customer_id, amount)`` is asked once per customer of the partition (for
     the total of its orders) before the transaction; the store's exposure is decided under a
     per-customer lock so parallel partitions and runs never both spend the same headroom.
+    ``erp_exposure(customer_ids)`` (one call for the partition) gives each customer's current
+    limit, open AR and hold from the ERP; when it fails the synced figures decide and each
+    decision records ``exposure_source`` (``erp`` or ``synced``) and why.
     """
-    from orderflow.domain.credit import decide
+    from orderflow.domain.credit import decide, with_live_exposure
+    from orderflow.integrations.http import ExternalSystemError
 
     book = _in_force(conn, book)
     versions = book.tag("credit", "routing")
@@ -228,11 +233,20 @@ def check_credit(
         for cid, amount in totals.items():
             if cid:
                 answers[cid] = credit_service(cid, float(amount))
+    live: dict[str, dict] = {}
+    source: dict[str, str] = {"exposure_source": "synced"}
+    if erp_exposure is not None and book.credit.use_erp_exposure:
+        try:
+            live = erp_exposure(sorted(c for c in totals if c))
+            source = {"exposure_source": "erp"}
+        except ExternalSystemError as exc:
+            log.warning("ERP exposure unavailable, the synced figures decide: %s", exc)
+            source = {"exposure_source": "synced", "erp_unavailable": str(exc)[:300]}
     with db.transaction(conn):
         repo.lock_customers(conn, totals)
         orders = _load(conn, order_ids, "VALIDATED", ctx)
         customers = repo._customers(conn, totals)
-        accounts = repo.credit_accounts(conn, totals)
+        accounts = with_live_exposure(repo.credit_accounts(conn, totals), live)
         exposure = repo.open_order_value(conn, totals, book.credit.open_order_statuses)
         decisions = decide(orders, customers, accounts, exposure, answers, book.credit)
         out = _decide(
@@ -249,6 +263,7 @@ def check_credit(
                     "amount": str(d.amount),
                     "exposure_after": str(d.exposure_after),
                     "limit": str(d.limit),
+                    **source,
                 }
                 for d in decisions
             },

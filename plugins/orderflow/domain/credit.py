@@ -36,6 +36,23 @@ class CreditDecision:
     hold: Hold | None = None
 
 
+def with_live_exposure(
+    accounts: dict[str, CreditAccount], live: dict[str, dict]
+) -> dict[str, CreditAccount]:
+    """The synced accounts with the ERP's current limit, open AR and hold where the ERP
+    answered (an invoice posted minutes ago is in its open AR, not yet in our copy)."""
+    out = dict(accounts)
+    for cid, row in live.items():
+        out[cid] = CreditAccount(
+            customer_id=cid,
+            credit_limit=Decimal(str(row["credit_limit"])),
+            open_ar=Decimal(str(row["open_ar"])),
+            on_hold=bool(row["on_hold"]),
+            hold_reason=row.get("hold_reason"),
+        )
+    return out
+
+
 def decide(
     orders: Sequence[OrderView],
     customers: dict[str, Customer],

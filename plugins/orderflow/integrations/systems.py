@@ -29,6 +29,14 @@ class ErpHook(OrderFlowHttpHook):
     def exposure(self, customer_id: str) -> dict:
         return self.call("GET", f"/customers/{customer_id}/exposure")
 
+    def exposures(self, customer_ids: list[str]) -> dict[str, dict]:
+        """Current exposure (credit limit, open AR, hold) of several customers in one call,
+        by customer id; customers the ERP has no account for are absent."""
+        if not customer_ids:
+            return {}
+        answer = self.call("POST", "/exposure", json={"customer_ids": sorted(customer_ids)})
+        return {row["customer_id"]: row for row in answer["items"]}
+
     def post_invoice(self, invoice: dict, *, idempotency_key: str) -> dict:
         return self.call("POST", "/invoices", json=invoice, idempotency_key=idempotency_key)
 

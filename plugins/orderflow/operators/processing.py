@@ -232,26 +232,42 @@ class ValidateOrdersOperator(OrderStageOperator):
 
 
 class CheckCreditOperator(OrderStageOperator):
-    """VALIDATED → CREDIT_OK: store exposure (open AR + open orders + this order) against the
-    limit, plus the credit service's real-time decision (rules: credit).
+    """VALIDATED → CREDIT_OK: exposure (open AR + open orders + this order) against the
+    limit — the limit, open AR and hold read from the ERP at decision time for the
+    partition's customers in one call (the synced figures when the ERP cannot answer) —
+    plus the credit service's real-time decision (rules: credit).
 
     :param credit_conn_id: HTTP Connection of the credit service. Templated.
+    :param erp_conn_id: HTTP Connection of the ERP. Templated.
     """
 
     stage = "credit"
     input_status = "VALIDATED"
-    template_fields: Sequence[str] = (*OrderStageOperator.template_fields, "credit_conn_id")
+    template_fields: Sequence[str] = (
+        *OrderStageOperator.template_fields,
+        "credit_conn_id",
+        "erp_conn_id",
+    )
 
-    def __init__(self, *, credit_conn_id: str = "credit_default", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        credit_conn_id: str = "credit_default",
+        erp_conn_id: str = "erp_default",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.credit_conn_id = credit_conn_id
+        self.erp_conn_id = erp_conn_id
 
     def run(self, conn, order_ids, ctx, book):
         from orderflow import processing
-        from orderflow.integrations.systems import CreditHook
+        from orderflow.integrations.systems import CreditHook, ErpHook
 
-        hook = CreditHook(self.credit_conn_id)
-        return processing.check_credit(conn, order_ids, ctx, book, hook.check)
+        credit = CreditHook(self.credit_conn_id)
+        # a short budget: the synced figures are a sound fallback, a stalled stage is not
+        erp = ErpHook(self.erp_conn_id, retries=2)
+        return processing.check_credit(conn, order_ids, ctx, book, credit.check, erp.exposures)
 
 
 class AllocateInventoryOperator(OrderStageOperator):

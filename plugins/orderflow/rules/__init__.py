@@ -94,6 +94,9 @@ class CreditRules(_RuleSet):
     tier_limit_multiplier: dict[str, Decimal] = Field(default_factory=dict)
     prepaid_terms: frozenset[str] = frozenset()
     use_credit_service: bool = True
+    # Ask the ERP for the partition's customers' current limit, open AR and hold at credit
+    # time (one call); when it cannot answer, the synced figures decide, marked as such.
+    use_erp_exposure: bool = True
 
 
 class SubstitutionRules(_RuleSet):
