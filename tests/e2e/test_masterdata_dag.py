@@ -106,3 +106,35 @@ def test_masterdata_dag_full_then_incremental(airflow_db, store, sandbox, day_di
     assert summary["entities"]["contracts"]["changed"] == 0
     assert summary["entities"]["contracts"]["rows"] < len(world["contracts"])
     assert summary["exceptions_opened"] == 0
+
+
+def test_inventory_sync_reads_what_the_wms_changed_minutes_ago(airflow_db, store, sandbox, env):
+    """``inventory_sync`` (every 2 minutes): a WMS change reaches the store by the next run,
+    not the next hourly sync."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState
+
+    from orderflow.settings import DAGS_DIR
+
+    bag = DagBag(str(DAGS_DIR))
+    if not store.execute("SELECT count(*) FROM orderflow.inventory_position").fetchone()[0]:
+        assert bag.get_dag("masterdata_sync").test().state == DagRunState.SUCCESS
+    pos = sandbox.client.get("/wms/inventory").json()["items"]
+    target = next(p for p in pos if p["available"] >= 5)
+    sandbox.client.put("/admin/clock", json={"advance_minutes": 1}).raise_for_status()
+    sandbox.client.post(
+        "/wms/reservations",
+        json={
+            "item_id": target["item_id"],
+            "dc_id": target["dc_id"],
+            "quantity": 5,
+            "reference": "another system",
+        },
+    ).raise_for_status()
+    run = bag.get_dag("inventory_sync").test()
+    assert run.state == DagRunState.SUCCESS
+    wms_reserved = store.execute(
+        "SELECT wms_reserved FROM orderflow.inventory_position WHERE item_id = %s AND dc_id = %s",
+        (target["item_id"], target["dc_id"]),
+    ).fetchone()[0]
+    assert wms_reserved == target["reserved"] + 5

@@ -334,3 +334,89 @@ def test_an_armed_reuse_fault_hits_exactly_the_next_new_releases(store, book, sa
     for oid in others:
         assert _row(store, f"wms_release:{oid}:%")["followup_status"] == "done"
     sandbox.client.post("/admin/faults/reuse-release-ids", json={"count": 0})
+
+
+# ---------------------------------------------------------------------------- refused releases
+def _refuse_next(store, order_ids: list[str]) -> None:
+    """The WMS cannot cover these releases: far more than any position holds."""
+    store.execute(
+        "UPDATE orderflow.outbox SET payload = jsonb_set(payload, '{lines,0,quantity}', "
+        "'1000000'::jsonb), next_attempt_at = now() "
+        "WHERE order_id = ANY(%s) AND action = 'wms_release'",
+        (order_ids,),
+    )
+
+
+def _status(store, order_id: str) -> str:
+    return store.execute(
+        'SELECT status FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()[0]
+
+
+def test_a_release_the_wms_cannot_cover_sends_the_order_round_again(store, book, sandbox):
+    (oid, sid), (other, _) = _releases(store, book, sandbox, 2)
+    _only_due(store, [oid, other], ["wms_release"])
+    _refuse_next(store, [oid])
+    res = outbox.send(store, ["wms_release"])
+    assert (res.sent, res.dead, res.rejected) == (1, 1, 1)  # the other order is unaffected
+    row = _row(store, f"wms_release:{oid}:%")
+    assert row["status"] == "dead" and "409" in row["last_error"]
+    # not stuck: processed again from the start, its stock given back, the letter handled
+    assert _status(store, oid) == "RECEIVED"
+    assert _status(store, other) == "RELEASED"
+    assert store.execute(
+        "SELECT status FROM orderflow.shipment WHERE shipment_id = %s", (sid,)
+    ).fetchone() == ("cancelled",)
+    assert (
+        store.execute(
+            "SELECT count(*) FROM orderflow.reservation WHERE order_id = %s "
+            "AND status IN ('held', 'released')",
+            (oid,),
+        ).fetchone()[0]
+        == 0
+    )
+    event = store.execute(
+        "SELECT reason_codes, actor_id FROM orderflow.order_event WHERE order_id = %s "
+        "ORDER BY event_id DESC LIMIT 1",
+        (oid,),
+    ).fetchone()
+    assert event == (["wms_refused_release"], "orderflow.release_refusals")
+    handled = store.execute(
+        "SELECT replayed_by FROM orderflow.dead_letter WHERE source = 'outbox' AND source_ref = %s",
+        (row["idempotency_key"],),
+    ).fetchone()[0]
+    assert handled == "orderflow.release_refusals (reprocess)"
+    # its next release carries the next version: a new key, never the refused one
+    version = store.execute(
+        'SELECT release_version FROM orderflow."order" WHERE order_id = %s', (oid,)
+    ).fetchone()[0]
+    assert row["idempotency_key"].endswith(f":r{version}")
+
+
+def test_a_refused_part_of_a_split_order_waits_as_a_backorder(store, book, sandbox):
+    (oid, sid), (_, _) = _releases(store, book, sandbox, 2)
+    # the order has a second shipment the WMS already accepted (a split across DCs)
+    store.execute(
+        "INSERT INTO orderflow.shipment (shipment_id, order_id, dc_id, release_version, "
+        "carrier_id, service_code, mode, weight_kg, freight_rate, ship_date, promise_met, "
+        "status) SELECT shipment_id || '-W', order_id, 'DC-WEST', release_version, carrier_id, "
+        "service_code, mode, weight_kg, freight_rate, ship_date, promise_met, 'released' "
+        "FROM orderflow.shipment WHERE shipment_id = %s",
+        (sid,),
+    )
+    _only_due(store, [oid], ["wms_release"])
+    _refuse_next(store, [oid])
+    res = outbox.send(store, ["wms_release"])
+    assert (res.dead, res.rejected) == (1, 1)
+    assert _status(store, oid) == "RELEASED"
+    line = store.execute(
+        "SELECT backordered_qty, status FROM orderflow.order_line WHERE order_id = %s "
+        "AND line_no = 1",
+        (oid,),
+    ).fetchone()
+    assert line == (1000000, "BACKORDERED")
+    audit = store.execute(
+        "SELECT action FROM orderflow.audit_log WHERE object_type = 'order' AND object_id = %s",
+        (oid,),
+    ).fetchall()
+    assert ("wms_release_refused_backordered",) in audit

@@ -126,6 +126,16 @@ def _invoice_sent(conn, payload: dict, answer: dict) -> None:
         )
 
 
+def _release_refused(conn, key: str, payload: dict, error: str) -> None:
+    from orderflow import refusals
+
+    refusals.release_refused(conn, key, payload, error)
+
+
+#: What a refusal (409: the receiver cannot do it as asked) sets in motion, in the transaction
+#: that dead-letters the row: a WMS release it cannot cover re-routes its order.
+ON_REFUSED: dict[str, Callable[..., None]] = {"wms_release": _release_refused}
+
 #: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 AFTER_SENT: dict[str, Callable[..., None]] = {
     "wms_release": _release_sent,
@@ -250,7 +260,8 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> Non
             rejected = isinstance(exc, ExternalRejected)
             final = rejected or attempts >= MAX_ATTEMPTS
             error = str(exc) if isinstance(exc, ExternalSystemError) else _describe(exc)
-            _failed(conn, outbox_id, key, action, payload, error, attempts, final)
+            on_refused = ON_REFUSED.get(action) if rejected and exc.status == 409 else None
+            _failed(conn, outbox_id, key, action, payload, error, attempts, final, on_refused)
             errors.append(f"{key}: {error}")
             if final:
                 res.dead += 1
@@ -428,7 +439,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:2000]
 
 
-def _failed(conn, outbox_id, key, action, payload, error, attempts, final) -> None:
+def _failed(conn, outbox_id, key, action, payload, error, attempts, final, on_refused=None):
     delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
     with db.transaction(conn):
         conn.execute(
@@ -450,6 +461,12 @@ def _failed(conn, outbox_id, key, action, payload, error, attempts, final) -> No
                     error[:2000],
                 ),
             )
+        if final and on_refused is not None:
+            try:
+                with conn.transaction():  # a savepoint: a failing re-route keeps the letter
+                    on_refused(conn, key, payload, error)
+            except Exception:
+                log.exception("outbox %s (%s): re-routing the refusal failed", key, action)
     log.warning(
         "outbox %s (%s) %s after %d attempt(s): %s",
         outbox_id,
