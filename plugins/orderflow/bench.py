@@ -71,7 +71,14 @@ FULFILMENT_TASKS = (
     "advance_orders",
 )
 #: what fulfilment queues in the outbox (the send_documents task's actions)
-FULFILMENT_ACTIONS = ("edi_856", "edi_810", "erp_invoice", "email", "webhook")
+FULFILMENT_ACTIONS = (
+    "edi_856",
+    "edi_810",
+    "erp_invoice",
+    "email",
+    "webhook",
+    "marketplace_shipment",
+)
 FULFILMENT_DAYS = 7  # simulated days after release: transit is 1–4 days, +1 delayed / missed truck
 #: a run claims at most this many orders (ClaimOrdersOperator.batch_limit default)
 BATCH_LIMIT = 20_000

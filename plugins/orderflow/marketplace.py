@@ -17,7 +17,8 @@ time limit it states itself:
 Marketplace customers get no e-mail or webhook of ours (the marketplace owns the buyer
 conversation; the fulfilment rules list no ``marketplace`` channel): these callbacks are
 their status. All go through the outbox (``KEYED_ACTIONS``: the marketplace answers a
-repeated key with its first answer), sent by the ``intake_marketplace`` DAG. The answer
+repeated key with its first answer), sent by the ``intake_marketplace`` DAG (shipment
+confirmations also by ``fulfilment_events``, in the run that queued them). The answer
 carries the marketplace's receipt time and whether it was late by its clock; the follow-up
 records both on ``marketplace_order`` (the KPIs ``marketplace_*_on_time_rate``), and a late
 one is logged as a warning.
