@@ -41,12 +41,13 @@ Every 5 minutes, and whenever order processing releases orders:
    moves forward (released → picked → packed → shipped → in transit → delivered); a late or
    repeated event records what it knows and changes nothing else. The first *shipped*
    confirms the quantities: the 856 (EDI customers), the shipped notice (email / portal
-   webhook) and the invoice — built from shipped quantities at the validated contract
+   webhook / the marketplace's shipment callback) and the invoice — built from shipped quantities at the validated contract
    price — are queued in the same transaction. A quantity that does not add up (shipped
    more than released, dock count ≠ pick) withholds the invoice with a `quantity_mismatch`
    exception for billing. An event for an order OrderFlow does not know is quarantined
    (dead letter); replay it with `orderflow fulfilment replay-events` after the fix.
-3. **send_documents** — delivers 856/810, ERP invoices, emails and webhooks (outbox,
+3. **send_documents** — delivers 856/810, ERP invoices, emails, webhooks and marketplace
+   shipment confirmations (outbox,
    idempotency key per document and version: reruns never send twice).
 4. **advance_orders** — orders whose last invoice the ERP accepted move to INVOICED.
 
@@ -60,7 +61,7 @@ Rerun or clear any task freely.
     apply = ApplyFulfilmentEventsOperator(task_id="apply_events")
     send = SendOutboxOperator(
         task_id="send_documents",
-        actions=["edi_856", "edi_810", "erp_invoice", "email", "webhook"],
+        actions=["edi_856", "edi_810", "erp_invoice", "email", "webhook", "marketplace_shipment"],
         limit=50_000,
     )
     advance = AdvanceOrdersOperator(task_id="advance_orders")

@@ -28,7 +28,7 @@ with DAG(
             None,
             type=["null", "string"],
             title="Or: every quarantined message of",
-            enum=[None, "edi", "portal", "email", "csv"],
+            enum=[None, "edi", "portal", "email", "csv", "marketplace"],
         ),
         "reason": Param("", type="string", title="Reason (kept in the audit log)"),
     },

@@ -46,7 +46,9 @@ with DAG(
             title="… until before",
             description="Required.",
         ),
-        "channel": Param("", enum=["", "edi", "portal", "email", "csv", "api"], title="Channel"),
+        "channel": Param(
+            "", enum=["", "edi", "portal", "email", "csv", "api", "marketplace"], title="Channel"
+        ),
         "customer_id": Param("", type="string", title="Customer id"),
         "status": Param("", type="string", title="Order status (e.g. ON_HOLD)"),
         "hold_category": Param(

@@ -550,7 +550,10 @@ def create_app(
     def md_defects() -> dict:
         return {"items": state.master_data_defects}
 
+    from orderflow_sandbox import marketplace
+
     for router in (erp, wms, carrier, other, portal, edi, mail, admin):
         app.include_router(router)
+    app.include_router(marketplace.router(state, injector))
     app.add_middleware(FaultMiddleware, injector=injector)
     return app

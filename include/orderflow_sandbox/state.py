@@ -53,6 +53,7 @@ LIST_COLLECTIONS = {
     "mail": "mail",
     "webhook": "webhooks",
     "ack997": "acks_997",
+    "marketplace_callback": "marketplace_callbacks",
 }
 
 MASTER_ENTITIES = {
@@ -230,6 +231,7 @@ class Distributor:
                 "shipment",
                 "outbound",
                 "webhook",
+                "marketplace",
             )
         }
         self.release_keys = self._idem["release"]
@@ -259,6 +261,11 @@ class Distributor:
         self.mail: list[dict] = []  # what the SMTP sink received
         self.webhooks: list[dict] = []  # portal notifications received
         self.acks_997: list[dict] = []  # partners' 997s to our outbound EDI, due or delivered
+        # the marketplace (orderflow_sandbox.marketplace): its feed and the callbacks it got
+        from orderflow_sandbox import marketplace
+
+        self.marketplace_feed = marketplace.load_feed(day_dir)
+        self.marketplace_callbacks: list[dict] = []
         self._ack_controls: dict[str, int] = {}  # partner → next ISA13/GS06 of its 997s
 
     # ------------------------------------------------------------------ durability
@@ -1314,12 +1321,19 @@ class Distributor:
                 },
                 "mail": self._mail_counts(),
                 "portal_webhooks": len(self.webhooks),
+                "marketplace": _marketplace_summary(self),
                 "pending_events": len(self._schedule),
                 "received_units": self.received_units,
                 "receipts_through": self._receipts_through,
                 "state_file": str(self.store.path) if self.store else None,
                 "resumed": self.resumed,
             }
+
+
+def _marketplace_summary(state: Distributor) -> dict:
+    from orderflow_sandbox import marketplace
+
+    return marketplace.summary(state)
 
 
 # ---------------------------------------------------------------------- the partners' 997s

@@ -1,7 +1,7 @@
 """``orderflow bench``: the order-processing DAG end to end, measured.
 
 Generates a day (or ``days``) with the sandbox generator, lands it through intake (master-data
-sync + quality gate, portal, EDI, CSV, e-mail) into a fresh store, then runs the real
+sync + quality gate, portal, EDI, CSV, e-mail, marketplace) into a fresh store, then runs the real
 ``order_processing`` DAG with ``dag.test()`` against a fresh Airflow metadata database on the
 same PostgreSQL server, as many runs as it takes to drain the day (a run claims at most
 20,000 orders). It prints, next to the targets:
@@ -71,7 +71,14 @@ FULFILMENT_TASKS = (
     "advance_orders",
 )
 #: what fulfilment queues in the outbox (the send_documents task's actions)
-FULFILMENT_ACTIONS = ("edi_856", "edi_810", "erp_invoice", "email", "webhook")
+FULFILMENT_ACTIONS = (
+    "edi_856",
+    "edi_810",
+    "erp_invoice",
+    "email",
+    "webhook",
+    "marketplace_shipment",
+)
 FULFILMENT_DAYS = 7  # simulated days after release: transit is 1–4 days, +1 delayed / missed truck
 #: a run claims at most this many orders (ClaimOrdersOperator.batch_limit default)
 BATCH_LIMIT = 20_000
@@ -238,6 +245,8 @@ class Landed:
     timings: dict[str, float]
     messages: dict[str, int]
     sandbox: Any = None
+    #: orders landed per channel (the mix, the marketplace among them)
+    channels: dict[str, int] = field(default_factory=dict)
 
 
 def _generate(out: Path, seed: int, days: int, orders_per_day: int, say: Console) -> list[date]:
@@ -280,12 +289,17 @@ def _land(store_url: str, day_dir: Path, drop: Path, last: date, say: Console) -
                 "SELECT outcome, count(*) FROM orderflow.channel_message GROUP BY 1 ORDER BY 1"
             ).fetchall()
         )
+        channels = dict(
+            conn.execute(
+                'SELECT channel, count(*) FROM orderflow."order" GROUP BY 1 ORDER BY 2 DESC'
+            ).fetchall()
+        )
     except BaseException:
         sb.stop()
         raise
     finally:
         conn.close()
-    return Landed(store_url, orders, lines, seconds, timings, messages, sb)
+    return Landed(store_url, orders, lines, seconds, timings, messages, sb, channels)
 
 
 # ------------------------------------------------------------------------------ runs
@@ -700,6 +714,8 @@ def _report_landing(landed: Landed, say: Console) -> None:
         "  channel messages by outcome: "
         + ", ".join(f"{k} {v:,}" for k, v in landed.messages.items())
     )
+    if landed.channels:
+        say("  orders by channel: " + ", ".join(f"{k} {v:,}" for k, v in landed.channels.items()))
 
 
 def _report_main(m: Measured, days: int, say: Console) -> None:
@@ -1003,6 +1019,7 @@ def _bench(
             if fulfil:
                 week = _fulfil(landed, dbs.airflow_url, timer, say, FULFILMENT_DAYS)
                 results["fulfilment"] = _report_fulfilment(week, say)
+            results["marketplace"] = _marketplace_callbacks(landed, say)
             _stop(landed.sandbox, sandboxes, results)
             if not naive_orders:
                 return
@@ -1340,6 +1357,35 @@ def _report_fulfilment(f: Fulfilled, say: Console) -> dict[str, Any]:
         "released_orders": f.released,
         "invoiced": invoiced,
     }
+
+
+def _marketplace_callbacks(landed: Landed, say: Console) -> dict[str, Any]:
+    """The marketplace channel's callbacks (acknowledgements; shipment confirmations and
+    cancellation answers queued by processing and fulfilment) sent as ``intake_marketplace``
+    sends them, timed, and how many the marketplace received within its limits. The landing
+    moved the sandbox clock two days past the day at once, so acknowledgements arrive late
+    by the marketplace's clock here: the bench measures the sending, not the limits."""
+    from orderflow import marketplace
+    from orderflow.integrations import outbox
+    from orderflow.store import db
+    from orderflow.store import marketplace as repo
+
+    db.use_url(landed.store_url)
+    conn = db.connect()
+    try:
+        t0 = time.perf_counter()
+        res = outbox.send(conn, list(marketplace.ACTIONS), limit=100_000)
+        secs = time.perf_counter() - t0
+        counts = repo.summary(conn)
+    finally:
+        conn.close()
+    say()
+    say("== marketplace channel ==")
+    say(
+        f"  callbacks sent {res.sent:,} in {secs:.1f}s ({res.sent / secs if secs else 0:,.0f}/s); "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    )
+    return {"sent": res.sent, "seconds": secs, **counts}
 
 
 def _stop(sandbox: Any, sandboxes: list[Any], results: dict[str, Any]) -> None:

@@ -326,7 +326,8 @@ def json_dumps(obj) -> str:
 
 @main.group()
 def sandbox() -> None:
-    """The stand-in distributor (ERP, WMS, carriers, tax, credit, screening, portal, EDI)."""
+    """The stand-in distributor (ERP, WMS, carriers, tax, credit, screening, portal, EDI,
+    marketplace)."""
 
 
 @sandbox.command("serve")
@@ -413,7 +414,7 @@ def intake() -> None:
 
 
 @intake.command("run")
-@click.argument("channel", type=click.Choice(["edi", "csv", "portal", "email"]))
+@click.argument("channel", type=click.Choice(["edi", "csv", "portal", "email", "marketplace"]))
 @click.option(
     "--folder",
     type=click.Path(path_type=Path),
@@ -435,6 +436,11 @@ def intake_run(channel: str, folder: Path | None) -> None:
             from orderflow.integrations.systems import PortalHook
 
             summary = portal.pull(conn, PortalHook(), run={"dag_id": "cli"}).summary()
+        elif channel == "marketplace":
+            from orderflow.intake import marketplace
+            from orderflow.integrations.systems import MarketplaceHook
+
+            summary = marketplace.pull(conn, MarketplaceHook(), run={"dag_id": "cli"}).summary()
         else:
             root = folder or _inbox_path(channel)
             if channel == "email":

@@ -9,7 +9,8 @@ every order that reached its outcome (invoiced, rejected or cancelled: ``closed_
 perfect order rate over every delivery with an outcome (delivered, or a carrier exception:
 ``delivery_outcome_at``). Cycle times are over the orders that reached the milestone they
 time; per-order averages over every order received; exception, freight, invoice and
-integration KPIs over every row of their table in the period. SLA attainment is over every
+integration KPIs over every row of their table in the period; the marketplace's callback KPIs
+over every callback whose outcome is known (received, or its limit passed). SLA attainment is over every
 exception whose SLA outcome is known — resolved (in time or late), or still open past its
 ``sla_due_at`` — placed at the time it became known, not over the resolved ones only (an
 exception nobody resolves would otherwise never count against it).
@@ -77,6 +78,27 @@ INVOICES = (
     "WHERE e.order_id = i.order_id AND e.category = 'quantity_mismatch' "
     "AND e.details->>'shipment_id' = i.shipment_id) AS disputed, o.channel "
     'FROM orderflow.invoice i JOIN orderflow."order" o USING (order_id))'
+)
+
+#: The marketplace's callbacks whose limit applies: one row per marketplace order and kind
+#: (acknowledgement, shipment — not for an order cancelled or rejected —, the answer to a
+#: cancellation request), with its limit and the marketplace's receipt time and verdict.
+#: ``judged_at``: when the outcome became known — received in time: its receipt; otherwise
+#: its limit (a callback never sent counts against the limit once it has passed).
+MARKETPLACE_CALLBACKS = (
+    "(SELECT m.order_id, m.marketplace_id AS marketplace, c.kind, c.due_at, c.received_at, "
+    "(c.received_at IS NOT NULL AND NOT coalesce(c.late, false)) AS on_time, "
+    "CASE WHEN c.received_at IS NOT NULL AND NOT coalesce(c.late, false) THEN c.received_at "
+    "ELSE c.due_at END AS judged_at, 'marketplace'::text AS channel "
+    "FROM orderflow.marketplace_order m "
+    'LEFT JOIN orderflow."order" o USING (order_id) '
+    "CROSS JOIN LATERAL (VALUES "
+    "('acknowledgement', m.acknowledge_by, m.acknowledged_at, m.ack_late), "
+    "('shipment', m.ship_by, m.shipment_confirmed_at, m.ship_late), "
+    "('cancellation', m.cancel_respond_by, m.cancel_answered_at, m.cancel_late)"
+    ") AS c(kind, due_at, received_at, late) "
+    "WHERE c.due_at IS NOT NULL AND NOT (c.kind = 'shipment' AND c.received_at IS NULL "
+    "AND o.status IN ('CANCELLED', 'REJECTED')))"
 )
 
 KPIS: tuple[Kpi, ...] = (
@@ -226,6 +248,30 @@ KPIS: tuple[Kpi, ...] = (
         "avg(failed::int)",
         numerator="failed",
         dims=("partner", "endpoint"),
+        lower_is_better=True,
+    ),
+    # The marketplace channel's own: its callbacks within the limits it sets.
+    Kpi(
+        "marketplace_callback_on_time_rate",
+        "Marketplace callbacks within the marketplace's limit (of the callbacks whose outcome "
+        "is known — received, or past the limit: received by the marketplace in time)",
+        "ratio",
+        MARKETPLACE_CALLBACKS,
+        "judged_at",
+        "(received_at IS NOT NULL OR due_at <= now())",
+        "avg(on_time::int)",
+        numerator="on_time",
+        dims=("kind", "marketplace"),
+    ),
+    Kpi(
+        "marketplace_callbacks_late",
+        "Marketplace callbacks late or missing past the marketplace's limit",
+        "count",
+        MARKETPLACE_CALLBACKS,
+        "judged_at",
+        "NOT on_time AND (received_at IS NOT NULL OR due_at <= now())",
+        "count(*)",
+        dims=("kind", "marketplace"),
         lower_is_better=True,
     ),
 )

@@ -193,6 +193,12 @@ def queue(
                 "data": {"po_number": order["po_number"], **_plain(context)},
             },
         )
+    if channel == "marketplace":  # the marketplace's own status callbacks
+        from orderflow import marketplace
+
+        queued += marketplace.queue_status_callback(
+            conn, event=event, ref=ref, order=order, context=_plain(context)
+        )
     return queued
 
 

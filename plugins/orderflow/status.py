@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import psycopg
 
 #: Intake channels, listed even on a day one of them brought nothing.
-CHANNELS = ("edi", "csv", "portal", "email")
+CHANNELS = ("edi", "csv", "portal", "email", "marketplace")
 #: Order milestones of a day, in lifecycle order (the columns of ``orderflow status``).
 MEASURES = (
     "received",

@@ -4,6 +4,7 @@ EDI, portal, e-mailed PDFs and inside-sales CSV, their artefacts, and a labelled
 Output contract (what the sandbox service loads) — see ``generate``::
 
     world.json  orders.jsonl  ground_truth.jsonl  deliveries.jsonl  manifest.json
+    portal_changes.jsonl  marketplace_orders.jsonl (the marketplace's feed, see .marketplace)
     artefacts/edi/<partner_id>/*.x12  artefacts/email/*.eml  artefacts/csv/*.csv
 
 ``orders_per_day`` counts distinct orders; cross-channel re-sends (duplicates) come on top
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from orderflow_sandbox.generator import changes as order_changes
-from orderflow_sandbox.generator import documents, x12
+from orderflow_sandbox.generator import documents, marketplace, x12
 from orderflow_sandbox.generator.day import (
     Artefact,
     Order,
@@ -68,6 +69,8 @@ class Manifest:
     needs_attention_share: float
     artefacts: dict[str, int]
     master_data: dict[str, int]
+    #: marketplace orders (``marketplace_orders.jsonl``), on top of ``orders``
+    marketplace_orders: int = 0
     generation_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -124,7 +127,9 @@ def generate(
     templates = {o.key: a.template for a in artefacts if a.channel == "csv" for o in a.orders}
     for o in submissions:
         present(rng, world, o, templates.get(o.key, "A"))
-    _finish_master_data(rng, world, submissions, credit)
+    # the marketplace's orders (own random stream): their demand sizes stock and credit too
+    market = marketplace.draw(seed, world, orders_per_day, credit)
+    _finish_master_data(rng, world, submissions + market, credit)
     phases["master_data"] = time.perf_counter() - t0 - sum(phases.values())
 
     changes = order_changes.plan(seed, world, submissions)
@@ -152,6 +157,7 @@ def generate(
         if o.submission_id in by_submission:
             t["change"] = order_changes.truth(by_submission[o.submission_id])
     _write_jsonl(out_dir / "portal_changes.jsonl", portal_changes)
+    _write_jsonl(out_dir / "marketplace_orders.jsonl", marketplace.rows(seed, world, market))
     _write_jsonl(out_dir / "orders.jsonl", (order_row(world, o) for o in submissions))
     _write_jsonl(out_dir / "ground_truth.jsonl", truths)
     deliveries = [
@@ -186,6 +192,7 @@ def generate(
             "business_date": dates[0].isoformat(),
         },
     )
+    manifest.marketplace_orders = len(market)
     manifest.generation_seconds = round(time.perf_counter() - t0, 3)
     manifest.phase_seconds = {k: round(v, 3) for k, v in phases.items()}
     (out_dir / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")

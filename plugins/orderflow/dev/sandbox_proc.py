@@ -21,7 +21,17 @@ import httpx
 
 #: Simulated start of the sandbox clock (the tests' generated days begin on this date).
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-SYSTEMS = ("erp", "wms", "carrier", "tax", "credit", "screening", "portal", "edi")
+SYSTEMS = (
+    "erp",
+    "wms",
+    "carrier",
+    "tax",
+    "credit",
+    "screening",
+    "portal",
+    "edi",
+    "marketplace",
+)
 
 
 def free_port() -> int:
@@ -155,8 +165,8 @@ def land_day(
     ``business_date`` is the last business day to deliver (default: ``START``'s date); the
     clock moves to two days after it, so every earlier day is delivered too. ``timings``,
     when given, receives the seconds of each step (master data and each channel)."""
-    from orderflow.intake import drops, mailbox, portal
-    from orderflow.integrations.systems import ErpHook, PortalHook, WmsHook
+    from orderflow.intake import drops, mailbox, marketplace, portal
+    from orderflow.integrations.systems import ErpHook, MarketplaceHook, PortalHook, WmsHook
     from orderflow.operators.masterdata import sync_with_gate
 
     timings = {} if timings is None else timings
@@ -191,4 +201,6 @@ def land_day(
     (sandbox.drop / "mailbox/new").mkdir(parents=True, exist_ok=True)
     stats["email"] = mailbox.ingest_mailbox(conn, sandbox.drop / "mailbox/new").summary()
     lap("email")
+    stats["marketplace"] = marketplace.pull(conn, MarketplaceHook()).summary()
+    lap("marketplace")
     return stats

@@ -152,6 +152,7 @@ class Channel(StrEnum):
     EMAIL = "email"
     CSV = "csv"
     API = "api"
+    MARKETPLACE = "marketplace"
 
 
 class _Canonical(BaseModel):

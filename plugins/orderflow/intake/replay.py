@@ -52,6 +52,11 @@ def parser_for(
             return ParseResult(orders=[order] if order else [], errors=errors)
 
         return parse
+    if channel == "marketplace":
+        from orderflow.intake import marketplace
+        from orderflow.marketplace import MARKETPLACE_CONN_ID
+
+        return marketplace.parser(partner_id, MARKETPLACE_CONN_ID)
     if channel == "email":
         from orderflow.intake import mailbox
 

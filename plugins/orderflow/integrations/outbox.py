@@ -17,7 +17,7 @@ the same row). Each row ends in exactly one of these states, whatever fails and 
   twice, so it waits for a person (``orderflow outbox attention``, then ``settle``).
 
 Delivery guarantee per kind (README "Delivery guarantees"): WMS releases, ERP invoices,
-EDI documents and portal webhooks are *exactly once by key* — the receiver answers a repeated
+EDI documents, portal webhooks and marketplace callbacks are *exactly once by key* — the receiver answers a repeated
 ``Idempotency-Key`` with its first answer, so a row re-sent after a crash is effectively
 asked "did you get this?". E-mail is *at most once*, with any ambiguity recorded.
 """
@@ -60,6 +60,9 @@ KEYED_ACTIONS = frozenset(
         "wms_release_cancel",
         "erp_invoice",
         "webhook",
+        "marketplace_ack",
+        "marketplace_shipment",
+        "marketplace_cancel",
     }
 )
 
@@ -137,14 +140,23 @@ def _release_refused(conn, key: str, payload: dict, error: str) -> None:
 ON_REFUSED: dict[str, Callable[..., None]] = {"wms_release": _release_refused}
 
 #: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
+def _marketplace_sent(conn, payload: dict, answer: dict) -> None:
+    from orderflow import marketplace
+
+    marketplace.callback_sent(conn, payload, answer)
+
+
 AFTER_SENT: dict[str, Callable[..., None]] = {
     "wms_release": _release_sent,
     "erp_invoice": _invoice_sent,
+    "marketplace_ack": _marketplace_sent,
+    "marketplace_shipment": _marketplace_sent,
+    "marketplace_cancel": _marketplace_sent,
 }
 
 
 def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
-    from orderflow import notifications
+    from orderflow import marketplace, notifications
     from orderflow.integrations.systems import EdiGatewayHook
 
     edi = _edi(EdiGatewayHook)
@@ -159,6 +171,7 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
         "erp_invoice": _erp_invoice,
         "email": notifications.send_email,
         "webhook": notifications.send_webhook,
+        **dict.fromkeys(marketplace.ACTIONS, marketplace.send_callback),
     }
 
 

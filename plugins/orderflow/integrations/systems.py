@@ -81,6 +81,34 @@ class PortalHook(OrderFlowHttpHook):
         return self.call("POST", "/webhooks", json=notification, idempotency_key=idempotency_key)
 
 
+class MarketplaceHook(OrderFlowHttpHook):
+    """A marketplace's seller API: its orders feed (orders and buyers' cancellation
+    requests, read with a cursor) and the callbacks it requires within its time limits —
+    acknowledgement, shipment confirmation, answer to a cancellation request. Each callback
+    is idempotent by key; the answer carries the marketplace's receipt time and whether it
+    was late by the marketplace's clock."""
+
+    system = "marketplace"
+    conn_name_attr = "marketplace_conn_id"
+    default_conn_name = "marketplace_default"
+    hook_name = "OrderFlow marketplace"
+
+    def orders_page(self, cursor: int, limit: int = 200) -> dict:
+        return self.call("GET", "/orders", params={"cursor": cursor, "limit": limit})
+
+    def callback(
+        self, marketplace_order_id: str, kind: str, body: dict, *, idempotency_key: str
+    ) -> dict:
+        """POST ``/orders/<id>/<kind>``: ``acknowledgement``, ``shipment`` or
+        ``cancellation``."""
+        return self.call(
+            "POST",
+            f"/orders/{marketplace_order_id}/{kind}",
+            json=body,
+            idempotency_key=idempotency_key,
+        )
+
+
 class CreditHook(OrderFlowHttpHook):
     system = "credit service"
     conn_name_attr = "credit_conn_id"

@@ -1,0 +1,46 @@
+"""Marketplace intake: micro-batch pull of the marketplace's order feed, and its callbacks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from orderflow.assets import ORDERS_RECEIVED
+from orderflow.marketplace import ACTIONS
+from orderflow.operators.intake import PullMarketplaceOrdersOperator, SendOutboxOperator
+from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS
+
+with DAG(
+    dag_id="intake_marketplace",
+    schedule=timedelta(minutes=5),
+    doc_md="""
+### Marketplace intake
+
+Every 5 minutes, reads the marketplace's order feed from the stored watermark to its end:
+orders, and buyers' cancellation requests. Each item is stored raw, then parsed; an order
+ends **created** (its acknowledgement queued with it), **quarantined** (replayable from
+`intake_replay`) or **duplicate**; a cancellation request is stored as a cancel of its
+order (`change_received`), which the next `order_processing` run applies: before release
+the order is cancelled; after release it follows the rules of every customer change.
+Emits `orders_received` for order processing.
+
+Then sends every marketplace callback due in the outbox — acknowledgements, shipment
+confirmations (queued by `fulfilment_events`), answers to cancellation requests — each
+under its key. The marketplace sets a time limit for each (acknowledge by, ship by,
+respond by); its answer says when it received the callback and whether that was late,
+kept per order in `marketplace_order` and counted by the `marketplace_*_on_time_rate`
+KPIs. The 5-minute schedule is far inside the limits (hours).
+
+Rerun or clear freely: the watermark only advances past stored items and a re-read item is
+recognised; callbacks are exactly once by key. Connection: `marketplace_default`.
+""",
+    **INTAKE_DAG_KWARGS,
+):
+    pull = PullMarketplaceOrdersOperator(
+        task_id="pull_marketplace_orders", outlets=[ORDERS_RECEIVED]
+    )
+    # all_done: callbacks have deadlines; a feed that cannot be read must not hold them back
+    pull >> SendOutboxOperator(
+        task_id="send_marketplace_callbacks", actions=list(ACTIONS), trigger_rule="all_done"
+    )
