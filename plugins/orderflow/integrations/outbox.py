@@ -139,6 +139,7 @@ def _release_refused(conn, key: str, payload: dict, error: str) -> None:
 #: that dead-letters the row: a WMS release it cannot cover re-routes its order.
 ON_REFUSED: dict[str, Callable[..., None]] = {"wms_release": _release_refused}
 
+
 #: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 def _marketplace_sent(conn, payload: dict, answer: dict) -> None:
     from orderflow import marketplace
