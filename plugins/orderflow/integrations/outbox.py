@@ -140,13 +140,13 @@ def _release_refused(conn, key: str, payload: dict, error: str) -> None:
 ON_REFUSED: dict[str, Callable[..., None]] = {"wms_release": _release_refused}
 
 
-#: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 def _marketplace_sent(conn, payload: dict, answer: dict) -> None:
     from orderflow import marketplace
 
     marketplace.callback_sent(conn, payload, answer)
 
 
+#: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 AFTER_SENT: dict[str, Callable[..., None]] = {
     "wms_release": _release_sent,
     "erp_invoice": _invoice_sent,
