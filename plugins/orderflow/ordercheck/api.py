@@ -9,8 +9,8 @@ book in force cached for :data:`BOOK_TTL_S` seconds (a promotion reaches the che
 that); external services are not called (see :mod:`orderflow.ordercheck.service`).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the route's annotations at
+# registration, and they name objects local to :func:`register`.
 import os
 import threading
 import time
@@ -31,11 +31,11 @@ BOOK_TTL_S = 5.0
 POOL_SIZE = int(os.environ.get("ORDERFLOW_CHECK_POOL_SIZE", "8"))
 
 _lock = threading.Lock()
-_pool: ConnectionPool | None = None
-_book: tuple[float, RuleBook] | None = None
+_pool: "ConnectionPool | None" = None
+_book: "tuple[float, RuleBook] | None" = None
 
 
-def pool() -> ConnectionPool:
+def pool() -> "ConnectionPool":
     global _pool
     with _lock:
         if _pool is None:
@@ -45,7 +45,7 @@ def pool() -> ConnectionPool:
         return _pool
 
 
-def book(conn) -> RuleBook:
+def book(conn) -> "RuleBook":
     """The rule book in force (files + promotions in the store), at most BOOK_TTL_S old."""
     global _book
     from orderflow import rules
