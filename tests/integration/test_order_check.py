@@ -20,8 +20,7 @@ import pytest
 from tests_support import land_day
 
 from orderflow import processing, rules
-from orderflow.ordercheck.models import DraftLine, DraftOrder, ProductId
-from orderflow.ordercheck.service import check
+from orderflow.ordercheck.service import check, draft_of
 from orderflow.processing import RunContext
 from orderflow.store import db
 from orderflow.store import processing as repo
@@ -29,34 +28,6 @@ from orderflow.store import processing as repo
 pytestmark = [pytest.mark.db, pytest.mark.sandbox]
 
 CTX = RunContext(dag_id="test_order_check", run_id="manual__check", task_id="stage")
-
-
-def draft_of(o) -> DraftOrder:
-    """A stored order (as the stages load it) as the draft a portal would send."""
-    return DraftOrder(
-        customer_id=o.customer_id,
-        ship_to_id=o.ship_to_id,
-        ship_to_address=o.ship_to_address,
-        po_number=o.po_number,
-        po_date=o.po_date,
-        requested_ship_date=o.requested_ship_date,
-        requested_delivery_date=o.requested_delivery_date,
-        currency=o.currency,
-        payment_terms=o.payment_terms,
-        order_id=o.order_id,
-        lines=[
-            DraftLine(
-                line_no=ln.line_no,
-                item_id=ln.item_id,
-                customer_part_number=ln.customer_part_number,
-                product_ids=[ProductId(qualifier=q, value=v) for q, v in ln.product_ids],
-                quantity=ln.quantity,
-                uom=ln.uom,
-                unit_price=ln.unit_price,
-            )
-            for ln in o.lines
-        ],
-    )
 
 
 def batch_outcome(conn, oid: str) -> dict:

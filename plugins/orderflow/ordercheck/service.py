@@ -29,10 +29,12 @@ from orderflow.ordercheck.models import (
     CheckAnswer,
     CreditAnswer,
     Deferred,
+    DraftLine,
     DraftOrder,
     HoldAnswer,
     LineAnswer,
     Placement,
+    ProductId,
     ShipmentAnswer,
 )
 
@@ -75,6 +77,35 @@ def to_view(draft: DraftOrder, received_at: datetime) -> OrderView:
             )
             for n, ln in enumerate(draft.lines, start=1)
         ),
+    )
+
+
+def draft_of(order: OrderView) -> DraftOrder:
+    """A stored order as the draft a portal would send (re-checking it: its own id, so it is
+    left out of its own duplicate search)."""
+    return DraftOrder(
+        customer_id=order.customer_id or "",
+        ship_to_id=order.ship_to_id,
+        ship_to_address=order.ship_to_address,
+        po_number=order.po_number,
+        po_date=order.po_date,
+        requested_ship_date=order.requested_ship_date,
+        requested_delivery_date=order.requested_delivery_date,
+        currency=order.currency,
+        payment_terms=order.payment_terms,
+        order_id=order.order_id,
+        lines=[
+            DraftLine(
+                line_no=ln.line_no,
+                item_id=ln.item_id,
+                customer_part_number=ln.customer_part_number,
+                product_ids=[ProductId(qualifier=q, value=v) for q, v in ln.product_ids],
+                quantity=ln.quantity,
+                uom=ln.uom,
+                unit_price=ln.unit_price,
+            )
+            for ln in order.lines
+        ],
     )
 
 
