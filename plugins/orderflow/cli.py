@@ -944,10 +944,28 @@ _register_soak_command()
     is_flag=True,
     help="Skip the fulfilment week (sandbox clock + fulfilment_events DAG) after processing.",
 )
-def bench(days, orders_per_day, naive_orders, seed, max_partitions, keep, no_fulfilment) -> None:
+@click.option(
+    "--check-api",
+    is_flag=True,
+    help="Instead: the order-check API under load (prints JSON with check_api_p95_ms).",
+)
+@click.option("--check-rate", default=200.0, show_default=True, help="--check-api: requests/s.")
+@click.option("--check-seconds", default=30.0, show_default=True, help="--check-api: duration.")
+@click.option("--check-orders", default=1000, show_default=True, help="--check-api: day's orders.")
+@click.option(
+    "--check-workers", default=1, show_default=True, help="--check-api: api-server workers."
+)
+def bench(
+    days, orders_per_day, naive_orders, seed, max_partitions, keep, no_fulfilment, **check
+) -> None:
     """Benchmark order processing: generate, land through intake, run the real DAG (dag.test)
-    on fresh databases, print throughput per stage, overhead, latency and the naive ratio."""
+    on fresh databases, print throughput per stage, overhead, latency and the naive ratio.
+    With --check-api: the order-check API at a fixed request rate instead."""
     from orderflow import bench as benchmark
+
+    if check.pop("check_api"):
+        _bench_check_api(seed=seed, keep=keep, **check)
+        return
 
     benchmark.run(
         days=days,
@@ -958,6 +976,23 @@ def bench(days, orders_per_day, naive_orders, seed, max_partitions, keep, no_ful
         keep=keep,
         fulfilment=not no_fulfilment,
     )
+
+
+def _bench_check_api(*, seed, keep, check_rate, check_seconds, check_orders, check_workers):
+    """``orderflow bench --check-api``: the report as it runs, then one JSON line."""
+    import json
+
+    from orderflow.bench_check import run_check_api
+
+    results = run_check_api(
+        rate=check_rate,
+        seconds=check_seconds,
+        orders_per_day=check_orders,
+        seed=seed,
+        workers=check_workers,
+        keep=keep,
+    )
+    click.echo(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -434,15 +434,25 @@ def lock_inventory(
     reservations is a shortfall, not stock). Held until the caller's transaction ends."""
     return {
         (r[0], r[1]): r[2]
-        for r in conn.execute(
-            """
-            SELECT item_id, dc_id, greatest(available, 0)
-              FROM orderflow.inventory_position
-             WHERE item_id = ANY(%s) ORDER BY item_id, dc_id FOR UPDATE
-            """,
-            (sorted(set(item_ids)),),
-        )
+        for r in conn.execute(_AVAILABLE + " FOR UPDATE", (sorted(set(item_ids)),))
     }
+
+
+def inventory_snapshot(
+    conn: psycopg.Connection, item_ids: Iterable[str]
+) -> dict[tuple[str, str], Decimal]:
+    """What :func:`lock_inventory` returns, read without locking (the order check: a
+    question must never wait for, or hold up, the batch's reservations)."""
+    return {(r[0], r[1]): r[2] for r in conn.execute(_AVAILABLE, (sorted(set(item_ids)),))}
+
+
+#: Available stock per (item, DC): never below zero (a WMS count under our open reservations
+#: is a shortfall, not stock).
+_AVAILABLE = """
+    SELECT item_id, dc_id, greatest(available, 0)
+      FROM orderflow.inventory_position
+     WHERE item_id = ANY(%s) ORDER BY item_id, dc_id
+"""
 
 
 class Oversell(RuntimeError):

@@ -18,6 +18,8 @@
   form to launch a what-if (stored version or pasted YAML, over a window);
   ``/orderflow/rules/whatif/{run_id}`` — its totals and per-order differences; Promote /
   Roll back (POST with a reason) for the ``rule_approver`` role only (``rule_pages``).
+- ``/orderflow/api/check`` — the order check (POST a draft order, JSON answer; sales,
+  customer_service and operations_manager roles): ``orderflow.ordercheck``.
 - ``/orderflow/integrations`` — integration health per partner and endpoint, partners' 997s,
   overdue acknowledgements, and dead letters replayed by the ``integration`` role
   (``integration_pages``).
@@ -393,6 +395,10 @@ def create_app() -> FastAPI:
         if data is None:
             raise HTTPException(404, f"no order {order_id}")
         return _page("order.html", user, **data, resolved=resolved)
+
+    from orderflow.ordercheck import api as order_check
+
+    order_check.register(app, current_user)  # POST /api/check
 
     # ------------------------------------------------------------------ rule governance
     from orderflow.ui import integration_pages, rule_pages

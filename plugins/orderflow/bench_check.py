@@ -1,0 +1,211 @@
+"""``orderflow bench --check-api``: the order-check API under load, measured.
+
+Generates a day, lands it through intake into a fresh store and processes it with the stage
+functions (so customers have open orders, stock has reservations: the exposure and
+availability queries see a working store), then starts a real ``airflow api-server`` with the
+plugin and sends ``POST /orderflow/api/check`` at a fixed rate (open loop: request *i* is due
+at ``i / rate`` s, whether or not earlier ones have answered) with a sales user's JWT, each
+request a draft of one of the day's orders. Latency is measured from the moment a request was
+due to its answer, so a server (or client) that falls behind shows as latency, not as a lower
+rate. Prints p50 / p95 / p99, the rate achieved, errors and the CPU load, and returns them
+(``check_api_p95_ms``).
+
+The load generator, the api-server and PostgreSQL share this machine's CPUs: the numbers are
+the whole machine's, which is what a single-box deployment would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_P95_MS = 50.0
+SALES_USER = "bench.sales"
+
+
+def _prepare_store(store_url: str, day: Path, drop: Path, last, say) -> list[dict]:
+    """Land the day and process it (validate → plan) in partitions; return the drafts."""
+    from orderflow import processing, rules
+    from orderflow.bench import _land
+    from orderflow.integrations.systems import CreditHook, ScreeningHook, TaxHook
+    from orderflow.ordercheck.service import draft_of
+    from orderflow.store import db
+    from orderflow.store import processing as repo
+
+    landed = _land(store_url, day, drop, last, say)
+    try:
+        conn = db.connect()
+        t0 = time.perf_counter()
+        ctx = processing.RunContext(dag_id="bench_check", run_id="bench", task_id="stage")
+        book = rules.load(conn=conn)
+        claimed = repo.claim(conn, "bench", 100_000)
+        parts = repo.partitions(claimed, 8)
+        credit, tax, screening = CreditHook(), TaxHook(), ScreeningHook()
+        for ids in parts:
+            processing.validate(conn, ids, ctx, book)
+            processing.check_credit(conn, ids, ctx, book, credit.check)
+            processing.allocate(conn, ids, ctx, book)
+            processing.plan(conn, ids, ctx, book, tax.quote, screening.check)
+        repo.unclaim(conn, "bench")
+        statuses = dict(
+            conn.execute('SELECT status, count(*) FROM orderflow."order" GROUP BY 1').fetchall()
+        )
+        say(
+            f"landed {landed.orders:,} orders ({landed.lines:,} lines) in {landed.seconds:.1f}s, "
+            f"processed in {time.perf_counter() - t0:.1f}s: {statuses}"
+        )
+        ids = [
+            r[0]
+            for r in conn.execute(
+                'SELECT order_id FROM orderflow."order" WHERE customer_id IS NOT NULL '
+                "AND parent_order_id IS NULL ORDER BY order_id"
+            )
+        ]
+        views = repo.load_orders(conn, ids, [s for s in statuses])
+        conn.close()
+    finally:
+        landed.sandbox.stop()
+    return [draft_of(v).model_dump(mode="json") for v in views]
+
+
+async def _load(
+    url: str, token: str, drafts: list[dict], rate: float, seconds: float
+) -> tuple[list[float], dict[int, int], float, list[str]]:
+    import aiohttp
+
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    bodies = [json.dumps(d).encode() for d in drafts]
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(i: int, due: float) -> None:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as r:
+                    await r.read()
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+            except Exception as exc:  # counted, never hidden
+                statuses[0] = statuses.get(0, 0) + 1
+                if len(errors) < 5:
+                    errors.append(repr(exc))
+            latencies.append(time.perf_counter() - due)
+
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(one(i, start + i / rate) for i in range(n)))
+        elapsed = time.perf_counter() - start
+    return latencies, statuses, elapsed, errors
+
+
+def _pct(values: list[float], q: float) -> float:
+    from orderflow.bench import _pct as pct
+
+    return pct(values, q)
+
+
+def measure(
+    base: str, token: str, drafts: list[dict], rate: float, seconds: float, say
+) -> dict[str, Any]:
+    """Warm up, then ``rate`` requests/s for ``seconds`` against ``base``; the numbers."""
+    url = f"{base}/orderflow/api/check"
+    asyncio.run(_load(url, token, drafts, min(rate, 50.0), 2.0))  # pool, caches, imports
+    cpu0 = os.times()
+    load0 = os.getloadavg()[0]
+    lat, statuses, elapsed, errors = asyncio.run(_load(url, token, drafts, rate, seconds))
+    ms = sorted(x * 1000 for x in lat)
+    ok = statuses.get(200, 0)
+    out = {
+        "check_api_p50_ms": round(_pct(ms, 0.50), 1),
+        "check_api_p95_ms": round(_pct(ms, 0.95), 1),
+        "check_api_p99_ms": round(_pct(ms, 0.99), 1),
+        "check_api_max_ms": round(ms[-1], 1) if ms else None,
+        "check_api_target_rate": rate,
+        "check_api_achieved_rate": round(len(lat) / elapsed, 1),
+        "check_api_requests": len(lat),
+        "check_api_ok": ok,
+        "check_api_statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "check_api_client_cpu_s": round(sum(os.times()[:2]) - sum(cpu0[:2]), 1),
+        "check_api_load_average": round(max(load0, os.getloadavg()[0]), 1),
+    }
+    say(
+        f"check API at {rate:.0f} req/s for {seconds:.0f}s: {len(lat):,} requests, "
+        f"{ok:,} answered 200, achieved {out['check_api_achieved_rate']} req/s; latency "
+        f"p50 {out['check_api_p50_ms']} ms, p95 {out['check_api_p95_ms']} ms (target ≤ "
+        f"{TARGET_P95_MS:.0f}: {'met' if out['check_api_p95_ms'] <= TARGET_P95_MS else 'MISSED'})"
+        f", p99 {out['check_api_p99_ms']} ms, max {out['check_api_max_ms']} ms"
+    )
+    if errors:
+        say(f"  errors: {errors}")
+    return out
+
+
+def run_check_api(
+    *,
+    rate: float = 200.0,
+    seconds: float = 30.0,
+    orders_per_day: int = 1000,
+    seed: int = 7,
+    workers: int = 1,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """The whole check-API benchmark on fresh databases; returns the numbers."""
+    from orderflow import bench
+
+    say = bench.Console()
+    server, source = bench._server_url()
+    token = f"{os.getpid()}_{secrets.token_hex(3)}"
+    work = Path(tempfile.mkdtemp(prefix="of-bench-check-"))
+    dbs = bench.Databases(server=server, source=source, token=token)
+    dbs.airflow_url = bench._with_db(server, f"airflow_bench_{token}", "postgresql+psycopg2")
+    bench._configure_airflow(work, dbs.airflow_url)
+    say(f"machine: {bench._machine(server)}")
+    say(f"database server: {source}; databases *_bench_{token}; work folder {work}")
+    results: dict[str, Any] = {}
+    api = None
+    ok = False
+    try:
+        from orderflow.dev import pg
+        from orderflow.dev.api_server import start_api_server
+
+        with say.redirected(work / "bench.log"):
+            pg.ensure_database(dbs.airflow_url)
+            subprocess.run(
+                [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                check=True,
+                env=os.environ.copy(),
+                capture_output=True,
+            )
+            last = bench._generate(work / "day", seed, 1, orders_per_day, say)[-1]
+            dbs.stores.append(bench._new_store(server, f"orderflow_bench_{token}"))
+            drafts = _prepare_store(dbs.stores[-1], work / "day", work / "drop", last, say)
+            api = start_api_server(
+                work / "api",
+                {SALES_USER: "viewer"},
+                {SALES_USER: ["sales"]},
+                workers=workers,
+            )
+        say(f"api-server with {workers} worker(s) at {api.base}; {len(drafts):,} distinct drafts")
+        results = measure(api.base, api.token(SALES_USER), drafts, rate, seconds, say)
+        results["check_api_server_workers"] = workers
+        ok = True
+    finally:
+        if api is not None:
+            api.stop()
+        if not ok:
+            say(f"FAILED — kept for a look: {work}")
+        bench._cleanup(dbs, work, keep or not ok, say)
+    return results

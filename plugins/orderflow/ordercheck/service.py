@@ -1,0 +1,398 @@
+"""The order check: what the batch stages would decide for a draft order, now, in one call.
+
+The same pure domain functions the stages call (``validate``, ``decide``, ``allocate``,
+``plan_shipments``, ``screening_hold``), on inputs loaded by the same store functions, read in
+one read-only, repeatable-read transaction: a consistent snapshot, nothing written, no stock
+reserved, no row locked (``inventory_snapshot`` reads what ``lock_inventory`` locks).
+
+Where the batch stops at the first stage that holds an order, the check goes on through the
+stages whose inputs still make sense (a known customer, every line on an item), so the
+answer says which holds the batch would open (``first_hold_stage``) and what a person
+resolving them would run into next.
+
+External services the stages call (credit service, restricted-party screening, tax) are
+called only when the caller passes them (``credit_service``, ``screening_service``, as the
+stage operators pass their hooks); otherwise the answer lists them under ``deferred``: the
+batch still asks them when the order is submitted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from orderflow.domain.reference import Hold, LineView, OrderView
+from orderflow.ordercheck.models import (
+    CheckAnswer,
+    CreditAnswer,
+    Deferred,
+    DraftLine,
+    DraftOrder,
+    HoldAnswer,
+    LineAnswer,
+    Placement,
+    ProductId,
+    ShipmentAnswer,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.rules import RuleBook
+
+ZERO = Decimal("0")
+#: order id of a draft (not in the store: nothing is left out of its duplicate search)
+DRAFT_ID = "(draft)"
+STAGES = ("validate", "credit", "allocate", "plan")
+
+
+def to_view(draft: DraftOrder, received_at: datetime) -> OrderView:
+    """The draft as the stages see an order (status RECEIVED, nothing mapped yet)."""
+    return OrderView(
+        order_id=draft.order_id or DRAFT_ID,
+        status="RECEIVED",
+        channel="check",
+        customer_id=draft.customer_id,
+        ship_to_id=draft.ship_to_id,
+        po_number=draft.po_number,  # type: ignore[arg-type]  # None never equals a stored PO
+        po_date=draft.po_date,
+        received_at=received_at,
+        requested_ship_date=draft.requested_ship_date,
+        requested_delivery_date=draft.requested_delivery_date,
+        currency=draft.currency,
+        ship_to_address=dict(draft.ship_to_address),
+        payment_terms=draft.payment_terms,
+        lines=tuple(
+            LineView(
+                line_no=ln.line_no or n,
+                quantity=ln.quantity,
+                uom=ln.uom,
+                unit_price=ln.unit_price,
+                item_id=ln.item_id,
+                customer_part_number=ln.customer_part_number,
+                product_ids=tuple((p.qualifier, p.value) for p in ln.product_ids),
+            )
+            for n, ln in enumerate(draft.lines, start=1)
+        ),
+    )
+
+
+def draft_of(order: OrderView) -> DraftOrder:
+    """A stored order as the draft a portal would send (re-checking it: its own id, so it is
+    left out of its own duplicate search)."""
+    return DraftOrder(
+        customer_id=order.customer_id or "",
+        ship_to_id=order.ship_to_id,
+        ship_to_address=order.ship_to_address,
+        po_number=order.po_number,
+        po_date=order.po_date,
+        requested_ship_date=order.requested_ship_date,
+        requested_delivery_date=order.requested_delivery_date,
+        currency=order.currency,
+        payment_terms=order.payment_terms,
+        order_id=order.order_id,
+        lines=[
+            DraftLine(
+                line_no=ln.line_no,
+                item_id=ln.item_id,
+                customer_part_number=ln.customer_part_number,
+                product_ids=[ProductId(qualifier=q, value=v) for q, v in ln.product_ids],
+                quantity=ln.quantity,
+                uom=ln.uom,
+                unit_price=ln.unit_price,
+            )
+            for ln in order.lines
+        ],
+    )
+
+
+def check(
+    conn: psycopg.Connection,
+    draft: DraftOrder,
+    book: RuleBook,
+    *,
+    received_at: datetime | None = None,
+    credit_service: Callable[[str, float], dict] | None = None,
+    screening_service: Callable[[str, str], dict] | None = None,
+) -> CheckAnswer:
+    """Decide ``draft`` as the stages would, against the store as it is now.
+
+    :param book: the rule book in force (``rules.load(conn=...)``).
+    :param received_at: when the order counts as received (default now): the day contracts
+        are priced on when it has no PO date, and the duplicate window's reference.
+    :param credit_service: ``CreditHook.check`` to ask the credit service (else deferred).
+    :param screening_service: ``ScreeningHook.check`` to screen the parties (else deferred).
+    """
+    from psycopg.pq import TransactionStatus
+
+    now = received_at or datetime.now(UTC)
+    order = to_view(draft, now)
+    outermost = conn.info.transaction_status == TransactionStatus.IDLE
+    with conn.transaction():
+        if outermost:  # inside a caller's transaction (a savepoint) its own level stays
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _check(conn, order, book, now, credit_service, screening_service)
+
+
+def _check(conn, order, book, now, credit_service, screening_service) -> CheckAnswer:
+    from orderflow.domain.allocation import allocate
+    from orderflow.domain.credit import decide
+    from orderflow.domain.planning import plan_shipments, screening_hold
+    from orderflow.domain.validation import resolve_item, validate
+    from orderflow.store import processing as repo
+
+    holds: list[tuple[str, Hold]] = []
+    evaluated, not_evaluated, deferred = ["validate"], [], []
+
+    ref = repo.load_reference(conn, [order], book.validation.duplicate_window_hours)
+    [validated] = validate([order], ref, book.validation, book.pricing)
+    holds += [("validate", h) for h in validated.holds]
+    vo = validated.order
+    cid = vo.customer_id or ""
+    cust = ref.customers.get(cid)
+    unmapped = [ln.line_no for ln in vo.lines if not ln.item_id or ln.item_id not in ref.items]
+    if cust is None or not cust.active:
+        why = f"customer {cid} is not on file (or not active)"
+    elif unmapped:
+        why = f"line(s) {', '.join(map(str, unmapped))} match no item"
+    else:
+        why = None
+    if why:
+        not_evaluated = [Deferred(check=s, reason=why) for s in STAGES[1:]]
+
+    credit = None
+    allocation = None
+    plan = None
+    available: dict[tuple[str, str], Decimal] = {}
+    if why is None:
+        # ------------------------------------------------------------------ credit
+        evaluated.append("credit")
+        accounts = repo.credit_accounts(conn, [cid])
+        exposure = repo.open_order_value(conn, [cid], book.credit.open_order_statuses)
+        answers: dict[str, dict] = {}
+        if book.credit.use_credit_service:
+            if credit_service is not None:
+                answers[cid] = credit_service(cid, float(vo.amount()))
+            else:
+                deferred.append(
+                    Deferred(
+                        check="credit_service",
+                        reason="the credit service's decline / refer is asked when the order "
+                        "is processed; this answer uses the synced AR and open orders",
+                    )
+                )
+        [d] = decide([vo], ref.customers, accounts, exposure, answers, book.credit)
+        if d.hold:
+            holds.append(("credit", d.hold))
+        acct = accounts.get(cid)
+        open_ar = acct.open_ar if acct else ZERO
+        open_orders = exposure.get(cid, ZERO)
+        credit = CreditAnswer(
+            limit=d.limit,
+            open_ar=open_ar,
+            open_orders=open_orders,
+            headroom=d.limit - open_ar - open_orders,
+            order_amount=d.amount,
+            headroom_after=d.limit - d.exposure_after,
+            decision="hold" if d.hold else "approve",
+            hold_category=d.hold.category if d.hold else None,
+        )
+
+        # ------------------------------------------------------------------ allocate
+        evaluated.append("allocate")
+        items = ref.items
+        wanted = {ln.item_id for ln in vo.lines if ln.item_id} | {
+            s for i in items.values() for s in i.substitutes
+        }
+        available = repo.inventory_snapshot(conn, wanted)
+        today = repo.today(conn)
+        ship_to = ref.ship_tos.get(vo.ship_to_id or "")
+        [allocation] = allocate(
+            [vo],
+            ref.customers,
+            items,
+            {vo.order_id: ship_to.region if ship_to else None},
+            dict(available),  # consumed as it allocates
+            book.sourcing,
+            book.substitution,
+            today,
+        )
+        if allocation.hold:
+            holds.append(("allocate", allocation.hold))
+            not_evaluated.append(
+                Deferred(check="plan", reason="nothing is allocated to plan shipments for")
+            )
+        else:
+            # -------------------------------------------------------------- plan
+            evaluated.append("plan")
+            found: list[Hold] = []
+            if screening_service is not None:
+                country = (ship_to.country if ship_to else None) or "US"
+                st_name = ship_to.name if ship_to else None
+                for party, name in (("customer", cust.name), ("ship-to", st_name)):
+                    if name and (
+                        h := screening_hold(f"{party} {name!r}", screening_service(name, country))
+                    ):
+                        found.append(h)
+            else:
+                deferred.append(
+                    Deferred(
+                        check="screening",
+                        reason="restricted-party screening runs when the order is planned",
+                    )
+                )
+            deferred.append(
+                Deferred(check="tax", reason="the tax engine quotes when the order is planned")
+            )
+            by_dc: dict[str, list[tuple[str, Decimal]]] = defaultdict(list)
+            for r in allocation.reservations:
+                by_dc[r.dc_id].append((r.item_id, r.quantity))
+            plan = plan_shipments(
+                vo.order_id,
+                vo.customer_id,
+                by_dc,
+                items,
+                ship_to.zone if ship_to else None,
+                vo.requested_ship_date,
+                vo.requested_delivery_date,
+                today,
+                repo.carrier_services(conn),
+                book.carrier,
+                arrived=now.date(),
+            )
+            if plan.hold:
+                found.append(plan.hold)
+            holds += [("plan", h) for h in found]
+
+    return _answer(
+        order, vo, ref, book, now, holds, credit, allocation, plan, available, resolve_item
+    ).model_copy(
+        update={"evaluated": evaluated, "not_evaluated": not_evaluated, "deferred": deferred}
+    )
+
+
+def _answer(order, vo, ref, book, now, holds, credit, allocation, plan, available, resolve):
+    """The answer from the stages' decisions (per line, credit, shipments, holds)."""
+    from orderflow.ui.pages import add_business_days
+
+    shipments = []
+    promised_by_dc = {}
+    if plan is not None and not plan.hold:
+        for s in plan.shipments:
+            promised = add_business_days(s.ship_date, s.transit_days)
+            promised_by_dc[s.dc_id] = (s.ship_date, promised)
+            shipments.append(
+                ShipmentAnswer(
+                    dc_id=s.dc_id,
+                    carrier_id=s.carrier_id,
+                    service_code=s.service_code,
+                    ship_date=s.ship_date,
+                    transit_days=s.transit_days,
+                    promised_date=promised,
+                    promise_met=s.promise_met,
+                    freight=s.rate,
+                )
+            )
+    sent = {ln.line_no: ln for ln in order.lines}
+    short = {}
+    proposals = {}
+    if allocation is not None and allocation.hold:
+        short = {s["line_no"]: s for s in allocation.hold.details.get("short", [])}
+        proposals = {p["line_no"]: p for p in allocation.hold.details.get("proposals", [])}
+    lines = []
+    for ln in vo.lines:
+        charge = ln.contract_price if ln.contract_price is not None else ln.unit_price
+        source = (
+            "contract"
+            if ln.contract_id
+            else "list"
+            if ln.contract_price is not None
+            else "as_sent"
+            if ln.unit_price is not None
+            else "none"
+        )
+        have = None
+        if ln.item_id and available:
+            have = sum((q for (i, _), q in available.items() if i == ln.item_id), ZERO)
+        placements, status, sub, back = [], "not_checked", None, ZERO
+        if allocation is not None and not allocation.hold:
+            for r in allocation.reservations:
+                if r.line_no == ln.line_no:
+                    ship, promised = promised_by_dc.get(r.dc_id, (None, None))
+                    placements.append(
+                        Placement(
+                            dc_id=r.dc_id,
+                            item_id=r.item_id,
+                            quantity=r.quantity,
+                            substitute=r.is_substitute,
+                            ship_date=ship,
+                            promised_date=promised,
+                        )
+                    )
+            subs = {s["line_no"]: s["substitute_item_id"] for s in allocation.substitutions}
+            backs = {b["line_no"]: Decimal(b["quantity"]) for b in allocation.backorders}
+            if ln.line_no in backs:
+                status, back = "backordered", backs[ln.line_no]
+            elif ln.line_no in subs:
+                status, sub = "substituted", subs[ln.line_no]
+            elif len({p.dc_id for p in placements}) > 1:
+                status = "split"
+            elif placements:
+                status = "allocated"
+        elif ln.line_no in short:
+            status = "short"
+        if ln.line_no in proposals:
+            sub = proposals[ln.line_no]["substitute_item_id"]
+        dates = [p.promised_date for p in placements if p.promised_date]
+        lines.append(
+            LineAnswer(
+                line_no=ln.line_no,
+                item_id=ln.item_id,
+                matched_by=resolve(order, sent[ln.line_no], ref)[1],
+                quantity=ln.quantity,
+                uom=ln.uom,
+                unit_price=charge,
+                price_source=source,
+                contract_id=ln.contract_id,
+                extended=(charge * ln.quantity) if charge is not None else None,
+                available=have,
+                status=status,
+                substitute_item_id=sub,
+                backordered=back,
+                placements=placements,
+                promised_date=max(dates) if dates else None,
+            )
+        )
+    first = next((s for s in STAGES if any(st == s for st, _ in holds)), None)
+    return CheckAnswer(
+        customer_id=vo.customer_id or "",
+        as_of=now,
+        outcome="would_hold" if holds else "would_release",
+        first_hold_stage=first,
+        holds=[_hold(stage, h, book) for stage, h in holds],
+        lines=lines,
+        amount=vo.amount(),
+        currency=vo.currency,
+        credit=credit,
+        shipments=shipments,
+        promised_date=max((s.promised_date for s in shipments), default=None),
+        rule_set_version=book.tag(
+            "validation", "pricing", "credit", "sourcing", "substitution", "carrier", "routing"
+        ),
+        evaluated=[],
+    )
+
+
+def _hold(stage: str, h: Hold, book: RuleBook) -> HoldAnswer:
+    route = book.routing.route(h.category)
+    return HoldAnswer(
+        stage=stage,
+        category=h.category,
+        severity=route.severity,
+        owner_role=route.owner_role,
+        line_no=h.line_no,
+        reason=h.reason,
+    )
