@@ -21,8 +21,9 @@ from fastapi import APIRouter, HTTPException
 from orderflow.ordercheck.models import CheckAnswer, DraftOrder
 
 if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
     from orderflow.rules import RuleBook
-    from orderflow.store.pool import ConnectionPool
 
 #: OrderFlow roles that may ask (the super role too): sales reps and customer service, who
 #: answer "can I have this, at what price, by when?"
@@ -39,9 +40,9 @@ def pool() -> "ConnectionPool":
     global _pool
     with _lock:
         if _pool is None:
-            from orderflow.store.pool import ConnectionPool
+            from orderflow.store.pool import store_pool
 
-            _pool = ConnectionPool(max_size=POOL_SIZE)
+            _pool = store_pool(max_size=POOL_SIZE)
         return _pool
 
 
