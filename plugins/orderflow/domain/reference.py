@@ -21,6 +21,16 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a hold does not apply after all: a rule type's answer when the validation stage
+    asks it about a hold in one of the categories it explains (``orderflow.rules.registry``).
+    ``charge_price``: the price to charge the hold's line instead (e.g. a quoted price)."""
+
+    reason: str  # recorded on the order's event, shown to a person
+    charge_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LineView:
     line_no: int
     quantity: Decimal
