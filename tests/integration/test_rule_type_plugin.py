@@ -80,7 +80,8 @@ def rules_dir(tmp_path) -> Path:
         path.write_text(
             path.read_text().replace(
                 "categories:\n",
-                "categories:\n  allocation_cap_exceeded: {owner_role: sales_ops, sla_minutes: 60}\n",
+                "categories:\n  allocation_cap_exceeded: {owner_role: sales_ops, sla_minutes: 60}\n"
+                "  key_account_price: {owner_role: sales_ops, sla_minutes: 240}\n",
                 1,
             )
         )
@@ -106,7 +107,10 @@ def test_found_through_its_entry_point(installed):
         "(package orderflow-key-accounts)"
     )
     assert found.explains == {"pricing_mismatch"}
-    assert [c.category for c in found.categories] == ["allocation_cap_exceeded"]
+    assert [c.category for c in found.categories] == [
+        "allocation_cap_exceeded",
+        "key_account_price",
+    ]
 
 
 def test_found_through_the_setting(monkeypatch):
@@ -258,16 +262,22 @@ def test_the_validation_stage_applies_it(installed, rules_dir, store):
             _order("KA-B", "KA-C1", 60, "10.00"),  # 60 open + 60 > 100: held by the plugin
             _order("KA-C", "KA-C1", 10, "10.40"),  # 4 % off the contract: the plugin explains
             _order("KA-D", "KA-C2", 500, "10.40"),  # not a key account: no cap, no tolerance
+            _order("KA-E", "KA-C1", 5, "12.00"),  # 20 % off: held for the key-account team
         ],
     )
     result = processing.validate(store, ids, CTX, book)
-    assert (result.orders, result.passed) == (3, 1)
-    assert result.held == {"allocation_cap_exceeded": 1, "pricing_mismatch": 1}
+    assert (result.orders, result.passed) == (4, 1)
+    assert result.held == {
+        "allocation_cap_exceeded": 1,
+        "pricing_mismatch": 1,
+        "key_account_price": 1,
+    }
     assert _statuses(store, ["KA-A", *ids]) == {
         "KA-A": "VALIDATED",
         "KA-B": "ON_HOLD",
         "KA-C": "VALIDATED",
         "KA-D": "ON_HOLD",
+        "KA-E": "ON_HOLD",
     }
 
     # Its hold: its own category (created in the store), routed by the routing rules, with
@@ -315,6 +325,7 @@ def test_the_validation_stage_applies_it(installed, rules_dir, store):
             "by": pinned,
             "reason": "key account: price 10.4000 is within 5.0% of 10.0000",
             "charge_price": "10.4000",
+            "instead": None,
         }
     ]
     assert pinned in event[1].split(",")
@@ -324,6 +335,21 @@ def test_the_validation_stage_applies_it(installed, rules_dir, store):
     assert not store.execute(
         "SELECT 1 FROM orderflow.order_exception WHERE order_id = 'KA-C'"
     ).fetchone()
+
+    # A price beyond the key-account tolerance: the core's pricing hold replaced by the
+    # plugin's, for the key-account team, with the replacement on the order's event.
+    held = store.execute(
+        "SELECT category, owner_role, line_no, details->>'reference_price' "
+        "FROM orderflow.order_exception WHERE order_id = 'KA-E'"
+    ).fetchall()
+    assert held == [("key_account_price", "sales_ops", 1, "10.0000")]
+    event = store.execute(
+        "SELECT details->'explained' FROM orderflow.order_event "
+        "WHERE order_id = 'KA-E' AND to_status = 'ON_HOLD'"
+    ).fetchone()[0]
+    assert [(e["category"], e["instead"]) for e in event] == [
+        ("pricing_mismatch", "key_account_price")
+    ]
 
     # The version's content is kept under the hash the decisions recorded.
     ka = book.extensions["key_accounts"]

@@ -7,8 +7,8 @@ suspicion. Every problem found becomes a :class:`Hold`; an order with none is VA
 its lines mapped to items and priced from the contract.
 
 Rule types from outside the core (``orderflow.rules.registry``) take part through
-:class:`RuleCheck`: after the order's own checks, each may explain (waive) a hold of a category
-it declares, and add holds of its own. A check that raises holds that order ``rule_error``;
+:class:`RuleCheck`: after the order's own checks, each may explain a hold of a category it
+declares (waive it, or replace it with a more precise one), and add holds of its own. A check that raises holds that order ``rule_error``;
 the other orders of the partition go on.
 """
 
@@ -166,10 +166,13 @@ def _rule_checks(
                         "charge_price": None
                         if answer.charge_price is None
                         else str(answer.charge_price),
+                        "instead": None if answer.instead is None else answer.instead.category,
                     }
                 )
                 if answer.charge_price is not None and hold.line_no is not None:
                     order = _charge(order, hold.line_no, answer.charge_price)
+                if answer.instead is not None:
+                    kept.append(answer.instead)
                 break
         if answer is None:
             kept.append(hold)

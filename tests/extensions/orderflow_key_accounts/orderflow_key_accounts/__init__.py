@@ -10,7 +10,9 @@ rules name:
 - a line that would take a key account's open quantity of a capped item over the cap is
   held ``allocation_cap_exceeded`` (the category this type brings along);
 - a ``pricing_mismatch`` of a key account within ``price_tolerance_pct`` of the reference
-  price is explained away, and the line is charged the customer's price.
+  price is explained away, and the line is charged the customer's price; beyond it, the
+  hold is replaced by a ``key_account_price`` hold (the key-account team decides, not
+  pricing).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from orderflow.domain.reference import Explanation, Hold, OrderView, ReferenceDa
 from orderflow.rules import ExceptionCategory, RuleSet, RuleType
 
 CAP_EXCEEDED = "allocation_cap_exceeded"
+KEY_ACCOUNT_PRICE = "key_account_price"
 
 #: order statuses whose quantities count as "on open orders" (validated, not yet released)
 OPEN_STATUSES = ("VALIDATED", "CREDIT_OK", "ALLOCATED", "READY")
@@ -111,11 +114,23 @@ def explain(
         return None
     price = Decimal(hold.details["order_price"])
     reference = Decimal(hold.details["reference_price"])
-    if reference <= 0 or abs(price - reference) / reference * 100 > rules.price_tolerance_pct:
+    if reference <= 0:
         return None
+    if abs(price - reference) / reference * 100 <= rules.price_tolerance_pct:
+        return Explanation(
+            f"key account: price {price} is within {rules.price_tolerance_pct}% of {reference}",
+            charge_price=price,
+        )
     return Explanation(
-        f"key account: price {price} is within {rules.price_tolerance_pct}% of {reference}",
-        charge_price=price,
+        f"key account: price {price} is beyond its {rules.price_tolerance_pct}% tolerance",
+        instead=Hold(
+            KEY_ACCOUNT_PRICE,
+            f"line {hold.line_no}: key account price {price} differs from {reference} by more "
+            f"than {rules.price_tolerance_pct}%; the key-account team agrees it with the "
+            "customer",
+            line_no=hold.line_no,
+            details=dict(hold.details),
+        ),
     )
 
 
@@ -131,6 +146,11 @@ RULE_TYPE = RuleType(
             "Key account over its cap of a scarce item on open orders",
             default_owner_role="sales_ops",
             default_sla_minutes=120,
+        ),
+        ExceptionCategory(
+            KEY_ACCOUNT_PRICE,
+            "Key account price beyond its tolerance",
+            default_owner_role="sales_ops",
         ),
     ),
     description="Key accounts: caps on scarce items, wider price tolerance",
