@@ -392,7 +392,7 @@ def _read(path: Path, model: type[_RuleSet]) -> _RuleSet:
 
 def describe(exc: ValidationError) -> str:
     """A validation error as a person reads it: each field with what is wrong and the value
-    given — ``field 'max_line_quantity.W-1': Input should be a valid decimal (got 'lots')``."""
+    given — ``field 'tier_limit_multiplier.gold': Input should be a valid decimal (got 'lots')``."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
