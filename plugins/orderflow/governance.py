@@ -156,6 +156,8 @@ class History:
     places: dict[str, tuple]  # order → (region, zone, ship-to name, country, customer name)
     services: list[Any]
     today: date
+    #: per rule type beyond the core: the context its ``load_context`` read (registry)
+    contexts: dict[str, Any] = field(default_factory=dict)
 
 
 def _view(row: tuple) -> OrderView:
@@ -256,6 +258,7 @@ def load_history(
         places=repo.ship_tos_of(conn, ids),
         services=repo.carrier_services(conn),
         today=window_from.date(),
+        contexts=rules.registry.load_contexts(conn, books[0], orders),
     )
 
 
@@ -286,7 +289,8 @@ def replay(orders: Sequence[OrderView], history: History, book: RuleBook) -> dic
     out: dict[str, dict] = {}
     ref = history.ref  # read only by the domain functions
     passed: dict[str, OrderView] = {}
-    for r in validate(orders, ref, book.validation, book.pricing):
+    checks = rules.registry.checks(book, history.contexts)
+    for r in validate(orders, ref, book.validation, book.pricing, checks):
         if r.holds:
             out[r.order.order_id] = _outcome(r.order, "validate", r.holds)
         else:

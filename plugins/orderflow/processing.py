@@ -149,13 +149,18 @@ def validate(
 ) -> StageResult:
     """RECEIVED → VALIDATED, or ON_HOLD with every problem found."""
     from orderflow.domain.validation import validate as check
+    from orderflow.rules import registry
+    from orderflow.store import exceptions
 
     book = _in_force(conn, book)
-    versions = book.tag("validation", "pricing", "routing")
+    # Rule types beyond the core (the registry) check here too, and are recorded with the rest.
+    versions = book.tag("validation", "pricing", "routing", *registry.tag(book))
+    exceptions.ensure_categories(conn, registry.categories(book))
     with db.transaction(conn):
         orders = _resolve_customers(conn, _load(conn, order_ids, "RECEIVED", ctx))
         ref = repo.load_reference(conn, orders, book.validation.duplicate_window_hours)
-        results = check(orders, ref, book.validation, book.pricing)
+        checks = registry.checks(book, registry.load_contexts(conn, book, orders))
+        results = check(orders, ref, book.validation, book.pricing, checks)
         repo.save_validated_lines(conn, [r.order for r in results])
         out = _decide(
             conn,
@@ -166,6 +171,7 @@ def validate(
             ctx,
             book,
             versions,
+            details={r.order.order_id: {"explained": r.explained} for r in results if r.explained},
         )
     out.skipped = len(order_ids) - out.orders
     return out

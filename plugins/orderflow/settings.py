@@ -47,3 +47,11 @@ DAG_TAGS = frozenset(
 def store_database_url() -> str | None:
     """The operational store's URL when given explicitly (``ORDERFLOW_DATABASE_URL``)."""
     return os.environ.get("ORDERFLOW_DATABASE_URL") or None
+
+
+def rule_type_specs() -> list[str]:
+    """Rule types to load beyond the core and the ``orderflow.rule_types`` entry points:
+    ``ORDERFLOW_RULE_TYPES=module:attribute[,module:attribute…]`` (``orderflow.rules.registry``),
+    for a module on the path that is not an installed package (e.g. under ``plugins/``)."""
+    raw = os.environ.get("ORDERFLOW_RULE_TYPES") or ""
+    return [s.strip() for s in raw.split(",") if s.strip()]

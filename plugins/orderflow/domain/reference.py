@@ -21,6 +21,18 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a hold does not apply as it stands: a rule type's answer when the validation stage
+    asks it about a hold in one of the categories it explains (``orderflow.rules.registry``).
+    ``charge_price``: the price to charge the hold's line instead (e.g. a quoted price);
+    ``instead``: a more precise hold that replaces it (e.g. the quote that priced it expired)."""
+
+    reason: str  # recorded on the order's event, shown to a person
+    charge_price: Decimal | None = None
+    instead: Hold | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LineView:
     line_no: int
     quantity: Decimal

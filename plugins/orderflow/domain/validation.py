@@ -5,17 +5,24 @@ quality of everything it depends on, unit of measure, contract price vs the orde
 (an expired contract and a price mismatch are distinct reasons), minimums and duplicate
 suspicion. Every problem found becomes a :class:`Hold`; an order with none is VALIDATED with
 its lines mapped to items and priced from the contract.
+
+Rule types from outside the core (``orderflow.rules.registry``) take part through
+:class:`RuleCheck`: after the order's own checks, each may explain a hold of a category it
+declares (waive it, or replace it with a more precise one), and add holds of its own. A check that raises holds that order ``rule_error``;
+the other orders of the partition go on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from orderflow.domain.reference import (
     Contract,
+    Explanation,
     Hold,
     LineView,
     OrderView,
@@ -31,11 +38,30 @@ VENDOR_PART = ("VP", "VN", "VA", "MG")
 UPC = ("UP", "UK", "UA")
 EAN = ("EN", "EO")
 
+#: the hold category of an order a rule type's check failed on (its own bug or bad data)
+RULE_ERROR = "rule_error"
+
+
+class RuleCheck(Protocol):
+    """One rule type's checks bound to the rule-set version in force (and the context its
+    glue loaded): what ``orderflow.rules.registry.checks`` hands to :func:`validate`."""
+
+    #: ``<rule set>@<version>#<hash>``: recorded with what it explained or held
+    pinned: str
+    #: hold categories :meth:`explain` is asked about
+    explains: frozenset[str]
+
+    def holds(self, order: OrderView, ref: ReferenceData) -> Iterable[Hold]: ...
+
+    def explain(self, hold: Hold, order: OrderView, ref: ReferenceData) -> Explanation | None: ...
+
 
 @dataclass(slots=True)
 class Validated:
     order: OrderView  # with item ids and contract prices filled in
     holds: list[Hold] = field(default_factory=list)
+    #: holds a rule type explained away: category, line, by (pinned version), reason, price
+    explained: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,15 +73,17 @@ def validate(
     ref: ReferenceData,
     rules: ValidationRules,
     pricing: PricingRules,
+    checks: Sequence[RuleCheck] = (),
 ) -> list[Validated]:
-    """Validate a partition of orders against the master data in ``ref``."""
+    """Validate a partition of orders against the master data in ``ref``; ``checks``: the
+    rule types registered beyond the core, in order (see :class:`RuleCheck`)."""
     # Other live orders per customer (the store's, then this partition's as they validate).
     by_customer: dict[str | None, list[PriorOrder]] = {}
     for prior in ref.prior_orders:
         by_customer.setdefault(prior.customer_id, []).append(prior)
     out = []
     for order in orders:
-        result = _validate_one(order, ref, rules, pricing)
+        result = _validate_one(order, ref, rules, pricing, checks)
         candidates = by_customer.setdefault(result.order.customer_id, [])
         result.holds.extend(_duplicate_holds(result.order, candidates, rules))
         candidates.append(_prior(result.order))
@@ -64,7 +92,11 @@ def validate(
 
 
 def _validate_one(
-    order: OrderView, ref: ReferenceData, rules: ValidationRules, pricing: PricingRules
+    order: OrderView,
+    ref: ReferenceData,
+    rules: ValidationRules,
+    pricing: PricingRules,
+    checks: Sequence[RuleCheck] = (),
 ) -> Validated:
     holds: list[Hold] = []
     cust = ref.customers.get(order.customer_id or "")
@@ -90,6 +122,9 @@ def _validate_one(
         lines.append(line)
         holds.extend(line_holds)
     order = replace(order, lines=tuple(lines))
+    explained: list[dict] = []
+    if checks:
+        order, holds, explained = _rule_checks(order, holds, ref, checks)
 
     if not holds:
         value = order.amount()
@@ -102,7 +137,67 @@ def _validate_one(
                     details={"amount": str(value)},
                 )
             )
-    return Validated(order, holds)
+    return Validated(order, holds, explained)
+
+
+def _rule_checks(
+    order: OrderView, holds: list[Hold], ref: ReferenceData, checks: Sequence[RuleCheck]
+) -> tuple[OrderView, list[Hold], list[dict]]:
+    """The rule types' turn: explain what they can of ``holds``, then add their own."""
+    kept: list[Hold] = []
+    explained: list[dict] = []
+    for hold in holds:
+        answer = None
+        for check in checks:
+            if hold.category not in check.explains:
+                continue
+            try:
+                answer = check.explain(hold, order, ref)
+            except Exception as exc:
+                kept.append(_rule_error(check, exc))
+                continue
+            if answer is not None:
+                explained.append(
+                    {
+                        "category": hold.category,
+                        "line_no": hold.line_no,
+                        "by": check.pinned,
+                        "reason": answer.reason,
+                        "charge_price": None
+                        if answer.charge_price is None
+                        else str(answer.charge_price),
+                        "instead": None if answer.instead is None else answer.instead.category,
+                    }
+                )
+                if answer.charge_price is not None and hold.line_no is not None:
+                    order = _charge(order, hold.line_no, answer.charge_price)
+                if answer.instead is not None:
+                    kept.append(answer.instead)
+                break
+        if answer is None:
+            kept.append(hold)
+    for check in checks:
+        try:
+            kept.extend(check.holds(order, ref))
+        except Exception as exc:
+            kept.append(_rule_error(check, exc))
+    return order, kept, explained
+
+
+def _charge(order: OrderView, line_no: int, price: Decimal) -> OrderView:
+    lines = tuple(
+        replace(ln, contract_price=price) if ln.line_no == line_no else ln for ln in order.lines
+    )
+    return replace(order, lines=lines)
+
+
+def _rule_error(check: RuleCheck, exc: Exception) -> Hold:
+    return Hold(
+        RULE_ERROR,
+        f"rule {check.pinned} failed on this order ({type(exc).__name__}: {exc}); fix the rule "
+        "type or its rule-set version, then reprocess the order",
+        details={"rule": check.pinned, "error": f"{type(exc).__name__}: {exc}"},
+    )
 
 
 def _mdq(entity_type: str, entity_id: str, reason: str, line_no: int | None = None) -> Hold:

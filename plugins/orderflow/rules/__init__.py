@@ -8,6 +8,12 @@ time it was promoted — until a file version takes effect after it — when :fu
 holds with their content hash (``tag``: ``pricing@2026.11.1#3f2a9c1b7d4e``), which every
 decision records, and :func:`record` keeps each version's content under that hash, so a past
 decision can be explained and a new version replayed against history.
+
+Which rule sets exist is the registry's (:mod:`orderflow.rules.registry`): the core ones
+below register there, and a rule type from another package — its model, the checks the
+validation stage calls with it, its exception categories — is found through an entry point,
+with no change here. Its versions live beside the core's, in ``include/rules/<name>/``; it
+applies from the first version in effect (a core rule set must always have one).
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RULES_DIR_NAME = "rules"
 
 
 class _RuleSet(BaseModel):
+    """One version of a rule set (a YAML file): subclass it, with ``name: ClassVar[str]``,
+    for a new rule type (``orderflow.rules.registry``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
     version: str
@@ -248,6 +257,19 @@ class FulfilmentRules(_RuleSet):
     unmatched_event_attempts: int = Field(5, ge=1)
 
 
+#: the public name of the base class of every rule set's model
+RuleSet = _RuleSet
+
+# The registry imports this package's RuleSet lazily: import it once RuleSet exists.
+from orderflow.rules import registry  # noqa: E402
+
+# What a rule type from another package imports from here (orderflow.rules.RuleType, …).
+RuleType = registry.RuleType
+ExceptionCategory = registry.ExceptionCategory
+RuleSetError = registry.RuleSetError
+RuleTypeError = registry.RuleTypeError
+
+#: the core rule sets (what :class:`RuleBook` holds as fields), in their order
 RULE_SETS: dict[str, type[_RuleSet]] = {
     m.name: m
     for m in (
@@ -261,15 +283,13 @@ RULE_SETS: dict[str, type[_RuleSet]] = {
         FulfilmentRules,
     )
 }
+for _model in RULE_SETS.values():
+    registry.register(RuleType(_model, core=True, source="orderflow"))
 
 
 #: Rule sets that decide an order (validation → credit → allocation → planning): the ones a
 #: what-if replays and a promotion may change. routing and fulfilment stay file-managed.
 GOVERNED = ("validation", "pricing", "credit", "substitution", "sourcing", "carrier")
-
-
-class RuleSetError(ValueError):
-    """A rule-set file that does not validate, or a rule set with no version in effect."""
 
 
 class RuleBook(BaseModel):
@@ -284,20 +304,31 @@ class RuleBook(BaseModel):
     carrier: CarrierRules
     routing: RoutingRules
     fulfilment: FulfilmentRules
+    #: the versions in effect of the rule types registered beyond the core (by name)
+    extensions: dict[str, _RuleSet] = Field(default_factory=dict)
     #: the decision time the book was chosen for (None: not known, e.g. built by hand)
     at: AwareDatetime | None = None
+
+    def get(self, name: str) -> _RuleSet | None:
+        """The version of rule set ``name`` (core or extension) in this book, if any."""
+        if name in RULE_SETS:
+            return getattr(self, name)
+        return self.extensions.get(name)
 
     def tag(self, *names: str) -> str:
         """``pricing@2026.11.1#3f2a9c1b7d4e,validation@2026.11.1#…`` for the named sets (all
         when none): versions and content hashes, as every decision records them."""
-        return ",".join(getattr(self, n).pinned for n in (names or tuple(RULE_SETS)))
+        names = names or (*RULE_SETS, *self.extensions)
+        return ",".join(rs.pinned for n in names if (rs := self.get(n)) is not None)
 
     def replace(self, *rule_sets: _RuleSet) -> RuleBook:
         """This book with ``rule_sets`` in place of the versions it holds."""
-        return self.model_copy(update={rs.name: rs for rs in rule_sets})
+        core = {rs.name: rs for rs in rule_sets if rs.name in RULE_SETS}
+        ext = {rs.name: rs for rs in rule_sets if rs.name not in RULE_SETS}
+        return self.model_copy(update=core | ({"extensions": self.extensions | ext} if ext else {}))
 
     def all(self) -> list[_RuleSet]:
-        return [getattr(self, n) for n in RULE_SETS]
+        return [getattr(self, n) for n in RULE_SETS] + list(self.extensions.values())
 
     def stage_owners(self) -> list[dict[str, Any]]:
         """The owner of each stage (``STAGES`` order) as the routing rules name it: role,
@@ -334,35 +365,57 @@ def rules_dir() -> Path:
     return INCLUDE_DIR / RULES_DIR_NAME
 
 
-@lru_cache(maxsize=8)
-def _versions(directory: str) -> dict[str, list[_RuleSet]]:
-    import yaml
+def _types() -> tuple[tuple[str, type[_RuleSet]], ...]:
+    return tuple((name, rt.model) for name, rt in registry.rule_types().items())
 
+
+@lru_cache(maxsize=8)
+def _versions(
+    directory: str, types: tuple[tuple[str, type[_RuleSet]], ...]
+) -> dict[str, list[_RuleSet]]:
     out: dict[str, list[_RuleSet]] = {}
-    for name, model in RULE_SETS.items():
-        versions = []
-        for path in sorted((Path(directory) / name).glob("*.yaml")):
-            try:
-                versions.append(model.model_validate(yaml.safe_load(path.read_text())))
-            except Exception as exc:
-                raise RuleSetError(f"rule set {path}: {exc}") from exc
+    for name, model in types:
+        versions = [_read(path, model) for path in sorted((Path(directory) / name).glob("*.yaml"))]
         out[name] = sorted(versions, key=lambda v: v.effective_from)
     return out
 
 
+def _read(path: Path, model: type[_RuleSet]) -> _RuleSet:
+    import yaml
+
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RuleSetError(f"rule set file {path}: not YAML: {exc}") from exc
+    try:
+        return model.model_validate(content)
+    except ValidationError as exc:
+        raise RuleSetError(f"rule set file {path}: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error as a person reads it: each field with what is wrong and the value
+    given — ``field 'tier_limit_multiplier.gold': Input should be a valid decimal (got 'lots')``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r:.80})"
+        parts.append(f"{f'field {where!r}' if where else 'the file'}: {err['msg']}{got}")
+    return "; ".join(parts)
+
+
 def file_versions(name: str, directory: Path | None = None) -> list[_RuleSet]:
     """Every file version of rule set ``name``, oldest ``effective_from`` first."""
-    return list(_versions(str(directory or rules_dir())).get(name, []))
+    return list(_versions(str(directory or rules_dir()), _types()).get(name, []))
 
 
 def parse(name: str, content: dict[str, Any]) -> _RuleSet:
     """A version of rule set ``name`` from its content (a file's YAML, a stored version)."""
-    if name not in RULE_SETS:
-        raise RuleSetError(f"unknown rule set {name!r}; one of {', '.join(RULE_SETS)}")
+    model = registry.get(name).model
     try:
-        return RULE_SETS[name].model_validate(content)
-    except Exception as exc:
-        raise RuleSetError(f"rule set {name}: {exc}") from exc
+        return model.model_validate(content)
+    except ValidationError as exc:
+        raise RuleSetError(f"rule set {name}: {describe(exc)}") from exc
 
 
 @lru_cache(maxsize=256)
@@ -395,7 +448,7 @@ def in_force(conn: Any, book: RuleBook) -> RuleBook:
     override = [
         rs
         for name, (when, rs) in promoted(conn, at).items()
-        if when >= getattr(book, name).effective_from and rs != getattr(book, name)
+        if (held := book.get(name)) is not None and when >= held.effective_from and rs != held
     ]
     return book.replace(*override) if override else book
 
@@ -406,15 +459,20 @@ def load(
     """The rule book in effect at ``at`` (default: now): the files, and — given the store's
     connection ``conn`` — the versions promoted there (:func:`in_force`)."""
     at = at or datetime.now(UTC)
-    chosen: dict[str, Any] = {"at": at}
-    for name, versions in _versions(str(directory or rules_dir())).items():
+    chosen: dict[str, Any] = {"at": at, "extensions": {}}
+    for name, versions in _versions(str(directory or rules_dir()), _types()).items():
         live = [v for v in versions if v.effective_from <= at]
+        if not live and name not in RULE_SETS:
+            continue  # a rule type beyond the core applies from its first version in effect
         if not live:
             raise RuleSetError(
                 f"no version of rule set {name!r} is effective at {at.isoformat()}; add a file "
                 f"under include/rules/{name}/ with an earlier effective_from"
             )
-        chosen[name] = live[-1]
+        if name in RULE_SETS:
+            chosen[name] = live[-1]
+        else:
+            chosen["extensions"][name] = live[-1]
     book = RuleBook(**chosen)
     return in_force(conn, book) if conn is not None else book
 

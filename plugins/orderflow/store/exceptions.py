@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
 if TYPE_CHECKING:
     import psycopg
+
+    from orderflow.rules.registry import ExceptionCategory
 
 
 def open_for_order(
@@ -105,3 +108,35 @@ def resolve_entity(
         """,
         (resolver, note, category, *entity),
     ).rowcount
+
+
+def ensure_categories(conn: psycopg.Connection, categories: Iterable[ExceptionCategory]) -> int:
+    """Create the exception categories a rule type declares (``orderflow.rules.registry``)
+    that the store does not have yet; one already there is left as it is. Run it outside the
+    stage's transaction: only a missing category is written, so parallel partitions never
+    wait on each other once it exists. Returns how many were created."""
+    wanted = {c.category: c for c in categories}
+    if not wanted:
+        return 0
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT category FROM orderflow.exception_category WHERE category = ANY(%s)",
+            (list(wanted),),
+        )
+    }
+    rows = [
+        (c.category, c.description, c.default_owner_role, c.default_sla_minutes, c.transient)
+        for name, c in wanted.items()
+        if name not in have
+    ]
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO orderflow.exception_category (category, description, "
+            "default_owner_role, default_sla_minutes, transient) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            rows,
+        )
+    return len(rows)
