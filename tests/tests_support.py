@@ -10,7 +10,7 @@ from pathlib import Path
 from orderflow.dev.sandbox_proc import Sandbox, land_day, start_sandbox  # noqa: F401 (re-exported)
 
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-SYSTEMS = ("erp", "wms", "carrier", "tax", "credit", "screening", "portal", "edi")
+SYSTEMS = ("erp", "wms", "carrier", "tax", "credit", "screening", "portal", "edi", "crm")
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderflow.domain.lifecycle import Transition, transition
 from orderflow.domain.reference import Hold, OrderView
+from orderflow.store import crm as crm_repo
 from orderflow.store import db, events
 from orderflow.store import processing as repo
 
@@ -166,8 +167,27 @@ def validate(
             ctx,
             book,
             versions,
+            details=_crm_price_sources(results),
         )
+        # Pricing holds go to the account's team, and its owner is asked in the CRM.
+        ids = [o.order_id for o in orders]
+        crm_repo.route_to_account_team(conn, ids)
+        crm_repo.enqueue_requests(conn, ids)
     out.skipped = len(order_ids) - out.orders
+    return out
+
+
+def _crm_price_sources(results) -> dict[str, dict]:
+    """Per order, the lines whose price a CRM quote or agreement explained (on its event)."""
+    out: dict[str, dict] = {}
+    for r in results:
+        explained = [
+            {"line_no": ln.line_no, "source": ln.price_source, "document_id": ln.price_document_id}
+            for ln in r.order.lines
+            if ln.price_source in ("quote", "agreement")
+        ]
+        if explained:
+            out[r.order.order_id] = {"price_sources": explained}
     return out
 
 

@@ -4,6 +4,7 @@ EDI, portal, e-mailed PDFs and inside-sales CSV, their artefacts, and a labelled
 Output contract (what the sandbox service loads) — see ``generate``::
 
     world.json  orders.jsonl  ground_truth.jsonl  deliveries.jsonl  manifest.json
+    (world.json carries the CRM's accounts, agreements and quotes too: see ``generator.crm``)
     artefacts/edi/<partner_id>/*.x12  artefacts/email/*.eml  artefacts/csv/*.csv
 
 ``orders_per_day`` counts distinct orders; cross-channel re-sends (duplicates) come on top
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from orderflow_sandbox.generator import changes as order_changes
-from orderflow_sandbox.generator import documents, x12
+from orderflow_sandbox.generator import crm, documents, x12
 from orderflow_sandbox.generator.day import (
     Artefact,
     Order,
@@ -70,6 +71,8 @@ class Manifest:
     master_data: dict[str, int]
     generation_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    #: the CRM's records, and the price differences its quotes / agreements explain
+    crm: dict[str, int] = field(default_factory=dict)
 
 
 def _default_business_date() -> date:
@@ -151,8 +154,12 @@ def generate(
     for o, t in zip(submissions, truths, strict=True):
         if o.submission_id in by_submission:
             t["change"] = order_changes.truth(by_submission[o.submission_id])
+    world_json = world.to_json()
+    rows = [order_row(world, o) for o in submissions]
+    crm_day = crm.build(seed, world_json, rows, truths)
+    world_json.update(crm_day["records"])
     _write_jsonl(out_dir / "portal_changes.jsonl", portal_changes)
-    _write_jsonl(out_dir / "orders.jsonl", (order_row(world, o) for o in submissions))
+    _write_jsonl(out_dir / "orders.jsonl", rows)
     _write_jsonl(out_dir / "ground_truth.jsonl", truths)
     deliveries = [
         {
@@ -169,7 +176,7 @@ def generate(
     # change files interleave by time (the sandbox delivers in this order)
     deliveries = sorted(deliveries + change_deliveries, key=lambda d: d["at"])
     _write_jsonl(out_dir / "deliveries.jsonl", deliveries)
-    (out_dir / "world.json").write_text(json.dumps(world.to_json(), separators=(",", ":")))
+    (out_dir / "world.json").write_text(json.dumps(world_json, separators=(",", ":")))
     phases["json"] = time.perf_counter() - t0 - sum(phases.values())
 
     manifest = _manifest(
@@ -186,6 +193,7 @@ def generate(
             "business_date": dates[0].isoformat(),
         },
     )
+    manifest.crm = crm_day["counts"]
     manifest.generation_seconds = round(time.perf_counter() - t0, 3)
     manifest.phase_seconds = {k: round(v, 3) for k, v in phases.items()}
     (out_dir / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")

@@ -17,7 +17,7 @@ the same row). Each row ends in exactly one of these states, whatever fails and 
   twice, so it waits for a person (``orderflow outbox attention``, then ``settle``).
 
 Delivery guarantee per kind (README "Delivery guarantees"): WMS releases, ERP invoices,
-EDI documents and portal webhooks are *exactly once by key* — the receiver answers a repeated
+EDI documents, portal webhooks and CRM approval requests are *exactly once by key* — the receiver answers a repeated
 ``Idempotency-Key`` with its first answer, so a row re-sent after a crash is effectively
 asked "did you get this?". E-mail is *at most once*, with any ambiguity recorded.
 """
@@ -60,6 +60,7 @@ KEYED_ACTIONS = frozenset(
         "wms_release_cancel",
         "erp_invoice",
         "webhook",
+        "crm_approval_request",
     }
 )
 
@@ -126,10 +127,23 @@ def _invoice_sent(conn, payload: dict, answer: dict) -> None:
         )
 
 
+def _crm_request_sent(conn, payload: dict, answer: dict) -> None:
+    from orderflow import crm
+
+    crm.request_sent(conn, payload, answer)
+
+
+def _crm_request(conn_id: str, payload: dict, key: str) -> dict:
+    from orderflow import crm
+
+    return crm.send_request(conn_id, payload, key)
+
+
 #: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 AFTER_SENT: dict[str, Callable[..., None]] = {
     "wms_release": _release_sent,
     "erp_invoice": _invoice_sent,
+    "crm_approval_request": _crm_request_sent,
 }
 
 
@@ -149,6 +163,7 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
         "erp_invoice": _erp_invoice,
         "email": notifications.send_email,
         "webhook": notifications.send_webhook,
+        "crm_approval_request": _crm_request,
     }
 
 
