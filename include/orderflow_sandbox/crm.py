@@ -124,17 +124,6 @@ def decisions(state: Distributor, after: int, limit: int) -> dict:
 def router(state: Distributor) -> APIRouter:
     crm = APIRouter(prefix="/crm", tags=["CRM"])
 
-    @crm.get("/{entity}", summary="Accounts, agreements or quotes (incremental: changed_since)")
-    def extract(
-        entity: Literal["accounts", "agreements", "quotes"],
-        changed_since: Annotated[
-            str | None, Query(description="ISO timestamp; rows updated after it")
-        ] = None,
-        offset: int = 0,
-        limit: Annotated[int, Query(le=10000)] = 1000,
-    ) -> dict:
-        return state.extract(ENTITIES[entity], changed_since, offset, limit)
-
     @crm.post("/approval-requests", status_code=201, summary="Ask the account owner (idempotent)")
     def create_request(
         body: ApprovalRequestIn,
@@ -175,5 +164,17 @@ def router(state: Distributor) -> APIRouter:
     )
     def decision_feed(after: int = 0, limit: Annotated[int, Query(le=1000)] = 200) -> dict:
         return decisions(state, after, limit)
+
+    # Last: the generic path would otherwise shadow the routes above.
+    @crm.get("/{entity}", summary="Accounts, agreements or quotes (incremental: changed_since)")
+    def extract(
+        entity: Literal["accounts", "agreements", "quotes"],
+        changed_since: Annotated[
+            str | None, Query(description="ISO timestamp; rows updated after it")
+        ] = None,
+        offset: int = 0,
+        limit: Annotated[int, Query(le=10000)] = 1000,
+    ) -> dict:
+        return state.extract(ENTITIES[entity], changed_since, offset, limit)
 
     return crm
