@@ -1,4 +1,5 @@
-"""Master-data sync + quality gate: ERP/WMS → Great Expectations → store (flagged)."""
+"""Master-data sync + quality gate: CRM account context, ERP/WMS → Great Expectations → store
+(flagged)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from orderflow.assets import MASTER_DATA_PUBLISHED
+from orderflow.operators.crm import SyncAccountContextOperator
 from orderflow.operators.masterdata import SyncMasterDataOperator
 
 with DAG(
@@ -47,14 +49,25 @@ runs its Great Expectations suite before it is published:
   stays, flagged). Fix a record upstream and the next sync auto-resolves its exception;
 - GX data docs → `<state dir>/dq-docs/index.html` (URI in the task's XCom).
 
+First, **sync_account_context** brings the CRM's accounts (owner, team), special price
+agreements and quotes (Connection `crm_default`; see `crm_sync`), so that the first
+validation after a sync already knows the prices they explain; the ERP/WMS sync runs even
+when the CRM does not answer.
+
 A failing entity never fails the run. Emits `master_data_published`. Rerun or clear freely:
 upserts are idempotent, a run's results replace its earlier attempt's, and the changed-since
 cursors only advance after a publish committed. Connections: `erp_default`, `wms_default`,
-`orderflow_db`.
+`crm_default`, `orderflow_db`.
 """,
 ):
-    SyncMasterDataOperator(
+    account_context = SyncAccountContextOperator(
+        task_id="sync_account_context", full_refresh="{{ params.full_refresh }}"
+    )
+    master_data = SyncMasterDataOperator(
         task_id="sync_master_data",
         full_refresh="{{ params.full_refresh }}",
         outlets=[MASTER_DATA_PUBLISHED],
+        # the ERP's data is published whether or not the CRM answered
+        trigger_rule="all_done",
     )
+    account_context >> master_data

@@ -20,6 +20,7 @@ SYSTEMS = (
     "portal",
     "edi",
     "marketplace",
+    "crm",
 )
 
 

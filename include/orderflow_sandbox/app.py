@@ -1,7 +1,7 @@
 """The sandbox HTTP service: one FastAPI app standing in for a distributor's systems.
 
 Each system has its own path prefix (its Airflow Connection's base URL): ``/erp``, ``/wms``,
-``/carrier``, ``/tax``, ``/credit``, ``/screening``, ``/portal``, ``/edi``; ``/admin`` sets
+``/carrier``, ``/tax``, ``/credit``, ``/screening``, ``/portal``, ``/edi``, ``/crm``; ``/admin`` sets
 faults and the clock. OpenAPI at ``/docs``. The same process runs the mail relay our
 customer e-mail goes to: an SMTP sink (``smtp_port``) whose messages ``/mail`` shows.
 """
@@ -20,6 +20,7 @@ from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from orderflow_sandbox import crm
 from orderflow_sandbox.faults import (
     FaultConfig,
     FaultInjector,
@@ -555,5 +556,6 @@ def create_app(
     for router in (erp, wms, carrier, other, portal, edi, mail, admin):
         app.include_router(router)
     app.include_router(marketplace.router(state, injector))
+    app.include_router(crm.router(state))
     app.add_middleware(FaultMiddleware, injector=injector)
     return app

@@ -45,6 +45,7 @@ DICT_COLLECTIONS = {
     "invoice": "invoices",
     "shipment": "shipments",
     "inventory": "inventory",
+    "crm_approval": "crm_approvals",
 }
 LIST_COLLECTIONS = {
     "milestone": "milestones",
@@ -68,6 +69,10 @@ MASTER_ENTITIES = {
     "carriers": ("carrier_id", "service_code"),
     "partners": "partner_id",
     "dcs": "dc_id",
+    # The CRM's account context (served under /crm, see orderflow_sandbox.crm)
+    "crm_accounts": "account_id",
+    "crm_agreements": "agreement_id",
+    "crm_quotes": "quote_id",
 }
 
 # Tax rates by US state (sandbox tax engine); anything else gets the default.
@@ -221,6 +226,7 @@ class Distributor:
         self.invoices: dict[str, dict] = {}
         self.shipments: dict[str, dict] = {}
         self.outbound_edi: list[dict] = []
+        self.crm_approvals: dict[str, dict] = {}  # pricing-approval requests (CRM)
         self._idem = {
             name: IdempotencyStore(on_remember=lambda key, n=name: self._mark(f"idem.{n}", key))
             for name in (
@@ -232,6 +238,7 @@ class Distributor:
                 "outbound",
                 "webhook",
                 "marketplace",
+                "crm_approval",
             )
         }
         self.release_keys = self._idem["release"]
@@ -1322,6 +1329,7 @@ class Distributor:
                 "mail": self._mail_counts(),
                 "portal_webhooks": len(self.webhooks),
                 "marketplace": _marketplace_summary(self),
+                "crm_approvals": len(self.crm_approvals),
                 "pending_events": len(self._schedule),
                 "received_units": self.received_units,
                 "receipts_through": self._receipts_through,

@@ -300,7 +300,7 @@ def _rewind(cursor: str | None, overlap: timedelta) -> str | None:
 def extract(spec: Spec, hooks: dict[str, Any], changed_since: str | None) -> list[dict]:
     if spec.system == "wms":
         return hooks["wms"].inventory(changed_since=changed_since)
-    return list(hooks["erp"].extract(spec.entity, changed_since=changed_since))
+    return list(hooks[spec.system].extract(spec.entity, changed_since=changed_since))
 
 
 def publish(conn: psycopg.Connection, spec: Spec, records: list[dict]) -> tuple[int, int]:
@@ -320,15 +320,19 @@ def sync(
     full: bool = False,
     run_id: str | None = None,
     gate: Callable[[str, list[dict], list[dict]], None] | None = None,
+    specs: dict[str, Spec] | None = None,
 ) -> list[EntityResult]:
     """Sync the given entities (default all, in dependency order).
 
     ``gate(entity, records, duplicates)`` runs between extract and publish (the data-quality
-    gate hooks in here)."""
+    gate hooks in here). ``specs``: another system's entities (e.g. the CRM's account
+    context), synced in their insertion order with cursors ``<system>:<entity>``."""
     results = []
-    for entity in [e for e in ORDER if entities is None or e in entities]:
-        spec = SPECS[entity]
-        name = f"masterdata:{entity}"
+    own = specs is None
+    specs = SPECS if own else specs
+    for entity in [e for e in (ORDER if own else list(specs)) if entities is None or e in entities]:
+        spec = specs[entity]
+        name = f"masterdata:{entity}" if own else f"{spec.system}:{entity}"
         since = None if (full or not spec.incremental) else cursors.get(conn, name)
         t0 = time.perf_counter()
         records = extract(spec, hooks, _rewind(since, spec.overlap))
@@ -363,7 +367,7 @@ def sync(
         )
         log.info("master data %s: %s", entity, res.as_dict())
         results.append(res)
-    if full and entities is None:  # every entity published: the store's copy is whole
+    if full and entities is None and own:  # every entity published: the store's copy is whole
         with db.transaction(conn):
             cursors.put(conn, FULL_REFRESH_CURSOR, datetime.now(UTC).isoformat(), run_id)
     return results

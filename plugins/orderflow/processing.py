@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderflow.domain.lifecycle import Transition, transition
 from orderflow.domain.reference import Hold, OrderView
+from orderflow.store import crm as crm_repo
 from orderflow.store import db, events
 from orderflow.store import processing as repo
 
@@ -171,9 +172,36 @@ def validate(
             ctx,
             book,
             versions,
-            details={r.order.order_id: {"explained": r.explained} for r in results if r.explained},
+            details=_details(results),
         )
+        # Pricing holds go to the account's team, and its owner is asked in the CRM.
+        ids = [o.order_id for o in orders]
+        crm_repo.route_to_account_team(conn, ids)
+        crm_repo.enqueue_requests(conn, ids)
     out.skipped = len(order_ids) - out.orders
+    return out
+
+
+def _details(results) -> dict[str, dict]:
+    """Per order, what its VALIDATED event records beyond the decision: holds a rule type
+    explained, and the lines whose price a CRM quote or agreement explained."""
+    out = {r.order.order_id: {"explained": r.explained} for r in results if r.explained}
+    for order_id, sources in _crm_price_sources(results).items():
+        out.setdefault(order_id, {}).update(sources)
+    return out
+
+
+def _crm_price_sources(results) -> dict[str, dict]:
+    """Per order, the lines whose price a CRM quote or agreement explained (on its event)."""
+    out: dict[str, dict] = {}
+    for r in results:
+        explained = [
+            {"line_no": ln.line_no, "source": ln.price_source, "document_id": ln.price_document_id}
+            for ln in r.order.lines
+            if ln.price_source in ("quote", "agreement")
+        ]
+        if explained:
+            out[r.order.order_id] = {"price_sources": explained}
     return out
 
 

@@ -8,14 +8,14 @@ intake outcome: a quarantined order still has a deadline to miss), so an order w
 acknowledged is as visible as one acknowledged late.
 
 Revision ID: 0020
-Revises: 0018 (re-chained after 0019 at merge)
+Revises: 0019
 Create Date: 2026-12-09
 """
 
 from alembic import op
 
 revision = "0020"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

@@ -5,6 +5,7 @@ Output contract (what the sandbox service loads) — see ``generate``::
 
     world.json  orders.jsonl  ground_truth.jsonl  deliveries.jsonl  manifest.json
     portal_changes.jsonl  marketplace_orders.jsonl (the marketplace's feed, see .marketplace)
+    (world.json carries the CRM's accounts, agreements and quotes too: see ``generator.crm``)
     artefacts/edi/<partner_id>/*.x12  artefacts/email/*.eml  artefacts/csv/*.csv
 
 ``orders_per_day`` counts distinct orders; cross-channel re-sends (duplicates) come on top
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from orderflow_sandbox.generator import changes as order_changes
-from orderflow_sandbox.generator import documents, marketplace, x12
+from orderflow_sandbox.generator import crm, documents, marketplace, x12
 from orderflow_sandbox.generator.day import (
     Artefact,
     Order,
@@ -73,6 +74,8 @@ class Manifest:
     marketplace_orders: int = 0
     generation_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    #: the CRM's records, and the price differences its quotes / agreements explain
+    crm: dict[str, int] = field(default_factory=dict)
 
 
 def _default_business_date() -> date:
@@ -156,9 +159,13 @@ def generate(
     for o, t in zip(submissions, truths, strict=True):
         if o.submission_id in by_submission:
             t["change"] = order_changes.truth(by_submission[o.submission_id])
+    world_json = world.to_json()
+    rows = [order_row(world, o) for o in submissions]
+    crm_day = crm.build(seed, world_json, rows, truths)
+    world_json.update(crm_day["records"])
     _write_jsonl(out_dir / "portal_changes.jsonl", portal_changes)
     _write_jsonl(out_dir / "marketplace_orders.jsonl", marketplace.rows(seed, world, market))
-    _write_jsonl(out_dir / "orders.jsonl", (order_row(world, o) for o in submissions))
+    _write_jsonl(out_dir / "orders.jsonl", rows)
     _write_jsonl(out_dir / "ground_truth.jsonl", truths)
     deliveries = [
         {
@@ -175,7 +182,7 @@ def generate(
     # change files interleave by time (the sandbox delivers in this order)
     deliveries = sorted(deliveries + change_deliveries, key=lambda d: d["at"])
     _write_jsonl(out_dir / "deliveries.jsonl", deliveries)
-    (out_dir / "world.json").write_text(json.dumps(world.to_json(), separators=(",", ":")))
+    (out_dir / "world.json").write_text(json.dumps(world_json, separators=(",", ":")))
     phases["json"] = time.perf_counter() - t0 - sum(phases.values())
 
     manifest = _manifest(
@@ -193,6 +200,7 @@ def generate(
         },
     )
     manifest.marketplace_orders = len(market)
+    manifest.crm = crm_day["counts"]
     manifest.generation_seconds = round(time.perf_counter() - t0, 3)
     manifest.phase_seconds = {k: round(v, 3) for k, v in phases.items()}
     (out_dir / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")

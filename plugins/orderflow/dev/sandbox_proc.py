@@ -31,6 +31,7 @@ SYSTEMS = (
     "portal",
     "edi",
     "marketplace",
+    "crm",
 )
 
 
@@ -160,12 +161,15 @@ def land_day(
     conn, sandbox: Sandbox, business_date: date | None = None, timings: dict | None = None
 ) -> dict:
     """Everything of the sandbox's day in the store, as the scheduled DAGs would leave it:
-    master data synced and quality-gated, then every channel ingested. Returns counts.
+    master data synced and quality-gated, the CRM's account context synced, then every
+    channel ingested. Returns counts.
 
     ``business_date`` is the last business day to deliver (default: ``START``'s date); the
     clock moves to two days after it, so every earlier day is delivered too. ``timings``,
     when given, receives the seconds of each step (master data and each channel)."""
+    from orderflow import crm
     from orderflow.intake import drops, mailbox, marketplace, portal
+    from orderflow.integrations.crm import CrmHook
     from orderflow.integrations.systems import ErpHook, MarketplaceHook, PortalHook, WmsHook
     from orderflow.operators.masterdata import sync_with_gate
 
@@ -191,6 +195,10 @@ def land_day(
     )
     stats = {"master_data": summary}
     lap("master_data")
+    stats["crm"] = [
+        r.as_dict() for r in crm.sync_account_context(conn, CrmHook(), full=True, run_id="land_day")
+    ]
+    lap("crm")
     stats["portal"] = portal.pull(conn, PortalHook()).__dict__
     lap("portal")
     for channel, sub in (("edi", "edi/inbound"), ("csv", "csv/inbound")):

@@ -2,7 +2,9 @@
 
 Per order: customer and ship-to, item mapping (customer part number → item), master-data
 quality of everything it depends on, unit of measure, contract price vs the order's price
-(an expired contract and a price mismatch are distinct reasons), minimums and duplicate
+(an expired contract and a price mismatch are distinct reasons; a price the CRM's quote or
+special price agreement explains is no mismatch, and a price from an expired quote is one
+with cause ``quote_expired``), minimums and duplicate
 suspicion. Every problem found becomes a :class:`Hold`; an order with none is VALIDATED with
 its lines mapped to items and priced from the contract.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -27,6 +29,7 @@ from orderflow.domain.reference import (
     LineView,
     OrderView,
     PriorOrder,
+    Quote,
     ReferenceData,
 )
 from orderflow.rules import PricingRules, ValidationRules
@@ -348,8 +351,18 @@ def _price(
             if contract.tolerance_pct is not None
             else pricing.default_contract_tolerance_pct
         )
-        ln = replace(ln, contract_id=contract.contract_id, contract_price=contract.unit_price)
+        ln = replace(
+            ln,
+            contract_id=contract.contract_id,
+            contract_price=contract.unit_price,
+            price_source="contract",
+            price_document_id=contract.contract_id,
+        )
         if ln.unit_price is not None and not _within(ln.unit_price, contract.unit_price, tol):
+            if (explained := _explained(order, ln, day, ref, pricing)) is not None:
+                return explained, []
+            if (expired := _expired_quote(order, ln, day, ref)) is not None:
+                return ln, [_quote_expired(ln, expired, contract.unit_price, tol, contract)]
             return ln, [
                 Hold(
                     "pricing_mismatch",
@@ -361,12 +374,21 @@ def _price(
                 )
             ]
         return ln, []
-    ln = replace(ln, contract_price=list_price)
+    ln = replace(
+        ln,
+        contract_price=list_price,
+        price_source="list" if list_price is not None else None,
+        price_document_id=None,
+    )
     if ln.unit_price is None or list_price is None:
         return ln, []
     tol = pricing.list_price_tolerance_pct
     if _within(ln.unit_price, list_price, tol):
         return ln, []
+    if (explained := _explained(order, ln, day, ref, pricing)) is not None:
+        return explained, []
+    if (quote := _expired_quote(order, ln, day, ref)) is not None:
+        return ln, [_quote_expired(ln, quote, list_price, tol, None)]
     expired = [c for c in contracts if c.expires_on is not None and c.expires_on < day]
     if expired:
         last = max(expired, key=lambda c: c.expires_on or day)
@@ -389,6 +411,78 @@ def _price(
             details=_price_details(ln, list_price, tol, None),
         )
     ]
+
+
+#: A quote is a promise of one price: it explains the order's price only to the cent.
+QUOTE_TOLERANCE_PCT = Decimal("0")
+
+
+def _explained(
+    order: OrderView, ln: LineView, day: date, ref: ReferenceData, pricing: PricingRules
+) -> LineView | None:
+    """The line priced from the CRM document that explains its price, if one does: a quote
+    valid on the PO date at that price, else a special price agreement valid on the PO date
+    within the contract tolerance. The customer's price is what we charge, and the line
+    records which document said so."""
+    if ln.unit_price is None:
+        return None
+    pair = (order.customer_id or "", ln.item_id or "")
+    quotes = [
+        q
+        for q in ref.quotes.get(pair, [])
+        if q.valid_on(day) and _within(ln.unit_price, q.quoted_price, QUOTE_TOLERANCE_PCT)
+    ]
+    if quotes:
+        q = max(quotes, key=lambda q: (q.quoted_on, q.quote_id))
+        return replace(
+            ln, contract_price=ln.unit_price, price_source="quote", price_document_id=q.quote_id
+        )
+    tol = pricing.default_contract_tolerance_pct
+    agreements = [
+        a
+        for a in ref.agreements.get(pair, [])
+        if a.valid_on(day) and _within(ln.unit_price, a.unit_price, tol)
+    ]
+    if agreements:
+        a = max(agreements, key=lambda a: (a.valid_from, a.agreement_id))
+        return replace(
+            ln,
+            contract_price=a.unit_price,
+            price_source="agreement",
+            price_document_id=a.agreement_id,
+        )
+    return None
+
+
+def _expired_quote(order: OrderView, ln: LineView, day: date, ref: ReferenceData) -> Quote | None:
+    """The latest quote at this line's price that expired before the PO date."""
+    if ln.unit_price is None:
+        return None
+    found = [
+        q
+        for q in ref.quotes.get((order.customer_id or "", ln.item_id or ""), [])
+        if q.expires_on < day and _within(ln.unit_price, q.quoted_price, QUOTE_TOLERANCE_PCT)
+    ]
+    return max(found, key=lambda q: (q.expires_on, q.quote_id)) if found else None
+
+
+def _quote_expired(
+    ln: LineView, quote: Quote, reference: Decimal, tol: Decimal, contract: Contract | None
+) -> Hold:
+    what = f"contract {contract.contract_id} price" if contract else "list price"
+    return Hold(
+        "pricing_mismatch",
+        f"line {ln.line_no}: price {ln.unit_price} is quote {quote.quote_id}'s, which expired "
+        f"on {quote.expires_on}; the {what} is {reference}. Renew the quote in the CRM "
+        "(the account owner approves the price) or confirm the current price with the customer",
+        line_no=ln.line_no,
+        details={
+            **_price_details(ln, reference, tol, contract),
+            "cause": "quote_expired",
+            "quote_id": quote.quote_id,
+            "quote_expires_on": str(quote.expires_on),
+        },
+    )
 
 
 def _within(price: Decimal, reference: Decimal, tol_pct: Decimal) -> bool:

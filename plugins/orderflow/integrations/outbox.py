@@ -17,7 +17,7 @@ the same row). Each row ends in exactly one of these states, whatever fails and 
   twice, so it waits for a person (``orderflow outbox attention``, then ``settle``).
 
 Delivery guarantee per kind (README "Delivery guarantees"): WMS releases, ERP invoices,
-EDI documents, portal webhooks and marketplace callbacks are *exactly once by key* — the receiver answers a repeated
+EDI documents, portal webhooks, marketplace callbacks and CRM approval requests are *exactly once by key* — the receiver answers a repeated
 ``Idempotency-Key`` with its first answer, so a row re-sent after a crash is effectively
 asked "did you get this?". E-mail is *at most once*, with any ambiguity recorded.
 """
@@ -63,6 +63,7 @@ KEYED_ACTIONS = frozenset(
         "marketplace_ack",
         "marketplace_shipment",
         "marketplace_cancel",
+        "crm_approval_request",
     }
 )
 
@@ -146,6 +147,18 @@ def _marketplace_sent(conn, payload: dict, answer: dict) -> None:
     marketplace.callback_sent(conn, payload, answer)
 
 
+def _crm_request_sent(conn, payload: dict, answer: dict) -> None:
+    from orderflow import crm
+
+    crm.request_sent(conn, payload, answer)
+
+
+def _crm_request(conn_id: str, payload: dict, key: str) -> dict:
+    from orderflow import crm
+
+    return crm.send_request(conn_id, payload, key)
+
+
 #: Follow-ups of a send: run in a savepoint of the transaction that records it (see module doc).
 AFTER_SENT: dict[str, Callable[..., None]] = {
     "wms_release": _release_sent,
@@ -153,6 +166,7 @@ AFTER_SENT: dict[str, Callable[..., None]] = {
     "marketplace_ack": _marketplace_sent,
     "marketplace_shipment": _marketplace_sent,
     "marketplace_cancel": _marketplace_sent,
+    "crm_approval_request": _crm_request_sent,
 }
 
 
@@ -173,6 +187,7 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
         "email": notifications.send_email,
         "webhook": notifications.send_webhook,
         **dict.fromkeys(marketplace.ACTIONS, marketplace.send_callback),
+        "crm_approval_request": _crm_request,
     }
 
 

@@ -24,6 +24,7 @@ from orderflow.domain.reference import (
     ReferenceData,
     ShipTo,
 )
+from orderflow.store import crm
 
 if TYPE_CHECKING:
     import psycopg
@@ -272,6 +273,7 @@ def load_reference(
         (list(cids), list(ref.items)),
     ):
         ref.contracts.setdefault((r[1], r[2]), []).append(Contract(*r))
+    crm.load_pricing_documents(conn, ref, cids)
     ref.dq_failures = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
@@ -375,14 +377,22 @@ def open_holds(
 
 def save_validated_lines(conn: psycopg.Connection, orders: Sequence[OrderView]) -> None:
     rows = [
-        (ln.item_id, ln.contract_id, ln.contract_price, o.order_id, ln.line_no)
+        (
+            ln.item_id,
+            ln.contract_id,
+            ln.contract_price,
+            ln.price_source,
+            ln.price_document_id,
+            o.order_id,
+            ln.line_no,
+        )
         for o in orders
         for ln in o.lines
     ]
     with conn.cursor() as cur:
         cur.executemany(
-            "UPDATE orderflow.order_line SET item_id = %s, contract_id = %s, contract_price = %s "
-            "WHERE order_id = %s AND line_no = %s",
+            "UPDATE orderflow.order_line SET item_id = %s, contract_id = %s, contract_price = %s, "
+            "price_source = %s, price_document_id = %s WHERE order_id = %s AND line_no = %s",
             rows,
         )
 
