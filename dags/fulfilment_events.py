@@ -18,7 +18,7 @@ from orderflow.operators.intake import SendOutboxOperator
 with DAG(
     dag_id="fulfilment_events",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
+        timetable=CronTriggerTimetable("*/2 * * * *", timezone="UTC"),
         assets=ORDERS_RELEASED,
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
@@ -33,7 +33,8 @@ with DAG(
     },
     doc_md="""
 ### Fulfilment events
-Every 5 minutes, and whenever order processing releases orders:
+Every 2 minutes (a shipped order is billed and its customer told within minutes), and
+whenever order processing releases orders:
 1. **pull_wms_milestones** / **pull_carrier_tracking** — read each feed from its persisted
    cursor (`sync_cursor`) into `fulfilment_event`. Rows and cursor move in one transaction
    per page: an event is never lost; one delivered twice is stored once.
