@@ -21,7 +21,9 @@
    the customer's price is charged, the order resumes once nothing else holds it), audited
    with the CRM user as actor (``crm:<name>``); *rejected* keeps the hold and escalates it to
    the exception's escalation role (audited too). A decision on an exception a person already
-   resolved on the desk changes nothing and says so.
+   resolved on the desk changes nothing and says so. An approval is the account owner's to
+   give: one by anyone else (``decided_by`` ≠ the owner the request went to) is recorded
+   (``crm_decision_refused``) and refused — the hold stays.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class DecisionsResult:
     rejected: int = 0
     unchanged: int = 0  # read again, or on an exception already resolved
     unknown: int = 0  # a decision on a request we did not raise
+    refused: int = 0  # an approval by someone other than the account owner it went to
     cursor: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
 
@@ -206,6 +209,17 @@ def _apply(conn: psycopg.Connection, d: dict, ctx: RunContext) -> tuple[str, str
     note = (d.get("note") or "").strip()
     what = f"{d['decision']} in the CRM ({request_id}){': ' + note if note else ''}"
     approve = d["decision"] == "approved"
+    if approve and row.get("owner") and d.get("decided_by") != row["owner"]:
+        # An override is the account owner's to give (the request went to them): anyone else's
+        # approval in the CRM is recorded and refused, the hold stays.
+        outcome = (
+            f"refused: approved by {d.get('decided_by') or 'nobody'}, not by {row['owner']}, "
+            "the account owner the request went to"
+        )
+        _audit_decision(conn, actor, "crm_decision_refused", request_id, row, d, outcome, what)
+        repo.mark_refused(conn, request_id, d, outcome)
+        log.warning("CRM decision %s refused: %s", request_id, outcome)
+        return "refused", outcome
     try:
         res = decisions.decide(
             conn, eid, APPROVE if approve else KEEP, actor=actor, reason=what, ctx=ctx
@@ -219,19 +233,24 @@ def _apply(conn: psycopg.Connection, d: dict, ctx: RunContext) -> tuple[str, str
     else:
         role = repo.escalate(conn, eid)
         kind, outcome = "rejected", f"kept on hold, escalated to {role}"
+    _audit_decision(conn, actor, "crm_decision", request_id, row, d, outcome, what)
+    repo.mark_applied(conn, request_id, d, outcome)
+    return kind, outcome
+
+
+def _audit_decision(conn, actor, action, request_id, row, d, outcome, what) -> None:
     conn.execute(
         "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, 'crm', 'crm_decision', 'crm_approval', %s, %s, %s, %s)",
+        "before, after, reason) VALUES (%s, 'crm', %s, 'crm_approval', %s, %s, %s, %s)",
         (
             actor,
+            action,
             request_id,
-            Jsonb({"status": row["status"], "exception_id": eid}),
+            Jsonb({"status": row["status"], "exception_id": row["exception_id"]}),
             Jsonb({"decision": d["decision"], "outcome": outcome}),
             what,
         ),
     )
-    repo.mark_applied(conn, request_id, d, outcome)
-    return kind, outcome
 
 
 def _known_exception(conn: psycopg.Connection, reference: Any) -> bool:

@@ -222,3 +222,35 @@ def test_a_crm_rejection_keeps_the_hold_and_escalates_it(processed, sandbox):
         )
     ]
     assert actions == ["keep_on_hold", "crm_decision"]
+
+
+def test_an_approval_by_someone_other_than_the_account_owner_is_refused(processed, sandbox):
+    """An override is the account owner's to give, whatever the entry point: an approval
+    entered in the CRM by someone else is recorded and refused, the hold stays."""
+    conn, _ = processed
+    row = conn.execute(
+        "SELECT a.request_id, a.exception_id, a.owner FROM orderflow.crm_approval a "
+        "JOIN orderflow.order_exception e USING (exception_id) "
+        "WHERE a.applied_at IS NULL AND e.status = 'open' ORDER BY a.request_id LIMIT 1"
+    ).fetchone()
+    assert row is not None, "no open CRM approval request left in the generated day"
+    request_id, exception_id, owner = row
+    sandbox.client.post(
+        f"/crm/approval-requests/{request_id}/decision",
+        json={"decision": "approved", "decided_by": f"not-{owner}", "note": "looks fine"},
+    ).raise_for_status()
+    _run("crm_sync")
+    status = conn.execute(
+        "SELECT status FROM orderflow.order_exception WHERE exception_id = %s", (exception_id,)
+    ).fetchone()[0]
+    assert status == "open"
+    audit = conn.execute(
+        "SELECT actor, action FROM orderflow.audit_log WHERE object_type = 'crm_approval' "
+        "AND object_id = %s",
+        (request_id,),
+    ).fetchall()
+    assert audit == [(f"crm:not-{owner}", "crm_decision_refused")]
+    outcome = conn.execute(
+        "SELECT status, outcome FROM orderflow.crm_approval WHERE request_id = %s", (request_id,)
+    ).fetchone()
+    assert outcome[0] == "requested" and outcome[1].startswith("refused")

@@ -135,7 +135,7 @@ def record_request(conn: psycopg.Connection, payload: dict, answer: dict) -> Non
 
 def lock_approval(conn: psycopg.Connection, request_id: str) -> dict[str, Any] | None:
     cur = conn.execute(
-        "SELECT request_id, exception_id, order_id, status, applied_at "
+        "SELECT request_id, exception_id, order_id, status, applied_at, owner "
         "FROM orderflow.crm_approval WHERE request_id = %s FOR UPDATE",
         (request_id,),
     )
@@ -177,3 +177,23 @@ def escalate(conn: psycopg.Connection, exception_id: int) -> str | None:
         (exception_id,),
     ).fetchone()
     return row[0] if row else None
+
+
+def mark_refused(conn: psycopg.Connection, request_id: str, decision: dict, outcome: str) -> None:
+    """A decision read and refused (it stays ``requested``): never applied, never re-read."""
+    conn.execute(
+        """
+        UPDATE orderflow.crm_approval
+           SET decided_by = %s, decided_at = %s, decision_note = %s, decision_seq = %s,
+               applied_at = now(), outcome = %s
+         WHERE request_id = %s AND applied_at IS NULL
+        """,
+        (
+            decision.get("decided_by"),
+            decision.get("decided_at"),
+            decision.get("note"),
+            decision.get("decision_seq"),
+            outcome,
+            request_id,
+        ),
+    )
