@@ -289,7 +289,7 @@ def replay(orders: Sequence[OrderView], history: History, book: RuleBook) -> dic
     out: dict[str, dict] = {}
     ref = history.ref  # read only by the domain functions
     passed: dict[str, OrderView] = {}
-    checks = rules.registry.checks(book, history.contexts)
+    checks = rules.registry.checks(book, history.contexts, core=True)
     for r in validate(orders, ref, book.validation, book.pricing, checks):
         if r.holds:
             out[r.order.order_id] = _outcome(r.order, "validate", r.holds)

@@ -154,13 +154,14 @@ def validate(
     from orderflow.store import exceptions
 
     book = _in_force(conn, book)
-    # Rule types beyond the core (the registry) check here too, and are recorded with the rest.
-    versions = book.tag("validation", "pricing", "routing", *registry.tag(book))
-    exceptions.ensure_categories(conn, registry.categories(book))
+    # Rule types with hooks (the registry: the core's CRM pricing, then those beyond the core)
+    # check here too, and are recorded with the rest.
+    versions = book.tag("validation", "pricing", "routing", *registry.tag(book, core=True))
+    exceptions.ensure_categories(conn, registry.categories(book, core=True))
     with db.transaction(conn):
         orders = _resolve_customers(conn, _load(conn, order_ids, "RECEIVED", ctx))
         ref = repo.load_reference(conn, orders, book.validation.duplicate_window_hours)
-        checks = registry.checks(book, registry.load_contexts(conn, book, orders))
+        checks = registry.checks(book, registry.load_contexts(conn, book, orders), core=True)
         results = check(orders, ref, book.validation, book.pricing, checks)
         repo.save_validated_lines(conn, [r.order for r in results])
         out = _decide(
@@ -183,22 +184,22 @@ def validate(
 
 
 def _details(results) -> dict[str, dict]:
-    """Per order, what its VALIDATED event records beyond the decision: holds a rule type
-    explained, and the lines whose price a CRM quote or agreement explained."""
+    """Per order, what its event records beyond the decision: holds a rule type explained,
+    and the lines a rule type's explanation priced from a document (a CRM quote or agreement)."""
     out = {r.order.order_id: {"explained": r.explained} for r in results if r.explained}
-    for order_id, sources in _crm_price_sources(results).items():
+    for order_id, sources in _price_sources(results).items():
         out.setdefault(order_id, {}).update(sources)
     return out
 
 
-def _crm_price_sources(results) -> dict[str, dict]:
-    """Per order, the lines whose price a CRM quote or agreement explained (on its event)."""
+def _price_sources(results) -> dict[str, dict]:
+    """Per order, the lines an explanation priced from a document (``price_sources``)."""
     out: dict[str, dict] = {}
     for r in results:
         explained = [
             {"line_no": ln.line_no, "source": ln.price_source, "document_id": ln.price_document_id}
             for ln in r.order.lines
-            if ln.price_source in ("quote", "agreement")
+            if ln.price_source not in (None, "contract", "list")
         ]
         if explained:
             out[r.order.order_id] = {"price_sources": explained}

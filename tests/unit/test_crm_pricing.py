@@ -6,19 +6,25 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from test_processing_domain import TODAY, cats, check, line, order, ref
+from test_processing_domain import BOOK, TODAY, cats, line, order, ref
 
-from orderflow.domain.reference import PriceAgreement, Quote
+from orderflow.domain.crm_pricing import CrmDocuments, PriceAgreement, Quote
+from orderflow.domain.validation import validate
+from orderflow.rules import registry
 
 D = Decimal
 
 
 def with_docs(*docs):
-    r = ref()
-    for d in docs:
-        target = r.quotes if isinstance(d, Quote) else r.agreements
-        target.setdefault((d.customer_id, d.item_id), []).append(d)
-    return r
+    """The CRM documents as the ``crm_pricing`` rule type's context (its ``load_context``)."""
+    return CrmDocuments().add(*docs)
+
+
+def check(o, docs):
+    """Validate as the stage does: the core rule types with hooks bound to their version in
+    force (``crm_pricing``) and the documents as its context."""
+    checks = registry.checks(BOOK, {"crm_pricing": docs}, core=True)
+    return validate([o], ref(), BOOK.validation, BOOK.pricing, checks)[0]
 
 
 def quote(price, start=-5, end=10, qid="Q1", item="I1", status="issued"):

@@ -674,6 +674,7 @@ WORK_DAGS = (
     "intake_csv",
     "intake_mailbox",
     "intake_portal",
+    "intake_marketplace",
     "order_processing",
     "fulfilment_events",
     "masterdata_sync",
@@ -706,7 +707,13 @@ _BUSY_KEYS = (
 )
 
 
-INTAKE_DAGS = ("intake_edi", "intake_csv", "intake_mailbox", "intake_portal")
+INTAKE_DAGS = (
+    "intake_edi",
+    "intake_csv",
+    "intake_mailbox",
+    "intake_portal",
+    "intake_marketplace",
+)
 
 
 def _waiting_files(state: Path) -> int:

@@ -25,11 +25,15 @@ class Explanation:
     """Why a hold does not apply as it stands: a rule type's answer when the validation stage
     asks it about a hold in one of the categories it explains (``orderflow.rules.registry``).
     ``charge_price``: the price to charge the hold's line instead (e.g. a quoted price);
-    ``instead``: a more precise hold that replaces it (e.g. the quote that priced it expired)."""
+    ``instead``: a more precise hold that replaces it (e.g. the quote that priced it expired);
+    ``price_source`` / ``price_document_id``: the document that priced the line (e.g.
+    ``"quote"``, ``"Q00042"``), recorded on the line and the order's event."""
 
     reason: str  # recorded on the order's event, shown to a person
     charge_price: Decimal | None = None
     instead: Hold | None = None
+    price_source: str | None = None
+    price_document_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,8 @@ class LineView:
     # decided at validation (None before): our item, the contract used, the price to charge
     contract_id: str | None = None
     contract_price: Decimal | None = None
-    # where the price to charge came from: contract, list, quote or agreement (and which one)
+    # where the price to charge came from: contract, list, or the document a rule type's
+    # explanation named (the CRM's quote or agreement: ``domain.crm_pricing``), and which one
     price_source: str | None = None
     price_document_id: str | None = None
 
@@ -132,37 +137,6 @@ class Contract:
 
 
 @dataclass(frozen=True, slots=True)
-class Quote:
-    """A price quoted to a customer in the CRM, valid from ``quoted_on`` to ``expires_on``."""
-
-    quote_id: str
-    customer_id: str
-    item_id: str
-    quoted_price: Decimal
-    quoted_on: date
-    expires_on: date
-    status: str = "issued"
-
-    def valid_on(self, day: date) -> bool:
-        return self.status == "issued" and self.quoted_on <= day <= self.expires_on
-
-
-@dataclass(frozen=True, slots=True)
-class PriceAgreement:
-    """A special price agreed with a customer in the CRM, valid between two dates."""
-
-    agreement_id: str
-    customer_id: str
-    item_id: str
-    unit_price: Decimal
-    valid_from: date
-    valid_to: date | None
-
-    def valid_on(self, day: date) -> bool:
-        return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
-
-
-@dataclass(frozen=True, slots=True)
 class PriorOrder:
     """Another live order, for duplicate suspicion."""
 
@@ -183,9 +157,6 @@ class ReferenceData:
     items: dict[str, Item] = field(default_factory=dict)
     xref: dict[tuple[str, str], str] = field(default_factory=dict)
     contracts: dict[tuple[str, str], list[Contract]] = field(default_factory=dict)
-    # the CRM's account context, by (customer, item)
-    quotes: dict[tuple[str, str], list[Quote]] = field(default_factory=dict)
-    agreements: dict[tuple[str, str], list[PriceAgreement]] = field(default_factory=dict)
     # (entity_type, entity_id) -> the open master-data-quality reason
     dq_failures: dict[tuple[str, str], str] = field(default_factory=dict)
     prior_orders: list[PriorOrder] = field(default_factory=list)

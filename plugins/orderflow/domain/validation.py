@@ -2,23 +2,23 @@
 
 Per order: customer and ship-to, item mapping (customer part number → item), master-data
 quality of everything it depends on, unit of measure, contract price vs the order's price
-(an expired contract and a price mismatch are distinct reasons; a price the CRM's quote or
-special price agreement explains is no mismatch, and a price from an expired quote is one
-with cause ``quote_expired``), minimums and duplicate
+(an expired contract and a price mismatch are distinct reasons), minimums and duplicate
 suspicion. Every problem found becomes a :class:`Hold`; an order with none is VALIDATED with
 its lines mapped to items and priced from the contract.
 
-Rule types from outside the core (``orderflow.rules.registry``) take part through
-:class:`RuleCheck`: after the order's own checks, each may explain a hold of a category it
-declares (waive it, or replace it with a more precise one), and add holds of its own. A check that raises holds that order ``rule_error``;
-the other orders of the partition go on.
+Rule types (``orderflow.rules.registry``) take part through :class:`RuleCheck`: the core's
+with hooks first (the CRM's quotes and agreements: ``domain.crm_pricing``), then those from
+outside the core. After the order's own checks, each may explain a hold of a category it
+declares (waive it, charge another price, or replace it with a more precise one — which the
+rule types after it are asked about in turn), and add holds of its own. A check that raises
+holds that order ``rule_error``; the other orders of the partition go on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -29,7 +29,6 @@ from orderflow.domain.reference import (
     LineView,
     OrderView,
     PriorOrder,
-    Quote,
     ReferenceData,
 )
 from orderflow.rules import PricingRules, ValidationRules
@@ -79,7 +78,8 @@ def validate(
     checks: Sequence[RuleCheck] = (),
 ) -> list[Validated]:
     """Validate a partition of orders against the master data in ``ref``; ``checks``: the
-    rule types registered beyond the core, in order (see :class:`RuleCheck`)."""
+    rule types with hooks, in order (``registry.checks(book, contexts, core=True)``: see
+    :class:`RuleCheck`)."""
     # Other live orders per customer (the store's, then this partition's as they validate).
     by_customer: dict[str | None, list[PriorOrder]] = {}
     for prior in ref.prior_orders:
@@ -150,35 +150,38 @@ def _rule_checks(
     kept: list[Hold] = []
     explained: list[dict] = []
     for hold in holds:
-        answer = None
+        current: Hold | None = hold
         for check in checks:
-            if hold.category not in check.explains:
+            if current is None:
+                break
+            if current.category not in check.explains:
                 continue
             try:
-                answer = check.explain(hold, order, ref)
+                answer = check.explain(current, order, ref)
             except Exception as exc:
                 kept.append(_rule_error(check, exc))
                 continue
-            if answer is not None:
-                explained.append(
-                    {
-                        "category": hold.category,
-                        "line_no": hold.line_no,
-                        "by": check.pinned,
-                        "reason": answer.reason,
-                        "charge_price": None
-                        if answer.charge_price is None
-                        else str(answer.charge_price),
-                        "instead": None if answer.instead is None else answer.instead.category,
-                    }
-                )
-                if answer.charge_price is not None and hold.line_no is not None:
-                    order = _charge(order, hold.line_no, answer.charge_price)
-                if answer.instead is not None:
-                    kept.append(answer.instead)
-                break
-        if answer is None:
-            kept.append(hold)
+            if answer is None:
+                continue
+            explained.append(
+                {
+                    "category": current.category,
+                    "line_no": current.line_no,
+                    "by": check.pinned,
+                    "reason": answer.reason,
+                    "charge_price": None
+                    if answer.charge_price is None
+                    else str(answer.charge_price),
+                    "instead": None if answer.instead is None else answer.instead.category,
+                }
+            )
+            if current.line_no is not None:
+                order = _charge(order, current.line_no, answer)
+            # a replacement is a hold like the others: the rule types after this one may
+            # explain it in turn
+            current = answer.instead
+        if current is not None:
+            kept.append(current)
     for check in checks:
         try:
             kept.extend(check.holds(order, ref))
@@ -187,10 +190,16 @@ def _rule_checks(
     return order, kept, explained
 
 
-def _charge(order: OrderView, line_no: int, price: Decimal) -> OrderView:
-    lines = tuple(
-        replace(ln, contract_price=price) if ln.line_no == line_no else ln for ln in order.lines
-    )
+def _charge(order: OrderView, line_no: int, answer: Explanation) -> OrderView:
+    """The line as an explanation prices it: the price to charge, and the document."""
+    change: dict = {}
+    if answer.charge_price is not None:
+        change["contract_price"] = answer.charge_price
+    if answer.price_source is not None:
+        change.update(price_source=answer.price_source, price_document_id=answer.price_document_id)
+    if not change:
+        return order
+    lines = tuple(replace(ln, **change) if ln.line_no == line_no else ln for ln in order.lines)
     return replace(order, lines=lines)
 
 
@@ -359,10 +368,6 @@ def _price(
             price_document_id=contract.contract_id,
         )
         if ln.unit_price is not None and not _within(ln.unit_price, contract.unit_price, tol):
-            if (explained := _explained(order, ln, day, ref, pricing)) is not None:
-                return explained, []
-            if (expired := _expired_quote(order, ln, day, ref)) is not None:
-                return ln, [_quote_expired(ln, expired, contract.unit_price, tol, contract)]
             return ln, [
                 Hold(
                     "pricing_mismatch",
@@ -385,10 +390,6 @@ def _price(
     tol = pricing.list_price_tolerance_pct
     if _within(ln.unit_price, list_price, tol):
         return ln, []
-    if (explained := _explained(order, ln, day, ref, pricing)) is not None:
-        return explained, []
-    if (quote := _expired_quote(order, ln, day, ref)) is not None:
-        return ln, [_quote_expired(ln, quote, list_price, tol, None)]
     expired = [c for c in contracts if c.expires_on is not None and c.expires_on < day]
     if expired:
         last = max(expired, key=lambda c: c.expires_on or day)
@@ -411,78 +412,6 @@ def _price(
             details=_price_details(ln, list_price, tol, None),
         )
     ]
-
-
-#: A quote is a promise of one price: it explains the order's price only to the cent.
-QUOTE_TOLERANCE_PCT = Decimal("0")
-
-
-def _explained(
-    order: OrderView, ln: LineView, day: date, ref: ReferenceData, pricing: PricingRules
-) -> LineView | None:
-    """The line priced from the CRM document that explains its price, if one does: a quote
-    valid on the PO date at that price, else a special price agreement valid on the PO date
-    within the contract tolerance. The customer's price is what we charge, and the line
-    records which document said so."""
-    if ln.unit_price is None:
-        return None
-    pair = (order.customer_id or "", ln.item_id or "")
-    quotes = [
-        q
-        for q in ref.quotes.get(pair, [])
-        if q.valid_on(day) and _within(ln.unit_price, q.quoted_price, QUOTE_TOLERANCE_PCT)
-    ]
-    if quotes:
-        q = max(quotes, key=lambda q: (q.quoted_on, q.quote_id))
-        return replace(
-            ln, contract_price=ln.unit_price, price_source="quote", price_document_id=q.quote_id
-        )
-    tol = pricing.default_contract_tolerance_pct
-    agreements = [
-        a
-        for a in ref.agreements.get(pair, [])
-        if a.valid_on(day) and _within(ln.unit_price, a.unit_price, tol)
-    ]
-    if agreements:
-        a = max(agreements, key=lambda a: (a.valid_from, a.agreement_id))
-        return replace(
-            ln,
-            contract_price=a.unit_price,
-            price_source="agreement",
-            price_document_id=a.agreement_id,
-        )
-    return None
-
-
-def _expired_quote(order: OrderView, ln: LineView, day: date, ref: ReferenceData) -> Quote | None:
-    """The latest quote at this line's price that expired before the PO date."""
-    if ln.unit_price is None:
-        return None
-    found = [
-        q
-        for q in ref.quotes.get((order.customer_id or "", ln.item_id or ""), [])
-        if q.expires_on < day and _within(ln.unit_price, q.quoted_price, QUOTE_TOLERANCE_PCT)
-    ]
-    return max(found, key=lambda q: (q.expires_on, q.quote_id)) if found else None
-
-
-def _quote_expired(
-    ln: LineView, quote: Quote, reference: Decimal, tol: Decimal, contract: Contract | None
-) -> Hold:
-    what = f"contract {contract.contract_id} price" if contract else "list price"
-    return Hold(
-        "pricing_mismatch",
-        f"line {ln.line_no}: price {ln.unit_price} is quote {quote.quote_id}'s, which expired "
-        f"on {quote.expires_on}; the {what} is {reference}. Renew the quote in the CRM "
-        "(the account owner approves the price) or confirm the current price with the customer",
-        line_no=ln.line_no,
-        details={
-            **_price_details(ln, reference, tol, contract),
-            "cause": "quote_expired",
-            "quote_id": quote.quote_id,
-            "quote_expires_on": str(quote.expires_on),
-        },
-    )
 
 
 def _within(price: Decimal, reference: Decimal, tol_pct: Decimal) -> bool:

@@ -147,8 +147,12 @@ def _check(conn, order, book, now, credit_service, screening_service) -> CheckAn
     holds: list[tuple[str, Hold]] = []
     evaluated, not_evaluated, deferred = ["validate"], [], []
 
+    from orderflow.rules import registry
+
     ref = repo.load_reference(conn, [order], book.validation.duplicate_window_hours)
-    [validated] = validate([order], ref, book.validation, book.pricing)
+    # the rule types with hooks, as the stage calls them (the CRM's quotes and agreements)
+    checks = registry.checks(book, registry.load_contexts(conn, book, [order]), core=True)
+    [validated] = validate([order], ref, book.validation, book.pricing, checks)
     holds += [("validate", h) for h in validated.holds]
     vo = validated.order
     cid = vo.customer_id or ""

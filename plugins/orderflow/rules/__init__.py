@@ -97,6 +97,17 @@ class PricingRules(_RuleSet):
     list_price_tolerance_pct: Decimal = Decimal("0")
 
 
+class CrmPricingRules(_RuleSet):
+    """When the CRM's quotes and special price agreements explain a price the core price
+    check holds (``orderflow.domain.crm_pricing``: the rule type's ``explain``)."""
+
+    name: ClassVar[str] = "crm_pricing"
+    #: a quote is a promise of one price: it explains the order's price within this share
+    quote_tolerance_pct: Decimal = Field(Decimal("0"), ge=0)
+    #: an agreement explains an order price within this share of the agreed price
+    agreement_tolerance_pct: Decimal = Field(Decimal("1.0"), ge=0)
+
+
 class CreditRules(_RuleSet):
     name: ClassVar[str] = "credit"
     open_order_statuses: tuple[str, ...]
@@ -281,10 +292,36 @@ RULE_SETS: dict[str, type[_RuleSet]] = {
         CarrierRules,
         RoutingRules,
         FulfilmentRules,
+        CrmPricingRules,
     )
 }
-for _model in RULE_SETS.values():
-    registry.register(RuleType(_model, core=True, source="orderflow"))
+
+
+def _crm_pricing_context(conn: Any, orders: Any, rules: Any) -> Any:
+    from orderflow.store import crm
+
+    return crm.load_pricing_context(conn, orders, rules)
+
+
+def _core_hooks() -> dict[str, dict[str, Any]]:
+    """The core rule types the validation stage calls through the registry's hooks (the
+    others' decisions are wired into the domain stages)."""
+    from orderflow.domain import crm_pricing
+
+    return {
+        "crm_pricing": {
+            "explain": crm_pricing.explain,
+            "explains": crm_pricing.EXPLAINS,
+            "load_context": _crm_pricing_context,
+            "description": "CRM quotes and special price agreements explain price differences",
+        }
+    }
+
+
+for _name, _model in RULE_SETS.items():
+    registry.register(
+        RuleType(_model, core=True, source="orderflow", **_core_hooks().get(_name, {}))
+    )
 
 
 #: Rule sets that decide an order (validation → credit → allocation → planning): the ones a
@@ -304,6 +341,7 @@ class RuleBook(BaseModel):
     carrier: CarrierRules
     routing: RoutingRules
     fulfilment: FulfilmentRules
+    crm_pricing: CrmPricingRules
     #: the versions in effect of the rule types registered beyond the core (by name)
     extensions: dict[str, _RuleSet] = Field(default_factory=dict)
     #: the decision time the book was chosen for (None: not known, e.g. built by hand)

@@ -12,8 +12,10 @@ of the core, the functions the validation stage calls with the version in force:
   the master data in ``ref`` (read from the store before they run; the same in a what-if);
 - ``categories``: the exception categories its holds use, created in the store when needed.
 
-The eight core rule sets register here too (``core=True``); what they decide is wired into
-the domain stages. A rule type from outside this package needs no change to it: a package
+The core rule sets register here too (``core=True``). What most of them decide is wired
+into the domain stages; a core type may instead use the hooks (``crm_pricing``: the CRM's
+quotes and agreements explain price holds), and the stage calls it before the others
+(``checks(book, contexts, core=True)``). A rule type from outside this package needs no change to it: a package
 declares it in the ``orderflow.rule_types`` entry-point group (pyproject
 ``[project.entry-points."orderflow.rule_types"]``), or the ``ORDERFLOW_RULE_TYPES`` setting
 names ``module:attribute`` (comma-separated). The attribute is a :class:`RuleType`, a list of
@@ -123,7 +125,7 @@ class RuleType:
 
     @property
     def applies(self) -> bool:
-        """Does the validation stage call it (an external type with a check or explain)?"""
+        """Does the validation stage call it (a type with a check or explain)?"""
         return self.check is not None or self.explain is not None
 
 
@@ -272,39 +274,47 @@ def _as_rule_types(obj: Any, source: str) -> list[RuleType]:
 # ---------------------------------------------------------------------------- at a stage
 
 
-def applied(book: RuleBook) -> list[tuple[RuleType, Any]]:
+def applied(book: RuleBook, *, core: bool = False) -> list[tuple[RuleType, Any]]:
     """The rule types the validation stage calls, each with its version in ``book`` (a
-    type with no version in effect does not apply)."""
+    type with no version in effect does not apply): those beyond the core, and with
+    ``core`` first the core ones with hooks (the stage's own call)."""
     types = rule_types()
+    names = list(book.extensions)
+    if core:
+        names = [n for n, t in types.items() if t.core and t.applies] + names
     return [
         (types[name], rs)
-        for name, rs in book.extensions.items()
-        if name in types and types[name].applies
+        for name in names
+        if name in types and types[name].applies and (rs := book.get(name)) is not None
     ]
 
 
 def load_contexts(conn: Any, book: RuleBook, orders: Sequence[OrderView]) -> dict[str, Any]:
-    """Per applied rule type with a ``load_context``: what it read from the store for
-    ``orders`` (call it inside the stage's transaction, before the domain decides)."""
+    """Per applied rule type with a ``load_context`` (the core's included): what it read
+    from the store for ``orders`` (call it inside the stage's transaction, before the domain
+    decides)."""
     return {
         rt.name: rt.load_context(conn, orders, rs)
-        for rt, rs in applied(book)
+        for rt, rs in applied(book, core=True)
         if rt.load_context is not None
     }
 
 
-def checks(book: RuleBook, contexts: dict[str, Any] | None = None) -> list[BoundCheck]:
-    """What :func:`orderflow.domain.validation.validate` takes as ``checks``."""
+def checks(
+    book: RuleBook, contexts: dict[str, Any] | None = None, *, core: bool = False
+) -> list[BoundCheck]:
+    """What :func:`orderflow.domain.validation.validate` takes as ``checks``: the rule types
+    beyond the core, and with ``core`` (what a stage passes) the core ones with hooks first."""
     contexts = contexts or {}
-    return [BoundCheck(rt, rs, contexts.get(rt.name)) for rt, rs in applied(book)]
+    return [BoundCheck(rt, rs, contexts.get(rt.name)) for rt, rs in applied(book, core=core)]
 
 
-def categories(book: RuleBook) -> list[ExceptionCategory]:
+def categories(book: RuleBook, *, core: bool = False) -> list[ExceptionCategory]:
     """The exception categories the applied rule types (and a failing check) may open."""
     from orderflow.domain.validation import RULE_ERROR
 
-    out = {c.category: c for rt, _ in applied(book) for c in rt.categories}
-    if out or applied(book):
+    out = {c.category: c for rt, _ in applied(book, core=core) for c in rt.categories}
+    if out or applied(book, core=core):
         out.setdefault(
             RULE_ERROR,
             ExceptionCategory(
@@ -317,6 +327,6 @@ def categories(book: RuleBook) -> list[ExceptionCategory]:
     return list(out.values())
 
 
-def tag(book: RuleBook) -> list[str]:
+def tag(book: RuleBook, *, core: bool = False) -> list[str]:
     """The names of the applied rule types, for the stage's ``rule_set_version``."""
-    return [rt.name for rt, _ in applied(book)]
+    return [rt.name for rt, _ in applied(book, core=core)]

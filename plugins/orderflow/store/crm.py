@@ -1,14 +1,16 @@
-"""The CRM's account context in the store: quotes and agreements for validation, the account
+"""The CRM's account context in the store: quotes and agreements for validation (the
+``crm_pricing`` rule type's context), the account
 team on pricing exceptions, and the approval requests raised in the CRM."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from orderflow.domain.reference import PriceAgreement, Quote, ReferenceData
+from orderflow.domain.crm_pricing import CrmDocuments, PriceAgreement, Quote
+from orderflow.domain.reference import OrderView
 
 if TYPE_CHECKING:
     import psycopg
@@ -20,23 +22,28 @@ REQUEST_ACTION = "crm_approval_request"
 CRM_CONN_ID = "crm_default"
 
 
-def load_pricing_documents(
-    conn: psycopg.Connection, ref: ReferenceData, customer_ids: Iterable[str]
-) -> None:
-    """The quotes and special price agreements of these customers for the items in ``ref``."""
-    args = (list(customer_ids), list(ref.items))
+def load_pricing_context(
+    conn: psycopg.Connection, orders: Sequence[OrderView], rules: Any = None
+) -> CrmDocuments:
+    """The quotes and special price agreements of these orders' customers: the ``crm_pricing``
+    rule type's ``load_context`` (its lines are not mapped to items yet, so every item's)."""
+    docs = CrmDocuments()
+    customers = sorted({o.customer_id for o in orders if o.customer_id})
+    if not customers:
+        return docs
     for r in conn.execute(
         "SELECT quote_id, customer_id, item_id, quoted_price, quoted_on, expires_on, status "
-        "FROM orderflow.crm_quote WHERE customer_id = ANY(%s) AND item_id = ANY(%s)",
-        args,
+        "FROM orderflow.crm_quote WHERE customer_id = ANY(%s)",
+        (customers,),
     ):
-        ref.quotes.setdefault((r[1], r[2]), []).append(Quote(*r))
+        docs.add(Quote(*r))
     for r in conn.execute(
         "SELECT agreement_id, customer_id, item_id, unit_price, valid_from, valid_to "
-        "FROM orderflow.crm_price_agreement WHERE customer_id = ANY(%s) AND item_id = ANY(%s)",
-        args,
+        "FROM orderflow.crm_price_agreement WHERE customer_id = ANY(%s)",
+        (customers,),
     ):
-        ref.agreements.setdefault((r[1], r[2]), []).append(PriceAgreement(*r))
+        docs.add(PriceAgreement(*r))
+    return docs
 
 
 def route_to_account_team(conn: psycopg.Connection, order_ids: Sequence[str]) -> int:

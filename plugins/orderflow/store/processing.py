@@ -24,7 +24,6 @@ from orderflow.domain.reference import (
     ReferenceData,
     ShipTo,
 )
-from orderflow.store import crm
 
 if TYPE_CHECKING:
     import psycopg
@@ -273,7 +272,6 @@ def load_reference(
         (list(cids), list(ref.items)),
     ):
         ref.contracts.setdefault((r[1], r[2]), []).append(Contract(*r))
-    crm.load_pricing_documents(conn, ref, cids)
     ref.dq_failures = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
