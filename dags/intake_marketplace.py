@@ -29,7 +29,7 @@ Then sends every marketplace callback due in the outbox — acknowledgements, sh
 confirmations (queued by `fulfilment_events`), answers to cancellation requests — each
 under its key. The marketplace sets a time limit for each (acknowledge by, ship by,
 respond by); its answer says when it received the callback and whether that was late,
-kept per order in `marketplace_order` and counted by the `marketplace_*_on_time_rate`
+kept per order in `marketplace_order` and counted by the `marketplace_callback_on_time_rate`
 KPIs. The 5-minute schedule is far inside the limits (hours).
 
 Rerun or clear freely: the watermark only advances past stored items and a re-read item is
