@@ -176,7 +176,9 @@ def test_an_outbox_action_that_stops_delivering_raises_an_alert_until_it_deliver
     assert _open(store, entity_type="outbox", entity_id="edi_997") == []
 
 
-def test_the_cli_lists_what_waits_for_a_person_and_records_their_decisions(store):
+def test_the_cli_lists_what_waits_for_a_person_and_records_their_decisions(
+    store, tmp_path, monkeypatch
+):
     from click.testing import CliRunner
 
     from orderflow.cli import main
@@ -193,6 +195,9 @@ def test_the_cli_lists_what_waits_for_a_person_and_records_their_decisions(store
             "UPDATE orderflow.outbox SET status = 'dead', last_error = 'EDI gateway answered 400' "
             "WHERE idempotency_key = 'cli:997'"
         )
+    roles = tmp_path / "roles.yaml"  # settling a side effect is the integration role's
+    roles.write_text("users:\n  edi-team: [integration]\n")
+    monkeypatch.setenv("ORDERFLOW_ROLES_FILE", str(roles))
     runner = CliRunner()
     listed = runner.invoke(main, ["outbox", "attention"])
     assert listed.exit_code == 0 and "cli:997" in listed.output and "400" in listed.output
@@ -215,8 +220,14 @@ def test_the_cli_lists_what_waits_for_a_person_and_records_their_decisions(store
     assert store.execute(
         "SELECT status FROM orderflow.outbox WHERE idempotency_key = 'cli:997'"
     ).fetchone() == ("pending",)
-    again = runner.invoke(main, ["outbox", "settle", "cli:997", "--resend", "--reason", "x"])
+    again = runner.invoke(
+        main, ["outbox", "settle", "cli:997", "--resend", "--reason", "x", "--actor", "edi-team"]
+    )
     assert again.exit_code != 0 and "no dead or unknown outbox row" in again.output
+    stranger = runner.invoke(
+        main, ["outbox", "settle", "cli:997", "--resend", "--reason", "x", "--actor", "someone"]
+    )
+    assert stranger.exit_code != 0 and "may not replay dead letters" in stranger.output
     status = runner.invoke(main, ["outbox", "status"])
     assert status.exit_code == 0 and "edi_997" in status.output
 

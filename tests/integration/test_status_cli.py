@@ -178,6 +178,7 @@ def test_the_days_orders_per_channel(store, day):
         "edi": {**ZERO, "released": 1},
         "portal": {**ZERO, "received": 1, "cancelled": 1},
         "email": {**ZERO, "received": 1, "held": 1, "rejected": 1},
+        "marketplace": ZERO,  # every channel is listed, a quiet one with zeros
     }
     assert s.totals == {
         "received": 3,
@@ -246,7 +247,8 @@ def test_the_command_prints_a_table_with_a_header(store, day):
     assert lines[2].split() == ["Orders", *status.MEASURES]
     assert lines[3].split() == ["edi", "0", "0", "1", "0", "0", "0", "0", "0"]
     assert lines[4].split() == ["csv", "1", "1", "2", "2", "1", "1", "0", "0"]
-    assert lines[7].split() == ["total", "3", "2", "3", "2", "1", "1", "1", "1"]
+    assert lines[7].split() == ["marketplace", "0", "0", "0", "0", "0", "0", "0", "0"]
+    assert lines[8].split() == ["total", "3", "2", "3", "2", "1", "1", "1", "1"]
     text = out.output
     assert "Open exceptions (now)            3   1 breached, 0 nearing SLA, 2 within SLA" in text
     assert "  short_stock                    2\n  credit_hold                    1\n" in text
