@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
-from datetime import UTC, datetime
 from pathlib import Path
 
-from orderflow.dev.sandbox_proc import Sandbox, land_day, start_sandbox  # noqa: F401 (re-exported)
-
-START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-SYSTEMS = (
-    "erp",
-    "wms",
-    "carrier",
-    "tax",
-    "credit",
-    "screening",
-    "portal",
-    "edi",
-    "marketplace",
-    "crm",
+from orderflow.dev.sandbox_proc import (  # noqa: F401 (re-exported)
+    START,
+    SYSTEMS,
+    Sandbox,
+    free_port,
+    land_day,
+    start_sandbox,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def generate_small_day(out: Path, seed: int = 11) -> Path:
