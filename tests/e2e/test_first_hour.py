@@ -1,5 +1,5 @@
 """The first minutes of ``make run``, as a newcomer sees them: the local stack with the
-sandbox's demo (nothing set: 240x, 500 orders), LocalExecutor, embedded PostgreSQL. Within
+sandbox's demo (nothing set: 360x, 500 orders), LocalExecutor, embedded PostgreSQL. Within
 ten minutes at least one order of every channel is invoiced (delivered, then billed), and
 every KPI tile of the dashboard has a value.
 

@@ -96,11 +96,12 @@ def airflow_home(state_dir: Path = settings.STATE_DIR) -> Path:
 #: The sandbox under ``orderflow run``: its clock (simulated seconds per real second) and the
 #: size of the day it generates on first start. A newcomer should see the whole story —
 #: received, held, released, picked, shipped, delivered, invoiced — within minutes, and a
-#: delivery takes a carrier's transit days: at 240x a day passes in 6 minutes, and 500 orders
-#: a day keeps the arrivals (≈ 1.4 orders/s at the peak) within what two cores process (at
-#: 60x a 5,000-order day fell behind). ``ORDERFLOW_SANDBOX_SPEED=1`` and
+#: delivery takes a carrier's transit days: at 360x a day passes in 4 minutes (at 240x a
+#: next-day delivery and the 2-minute feed read left no channel invoiced after 10 minutes),
+#: and 500 orders a day keeps the arrivals (≈ 2 orders/s at the peak) within what two cores
+#: process (at 60x a 5,000-order day fell behind). ``ORDERFLOW_SANDBOX_SPEED=1`` and
 #: ``ORDERFLOW_SANDBOX_ORDERS=5000`` run a real-time day at the target customer's volume.
-DEMO_SPEED = 240.0
+DEMO_SPEED = 360.0
 DEMO_ORDERS = 500
 
 

@@ -153,7 +153,10 @@ def sync_with_gate(
         build_docs=build_docs,
         docs_dir=docs_dir,
     )
-    with cursors.exclusive(conn, "masterdata:sync"):
+    # The 2-minute inventory sync and the hourly sync take turns: each waits for the other
+    # (seconds) instead of failing into a retry delay (a fresh stack claims no order until
+    # its first full sync is done).
+    with cursors.exclusive(conn, "masterdata:sync", wait_s=180):
         try:
             results = masterdata.sync(
                 conn, hooks, entities=entities, full=full, run_id=run_id, gate=gate

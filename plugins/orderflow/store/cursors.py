@@ -51,11 +51,18 @@ class CursorBusy(RuntimeError):
 
 
 @contextmanager
-def exclusive(conn: psycopg.Connection, name: str) -> Iterator[None]:
-    """Hold a session advisory lock on ``name`` for the block, or raise :class:`CursorBusy`."""
+def exclusive(conn: psycopg.Connection, name: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold a session advisory lock on ``name`` for the block; when another run holds it, wait
+    up to ``wait_s`` seconds for it (a short reader ahead of us), then raise
+    :class:`CursorBusy`."""
+    import time
+
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-        raise CursorBusy(f"cursor {name!r} is being read by another run; try again later")
+    deadline = time.monotonic() + wait_s
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            raise CursorBusy(f"cursor {name!r} is being read by another run; try again later")
+        time.sleep(0.5)
     try:
         yield
     finally:
