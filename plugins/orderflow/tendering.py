@@ -175,7 +175,8 @@ def refused(conn: psycopg.Connection, key: str, payload: dict, error: str) -> st
         }
     )
     customer_id, requested_delivery = conn.execute(
-        'SELECT customer_id, requested_delivery_date FROM orderflow."order" WHERE order_id = %s',
+        "SELECT customer_id, (canonical->>'requested_delivery_date')::date "
+        'FROM orderflow."order" WHERE order_id = %s',
         (s["order_id"],),
     ).fetchone()
     book = rules.in_force(conn, rules.load())
