@@ -1055,16 +1055,28 @@ class Distributor:
     def _label_release(self, order_id: str, dc_id: str | None, tracking: str) -> None:
         """The WMS prints the booked label: the coming shipped milestone of the order's
         release from that DC carries the carrier's tracking number."""
-        for item in self._pending.values():
-            e = item.event
-            if (
-                item.kind == "wms"
-                and e.get("milestone") == "shipped"
-                and e.get("order_id") == order_id
-                and (dc_id is None or e.get("dc_id") == dc_id)
-            ):
-                e["tracking_number"] = tracking
+        for item in self._shipped_pending(order_id):
+            if dc_id is None or item.event.get("dc_id") == dc_id:
+                item.event["tracking_number"] = tracking
                 self._mark("schedule", item.seq)
+
+    def _shipped_pending(self, order_id: str) -> list[_Scheduled]:
+        """Scheduled shipped milestones of an order, from an index brought up to date with
+        what was scheduled since the last look (newest first: the schedule only grows at its
+        end), so a day of bookings does not scan the schedule once per booking."""
+        if getattr(self, "_shipped_of", None) is None or self._shipped_of[0] is not self._pending:
+            self._shipped_of = (self._pending, {}, 0)
+        pending, index, mark = self._shipped_of
+        newest = mark
+        for seq in reversed(pending):
+            if seq <= mark:
+                break
+            newest = max(newest, seq)
+            item = pending[seq]
+            if item.kind == "wms" and item.event.get("milestone") == "shipped":
+                index.setdefault(item.event.get("order_id"), []).append(seq)
+        self._shipped_of = (pending, index, newest)
+        return [pending[q] for q in index.get(order_id, ()) if q in pending]
 
     @staticmethod
     def tax_quote(region: str, country: str, lines: list[dict], exempt: bool = False) -> dict:
