@@ -128,6 +128,11 @@ class TenderingIn(BaseModel):
         '"CARRIER/SERVICE@DC" on the lane from one DC',
     )
     fuel_surcharge: float = Field(0.045, ge=0, le=1, description="Added to the table rate")
+    label_from_booking: bool = Field(
+        False,
+        description="The WMS prints the booked label: a booked order's coming shipped "
+        "milestone carries the carrier's tracking number",
+    )
 
 
 class TaxLineIn(BaseModel):
@@ -516,7 +521,12 @@ def create_app(
         with state.lock:
             state.tender_refusals = set(body.refuse)
             state.fuel_surcharge = body.fuel_surcharge
-        return {"refuse": sorted(state.tender_refusals), "fuel_surcharge": state.fuel_surcharge}
+            state.label_from_booking = body.label_from_booking
+        return {
+            "refuse": sorted(state.tender_refusals),
+            "fuel_surcharge": state.fuel_surcharge,
+            "label_from_booking": state.label_from_booking,
+        }
 
     @admin.get("/clock")
     def get_clock() -> dict:

@@ -259,6 +259,9 @@ class Distributor:
         #: and the fuel surcharge it adds to its table rate on booking
         self.tender_refusals: set[str] = set()
         self.fuel_surcharge = FUEL_SURCHARGE
+        #: the WMS prints the booked label (its shipped milestone carries the carrier's
+        #: tracking number); off by default, so a day's carrier events stay as generated
+        self.label_from_booking = False
         self.milestones: list[dict] = []  # materialised WMS events, seq-ordered
         self.tracking: list[dict] = []  # materialised carrier events
         self.portal_orders = [
@@ -1049,7 +1052,8 @@ class Distributor:
             }
             self.shipments[shipment["shipment_id"]] = shipment
             self._mark("shipment", shipment["shipment_id"])
-            self._label_release(body["order_id"], dc_id, shipment["tracking_number"])
+            if self.label_from_booking:
+                self._label_release(body["order_id"], dc_id, shipment["tracking_number"])
             return self.shipment_keys.remember(key, body, shipment), False
 
     def _label_release(self, order_id: str, dc_id: str | None, tracking: str) -> None:

@@ -213,6 +213,9 @@ def test_a_rerun_or_a_retry_books_nothing_twice(store, book, sandbox):
 def test_the_wms_prints_the_booked_label(store, book, sandbox):
     """The WMS release and the tender go out together; the release's shipped milestone
     carries the carrier's tracking number, so fulfilment records one number."""
+    sandbox.client.put(
+        "/admin/carrier/tendering", json={"label_from_booking": True}
+    ).raise_for_status()
     r = _released(store, book)
     item = sandbox.client.get("/wms/inventory").json()["items"]
     good = next(p for p in item if p["on_hand"] - p.get("reserved", 0) > 50)
