@@ -108,7 +108,7 @@ To act on one order, use `order_reprocess`.
     ]
     send = SendOutboxOperator(
         task_id="send_releases",
-        actions=["wms_release", "wms_release_cancel", "edi_855"],
+        actions=["wms_release", "wms_release_cancel", "carrier_tender", "edi_855"],
         limit=50_000,
         # also when no order was claimed: release cancels queued by the claim still go out
         trigger_rule="none_failed",

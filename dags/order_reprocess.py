@@ -74,7 +74,9 @@ category): `order_reprocess_window` — a dry run first, then the same action pe
             (ReleaseToWmsOperator, "release_to_wms"),
         )
     ]
-    send = SendOutboxOperator(task_id="send_releases", actions=["wms_release", "edi_855"])
+    send = SendOutboxOperator(
+        task_id="send_releases", actions=["wms_release", "carrier_tender", "edi_855"]
+    )
     # A teardown: it runs whatever happened, and does not hide a refused or failed run.
     publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=prepare)
     chain(prepare, *stages, send, publish)

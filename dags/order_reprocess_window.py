@@ -114,6 +114,8 @@ CLI: `orderflow reprocess --from … --to … --action … [--apply] --reason �
             (ReleaseToWmsOperator, "release_to_wms"),
         )
     ]
-    send = SendOutboxOperator(task_id="send_releases", actions=["wms_release", "edi_855"])
+    send = SendOutboxOperator(
+        task_id="send_releases", actions=["wms_release", "carrier_tender", "edi_855"]
+    )
     publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=prepare)
     chain(prepare, check_applied, *stages, send, publish)

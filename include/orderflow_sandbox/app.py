@@ -115,6 +115,24 @@ class ShipmentIn(BaseModel):
     carrier_id: str
     service_code: str
     weight_kg: float = Field(gt=0)
+    dc_id: str | None = Field(None, description="Origin DC (the lane starts there)")
+    zone: str | None = Field(None, description="Destination zone, e.g. Z3")
+    hazmat: bool = False
+    reference: str | None = Field(None, description="The shipper's shipment reference")
+
+
+class TenderingIn(BaseModel):
+    refuse: list[str] = Field(
+        default_factory=list,
+        description='Services the carrier refuses to book: "CARRIER/SERVICE" on every lane, '
+        '"CARRIER/SERVICE@DC" on the lane from one DC',
+    )
+    fuel_surcharge: float = Field(0.045, ge=0, le=1, description="Added to the table rate")
+    label_from_booking: bool = Field(
+        False,
+        description="The WMS prints the booked label: a booked order's coming shipped "
+        "milestone carries the carrier's tracking number",
+    )
 
 
 class TaxLineIn(BaseModel):
@@ -493,6 +511,22 @@ def create_app(
     )
     def reuse_state() -> dict:
         return injector.reuse_state()
+
+    @admin.put(
+        "/carrier/tendering",
+        summary="How the carrier answers tenders: services it refuses (409) and its fuel "
+        "surcharge on booked freight",
+    )
+    def set_tendering(body: TenderingIn) -> dict:
+        with state.lock:
+            state.tender_refusals = set(body.refuse)
+            state.fuel_surcharge = body.fuel_surcharge
+            state.label_from_booking = body.label_from_booking
+        return {
+            "refuse": sorted(state.tender_refusals),
+            "fuel_surcharge": state.fuel_surcharge,
+            "label_from_booking": state.label_from_booking,
+        }
 
     @admin.get("/clock")
     def get_clock() -> dict:

@@ -94,6 +94,8 @@ TAX_RATES = {
     "NH": 0.0,
 }
 DEFAULT_TAX_RATE = 0.05
+#: the carrier's fuel surcharge on booked freight (its rate table is without it)
+FUEL_SURCHARGE = 0.045
 
 
 class Conflict(Exception):
@@ -252,6 +254,14 @@ class Distributor:
         self._pending: dict[int, _Scheduled] = {}  # the schedule by seq (what is persisted)
         #: share of well-formed groups partners refuse all the same (settable: /admin/partners)
         self.partner_refusal_rate = PARTNER_REFUSAL_RATE
+        #: how the carrier answers tenders (settable: /admin/carrier/tendering): services it
+        #: refuses ("CARRIER/SERVICE", optionally "CARRIER/SERVICE@DC" for one origin lane)
+        #: and the fuel surcharge it adds to its table rate on booking
+        self.tender_refusals: set[str] = set()
+        self.fuel_surcharge = FUEL_SURCHARGE
+        #: the WMS prints the booked label (its shipped milestone carries the carrier's
+        #: tracking number); off by default, so a day's carrier events stay as generated
+        self.label_from_booking = False
         self.milestones: list[dict] = []  # materialised WMS events, seq-ordered
         self.tracking: list[dict] = []  # materialised carrier events
         self.portal_orders = [
@@ -997,21 +1007,80 @@ class Distributor:
         return sorted(quotes, key=lambda q: q["amount"])
 
     def book_shipment(self, key: str, body: dict) -> tuple[dict, bool]:
+        """Book (tender) a shipment with a carrier service. A repeated key returns the first
+        answer, never a second booking. Refused (:class:`Conflict`, 409) when the carrier
+        does not offer the service (not in its rate table, inactive, over its weight limit,
+        hazmat it does not take) or has no capacity for it on the lane (``tender_refusals``).
+        The booked amount is the table rate plus the fuel surcharge. A booked shipment's
+        tracking number is what the WMS prints on the label: the release's shipped milestone
+        carries it."""
         with self._txn():
             if (prior := self.shipment_keys.replay(key, body)) is not None:
                 return prior, True
+            carrier, service = body["carrier_id"], body["service_code"]
+            lane = f"{carrier}/{service}"
+            dc_id = body.get("dc_id")
+            if lane in self.tender_refusals or f"{lane}@{dc_id}" in self.tender_refusals:
+                raise Conflict(f"{lane} has no capacity on the lane from {dc_id or 'origin'}")
+            c = self.master["carriers"].get((carrier, service))
+            weight = float(body["weight_kg"])
+            if c is None or not c.get("active", True):
+                raise Conflict(f"{lane} is not a service this carrier offers")
+            if c["max_weight_kg"] and weight > c["max_weight_kg"]:
+                raise Conflict(f"{lane} takes at most {c['max_weight_kg']} kg")
+            if body.get("hazmat") and not c["hazmat_allowed"]:
+                raise Conflict(f"{lane} does not take hazmat")
+            zone_n = int("".join(ch for ch in (body.get("zone") or "") if ch.isdigit()) or 4)
+            billed = max(weight, 68.0) if c["mode"] == "ltl" else weight
+            table = c["base_rate"] + c["per_kg"] * billed * (1 + 0.08 * zone_n)
             n = len(self.shipments) + 1
             shipment = {
                 "shipment_id": f"SH{n:07d}",
+                "booking_id": f"BK{n:07d}",
+                "pro_number": f"PRO{n:09d}",
                 "tracking_number": f"TRK{n:010d}",
-                "carrier_id": body["carrier_id"],
-                "service_code": body["service_code"],
+                "label_url": f"/carrier/labels/SH{n:07d}.pdf",
+                "carrier_id": carrier,
+                "service_code": service,
                 "order_id": body["order_id"],
+                "dc_id": dc_id,
+                "reference": body.get("reference"),
+                "amount": round(table * (1 + self.fuel_surcharge), 2),
+                "table_amount": round(table, 2),
+                "currency": "USD",
                 "booked_at": _iso(self.now()),
             }
             self.shipments[shipment["shipment_id"]] = shipment
             self._mark("shipment", shipment["shipment_id"])
+            if self.label_from_booking:
+                self._label_release(body["order_id"], dc_id, shipment["tracking_number"])
             return self.shipment_keys.remember(key, body, shipment), False
+
+    def _label_release(self, order_id: str, dc_id: str | None, tracking: str) -> None:
+        """The WMS prints the booked label: the coming shipped milestone of the order's
+        release from that DC carries the carrier's tracking number."""
+        for item in self._shipped_pending(order_id):
+            if dc_id is None or item.event.get("dc_id") == dc_id:
+                item.event["tracking_number"] = tracking
+                self._mark("schedule", item.seq)
+
+    def _shipped_pending(self, order_id: str) -> list[_Scheduled]:
+        """Scheduled shipped milestones of an order, from an index brought up to date with
+        what was scheduled since the last look (newest first: the schedule only grows at its
+        end), so a day of bookings does not scan the schedule once per booking."""
+        if getattr(self, "_shipped_of", None) is None or self._shipped_of[0] is not self._pending:
+            self._shipped_of = (self._pending, {}, 0)
+        pending, index, mark = self._shipped_of
+        newest = mark
+        for seq in reversed(pending):
+            if seq <= mark:
+                break
+            newest = max(newest, seq)
+            item = pending[seq]
+            if item.kind == "wms" and item.event.get("milestone") == "shipped":
+                index.setdefault(item.event.get("order_id"), []).append(seq)
+        self._shipped_of = (pending, index, newest)
+        return [pending[q] for q in index.get(order_id, ()) if q in pending]
 
     @staticmethod
     def tax_quote(region: str, country: str, lines: list[dict], exempt: bool = False) -> dict:

@@ -555,11 +555,14 @@ def release(
     *,
     wms_conn_id: str = "wms_default",
     edi_conn_id: str = "edi_default",
+    carrier_conn_id: str = "carrier_default",
 ) -> StageResult:
-    """READY → RELEASED: one WMS release per shipment and, for EDI customers, an 855, queued
+    """READY → RELEASED: one WMS release and one carrier tender (``orderflow.tendering``) per
+    shipment and, for EDI customers, an 855, queued
     in the outbox under keys per (order, DC, release version) in the same transaction as the
     status change — a rerun finds the order RELEASED and queues nothing; a duplicate key is
     refused by the outbox; the WMS answers a repeated key with its first answer."""
+    from orderflow import tendering
     from orderflow.store import outbox
 
     book = _in_force(conn, book)
@@ -571,6 +574,7 @@ def release(
         shipments = _planned_shipments(conn, ids)
         rv = _next_releases(conn, ids)
         details = {}
+        tenders: list[str] = []
         for o in orders:
             by_dc: dict[str, list[dict]] = defaultdict(list)
             for rid, line_no, item_id, dc_id, qty, sub in reservations.get(o.order_id, []):
@@ -604,6 +608,7 @@ def release(
                         "lines": by_dc.get(s["dc_id"], []),
                     },
                 )
+                tenders.append(s["shipment_id"])
             if o.channel == "edi" and o.partner_id:
                 _queue_855(conn, o, rv[o.order_id], edi_conn_id)
             details[o.order_id] = {"release_version": rv[o.order_id]}
@@ -625,6 +630,7 @@ def release(
             (ids,),
         )
         _queue_release_notices(conn, ids, rv, book)
+        tendering.queue(conn, tenders, carrier_conn_id=carrier_conn_id)
         conn.execute(
             "UPDATE orderflow.reservation SET status = 'released', updated_at = now() "
             "WHERE order_id = ANY(%s) AND status = 'held'",

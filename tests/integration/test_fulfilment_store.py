@@ -381,10 +381,12 @@ def test_events_late_twice_and_out_of_order_move_the_shipment_forward_once(store
     ]
     assert statuses(store, [r.order_id]) == {r.order_id: "DELIVERED"}
     # Documents: one invoice, one ERP invoice, one 856 and one 810 (an EDI customer), all
-    # queued in round 1; the later rounds queued nothing.
+    # queued in round 1 (the release and the carrier tender at release); the later rounds
+    # queued nothing.
     assert outbox_actions(store, r.order_id) == after_round_1
     assert after_round_1 == {
         "wms_release": 1,
+        "carrier_tender": 1,
         "edi_855": 1,
         "edi_856": 1,
         "edi_810": 1,

@@ -12,7 +12,9 @@ from orderflow.domain.credit import CreditAccount, decide
 from orderflow.domain.planning import (
     CarrierService,
     choose_service,
+    next_service,
     plan_shipments,
+    promise_days,
     rate,
     screening_hold,
 )
@@ -553,6 +555,26 @@ def test_routing_guide_restricts_carriers():
     rules = CARRIER.model_copy(update={"routing_guides": {"C1": ("FDX",)}})
     assert choose("10", rules=rules)[0] == TWO_DAY
     assert choose("10", customer="C2", rules=rules)[0] == GROUND  # no guide of its own
+
+
+def test_a_refused_tender_replans_with_the_next_best_service():
+    refused = {("UPS", "GND")}
+    assert next_service(SERVICES, refused, D("10"), False, 2, 5, "C1", CARRIER) == (
+        TWO_DAY,
+        D("26.60"),
+        True,
+    )
+    # the routing guide still applies: nothing of the customer's carriers left
+    rules = CARRIER.model_copy(update={"routing_guides": {"C1": ("UPS",)}})
+    assert next_service(SERVICES, refused, D("10"), False, 2, 5, "C1", rules) is None
+    # every permitted service refused: nothing left
+    everything = {(s.carrier_id, s.service_code) for s in SERVICES}
+    assert next_service(SERVICES, everything, D("10"), False, 2, 5, "C1", CARRIER) is None
+
+
+def test_promise_days_of_a_replanned_shipment():
+    assert promise_days(date(2026, 12, 7), date(2026, 12, 10), CARRIER) == 3
+    assert promise_days(date(2026, 12, 7), None, CARRIER) == CARRIER.default_promise_days
 
 
 PLAN_ITEMS = {

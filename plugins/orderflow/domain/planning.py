@@ -5,7 +5,7 @@ restricted-party screening of the parties it ships to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -188,6 +188,32 @@ def plan_shipments(
             )
         )
     return plan
+
+
+def promise_days(ship_date: date, requested_delivery: date | None, rules: CarrierRules) -> int:
+    """Transit days a shipment leaving on ``ship_date`` may take (as :func:`plan_shipments`)."""
+    if requested_delivery is not None:
+        return max(1, business_days(ship_date, requested_delivery))
+    return rules.default_promise_days
+
+
+def next_service(
+    services: Sequence[CarrierService],
+    refused: Collection[tuple[str, str]],
+    weight_kg: Decimal,
+    hazmat: bool,
+    zone: int,
+    promise: int,
+    customer_id: str | None,
+    rules: CarrierRules,
+) -> tuple[CarrierService, Decimal, bool] | None:
+    """Re-plan a shipment whose tender the carrier refused: the service
+    :func:`choose_service` picks when the refused (carrier, service) pairs are not on offer —
+    the next best under the same carrier rules (eligibility, routing guide, promise, then
+    cost). None when nothing eligible is left."""
+    refused = set(refused)
+    rest = [s for s in services if (s.carrier_id, s.service_code) not in refused]
+    return choose_service(rest, weight_kg, hazmat, zone, promise, customer_id, rules)
 
 
 def screening_hold(party: str, answer: dict) -> Hold | None:

@@ -17,7 +17,7 @@ the same row). Each row ends in exactly one of these states, whatever fails and 
   twice, so it waits for a person (``orderflow outbox attention``, then ``settle``).
 
 Delivery guarantee per kind (README "Delivery guarantees"): WMS releases, ERP invoices,
-EDI documents, portal webhooks, marketplace callbacks and CRM approval requests are *exactly once by key* — the receiver answers a repeated
+EDI documents, portal webhooks, marketplace callbacks, CRM approval requests and carrier tenders are *exactly once by key* — the receiver answers a repeated
 ``Idempotency-Key`` with its first answer, so a row re-sent after a crash is effectively
 asked "did you get this?". E-mail is *at most once*, with any ambiguity recorded.
 """
@@ -64,6 +64,7 @@ KEYED_ACTIONS = frozenset(
         "marketplace_shipment",
         "marketplace_cancel",
         "crm_approval_request",
+        "carrier_tender",
     }
 )
 
@@ -130,6 +131,24 @@ def _invoice_sent(conn, payload: dict, answer: dict) -> None:
         )
 
 
+def _tender_refused(conn, key: str, payload: dict, error: str) -> None:
+    from orderflow import tendering
+
+    tendering.refused(conn, key, payload, error)
+
+
+def _tender_booked(conn, payload: dict, answer: dict) -> None:
+    from orderflow import tendering
+
+    tendering.booked(conn, payload, answer)
+
+
+def _carrier_tender(conn_id: str, payload: dict, key: str) -> dict:
+    from orderflow import tendering
+
+    return tendering.send(conn_id, payload, key)
+
+
 def _release_refused(conn, key: str, payload: dict, error: str) -> None:
     from orderflow import refusals
 
@@ -137,8 +156,12 @@ def _release_refused(conn, key: str, payload: dict, error: str) -> None:
 
 
 #: What a refusal (409: the receiver cannot do it as asked) sets in motion, in the transaction
-#: that dead-letters the row: a WMS release it cannot cover re-routes its order.
-ON_REFUSED: dict[str, Callable[..., None]] = {"wms_release": _release_refused}
+#: that dead-letters the row: a WMS release it cannot cover re-routes its order; a tender the
+#: carrier refuses re-plans the shipment with the next-best service (``orderflow.tendering``).
+ON_REFUSED: dict[str, Callable[..., None]] = {
+    "wms_release": _release_refused,
+    "carrier_tender": _tender_refused,
+}
 
 
 def _marketplace_sent(conn, payload: dict, answer: dict) -> None:
@@ -167,6 +190,7 @@ AFTER_SENT: dict[str, Callable[..., None]] = {
     "marketplace_shipment": _marketplace_sent,
     "marketplace_cancel": _marketplace_sent,
     "crm_approval_request": _crm_request_sent,
+    "carrier_tender": _tender_booked,
 }
 
 
@@ -188,6 +212,7 @@ def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
         "webhook": notifications.send_webhook,
         **dict.fromkeys(marketplace.ACTIONS, marketplace.send_callback),
         "crm_approval_request": _crm_request,
+        "carrier_tender": _carrier_tender,
     }
 
 

@@ -324,6 +324,8 @@ class ReleaseToWmsOperator(OrderStageOperator):
 
     :param wms_conn_id: HTTP Connection of the WMS (stored on the outbox rows). Templated.
     :param edi_conn_id: HTTP Connection of the EDI gateway. Templated.
+    :param carrier_conn_id: HTTP Connection of the carrier / TMS the shipments are tendered
+        to (stored on the ``carrier_tender`` outbox rows). Templated.
     """
 
     stage = "release"
@@ -332,20 +334,33 @@ class ReleaseToWmsOperator(OrderStageOperator):
         *OrderStageOperator.template_fields,
         "wms_conn_id",
         "edi_conn_id",
+        "carrier_conn_id",
     )
 
     def __init__(
-        self, *, wms_conn_id: str = "wms_default", edi_conn_id: str = "edi_default", **kwargs: Any
+        self,
+        *,
+        wms_conn_id: str = "wms_default",
+        edi_conn_id: str = "edi_default",
+        carrier_conn_id: str = "carrier_default",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.wms_conn_id = wms_conn_id
         self.edi_conn_id = edi_conn_id
+        self.carrier_conn_id = carrier_conn_id
 
     def run(self, conn, order_ids, ctx, book):
         from orderflow import processing
 
         return processing.release(
-            conn, order_ids, ctx, book, wms_conn_id=self.wms_conn_id, edi_conn_id=self.edi_conn_id
+            conn,
+            order_ids,
+            ctx,
+            book,
+            wms_conn_id=self.wms_conn_id,
+            edi_conn_id=self.edi_conn_id,
+            carrier_conn_id=self.carrier_conn_id,
         )
 
 
