@@ -345,3 +345,34 @@ def test_the_fulfilment_dag_is_scheduled_on_the_watched_asset(airflow_db):
     assert [w.name for w in assets["fulfilment_events_pushed"].watchers] == [
         "fulfilment_events_wake"
     ]
+
+
+def test_a_sandbox_configured_at_start_pushes_and_resumes_after_a_restart(
+    store, api, day_dir, tmp_path, monkeypatch
+):
+    """How the local stack runs it: the subscription comes from the environment, and a
+    restarted sandbox continues from the cursor it had (push.json beside its state)."""
+    from tests_support import start_sandbox
+
+    monkeypatch.setenv("ORDERFLOW_SANDBOX_PUSH_URL", _url(api))
+    monkeypatch.setenv("ORDERFLOW_SANDBOX_PUSH_SECRET", SECRET)
+    sb = start_sandbox(day_dir, tmp_path / "drop")
+    try:
+        assert set(_subscriptions(sb)) == {"wms", "carrier"}
+        _release(sb, "EN", 2)
+        sb.client.put("/admin/clock", json={"advance_minutes": 60})
+        before = _wait_delivered(sb)
+        assert before["wms"]["delivered"] > 0
+    finally:
+        sb.stop()
+    sb = start_sandbox(day_dir, tmp_path / "drop")
+    try:
+        again = _subscriptions(sb)
+        assert again["wms"]["cursor"] == before["wms"]["cursor"]
+        sb.client.put("/admin/clock", json={"advance_minutes": 2 * 24 * 60})
+        _wait_delivered(sb)
+        for source in ("wms", "carrier"):
+            feed = {domain.event_key(source, e) for e in _feed(sb, source)}
+            assert feed and feed <= set(_stored(store, source))
+    finally:
+        sb.stop()
