@@ -14,12 +14,13 @@ from orderflow.operators.fulfilment import (
     PullFeedOperator,
 )
 from orderflow.operators.intake import SendOutboxOperator
+from orderflow.pushed.asset import FULFILMENT_EVENTS_PUSHED
 
 with DAG(
     dag_id="fulfilment_events",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("*/2 * * * *", timezone="UTC"),
-        assets=ORDERS_RELEASED,
+        assets=ORDERS_RELEASED | FULFILMENT_EVENTS_PUSHED,
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -33,8 +34,10 @@ with DAG(
     },
     doc_md="""
 ### Fulfilment events
-Every 2 minutes (a shipped order is billed and its customer told within minutes), and
-whenever order processing releases orders:
+Whenever the WMS or the carrier pushes events (their webhooks store them in
+`fulfilment_event` and wake this DAG through the `fulfilment_events_pushed` Asset's watcher
+on Redis), whenever order processing releases orders, and every 2 minutes — the poll that
+catches whatever a push or a wake-up missed (and all of it where no Redis runs):
 1. **pull_wms_milestones** / **pull_carrier_tracking** — read each feed from its persisted
    cursor (`sync_cursor`) into `fulfilment_event`. Rows and cursor move in one transaction
    per page: an event is never lost; one delivered twice is stored once.

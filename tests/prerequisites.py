@@ -54,6 +54,11 @@ PREREQUISITES = (
         "chromium", "chromium", "tests/browser/ (headless Chromium via Playwright, no download)"
     ),
     Prerequisite("tesseract", "tesseract-ocr", "OCR of scanned purchase orders"),
+    Prerequisite(
+        "redis-server",
+        "redis-server",
+        "tests/integration/test_pushed_events.py (a Redis of its own, taken down on purpose)",
+    ),
 )
 
 #: Not prerequisites: tests that need them skip, and the summary names the variable.

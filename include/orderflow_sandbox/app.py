@@ -243,6 +243,11 @@ def create_app(
     if fresh is None:
         fresh = os.environ.get("ORDERFLOW_SANDBOX_FRESH", "") in ("1", "true", "yes")
     state = Distributor(day_dir, drop_dir, clock, seed=(faults or FaultConfig()).seed, fresh=fresh)
+    from orderflow_sandbox import push
+
+    if fresh:
+        (drop_dir / push.STATE_FILE).unlink(missing_ok=True)
+    pusher = push.Pusher(state, state_file=drop_dir / push.STATE_FILE)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -262,9 +267,12 @@ def create_app(
                 await asyncio.sleep(deliver_every_s)
 
         task = asyncio.create_task(deliver_loop()) if deliver_every_s > 0 else None
+        await asyncio.to_thread(pusher.configure_from_env)
+        pushing = asyncio.create_task(pusher.run())  # webhooks (push.py), off the handlers
         try:
             yield
         finally:
+            pushing.cancel()
             if task:
                 task.cancel()
             if smtp is not None:
@@ -281,6 +289,7 @@ def create_app(
     )
     app.state.distributor = state
     app.state.injector = injector
+    app.state.pusher = pusher
 
     @app.exception_handler(NotFound)
     async def _nf(_r: Request, exc: NotFound):
@@ -591,5 +600,6 @@ def create_app(
         app.include_router(router)
     app.include_router(marketplace.router(state, injector))
     app.include_router(crm.router(state))
+    app.include_router(push.router(pusher))
     app.add_middleware(FaultMiddleware, injector=injector)
     return app

@@ -197,6 +197,12 @@ def resync_feed(
         )
 
 
+def event_rows(source: str, events: Sequence[dict]) -> list[dict[str, Any]]:
+    """Inbox rows for ``source``'s events as its feed serves them (polled or pushed): the
+    same natural key either way, so an event stored by both counts once."""
+    return [_event_row(source, e) for e in events]
+
+
 def _event_row(source: str, e: dict) -> dict[str, Any]:
     return {
         "source": source,

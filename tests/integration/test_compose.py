@@ -18,6 +18,7 @@ SECRETS = {
     "AIRFLOW_FERNET_KEY": "x",
     "AIRFLOW_JWT_SECRET": "x",
     "AIRFLOW_API_SECRET_KEY": "x",
+    "ORDERFLOW_PUSH_SECRET": "x",
 }
 AIRFLOW_SERVICES = {
     "airflow-apiserver",
@@ -115,7 +116,7 @@ def test_celery_executor_with_redis_and_postgres(compose):
 
 def test_no_secret_values_in_the_file():
     text = (ROOT / "docker-compose.yaml").read_text()
-    for key in ("FERNET_KEY", "JWT_SECRET", "POSTGRES_PASSWORD"):
+    for key in ("FERNET_KEY", "JWT_SECRET", "POSTGRES_PASSWORD", "PUSH_SECRET"):
         for line in text.splitlines():
             if (
                 key in line
@@ -124,3 +125,13 @@ def test_no_secret_values_in_the_file():
                 and not line.strip().startswith("#")
             ):
                 pytest.fail(f"literal secret? {line.strip()}")
+
+
+def test_pushed_events_are_wired(compose):
+    services = compose["services"]
+    push = json.loads(services["airflow-apiserver"]["environment"]["AIRFLOW_CONN_FULFILMENT_PUSH"])
+    assert push["password"] == "x"  # from .env, never from the file
+    assert json.loads(services["airflow-triggerer"]["environment"]["AIRFLOW_CONN_REDIS_DEFAULT"])
+    sandbox = services["sandbox"]["environment"]
+    assert sandbox["ORDERFLOW_SANDBOX_PUSH_URL"].startswith("http://airflow-apiserver:8080/")
+    assert sandbox["ORDERFLOW_SANDBOX_PUSH_SECRET"] == "x"

@@ -1116,6 +1116,15 @@ def reconcile(
         )
     ]
 
+    # ---- latency: shipped → customer notified (wall clock, from the shipped milestone's
+    # arrival: pushed by the sandbox WMS, or polled when the push or its wake-up was missed)
+    from orderflow.pushed import latency as push_latency
+    from orderflow.store.fulfilment import SHIPPED_TO_NOTIFIED_SQL
+
+    shipped_lat = push_latency.summarise(
+        [float(r[1]) for r in q("orderflow", SHIPPED_TO_NOTIFIED_SQL, {"since": "-infinity"})]
+    )
+
     # ---- latency: received → released, from the order's first event (wall clock: what the
     # machine took; the order's received_at is the message's simulated arrival)
     lat = [
@@ -1255,6 +1264,7 @@ def reconcile(
         "received_to_released_p50_s": _p(lat, 50),
         "received_to_released_p95_s": _p(lat, 95),
         "released_orders_measured": len(lat),
+        **shipped_lat,
         "faults": [asdict(f) for f in injected],
         "faults_unrecovered": sum(
             1 for f in injected if f.recovered_s is None and "skipped" not in f.detail
@@ -1297,6 +1307,9 @@ def render_markdown(r: dict) -> str:
         f"{len(r['in_quarantine_orders'])}",
         f"- received → released: p50 {r['received_to_released_p50_s']} s, "
         f"p95 {r['received_to_released_p95_s']} s over {r['released_orders_measured']} orders",
+        f"- shipped → customer notified: p50 {r.get('shipped_to_notified_p50_s')} s, "
+        f"p95 {r.get('shipped_to_notified_p95_s')} s (target ≤ 30 s) over "
+        f"{r.get('shipped_to_notified_measured')} shipments",
         "",
         "## Side effects against the receivers' records",
         "",

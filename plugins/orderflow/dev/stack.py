@@ -75,13 +75,21 @@ def _secrets(state_dir: Path) -> dict[str, str]:
     """
     path = state_dir / "secrets.json"
     if path.exists():
-        return json.loads(path.read_text())
+        values = json.loads(path.read_text())
+        if "push_secret" in values:
+            return values
+        # an install from before pushed events: add the webhook secret, keep the rest
+        values["push_secret"] = secrets.token_urlsafe(32)
+        path.write_text(json.dumps(values))
+        return values
     from cryptography.fernet import Fernet
 
     values = {
         "fernet_key": Fernet.generate_key().decode(),
         "jwt_secret": secrets.token_urlsafe(32),
         "api_secret_key": secrets.token_urlsafe(32),
+        # the sandbox WMS and carrier sign their webhooks with it (Connection fulfilment_push)
+        "push_secret": secrets.token_urlsafe(32),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
@@ -282,8 +290,69 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
         "ORDERFLOW_SANDBOX_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
         "ORDERFLOW_SANDBOX_DIR": str(state_dir / "sandbox"),
         "PYTHONUNBUFFERED": "1",
+        **push_env(sec["push_secret"], state_dir),
     }
     return env
+
+
+#: The Redis the pushed-events wake-up goes through (``ORDERFLOW_REDIS_URL`` overrides it).
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_url(environ: dict[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get("ORDERFLOW_REDIS_URL") or REDIS_URL
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """Does a Redis answer PING at ``url``? (At start only: the stack works without one.)"""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout).ping())
+    except Exception:
+        return False
+
+
+def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Pushed fulfilment events in the local stack: the sandbox WMS and carrier push to the
+    api-server's ``/orderflow/api/events/{source}`` signed with ``secret`` (the
+    ``fulfilment_push`` Connection's password); the receiver wakes the fulfilment DAG through
+    ``redis_default`` on a channel of this stack's own (two stacks may share one Redis).
+    Without a Redis answering at start the watcher is left out (``ORDERFLOW_PUSH_WAKE=off``):
+    events are still pushed and stored, and the 5-minute poll applies them."""
+    import hashlib
+    from urllib.parse import urlparse
+
+    url = redis_url(environ)
+    u = urlparse(url)
+    db = (u.path or "/0").strip("/") or "0"
+    wake = redis_answers(url)
+    if not wake:
+        log.warning("no Redis at %s: pushed events wait for the 5-minute poll", url)
+    stack_id = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    return {
+        "AIRFLOW_CONN_FULFILMENT_PUSH": json.dumps(
+            {
+                "conn_type": "generic",
+                "password": secret,
+                "description": "Shared secret of the WMS's and carrier's webhooks",
+            }
+        ),
+        "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps(
+            {
+                "conn_type": "redis",
+                "host": u.hostname or "127.0.0.1",
+                "port": u.port or 6379,
+                **({"password": u.password} if u.password else {}),
+                "extra": {"db": int(db)},
+            }
+        ),
+        "ORDERFLOW_FULFILMENT_WAKE_CHANNEL": f"orderflow.{stack_id}.fulfilment.events",
+        "ORDERFLOW_PUSH_WAKE": "on" if wake else "off",
+        "ORDERFLOW_SANDBOX_PUSH_URL": f"http://127.0.0.1:{API_PORT}/orderflow/api/events/{{source}}",
+        "ORDERFLOW_SANDBOX_PUSH_SECRET": secret,
+    }
 
 
 def connection_specs(store_url: str, sandbox_url: str, sandbox_dir: Path) -> dict[str, dict]:

@@ -302,3 +302,34 @@ def match_ack(
         return None
     edi_acks.on_ack(conn, row[0], status, detail, message_id)
     return row[0]
+
+
+# ------------------------------------------------------------------------------ latency
+#: Seconds from a shipment's *shipped* milestone arriving in OrderFlow (its first shipped
+#: event's ``received_at``: the push, or the poll that read it) to its customer notice being
+#: sent (the first shipped e-mail, portal webhook or marketplace shipment confirmation
+#: marked sent). One row per shipment that has both; ``%(since)s`` bounds the arrivals.
+SHIPPED_TO_NOTIFIED_SQL = """
+WITH shipped AS (
+    SELECT shipment_id, min(received_at) AS arrived
+      FROM orderflow.fulfilment_event
+     WHERE source = 'wms' AND kind = 'shipped' AND shipment_id IS NOT NULL
+       AND received_at >= %(since)s
+     GROUP BY shipment_id
+), notified AS (
+    SELECT split_part(idempotency_key, ':', 3) AS shipment_id, min(sent_at) AS sent
+      FROM orderflow.outbox
+     WHERE status = 'sent'
+       AND ((action IN ('email', 'webhook') AND idempotency_key LIKE '%%:shipment_shipped:%%')
+            OR (action = 'marketplace_shipment' AND idempotency_key LIKE 'marketplace:shipment:%%'))
+     GROUP BY 1
+)
+SELECT s.shipment_id, extract(epoch FROM n.sent - s.arrived)::float8
+  FROM shipped s JOIN notified n USING (shipment_id)
+ ORDER BY s.arrived
+"""
+
+
+def shipped_to_notified_seconds(conn: psycopg.Connection, since: Any = "-infinity") -> list[float]:
+    """See :data:`SHIPPED_TO_NOTIFIED_SQL`."""
+    return [float(r[1]) for r in conn.execute(SHIPPED_TO_NOTIFIED_SQL, {"since": since})]

@@ -20,6 +20,9 @@
   Roll back (POST with a reason) for the ``rule_approver`` role only (``rule_pages``).
 - ``/orderflow/api/check`` — the order check (POST a draft order, JSON answer; sales,
   customer_service and operations_manager roles): ``orderflow.ordercheck``.
+- ``/orderflow/api/events/{source}`` — the WMS's and carrier's webhooks (``wms``,
+  ``carrier``): signed with the ``fulfilment_push`` secret, not Airflow's login
+  (``orderflow.pushed``).
 - ``/orderflow/integrations`` — integration health per partner and endpoint, partners' 997s,
   overdue acknowledgements, and dead letters replayed by the ``integration`` role
   (``integration_pages``).
@@ -399,6 +402,10 @@ def create_app() -> FastAPI:
     from orderflow.ordercheck import api as order_check
 
     order_check.register(app, current_user)  # POST /api/check
+
+    from orderflow.pushed import api as pushed_events
+
+    pushed_events.register(app)  # POST /api/events/{source}: signed webhooks, no login
 
     # ------------------------------------------------------------------ rule governance
     from orderflow.ui import integration_pages, rule_pages
