@@ -16,7 +16,7 @@ import pytest
 # a timed run of the whole stack: a measurement of this machine, run by `make test-demo`
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long, pytest.mark.demo]
 
-CHANNELS = ("edi", "portal", "email", "csv")
+CHANNELS = ("edi", "portal", "email", "csv", "marketplace")
 #: tiles whose population may not exist yet: expedited freight is only paid for orders
 #: planned late (none may be, on a good day)
 MAY_BE_EMPTY = {"expedited_freight_cost"}

@@ -63,13 +63,39 @@ def stop_embedded(state_dir: Path) -> None:
     kwargs = {}
     if os.geteuid() == 0:
         kwargs["user"] = pwd.getpwnam(EMBEDDED_USER).pw_uid
-    subprocess.run(
+    done = subprocess.run(
         [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
         check=False,
         capture_output=True,
         **kwargs,
     )
+    if done.returncode != 0:
+        # pg_ctl runs as the server's own user, which cannot always enter the state folder
+        # (a 0700 parent owned by root): then signal the postmaster ourselves — SIGINT is the
+        # same fast shutdown — and wait for it, rather than leave it running.
+        _fast_shutdown(pgdata, done.stderr.decode(errors="replace").strip())
     _forget_handle(pgdata)
+
+
+def _fast_shutdown(pgdata: Path, why: str, timeout: float = 30.0) -> None:
+    import signal
+    import time
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return  # already gone
+    log.warning("pg_ctl stop failed (%s); stopping the postmaster (pid %d) directly", why, pid)
+    try:
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.2)
+        log.error("the postmaster (pid %d) did not stop in %.0f s: killing it", pid, timeout)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # stopped
 
 
 def _forget_handle(pgdata: Path) -> None:
