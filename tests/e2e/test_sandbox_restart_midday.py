@@ -31,6 +31,11 @@ RECEIVERS = {
     "edi_997": "outbound",
     "edi_ta1": "outbound",
     "webhook": "webhook",
+    "carrier_tender": "shipment",
+    "marketplace_ack": "marketplace",
+    "marketplace_shipment": "marketplace",
+    "marketplace_cancel": "marketplace",
+    "crm_approval_request": "crm_approval",
 }
 
 

@@ -973,6 +973,13 @@ def reconcile(
             expected_by_po[s["po_number"]] += 1
         if exp != "quarantine":
             allowed_by_po[s["po_number"]] += 1
+    # the marketplace's orders come from its own feed (marketplace_orders.jsonl), one order each
+    market = day_dir / "marketplace_orders.jsonl"
+    for item in map(json.loads, market.open()) if market.exists() else ():
+        at = datetime.fromisoformat(item["arrival_at"].replace("Z", "+00:00"))
+        if item["type"] == "order" and at <= sim_now:
+            expected_by_po[item["marketplace_order_id"]] += 1
+            allowed_by_po[item["marketplace_order_id"]] += 1
     orders_by_po = Counter(
         dict(
             q(
