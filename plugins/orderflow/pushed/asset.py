@@ -5,7 +5,7 @@ An :class:`~airflow.sdk.AssetWatcher` runs its trigger in the triggerer (no work
 ``MessageQueueTrigger(scheme="redis+pubsub")`` dispatches to the Redis provider's
 ``AwaitMessageTrigger``, which fires once per message and is started again by the
 triggerer; a message published while it restarts, or while Redis is down, is not seen —
-the 5-minute poll covers both. Several wake-ups during one run queue a single next run.
+the 2-minute poll covers both. Several wake-ups during one run queue a single next run.
 
 ``ORDERFLOW_PUSH_WAKE=off`` (the local stack sets it when no Redis answers at start) leaves
 the Asset without a watcher: the DAG runs on its cron and on releases only.
