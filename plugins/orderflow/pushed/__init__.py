@@ -7,7 +7,7 @@ wake-up for the fulfilment DAG through Airflow's event-driven scheduling.
 - :mod:`.api` — ``POST /orderflow/api/events/{source}`` in the plugin app.
 - :mod:`.latency` — shipped → customer notified, as the soak and the bench report it.
 
-The 5-minute poll of the same feeds stays: whatever a push or a wake-up missed (OrderFlow
+The 2-minute poll of the same feeds stays: whatever a push or a wake-up missed (OrderFlow
 down, Redis down, the sender's retries exhausted) the poll reads, and the natural key
 makes an event stored by both count once.
 """

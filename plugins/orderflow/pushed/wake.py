@@ -4,7 +4,7 @@ that the fulfilment DAG's :class:`~airflow.sdk.AssetWatcher` listens to (see
 
 The message is only a nudge — it carries counts, never the events, which are already in the
 store. Publishing is best effort with short timeouts: Redis down (or no ``redis_default``
-Connection) is logged and reported, never raised, and the 5-minute poll picks the stored
+Connection) is logged and reported, never raised, and the 2-minute poll picks the stored
 events up anyway.
 """
 
@@ -68,7 +68,7 @@ def publish(
     except Exception as exc:  # Redis down, no Connection: the poll is the safety net
         log.warning(
             "stored %s pushed %s event(s) but could not wake fulfilment through Redis (%s: %s); "
-            "the 5-minute poll will apply them",
+            "the 2-minute poll will apply them",
             stored,
             source,
             type(exc).__name__,
