@@ -207,7 +207,7 @@ def test_pushed_twice_and_polled_each_event_is_stored_once(store, sandbox, api, 
         stored = _stored(store, source)
         assert len(stored) == len(set(stored)) == len(feed)
         assert set(stored) == feed
-        polled = _poll(store, sandbox, source)  # the 5-minute poll reads the same feed
+        polled = _poll(store, sandbox, source)  # the 2-minute poll reads the same feed
         assert polled["stored"] == 0 and polled["received"] == len(feed)
         assert sorted(_stored(store, source)) == sorted(stored)
 

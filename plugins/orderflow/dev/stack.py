@@ -320,7 +320,7 @@ def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None
     ``fulfilment_push`` Connection's password); the receiver wakes the fulfilment DAG through
     ``redis_default`` on a channel of this stack's own (two stacks may share one Redis).
     Without a Redis answering at start the watcher is left out (``ORDERFLOW_PUSH_WAKE=off``):
-    events are still pushed and stored, and the 5-minute poll applies them."""
+    events are still pushed and stored, and the 2-minute poll applies them."""
     import hashlib
     from urllib.parse import urlparse
 
@@ -329,7 +329,7 @@ def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None
     db = (u.path or "/0").strip("/") or "0"
     wake = redis_answers(url)
     if not wake:
-        log.warning("no Redis at %s: pushed events wait for the 5-minute poll", url)
+        log.warning("no Redis at %s: pushed events wait for the 2-minute poll", url)
     stack_id = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
     return {
         "AIRFLOW_CONN_FULFILMENT_PUSH": json.dumps(
