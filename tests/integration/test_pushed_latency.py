@@ -36,17 +36,24 @@ def _notice(conn, key: str, action: str, sent: datetime | None) -> None:
 
 def test_shipped_to_notified_measures_arrival_to_first_notice_sent(store):
     with db.transaction(store):
-        _shipped(store, "SHP-A", T0)
-        _notice(store, "email:shipment_shipped:SHP-A", "email", T0 + timedelta(seconds=12))
-        _notice(store, "webhook:shipment_shipped:SHP-A", "webhook", T0 + timedelta(seconds=20))
-        _shipped(store, "SHP-B", T0)
-        _shipped(store, "SHP-B", T0 + timedelta(seconds=5), key_suffix="-again")  # later copy
+        _shipped(store, "O-A:DC-EAST:r1", T0)
+        _notice(store, "email:shipment_shipped:O-A:DC-EAST:r1", "email", T0 + timedelta(seconds=12))
         _notice(
-            store, "marketplace:shipment:SHP-B", "marketplace_shipment", T0 + timedelta(seconds=30)
+            store, "webhook:shipment_shipped:O-A:DC-EAST:r1", "webhook", T0 + timedelta(seconds=20)
         )
-        _shipped(store, "SHP-C", T0)  # its notice not sent yet: not measured
-        _notice(store, "email:shipment_shipped:SHP-C", "email", None)
-        _notice(store, "email:shipment_delayed:SHP-C", "email", T0 + timedelta(seconds=1))
+        _shipped(store, "O-B:DC-WEST:r2", T0)
+        _shipped(
+            store, "O-B:DC-WEST:r2", T0 + timedelta(seconds=5), key_suffix="-again"
+        )  # later copy
+        _notice(
+            store,
+            "marketplace:shipment:O-B:DC-WEST:r2",
+            "marketplace_shipment",
+            T0 + timedelta(seconds=30),
+        )
+        _shipped(store, "O-C:DC-EAST:r1", T0)  # its notice not sent yet: not measured
+        _notice(store, "email:shipment_shipped:O-C:DC-EAST:r1", "email", None)
+        _notice(store, "email:shipment_delayed:O-C:DC-EAST:r1", "email", T0 + timedelta(seconds=1))
     out = shipped_to_notified(store)
     assert out["shipped_to_notified_measured"] == 2
     assert out["shipped_to_notified_p50_s"] is not None

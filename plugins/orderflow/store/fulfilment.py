@@ -317,7 +317,9 @@ WITH shipped AS (
        AND received_at >= %(since)s
      GROUP BY shipment_id
 ), notified AS (
-    SELECT split_part(idempotency_key, ':', 3) AS shipment_id, min(sent_at) AS sent
+    -- the key is <kind>:<event>:<shipment id>, and a shipment id has colons of its own
+    SELECT regexp_replace(idempotency_key, '^[^:]+:[^:]+:', '') AS shipment_id,
+           min(sent_at) AS sent
       FROM orderflow.outbox
      WHERE status = 'sent'
        AND ((action IN ('email', 'webhook') AND idempotency_key LIKE '%%:shipment_shipped:%%')
