@@ -6,9 +6,10 @@ there after all (a count correction, a pick face emptied by another system). The
 dead-letters the refused row and, in the same transaction, hands it here:
 
 - the refused shipment is cancelled and the stock our store held for it given back;
-- a **backorder release** (``<order>-B<n>``) refused: it is cancelled and its quantities wait
-  again on the parent order's lines (backordered), filled when stock arrives;
-- an order with other releases the WMS accepted: the refused lines wait as backorders;
+- an order (or backorder release) with other releases the WMS accepted: the refused lines
+  wait as backorders on it, filled when stock arrives;
+- a **backorder release** (``<order>-B<n>``) with nothing else at the WMS: it is cancelled and
+  its quantities wait again on the parent order's lines;
 - an order with nothing else at the WMS: it goes back to RECEIVED and is processed again
   (validated, credit-checked, allocated on the inventory as now synced — split, backordered or
   substituted by the rules) under the next release version, so its next release has a new key.
@@ -68,7 +69,11 @@ def release_refused(conn: psycopg.Connection, key: str, payload: dict, error: st
     ).fetchone()[0]
     why = f"the WMS refused release {key}: {error[:300]}"
     details = {"idempotency_key": key, "shipment_id": shipment_id, "error": error[:300]}
-    if parent:
+    if others:
+        _backorder(conn, order_id, lines)
+        _audit(conn, order_id, "wms_release_refused_backordered", why, details, lines)
+        outcome, move = "backordered", None
+    elif parent:
         _backorder(conn, parent, lines)
         outcome = "child_cancelled"
         move = transition(
@@ -80,10 +85,6 @@ def release_refused(conn: psycopg.Connection, key: str, payload: dict, error: st
             reason_codes=("wms_refused_release",),
             details={**details, "backordered_on": parent},
         )
-    elif others:
-        _backorder(conn, order_id, lines)
-        _audit(conn, order_id, "wms_release_refused_backordered", why, details, lines)
-        outcome, move = "backordered", None
     else:
         repo.cancel_reservations(conn, [order_id])
         conn.execute(
