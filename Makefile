@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-long test-demo deps lint format lock install clean compose-check
+.PHONY: run test test-fast test-long test-demo deps lint format lock install clean compose-check
 
 # Install (or refresh) the virtualenv from the lock; re-runs only when the lock changes.
 $(STAMP): requirements.lock pyproject.toml
@@ -27,7 +27,13 @@ run: $(STAMP)
 ## fails if the run left any process behind (tests/leftovers.py). PYTEST_ARGS="-k …" narrows.
 test: $(STAMP)
 	@$(BIN)/python tests/prerequisites.py
-	$(call pytest_run,-m 'not long')
+	$(call pytest_run,-m 'not long' tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1)
+	$(call pytest_run,-m 'not long' --ignore=tests/unit --ignore=tests/dags)
+
+## Unit and DAG tests only, with no database and fewer property-test examples: the loop
+## while you edit (under a minute). `make test` runs the same tests in full.
+test-fast: $(STAMP)
+	$(call pytest_run,-q -m 'not slow and not long' tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1 ORDERFLOW_TEST_FAST=1)
 
 ## The `long` tier: soak, multi-day and recovery tests kept out of `make test` (CI runs both).
 test-long: $(STAMP)
@@ -40,10 +46,10 @@ test-demo: $(STAMP)
 	$(call pytest_run,-m demo -s)
 
 # pytest under a run name of its own (ORDERFLOW_TEST_RUN, inherited by every process the
-# tests start), then the proof that none of them is still running.
+# tests start), then the proof that none of them is still running. $(2): environment for pytest.
 define pytest_run
 @run=m$$$$; echo "test run $$run: pytest $(1) --durations=25 $(PYTEST_ARGS)"; \
-	ORDERFLOW_TEST_RUN=$$run $(BIN)/pytest $(1) --durations=25 $(PYTEST_ARGS); rc=$$?; \
+	ORDERFLOW_TEST_RUN=$$run $(2) $(BIN)/pytest $(1) --durations=25 $(PYTEST_ARGS); rc=$$?; \
 	$(BIN)/python tests/leftovers.py $$run || rc=1; exit $$rc
 endef
 
@@ -62,6 +68,7 @@ deps:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

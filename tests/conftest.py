@@ -83,8 +83,26 @@ def _reap_dead_runs() -> None:
         )
 
 
+#: ``make test-fast`` (and the unit/DAG half of ``make test``) run with no PostgreSQL at all:
+#: nothing is started, and a test that asks for a database fails saying so.
+NO_DATABASE = os.environ.get("ORDERFLOW_TEST_NO_DATABASE") == "1"
+_NOWHERE = "postgresql://no-database.invalid/postgres"
+
+
+def _needs_database(what: str) -> None:
+    if NO_DATABASE:
+        pytest.fail(
+            f"{what} needs PostgreSQL, but this run has none (ORDERFLOW_TEST_NO_DATABASE=1: "
+            "tests/unit and tests/dags run without a database); move the test to "
+            "tests/integration or drop the fixture",
+            pytrace=False,
+        )
+
+
 def _server_url() -> str:
     global _EMBEDDED
+    if NO_DATABASE:
+        return _NOWHERE
     url = os.environ.get("ORDERFLOW_TEST_DATABASE_URL")
     if url:
         return url
@@ -190,7 +208,9 @@ _SKIP_HINTS = {
 
 
 def pytest_report_header(config):
-    if _EMBEDDED is not None:
+    if NO_DATABASE:
+        db = "no database (ORDERFLOW_TEST_NO_DATABASE=1): tests that need one fail"
+    elif _EMBEDDED is not None:
         db = f"embedded PostgreSQL of this run only ({_EMBEDDED.relative_to(ROOT)}), stopped at the end"
     else:
         from sqlalchemy.engine import make_url
@@ -232,6 +252,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
+    _needs_database("the server_url fixture")
     return SERVER_URL
 
 
@@ -242,6 +263,7 @@ _module_dbs = iter(range(1, 10_000))
 def store_url():
     """A freshly created, fully migrated operational store for each test module, so that
     modules ingesting the same generated day never see each other's messages."""
+    _needs_database("the store_url fixture")
     from orderflow.dev import pg
     from orderflow.store import migrations
     from orderflow.store.db import connection_env
@@ -275,6 +297,7 @@ def store(store_url):
 @pytest.fixture(scope="session")
 def airflow_db():
     """A migrated Airflow metadata database for tests that run DAGs (``dag.test()``)."""
+    _needs_database("the airflow_db fixture")
     from orderflow.dev import pg
 
     pg.ensure_database(AIRFLOW_DB_URL)
@@ -294,6 +317,7 @@ def airflow_db():
 @pytest.fixture
 def fresh_database():
     """An empty database of its own (e.g. to run migrations from nothing)."""
+    _needs_database("the fresh_database fixture")
     from orderflow.dev import pg
 
     url = _with_db(SERVER_URL, f"orderflow_empty_{secrets.token_hex(4)}", "postgresql+psycopg")

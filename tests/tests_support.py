@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from orderflow.dev.sandbox_proc import (  # noqa: F401 (re-exported)
@@ -13,6 +14,14 @@ from orderflow.dev.sandbox_proc import (  # noqa: F401 (re-exported)
     land_day,
     start_sandbox,
 )
+
+#: ``make test-fast`` runs property tests with a twentieth of their examples (at least 10).
+FAST = os.environ.get("ORDERFLOW_TEST_FAST") == "1"
+
+
+def examples(n: int) -> int:
+    """How many examples a property test of ``n`` examples runs in this tier."""
+    return max(10, n // 20) if FAST else n
 
 
 def generate_small_day(out: Path, seed: int = 11) -> Path:

@@ -20,6 +20,9 @@ from pypdf import PdfReader
 from orderflow_sandbox.generator import generate
 from orderflow_sandbox.generator.day import CREDIT_RATES, DEFECT_RATES, DUPLICATE_RATE
 
+# Generates whole days: the full tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SMALL = {"orders_per_day": 400, "customers": 200, "items": 800, "business_date": date(2025, 3, 3)}
 CONTRACT_FILES = ("world.json", "orders.jsonl", "ground_truth.jsonl", "deliveries.jsonl")
 CATEGORIES = {

@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import pytest
+
 from orderflow.channels import portal as portal_channel
 from orderflow.channels.x12 import parse
 from orderflow_sandbox.generator import generate
+
+# Generates whole days: the full tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def _day(tmp_path, name="d"):

@@ -13,6 +13,9 @@ import pytest
 
 from orderflow_sandbox.generator import generate
 
+# Generates whole days: the full tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def envelope_problems(data: bytes) -> list[str]:
     """Every envelope rule the file breaks (empty list = well formed)."""

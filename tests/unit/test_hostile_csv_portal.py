@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from tests_support import examples
 
 from orderflow.channels import csv_orders, portal
 from orderflow.domain.models import (
@@ -26,7 +27,9 @@ from orderflow.domain.models import (
 )
 
 HEADER = "po;cust;ln;item;qty;uom;price;rep\n"
-PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _csv(*rows: str, header: str = HEADER) -> bytes:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_support import examples
 
 from orderflow.channels.email_po import (
     MAX_HEADER_CHARS,
@@ -336,7 +337,7 @@ def assert_specific(res: EmailParse) -> None:
     assert res.orders or res.errors  # always an outcome: orders, or why not
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=4096))
 def test_any_bytes_give_a_specific_outcome(raw):
     assert_specific(parse_email(raw, catalog=Catalog([], [], [], []), ocr=NO_OCR))
@@ -386,7 +387,7 @@ PAYLOADS = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=12),
     parts=st.lists(

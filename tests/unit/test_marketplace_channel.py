@@ -105,6 +105,7 @@ def test_terms_are_read_whatever_the_lines_say():
     assert mp.terms(b"nope") is None
 
 
+@pytest.mark.slow
 def test_the_generated_feed_is_deterministic_and_carries_its_cancellations(tmp_path):
     from orderflow_sandbox.generator import generate
 

@@ -140,6 +140,7 @@ def test_unknown_item_is_left_unmapped_with_a_suggestion(day, world, catalog, em
         assert any("not applied" in n for n in order.notes)
 
 
+@pytest.mark.slow
 def test_text_layer_accuracy_on_a_generated_day(day, catalog):
     result = BENCH.score_day(day, ocr=False, kind="text", catalog=catalog)
     acc = result["accuracy"]["text"]

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_support import examples
 
 from orderflow.channels.x12 import Delimiters, parse
 from orderflow.channels.x12.validate import envelope_findings
@@ -217,7 +218,9 @@ def test_860_price_beyond_the_model_is_rejected_not_raised():
 
 
 # ------------------------------------------------------------------ hostile input
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 GOOD_860 = edi(
     [
         po860(
