@@ -4,7 +4,8 @@ Two measures:
 
 1. a generated day's e-mails (``artefacts/email/*.eml``) against the generator's ground
    truth (``orders.jsonl``), split into text-layer PDFs and scans (image-only PDF / PNG);
-2. the labelled real PO forms in ``../shared/data/other/po_docs`` (env ``ORDERFLOW_PO_DOCS``):
+2. the labelled real PO forms in the directory ``ORDERFLOW_PO_DOCS`` names (kept outside the
+   repository):
    once over the OCR text shipped with them, once over our own tesseract OCR of the images.
 
     .venv/bin/python benchmarks/po_extraction_accuracy.py [--day /tmp/gen1] [--limit N]

@@ -1,6 +1,6 @@
 """Process-level settings, read from the environment with sensible local defaults.
 
-Layers of configuration (STYLE.md §9): this module (defaults and paths), the environment
+Layers of configuration: this module (defaults and paths), the environment
 (`ORDERFLOW_*`, `AIRFLOW__*`), Airflow Connections (every endpoint and secret) and rule-set
 files under ``include/`` (business policy). Nothing here does I/O at import.
 """
@@ -22,7 +22,7 @@ PLUGINS_DIR = PROJECT_ROOT / "plugins"
 # logs and sandbox files.
 STATE_DIR = Path(os.environ.get("ORDERFLOW_STATE_DIR") or PROJECT_ROOT / ".orderflow")
 
-#: Airflow Connection id of the operational store (STYLE.md §4: hooks own connections).
+#: Airflow Connection id of the operational store (hooks own connections).
 STORE_CONN_ID = "orderflow_db"
 #: PostgreSQL schema holding every OrderFlow table.
 STORE_SCHEMA = "orderflow"

@@ -1,5 +1,5 @@
 """Expected outcome of the X12 reader for every file of the external corpus
-(``../shared/data/x12``; see ``../shared/data/SOURCES.tsv`` for what each file is).
+(the directory ``ORDERFLOW_X12_CORPUS`` names; its ``SOURCES.tsv`` says what each file is).
 
 Each entry says what is *correct*, decided per file with the reason, not what the code
 happens to do:

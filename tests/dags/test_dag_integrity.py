@@ -1,9 +1,8 @@
-"""DAG integrity and policy over one DagBag (STYLE.md: the mozilla/telemetry-airflow pattern)."""
+"""DAG integrity and policy over one DagBag (the mozilla/telemetry-airflow pattern)."""
 
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,7 @@ TASK_ID = re.compile(r"^[a-z]+(_[a-z0-9]+)+$")  # verb_object
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    t0 = time.perf_counter()
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    bag.parse_seconds = time.perf_counter() - t0
-    return bag
+    return DagBag(dag_folder=str(DAGS_DIR))
 
 
 def test_no_import_errors(dagbag):
@@ -50,13 +46,6 @@ def test_dag_policy(dagbag):
     assert problems == []
 
 
-def test_parse_time_of_dags_folder_is_measured(dagbag, record_property):
-    """Reported, not asserted against a clock (benchmarks own speed targets)."""
-    record_property("dagbag_parse_seconds", round(dagbag.parse_seconds, 3))
-    print(f"\nDagBag parse of {len(dagbag.dags)} DAGs: {dagbag.parse_seconds:.3f}s")
-    assert dagbag.parse_seconds > 0
-
-
 def test_dag_files_import_no_heavy_modules_at_parse_time():
     """Parse-time hygiene: no Great Expectations, pandas, httpx or DB drivers at module level."""
     files = [str(p) for p in DAGS_DIR.glob("*.py")]
@@ -67,7 +56,7 @@ def test_dag_files_import_no_heavy_modules_at_parse_time():
         "before = set(sys.modules)\n"
         f"for f in {files!r}: runpy.run_path(f)\n"
         "heavy = ('great_expectations', 'pandas', 'psycopg', 'httpx', 'reportlab', 'numpy',\n"
-        "         'orderflow_sandbox')\n"
+        "         'scipy', 'sklearn', 'joblib', 'orderflow_sandbox')\n"
         "new = set(sys.modules) - before\n"
         "bad = sorted({m.split('.')[0] for m in new if m.split('.')[0] in heavy})\n"
         "print(','.join(bad)); sys.exit(1 if bad else 0)\n"

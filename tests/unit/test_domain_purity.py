@@ -1,4 +1,4 @@
-"""The domain layer is pure: it must never import Airflow (DESIGN.md §2, STYLE.md §2)."""
+"""The domain layer is pure: it must never import Airflow (docs/architecture.md §1)."""
 
 import ast
 import subprocess

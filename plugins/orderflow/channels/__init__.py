@@ -1,4 +1,4 @@
-"""Inbound channel parsers and outbound documents (DESIGN.md §2).
+"""Inbound channel parsers and outbound documents (docs/architecture.md §1).
 
 Each channel turns what a partner sent (X12 interchanges, portal JSON, PDF/e-mail, CSV)
 into canonical :mod:`orderflow.domain.models` objects, and builds what we send back

@@ -31,7 +31,7 @@ class OrderStatus(StrEnum):
 S = OrderStatus
 TERMINAL = frozenset({S.CLOSED, S.CANCELLED, S.REJECTED})
 
-# The governed path (DESIGN.md §1). Holds can happen before release; a resolved hold returns
+# The governed path (docs/architecture.md §3). Holds can happen before release; a resolved hold returns
 # the order to the stage that raised it, so ON_HOLD may go back to any pre-release stage.
 _PRE_RELEASE = (S.RECEIVED, S.VALIDATED, S.CREDIT_OK, S.ALLOCATED, S.READY)
 ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
