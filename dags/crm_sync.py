@@ -11,7 +11,7 @@ from orderflow.operators.crm import (
     RequestCrmApprovalsOperator,
     SyncAccountContextOperator,
 )
-from orderflow.operators.intake import SendOutboxOperator
+from orderflow.operators.outbox import SendOutboxOperator
 
 with DAG(
     dag_id="crm_sync",

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
-from orderflow.operators.intake import SendOutboxOperator
 from orderflow.operators.operations import (
     RetryTransientExceptionsOperator,
     RunSlaTimersOperator,
     WatchOperationsOperator,
 )
+from orderflow.operators.outbox import SendOutboxOperator
 
 with DAG(
     dag_id="exception_desk",

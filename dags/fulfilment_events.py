@@ -13,7 +13,7 @@ from orderflow.operators.fulfilment import (
     ApplyFulfilmentEventsOperator,
     PullFeedOperator,
 )
-from orderflow.operators.intake import SendOutboxOperator
+from orderflow.operators.outbox import SendOutboxOperator
 from orderflow.pushed.asset import FULFILMENT_EVENTS_PUSHED
 
 with DAG(

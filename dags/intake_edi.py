@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG
 
-from orderflow.operators.intake import SendOutboxOperator
 from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS, drop_folder_doc, wait_and_ingest
+from orderflow.operators.outbox import SendOutboxOperator
 
 with DAG(
     dag_id="intake_edi",

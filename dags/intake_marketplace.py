@@ -8,8 +8,9 @@ from airflow.sdk import DAG
 
 from orderflow.assets import ORDERS_RECEIVED
 from orderflow.marketplace import ACTIONS
-from orderflow.operators.intake import PullMarketplaceOrdersOperator, SendOutboxOperator
+from orderflow.operators.intake import PullMarketplaceOrdersOperator
 from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS
+from orderflow.operators.outbox import SendOutboxOperator
 
 with DAG(
     dag_id="intake_marketplace",

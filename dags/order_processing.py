@@ -13,7 +13,7 @@ from orderflow.assets import (
     ORDERS_RECEIVED,
     ORDERS_RELEASED,
 )
-from orderflow.operators.intake import SendOutboxOperator
+from orderflow.operators.outbox import SendOutboxOperator
 from orderflow.operators.processing import (
     MAP_INDEX_TEMPLATE,
     AllocateInventoryOperator,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param, chain
 
-from orderflow.operators.intake import SendOutboxOperator
+from orderflow.operators.outbox import SendOutboxOperator
 from orderflow.operators.processing import (
     AllocateInventoryOperator,
     CheckCreditOperator,

@@ -370,7 +370,7 @@ class ExecuteTimer:
             ApplyFulfilmentEventsOperator,
             PullFeedOperator,
         )
-        from orderflow.operators.intake import SendOutboxOperator
+        from orderflow.operators.outbox import SendOutboxOperator
         from orderflow.operators.processing import (
             ClaimOrdersOperator,
             OrderStageOperator,

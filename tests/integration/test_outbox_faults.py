@@ -217,7 +217,7 @@ def test_an_unexpected_error_in_one_row_counts_and_does_not_block_the_rows_behin
 def test_a_send_task_that_sent_nothing_of_what_it_claimed_fails(store, sandbox):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from orderflow.operators.intake import SendOutboxOperator
+    from orderflow.operators.outbox import SendOutboxOperator
 
     _only_due(store, [], ["edi_997"])
     _queue_997(store, "of3:997", "P-OF3")
@@ -299,7 +299,7 @@ def test_an_interrupted_email_is_never_sent_blindly_and_a_keyed_row_is_asked_aga
 
 
 def test_a_receiver_that_answers_no_is_an_answer_not_a_failed_task(store, sandbox):
-    from orderflow.operators.intake import SendOutboxOperator
+    from orderflow.operators.outbox import SendOutboxOperator
 
     _only_due(store, [], ["edi_997"])
     # the gateway already holds another document under this key: it refuses ours (4xx)

@@ -322,13 +322,6 @@ def order_id_for(channel: str, partner_id: str | None, po_number: str, discrimin
     return f"{channel.upper()[:3]}-{digest}"
 
 
-class ChannelMessageOutcome(StrEnum):
-    PENDING = "pending"
-    ORDERS_CREATED = "orders_created"
-    QUARANTINED = "quarantined"
-    DUPLICATE = "duplicate"
-
-
 class IntakeError(BaseModel):
     """A human-actionable reason a message (or part of it) was not accepted. Its text may
     quote hostile input, so it is made storable (U+FFFD for NUL, bounded) instead of refused."""

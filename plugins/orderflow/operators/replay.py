@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from orderflow.operators.decisions import _user
-from orderflow.operators.intake import SendOutboxOperator
+from orderflow.operators.outbox import SendOutboxOperator
 from orderflow.operators.processing import _ctx
 from orderflow.settings import STORE_CONN_ID
 
