@@ -8,12 +8,16 @@ from airflow.sdk import DAG, Param
 
 from orderflow.domain.approvals import KEEP, OPTIONS
 from orderflow.operators.decisions import ApplyDecisionOperator, OwnerRoleHITLOperator
+from orderflow.settings import APPROVAL_WINDOW
 
 with DAG(
     dag_id="order_approval",
     schedule=None,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
+    # Each run waits (deferred) for one person's answer; order_approvals starts no more than
+    # this many, so none queues behind the limit (the default of 16 once held 42 of 60).
+    max_active_runs=APPROVAL_WINDOW,
     tags=["orderflow", "exceptions"],
     default_args={"owner": "orderflow-ops", "retries": 1, "retry_delay": timedelta(seconds=10)},
     params={

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from orderflow.operators.decisions import APPROVAL_DAG_ID, RequestApprovalsOperator
+from orderflow.settings import APPROVAL_WINDOW
 
 with DAG(
     dag_id="order_approvals",
@@ -18,6 +19,15 @@ with DAG(
     max_active_runs=1,
     tags=["orderflow", "exceptions"],
     default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    params={
+        "approval_window": Param(
+            APPROVAL_WINDOW,
+            type="integer",
+            minimum=0,
+            title="Approvals waiting at once",
+            description="order_approval runs active at most (its max_active_runs).",
+        )
+    },
     doc_md="""
 ### Approvals dispatch
 
@@ -28,9 +38,16 @@ starts one **order_approval** run per exception (run id `exception-<id>-<time>`,
 on the exception, so it is never asked twice; an answer that cannot be applied — e.g. an
 approval without a reason — asks again). Each appears under **Required Actions** for the
 owner role to answer.
+
+At most **approval_window** approvals wait at once (`ORDERFLOW_APPROVAL_WINDOW`, default 300;
+`order_approval`'s `max_active_runs` is the same number), so no run ever queues behind the
+run limit: on a day with more holds than that, the rest are on the OrderFlow desk (every open
+exception is) and reach Required Actions as answers free places, most urgent SLA first.
 """,
 ):
-    requests = RequestApprovalsOperator(task_id="find_exceptions_to_approve")
+    requests = RequestApprovalsOperator(
+        task_id="find_exceptions_to_approve", window="{{ params.approval_window }}"
+    )
     TriggerDagRunOperator.partial(
         task_id="request_approval",
         trigger_dag_id=APPROVAL_DAG_ID,

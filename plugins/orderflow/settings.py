@@ -27,6 +27,14 @@ STORE_CONN_ID = "orderflow_db"
 #: PostgreSQL schema holding every OrderFlow table.
 STORE_SCHEMA = "orderflow"
 
+#: How many approvals wait under Required Actions at once (one ``order_approval`` run each,
+#: its human-in-the-loop task deferred: a trigger, not a worker slot). The dispatcher never
+#: starts more than this, so no approval run queues behind the DAG's run limit; the rest are
+#: on the desk (every open exception is) and reach Required Actions as places free, most
+#: urgent SLA first. ``ORDERFLOW_APPROVAL_WINDOW`` overrides it (read at DAG parse: the
+#: DAG's ``max_active_runs`` is the same number).
+APPROVAL_WINDOW = int(os.environ.get("ORDERFLOW_APPROVAL_WINDOW") or 300)
+
 #: Fixed list of DAG tags (the policy test enforces it).
 DAG_TAGS = frozenset(
     {

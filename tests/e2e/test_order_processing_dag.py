@@ -11,14 +11,14 @@ from orderflow.store import db
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
 
 
-def _run(dag_id="order_processing"):
+def _run(dag_id="order_processing", conf=None):
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
 
     from orderflow.settings import DAGS_DIR
 
     dag = DagBag(str(DAGS_DIR)).get_dag(dag_id)
-    run = dag.test()
+    run = dag.test(run_conf=conf)
     assert run.state == DagRunState.SUCCESS
     return run
 
@@ -190,6 +190,47 @@ def _exception(conn, category):
         "AND o.status = 'ON_HOLD' ORDER BY e.exception_id LIMIT 1",
         (category,),
     ).fetchone()
+
+
+def test_approvals_never_queue_behind_the_run_limit(processed):
+    """Only as many approval runs as the window has room for are started (the triggered
+    runs stay queued here: no scheduler runs them, so they keep their places)."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    conn, _ = processed
+    approvable = conn.execute(
+        "SELECT count(*) FROM orderflow.order_exception WHERE status = 'open' "
+        "AND category IN ('pricing_mismatch', 'credit_limit')"
+    ).fetchone()[0]
+    assert approvable > 2
+    _run("order_approvals", {"approval_window": 2})
+    _run("order_approvals", {"approval_window": 2})  # full: asks nobody
+    asked = conn.execute(
+        "SELECT exception_id FROM orderflow.order_exception WHERE approval_run_id IS NOT NULL"
+    ).fetchall()
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "order_approval").count()
+    assert len(asked) == 2 and runs == 2
+    # The two asked first are the most urgent.
+    from orderflow.domain.approvals import APPROVABLE, POST_RELEASE
+
+    first = conn.execute(
+        "SELECT exception_id FROM orderflow.order_exception WHERE order_id IS NOT NULL "
+        "AND status = 'open' AND category = ANY(%s) ORDER BY sla_due_at, exception_id LIMIT 2",
+        ([*APPROVABLE, *POST_RELEASE],),
+    ).fetchall()
+    assert sorted(asked) == sorted(first)
+
+
+def test_approval_dag_run_limit_is_the_window():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow.settings import APPROVAL_WINDOW, DAGS_DIR
+
+    bag = DagBag(str(DAGS_DIR))
+    assert bag.get_dag("order_approval").max_active_runs == APPROVAL_WINDOW
+    assert bag.get_dag("order_approvals").params["approval_window"] == APPROVAL_WINDOW
 
 
 def test_approvals_are_dispatched_once_per_exception(processed):

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from orderflow.operators.processing import _ctx
-from orderflow.settings import STORE_CONN_ID
+from orderflow.settings import APPROVAL_WINDOW, STORE_CONN_ID
 
 APPROVAL_DAG_ID = "order_approval"
 
@@ -25,22 +25,44 @@ def _user(context: Any, answer: dict | None = None) -> str:
 class RequestApprovalsOperator(BaseOperator):
     """Find open exceptions that need a person's approval and have no approval run yet; mark
     them and return one ``order_approval`` run request each (``trigger_run_id`` + ``conf``),
-    for a mapped ``TriggerDagRunOperator``. Bounded per run.
+    for a mapped ``TriggerDagRunOperator``. Bounded per run, and by the window: never more
+    than ``window`` ``order_approval`` runs active (queued or waiting for an answer), so none
+    queues behind the DAG's run limit; what does not fit waits on the desk for a place.
 
     :param limit: approvals requested per run (default 100).
+    :param window: ``order_approval`` runs active at most (default ``APPROVAL_WINDOW``, the
+        DAG's ``max_active_runs``). Templated.
     :param store_conn_id: the operational store. Templated.
     """
 
-    template_fields: Sequence[str] = ("store_conn_id",)
+    template_fields: Sequence[str] = ("window", "store_conn_id")
 
-    def __init__(self, *, limit: int = 100, store_conn_id: str = STORE_CONN_ID, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        limit: int = 100,
+        window: int | str = APPROVAL_WINDOW,
+        store_conn_id: str = STORE_CONN_ID,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.limit = limit
+        self.window = window
         self.store_conn_id = store_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from orderflow.domain.approvals import APPROVABLE, POST_RELEASE
         from orderflow.store import db
+
+        active = context["ti"].get_dr_count(dag_id=APPROVAL_DAG_ID, states=["queued", "running"])
+        room = min(self.limit, max(0, int(self.window) - active))
+        if not room:
+            self.log.info(
+                "approval window full (%d of %s runs active): new approvals wait on the desk",
+                active,
+                self.window,
+            )
+            return []
 
         conn = db.connect(self.store_conn_id)
         try:
@@ -54,11 +76,11 @@ class RequestApprovalsOperator(BaseOperator):
                            SELECT exception_id FROM orderflow.order_exception
                             WHERE status = 'open' AND order_id IS NOT NULL
                               AND category = ANY(%s) AND approval_run_id IS NULL
-                            ORDER BY sla_due_at LIMIT %s FOR UPDATE SKIP LOCKED)
+                            ORDER BY sla_due_at, exception_id LIMIT %s FOR UPDATE SKIP LOCKED)
                     RETURNING e.exception_id, e.order_id, e.category, e.owner_role, e.reason,
                               e.sla_due_at, e.approval_run_id, e.escalation_role
                     """,
-                    ([*APPROVABLE, *POST_RELEASE], self.limit),
+                    ([*APPROVABLE, *POST_RELEASE], room),
                 ).fetchall()
         finally:
             conn.close()
@@ -78,7 +100,12 @@ class RequestApprovalsOperator(BaseOperator):
             }
             for eid, oid, cat, role, reason, due, run_id, escalation in rows
         ]
-        self.log.info("requesting %d approvals", len(requests))
+        self.log.info(
+            "requesting %d approvals (%d runs already active, window %s)",
+            len(requests),
+            active,
+            self.window,
+        )
         return requests
 
 
