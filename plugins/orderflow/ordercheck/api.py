@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 #: answer "can I have this, at what price, by when?"
 CHECK_ROLES = frozenset({"sales", "customer_service", "operations_manager"})
 BOOK_TTL_S = 5.0
+#: store connections per api-server worker, all opened up front and kept (more checks at once
+#: than this wait for one, up to the pool's timeout)
 POOL_SIZE = int(os.environ.get("ORDERFLOW_CHECK_POOL_SIZE", "8"))
 #: how long a token that passed Airflow's checks (signature, expiry, not revoked) is taken
 #: without asking again: the bound on how late a logout reaches the check
@@ -76,6 +78,8 @@ def pool() -> "ConnectionPool":
             from orderflow.store.pool import store_pool
 
             _pool = store_pool(max_size=POOL_SIZE)
+            # all of them opened up front, and kept: a burst never waits for a new backend
+            _pool.resize(min_size=POOL_SIZE, max_size=POOL_SIZE)
         return _pool
 
 
