@@ -287,7 +287,7 @@ def run_check_api(
     seconds: float = 30.0,
     orders_per_day: int = 1000,
     seed: int = 7,
-    workers: int = 1,
+    workers: int = 2,
     keep: bool = False,
 ) -> dict[str, Any]:
     """The whole check-API benchmark on fresh databases; returns the numbers."""
