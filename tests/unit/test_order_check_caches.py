@@ -78,3 +78,18 @@ def test_the_tags_kept_are_bounded(books):
         b = book.replace(book.credit.model_copy(update={"version": f"9.{n}"}))
         assert f"credit@9.{n}#" in rule_set_version(b)
     assert len(service._TAGS) <= 8
+
+
+def test_the_env_gated_profiler_writes_stats_pstats_reads(tmp_path):
+    import pstats
+
+    from orderflow.ordercheck.api import _Profiler
+
+    profiler = _Profiler(str(tmp_path / "prof"), every=2)
+    assert [profiler.run(lambda n=n: sum(range(1000 * n))) for n in (1, 2, 3)] == [
+        sum(range(1000)),
+        sum(range(2000)),
+        sum(range(3000)),
+    ]
+    stats = pstats.Stats(profiler.path)  # dumped after the second profiled request
+    assert stats.total_calls > 0
