@@ -89,14 +89,22 @@ async def _load(
     bodies = [json.dumps(d).encode() for d in drafts]
     connector = aiohttp.TCPConnector(limit=256)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    # the headers once for the session, no cookie jar, no response decompression: the load
+    # generator shares the CPUs with what it measures
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers=headers,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    ) as session:
 
         async def one(i: int, due: float) -> None:
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as r:
+                async with session.post(url, data=bodies[i % len(bodies)]) as r:
                     await r.read()
                     statuses[r.status] = statuses.get(r.status, 0) + 1
             except Exception as exc:  # counted, never hidden
@@ -111,21 +119,122 @@ async def _load(
     return latencies, statuses, elapsed, errors
 
 
+def _run(coro):
+    """``asyncio.run`` on uvloop where it is installed (uvicorn's own loop: less CPU per
+    request for the load generator)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def _pct(values: list[float], q: float) -> float:
     from orderflow.bench import _pct as pct
 
     return pct(values, q)
 
 
+class ServerCpu:
+    """CPU seconds (user + system) spent by the api-server's processes and by the PostgreSQL
+    backends connected to the bench's databases, between :meth:`start` and :meth:`stop`:
+    the server side's cost per request, apart from what the rest of the machine does.
+
+    Backends are found in ``pg_stat_activity`` and read from ``/proc`` (a database server on
+    this machine; elsewhere its share is reported as ``None``)."""
+
+    def __init__(self, server_pid: int | None, server_url: str | None, databases: list[str]):
+        self.server_pid, self.server_url, self.databases = server_pid, server_url, databases
+        self._api0: dict[int, float] = {}
+        self._pg0: dict[int, float] = {}
+
+    @staticmethod
+    def _cpu(pids) -> dict[int, float]:
+        import psutil
+
+        out = {}
+        for pid in pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                out[pid] = t.user + t.system
+            except (psutil.Error, OSError):
+                continue
+        return out
+
+    def _api_pids(self) -> list[int]:
+        import psutil
+
+        if self.server_pid is None:
+            return []
+        try:
+            proc = psutil.Process(self.server_pid)
+            return [proc.pid, *(c.pid for c in proc.children(recursive=True))]
+        except psutil.Error:
+            return []
+
+    def _pg_pids(self) -> list[int] | None:
+        if not self.server_url or not self.databases:
+            return None
+        import psycopg
+
+        from orderflow.dev import pg
+
+        try:
+            with psycopg.connect(pg.libpq_url(self.server_url), autocommit=True) as conn:
+                if conn.info.host not in ("127.0.0.1", "localhost", "::1") and not str(
+                    conn.info.host
+                ).startswith("/"):
+                    return None
+                return [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s) "
+                        "AND pid <> pg_backend_pid()",
+                        (self.databases,),
+                    )
+                ]
+        except psycopg.Error:
+            return None
+
+    def start(self) -> None:
+        self._api0 = self._cpu(self._api_pids())
+        pg_pids = self._pg_pids()
+        self._pg0 = self._cpu(pg_pids) if pg_pids is not None else {}
+
+    def stop(self) -> dict[str, float | None]:
+        api1 = self._cpu(self._api_pids())
+        pg_pids = self._pg_pids()
+        api = sum(v - self._api0.get(p, 0.0) for p, v in api1.items())
+        pg_s = None
+        if pg_pids is not None:
+            pg1 = self._cpu(pg_pids)
+            pg_s = sum(v - self._pg0.get(p, 0.0) for p, v in pg1.items())
+        return {"api_server_cpu_s": round(api, 2), "postgres_cpu_s": _round(pg_s, 2)}
+
+
+def _round(x: float | None, n: int) -> float | None:
+    return None if x is None else round(x, n)
+
+
 def measure(
-    base: str, token: str, drafts: list[dict], rate: float, seconds: float, say
+    base: str,
+    token: str,
+    drafts: list[dict],
+    rate: float,
+    seconds: float,
+    say,
+    server_cpu: ServerCpu | None = None,
 ) -> dict[str, Any]:
     """Warm up, then ``rate`` requests/s for ``seconds`` against ``base``; the numbers."""
     url = f"{base}/orderflow/api/check"
-    asyncio.run(_load(url, token, drafts, min(rate, 50.0), 2.0))  # pool, caches, imports
+    _run(_load(url, token, drafts, min(rate, 50.0), 2.0))  # pool, caches, imports
     cpu0 = os.times()
     load0 = os.getloadavg()[0]
-    lat, statuses, elapsed, errors = asyncio.run(_load(url, token, drafts, rate, seconds))
+    if server_cpu is not None:
+        server_cpu.start()
+    lat, statuses, elapsed, errors = _run(_load(url, token, drafts, rate, seconds))
+    server = server_cpu.stop() if server_cpu is not None else {}
     ms = sorted(x * 1000 for x in lat)
     ok = statuses.get(200, 0)
     out = {
@@ -141,12 +250,31 @@ def measure(
         "check_api_client_cpu_s": round(sum(os.times()[:2]) - sum(cpu0[:2]), 1),
         "check_api_load_average": round(max(load0, os.getloadavg()[0]), 1),
     }
+    client = out["check_api_client_cpu_s"]
+    api_s, pg_s = server.get("api_server_cpu_s"), server.get("postgres_cpu_s")
+    out["check_api_server_cpu_s"] = api_s
+    out["check_api_postgres_cpu_s"] = pg_s
+    per = {
+        "client": client,
+        "api_server": api_s,
+        "postgres": pg_s,
+    }
+    out["check_api_cpu_ms_per_request"] = {
+        k: round(v * 1000 / max(ok, 1), 2) if v is not None else None for k, v in per.items()
+    }
     say(
         f"check API at {rate:.0f} req/s for {seconds:.0f}s: {len(lat):,} requests, "
         f"{ok:,} answered 200, achieved {out['check_api_achieved_rate']} req/s; latency "
         f"p50 {out['check_api_p50_ms']} ms, p95 {out['check_api_p95_ms']} ms (target ≤ "
         f"{TARGET_P95_MS:.0f}: {'met' if out['check_api_p95_ms'] <= TARGET_P95_MS else 'MISSED'})"
         f", p99 {out['check_api_p99_ms']} ms, max {out['check_api_max_ms']} ms"
+    )
+    cpu = out["check_api_cpu_ms_per_request"]
+    say(
+        f"  CPU per request: load generator {cpu['client']} ms, api-server {cpu['api_server']} "
+        f"ms, PostgreSQL backends {cpu['postgres']} ms (CPU seconds over the run: "
+        f"{client} / {api_s} / {pg_s}); load average {out['check_api_load_average']} "
+        f"(the machine is shared: other work shows here, not in the CPU seconds)"
     )
     if errors:
         say(f"  errors: {errors}")
@@ -159,7 +287,7 @@ def run_check_api(
     seconds: float = 30.0,
     orders_per_day: int = 1000,
     seed: int = 7,
-    workers: int = 1,
+    workers: int = 2,
     keep: bool = False,
 ) -> dict[str, Any]:
     """The whole check-API benchmark on fresh databases; returns the numbers."""
@@ -199,7 +327,12 @@ def run_check_api(
                 workers=workers,
             )
         say(f"api-server with {workers} worker(s) at {api.base}; {len(drafts):,} distinct drafts")
-        results = measure(api.base, api.token(SALES_USER), drafts, rate, seconds, say)
+        server_cpu = ServerCpu(
+            api.proc.pid,
+            server,
+            [f"orderflow_bench_{token}", f"airflow_bench_{token}"],
+        )
+        results = measure(api.base, api.token(SALES_USER), drafts, rate, seconds, say, server_cpu)
         results["check_api_server_workers"] = workers
         ok = True
     finally:

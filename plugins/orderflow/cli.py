@@ -13,6 +13,12 @@ import click
 
 from orderflow import settings
 
+#: ``airflow api-server --workers`` for ``orderflow run`` and ``bench --check-api``
+#: (``ORDERFLOW_API_SERVER_WORKERS``). Two on a two-core box: one worker is a single Python
+#: process and tops out below the order check's 200 requests/s (measured: 136–138 req/s,
+#: queueing for seconds), two reach it (issue #20, docs in ``orderflow.bench_check``).
+API_SERVER_WORKERS = int(os.environ.get("ORDERFLOW_API_SERVER_WORKERS") or 2)
+
 
 def stack_airflow_home() -> Path:
     """The Airflow home ``orderflow run`` gives every component (``.orderflow/airflow``, under
@@ -110,7 +116,11 @@ def run(no_sandbox: bool) -> None:
     airflow = str(Path(sys.executable).parent / "airflow")
     logs = state / "logs"
     services = [
-        Service("api-server", [airflow, "api-server", "--workers", "1"], logs / "api-server.log"),
+        Service(
+            "api-server",
+            [airflow, "api-server", "--workers", str(API_SERVER_WORKERS)],
+            logs / "api-server.log",
+        ),
         Service("scheduler", [airflow, "scheduler"], logs / "scheduler.log"),
         Service("dag-processor", [airflow, "dag-processor"], logs / "dag-processor.log"),
         Service("triggerer", [airflow, "triggerer"], logs / "triggerer.log"),
@@ -953,7 +963,10 @@ _register_soak_command()
 @click.option("--check-seconds", default=30.0, show_default=True, help="--check-api: duration.")
 @click.option("--check-orders", default=1000, show_default=True, help="--check-api: day's orders.")
 @click.option(
-    "--check-workers", default=1, show_default=True, help="--check-api: api-server workers."
+    "--check-workers",
+    default=API_SERVER_WORKERS,
+    show_default=True,
+    help="--check-api: api-server workers (default: as `orderflow run` starts it).",
 )
 def bench(
     days, orders_per_day, naive_orders, seed, max_partitions, keep, no_fulfilment, **check

@@ -6,6 +6,7 @@ holds with their category and owner role — and asking changes nothing in the s
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import httpx
@@ -205,3 +206,38 @@ def test_a_malformed_draft_is_refused_with_422(api):
     assert r.status_code == 422
     r = ask(api, "sam.sales", draft(lines=[{"item_id": "IT-A", "quantity": -1}]))
     assert r.status_code == 422
+
+
+def test_a_role_taken_away_applies_at_once_though_the_token_is_kept(api):
+    """The worker keeps a token it accepted for a few seconds (not asking Airflow's metadata
+    database again); the OrderFlow roles are still read on every request."""
+    import os
+
+    roles_file = api.log.parent / "roles.yaml"
+    original = roles_file.read_text()
+    assert ask(api, "sam.sales", draft()).status_code == 200  # the token is kept now
+    try:
+        roles_file.write_text(json.dumps({"users": {**ROLES, "sam.sales": ["pricing"]}}))
+        st = roles_file.stat()
+        os.utime(roles_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        r = ask(api, "sam.sales", draft())
+        assert r.status_code == 403, r.text
+    finally:
+        roles_file.write_text(original)
+        st = roles_file.stat()
+        os.utime(roles_file, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    assert ask(api, "sam.sales", draft()).status_code == 200
+
+
+def test_the_answer_is_json_as_the_openapi_schema_documents_it(api):
+    r = ask(api, "cs.casey", draft())
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    from orderflow.ordercheck.models import CheckAnswer
+
+    answer = CheckAnswer.model_validate_json(r.content)
+    assert answer.lines[0].contract_id == "K-API-A"
+    spec = httpx.get(f"{api.base}/orderflow/openapi.json", timeout=30)  # the plugin app's
+    assert spec.status_code == 200
+    post = spec.json()["paths"]["/api/check"]["post"]
+    assert "CheckAnswer" in json.dumps(post["responses"]["200"])
+    assert "DraftOrder" in json.dumps(post["requestBody"])

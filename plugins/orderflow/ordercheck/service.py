@@ -126,15 +126,37 @@ def check(
     :param credit_service: ``CreditHook.check`` to ask the credit service (else deferred).
     :param screening_service: ``ScreeningHook.check`` to screen the parties (else deferred).
     """
+    from psycopg import IsolationLevel
     from psycopg.pq import TransactionStatus
 
     now = received_at or datetime.now(UTC)
     order = to_view(draft, now)
     outermost = conn.info.transaction_status == TransactionStatus.IDLE
+    # a connection set to begin repeatable-read, read-only transactions (the API's pool)
+    # starts them so in its BEGIN: no SET TRANSACTION round trip
+    preset = conn.read_only is True and conn.isolation_level == IsolationLevel.REPEATABLE_READ
     with conn.transaction():
-        if outermost:  # inside a caller's transaction (a savepoint) its own level stays
+        if outermost and not preset:  # in a caller's transaction (a savepoint) its level stays
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         return _check(conn, order, book, now, credit_service, screening_service)
+
+
+#: per rule book (they are immutable): its ``rule_set_version`` tag; a few books at a time
+_TAGS: dict[int, tuple[RuleBook, str]] = {}
+TAGGED_SETS = ("validation", "pricing", "credit", "sourcing", "substitution", "carrier", "routing")
+
+
+def rule_set_version(book: RuleBook) -> str:
+    """``book.tag(...)`` of the sets the check decides with, computed once per book (the tag
+    hashes each set's canonical content: too dear to redo for every answer)."""
+    hit = _TAGS.get(id(book))
+    if hit is not None and hit[0] is book:
+        return hit[1]
+    tag = book.tag(*TAGGED_SETS)
+    if len(_TAGS) >= 8:
+        _TAGS.clear()
+    _TAGS[id(book)] = (book, tag)  # the book held: its id is not reused while it is here
+    return tag
 
 
 def _check(conn, order, book, now, credit_service, screening_service) -> CheckAnswer:
@@ -383,9 +405,7 @@ def _answer(order, vo, ref, book, now, holds, credit, allocation, plan, availabl
         credit=credit,
         shipments=shipments,
         promised_date=max((s.promised_date for s in shipments), default=None),
-        rule_set_version=book.tag(
-            "validation", "pricing", "credit", "sourcing", "substitution", "carrier", "routing"
-        ),
+        rule_set_version=rule_set_version(book),
         evaluated=[],
     )
 
