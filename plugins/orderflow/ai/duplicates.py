@@ -188,13 +188,15 @@ def block(order: Doc, candidates: Iterable[Doc], window: timedelta) -> list[Doc]
 
 # ---------------------------------------------------------------------------- features
 
+#: A PO number that agrees is evidence only together with lines that agree (a PO typed with a
+#: slip is one character from the customer's *next* PO number too): the PO features that say
+#: "the same PO" are weighted by the share of lines matched.
 FEATURES: tuple[str, ...] = (
-    "po_equal",  # the same PO after normalising
-    "po_digits_equal",  # the same digits (letters dropped: a branch prefix left out)
+    "po_equal_lines",  # the same PO after normalising x lines matched
+    "po_digits_equal_lines",  # the same digits (a branch prefix left out) x lines matched
+    "po_typo_lines",  # one keying slip apart, not neighbours in sequence x lines matched
     "po_similarity",  # rapidfuzz ratio of the normalised PO numbers (0..1)
     "po_neighbour",  # two PO numbers of one sequence, a few numbers apart (a new order)
-    "po_typo",  # one keying slip apart (a character dropped, two swapped) and not neighbours
-    "po_contained",  # one normalised PO number contains most of the other (a suffix, a branch)
     "ship_to_same",
     "line_match_min",  # matched lines / lines of the longer order
     "line_match_max",  # matched lines / lines of the shorter order
@@ -237,10 +239,6 @@ def features(a: Doc, b: Doc) -> Pair:
     po_sim = fuzz.ratio(pa, pb) / 100 if pa and pb else 0.0
     neighbour = float(_neighbours(a.po_number, b.po_number, pa, pb))
     typo = float(not neighbour and bool(pa and pb) and pa != pb and OSA.distance(pa, pb) <= 1)
-    short, long_ = sorted((pa, pb), key=len)
-    contained = float(
-        pa != pb and len(short) >= 5 and len(long_) - len(short) <= 3 and short in long_
-    )
     matches = _match_lines(a.lines, b.lines)
     na, nb = len(a.lines), len(b.lines)
     m = len(matches)
@@ -266,15 +264,15 @@ def features(a: Doc, b: Doc) -> Pair:
     known = sum(1 for ln in (*a.lines, *b.lines) if ln.item_id) / max(1, na + nb)
     hours = abs((a.received_at - b.received_at).total_seconds()) / 3600
     chans = {a.channel, b.channel}
+    share = m / max(1, na, nb)
     values = (
-        po_equal,
-        digits_equal,
+        po_equal * share,
+        digits_equal * share,
+        typo * share,
         po_sim,
         neighbour,
-        typo,
-        contained,
         float(bool(a.ship_to_id) and a.ship_to_id == b.ship_to_id),
-        m / max(1, na, nb),
+        share,
         m / max(1, min(na, nb)),
         math.log1p(abs(na - nb)),
         sum(sims) / m if m else 0.0,
@@ -578,7 +576,7 @@ def evidence(model: Model, order: Doc, match: Doc, pair: Pair) -> dict[str, Any]
     """What a person reads to confirm: the facts and the features that weighed most."""
     return {
         "po_numbers": [match.po_number, order.po_number],
-        "po_same_after_normalising": bool(pair.values[FEATURES.index("po_equal")]),
+        "po_same_after_normalising": match.po_key == order.po_key != "",
         "ship_to_same": bool(pair.values[FEATURES.index("ship_to_same")]),
         "lines_matched": f"{pair.matched_lines} of {pair.lines[1]} / {pair.lines[0]}",
         "quantities_equal": f"{pair.qty_equal} of {pair.matched_lines}",
