@@ -556,20 +556,25 @@ def _expit(x: float) -> float:
 
 
 def score(
-    model: Model, order: Doc, candidates: Sequence[Doc], *, threshold: float | None = None
+    model: Model,
+    order: Doc,
+    candidates: Sequence[Doc],
+    *,
+    threshold: float | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, float, dict[str, Any]]]:
     """The candidates ``order`` may duplicate, best first, with the score (a probability)
-    and the evidence; only those at or above ``threshold`` (default: the model's; ``0``: all).
-    ``candidates`` are blocked already (:func:`block`)."""
-    limit = model.threshold if threshold is None else threshold
+    and the evidence; only those at or above ``threshold`` (default: the model's; ``0``: all),
+    at most ``limit``. ``candidates`` are blocked already (:func:`block`)."""
+    floor = model.threshold if threshold is None else threshold
     pairs = [(c, features(order, c)) for c in candidates]
     probs = model.probabilities([p.values for _, p in pairs])
-    out = [
-        (c.order_id, round(prob, 4), evidence(model, order, c, pair))
-        for (c, pair), prob in zip(pairs, probs, strict=True)
-        if prob >= limit
-    ]
-    return sorted(out, key=lambda t: (-t[1], t[0]))
+    kept = sorted(
+        ((round(prob, 4), c, pair) for (c, pair), prob in zip(pairs, probs, strict=True)),
+        key=lambda t: (-t[0], t[1].order_id),
+    )
+    kept = [t for t in kept if t[0] >= floor][:limit]
+    return [(c.order_id, prob, evidence(model, order, c, pair)) for prob, c, pair in kept]
 
 
 def evidence(model: Model, order: Doc, match: Doc, pair: Pair) -> dict[str, Any]:
@@ -691,7 +696,7 @@ class Matcher:
     def best(self, order: Any, candidates: Sequence[Any]) -> tuple[str, float, dict] | None:
         doc = from_view(order)
         docs = [from_view(c, c.channel, c.lines) for c in candidates if c.lines]
-        found = score(self.model, doc, docs, threshold=0.0)
+        found = score(self.model, doc, docs, threshold=0.0, limit=1)
         return found[0] if found else None
 
 
@@ -758,7 +763,7 @@ def measure(
         is_dup = order.order_id in root and any(
             root.get(c.order_id, c.order_id) == root[order.order_id] for c in cands
         )
-        found = score(model, order, cands, threshold=limit)
+        found = score(model, order, cands, threshold=limit, limit=1)
         hit = bool(found) and root.get(found[0][0], found[0][0]) == root.get(
             order.order_id, order.order_id
         )
