@@ -4,6 +4,7 @@ stage's ``possible_duplicate`` hold (pure: hand-built orders, no database)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -337,6 +338,10 @@ def test_below_the_threshold_exact_first_and_off_switch():
     (v,) = validate([_view("E", "PO# 4500-0123-45")], ref, off, BOOK.pricing, near=Stub())
     assert v.ok
     (v,) = validate([_view("E", "PO# 4500-0123-45")], ref, BOOK.validation, BOOK.pricing)
+    assert v.ok
+    # a person approved it as an order of its own: revalidating it does not hold it again
+    approved = replace(_view("E", "PO# 4500-0123-45"), approvals=frozenset({"possible_duplicate"}))
+    (v,) = validate([approved], ref, BOOK.validation, BOOK.pricing, near=Stub())
     assert v.ok
 
 

@@ -524,6 +524,8 @@ def _near_duplicate_holds(
     policy = rules.near_duplicates
     if near is None or not policy.enabled or not order.customer_id:
         return []
+    if "possible_duplicate" in order.approvals:
+        return []  # a person found it is an order of its own: a revalidation does not ask again
     window = timedelta(hours=policy.window_hours)
     pool = [
         p
