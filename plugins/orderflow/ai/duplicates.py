@@ -37,7 +37,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,9 @@ class Doc:
     received_at: datetime
     lines: tuple[DocLine, ...]
     po_key: str = field(default="", compare=False)
+    #: its PO number is a new one of the customer's sequence: a neighbour of the PO number
+    #: of some candidate, and the same as none (set by :func:`in_context`)
+    po_new_in_sequence: bool = field(default=False, compare=False)
 
     @staticmethod
     def of(
@@ -192,6 +195,7 @@ def block(order: Doc, candidates: Iterable[Doc], window: timedelta) -> list[Doc]
 #: slip is one character from the customer's *next* PO number too): the PO features that say
 #: "the same PO" are weighted by the share of lines matched.
 FEATURES: tuple[str, ...] = (
+    "po_new_in_sequence",  # the order's PO is the customer's next, not any candidate's
     "po_equal_lines",  # the same PO after normalising x lines matched
     "po_digits_equal_lines",  # the same digits (a branch prefix left out) x lines matched
     "po_typo_lines",  # one keying slip apart, not neighbours in sequence x lines matched
@@ -227,8 +231,19 @@ class Pair:
     hours: float
 
 
+def in_context(order: Doc, candidates: Sequence[Doc]) -> Doc:
+    """``order`` knowing whether its PO number is a new one of the customer's sequence among
+    ``candidates`` (what :func:`features` reads as ``po_new_in_sequence``)."""
+    keys = {c.po_key for c in candidates}
+    new = order.po_key not in keys and any(
+        _neighbours(order.po_number, c.po_number, order.po_key, c.po_key) for c in candidates
+    )
+    return replace(order, po_new_in_sequence=new)
+
+
 def features(a: Doc, b: Doc) -> Pair:
-    """Compare two orders of the same customer (order independent)."""
+    """Compare order ``a`` (in context: :func:`in_context`) with candidate ``b`` of the same
+    customer."""
     from rapidfuzz import fuzz
     from rapidfuzz.distance import OSA
 
@@ -266,6 +281,7 @@ def features(a: Doc, b: Doc) -> Pair:
     chans = {a.channel, b.channel}
     share = m / max(1, na, nb)
     values = (
+        float(a.po_new_in_sequence),
         po_equal * share,
         digits_equal * share,
         typo * share,
@@ -446,7 +462,8 @@ def _earlier(docs: Sequence[Doc], window: timedelta) -> Iterable[tuple[Doc, list
     seen: dict[str, list[Doc]] = {}
     for d in sorted(docs, key=lambda x: (x.received_at, x.order_id)):
         prior = seen.setdefault(d.customer_id or "", [])
-        yield d, block(d, prior, window)
+        cands = block(d, prior, window)
+        yield in_context(d, cands), cands
         prior.append(d)
 
 
@@ -567,6 +584,7 @@ def score(
     and the evidence; only those at or above ``threshold`` (default: the model's; ``0``: all),
     at most ``limit``. ``candidates`` are blocked already (:func:`block`)."""
     floor = model.threshold if threshold is None else threshold
+    order = in_context(order, candidates)
     pairs = [(c, features(order, c)) for c in candidates]
     probs = model.probabilities([p.values for _, p in pairs])
     kept = sorted(
