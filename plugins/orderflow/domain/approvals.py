@@ -11,6 +11,7 @@ APPROVABLE: dict[str, str] = {
     "pricing_mismatch": "VALIDATED",  # price override: the customer's price is charged
     "expired_contract": "VALIDATED",
     "duplicate_suspect": "VALIDATED",
+    "possible_duplicate": "VALIDATED",  # a person found it is an order of its own
     "minimum_not_met": "VALIDATED",
     "low_confidence_extraction": "RECEIVED",  # extraction checked: validate it normally
     "credit_limit": "CREDIT_OK",  # credit exception

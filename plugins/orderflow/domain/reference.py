@@ -52,6 +52,8 @@ class LineView:
     # explanation named (the CRM's quote or agreement: ``domain.crm_pricing``), and which one
     price_source: str | None = None
     price_document_id: str | None = None
+    #: the line's description as sent (what a near-duplicate match compares beyond ids)
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,10 @@ class PriorOrder:
     ship_to_id: str | None
     received_at: datetime
     signature: tuple[tuple[str, str, str], ...]  # sorted (item or part, quantity, uom)
+    #: what a near-duplicate match compares (``orderflow.ai.duplicates``): the channel it
+    #: came by and its lines (empty when not loaded)
+    channel: str = ""
+    lines: tuple[LineView, ...] = ()
 
 
 @dataclass(slots=True)

@@ -12,6 +12,13 @@ outside the core. After the order's own checks, each may explain a hold of a cat
 declares (waive it, charge another price, or replace it with a more precise one — which the
 rule types after it are asked about in turn), and add holds of its own. A check that raises
 holds that order ``rule_error``; the other orders of the partition go on.
+
+Duplicates: an order with the PO number of another live order of the customer, or the same
+lines to the same ship-to within the window, is held ``duplicate_suspect``. When neither
+matches, a learned matcher (:class:`NearDuplicates`: ``orderflow.ai.duplicates``), if the
+stage has one and the validation rules enable it, scores the order against the customer's
+other orders of the rules' window; a best match at or above the threshold holds it
+``possible_duplicate`` naming the matched order, the score and the evidence.
 """
 
 from __future__ import annotations
@@ -58,6 +65,21 @@ class RuleCheck(Protocol):
     def explain(self, hold: Hold, order: OrderView, ref: ReferenceData) -> Explanation | None: ...
 
 
+class NearDuplicates(Protocol):
+    """A trained near-duplicate model bound for the stage (``orderflow.ai.duplicates.Matcher``)."""
+
+    #: ``<model>@<version>``: recorded with each hold it raises
+    pinned: str
+    #: the score calibrated at training (used when the rules set no ``min_score``)
+    threshold: float
+
+    def best(
+        self, order: OrderView, candidates: Sequence[PriorOrder]
+    ) -> tuple[str, float, dict] | None:
+        """The candidate ``order`` most likely re-submits: (order id, score, evidence)."""
+        ...
+
+
 @dataclass(slots=True)
 class Validated:
     order: OrderView  # with item ids and contract prices filled in
@@ -76,10 +98,12 @@ def validate(
     rules: ValidationRules,
     pricing: PricingRules,
     checks: Sequence[RuleCheck] = (),
+    near: NearDuplicates | None = None,
 ) -> list[Validated]:
     """Validate a partition of orders against the master data in ``ref``; ``checks``: the
     rule types with hooks, in order (``registry.checks(book, contexts, core=True)``: see
-    :class:`RuleCheck`)."""
+    :class:`RuleCheck`); ``near``: the near-duplicate matcher, if a model is trained (used
+    only when ``rules.near_duplicates.enabled``)."""
     # Other live orders per customer (the store's, then this partition's as they validate).
     by_customer: dict[str | None, list[PriorOrder]] = {}
     for prior in ref.prior_orders:
@@ -88,7 +112,7 @@ def validate(
     for order in orders:
         result = _validate_one(order, ref, rules, pricing, checks)
         candidates = by_customer.setdefault(result.order.customer_id, [])
-        result.holds.extend(_duplicate_holds(result.order, candidates, rules))
+        result.holds.extend(_duplicate_holds(result.order, candidates, rules, near))
         candidates.append(_prior(result.order))
         out.append(result)
     return out
@@ -450,9 +474,13 @@ def signature(order: OrderView) -> tuple[tuple[str, str, str], ...]:
 
 
 def _duplicate_holds(
-    order: OrderView, candidates: list[PriorOrder], rules: ValidationRules
+    order: OrderView,
+    candidates: list[PriorOrder],
+    rules: ValidationRules,
+    near: NearDuplicates | None = None,
 ) -> list[Hold]:
-    """``candidates``: other live orders of the same customer."""
+    """``candidates``: other live orders of the same customer. The exact checks first; then,
+    if nothing matched, the near-duplicate matcher (:func:`_near_duplicate_holds`)."""
     window = timedelta(hours=rules.duplicate_window_hours)
     sig = signature(order)
     for prior in candidates:
@@ -482,10 +510,67 @@ def _duplicate_holds(
                     details={"duplicate_of": prior.order_id, "match": "identical_lines"},
                 )
             ]
-    return []
+    return _near_duplicate_holds(order, candidates, rules, near)
+
+
+def _near_duplicate_holds(
+    order: OrderView,
+    candidates: list[PriorOrder],
+    rules: ValidationRules,
+    near: NearDuplicates | None,
+) -> list[Hold]:
+    """``possible_duplicate`` when the matcher's best match among the customer's orders of
+    the window scores at least the threshold (the rules' ``min_score``, else the model's)."""
+    policy = rules.near_duplicates
+    if near is None or not policy.enabled or not order.customer_id:
+        return []
+    if "possible_duplicate" in order.approvals:
+        return []  # a person found it is an order of its own: a revalidation does not ask again
+    window = timedelta(hours=policy.window_hours)
+    pool = [
+        p
+        for p in candidates
+        if p.order_id != order.order_id
+        and p.customer_id == order.customer_id
+        and p.lines
+        and abs(p.received_at - order.received_at) <= window
+    ]
+    found = near.best(order, pool) if pool else None
+    if found is None:
+        return []
+    matched, score, evidence = found
+    threshold = policy.min_score if policy.min_score is not None else near.threshold
+    if score < threshold:
+        return []
+    prior = next(p for p in pool if p.order_id == matched)
+    return [
+        Hold(
+            "possible_duplicate",
+            f"order may re-submit order {matched} (PO {prior.po_number}"
+            f"{', ' + prior.channel if prior.channel else ''}): near-duplicate score "
+            f"{score:.2f} (threshold {threshold:.2f}, model {near.pinned}); reject it if it is "
+            "a duplicate, or approve it as an order of its own",
+            details={
+                "duplicate_of": matched,
+                "match": "model",
+                "score": round(float(score), 4),
+                "threshold": round(float(threshold), 4),
+                "model": near.pinned,
+                "input_hash": evidence.get("input_hash"),
+                "evidence": evidence,
+            },
+        )
+    ]
 
 
 def _prior(o: OrderView) -> PriorOrder:
     return PriorOrder(
-        o.order_id, o.customer_id, o.po_number, o.ship_to_id, o.received_at, signature(o)
+        o.order_id,
+        o.customer_id,
+        o.po_number,
+        o.ship_to_id,
+        o.received_at,
+        signature(o),
+        o.channel,
+        o.lines,
     )

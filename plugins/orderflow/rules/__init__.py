@@ -82,6 +82,21 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+class NearDuplicateRules(BaseModel):
+    """When the learned near-duplicate match (``orderflow.ai.duplicates``) holds an order
+    ``possible_duplicate``: after the exact checks found nothing, the best match among the
+    customer's other live orders received within ``window_hours`` scores at least
+    ``min_score``. ``enabled: false`` (the default) is the kill switch: the stage does not
+    ask the model, and decides exactly as without it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    #: the score (a probability) at or above which the order is held; ``None``: the
+    #: threshold calibrated when the model was trained (stored with the model)
+    min_score: float | None = Field(None, ge=0, le=1)
+    window_hours: int = Field(168, ge=1)
+
+
 class ValidationRules(_RuleSet):
     name: ClassVar[str] = "validation"
     valid_uoms: frozenset[str]
@@ -89,6 +104,16 @@ class ValidationRules(_RuleSet):
     minimum_line_quantity: Decimal = Decimal("0")
     duplicate_window_hours: int = Field(48, ge=0)
     near_identical_min_lines: int = Field(3, ge=1)
+    #: the learned near-duplicate match (from 2026.12.1; earlier versions: off)
+    near_duplicates: NearDuplicateRules = NearDuplicateRules()
+
+    def content(self) -> dict[str, Any]:
+        # A version without the near-duplicate policy hashes as it did before the field
+        # existed: the hashes past decisions recorded still name its content.
+        c = super().content()
+        if self.near_duplicates == NearDuplicateRules():
+            c.pop("near_duplicates", None)
+        return c
 
 
 class PricingRules(_RuleSet):

@@ -165,7 +165,8 @@ def _lines(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, list[Lin
     for r in conn.execute(
         """
         SELECT order_id, line_no, quantity, uom, unit_price, item_id, customer_part_number,
-               coalesce(canonical->'product_ids', '[]'::jsonb), contract_id, contract_price
+               coalesce(canonical->'product_ids', '[]'::jsonb), contract_id, contract_price,
+               canonical->>'description'
           FROM orderflow.order_line WHERE order_id = ANY(%s) ORDER BY order_id, line_no
         """,
         (order_ids,),
@@ -181,6 +182,7 @@ def _lines(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, list[Lin
                 product_ids=tuple((p["qualifier"], p["value"]) for p in r[7]),
                 contract_id=r[8],
                 contract_price=r[9],
+                description=r[10],
             )
         )
     return out
@@ -292,7 +294,8 @@ def _prior_orders(conn, orders, cids, hours: int) -> list[PriorOrder]:
     earliest = min(o.received_at for o in orders)
     heads = conn.execute(
         """
-        SELECT order_id, customer_id, po_number, ship_to_id, received_at FROM orderflow."order"
+        SELECT order_id, customer_id, po_number, ship_to_id, received_at, channel
+          FROM orderflow."order"
          WHERE customer_id = ANY(%(cids)s) AND NOT order_id = ANY(%(ids)s)
            AND status NOT IN ('CANCELLED', 'REJECTED')
            AND (po_number = ANY(%(pos)s)
@@ -323,7 +326,7 @@ def _prior_orders(conn, orders, cids, hours: int) -> list[PriorOrder]:
             currency="USD",
             lines=tuple(lines.get(h[0], ())),
         )
-        out.append(PriorOrder(h[0], h[1], h[2], h[3], h[4], signature(view)))
+        out.append(PriorOrder(h[0], h[1], h[2], h[3], h[4], signature(view), h[5], view.lines))
     return out
 
 

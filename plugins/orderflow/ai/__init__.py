@@ -1,0 +1,1 @@
+"""Decision support (#17)."""
