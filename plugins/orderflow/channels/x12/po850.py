@@ -499,13 +499,17 @@ class _Mapper:
                     buyer = p.address()
                     break
         ship_to = self._line_ship_tos(lines, ship_to, order_lines)
-        requested_delivery = _first(dtms, _DELIVERY)
-        requested_ship = _first(dtms, _SHIP)
-        cancel_after = _first(dtms, _CANCEL)
-        chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
-        for qual, d in dtms:
-            if qual not in chosen:
-                self.notes.append(f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}")
+        requested_delivery = requested_ship = cancel_after = None
+        if dtms:  # most POs have no header DTM: nothing to look for
+            requested_delivery = _first(dtms, _DELIVERY)
+            requested_ship = _first(dtms, _SHIP)
+            cancel_after = _first(dtms, _CANCEL)
+            chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
+            for qual, d in dtms:
+                if qual not in chosen:
+                    self.notes.append(
+                        f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}"
+                    )
         purpose_code = beg.el(1)
         purpose = _PURPOSE.get(purpose_code, "original")
         if purpose_code not in _PURPOSE:
