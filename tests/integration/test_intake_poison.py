@@ -407,3 +407,43 @@ def test_a_batch_is_inserted_set_wise_with_repeats_and_replays_taken_once(store)
             (stored.order_id, ["intake.api"], "t", one, None, None, None, None),
         ]
     )
+
+
+def test_a_large_message_is_stored_byte_for_byte_and_a_redelivery_counted(store):
+    """Messages of RAW_COPY_MIN bytes and more travel by COPY in chunks (libpq would
+    otherwise keep a buffer the size of the file for the connection's life): the stored raw
+    is the same bytes (NUL, 0xFF, a chunk boundary inside), and the same delivery again is
+    the same message with its delivery count bumped."""
+    raw = (bytes(range(256)) * (intake.RAW_COPY_MIN // 256 + 4097))[: intake.RAW_COPY_MIN + 12345]
+    ref = f"big-{secrets.token_hex(3)}.x12"
+    with db.transaction(store):
+        first = intake.record_message(
+            store, channel="edi", partner_id="BIG", source_ref=ref, raw=raw
+        )
+    with db.transaction(store):
+        again = intake.record_message(
+            store, channel="edi", partner_id="BIG", source_ref=ref, raw=raw
+        )
+    assert (again.message_id, again.seen_before, first.seen_before) == (
+        first.message_id,
+        True,
+        False,
+    )
+    stored, size, count = store.execute(
+        "SELECT raw, size_bytes, delivery_count FROM orderflow.channel_message "
+        "WHERE message_id = %s",
+        (first.message_id,),
+    ).fetchone()
+    assert (bytes(stored) == raw, size, count) == (True, len(raw), 2)
+    small = intake.record_message(
+        store, channel="edi", partner_id="BIG", source_ref=ref + ".small", raw=b"\x00ISA\xff"
+    )
+    assert (
+        bytes(
+            store.execute(
+                "SELECT raw FROM orderflow.channel_message WHERE message_id = %s",
+                (small.message_id,),
+            ).fetchone()[0]
+        )
+        == b"\x00ISA\xff"
+    )
