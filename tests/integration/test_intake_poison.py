@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from decimal import Decimal
 
 import pytest
@@ -366,3 +367,83 @@ def test_portal_poison_between_good_items(store):
         "orders_created": 1
     }
     assert json.dumps(stats.summary())
+
+
+def test_a_batch_is_inserted_set_wise_with_repeats_and_replays_taken_once(store):
+    """insert_orders writes a batch in three statements: an id repeated in the batch is
+    taken once (its first occurrence, its lines, one RECEIVED event), an id already stored
+    (a replay) is skipped, and the ids come back in batch order."""
+    tag = secrets.token_hex(3)
+    stored = _order(f"PO-SET-{tag}-0")
+    with db.transaction(store):
+        assert intake.insert_orders(store, [stored], message_id=None, actor_id="t") == [
+            stored.order_id
+        ]
+    a = _order(f"PO-SET-{tag}-A", qty="2")
+    b = _order(f"PO-SET-{tag}-B", qty="3", line_no=7)
+    again = _order(f"PO-SET-{tag}-A", qty="99")  # same order id as ``a``: the repeat
+    run = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": 4}
+    with db.transaction(store):
+        created = intake.insert_orders(
+            store, [a, stored, b, again], message_id=None, actor_id="t.batch", run=run
+        )
+    assert created == [a.order_id, b.order_id]
+    rows = store.execute(
+        "SELECT order_id, line_no, quantity FROM orderflow.order_line "
+        "WHERE order_id = ANY(%s) ORDER BY order_id",
+        ([a.order_id, b.order_id],),
+    ).fetchall()
+    assert rows == [(a.order_id, 1, Decimal("2.000")), (b.order_id, 7, Decimal("3.000"))]
+    events = store.execute(
+        "SELECT order_id, reason_codes, actor_id, details, dag_id, run_id, task_id, map_index "
+        "FROM orderflow.order_event WHERE order_id = ANY(%s)",
+        ([a.order_id, b.order_id, stored.order_id],),
+    ).fetchall()
+    one = {"message_id": None, "lines": 1}
+    assert sorted(events) == sorted(
+        [
+            (a.order_id, ["intake.api"], "t.batch", one, "d", "r", "t", 4),
+            (b.order_id, ["intake.api"], "t.batch", one, "d", "r", "t", 4),
+            (stored.order_id, ["intake.api"], "t", one, None, None, None, None),
+        ]
+    )
+
+
+def test_a_large_message_is_stored_byte_for_byte_and_a_redelivery_counted(store):
+    """Messages of RAW_COPY_MIN bytes and more travel by COPY in chunks (libpq would
+    otherwise keep a buffer the size of the file for the connection's life): the stored raw
+    is the same bytes (NUL, 0xFF, a chunk boundary inside), and the same delivery again is
+    the same message with its delivery count bumped."""
+    raw = (bytes(range(256)) * (intake.RAW_COPY_MIN // 256 + 4097))[: intake.RAW_COPY_MIN + 12345]
+    ref = f"big-{secrets.token_hex(3)}.x12"
+    with db.transaction(store):
+        first = intake.record_message(
+            store, channel="edi", partner_id="BIG", source_ref=ref, raw=raw
+        )
+    with db.transaction(store):
+        again = intake.record_message(
+            store, channel="edi", partner_id="BIG", source_ref=ref, raw=raw
+        )
+    assert (again.message_id, again.seen_before, first.seen_before) == (
+        first.message_id,
+        True,
+        False,
+    )
+    stored, size, count = store.execute(
+        "SELECT raw, size_bytes, delivery_count FROM orderflow.channel_message "
+        "WHERE message_id = %s",
+        (first.message_id,),
+    ).fetchone()
+    assert (bytes(stored) == raw, size, count) == (True, len(raw), 2)
+    small = intake.record_message(
+        store, channel="edi", partner_id="BIG", source_ref=ref + ".small", raw=b"\x00ISA\xff"
+    )
+    assert (
+        bytes(
+            store.execute(
+                "SELECT raw FROM orderflow.channel_message WHERE message_id = %s",
+                (small.message_id,),
+            ).fetchone()[0]
+        )
+        == b"\x00ISA\xff"
+    )

@@ -173,3 +173,71 @@ def test_reading_in_blocks_of_any_size_reads_the_same_segments(
     monkeypatch.setattr(reader, "_FIRST_BLOCK", block)
     monkeypatch.setattr(reader, "_MAX_BLOCK", max(block, 97))
     assert _segments(text) == whole
+
+
+# ---------------------------------------------------------------- a line over the PO1 limit
+_LINE_VALUES = [
+    "",
+    "1",
+    "2",
+    "0.5",
+    ".5",
+    "5.",
+    "1.50",
+    "1.5000",
+    "0001.50000",
+    "12345678901",
+    "123456789012",
+    "1234567890.1234",
+    "12345678901.123",
+    "1.1234",
+    "+1",
+    "9" * 15,
+    "EA",
+    "PE",
+    "BP",
+    "x" * 35,
+    "x" * 36,
+    "y" * 200,
+    "y" * 201,
+    "A\x00B",
+    "\u00e9\u2026",
+]
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(_LINE_VALUES), min_size=5, max_size=5),
+    st.lists(st.tuples(st.sampled_from(_LINE_VALUES), st.sampled_from(_LINE_VALUES)), max_size=3),
+)
+def test_a_line_said_to_fit_is_one_the_model_takes(values, pairs):
+    """Over the 100,000-line limit only a line's findings are wanted; ``_line_fits`` skips
+    building its OrderLine. What it says fits, the model (the store's bounds) must take."""
+    from decimal import Decimal, InvalidOperation
+
+    from orderflow.channels.x12.po850 import _Line, _line_fits
+    from orderflow.channels.x12.reader import Segment
+    from orderflow.domain.models import OrderLine
+
+    v1, qty, uom, price, basis = values
+    try:
+        quantity = Decimal(qty)
+        unit_price = Decimal(price) if price else None
+    except InvalidOperation:
+        return  # not a number: the mapper reports it before asking
+    if quantity <= 0 or not uom:
+        return  # reported before asking (bad or zero quantity, no unit)
+    ids = [{"qualifier": q, "value": v} for q, v in pairs if q and v]
+    line = _Line(Segment("PO1", ["PO1", *values], 1))
+    if not _line_fits(v1, qty, uom, price, basis, ids, line):
+        return
+    OrderLine(
+        line_no=1,
+        source_line_id=v1 or None,
+        product_ids=ids,
+        customer_part_number=ids[0]["value"] if ids else None,
+        quantity=quantity,
+        uom=uom,
+        unit_price=unit_price,
+        price_basis=basis or None,
+    )

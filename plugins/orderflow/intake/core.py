@@ -111,6 +111,9 @@ def ingest(
                     )
                 ]
             )
+    # Nothing below needs the bytes: let them go, so that a streamed parser (which reads them
+    # later) can hold the message's only copy and drop it once decoded (see ``X12Stream``).
+    del raw
     if isinstance(result, StreamedParse):
         return _decide_streamed(
             conn, stored, channel, partner_id, client_request_id, result, run, actor_id
@@ -178,10 +181,13 @@ def _one_per_po(orders: list[Order]) -> tuple[list[Order], list[IntakeError], di
 
 
 def _where(o: Order) -> str:
-    p = o.provenance
-    if p.transaction_control_number:
-        return f"PO {o.po_number} / ST02 {p.transaction_control_number}"
-    return f"PO {o.po_number} / order {o.order_id}"
+    return _where_at(o.po_number, o.order_id, o.provenance.transaction_control_number)
+
+
+def _where_at(po_number: str, order_id: str, st02: str | None) -> str:
+    if st02:
+        return f"PO {po_number} / ST02 {st02}"
+    return f"PO {po_number} / order {order_id}"
 
 
 def _insert_isolated(conn, orders: list[Order], mid: int, actor_id: str, run):
@@ -652,7 +658,9 @@ def _decide_streamed_in(
     mid = stored.message_id
     conn.execute("SAVEPOINT of_stream_all")
     scopes = [_Scope()]
-    first: dict[tuple[str | None, str], tuple[str, str]] = {}  # (customer, PO) → id, where
+    # (customer, PO) → order id, ST02: every order of the message so far (its "where" is
+    # only worked out for a repeat; a message holds 100,000s of orders)
+    first: dict[tuple[str | None, str], tuple[str, str | None]] = {}
     earlier: int | None = None
     checked_earlier = False
     batch: list[Order] = []
@@ -666,7 +674,8 @@ def _decide_streamed_in(
         for o in batch:
             key = (o.customer_id, o.po_number)
             if key in first:
-                original_id, original_where = first[key]
+                original_id, original_st02 = first[key]
+                original_where = _where_at(o.po_number, original_id, original_st02)
                 where = _where(o)
                 scope.repeats[where] = original_id
                 scope.repeat_errors.append(
@@ -680,7 +689,7 @@ def _decide_streamed_in(
                     )
                 )
                 continue
-            first[key] = (o.order_id, _where(o))
+            first[key] = (o.order_id, o.provenance.transaction_control_number)
             scope.keys.append(key)
             kept.append(o)
         batch = []

@@ -278,6 +278,8 @@ def ingest_folder(
     per_partner = channel == "edi"
     for f in files.scan(root, per_partner=per_partner, default_partner="inside-sales", limit=limit):
         raw, precheck = files.read(f, max_bytes)
+        held = [raw]  # handed to ingest without a reference left here (see ``ingest``)
+        del raw
         parse = (
             edi_parser(conn, f.partner_id, f.name, edi_conn_id=edi_conn_id)
             if channel == "edi"
@@ -288,7 +290,7 @@ def ingest_folder(
             channel=channel,
             partner_id=f.partner_id,
             source_ref=f.name,
-            raw=raw,
+            raw=held.pop(),
             parse=parse,
             size_bytes=f.size,
             precheck=precheck,

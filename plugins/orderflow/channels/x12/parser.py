@@ -100,9 +100,8 @@ class X12Stream:
 
     def __iter__(self) -> Iterator[Event]:
         result = self.result
-        data, self._data = self._data, b""  # the stream is read once; the caller owns data
         try:
-            yield from self._events(data)
+            yield from self._events()
         except Exception as exc:  # a batch must survive a reader bug; the file is quarantined
             self.failed = True
             result.errors.append(
@@ -114,7 +113,11 @@ class X12Stream:
                 ).error()
             )
 
-    def _events(self, data: bytes) -> Iterator[Event]:
+    def _events(self) -> Iterator[Event]:
+        # The stream is read once. Only this frame holds the bytes from here, and only until
+        # they are decoded: a caller that keeps no reference of its own (EDI intake) does
+        # not hold the file twice (bytes and text) while it is read.
+        data, self._data = self._data, b""
         result = self.result
         max_bytes = self._max_bytes
         if len(data) > max_bytes:

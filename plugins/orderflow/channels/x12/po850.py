@@ -33,6 +33,8 @@ from pydantic import ValidationError
 
 from orderflow.domain.changes import ChangeKind, OrderChange
 from orderflow.domain.models import (
+    MAX_CODE_CHARS,
+    MAX_ID_CHARS,
     Address,
     Channel,
     Charge,
@@ -151,14 +153,27 @@ class _Party:
         )
 
 
-@dataclass(slots=True)
 class _Line:
-    seg: Segment
-    pids: list[str] = field(default_factory=list)
-    po4: list[Segment] = field(default_factory=list)
-    dtms: list[Segment] = field(default_factory=list)
-    sacs: list[Segment] = field(default_factory=list)
-    parties: list[_Party] = field(default_factory=list)
+    """One PO1 loop: its PO1 and what the loop added. The lists start as one shared empty
+    tuple and become lists at their first item (most lines have none: five empty lists were
+    most of the memory of a held line, and a PO holds up to 100,000 of them)."""
+
+    __slots__ = ("dtms", "parties", "pids", "po4", "sacs", "seg")
+
+    def __init__(self, seg: Segment) -> None:
+        self.seg = seg
+        self.pids: list[str] | tuple = ()
+        self.po4: list[Segment] | tuple = ()
+        self.dtms: list[Segment] | tuple = ()
+        self.sacs: list[Segment] | tuple = ()
+        self.parties: list[_Party] | tuple = ()
+
+    def add(self, name: str, item: object) -> None:
+        have = getattr(self, name)
+        if have:
+            have.append(item)
+        else:
+            setattr(self, name, [item])
 
 
 class _Mapper:
@@ -371,7 +386,7 @@ class _Mapper:
         line = self._line_now
         if tag == "N1":
             self.party = _Party(seg)
-            line.parties.append(self.party)
+            line.add("parties", self.party)
             self._check_n1(seg, "N1")
             self.state = "line_party"
         elif state == "line_party" and tag in _LINE_N1_LOOP:
@@ -382,14 +397,14 @@ class _Mapper:
             self.state = "line"
             if tag == "PID":
                 if seg.el(5):
-                    line.pids.append(seg.el(5))
+                    line.add("pids", seg.el(5))
             elif tag == "PO4":
-                line.po4.append(seg)
+                line.add("po4", seg)
                 self._check_po4(seg)
             elif tag == "DTM":
-                line.dtms.append(seg)
+                line.add("dtms", seg)
             elif tag == "SAC":
-                line.sacs.append(seg)
+                line.add("sacs", seg)
 
     def _check(self, seg: Segment) -> None:
         errs = check_segment(seg.elements, self.ctx.element)
@@ -484,13 +499,17 @@ class _Mapper:
                     buyer = p.address()
                     break
         ship_to = self._line_ship_tos(lines, ship_to, order_lines)
-        requested_delivery = _first(dtms, _DELIVERY)
-        requested_ship = _first(dtms, _SHIP)
-        cancel_after = _first(dtms, _CANCEL)
-        chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
-        for qual, d in dtms:
-            if qual not in chosen:
-                self.notes.append(f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}")
+        requested_delivery = requested_ship = cancel_after = None
+        if dtms:  # most POs have no header DTM: nothing to look for
+            requested_delivery = _first(dtms, _DELIVERY)
+            requested_ship = _first(dtms, _SHIP)
+            cancel_after = _first(dtms, _CANCEL)
+            chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
+            for qual, d in dtms:
+                if qual not in chosen:
+                    self.notes.append(
+                        f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}"
+                    )
         purpose_code = beg.el(1)
         purpose = _PURPOSE.get(purpose_code, "original")
         if purpose_code not in _PURPOSE:
@@ -700,14 +719,17 @@ class _Mapper:
         """The order's lines (their findings made); ``keep=False``: the findings only."""
         out: list[OrderLine] = []
         for n, line in enumerate(lines, start=1):
-            ol = self._line(n, line)
+            ol = self._line(n, line, keep)
             if ol is not None and keep:
                 out.append(ol)
             if line.sacs:
                 charges += [self._charge(s, n) for s in line.sacs if s.el(1) in ("A", "C")]
         return out
 
-    def _line(self, n: int, line: _Line) -> OrderLine | None:
+    def _line(self, n: int, line: _Line, keep: bool = True) -> OrderLine | None:
+        """Line ``n``'s order line, or None (its findings made). ``keep=False``: only the
+        findings are wanted, so the model is not built when :func:`_line_fits` proves it would
+        take the values (the return value is then only not None)."""
         seg = line.seg
         els = seg.elements
         # PO101..PO105 as ``seg.el`` gives them: stripped, "" when absent
@@ -817,7 +839,7 @@ class _Mapper:
             self.notes.append(f"{label} with quantity 0 was left out")
             return None
         ship = None
-        for q in _LINE_SHIP:
+        for q in _LINE_SHIP if line.dtms else ():
             for d in line.dtms:
                 if d.el(1) == q:
                     got = self._dtm(d, "PO1")
@@ -826,6 +848,8 @@ class _Mapper:
                         break
             if ship:
                 break
+        if not keep and _line_fits(v1, qty_raw, uom, price_raw, basis, product_ids, line):
+            return _FITS  # type: ignore[return-value]
         try:
             return OrderLine(
                 line_no=n,
@@ -931,6 +955,40 @@ class _Mapper:
 
 # ------------------------------------------------------------------------------ helpers
 _date = x12_date
+# Values that fit the canonical line's bounds (models.py: quantity numeric(14, 3), price
+# numeric(14, 4)) as written, before any normalisation: stricter than the model, so a value
+# they accept the model accepts ("0001.50000" is left to the model).
+_FITS_QUANTITY = re.compile(r"(?:[0-9]{1,11}(?:\.[0-9]{0,3})?|\.[0-9]{1,3})", re.ASCII)
+_FITS_PRICE = re.compile(r"(?:[0-9]{1,10}(?:\.[0-9]{0,4})?|\.[0-9]{1,4})", re.ASCII)
+_FITS = object()
+
+
+def _line_fits(
+    v1: str,
+    qty: str,
+    uom: str,
+    price: str,
+    basis: str,
+    product_ids: list[dict[str, str]],
+    line: _Line,
+) -> bool:
+    """True only when :class:`OrderLine` would take a line built from these values (stripped,
+    quantity above 0 already checked) — a conservative subset of the model's bounds: codes
+    at most MAX_CODE_CHARS, ids at most MAX_ID_CHARS, no NUL (decoded text never holds an
+    unpaired surrogate), no PID/PO4 text (left to the model). False means "ask the model"."""
+    if line.pids or line.po4 or _FITS_QUANTITY.fullmatch(qty) is None:
+        return False
+    if price and _FITS_PRICE.fullmatch(price) is None:
+        return False
+    if len(v1) > MAX_ID_CHARS or not 0 < len(uom) <= MAX_CODE_CHARS or len(basis) > MAX_CODE_CHARS:
+        return False
+    if "\x00" in v1 or "\x00" in uom or "\x00" in basis:
+        return False
+    for p in product_ids:
+        q, v = p["qualifier"], p["value"]
+        if len(q) > MAX_CODE_CHARS or len(v) > MAX_ID_CHARS or "\x00" in q or "\x00" in v:
+            return False
+    return True
 
 
 def _part_number(product_ids: list[dict[str, str]]) -> str | None:

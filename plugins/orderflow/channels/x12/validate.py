@@ -27,6 +27,11 @@ from .reader import RawInterchange, Segment
 from .results import SegmentNote
 
 _TAG = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
+_ENVELOPE = frozenset(("ST", "SE", "GS", "GE"))
+#: tags that matched ``_TAG`` (a set lookup per segment instead of a regex match); bounded,
+#: so hostile files of ever-new tags cannot grow it
+_GOOD_TAGS: set[str] = set()
+_MAX_GOOD_TAGS = 4096
 
 FUNCTIONAL_ID = {
     "850": "PO",
@@ -228,10 +233,22 @@ def walk_envelopes(
         end_group(group)
         group = None
 
+    good = _GOOD_TAGS
     for seg in raw.segments:
         tag = seg.tag
-        if txn is not None and tag not in ("ST", "SE", "GS", "GE"):
-            txn.add(seg)  # the common case first: a segment of the open set
+        if txn is not None and tag not in _ENVELOPE:
+            # the common case first: a segment of the open set (``TxnWork.add``, inlined)
+            txn.count += 1
+            txn.last = seg
+            if tag not in good:
+                if _TAG.match(tag) is None:
+                    txn.bad_tags.append(seg)
+                elif len(good) < _MAX_GOOD_TAGS:
+                    good.add(tag)
+            if txn.sink is not None:
+                txn.sink(seg)
+            else:
+                txn.segments.append(seg)
             continue
         if tag == "ST":
             close_txn(seg)

@@ -7,8 +7,11 @@ split the element); trailing empty elements are dropped, as the standard require
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Iterable
 from datetime import datetime
+from itertools import chain
 
 from .results import Delimiters
 
@@ -66,8 +69,13 @@ def render_segment(values: SegmentValues, d: Delimiters) -> str:
     return d.element.join(out) + d.segment + d.suffix
 
 
-def render(segments: list[SegmentValues], d: Delimiters) -> str:
-    return "".join(render_segment(s, d) for s in segments)
+def render(segments: Iterable[SegmentValues], d: Delimiters) -> str:
+    """The segments, rendered one at a time into one string (a 997 for a group of 100,000s
+    of sets is written without a list of every rendered segment beside it)."""
+    out = io.StringIO()
+    for s in segments:
+        out.write(render_segment(s, d))
+    return out.getvalue()
 
 
 def transaction_set(set_id: str, control: str, body: list[SegmentValues]) -> list[SegmentValues]:
@@ -130,13 +138,8 @@ def interchange(
             d.component,
         ]
     )
-    body = [seg for g in groups for seg in g]
-    return (
-        isa
-        + d.segment
-        + d.suffix
-        + render([*(extra or []), *body, ["IEA", str(len(groups)), ctrl]], d)
-    )
+    body = chain(extra or (), *groups, [["IEA", str(len(groups)), ctrl]])
+    return isa + d.segment + d.suffix + render(body, d)
 
 
 def functional_group(
