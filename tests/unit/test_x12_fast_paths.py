@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_support import examples
 
 from orderflow.channels.x12.elements import SEGMENTS, check_segment, valid_segment_pattern
 
@@ -85,7 +86,7 @@ def segments(draw):
     return tag, sep, [tag, *values]
 
 
-@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(5000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(segments())
 def test_a_segment_the_pattern_accepts_has_no_element_error(case):
     tag, sep, elements = case
@@ -143,7 +144,9 @@ def _interchange_text(n: int, *, term: str, suffix: str, control: int) -> str:
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(200),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     layout=st.sampled_from(
@@ -205,7 +208,7 @@ _LINE_VALUES = [
 ]
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(3000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.sampled_from(_LINE_VALUES), min_size=5, max_size=5),
     st.lists(st.tuples(st.sampled_from(_LINE_VALUES), st.sampled_from(_LINE_VALUES)), max_size=3),

@@ -10,13 +10,16 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_support import examples
 
 from orderflow.channels.x12 import parse
 from orderflow.channels.x12.validate import envelope_findings
 from orderflow.domain.models import Order
 
 NOW = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
-SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(1000), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _outcome_is_specific(data: bytes) -> None:

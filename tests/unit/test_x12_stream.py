@@ -101,6 +101,7 @@ def _corpus() -> list[Path]:
     ],
     ids=lambda d: f"{len(d)}B",
 )
+@pytest.mark.slow
 def test_streamed_sets_map_as_sets_read_whole(data):
     streamed = _streamed(data)
     assert streamed == _held(data)
@@ -118,6 +119,7 @@ def test_stream_events_come_in_file_order_and_mark_unusable_groups():
     assert ic.groups == [group] and "AK9*R*3*2*0*5" in group.ack_997
 
 
+@pytest.mark.slow
 def test_too_many_lines_are_counted_not_mapped():
     data = _file([_po(1, MAX_PO1_LOOPS + 1)])
     (tr,) = [e for e in X12Stream(data) if isinstance(e, TransactionResult)]
@@ -139,6 +141,7 @@ print(orders, int(peak.split()[1]) // 1024)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "pos", "orders", "bound"),
     [
