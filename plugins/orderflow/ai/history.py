@@ -115,6 +115,7 @@ def examples(hist, book) -> list[Example]:
         )
     extra = sorted(hist.extra_ship_tos, key=lambda s: s["updated_at"])
     valid_uoms = book.validation.valid_uoms
+    min_history = book.ai.anomaly.min_history_orders
     out: list[Example] = []
     for row in hist.orders:
         at = row["received_at"]
@@ -139,7 +140,7 @@ def examples(hist, book) -> list[Example]:
                 continue  # a hold the history did not cause on purpose (the world's defects)
             f = fx.cause_features(h, order, ref, ctx, valid_uoms)
             out.append(Example("exception_cause", f"{oid}:{h.line_no or 0}", at, f, label))
-        if order.customer_id in ref.customers and not any(
+        if ctx.n_orders.get(order.customer_id or "", 0) >= min_history and not any(
             (oid, k) in hist.causes for k in [0, *(ln.line_no for ln in order.lines)]
         ):
             f = fx.anomaly_features(order, ref, ctx)

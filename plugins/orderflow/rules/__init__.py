@@ -319,6 +319,8 @@ class AnomalyPolicy(BaseModel):
     #: a quantity anomaly holds when the order line's value is at least this much (USD);
     #: below it, it is a flag on the order for the desk
     hold_line_value: Decimal = Field(Decimal("1000"), ge=0)
+    #: a customer with fewer past orders than this has no history to be far from: not scored
+    min_history_orders: int = Field(5, ge=0)
 
 
 class AiRules(_RuleSet):

@@ -176,7 +176,7 @@ def decisions_for(
 def annotate_exception(conn: psycopg.Connection, exception_id: int, key: str, value: Any) -> None:
     """Put a model's recommendation into an exception's details (what the desk shows)."""
     conn.execute(
-        "UPDATE orderflow.order_exception SET details = details || jsonb_build_object(%s, %s) "
+        "UPDATE orderflow.order_exception SET details = details || jsonb_build_object(%s::text, %s::jsonb) "
         "WHERE exception_id = %s",
         (key, Jsonb(value), exception_id),
     )
