@@ -73,10 +73,10 @@ def _order(conn, oid, cid, item, qty, price, received_at=None):
             region="NY",
             postal_code="12207",
             country="US",
-        ),  # fmt: skip
+        ),
         lines=[
             OrderLine(line_no=1, item_id=item, quantity=Decimal(qty), uom="EA", unit_price=price)
-        ],  # fmt: skip
+        ],
         provenance=Provenance(
             channel=Channel.API, partner_id=f"P-{cid}", received_at=received_at or datetime.now(UTC)
         ),

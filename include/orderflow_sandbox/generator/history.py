@@ -14,7 +14,8 @@ order books go wrong, each change decided by a *hidden cause* that is the label:
   quantity, a price charged from a contract keyed wrong (the order sent no price), an order
   to a ship-to the customer has never used, far away.
 
-Realistic noise: big customers legitimately order 2–10× (``day._qty``), prices drift inside
+Realistic noise: a customer reorders an item in much the same quantity, now and then 2–3×
+(a first order of an item is as wide as ``day._qty`` draws it), prices drift inside
 tolerance, contracts renew at a few percent more, first-time discounters have no history,
 some keying errors land near a pack size, some ship-tos are new and legitimate. Imbalance:
 most orders are clean; causes and anomalies are a few percent, unevenly.
@@ -26,6 +27,7 @@ line), and nothing in an order or in the master data records them. Deterministic
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -132,8 +134,14 @@ def generate(
                 g.apply_anomaly(row, o, ANOMALY_KINDS[int(rng.choice(3, p=[0.5, 0.2, 0.3]))])
             hist.orders.append(row)
     hist.orders.sort(key=lambda r: r["received_at"])
-    for row in hist.orders:  # the world's row index is the generator's, not the store's
-        for ln in row["lines"]:
+    for row in hist.orders:
+        # another order of the day a wrong contract was live is charged from it too
+        cust = row["customer_id"]
+        if row["order_id"] not in hist.anomalies and any(
+            (cust, ln["_item"], row["po_date"]) in g.wrong_contracts for ln in row["lines"]
+        ):
+            hist.anomalies[row["order_id"]] = "price"
+        for ln in row["lines"]:  # the world's row index is the generator's, not the store's
             ln.pop("_item", None)
     return hist
 
@@ -145,6 +153,9 @@ class _Gen:
         self.h = hist
         self.discount = discount
         self.n_extra_st = 0
+        self.base_qty: dict[tuple[int, int], float] = {}
+        self.seen: dict[tuple[int, int], int] = {}
+        self.wrong_contracts: set[tuple[str, int, date]] = set()
 
     # ----------------------------------------------------------------- clean order → row
     def row(self, o) -> dict[str, Any]:
@@ -157,6 +168,16 @@ class _Gen:
         lines = []
         for ln in o.lines:
             cpn = w.cpn_for(self.rng, o.customer, ln.item)
+            # customers reorder an item in much the same quantity (now and then 2-3x)
+            pair = (o.customer, ln.item)
+            if pair in self.base_qty:
+                q = self.base_qty[pair] * math.exp(float(self.rng.normal(0, 0.3)))
+                if self.rng.random() < 0.05:
+                    q *= float(self.rng.choice([2, 3]))
+                ln.quantity = max(1, round(q))
+            else:
+                self.base_qty[pair] = float(ln.quantity)
+            self.seen[pair] = self.seen.get(pair, 0) + 1
             lines.append(
                 {
                     "line_no": ln.line_no,
@@ -295,7 +316,10 @@ class _Gen:
     def apply_anomaly(self, row, o, kind: str) -> None:
         w, rng, c = self.w, self.rng, o.customer
         if kind == "quantity":
-            ln = self._line(row, lambda ln: True)
+            # a unit error or an extra zero on an item the customer orders regularly
+            ln = self._line(row, lambda ln: self.seen.get((c, ln["_item"]), 0) >= 4)
+            if ln is None:
+                return
             pack = w.items[ln["_item"]]["pack_size"]
             factor = float(rng.choice([10, 10, 10, 12, 100] + ([pack] if pack >= 6 else [])))
             ln["quantity"] = float(ln["quantity"] * factor)
@@ -305,11 +329,11 @@ class _Gen:
                 return
             real = w.active_contract[(c, ln["_item"])]
             factor = float(rng.choice([10, 0.1, 100, 0.01]))
-            # a contract keyed wrong in the ERP, live for the day; the order sent no price
+            # a contract keyed wrong in the ERP, live on the PO date; the order sent no price
             w.add_contract(
-                rng, c, ln["_item"], real["unit_price"] * factor, o.po_date,
-                o.business_date, 1.0,
+                rng, c, ln["_item"], real["unit_price"] * factor, o.po_date, o.po_date, 1.0,
             )  # fmt: skip
+            self.wrong_contracts.add((w.customers[c]["customer_id"], ln["_item"], o.po_date))
             ln["unit_price"] = None
         else:
             st = self._new_ship_to(c, o.business_date, far=True, on_file=True)

@@ -76,6 +76,7 @@ ANOMALY_FEATURES = (
     "qty_scale_max_dev",
     "qty_scale_pow10_dist",
     "price_max_abs_log_ratio",
+    "price_max_abs_log_vs_list",
     "price_hist_lines",
     "ship_to_uses",
     "ship_to_share",
@@ -271,7 +272,8 @@ def anomaly_features(
     zs, lrs, vs_max, p10, plr = [], [], [], [], []
     nq = np_ = 0
     rel = ctx.cust_rel.get(cid, [])
-    devs = []
+    devs: list[tuple[float, float]] = []
+    vs_list: list[float] = []
     for ln in order.lines:
         logs = ctx.item_logs.get(ln.item_id or "", [])
         if logs and len(rel) >= 5 and ln.quantity > 0:
@@ -293,6 +295,9 @@ def anomaly_features(
             p10.append((abs(lr), _pow10_dist(lr)))
         prices = [p for _, p in past if p]
         charged = _f(ln.contract_price) or _f(ln.unit_price)
+        item = ref.items.get(ln.item_id or "")
+        if charged and item is not None and item.list_price:
+            vs_list.append(abs(math.log(charged / float(item.list_price))))
         if prices and charged:
             np_ += len(prices)
             plr.append(abs(math.log(charged / median(prices))))
@@ -310,6 +315,8 @@ def anomaly_features(
     f["price_hist_lines"] = float(np_)
     if plr:
         f["price_max_abs_log_ratio"] = max(plr)
+    if vs_list:
+        f["price_max_abs_log_vs_list"] = max(vs_list)
     uses = ctx.ship_to_uses.get(cid, Counter())
     n = sum(uses.values())
     f["ship_to_uses"] = float(uses.get(order.ship_to_id or "", 0))

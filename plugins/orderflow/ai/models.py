@@ -3,8 +3,9 @@
 A :class:`Trained` model is a gradient-boosted tree classifier (scikit-learn's
 ``HistGradientBoostingClassifier``: missing values are native, so a feature that does not
 apply is NaN) with its column order and classes. Its evidence for one prediction is
-occlusion: each feature in turn set to "unknown" (NaN), the drop in the predicted class's
-probability measured; the largest drops are the top features.
+occlusion: each feature in turn set to its ordinary value (the training median, or "unknown"
+where it is mostly missing), the drop in the predicted class's probability measured; the
+largest drops are the top features.
 
 Serialised with joblib to bytes (``dumps`` / ``loads``); ``loads`` is only ever called on
 bytes OrderFlow wrote, after their SHA-256 matched (``orderflow.ai.governance``).
@@ -25,6 +26,9 @@ class Trained:
     estimator: Any
     columns: tuple[str, ...]
     classes: tuple[str, ...]
+    #: per column, the training median (NaN where a column is mostly missing): the
+    #: "ordinary value" a feature is replaced by when its weight is measured
+    baseline: tuple[float, ...] = ()
 
     def predict(self, rows: list[dict[str, float]]) -> list[tuple[str, float, list[dict]]]:
         """Per row: (label, probability of that label, top features as evidence)."""
@@ -61,7 +65,8 @@ class Trained:
             return []
         occluded = np.repeat(x[None, :], len(present), axis=0)
         for n, j in enumerate(present):
-            occluded[n, j] = NAN
+            base = self.baseline[j] if self.baseline else NAN
+            occluded[n, j] = NAN if base == x[j] else base
         drops = p - self.estimator.predict_proba(occluded)[:, k]
         order = np.argsort(-drops)[:top]
         return [
@@ -92,7 +97,10 @@ def fit(rows: list[dict[str, float]], labels: list[str], columns: tuple[str, ...
         random_state=seed,
     )
     est.fit(x, y)
-    return Trained(est, tuple(columns), tuple(str(c) for c in est.classes_))
+    with np.errstate(all="ignore"):
+        present = (~np.isnan(x)).mean(axis=0) >= 0.5
+        med = [float(np.nanmedian(x[:, j])) if present[j] else NAN for j in range(x.shape[1])]
+    return Trained(est, tuple(columns), tuple(str(c) for c in est.classes_), tuple(med))
 
 
 def macro_f1(truth: list[str], predicted: list[str]) -> float:
