@@ -981,13 +981,13 @@ def ai_train(names: tuple[str, ...]) -> None:
 @click.option("--days", type=int, default=130, show_default=True)
 def ai_import_history(seed: int, days: int) -> None:
     """Generated history as labelled examples in the store (a fresh store can train)."""
-    from orderflow.ai import training
+    from orderflow.ai import evaluate
     from orderflow.store import db
 
     use_store()
     conn = db.connect()
     try:
-        click.echo(training.import_history(conn, seed, days=days))
+        click.echo(evaluate.import_history(conn, seed, days=days))
     finally:
         conn.close()
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from orderflow import processing, rules
-from orderflow.ai import governance, training
+from orderflow.ai import evaluate, governance
 from orderflow.processing import RunContext
 from orderflow.store import ai as repo
 from orderflow.store import db, intake
@@ -38,7 +38,7 @@ def _run(dag_id, **conf):
 @pytest.fixture(scope="module")
 def trained(store_url, airflow_db):
     conn = db.connect()
-    counts = training.import_history(conn, seed=3, days=45, orders_per_day=30)
+    counts = evaluate.import_history(conn, seed=3, days=45, orders_per_day=30)
     assert counts["exception_cause"] > 50 and counts["arrival_anomaly"] > 500
     _run("train_models")
     yield conn

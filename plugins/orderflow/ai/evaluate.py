@@ -1,5 +1,7 @@
-"""``orderflow ai evaluate``: generate history with a seed, train on the earlier part,
-evaluate on a later period the models did not train on.
+"""Tooling over generated history (the sandbox's generator; the flow never imports this
+module): ``orderflow ai evaluate`` — generate history with a seed, train on the earlier part,
+evaluate on a later period the models did not train on — and :func:`import_history`
+(``orderflow ai import-history``), for a development store with no desk labels yet.
 
 Prints and writes the acceptance metrics of #17. Models not built yet are ``null`` with
 ``"not built"`` beside them — never a made-up number.
@@ -69,3 +71,23 @@ def run(seed: int, json_path: Path | None, **kwargs: Any) -> dict[str, Any]:
     if json_path is not None:
         json_path.write_text(text + "\n")
     return result
+
+
+def import_history(conn: Any, seed: int, **kwargs: Any) -> dict[str, int]:
+    """Generated history as labelled examples (``ai_example``, source ``history:<seed>``): a
+    store with no desk labels yet can train. Returns examples per model."""
+    from orderflow import rules
+    from orderflow.ai import history
+    from orderflow.ai.features import jsonable
+    from orderflow.store import ai as repo
+    from orderflow_sandbox.generator.history import generate
+
+    ex = history.examples(generate(seed, **kwargs), rules.load())
+    source = f"history:{seed}"
+    repo.add_examples(
+        conn, [(e.model, source, e.subject, e.at, jsonable(e.features), e.label) for e in ex]
+    )
+    out: dict[str, int] = {}
+    for e in ex:
+        out[e.model] = out.get(e.model, 0) + 1
+    return out

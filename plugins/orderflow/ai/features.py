@@ -4,7 +4,7 @@ Both models read the same things the validation stage has — the order as valid
 (``OrderView``: lines mapped and priced), its holds (``Hold``: category and details) and the
 master data (``ReferenceData``) — plus a :class:`Context`: the customer's past orders and what
 is on file for it (part numbers, ship-tos, pack sizes). The flow builds the context from the
-store (``orderflow.store.ai.load_context``); the evaluation builds it from generated history
+store (``Context.from_rows`` over ``orderflow.store.ai.context_rows``); the evaluation builds it from generated history
 as it goes, one order at a time, so a feature only ever sees the past.
 
 Features are plain ``dict[str, float]`` (NaN: does not apply); the model's column order is
@@ -110,6 +110,36 @@ class Context:
     #: quantities relative to each item's median, sorted (its own scale)
     item_logs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     cust_rel: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, list[tuple]]) -> Context:
+        """The context from the store's rows (``orderflow.store.ai.context_rows``)."""
+        from orderflow.domain.reference import LineView
+
+        ctx = cls()
+        by_order: dict[str, list[tuple]] = {}
+        for r in rows["lines"]:
+            by_order.setdefault(r[0], []).append(r)
+        for oid, lines in by_order.items():
+            _, cid, st, region, at = lines[0][:5]
+            view = OrderView(
+                order_id=oid, status="", channel="", customer_id=cid, ship_to_id=st,
+                po_number="", po_date=None, received_at=at, requested_ship_date=None,
+                requested_delivery_date=None, currency="USD",
+                lines=tuple(
+                    LineView(line_no=r[5], quantity=r[7], uom="", unit_price=r[8],
+                             item_id=r[6], contract_price=r[9])
+                    for r in lines
+                ),
+            )  # fmt: skip
+            ctx.add(view, region)
+        for cid, cpn in rows["parts"]:
+            ctx.parts[cid].append(cpn)
+        for sid, cid, line1, city, postal, region, since in rows["ship_tos"]:
+            text = " ".join(str(v or "") for v in (line1, city, postal)).upper()
+            ctx.ship_tos[cid].append((sid, text, region, since))
+        ctx.pack_size = {item: int(pack) for item, pack in rows["packs"]}
+        return ctx
 
     def add(self, order: OrderView, region: str | None) -> None:
         """Remember a validated order (the evaluation's history grows one order at a time)."""

@@ -33,13 +33,14 @@ ANOMALY = "arrival_anomaly"
 
 
 def _context(conn, results, ref):
+    from orderflow.ai.features import Context
     from orderflow.store import ai as repo
 
     orders = [r.order for r in results if r.order.customer_id in ref.customers]
     if not orders:
         return None
     cids = sorted({o.customer_id for o in orders})
-    return repo.load_context(conn, cids, min(o.received_at for o in orders))
+    return Context.from_rows(repo.context_rows(conn, cids, min(o.received_at for o in orders)))
 
 
 def before_decide(

@@ -107,23 +107,3 @@ def train_all(conn: psycopg.Connection, names: list[str] | None = None) -> list[
     from orderflow.ai import registry
 
     return [train(conn, name) for name in (names or list(registry.MODELS))]
-
-
-def import_history(conn: psycopg.Connection, seed: int, **kwargs: Any) -> dict[str, int]:
-    """Generated history as labelled examples (``ai_example``, source ``history:<seed>``): a
-    store with no desk labels yet can train. Returns examples per model."""
-    from orderflow import rules
-    from orderflow.ai import history
-    from orderflow.ai.features import jsonable
-    from orderflow.store import ai as repo
-    from orderflow_sandbox.generator.history import generate
-
-    ex = history.examples(generate(seed, **kwargs), rules.load())
-    source = f"history:{seed}"
-    repo.add_examples(
-        conn, [(e.model, source, e.subject, e.at, jsonable(e.features), e.label) for e in ex]
-    )
-    out: dict[str, int] = {}
-    for e in ex:
-        out[e.model] = out.get(e.model, 0) + 1
-    return out

@@ -13,8 +13,6 @@ from psycopg.types.json import Jsonb
 if TYPE_CHECKING:
     import psycopg
 
-    from orderflow.ai.features import Context
-
 
 # ---------------------------------------------------------------------------- versions
 
@@ -266,20 +264,19 @@ def agreement(conn: psycopg.Connection, days: int = 30) -> dict[str, dict[str, A
 # ---------------------------------------------------------------------------- features
 
 
-def load_context(
+def context_rows(
     conn: psycopg.Connection, customer_ids: Sequence[str], before: datetime, days: int = 365
-) -> Context:
-    """What the features read about these customers from the store: their lines of the last
-    ``days`` before ``before`` (quantities, charged and paid prices, ship-tos), their part
-    numbers and ship-tos on file, and the pack sizes of the items involved."""
+) -> dict[str, list[tuple]]:
+    """What the models' features read about these customers (``orderflow.ai.features.Context``
+    is built from it): ``lines`` — their order lines of the last ``days`` before ``before``
+    (order, customer, ship-to, its region, received, line, item, quantity, paid, charged),
+    oldest first; ``parts`` — part numbers on file (customer, part); ``ship_tos`` — ship-tos
+    on file (id, customer, line 1, city, postal code, region, on file since); ``packs`` —
+    pack sizes of the items they ordered (item, pack size)."""
     from datetime import timedelta
 
-    from orderflow.ai.features import Context
-    from orderflow.domain.reference import LineView, OrderView
-
-    ctx = Context()
     cids = list(customer_ids)
-    rows = conn.execute(
+    lines = conn.execute(
         """
         SELECT o.order_id, o.customer_id, o.ship_to_id, s.region, o.received_at,
                l.line_no, l.item_id, l.quantity, l.unit_price, l.contract_price
@@ -292,42 +289,21 @@ def load_context(
         """,
         (cids, before, before - timedelta(days=days)),
     ).fetchall()
-    by_order: dict[str, list] = {}
-    for r in rows:
-        by_order.setdefault(r[0], []).append(r)
-    for oid, lines in by_order.items():
-        _, cid, st, region, at = lines[0][:5]
-        view = OrderView(
-            order_id=oid, status="", channel="", customer_id=cid, ship_to_id=st, po_number="",
-            po_date=None, received_at=at, requested_ship_date=None,
-            requested_delivery_date=None, currency="USD",
-            lines=tuple(
-                LineView(line_no=r[5], quantity=r[7], uom="", unit_price=r[8], item_id=r[6],
-                         contract_price=r[9])
-                for r in lines
-            ),
-        )  # fmt: skip
-        ctx.add(view, region)
-    for cid, cpn in conn.execute(
+    parts = conn.execute(
         "SELECT customer_id, customer_part_number FROM orderflow.customer_item_xref "
         "WHERE customer_id = ANY(%s)",
         (cids,),
-    ):
-        ctx.parts[cid].append(cpn)
-    for sid, cid, line1, city, postal, region, since in conn.execute(
+    ).fetchall()
+    ship_tos = conn.execute(
         "SELECT ship_to_id, customer_id, address_line1, city, postal_code, region, "
         "coalesce(source_updated_at, synced_at)::date FROM orderflow.ship_to "
         "WHERE customer_id = ANY(%s)",
         (cids,),
-    ):
-        text = " ".join(str(v or "") for v in (line1, city, postal)).upper()
-        ctx.ship_tos[cid].append((sid, text, region, since))
-    ctx.pack_size = dict(
-        conn.execute(
-            "SELECT DISTINCT i.item_id, i.pack_size FROM orderflow.item i "
-            "JOIN orderflow.order_line l ON l.item_id = i.item_id "
-            'JOIN orderflow."order" o ON o.order_id = l.order_id WHERE o.customer_id = ANY(%s)',
-            (cids,),
-        ).fetchall()
-    )
-    return ctx
+    ).fetchall()
+    packs = conn.execute(
+        "SELECT DISTINCT i.item_id, i.pack_size FROM orderflow.item i "
+        "JOIN orderflow.order_line l ON l.item_id = i.item_id "
+        'JOIN orderflow."order" o ON o.order_id = l.order_id WHERE o.customer_id = ANY(%s)',
+        (cids,),
+    ).fetchall()
+    return {"lines": lines, "parts": parts, "ship_tos": ship_tos, "packs": packs}
