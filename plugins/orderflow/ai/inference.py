@@ -75,6 +75,8 @@ def _anomalies(conn, results, ref, book) -> dict[str, dict]:
         for r in results
         if r.order.customer_id in ref.customers
         and ctx.n_orders.get(r.order.customer_id, 0) >= policy.min_history_orders
+        # a person approved the order as sent: reprocessing does not hold it again
+        and "anomaly" not in r.order.approvals
     ]
     if not cands:
         return {}
