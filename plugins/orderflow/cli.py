@@ -945,7 +945,9 @@ def ai() -> None:
 @ai.command("evaluate")
 @click.option("--seed", type=int, required=True, help="seed of the generated history")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--days", type=int, default=130, show_default=True, help="business days")
+@click.option(
+    "--days", type=int, default=195, show_default=True, help="business days (about nine months)"
+)
 @click.option("--orders-per-day", type=int, default=40, show_default=True)
 def ai_evaluate(seed: int, json_path: Path | None, days: int, orders_per_day: int) -> None:
     """Generate history with SEED, train on the earlier months, evaluate on the later ones

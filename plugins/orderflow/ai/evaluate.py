@@ -20,7 +20,7 @@ NOT_BUILT = ("dup_precision", "dup_recall", "delay_auc", "delay_brier", "subst_t
 TRAIN_SHARE = 0.67
 
 
-def evaluate(seed: int, *, days: int = 130, orders_per_day: int = 40) -> dict[str, Any]:
+def evaluate(seed: int, *, days: int = 195, orders_per_day: int = 40) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from orderflow import rules
