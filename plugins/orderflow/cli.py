@@ -936,6 +936,64 @@ def _register_soak_command() -> None:
 _register_soak_command()
 
 
+# ---------------------------------------------------------------------------------- ai
+@main.group()
+def ai() -> None:
+    """Decision support (#17): evaluate, train and inspect the models of orderflow.ai."""
+
+
+@ai.command("evaluate")
+@click.option("--seed", type=int, required=True, help="seed of the generated history")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--days", type=int, default=195, show_default=True, help="business days (about nine months)"
+)
+@click.option("--orders-per-day", type=int, default=40, show_default=True)
+def ai_evaluate(seed: int, json_path: Path | None, days: int, orders_per_day: int) -> None:
+    """Generate history with SEED, train on the earlier months, evaluate on the later ones
+    (no database needed); print the metrics and write them to --json."""
+    import json
+
+    from orderflow.ai import evaluate
+
+    result = evaluate.run(seed, json_path, days=days, orders_per_day=orders_per_day)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@ai.command("train")
+@click.option("--model", "names", multiple=True, help="model name (default: every model)")
+def ai_train(names: tuple[str, ...]) -> None:
+    """Train on the store's labelled history; activate a version only if not worse."""
+    import json
+
+    from orderflow.ai import training
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        for r in training.train_all(conn, list(names) or None):
+            click.echo(json.dumps(r.as_xcom(), default=str))
+    finally:
+        conn.close()
+
+
+@ai.command("import-history")
+@click.option("--seed", type=int, required=True)
+@click.option("--days", type=int, default=130, show_default=True)
+def ai_import_history(seed: int, days: int) -> None:
+    """Generated history as labelled examples in the store (a fresh store can train)."""
+    from orderflow.ai import evaluate
+    from orderflow.store import db
+
+    use_store()
+    conn = db.connect()
+    try:
+        click.echo(evaluate.import_history(conn, seed, days=days))
+    finally:
+        conn.close()
+
+
 # ---------------------------------------------------------------------------------- bench
 @main.command()
 @click.option("--days", default=1, show_default=True, help="Business days (10: the ten-day run).")

@@ -149,6 +149,7 @@ def validate(
     conn: psycopg.Connection, order_ids: Sequence[str], ctx: RunContext, book: RuleBook
 ) -> StageResult:
     """RECEIVED → VALIDATED, or ON_HOLD with every problem found."""
+    from orderflow.ai import inference
     from orderflow.domain.validation import validate as check
     from orderflow.rules import registry
     from orderflow.store import exceptions
@@ -168,6 +169,9 @@ def validate(
         checks = registry.checks(book, registry.load_contexts(conn, book, orders), core=True)
         results = check(orders, ref, book.validation, book.pricing, checks, near)
         repo.save_validated_lines(conn, [r.order for r in results])
+        # Decision support (orderflow.ai, #17): anomalies on arrival hold or flag; then the
+        # cause of each hold opened is recommended (and routed). Advisory, within policy.
+        flags = inference.before_decide(conn, results, ref, book)
         out = _decide(
             conn,
             "validate",
@@ -177,8 +181,9 @@ def validate(
             ctx,
             book,
             versions,
-            details=_details(results),
+            details=_merge(_details(results), flags),
         )
+        inference.after_holds(conn, results, ref, book)
         # Pricing holds go to the account's team, and its owner is asked in the CRM.
         ids = [o.order_id for o in orders]
         crm_repo.route_to_account_team(conn, ids)
@@ -224,6 +229,12 @@ def _details(results) -> dict[str, dict]:
     for order_id, sources in _price_sources(results).items():
         out.setdefault(order_id, {}).update(sources)
     return out
+
+
+def _merge(details: dict[str, dict], more: dict[str, dict]) -> dict[str, dict]:
+    for order_id, extra in more.items():
+        details.setdefault(order_id, {}).update(extra)
+    return details
 
 
 def _price_sources(results) -> dict[str, dict]:

@@ -1,1 +1,25 @@
-"""Decision support (#17)."""
+"""Decision support that learns, governed (#17): models that recommend inside policy.
+
+Built here:
+
+1. ``exception_cause`` — the cause of a held order (pricing first: expired contract, item
+   master inconsistency, customer discount logic, keying error; then unknown item, ship-to
+   and unit-of-measure causes), with a confidence and the evidence (top features); inferred
+   where validation opens holds, stored as an AI decision, shown in the exception's details,
+   and routed to the cause's owner through the routing rules (``causes``).
+6. ``arrival_anomaly`` — an order far from the customer's history (quantity 10×, unit errors,
+   a new far-away ship-to, a price far from what it paid): an ``anomaly`` hold when
+   financially sensitive, a flag otherwise (thresholds in the ``ai`` rule set).
+
+2. near-duplicate orders — ``duplicates.py`` (its own module, policy in the validation rules).
+
+Not built yet (extension points: an entry in ``registry.MODELS``, its features beside
+``features``, its policy in the ``ai`` rule set): delay risk (3), substitutes (4),
+capacity-aware sequencing (5).
+
+Layout: ``features`` (pure feature code), ``history`` (labelled examples from generated
+history), ``models`` (scikit-learn, imported only inside functions), ``registry`` (the
+models: how each is trained, evaluated, loaded), ``governance`` (the one place that records a
+model's output, and the policy it must stay within), ``inference`` (the flow's hooks),
+``training`` (the ``train_models`` DAG's work), ``evaluate`` (``orderflow ai evaluate``).
+"""

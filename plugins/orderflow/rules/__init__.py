@@ -216,6 +216,9 @@ class RoutingRules(_RuleSet):
     transient_retries: int = Field(3, ge=0)
     #: stage (``STAGES``) → its owner (from 2026.12.4; earlier versions name none)
     stage_owners: dict[str, StageOwner] = Field(default_factory=dict)
+    #: a held order's cause as the root-cause model recommends it (``orderflow.ai``) → who
+    #: owns the exception instead of its category's owner (from 2026.12.5)
+    causes: dict[str, Route] = Field(default_factory=dict)
 
     @field_validator("stage_owners")
     @classmethod
@@ -231,6 +234,8 @@ class RoutingRules(_RuleSet):
         c = super().content()
         if not self.stage_owners:
             c.pop("stage_owners", None)
+        if not self.causes:
+            c.pop("causes", None)
         return c
 
     def stage_owner(self, stage: str) -> StageOwner | None:
@@ -293,6 +298,46 @@ class FulfilmentRules(_RuleSet):
     unmatched_event_attempts: int = Field(5, ge=1)
 
 
+class ModelPolicy(BaseModel):
+    """What one model of ``orderflow.ai`` may do. ``enabled: false`` is its kill switch: the
+    flow stops asking it at once (a new version of this rule set, no deploy of code)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    #: below this confidence a recommendation is recorded but routes nothing
+    min_confidence: float = Field(0.6, ge=0, le=1)
+
+
+class AnomalyPolicy(BaseModel):
+    """When an anomaly on arrival (``orderflow.ai.anomaly``) holds an order or only flags it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: the model's score at or above which an order is anomalous
+    score_threshold: float = Field(0.5, ge=0, le=1)
+    #: anomaly kinds that are financially sensitive whatever the amount (a hold)
+    hold_kinds: frozenset[str] = frozenset({"price", "ship_to"})
+    #: a quantity anomaly holds when the order line's value is at least this much (USD);
+    #: below it, it is a flag on the order for the desk
+    hold_line_value: Decimal = Field(Decimal("1000"), ge=0)
+    #: a customer with fewer past orders than this has no history to be far from: not scored
+    min_history_orders: int = Field(5, ge=0)
+
+
+class AiRules(_RuleSet):
+    """Decision support (``orderflow.ai``): which models the flow asks, and within what policy.
+    A model that is not named here, or not ``enabled``, is never asked."""
+
+    name: ClassVar[str] = "ai"
+    models: dict[str, ModelPolicy] = Field(default_factory=dict)
+    anomaly: AnomalyPolicy = AnomalyPolicy()
+
+    def policy(self, model: str) -> ModelPolicy:
+        return self.models.get(model, ModelPolicy())
+
+    def enabled(self, model: str) -> bool:
+        return self.policy(model).enabled
+
+
 #: the public name of the base class of every rule set's model
 RuleSet = _RuleSet
 
@@ -318,6 +363,7 @@ RULE_SETS: dict[str, type[_RuleSet]] = {
         RoutingRules,
         FulfilmentRules,
         CrmPricingRules,
+        AiRules,
     )
 }
 
@@ -367,6 +413,7 @@ class RuleBook(BaseModel):
     routing: RoutingRules
     fulfilment: FulfilmentRules
     crm_pricing: CrmPricingRules
+    ai: AiRules
     #: the versions in effect of the rule types registered beyond the core (by name)
     extensions: dict[str, _RuleSet] = Field(default_factory=dict)
     #: the decision time the book was chosen for (None: not known, e.g. built by hand)

@@ -1,0 +1,97 @@
+"""Tooling over generated history (the sandbox's generator; the flow never imports this
+module): ``orderflow ai evaluate`` — generate history with a seed, train on the earlier part,
+evaluate on a later period the models did not train on — and :func:`import_history`
+(``orderflow ai import-history``), for a development store with no desk labels yet.
+
+Prints and writes the acceptance metrics of #17. Models not built yet are ``null`` with
+``"not built"`` beside them — never a made-up number.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+#: metrics of the models other helpers / later rounds build (null until they exist)
+NOT_BUILT = ("dup_precision", "dup_recall", "delay_auc", "delay_brier", "subst_top1",
+             "ontime_gain_pts")  # fmt: skip
+TRAIN_SHARE = 0.67
+
+
+def evaluate(seed: int, *, days: int = 195, orders_per_day: int = 40) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    from orderflow import rules
+    from orderflow.ai import history, models, registry
+    from orderflow_sandbox.generator.history import generate
+
+    t0, c0 = time.time(), time.process_time()
+    book = rules.load()
+    hist = generate(seed, days=days, orders_per_day=orders_per_day)
+    ex = history.examples(hist, book)
+    cut = hist.orders[int(len(hist.orders) * TRAIN_SHARE)]["received_at"]
+    out: dict[str, Any] = {
+        "seed": seed,
+        "orders": len(hist.orders),
+        "train_until": cut.isoformat(),
+        "evaluated_from": cut.isoformat(),
+        "evaluated_to": hist.orders[-1]["received_at"].isoformat(),
+    }
+    detail: dict[str, Any] = {}
+    with threadpool_limits(1):
+        for name, spec in registry.MODELS.items():
+            tr = [e for e in ex if e.model == name and e.at < cut]
+            te = [e for e in ex if e.model == name and e.at >= cut]
+            model = models.fit([e.features for e in tr], [e.label for e in tr], spec.columns)
+            if name == "arrival_anomaly":
+                m = registry._score_anomaly(
+                    model, [e.features for e in te], [e.label for e in te],
+                    book.ai.anomaly.score_threshold,
+                )  # fmt: skip
+            else:
+                m = spec.score(model, [e.features for e in te], [e.label for e in te])
+            detail[name] = {"train_examples": len(tr), **m}
+    out["cause_macro_f1"] = detail["exception_cause"]["macro_f1"]
+    out["anomaly_precision"] = detail["arrival_anomaly"]["precision"]
+    out["anomaly_recall"] = detail["arrival_anomaly"]["recall"]
+    for key in NOT_BUILT:
+        out[key] = None
+    out["not_built"] = {key: "not built" for key in NOT_BUILT}
+    # model 2 exists (orderflow.ai.duplicates) but is measured on its own generated
+    # re-submissions by benchmarks/near_duplicates.py; not wired into this command yet
+    for key in ("dup_precision", "dup_recall"):
+        out["not_built"][key] = "not wired here yet: benchmarks/near_duplicates.py measures it"
+    out["detail"] = detail
+    out["wall_s"] = round(time.time() - t0, 1)
+    out["cpu_s"] = round(time.process_time() - c0, 1)
+    return out
+
+
+def run(seed: int, json_path: Path | None, **kwargs: Any) -> dict[str, Any]:
+    result = evaluate(seed, **kwargs)
+    text = json.dumps(result, indent=2, default=str)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+    return result
+
+
+def import_history(conn: Any, seed: int, **kwargs: Any) -> dict[str, int]:
+    """Generated history as labelled examples (``ai_example``, source ``history:<seed>``): a
+    store with no desk labels yet can train. Returns examples per model."""
+    from orderflow import rules
+    from orderflow.ai import history
+    from orderflow.ai.features import jsonable
+    from orderflow.store import ai as repo
+    from orderflow_sandbox.generator.history import generate
+
+    ex = history.examples(generate(seed, **kwargs), rules.load())
+    source = f"history:{seed}"
+    repo.add_examples(
+        conn, [(e.model, source, e.subject, e.at, jsonable(e.features), e.label) for e in ex]
+    )
+    out: dict[str, int] = {}
+    for e in ex:
+        out[e.model] = out.get(e.model, 0) + 1
+    return out

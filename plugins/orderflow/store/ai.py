@@ -1,0 +1,309 @@
+"""Decision-support repository (#17): model versions, AI decisions and their reviews, labelled
+examples, and what the models' features read from the store (migration 0022)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+# ---------------------------------------------------------------------------- versions
+
+
+def add_version(
+    conn: psycopg.Connection,
+    *,
+    model_name: str,
+    version: str,
+    window: tuple[datetime | None, datetime | None],
+    n_examples: int,
+    metrics: dict[str, Any],
+    library: str,
+    artifact: bytes,
+) -> int:
+    """Store a trained version (inactive); the database checks the artifact's hash."""
+    return conn.execute(
+        """
+        INSERT INTO orderflow.ai_model_version (model_name, version, window_from, window_to,
+            n_examples, metrics, library, artifact, artifact_sha256)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING version_id
+        """,
+        (
+            model_name,
+            version,
+            *window,
+            n_examples,
+            Jsonb(metrics),
+            library,
+            artifact,
+            hashlib.sha256(artifact).hexdigest(),
+        ),
+    ).fetchone()[0]
+
+
+def activate(conn: psycopg.Connection, version_id: int, note: str) -> None:
+    """Make ``version_id`` its model's one active version."""
+    row = conn.execute(
+        "SELECT model_name FROM orderflow.ai_model_version WHERE version_id = %s", (version_id,)
+    ).fetchone()
+    conn.execute(
+        "UPDATE orderflow.ai_model_version SET active = false WHERE model_name = %s AND active",
+        (row[0],),
+    )
+    conn.execute(
+        "UPDATE orderflow.ai_model_version SET active = true, activated_at = now(), "
+        "decision_note = %s WHERE version_id = %s",
+        (note, version_id),
+    )
+
+
+def note(conn: psycopg.Connection, version_id: int, text: str) -> None:
+    conn.execute(
+        "UPDATE orderflow.ai_model_version SET decision_note = %s WHERE version_id = %s",
+        (text, version_id),
+    )
+
+
+def active_version(conn: psycopg.Connection, model_name: str) -> dict[str, Any] | None:
+    """The active version of a model with its artifact (bytes and recorded hash)."""
+    row = conn.execute(
+        """
+        SELECT version_id, version, metrics, artifact, artifact_sha256, window_from, window_to
+          FROM orderflow.ai_model_version WHERE model_name = %s AND active
+        """,
+        (model_name,),
+    ).fetchone()
+    if row is None:
+        return None
+    keys = ("version_id", "version", "metrics", "artifact", "sha256", "window_from", "window_to")
+    return dict(zip(keys, row, strict=True))
+
+
+def versions(conn: psycopg.Connection, model_name: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        """
+        SELECT version_id, version, trained_at, window_from, window_to, n_examples, metrics,
+               active, decision_note
+          FROM orderflow.ai_model_version WHERE model_name = %s ORDER BY version_id
+        """,
+        (model_name,),
+    ).fetchall()
+    keys = ("version_id", "version", "trained_at", "window_from", "window_to", "n_examples",
+            "metrics", "active", "decision_note")  # fmt: skip
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+def record_decisions(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Append decisions (``orderflow.ai.governance.record`` builds them); one already recorded
+    for the same model version, subject and inputs is not recorded twice. Returns the ids."""
+    ids = []
+    for r in rows:
+        row = conn.execute(
+            """
+            INSERT INTO orderflow.ai_decision (model_name, model_version, order_id,
+                exception_id, line_no, input_hash, features, output_label, score, evidence,
+                action, rule_set_version)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT DO NOTHING RETURNING decision_id
+            """,
+            (
+                r["model_name"],
+                r["model_version"],
+                r.get("order_id"),
+                r.get("exception_id"),
+                r.get("line_no"),
+                r["input_hash"],
+                Jsonb(r["features"]),
+                r["output_label"],
+                r["score"],
+                Jsonb(r["evidence"]),
+                r["action"],
+                r.get("rule_set_version"),
+            ),
+        ).fetchone()
+        if row:
+            ids.append(row[0])
+    return ids
+
+
+def review(
+    conn: psycopg.Connection, decision_id: int, *, followed: bool, label: str | None, actor: str
+) -> bool:
+    """Set a person's review of a decision, once (False: already reviewed or unknown)."""
+    return bool(
+        conn.execute(
+            """
+            UPDATE orderflow.ai_decision SET followed = %s, label = %s, reviewed_by = %s,
+                   reviewed_at = now()
+             WHERE decision_id = %s AND reviewed_at IS NULL
+            """,
+            (followed, label, actor, decision_id),
+        ).rowcount
+    )
+
+
+def decisions_for(
+    conn: psycopg.Connection, *, order_id: str | None = None, exception_id: int | None = None
+) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        """
+        SELECT decision_id, decided_at, model_name, model_version, order_id, exception_id,
+               line_no, output_label, score, evidence, action, followed, label, reviewed_by
+          FROM orderflow.ai_decision
+         WHERE (%s::text IS NULL OR order_id = %s) AND (%s::bigint IS NULL OR exception_id = %s)
+         ORDER BY decision_id
+        """,
+        (order_id, order_id, exception_id, exception_id),
+    ).fetchall()
+    keys = ("decision_id", "decided_at", "model_name", "model_version", "order_id",
+            "exception_id", "line_no", "output_label", "score", "evidence", "action",
+            "followed", "label", "reviewed_by")  # fmt: skip
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def annotate_exception(conn: psycopg.Connection, exception_id: int, key: str, value: Any) -> None:
+    """Put a model's recommendation into an exception's details (what the desk shows)."""
+    conn.execute(
+        "UPDATE orderflow.order_exception SET details = details || jsonb_build_object(%s::text, %s::jsonb) "
+        "WHERE exception_id = %s",
+        (key, Jsonb(value), exception_id),
+    )
+
+
+def route_exception(conn: psycopg.Connection, exception_id: int, owner_role: str) -> None:
+    """Give an open exception to the owner its recommended cause routes to."""
+    conn.execute(
+        "UPDATE orderflow.order_exception SET owner_role = %s "
+        "WHERE exception_id = %s AND status = 'open'",
+        (owner_role, exception_id),
+    )
+
+
+def open_exception_ids(
+    conn: psycopg.Connection, order_ids: Sequence[str], categories: Iterable[str]
+) -> dict[tuple[str, int, str], int]:
+    """(order, line or 0, category) → the open exception's id."""
+    return {
+        (o, line or 0, c): e
+        for e, o, line, c in conn.execute(
+            """
+            SELECT exception_id, order_id, line_no, category FROM orderflow.order_exception
+             WHERE status = 'open' AND order_id = ANY(%s) AND category = ANY(%s)
+            """,
+            (list(order_ids), list(categories)),
+        )
+    }
+
+
+# ---------------------------------------------------------------------------- training data
+
+
+def add_examples(conn: psycopg.Connection, rows: Sequence[tuple]) -> int:
+    """Append labelled examples: (model, source, subject, observed_at, features, label)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO orderflow.ai_example (model_name, source, subject, observed_at, "
+            "features, label) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(m, s, subj, at, Jsonb(f), lab) for m, s, subj, at, f, lab in rows],
+        )
+    return len(rows)
+
+
+def training_set(
+    conn: psycopg.Connection, model_name: str, until: datetime | None = None
+) -> list[tuple[datetime, dict[str, Any], str, str]]:
+    """The labelled examples of a model, oldest first: (when, features, label, source).
+    A reviewed decision is labelled by the person (their label when they corrected it, the
+    model's output when they followed it); imported examples by their label."""
+    return [
+        tuple(r)
+        for r in conn.execute(
+            """
+            SELECT decided_at, features, coalesce(label, output_label), 'desk'
+              FROM orderflow.ai_decision
+             WHERE model_name = %s AND reviewed_at IS NOT NULL
+               AND (label IS NOT NULL OR followed)
+               AND (%s::timestamptz IS NULL OR decided_at <= %s)
+            UNION ALL
+            SELECT observed_at, features, label, source FROM orderflow.ai_example
+             WHERE model_name = %s AND (%s::timestamptz IS NULL OR observed_at <= %s)
+            ORDER BY 1
+            """,
+            (model_name, until, until, model_name, until, until),
+        )
+    ]
+
+
+def agreement(conn: psycopg.Connection, days: int = 30) -> dict[str, dict[str, Any]]:
+    """Per model, over the last ``days``: reviewed decisions and the share people followed
+    (the live-quality KPI the dashboard shows)."""
+    return {
+        m: {"reviewed": n, "followed_rate": None if not n else float(f) / n}
+        for m, n, f in conn.execute(
+            """
+            SELECT model_name, count(*), count(*) FILTER (WHERE followed)
+              FROM orderflow.ai_decision
+             WHERE reviewed_at >= now() - make_interval(days => %s)
+             GROUP BY model_name
+            """,
+            (days,),
+        )
+    }
+
+
+# ---------------------------------------------------------------------------- features
+
+
+def context_rows(
+    conn: psycopg.Connection, customer_ids: Sequence[str], before: datetime, days: int = 365
+) -> dict[str, list[tuple]]:
+    """What the models' features read about these customers (``orderflow.ai.features.Context``
+    is built from it): ``lines`` — their order lines of the last ``days`` before ``before``
+    (order, customer, ship-to, its region, received, line, item, quantity, paid, charged),
+    oldest first; ``parts`` — part numbers on file (customer, part); ``ship_tos`` — ship-tos
+    on file (id, customer, line 1, city, postal code, region, on file since); ``packs`` —
+    pack sizes of the items they ordered (item, pack size)."""
+    from datetime import timedelta
+
+    cids = list(customer_ids)
+    lines = conn.execute(
+        """
+        SELECT o.order_id, o.customer_id, o.ship_to_id, s.region, o.received_at,
+               l.line_no, l.item_id, l.quantity, l.unit_price, l.contract_price
+          FROM orderflow."order" o
+          JOIN orderflow.order_line l USING (order_id)
+          LEFT JOIN orderflow.ship_to s ON s.ship_to_id = o.ship_to_id
+         WHERE o.customer_id = ANY(%s) AND o.received_at < %s AND o.received_at >= %s
+           AND o.status NOT IN ('RECEIVED', 'CANCELLED', 'REJECTED')
+         ORDER BY o.received_at, o.order_id, l.line_no
+        """,
+        (cids, before, before - timedelta(days=days)),
+    ).fetchall()
+    parts = conn.execute(
+        "SELECT customer_id, customer_part_number FROM orderflow.customer_item_xref "
+        "WHERE customer_id = ANY(%s)",
+        (cids,),
+    ).fetchall()
+    ship_tos = conn.execute(
+        "SELECT ship_to_id, customer_id, address_line1, city, postal_code, region, "
+        "coalesce(source_updated_at, synced_at)::date FROM orderflow.ship_to "
+        "WHERE customer_id = ANY(%s)",
+        (cids,),
+    ).fetchall()
+    packs = conn.execute(
+        "SELECT DISTINCT i.item_id, i.pack_size FROM orderflow.item i "
+        "JOIN orderflow.order_line l ON l.item_id = i.item_id "
+        'JOIN orderflow."order" o ON o.order_id = l.order_id WHERE o.customer_id = ANY(%s)',
+        (cids,),
+    ).fetchall()
+    return {"lines": lines, "parts": parts, "ship_tos": ship_tos, "packs": packs}
