@@ -186,3 +186,25 @@ def test_the_watchers_trigger_never_blocks_the_triggerers_event_loop_on_a_frozen
     # the loop ran all along: ticks every 0.2 s, never held for the connect/read timeout
     assert len(ticks) >= 10 and max(gaps) < 2.0, gaps
     assert json.loads(payload["data"])["source"] == "wms"
+
+
+def test_the_watchers_trigger_keeps_its_subscription_between_wake_ups(redis_server):
+    """Regression: the provider's trigger returned after each message and the triggerer
+    started it again; a wake-up published in between was not heard. One run of the
+    watcher's trigger hears every wake-up, one event each."""
+    from orderflow.pushed.asset import wake_trigger
+
+    async def scenario() -> list[dict]:
+        events = wake_trigger(CHANNEL).run()
+        first = asyncio.ensure_future(events.__anext__())
+        await _subscribed(redis_server)
+        for n in (1, 2, 3):  # back to back: nobody restarts anything in between
+            assert wake.publish("carrier", n, channel=CHANNEL)["listeners"] == 1
+        got = [(await asyncio.wait_for(first, 10)).payload]
+        for _ in range(2):
+            got.append((await asyncio.wait_for(events.__anext__(), 10)).payload)
+        await events.aclose()
+        return got
+
+    got = asyncio.run(scenario())
+    assert [json.loads(p["data"])["stored"] for p in got] == [1, 2, 3]

@@ -2,13 +2,14 @@
 whenever a wake-up arrives on :data:`orderflow.pushed.wake.CHANNEL`.
 
 An :class:`~airflow.sdk.AssetWatcher` runs its trigger in the triggerer (no worker waits):
-:class:`~orderflow.pushed.trigger.WakeTrigger` fires once per message and is started again
-by the triggerer; when Redis goes away it subscribes again until Redis is back, without
+:class:`~orderflow.pushed.trigger.WakeTrigger` fires on every message and keeps its
+subscription; when Redis goes away it subscribes again until Redis is back, without
 blocking the triggerer (the provider's ``AwaitMessageTrigger``, which
 ``MessageQueueTrigger(scheme="redis+pubsub")`` dispatches to, stalled the triggerer's event
-loop on a frozen Redis — see :mod:`orderflow.pushed.trigger`). A message published while it
-restarts, or while Redis is down, is not seen — the 2-minute poll covers both. Several
-wake-ups during one run queue a single next run.
+loop on a frozen Redis, and missed wake-ups while the triggerer restarted it after each
+one — see :mod:`orderflow.pushed.trigger`). A message published while Redis is down or the
+trigger reconnects is not seen — the 2-minute poll covers that. Several wake-ups during
+one run queue a single next run.
 
 ``ORDERFLOW_PUSH_WAKE=off`` (the local stack sets it when no Redis answers at start) leaves
 the Asset without a watcher: the DAG runs on its cron and on releases only.

@@ -14,9 +14,11 @@ back:
 
 This one uses ``redis.asyncio`` with connect and read timeouts, never blocks the event loop,
 and when the connection fails it logs one line, waits (1 s doubling to 10 s) and subscribes
-again, for as long as it runs. It fires once per message, like the provider's, and the
-triggerer starts it again after each event; a message published while it reconnects or
-restarts is not seen — the 2-minute poll covers that.
+again, for as long as it runs. It also keeps its subscription after an event (the triggerer
+takes every event an event trigger yields): the provider's returned after each message and
+was started again by the triggerer, and a wake-up published in that gap — a second or more
+on a busy machine — was not heard. A message published while it reconnects is not seen
+either — the 2-minute poll covers that.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ BACKOFF_MAX_S = 10.0
 
 
 class WakeTrigger(BaseEventTrigger):
-    """Fire on the first message on ``channels`` of the ``redis_conn_id`` Redis."""
+    """Fire on every message on ``channels`` of the ``redis_conn_id`` Redis, for as long as
+    it runs (never ends by itself)."""
 
     def __init__(
         self,
@@ -102,7 +105,6 @@ class WakeTrigger(BaseEventTrigger):
                                 "data": _text(message.get("data")),
                             }
                         )
-                        return
             except (TimeoutError, redis.RedisError, OSError) as exc:
                 if not failing:
                     log.warning(
