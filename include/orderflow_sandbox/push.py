@@ -61,6 +61,9 @@ class Subscription:
     delivered: int = 0
     requests: int = 0
     failures: int = 0  # consecutive
+    failed_requests: int = 0  # all requests answered with an error or not at all
+    post_s_total: float = 0.0  # seconds the receiver took, summed over all requests
+    post_s_max: float = 0.0  # the slowest request
     last_error: str | None = None
     last_delivered_at: float | None = None
     next_try: float = field(default=0.0, repr=False)
@@ -201,6 +204,7 @@ class Pusher:
 
     async def _post(self, client: httpx.AsyncClient, sub: Subscription, body: bytes) -> str | None:
         sub.requests += 1
+        t0 = time.monotonic()
         try:
             r = await client.post(
                 sub.url,
@@ -211,10 +215,15 @@ class Pusher:
                 },
             )
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        if r.status_code // 100 != 2:
-            return f"HTTP {r.status_code}: {r.text[:200]}"
-        return None
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = None if r.status_code // 100 == 2 else f"HTTP {r.status_code}: {r.text[:200]}"
+        took = time.monotonic() - t0
+        sub.post_s_total = round(sub.post_s_total + took, 3)
+        sub.post_s_max = round(max(sub.post_s_max, took), 3)
+        if error is not None:
+            sub.failed_requests += 1
+        return error
 
 
 def router(pusher: Pusher) -> APIRouter:

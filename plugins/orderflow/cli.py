@@ -72,6 +72,20 @@ def use_store() -> str:
 
 
 # ---------------------------------------------------------------------------------- run
+def _wake_line(own_port: int | None, env: dict[str, str]) -> str:
+    """How pushed events wake the fulfilment DAG (no credentials: host and port only)."""
+    from urllib.parse import urlparse
+
+    from orderflow.dev import stack
+
+    if own_port is not None:
+        return f"pushed events via the stack's own redis-server on 127.0.0.1:{own_port}"
+    if env.get("ORDERFLOW_PUSH_WAKE") == "off":
+        return "off (no Redis answered at start): pushed events wait for the 2-minute poll"
+    u = urlparse(stack.redis_url())
+    return f"pushed events via Redis at {u.hostname}:{u.port or 6379}"
+
+
 @main.command()
 @click.option("--no-sandbox", is_flag=True, help="Do not start the sandbox service.")
 def run(no_sandbox: bool) -> None:
@@ -140,6 +154,13 @@ def run(no_sandbox: bool) -> None:
                 check=lambda: stack.embedded_alive(state),
             ),
         )
+    if (redis_port := stack.own_redis_port()) is not None:
+        # ORDERFLOW_REDIS=own: the pushed-event wake-ups' Redis is a service of this stack,
+        # started before the components that use it and restarted like them
+        services.insert(
+            1 if dbs.embedded else 0,
+            Service("redis", stack.own_redis_argv(redis_port, state), logs / "redis.log"),
+        )
     if not no_sandbox:
         # Generates the day on its first start (in its own process: Airflow does not wait).
         services.append(
@@ -156,7 +177,7 @@ def run(no_sandbox: bool) -> None:
                 logs / "sandbox.log",
             )
         )
-    sup = Supervisor(services, env)
+    sup = Supervisor(services, env, hold_dir=stack.hold_dir(state))
     try:
         sup.start_all()
         ui = f"http://localhost:{stack.API_PORT}"
@@ -192,6 +213,7 @@ def run(no_sandbox: bool) -> None:
                     )
             lines += [
                 f"  Executor     {executor.describe()}",
+                f"  Wake-ups     {_wake_line(redis_port, env)}",
                 f"  Database     {'embedded PostgreSQL, data in ' + str(state / 'pgdata') if dbs.embedded else 'external PostgreSQL'}",
                 f"  Health       {ui}/orderflow/health (store, outbox; 503 when the store is down)",
                 f"  Logs         {logs}/ (one file per service; task logs in {logs}/tasks)",

@@ -1,6 +1,7 @@
 """The short soak: one generated business day through the real stack on Celery (2 workers
 on the machine's broker), with 5xx and connection resets on every sandbox endpoint, a
-Celery worker SIGKILLed while it runs a task, and a WMS outage (``include/soak/short.yaml``).
+Celery worker SIGKILLed while it runs a task, a WMS outage, and the pushed-event wake-ups'
+Redis (the stack's own) SIGKILLed and held down for a while (``include/soak/short.yaml``).
 
 ``orderflow soak`` starts the stack as ``make run`` does, only moves the sandbox clock, and
 reconciles against the sandbox's own records at the end. Nothing may be lost or duplicated,
@@ -104,3 +105,17 @@ def test_the_faults_happened_and_work_resumed(report):
     assert killed["detail"]["process"].startswith("celery-worker-")
     assert killed["recovered_s"] is not None, killed
     assert report["faults_unrecovered"] == 0, report["faults"]
+
+
+def test_with_the_queue_down_webhooks_were_answered_and_push_wake_ups_came_back(report):
+    (down,) = [f for f in report["faults"] if f["kind"] == "queue_down"]
+    assert "skipped" not in down["detail"], down
+    assert down["detail"]["answering_again_s"] is not None  # the supervisor brought it back
+    for source, hooks in down["detail"]["webhooks_during_outage"].items():
+        assert hooks["failed"] == 0, (source, hooks)  # stored and answered without Redis
+    # recovered: a shipment notified through a push wake-up after the queue came back
+    assert down["recovered_s"] is not None, down
+    assert down["detail"]["first_wake_up_after_back_s"] is not None, down
+    by_path = report["shipped_to_notified_by_path"]
+    assert by_path["all"]["shipments"] == report["shipped_to_notified_measured"]
+    assert by_path["push"]["shipments"] > 0

@@ -304,6 +304,36 @@ def test_with_redis_down_events_are_stored_and_the_poll_finds_nothing_missing(
     )  # waiting for the next (polled) run's apply
 
 
+def test_with_redis_frozen_webhooks_are_stored_and_answered_without_waiting_on_it(
+    store, api, redis_server
+):
+    """SIGSTOP: Redis accepts connections and answers nothing. The receiver gives the first
+    wake-up one short timeout (after the events are committed and the store's connection is
+    given back), skips the next ones without trying, and every request is answered 200."""
+    import os
+    import signal
+
+    def event(n: int) -> dict:
+        return {
+            "release_id": f"REL-FROZEN{n}",
+            "milestone": "released",
+            "order_id": f"ORD-FROZEN{n}",
+            "occurred_at": "2026-03-02T11:00:00+00:00",
+        }
+
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        answers = [_post(api, "wms", [event(n)]) for n in range(4)]
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+    bodies = [r.json() for r in answers]
+    assert all(b["stored"] == 1 and b["woken"] is False for b in bodies)
+    assert sum(1 for b in bodies if b.get("skipped")) >= 2  # not tried within the back-off
+    stored = set(_stored(store, "wms"))
+    assert {f"REL-FROZEN{n}:released" for n in range(4)} <= stored
+
+
 def test_the_asset_watchers_trigger_fires_on_a_wake_up(redis_server, monkeypatch):
     """The trigger the DAG's AssetWatcher runs in the triggerer, run here on its own."""
     from orderflow.pushed import wake
@@ -313,7 +343,7 @@ def test_the_asset_watchers_trigger_fires_on_a_wake_up(redis_server, monkeypatch
     channel = "orderflow.test.trigger"
     trigger = wake_trigger(channel)
     classpath, kwargs = trigger.serialize()
-    assert classpath.endswith("redis_await_message.AwaitMessageTrigger")
+    assert classpath == "orderflow.pushed.trigger.WakeTrigger"
     assert kwargs["channels"] == [channel] and kwargs["poll_interval"] <= 1
 
     async def fire() -> dict:

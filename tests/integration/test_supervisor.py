@@ -68,3 +68,31 @@ def test_a_service_that_dies_is_restarted(tmp_path):
     finally:
         sup.stop_all()
     assert not svc.alive()
+
+
+def test_a_held_service_stays_down_until_released_then_starts_at_once(tmp_path):
+    """A drill's outage (``queue_down``) or an operator's maintenance: a file named after the
+    service in the hold folder keeps the supervisor from restarting it."""
+    svc = Service(
+        "redis", [sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "r.log"
+    )
+    hold = tmp_path / "hold"
+    sup = Supervisor([svc], dict(os.environ), hold_dir=hold)
+    sup.start_all()
+    try:
+        first = svc.proc.pid
+        hold.mkdir()
+        (hold / "redis").touch()
+        svc.proc.kill()
+        svc.proc.wait()
+        for _ in range(30):  # 3 s: an unheld service would have been restarted after 1 s
+            sup.watch_once()
+            time.sleep(0.1)
+        assert not svc.alive()
+        (hold / "redis").unlink()
+        sup.watch_once()
+        assert _wait(lambda: (sup.watch_once(), svc.alive())[1], 3)
+        assert svc.proc.pid != first
+    finally:
+        sup.stop_all()
+    assert not svc.alive()

@@ -11,7 +11,8 @@ called directly and nothing runs through ``dag.test()``.
 A chaos profile (``include/soak/<name>.yaml``) names faults at simulated hours after the
 start: SIGKILL of a Celery worker (LocalExecutor: of a task process) while a task runs,
 kills of the scheduler, triggerer, DAG processor and the embedded PostgreSQL (the
-supervisor starts them again), and windows of sandbox fault rules (5xx, resets, outages,
+supervisor starts them again), the queue of the pushed-event wake-ups down for a while (the
+stack's own ``redis-server``, SIGKILLed and held down, or SIGSTOPped), and windows of sandbox fault rules (5xx, resets, outages,
 duplicate and reordered feed pages) through ``PUT /admin/faults``. Each fault's recovery is
 the time from its injection (or, for a window, from its end) to the next successful task of
 the kind it hit, read from Airflow's own task instances afterwards.
@@ -79,6 +80,7 @@ KINDS = (
     "faults",
     "rewind_feed",
     "reuse_release_ids",
+    "queue_down",
 )
 
 
@@ -94,6 +96,7 @@ class Action:
     feed: str = "wms"  # rewind_feed: which feed ("wms" milestones or "carrier" tracking)
     drop_fraction: float = 0.5  # rewind_feed: share of what we have read that the WMS purges
     count: int = 3  # reuse_release_ids: how many new releases get an id given out before
+    signal: str = "kill"  # queue_down: "kill" (SIGKILL, held down) or "stop" (SIGSTOP)
 
 
 @dataclass
@@ -118,6 +121,11 @@ def load_profile(name_or_path: str) -> Profile:
             )
         if a["kind"] == "faults" and not (a.get("rules") and a.get("duration_hours")):
             raise ValueError(f"{path}: action {i}: faults need rules and duration_hours")
+        if a["kind"] == "queue_down":
+            if not a.get("duration_hours"):
+                raise ValueError(f"{path}: action {i}: queue_down needs duration_hours")
+            if a.get("signal", "kill") not in ("kill", "stop"):
+                raise ValueError(f"{path}: action {i}: queue_down signal is 'kill' or 'stop'")
         actions.append(Action(**a))
     actions.sort(key=lambda a: a.at_hours)
     return Profile(
@@ -171,6 +179,10 @@ class Stack:
                 "ORDERFLOW_EXECUTOR": executor,
                 "ORDERFLOW_CELERY_WORKERS": str(workers),
                 "ORDERFLOW_CELERY_QUEUE": self.queue,
+                # the wake-ups' Redis is the stack's own (a drill takes it down); the Celery
+                # broker stays the machine's
+                "ORDERFLOW_REDIS": "own",
+                "ORDERFLOW_OWN_REDIS_PORT": str(_free_port()),
             }
         )
         self.env = env
@@ -293,6 +305,8 @@ class Stack:
             for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
                 if f"airflow {name}" in cmd:
                     out[name] = child
+            if cmd.startswith("redis-server") or "/redis-server" in cmd.split(" ", 1)[0]:
+                out["redis"] = child
             if "celery" in cmd and "worker" in cmd:
                 for part in cmd.split():
                     if part.startswith("celery-worker-"):
@@ -439,7 +453,77 @@ def _operate_rewound_feed(stack: Stack, fault: Injected) -> bool:
     return True
 
 
+def _pushes(stack: Stack) -> dict:
+    """The sandbox's webhook deliveries so far, per source: requests, failed requests, and the
+    seconds the receiver took (total and slowest)."""
+    try:
+        subs = stack.sandbox.get("/admin/subscriptions").json()["subscriptions"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {}
+    keys = ("delivered", "requests", "failed_requests", "post_s_total", "post_s_max", "pending")
+    return {src: {k: sub.get(k) for k in keys} for src, sub in subs.items()}
+
+
+def _queue_down(stack: Stack, action: Action) -> dict | None:
+    """Take the wake-ups' Redis down: SIGKILL it and hold it down (the supervisor does not
+    restart a held service), or SIGSTOP it (up, but answers nothing)."""
+    from orderflow.dev.stack import hold_dir
+
+    proc = stack.services().get("redis")
+    if proc is None:
+        return None
+    if action.signal == "stop":
+        os.kill(proc.pid, signal.SIGSTOP)
+    else:
+        hold = hold_dir(stack.state)
+        hold.mkdir(parents=True, exist_ok=True)
+        (hold / "redis").write_text("held down by orderflow soak (queue_down)\n")
+        os.kill(proc.pid, signal.SIGKILL)
+    return {
+        "process": "redis",
+        "pid": proc.pid,
+        "signal": action.signal,
+        "duration_hours": action.duration_hours,
+        "pushes_at_injection": _pushes(stack),
+    }
+
+
+def _queue_up(stack: Stack, fault: Injected) -> None:
+    """End a queue outage: SIGCONT, or lift the hold (the supervisor starts Redis again);
+    note when it answers again and what the webhooks went through meanwhile."""
+    import contextlib
+
+    import redis
+
+    from orderflow.dev.stack import hold_dir
+
+    d = fault.detail
+    if d.get("signal") == "stop":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(d["pid"], signal.SIGCONT)
+    else:
+        (hold_dir(stack.state) / "redis").unlink(missing_ok=True)
+    fault.until = _now().isoformat()
+    d["pushes_at_end"] = _pushes(stack)
+    t0 = time.monotonic()
+    client = redis.Redis(
+        port=int(stack.env["ORDERFLOW_OWN_REDIS_PORT"]),
+        socket_timeout=1,
+        socket_connect_timeout=1,
+    )
+    while time.monotonic() - t0 < 30:
+        try:
+            if client.ping():
+                d["answering_again_s"] = round(time.monotonic() - t0, 1)
+                break
+        except redis.RedisError:
+            time.sleep(0.2)
+    client.close()
+
+
 def inject(stack: Stack, action: Action, executor: str) -> dict | None:
+    if action.kind == "queue_down":
+        return _queue_down(stack, action)
     if action.kind == "rewind_feed":
         return _rewind_feed(stack, action)
     if action.kind == "reuse_release_ids":
@@ -602,6 +686,7 @@ def _drive(
     stack.sandbox.put("/admin/clock", json={"speed": opts.speed}).raise_for_status()
     pending = list(profile.actions)
     windows: dict[int, Injected] = {}
+    outages: dict[int, Injected] = {}  # queue_down: lifted after their duration
     injected: list[Injected] = []
     applied: list[dict] = []
     to_operate: list[Injected] = []  # rewound feeds waiting for their exception, then a resync
@@ -621,6 +706,12 @@ def _drive(
             if elapsed_h >= a.at_hours + a.duration_hours:
                 fault.until = _now().isoformat()
                 del windows[i]
+        for i, fault in list(outages.items()):
+            a = profile.actions[i]
+            if elapsed_h >= a.at_hours + a.duration_hours:
+                _queue_up(stack, fault)
+                log.info("soak: %s over at %s: %s", fault.name, now_sim.isoformat(), fault.detail)
+                del outages[i]
         while pending and pending[0].at_hours <= elapsed_h:
             action = pending.pop(0)
             at = _now()
@@ -638,6 +729,8 @@ def _drive(
             injected.append(fault)
             if action.kind == "faults":
                 windows[profile.actions.index(action)] = fault
+            if action.kind == "queue_down" and detail:
+                outages[profile.actions.index(action)] = fault
             if action.kind == "rewind_feed" and detail:
                 to_operate.append(fault)
             log.info("soak: %s at %s: %s", fault.name, fault.sim_at, fault.detail)
@@ -656,6 +749,8 @@ def _drive(
         f.detail["exception_after_s"] = None  # never noticed: a finding
     for fault in windows.values():
         fault.until = _now().isoformat()
+    for fault in outages.values():
+        _queue_up(stack, fault)
     # Stop time and lift every fault: what follows is settling, not simulation.
     stack.sandbox.put("/admin/clock", json={"speed": 0.000001}).raise_for_status()
     stack.sandbox.put("/admin/faults", json={"seed": profile.seed, "rules": []})
@@ -828,6 +923,151 @@ def _reused_ids_accounted(stack: Stack, fault: Injected) -> None:
         fault.recovered_by = (
             f"{len(hits)} releases recorded as sent, their follow-ups dead-lettered and held"
         )
+
+
+#: the run that sent each notification: fulfilment_events' send_documents attempts (every
+#: try), with the run's type and the Assets whose events it consumed
+_SENDER_RUNS_SQL = """
+WITH tries AS (
+    SELECT run_id, start_date, end_date FROM task_instance
+     WHERE dag_id = 'fulfilment_events' AND task_id = 'send_documents'
+       AND start_date IS NOT NULL
+    UNION
+    SELECT run_id, start_date, end_date FROM task_instance_history
+     WHERE dag_id = 'fulfilment_events' AND task_id = 'send_documents'
+       AND start_date IS NOT NULL
+)
+SELECT t.start_date, coalesce(t.end_date, now()), dr.run_type,
+       coalesce(array_agg(DISTINCT a.name) FILTER (WHERE a.name IS NOT NULL), '{}')
+  FROM tries t
+  JOIN dag_run dr ON dr.dag_id = 'fulfilment_events' AND dr.run_id = t.run_id
+  LEFT JOIN dagrun_asset_event dae ON dae.dag_run_id = dr.id
+  LEFT JOIN asset_event ae ON ae.id = dae.event_id
+  LEFT JOIN asset a ON a.id = ae.asset_id
+ GROUP BY 1, 2, 3
+ ORDER BY 1
+"""
+#: how a notification went out, by the fulfilment_events run that sent it
+PATHS = {
+    "push": "a run woken by a pushed event's wake-up (fulfilment_events_pushed)",
+    "poll": "the 2-minute scheduled run (the poll)",
+    "other": "a run woken by released orders, triggered by hand, or another DAG's sender",
+}
+
+
+def _path(run_type: str, assets: list[str]) -> str:
+    if "fulfilment_events_pushed" in assets:
+        return "push"
+    return "poll" if run_type == "scheduled" else "other"
+
+
+def notifications(stack: Stack) -> list[dict]:
+    """Each shipment's shipped → customer notified (the measure of
+    :data:`orderflow.store.fulfilment.SHIPPED_TO_NOTIFIED_SQL`) with when it arrived, when
+    the notice went out and by which path (:data:`PATHS`)."""
+    from orderflow.store.fulfilment import SHIPPED_TO_NOTIFIED_SQL
+
+    head, sep, _ = SHIPPED_TO_NOTIFIED_SQL.rpartition("SELECT s.shipment_id")
+    assert sep, "SHIPPED_TO_NOTIFIED_SQL changed shape"
+    sql = head + (
+        "SELECT s.shipment_id, s.arrived, n.sent, extract(epoch FROM n.sent - s.arrived)::float8"
+        " FROM shipped s JOIN notified n USING (shipment_id) ORDER BY n.sent"
+    )
+    rows = stack.query("orderflow", sql, {"since": "-infinity"})
+    runs = stack.query("airflow", _SENDER_RUNS_SQL)
+    out = []
+    for shipment_id, arrived, sent, seconds in rows:
+        path = "other"
+        for start, end, run_type, assets in runs:
+            if start <= sent <= end:
+                path = _path(run_type, list(assets))
+                if path == "push":
+                    break
+        out.append(
+            {
+                "shipment_id": shipment_id,
+                "arrived": arrived,
+                "sent": sent,
+                "seconds": float(seconds),
+                "path": path,
+            }
+        )
+    return out
+
+
+def _latency_by_path(notified: list[dict]) -> dict:
+    """shipped → notified p50/p95/max overall and per path, with the shipments counted."""
+    from orderflow.pushed import latency
+
+    def one(values: list[float]) -> dict:
+        return {
+            "p50_s": latency.percentile(values, 50),
+            "p95_s": latency.percentile(values, 95),
+            "max_s": round(max(values), 1) if values else None,
+            "shipments": len(values),
+        }
+
+    out = {"all": one([n["seconds"] for n in notified])}
+    for path in PATHS:
+        out[path] = one([n["seconds"] for n in notified if n["path"] == path])
+    return out
+
+
+def _queue_recovery(stack: Stack, fault: Injected, notified: list[dict]) -> None:
+    """A queue outage: recovered at the first shipment notified through a push wake-up after
+    the queue came back (from the injection); meanwhile the poll must have kept notifying."""
+    d = fault.detail
+    at = datetime.fromisoformat(fault.at)
+    back = datetime.fromisoformat(fault.until) if fault.until else at
+    during = [n for n in notified if at <= n["sent"] <= back]
+    d["notified_during_outage"] = dict(Counter(n["path"] for n in during))
+    if during:
+        d["notified_during_outage_latency"] = _latency_by_path(during)["all"]
+    d["outage_s"] = round((back - at).total_seconds(), 1)
+    # the trigger's side: the first wake-up (Asset event of the watched Asset) after the
+    # queue came back, and how often the triggerer saw the watcher's trigger fail
+    rows = stack.query(
+        "airflow",
+        "SELECT min(ae.timestamp), count(*) FROM asset_event ae JOIN asset a ON a.id = ae.asset_id "
+        "WHERE a.name = 'fulfilment_events_pushed' AND ae.timestamp > %s",
+        (back,),
+    )
+    first_wake, wakes = rows[0]
+    d["wake_ups_after"] = wakes
+    d["first_wake_up_after_back_s"] = (
+        round((first_wake - back).total_seconds(), 1) if first_wake else None
+    )
+    d["trigger_failures_logged"] = _trigger_failures(stack)
+    pushes_at, pushes_end = d.get("pushes_at_injection") or {}, d.get("pushes_at_end") or {}
+    webhooks = {}
+    for src, end in pushes_end.items():
+        start = pushes_at.get(src) or {}
+        n = (end.get("requests") or 0) - (start.get("requests") or 0)
+        secs = (end.get("post_s_total") or 0) - (start.get("post_s_total") or 0)
+        webhooks[src] = {
+            "requests": n,
+            "failed": (end.get("failed_requests") or 0) - (start.get("failed_requests") or 0),
+            "mean_s": round(secs / n, 3) if n else None,
+        }
+    d["webhooks_during_outage"] = webhooks
+    first = next((n for n in notified if n["path"] == "push" and n["sent"] > back), None)
+    if first is not None:
+        fault.recovered_s = round((first["sent"] - at).total_seconds(), 1)
+        fault.recovered_by = (
+            f"shipment notified through a push wake-up {(first['sent'] - back).total_seconds():.1f}"
+            " s after the queue came back"
+        )
+
+
+def _trigger_failures(stack: Stack) -> int:
+    """Lines of the triggerer's log where a trigger exited with an error (the watcher's,
+    while its Redis was gone: the triggerer starts it again on its next loop)."""
+    path = stack.state / "logs" / "triggerer.log"
+    try:
+        with path.open(errors="replace") as f:
+            return sum(1 for line in f if "exited with error" in line)
+    except OSError:
+        return 0
 
 
 def _recovery(stack: Stack, fault: Injected) -> None:
@@ -1126,11 +1366,10 @@ def reconcile(
     # ---- latency: shipped → customer notified (wall clock, from the shipped milestone's
     # arrival: pushed by the sandbox WMS, or polled when the push or its wake-up was missed)
     from orderflow.pushed import latency as push_latency
-    from orderflow.store.fulfilment import SHIPPED_TO_NOTIFIED_SQL
 
-    shipped_lat = push_latency.summarise(
-        [float(r[1]) for r in q("orderflow", SHIPPED_TO_NOTIFIED_SQL, {"since": "-infinity"})]
-    )
+    notified = notifications(stack)
+    shipped_lat = push_latency.summarise([n["seconds"] for n in notified])
+    shipped_by_path = _latency_by_path(notified)
 
     # ---- latency: received → released, from the order's first event (wall clock: what the
     # machine took; the order's received_at is the message's simulated arrival)
@@ -1150,7 +1389,11 @@ def reconcile(
 
     # ---- faults and DAG-run failures
     for fault in injected:
-        if "skipped" not in fault.detail:
+        if "skipped" in fault.detail:
+            continue
+        if fault.kind == "queue_down":
+            _queue_recovery(stack, fault, notified)
+        else:
             _recovery(stack, fault)
     windows = []
     for f in injected:
@@ -1272,6 +1515,7 @@ def reconcile(
         "received_to_released_p95_s": _p(lat, 95),
         "released_orders_measured": len(lat),
         **shipped_lat,
+        "shipped_to_notified_by_path": shipped_by_path,
         "faults": [asdict(f) for f in injected],
         "faults_unrecovered": sum(
             1 for f in injected if f.recovered_s is None and "skipped" not in f.detail
@@ -1284,6 +1528,19 @@ def reconcile(
         "findings": findings,
     }
     return report
+
+
+def _path_lines(by_path: dict | None) -> list[str]:
+    if not by_path:
+        return []
+    return [
+        f"  - via {path}: p50 {v['p50_s']} s, p95 {v['p95_s']} s, max {v['max_s']} s over "
+        f"{v['shipments']} shipments — {PATHS[path]}"
+        if v["shipments"]
+        else f"  - via {path}: no shipments — {PATHS[path]}"
+        for path, v in by_path.items()
+        if path in PATHS
+    ]
 
 
 def render_markdown(r: dict) -> str:
@@ -1317,6 +1574,7 @@ def render_markdown(r: dict) -> str:
         f"- shipped → customer notified: p50 {r.get('shipped_to_notified_p50_s')} s, "
         f"p95 {r.get('shipped_to_notified_p95_s')} s (target ≤ 30 s) over "
         f"{r.get('shipped_to_notified_measured')} shipments",
+        *_path_lines(r.get("shipped_to_notified_by_path")),
         "",
         "## Side effects against the receivers' records",
         "",
@@ -1334,7 +1592,11 @@ def render_markdown(r: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for f in r["faults"]:
-        detail = {k: v for k, v in f["detail"].items() if k != "rules"}
+        detail = {
+            k: v
+            for k, v in f["detail"].items()
+            if k not in ("rules", "pushes_at_injection", "pushes_at_end")
+        }
         if "rules" in f["detail"]:
             detail["rules"] = len(f["detail"]["rules"])
         lines.append(

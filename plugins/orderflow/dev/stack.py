@@ -299,9 +299,54 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def own_redis_port(environ: dict[str, str] | None = None) -> int | None:
+    """The port of the stack's own Redis for the pushed-event wake-ups, or None.
+
+    ``ORDERFLOW_REDIS=own`` (``orderflow soak`` always sets it): the supervisor runs a
+    ``redis-server`` of the stack's own — nothing on disk, restarted when it dies, and a
+    service a drill can take down (``queue_down``) without touching the machine's Redis,
+    which is also the Celery broker. It listens on ``ORDERFLOW_OWN_REDIS_PORT`` (the soak
+    gives a free port; default 6380). Otherwise (``make run``'s default) the wake-ups use
+    :func:`redis_url`, the machine's Redis."""
+    environ = os.environ if environ is None else environ
+    if (environ.get("ORDERFLOW_REDIS") or "").strip().lower() != "own":
+        return None
+    return int(environ.get("ORDERFLOW_OWN_REDIS_PORT") or 6380)
+
+
 def redis_url(environ: dict[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
+    if (port := own_redis_port(environ)) is not None:
+        return f"redis://127.0.0.1:{port}/0"
     return environ.get("ORDERFLOW_REDIS_URL") or REDIS_URL
+
+
+def own_redis_argv(port: int, state_dir: Path = settings.STATE_DIR) -> list[str]:
+    """``redis-server`` in the foreground on ``port`` (loopback only), no persistence: the
+    wake-ups are nudges, nothing in them needs keeping across a restart."""
+    import shutil
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError(
+            "ORDERFLOW_REDIS=own needs redis-server (Debian's redis-server; make deps installs it)"
+        )
+    work = state_dir / "run" / "redis"
+    work.mkdir(parents=True, exist_ok=True)
+    return [
+        exe,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--dir", str(work),
+    ]  # fmt: skip
+
+
+def hold_dir(state_dir: Path = settings.STATE_DIR) -> Path:
+    """The supervisor's hold folder: a file named after a service keeps it down."""
+    return state_dir / "run" / "hold"
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
@@ -320,14 +365,16 @@ def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None
     ``fulfilment_push`` Connection's password); the receiver wakes the fulfilment DAG through
     ``redis_default`` on a channel of this stack's own (two stacks may share one Redis).
     Without a Redis answering at start the watcher is left out (``ORDERFLOW_PUSH_WAKE=off``):
-    events are still pushed and stored, and the 2-minute poll applies them."""
+    events are still pushed and stored, and the 2-minute poll applies them. The stack's own
+    Redis (:func:`own_redis_port`) is started by the supervisor before everything else, so
+    the watcher is always on with it."""
     import hashlib
     from urllib.parse import urlparse
 
     url = redis_url(environ)
     u = urlparse(url)
     db = (u.path or "/0").strip("/") or "0"
-    wake = redis_answers(url)
+    wake = own_redis_port(environ) is not None or redis_answers(url)
     if not wake:
         log.warning("no Redis at %s: pushed events wait for the 2-minute poll", url)
     stack_id = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]

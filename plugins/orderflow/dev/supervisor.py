@@ -9,6 +9,10 @@ PostgreSQL is shut down. Nothing is left behind.
 Daemons that detach themselves (the embedded PostgreSQL, started by ``pg_ctl``) are watched
 the same way through a :class:`DaemonService`: a liveness check instead of a child process,
 restarted with the same backoff when it fails, and left to their owner to stop.
+
+A service can be *held* down on purpose (a chaos drill's outage, an operator's maintenance):
+while a file named after it exists in the supervisor's hold folder (``.orderflow/run/hold/``
+in the local stack), it is not restarted; once the file is gone it starts again at once.
 """
 
 from __future__ import annotations
@@ -96,10 +100,16 @@ class DaemonService(Service):
 
 
 class Supervisor:
-    def __init__(self, services: list[Service], env: dict[str, str]):
+    def __init__(self, services: list[Service], env: dict[str, str], hold_dir: Path | None = None):
         self.services = services
         self.env = env
+        self.hold_dir = hold_dir
         self._stopping = False
+        self._held: set[str] = set()
+
+    def held(self, svc: Service) -> bool:
+        """Whether ``svc`` is held down on purpose (a file named after it in the hold folder)."""
+        return self.hold_dir is not None and (self.hold_dir / svc.name).exists()
 
     def _on_signal(self, signum, _frame) -> None:
         self._stopping = True
@@ -123,8 +133,21 @@ class Supervisor:
         now = time.monotonic()
         for svc in self.services:
             if svc.alive() or self._stopping:
+                self._held.discard(svc.name)
                 continue
-            if svc.next_start == 0.0:
+            if self.held(svc):
+                if svc.name not in self._held:
+                    self._held.add(svc.name)
+                    log.warning("%s is down and held (%s): not restarting", svc.name, self.hold_dir)
+                svc.next_start = 0.0
+                continue
+            if svc.name in self._held:
+                # released from a hold: start now, not after a backoff
+                self._held.discard(svc.name)
+                svc.restarts, svc.next_start = 0, now
+                svc.signal_group(signal.SIGKILL)
+                log.info("%s released from its hold: starting it", svc.name)
+            elif svc.next_start == 0.0:
                 code = svc.proc.returncode if svc.proc else None
                 # a service that ran a while before dying starts over with a short backoff
                 if now - svc.started_at > 60:

@@ -62,7 +62,8 @@ def register(app) -> None:
 
         def work() -> dict:
             with pool().connection() as conn:
-                return inbox.receive(conn, source, events)
+                stored = inbox.store(conn, source, events)
+            return inbox.wake_after(source, stored)  # best effort, never raises
 
         try:
             return await run_in_threadpool(work)

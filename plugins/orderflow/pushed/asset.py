@@ -2,10 +2,14 @@
 whenever a wake-up arrives on :data:`orderflow.pushed.wake.CHANNEL`.
 
 An :class:`~airflow.sdk.AssetWatcher` runs its trigger in the triggerer (no worker waits):
-``MessageQueueTrigger(scheme="redis+pubsub")`` dispatches to the Redis provider's
-``AwaitMessageTrigger``, which fires once per message and is started again by the
-triggerer; a message published while it restarts, or while Redis is down, is not seen —
-the 2-minute poll covers both. Several wake-ups during one run queue a single next run.
+:class:`~orderflow.pushed.trigger.WakeTrigger` fires on every message and keeps its
+subscription; when Redis goes away it subscribes again until Redis is back, without
+blocking the triggerer (the provider's ``AwaitMessageTrigger``, which
+``MessageQueueTrigger(scheme="redis+pubsub")`` dispatches to, stalled the triggerer's event
+loop on a frozen Redis, and missed wake-ups while the triggerer restarted it after each
+one — see :mod:`orderflow.pushed.trigger`). A message published while Redis is down or the
+trigger reconnects is not seen — the 2-minute poll covers that. Several wake-ups during
+one run queue a single next run.
 
 ``ORDERFLOW_PUSH_WAKE=off`` (the local stack sets it when no Redis answers at start) leaves
 the Asset without a watcher: the DAG runs on its cron and on releases only.
@@ -15,9 +19,9 @@ from __future__ import annotations
 
 import os
 
-from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 from airflow.sdk import Asset, AssetWatcher
 
+from orderflow.pushed.trigger import WakeTrigger
 from orderflow.pushed.wake import CHANNEL, REDIS_CONN_ID
 
 #: How often the trigger checks its subscription (s): the wake-up's share of the latency.
@@ -26,9 +30,8 @@ POLL_INTERVAL_S = 0.5
 WAKE_ENABLED = os.environ.get("ORDERFLOW_PUSH_WAKE", "on").lower() not in ("off", "0", "false")
 
 
-def wake_trigger(channel: str = CHANNEL) -> MessageQueueTrigger:
-    return MessageQueueTrigger(
-        scheme="redis+pubsub",
+def wake_trigger(channel: str = CHANNEL) -> WakeTrigger:
+    return WakeTrigger(
         channels=[channel],
         redis_conn_id=REDIS_CONN_ID,
         poll_interval=POLL_INTERVAL_S,

@@ -96,6 +96,13 @@ def store(conn: psycopg.Connection, source: str, events: Sequence[dict]) -> dict
 
 def receive(conn: psycopg.Connection, source: str, events: Sequence[dict]) -> dict[str, Any]:
     """Store, commit, then wake the fulfilment DAG if anything was new."""
-    out: dict[str, Any] = store(conn, source, events)
+    return wake_after(source, store(conn, source, events))
+
+
+def wake_after(source: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` (what :func:`store` committed) with the wake-up's outcome: published only
+    when something was new. Called once the store's connection is given back, so a slow or
+    absent Redis never holds a database connection."""
+    out: dict[str, Any] = dict(stored)
     out.update(wake.publish(source, out["stored"]) if out["stored"] else {"woken": False})
     return out

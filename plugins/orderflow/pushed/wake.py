@@ -6,6 +6,12 @@ The message is only a nudge — it carries counts, never the events, which are a
 store. Publishing is best effort with short timeouts: Redis down (or no ``redis_default``
 Connection) is logged and reported, never raised, and the 2-minute poll picks the stored
 events up anyway.
+
+A webhook must not wait on a Redis that is gone: one attempt (redis-py's default of three
+retries with backoff took 5.8 s against an unresponsive server), :data:`TIMEOUT_S` to
+connect or answer, and after a failure the next :data:`BACKOFF_S` seconds of wake-ups are
+skipped without trying (reported as such) — a down queue costs one webhook at most one
+timeout every few seconds, not every webhook.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +33,12 @@ REDIS_CONN_ID = "redis_default"
 CHANNEL = os.environ.get("ORDERFLOW_FULFILMENT_WAKE_CHANNEL", "orderflow.fulfilment.events")
 #: Seconds to connect to / answer from Redis before giving up on a wake-up.
 TIMEOUT_S = 1.0
+#: After a failed publish, wake-ups are skipped (not tried) for this many seconds.
+BACKOFF_S = 5.0
 
 _lock = threading.Lock()
 _clients: dict[tuple, Any] = {}
+_failed_at: float | None = None  # monotonic time of the last failed publish
 
 
 def _client(conn_id: str):
@@ -41,6 +51,8 @@ def _client(conn_id: str):
         client = _clients.get(key)
         if client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             client = redis.Redis(
                 host=c.host or "127.0.0.1",
@@ -49,6 +61,7 @@ def _client(conn_id: str):
                 password=c.password or None,
                 socket_timeout=TIMEOUT_S,
                 socket_connect_timeout=TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),  # one attempt: the poll is the retry
             )
             _clients[key] = client
         return client
@@ -58,7 +71,16 @@ def publish(
     source: str, stored: int, *, conn_id: str = REDIS_CONN_ID, channel: str | None = None
 ) -> dict[str, Any]:
     """Publish one wake-up for ``stored`` new events of ``source``. Returns
-    ``{"woken": bool, "listeners": n}`` or ``{"woken": False, "error": ...}``; never raises."""
+    ``{"woken": bool, "listeners": n}`` or ``{"woken": False, "error": ...}`` (``"skipped"``
+    too within :data:`BACKOFF_S` of a failure); never raises."""
+    global _failed_at
+    failed_at = _failed_at
+    if failed_at is not None and time.monotonic() - failed_at < BACKOFF_S:
+        return {
+            "woken": False,
+            "skipped": True,
+            "error": f"Redis failed {time.monotonic() - failed_at:.1f} s ago; not tried",
+        }
     message = json.dumps(
         {"source": source, "stored": stored, "at": datetime.now(UTC).isoformat()},
         separators=(",", ":"),
@@ -66,6 +88,7 @@ def publish(
     try:
         listeners = _client(conn_id).publish(channel or CHANNEL, message)
     except Exception as exc:  # Redis down, no Connection: the poll is the safety net
+        _failed_at = time.monotonic()
         log.warning(
             "stored %s pushed %s event(s) but could not wake fulfilment through Redis (%s: %s); "
             "the 2-minute poll will apply them",
@@ -75,4 +98,5 @@ def publish(
             exc,
         )
         return {"woken": False, "error": f"{type(exc).__name__}: {exc}"}
+    _failed_at = None
     return {"woken": True, "listeners": int(listeners)}

@@ -1,0 +1,75 @@
+"""The soak's chaos profiles (include/soak/*.yaml): every one loads, the queue outage of the
+pushed-event wake-ups is in the CI short soak, the drill and the ten-day soak, and a malformed
+``queue_down`` is refused with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from orderflow.dev import soak
+
+
+@pytest.mark.parametrize("name", ["short", "drill", "default", "kills"])
+def test_every_profile_loads_in_time_order(name):
+    profile = soak.load_profile(name)
+    assert profile.actions
+    hours = [a.at_hours for a in profile.actions]
+    assert hours == sorted(hours)
+    assert {a.kind for a in profile.actions} <= set(soak.KINDS)
+
+
+@pytest.mark.parametrize("name", ["short", "drill", "default"])
+def test_the_queue_goes_down_for_a_while_and_comes_back_before_the_day_ends(name):
+    profile = soak.load_profile(name)
+    outages = [a for a in profile.actions if a.kind == "queue_down"]
+    assert outages
+    for a in outages:
+        assert a.duration_hours > 0 and a.signal in ("kill", "stop")
+        # back while releases still ship (orders arrive until about 23.5 h and ship up to
+        # ~7 h after): a shipment notified through a push wake-up after it is its recovery
+        assert a.at_hours + a.duration_hours <= 26 or name == "default"
+
+
+def test_the_short_soak_takes_the_queue_down_with_sigkill_and_the_drill_freezes_it():
+    short = [a for a in soak.load_profile("short").actions if a.kind == "queue_down"]
+    drill = [a for a in soak.load_profile("drill").actions if a.kind == "queue_down"]
+    assert [a.signal for a in short] == ["kill"]
+    assert [a.signal for a in drill] == ["stop"]
+
+
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [
+        ("{at_hours: 1, kind: queue_down}", "queue_down needs duration_hours"),
+        (
+            "{at_hours: 1, kind: queue_down, duration_hours: 1, signal: term}",
+            "signal is 'kill' or 'stop'",
+        ),
+        ("{at_hours: 1, kind: redis_down, duration_hours: 1}", "kind must be one of"),
+    ],
+)
+def test_a_malformed_queue_down_is_refused(tmp_path, action, reason):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: bad\nactions:\n  - {action}\n")
+    with pytest.raises(ValueError, match=reason):
+        soak.load_profile(str(path))
+
+
+def test_notifications_are_classified_by_the_run_that_sent_them():
+    assert soak._path("asset_triggered", ["orders_released", "fulfilment_events_pushed"]) == "push"
+    assert soak._path("scheduled", []) == "poll"
+    assert soak._path("asset_triggered", ["orders_released"]) == "other"
+    assert soak._path("manual", []) == "other"
+
+
+def test_latency_is_split_by_path_with_the_shipments_counted():
+    notified = [{"seconds": s, "path": "push"} for s in (2.0, 4.0, 6.0)] + [
+        {"seconds": 100.0, "path": "poll"}
+    ]
+    by_path = soak._latency_by_path(notified)
+    assert by_path["all"]["shipments"] == 4
+    assert by_path["push"] == {"p50_s": 4.0, "p95_s": 5.8, "max_s": 6.0, "shipments": 3}
+    assert by_path["poll"]["p95_s"] == 100.0 and by_path["poll"]["shipments"] == 1
+    assert by_path["other"] == {"p50_s": None, "p95_s": None, "max_s": None, "shipments": 0}
+    lines = soak._path_lines(by_path)
+    assert any(line.startswith("  - via push: p50 4.0 s, p95 5.8 s") for line in lines)
