@@ -42,6 +42,8 @@ def evaluate(seed: int, *, days: int = 195, orders_per_day: int = 40) -> dict[st
     detail: dict[str, Any] = {}
     with threadpool_limits(1):
         for name, spec in registry.MODELS.items():
+            if spec.fit is not None:
+                continue  # near-duplicates: benchmarks/near_duplicates.py measures them
             tr = [e for e in ex if e.model == name and e.at < cut]
             te = [e for e in ex if e.model == name and e.at >= cut]
             model = models.fit([e.features for e in tr], [e.label for e in tr], spec.columns)
@@ -81,7 +83,7 @@ def import_history(conn: Any, seed: int, **kwargs: Any) -> dict[str, int]:
     """Generated history as labelled examples (``ai_example``, source ``history:<seed>``): a
     store with no desk labels yet can train. Returns examples per model."""
     from orderflow import rules
-    from orderflow.ai import history
+    from orderflow.ai import duplicates, history
     from orderflow.ai.features import jsonable
     from orderflow.store import ai as repo
     from orderflow_sandbox.generator.history import generate
@@ -94,4 +96,27 @@ def import_history(conn: Any, seed: int, **kwargs: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for e in ex:
         out[e.model] = out.get(e.model, 0) + 1
+    pairs = _duplicate_pairs(seed, kwargs.get("days", 130), kwargs.get("orders_per_day", 40))
+    repo.add_examples(conn, [(duplicates.MODEL_NAME, source, *p) for p in pairs])
+    out[duplicates.MODEL_NAME] = len(pairs)
     return out
+
+
+#: near-duplicate history imported: at most this many business days (pairs grow with
+#: orders per customer and window; 30 days of 30 orders a day: ≈ 7.5k pairs, ≈ 50 duplicates)
+DUP_DAYS, DUP_ORDERS_PER_DAY = 30, 30
+
+
+def _duplicate_pairs(seed: int, days: int, orders_per_day: int) -> list[tuple]:
+    """Labelled pairs of generated orders (``orderflow_sandbox.generator.duplicates``: portal
+    orders re-sent by EDI, e-mailed, re-keyed) as near-duplicate examples."""
+    from datetime import timedelta
+
+    from orderflow.ai import duplicates
+    from orderflow_sandbox.generator.duplicates import generate_labelled
+
+    data = generate_labelled(
+        seed, min(days, DUP_DAYS), orders_per_day=min(orders_per_day, DUP_ORDERS_PER_DAY)
+    )
+    docs = [duplicates.from_generated(o) for o in data.orders]
+    return duplicates.examples(docs, data.duplicate_of, timedelta(hours=168))
