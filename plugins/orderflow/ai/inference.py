@@ -75,7 +75,7 @@ def near_duplicates(conn: psycopg.Connection, book: RuleBook):
 def record_duplicates(conn: psycopg.Connection, results: list, near, book: RuleBook) -> int:
     """Each ``possible_duplicate`` hold the matcher caused, recorded as the model's decision
     (action ``hold``: a person confirms); its id goes into the hold's details."""
-    from orderflow.ai import governance
+    from orderflow.ai import duplicates, governance
 
     if near is None:
         return 0
@@ -93,7 +93,7 @@ def record_duplicates(conn: psycopg.Connection, results: list, near, book: RuleB
             NEAR_DUPLICATE,
             version,
             r.order.order_id,
-            "duplicate",
+            duplicates.DUPLICATE,  # a reviewer's correction: duplicates.DISTINCT
             float(h.details["score"]),
             near.seen.get(r.order.order_id, {}),
             [
