@@ -159,7 +159,7 @@ def validate(
     # check here too, and are recorded with the rest.
     versions = book.tag("validation", "pricing", "routing", *registry.tag(book, core=True))
     exceptions.ensure_categories(conn, registry.categories(book, core=True))
-    near = _near_duplicates(conn, book)
+    near = inference.near_duplicates(conn, book)
     hours = book.validation.duplicate_window_hours
     if near is not None:
         hours = max(hours, book.validation.near_duplicates.window_hours)
@@ -169,6 +169,7 @@ def validate(
         checks = registry.checks(book, registry.load_contexts(conn, book, orders), core=True)
         results = check(orders, ref, book.validation, book.pricing, checks, near)
         repo.save_validated_lines(conn, [r.order for r in results])
+        inference.record_duplicates(conn, results, near, book)
         # Decision support (orderflow.ai, #17): anomalies on arrival hold or flag; then the
         # cause of each hold opened is recommended (and routed). Advisory, within policy.
         flags = inference.before_decide(conn, results, ref, book)
@@ -190,36 +191,6 @@ def validate(
         crm_repo.enqueue_requests(conn, ids)
     out.skipped = len(order_ids) - out.orders
     return out
-
-
-#: the hold a near-duplicate match raises (created in the store the first time it is needed)
-POSSIBLE_DUPLICATE = "possible_duplicate"
-
-
-def _near_duplicates(conn: psycopg.Connection, book: RuleBook):
-    """The near-duplicate matcher when the validation rules enable it and a model is trained
-    (loaded here, in the task, never at DAG parse time); None otherwise — the stage then
-    decides exactly as without it."""
-    if not book.validation.near_duplicates.enabled:
-        return None
-    from orderflow.ai import duplicates
-    from orderflow.rules import ExceptionCategory
-    from orderflow.store import exceptions
-
-    near = duplicates.matcher()
-    if near is not None:
-        exceptions.ensure_categories(
-            conn,
-            [
-                ExceptionCategory(
-                    POSSIBLE_DUPLICATE,
-                    "Possibly the same order re-submitted on another channel (a model's match)",
-                    default_owner_role="customer_service",
-                    default_sla_minutes=120,
-                )
-            ],
-        )
-    return near
 
 
 def _details(results) -> dict[str, dict]:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from orderflow import processing, rules
-from orderflow.ai import evaluate, governance
+from orderflow.ai import evaluate, governance, inference
 from orderflow.processing import RunContext
 from orderflow.store import ai as repo
 from orderflow.store import db, intake
@@ -40,6 +40,7 @@ def trained(store_url, airflow_db):
     conn = db.connect()
     counts = evaluate.import_history(conn, seed=3, days=45, orders_per_day=30)
     assert counts["exception_cause"] > 50 and counts["arrival_anomaly"] > 500
+    assert counts["near_duplicate"] > 500  # labelled pairs of generated re-submissions
     _run("train_models")
     yield conn
     conn.close()
@@ -87,7 +88,7 @@ def _order(conn, oid, cid, item, qty, price, received_at=None):
 
 
 def test_the_dag_trains_and_activates_a_version_per_model(trained):
-    for name in ("exception_cause", "arrival_anomaly"):
+    for name in ("exception_cause", "arrival_anomaly", "near_duplicate"):
         [v] = [v for v in repo.versions(trained, name) if v["active"]]
         assert v["n_examples"] > 0 and v["window_from"] < v["window_to"]
         assert v["metrics"]["gate"]["value"] is not None
@@ -174,11 +175,15 @@ def test_the_kill_switch_stops_inference(trained, tmp_path):
     copy = tmp_path / "rules"
     shutil.copytree(rules.rules_dir(), copy)
     (copy / "ai" / "2026.12.99.yaml").write_text(
-        'version: "2026.12.99"\neffective_from: "2026-01-02T00:00:00Z"\n'
+        'version: "2026.12.99"\neffective_from: "2026-12-05T17:00:01Z"\n'
         "models:\n  exception_cause: {enabled: false}\n  arrival_anomaly: {enabled: false}\n"
+        "  near_duplicate: {enabled: false}\n"
     )
     book = rules.load(directory=copy)
-    assert not governance.enabled(book, "exception_cause")
+    for name in ("exception_cause", "arrival_anomaly", "near_duplicate"):
+        assert not governance.enabled(book, name)
+    assert inference.near_duplicates(conn, book) is None  # not asked: no matcher
+    assert inference.near_duplicates(conn, rules.load()) is not None  # on: the active version
     cid, item = _seed(conn, tag)
     oid = _order(conn, f"O-AIK-{tag}", cid, item, 3, "120.00")
     assert processing.validate(conn, [oid], CTX, book).held == {"pricing_mismatch": 1}

@@ -1,13 +1,17 @@
 """Near-duplicate orders in the validation stage (#17, model 2), against the real store: an
 EDI re-send of a portal order with a reformatted PO number is held ``possible_duplicate``
 naming the portal order, a weekly re-order of the same items is not, a person's reject
-cancels the duplicate, and without a trained model the stage decides as before.
+cancels the duplicate, each hold is the model's recorded decision (``orderflow.ai.governance``),
+and without a trained model, or with the model switched off in the ``ai`` rules, the stage
+decides as before.
 
-The model is trained here on a small generated history (``orderflow_sandbox.generator.
-duplicates``) and saved where the stage looks for it (``ORDERFLOW_MODELS_DIR``)."""
+The model is trained through the registry (``orderflow.ai.training``) on labelled pairs of a
+small generated history (``orderflow_sandbox.generator.duplicates``) imported into the store,
+stored as a hash-checked version and loaded by the stage from there."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,8 +29,10 @@ from test_processing_store import (
 
 from orderflow import decisions, processing, rules
 from orderflow.ai import duplicates as nd
+from orderflow.ai import governance, training
 from orderflow.domain.approvals import REJECT
 from orderflow.domain.models import Address, Channel, Order, OrderLine, ProductId, Provenance
+from orderflow.store import ai as ai_repo
 from orderflow.store import db
 from orderflow_sandbox.generator.duplicates import generate_labelled
 
@@ -43,24 +49,21 @@ def book():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A near-duplicate model trained on two weeks of a small generated history."""
+def trained(store_url):
+    """The registry's near-duplicate model trained on labelled pairs of a small generated
+    history (twelve business days) imported into this module's store; its active version."""
     data = generate_labelled(23, 12, customers=15, items=120, orders_per_day=30)
     docs = [nd.from_generated(o) for o in data.orders]
-    pairs = nd.training_pairs(docs, data.duplicate_of, timedelta(hours=168))
-    path = tmp_path_factory.mktemp("models")
-    nd.save(nd.train(pairs, version="it"), path / "near_duplicate.joblib")
-    return path
-
-
-@pytest.fixture
-def with_model(model_dir, monkeypatch):
-    monkeypatch.setenv("ORDERFLOW_MODELS_DIR", str(model_dir))
-
-
-@pytest.fixture
-def without_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORDERFLOW_MODELS_DIR", str(tmp_path))
+    pairs = nd.examples(docs, data.duplicate_of, timedelta(hours=168))
+    conn = db.connect()
+    try:
+        with db.transaction(conn):
+            ai_repo.add_examples(conn, [(nd.MODEL_NAME, "history:23", *p) for p in pairs])
+        result = training.train(conn, nd.MODEL_NAME)
+    finally:
+        conn.close()
+    assert result.activated and result.version, result
+    return result.version
 
 
 def _order(oid, cid, po, channel, at, items) -> Order:
@@ -112,8 +115,28 @@ def _exceptions(store, oid):
     ).fetchall()
 
 
+def test_without_a_trained_model_the_stage_decides_as_before(store, book):
+    # runs first: the module's store has no near-duplicate version yet
+    assert ai_repo.active_version(store, nd.MODEL_NAME) is None
+    tag = uuid.uuid4().hex[:6].upper()
+    cid, basket = _seed(store, tag)
+    (portal_id,) = insert(
+        store, [_order(f"POR-{tag}", cid, "4500012345", Channel.PORTAL, T0, basket)]
+    )
+    resend = _order(
+        f"EDI-{tag}", cid, "PO# 4500-0123-45", Channel.EDI, T0 + timedelta(hours=3), basket
+    )
+    ids = [portal_id, *insert(store, [resend])]
+    out = processing.validate(store, ids, CTX, book)
+    assert (out.passed, out.held) == (2, {}), out
+    # an exact re-send (the same PO number) is still the exact check's
+    again = _order(f"EDI-{tag}-2", cid, "4500012345", Channel.EDI, T0 + timedelta(hours=4), basket)
+    out = processing.validate(store, insert(store, [again]), CTX, book)
+    assert out.held == {"duplicate_suspect": 1}
+
+
 def test_an_edi_resend_is_held_with_the_portal_order_and_a_weekly_reorder_is_not(
-    store, book, with_model
+    store, book, trained
 ):
     tag = uuid.uuid4().hex[:6].upper()
     cid, basket = _seed(store, tag)
@@ -135,12 +158,28 @@ def test_an_edi_resend_is_held_with_the_portal_order_and_a_weekly_reorder_is_not
     ((exception_id, category, owner, details),) = _exceptions(store, resend.order_id)
     assert (category, owner) == ("possible_duplicate", "customer_service")
     assert details["duplicate_of"] == portal_id and details["match"] == "model"
-    assert details["model"] == "near_duplicate@it"
+    assert details["model"] == f"near_duplicate@{trained}"
     assert details["score"] >= details["threshold"] > 0
     assert details["evidence"]["channels"] == ["portal", "edi"]
     assert details["evidence"]["po_same_after_normalising"] is True
     assert len(details["input_hash"]) == 64
     assert _exceptions(store, reorder.order_id) == []
+    # the hold is the model's recorded decision (governance): version, inputs, score, action
+    [d] = ai_repo.decisions_for(store, order_id=resend.order_id)
+    assert (d["model_name"], d["model_version"], d["action"]) == (
+        "near_duplicate",
+        trained,
+        "hold",
+    )
+    assert d["decision_id"] == details["decision_id"]
+    assert abs(float(d["score"]) - details["score"]) < 1e-6
+    input_hash, features = store.execute(
+        "SELECT input_hash, features FROM orderflow.ai_decision WHERE decision_id = %s",
+        (d["decision_id"],),
+    ).fetchone()
+    assert input_hash == governance.input_hash(features) and set(features) == set(nd.FEATURES)
+    assert {"duplicate_of": portal_id} in d["evidence"]
+    assert ai_repo.decisions_for(store, order_id=reorder.order_id) == []
 
     # a person confirms it is a duplicate: the re-send is rejected, the portal order goes on
     done = decisions.decide(
@@ -155,7 +194,17 @@ def test_an_edi_resend_is_held_with_the_portal_order_and_a_weekly_reorder_is_not
     assert statuses(store, [portal_id])[portal_id] == "VALIDATED"
 
 
-def test_without_a_trained_model_the_stage_decides_as_before(store, book, without_model):
+def test_the_ai_rules_kill_switch_stops_it(store, trained, tmp_path):
+    copy = tmp_path / "rules"
+    shutil.copytree(rules.rules_dir(), copy)
+    text = (copy / "ai" / "2026.12.1.yaml").read_text()
+    (copy / "ai" / "2026.12.99.yaml").write_text(
+        text.replace('"2026.12.1"', '"2026.12.99"')
+        .replace("2026-12-05T17:00:00Z", "2026-12-05T17:00:01Z")
+        .replace("near_duplicate: {enabled: true}", "near_duplicate: {enabled: false}")
+    )
+    off = rules.load(directory=copy)
+    assert off.ai.version == "2026.12.99" and not governance.enabled(off, nd.MODEL_NAME)
     tag = uuid.uuid4().hex[:6].upper()
     cid, basket = _seed(store, tag)
     (portal_id,) = insert(
@@ -165,9 +214,6 @@ def test_without_a_trained_model_the_stage_decides_as_before(store, book, withou
         f"EDI-{tag}", cid, "PO# 4500-0123-45", Channel.EDI, T0 + timedelta(hours=3), basket
     )
     ids = [portal_id, *insert(store, [resend])]
-    out = processing.validate(store, ids, CTX, book)
+    out = processing.validate(store, ids, CTX, off)
     assert (out.passed, out.held) == (2, {}), out
-    # an exact re-send (the same PO number) is still the exact check's
-    again = _order(f"EDI-{tag}-2", cid, "4500012345", Channel.EDI, T0 + timedelta(hours=4), basket)
-    out = processing.validate(store, insert(store, [again]), CTX, book)
-    assert out.held == {"duplicate_suspect": 1}
+    assert ai_repo.decisions_for(store, order_id=resend.order_id) == []

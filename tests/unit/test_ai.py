@@ -171,3 +171,15 @@ def test_the_kill_switch_is_a_rule_set_version(tmp_path):
     assert not governance.enabled(after, "exception_cause")
     assert governance.enabled(after, "arrival_anomaly")
     assert not governance.enabled(after, "a_model_not_named")  # unnamed: never asked
+
+
+def test_evaluate_measures_near_duplicates_on_a_period_it_did_not_train_on():
+    from orderflow.ai import evaluate
+
+    out = evaluate.evaluate(4, days=40, orders_per_day=20)
+    dup = out["detail"]["near_duplicate"]
+    assert out["dup_precision"] == dup["dup_precision"] is not None
+    assert out["dup_recall"] == dup["dup_recall"] is not None
+    assert 0 <= out["dup_precision"] <= 1 and 0 <= out["dup_recall"] <= 1
+    assert dup["judged_orders"] > 0 and dup["train_orders"] > 0
+    assert "dup_precision" not in out["not_built"] and "dup_recall" not in out["not_built"]

@@ -203,7 +203,11 @@ def test_score_names_the_original_with_evidence(small):
     assert nd.score(model, doc("W2", "4500012352", BASKET), [portal])[:1] == []
 
 
-def test_a_model_survives_bytes_and_files(small, tmp_path):
+def test_a_model_survives_bytes_and_the_registrys_hash_check(small):
+    import hashlib
+
+    from orderflow.ai import models
+
     model, _, _ = small
     again = nd.loads(nd.dumps(model))
     assert (again.version, again.threshold, again.features) == (
@@ -211,11 +215,34 @@ def test_a_model_survives_bytes_and_files(small, tmp_path):
         model.threshold,
         nd.FEATURES,
     )
-    path = nd.save(model, tmp_path / "m.joblib")
-    assert nd.load(path).pinned == "near_duplicate@test"
-    assert nd.load(tmp_path / "none.joblib") is None
     with pytest.raises(ValueError, match="not a near-duplicate model"):
         nd.loads(_joblib_bytes({"x": 1}))
+    # the store's artifact: loaded only when its bytes match the recorded hash
+    blob = models.dumps(model)
+    assert models.loads(blob, hashlib.sha256(blob).hexdigest()).pinned == "near_duplicate@test"
+    with pytest.raises(ValueError, match="SHA-256"):
+        models.loads(blob, "0" * 64)
+
+
+def test_the_registry_trains_it_from_labelled_pair_examples(small):
+    from orderflow.ai import registry
+
+    _, data, docs = small
+    ex = nd.examples(docs, data.duplicate_of, timedelta(hours=168))
+    assert {lab for *_, lab in ex} == {nd.DUPLICATE, nd.DISTINCT}
+    assert all(set(f) == set(nd.FEATURES) for _, _, f, _ in ex)
+    spec = registry.get(nd.MODEL_NAME)
+    cut = int(len(ex) * 0.8)
+    model = spec.fit(
+        [f for _, _, f, _ in ex[:cut]],
+        [lab for *_, lab in ex[:cut]],
+        times=[at for _, at, _, _ in ex[:cut]],
+        subjects=[s for s, *_ in ex[:cut]],
+        version="reg",
+    )
+    assert model.pinned == "near_duplicate@reg" and 0 < model.threshold < 1
+    m = spec.score(model, [f for _, _, f, _ in ex[cut:]], [lab for *_, lab in ex[cut:]])
+    assert m[spec.gate_metric] > 0.5 and m["n_duplicate"] > 0
 
 
 def _joblib_bytes(obj) -> bytes:
@@ -329,14 +356,7 @@ def test_below_the_threshold_exact_first_and_off_switch():
     stub = Stub()
     (v,) = validate([_view("S", "4500012345")], ref, BOOK.validation, BOOK.pricing, near=stub)
     assert [h.category for h in v.holds] == ["duplicate_suspect"] and stub.asked == []
-    # switched off in the rules (or no model): exactly as without it
-    off = BOOK.validation.model_copy(
-        update={
-            "near_duplicates": BOOK.validation.near_duplicates.model_copy(update={"enabled": False})
-        }
-    )
-    (v,) = validate([_view("E", "PO# 4500-0123-45")], ref, off, BOOK.pricing, near=Stub())
-    assert v.ok
+    # switched off in the ai rules, or no model (the stage passes no matcher): as without it
     (v,) = validate([_view("E", "PO# 4500-0123-45")], ref, BOOK.validation, BOOK.pricing)
     assert v.ok
     # a person approved it as an order of its own: revalidating it does not hold it again
@@ -346,6 +366,8 @@ def test_below_the_threshold_exact_first_and_off_switch():
 
 
 def test_the_shipped_rules_enable_it_and_older_versions_hash_as_before():
+    assert BOOK.ai.enabled("near_duplicate")
+    assert not load(at=datetime(2026, 11, 27, tzinfo=UTC)).ai.enabled("near_duplicate")
     assert BOOK.validation.near_duplicates.enabled
     assert BOOK.validation.near_duplicates.min_score is None  # the model's calibrated threshold
     before = load(at=datetime(2026, 11, 27, tzinfo=UTC)).validation

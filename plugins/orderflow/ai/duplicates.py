@@ -25,7 +25,9 @@ person confirms (reject: it was a duplicate; approve: it is an order of its own)
 
 Pure computation on plain records (:class:`Doc`); scikit-learn is imported only where a model
 is trained or loaded. The model is a small versioned object (:class:`Model`: estimator,
-threshold, training window, metrics) saved with :func:`save` / :func:`dumps`.
+threshold, training window, metrics): a model of ``orderflow.ai.registry`` (``near_duplicate``),
+trained by ``orderflow.ai.training`` from the store's labelled pairs (:func:`examples`) and
+stored, hash-checked, in ``orderflow.ai_model_version`` like the others.
 """
 
 from __future__ import annotations
@@ -34,12 +36,10 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 MODEL_NAME = "near_duplicate"
@@ -474,29 +474,51 @@ def train(
     version: str | None = None,
     folds: int = 4,
 ) -> Model:
-    """Fit the classifier on ``pairs`` and calibrate its threshold: the pairs are cut into
-    ``folds`` consecutive periods by arrival; each period is scored by a model fitted on the
-    others, and the threshold is the middle of the scores that give the best F1 of orders
-    flagged as the flow flags them (per order, its best match; a hit only when that match is
-    its original). The estimator is then fitted on every pair."""
+    """Fit the classifier on ``pairs`` (:func:`fit`)."""
+    return fit(
+        [features(o, c).values for o, c, _ in pairs],
+        [y for _, _, y in pairs],
+        [o.received_at for o, _, _ in pairs],
+        [o.order_id for o, _, _ in pairs],
+        window_hours=window_hours,
+        version=version,
+        folds=folds,
+    )
+
+
+def fit(
+    rows: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    times: Sequence[datetime],
+    orders: Sequence[str],
+    *,
+    window_hours: int = 168,
+    version: str | None = None,
+    folds: int = 4,
+) -> Model:
+    """Fit the classifier on pair feature ``rows`` (label 1: a re-submission; ``times``: when
+    the pair's newer order arrived; ``orders``: its id) and calibrate its threshold: the pairs
+    are cut into ``folds`` consecutive periods by arrival; each period is scored by a model
+    fitted on the others, and the threshold is the middle of the scores that give the best F1
+    of orders flagged as the flow flags them (per order, its best match; a hit only when that
+    match is its original). The estimator is then fitted on every pair."""
     import numpy as np
 
-    xs = np.asarray([features(o, c).values for o, c, _ in pairs], dtype=float)
-    ys = np.asarray([y for _, _, y in pairs])
+    xs = np.asarray(rows, dtype=float)
+    ys = np.asarray([int(y) for y in labels])
     if len(set(ys.tolist())) < 2:
         raise ValueError("training needs both duplicate and distinct pairs")
-    order = sorted({o.received_at for o, _, _ in pairs})
+    order = sorted(set(times))
     cuts = [order[len(order) * k // folds] for k in range(1, folds)]
-    fold = np.asarray([sum(o.received_at >= c for c in cuts) for o, _, _ in pairs])
-    oof = np.zeros(len(pairs))
+    fold = np.asarray([sum(t >= c for c in cuts) for t in times])
+    oof = np.zeros(len(ys))
     for k in range(folds):
         test = fold == k
         if not test.any() or len(set(ys[~test].tolist())) < 2:
             continue
         oof[test] = _estimator().fit(xs[~test], ys[~test]).predict_proba(xs[test])[:, 1]
-    threshold, cal = _calibrate(pairs, oof.tolist())
+    threshold, cal = _calibrate(list(zip(orders, ys.tolist(), strict=True)), oof.tolist())
     estimator = _estimator().fit(xs, ys)
-    times = [o.received_at for o, _, _ in pairs]
     now = datetime.now(UTC)
     return Model(
         estimator,
@@ -505,7 +527,7 @@ def train(
         now.isoformat(),
         {"from": min(times).isoformat(), "to": max(times).isoformat()},
         {
-            "pairs": len(pairs),
+            "pairs": len(ys),
             "positive_pairs": int(ys.sum()),
             **{f"calibration_{k}": v for k, v in cal.items()},
         },
@@ -524,17 +546,18 @@ def _estimator():
 
 
 def _calibrate(
-    pairs: Sequence[LabelledPair], probs: Sequence[float]
+    pairs: Sequence[tuple[str, int]], probs: Sequence[float]
 ) -> tuple[float, dict[str, float]]:
-    """The threshold with the best F1 of orders flagged on ``pairs`` scored ``probs`` (per
-    order: its best candidate; a hit only when that candidate is its original)."""
+    """The threshold with the best F1 of orders flagged on ``pairs`` ((order id, label))
+    scored ``probs`` (per order: its best candidate; a hit only when that candidate is its
+    original)."""
     best: dict[str, tuple[float, int]] = {}
     positives: set[str] = set()
-    for (o, _, y), p in zip(pairs, probs, strict=True):
+    for (oid, y), p in zip(pairs, probs, strict=True):
         if y:
-            positives.add(o.order_id)
-        if o.order_id not in best or p > best[o.order_id][0]:
-            best[o.order_id] = (p, y)
+            positives.add(oid)
+        if oid not in best or p > best[oid][0]:
+            best[oid] = (p, y)
     ranked = sorted(best.values(), key=lambda t: -t[0])
     cuts = []  # (f1, precision, recall, k): flag the first k + 1 orders
     tp = fp = 0
@@ -656,52 +679,18 @@ def loads(blob: bytes) -> Model:
     return model
 
 
-def model_path() -> Path:
-    """Where the flow finds the trained model until the model registry holds it:
-    ``$ORDERFLOW_MODELS_DIR/near_duplicate.joblib`` (default: the state directory's
-    ``models/``)."""
-    from orderflow import settings
-
-    base = os.environ.get("ORDERFLOW_MODELS_DIR") or settings.STATE_DIR / "models"
-    return Path(base) / f"{MODEL_NAME}.joblib"
-
-
-def save(model: Model, path: Path | None = None) -> Path:
-    path = path or model_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(dumps(model))
-    tmp.replace(path)
-    return path
-
-
-_LOADED: dict[tuple[str, float], Model] = {}
-
-
-def load(path: Path | None = None) -> Model | None:
-    """The trained model at ``path`` (default :func:`model_path`), or None when there is
-    none. Cached per file and modification time."""
-    path = path or model_path()
-    try:
-        stamp = path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-    key = (str(path), stamp)
-    if key not in _LOADED:
-        _LOADED.clear()
-        _LOADED[key] = loads(path.read_bytes())
-    return _LOADED[key]
-
-
 # ---------------------------------------------------------------------------- the stage's matcher
 
 
 @dataclass
 class Matcher:
     """The model bound for the validation stage (``orderflow.domain.validation``'s
-    ``NearDuplicates``): the best match of an order among the candidates the stage blocked."""
+    ``NearDuplicates``): the best match of an order among the candidates the stage blocked.
+    The pair features of each best match are kept (:attr:`seen`, by order id) for the
+    decision ``orderflow.ai.governance`` records when the match holds the order."""
 
     model: Model
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def pinned(self) -> str:
@@ -715,12 +704,67 @@ class Matcher:
         doc = from_view(order)
         docs = [from_view(c, c.channel, c.lines) for c in candidates if c.lines]
         found = score(self.model, doc, docs, threshold=0.0, limit=1)
-        return found[0] if found else None
+        if not found:
+            return None
+        match = next(d for d in docs if d.order_id == found[0][0])
+        pair = features(in_context(doc, docs), match)
+        self.seen[doc.order_id] = pair_row(pair)
+        return found[0]
 
 
-def matcher(path: Path | None = None) -> Matcher | None:
-    model = load(path)
-    return None if model is None else Matcher(model)
+# ---------------------------------------------------------------------------- the registry's
+
+
+#: the labels of the registry's training examples (``orderflow.ai_example``: one per pair)
+DUPLICATE, DISTINCT = "duplicate", "distinct"
+
+
+def pair_row(pair: Pair) -> dict[str, float]:
+    """A pair's features by name: an example's (and a decision's) ``features``."""
+    return {name: float(v) for name, v in zip(FEATURES, pair.values, strict=True)}
+
+
+def examples(
+    docs: Sequence[Doc], duplicate_of: dict[str, str], window: timedelta
+) -> list[tuple[str, datetime, dict[str, float], str]]:
+    """Labelled pairs as the registry's examples: (subject ``order>candidate``, when the
+    newer order arrived, features, label)."""
+    return [
+        (f"{o.order_id}>{c.order_id}", o.received_at, pair_row(features(o, c)),
+         DUPLICATE if y else DISTINCT)
+        for o, c, y in training_pairs(docs, duplicate_of, window)
+    ]  # fmt: skip
+
+
+def fit_examples(rows, labels, *, times, subjects, version: str, seed: int = 0) -> Model:
+    """:func:`fit` on the registry's examples (``orderflow.ai.training``)."""
+    return fit(
+        [[r.get(c, math.nan) for c in FEATURES] for r in rows],
+        [int(lab == DUPLICATE) for lab in labels],
+        list(times),
+        [s.split(">", 1)[0] for s in subjects],
+        version=version,
+    )
+
+
+def score_examples(model: Model, rows, labels) -> dict[str, Any]:
+    """Pair precision / recall / F1 at the model's threshold on held-out examples (the
+    registry's gate; the flow's order-level figures are :func:`evaluate`'s)."""
+    probs = model.probabilities([[r.get(c, math.nan) for c in FEATURES] for r in rows])
+    flagged = [p >= model.threshold for p in probs]
+    truth = [lab == DUPLICATE for lab in labels]
+    tp = sum(f and t for f, t in zip(flagged, truth, strict=True))
+    precision = tp / sum(flagged) if any(flagged) else 0.0
+    recall = tp / sum(truth) if any(truth) else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "pair_precision": round(precision, 4),
+        "pair_recall": round(recall, 4),
+        "pair_f1": round(f1, 4),
+        "threshold": round(model.threshold, 4),
+        "n_eval": len(labels),
+        "n_duplicate": sum(truth),
+    }
 
 
 # ---------------------------------------------------------------------------- evaluation

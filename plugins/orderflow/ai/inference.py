@@ -1,4 +1,9 @@
-"""The models in the flow: the validation stage's two hooks (``orderflow.processing.validate``).
+"""The models in the flow: the validation stage's hooks (``orderflow.processing.validate``).
+
+- :func:`near_duplicates` / :func:`record_duplicates` — near-duplicate orders across channels
+  (``near_duplicate``): the matcher the domain's duplicate checks ask after the exact checks
+  found nothing (``orderflow.domain.validation``), over the active version in the store; each
+  ``possible_duplicate`` hold it causes is recorded as the model's decision (action ``hold``).
 
 - :func:`before_decide` — anomalies on arrival (``arrival_anomaly``): each validated order of
   a known customer is scored against the customer's history in the store; at or above the
@@ -30,6 +35,79 @@ log = logging.getLogger(__name__)
 
 CAUSE = "exception_cause"
 ANOMALY = "arrival_anomaly"
+NEAR_DUPLICATE = "near_duplicate"
+#: the hold a near-duplicate match raises (created in the store the first time it is needed)
+POSSIBLE_DUPLICATE = "possible_duplicate"
+
+
+def near_duplicates(conn: psycopg.Connection, book: RuleBook):
+    """The near-duplicate matcher (``duplicates.Matcher``) over the active version of
+    ``near_duplicate`` in the store, when the ``ai`` rule set enables it; None otherwise — the
+    stage then decides exactly as without it. A version that cannot be loaded is logged and
+    skipped like any model's failure."""
+    from orderflow.ai import duplicates, governance
+    from orderflow.rules import ExceptionCategory
+    from orderflow.store import exceptions
+
+    if not governance.enabled(book, NEAR_DUPLICATE):
+        return None
+    try:
+        active = governance.active_model(conn, NEAR_DUPLICATE)
+    except Exception as exc:
+        log.warning("model %s skipped: %s", NEAR_DUPLICATE, type(exc).__name__)
+        return None
+    if active is None:
+        return None
+    exceptions.ensure_categories(
+        conn,
+        [
+            ExceptionCategory(
+                POSSIBLE_DUPLICATE,
+                "Possibly the same order re-submitted on another channel (a model's match)",
+                default_owner_role="customer_service",
+                default_sla_minutes=120,
+            )
+        ],
+    )
+    return duplicates.Matcher(active[1])
+
+
+def record_duplicates(conn: psycopg.Connection, results: list, near, book: RuleBook) -> int:
+    """Each ``possible_duplicate`` hold the matcher caused, recorded as the model's decision
+    (action ``hold``: a person confirms); its id goes into the hold's details."""
+    from orderflow.ai import duplicates, governance
+
+    if near is None:
+        return 0
+    held = [
+        (r, h)
+        for r in results
+        for h in r.holds
+        if h.category == POSSIBLE_DUPLICATE and (h.details or {}).get("match") == "model"
+    ]
+    if not held:
+        return 0
+    version = near.model.version
+    outputs = [
+        governance.Output(
+            NEAR_DUPLICATE,
+            version,
+            r.order.order_id,
+            duplicates.DUPLICATE,  # a reviewer's correction: duplicates.DISTINCT
+            float(h.details["score"]),
+            near.seen.get(r.order.order_id, {}),
+            [
+                {"duplicate_of": h.details["duplicate_of"]},
+                *h.details["evidence"].get("top_features", []),
+            ],
+            "hold",
+        )
+        for r, h in held
+    ]
+    for (_r, h), out in zip(held, outputs, strict=True):
+        # one at a time: a decision recorded before (a revalidation) returns no id
+        [h.details["decision_id"]] = governance.record(conn, [out], book) or [None]
+    return len(outputs)
 
 
 def _context(conn, results, ref):

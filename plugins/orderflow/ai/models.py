@@ -125,14 +125,17 @@ def dumps(model: Trained) -> bytes:
     return buf.getvalue()
 
 
-def loads(blob: bytes, sha256: str) -> Trained:
-    """The model in ``blob``, only if its hash is ``sha256`` (bytes OrderFlow wrote)."""
+def loads(blob: bytes, sha256: str) -> Any:
+    """The model in ``blob`` (a :class:`Trained` model, or a near-duplicate
+    ``duplicates.Model``), only if its hash is ``sha256`` (bytes OrderFlow wrote)."""
     import joblib
 
     if hashlib.sha256(blob).hexdigest() != sha256:
         raise ValueError("model artifact does not match its recorded SHA-256; refusing to load it")
+    from orderflow.ai.duplicates import Model as PairModel
+
     model = joblib.load(io.BytesIO(blob))
-    if not isinstance(model, Trained):
+    if not isinstance(model, Trained | PairModel):
         raise TypeError(f"model artifact holds a {type(model).__name__}, not a Trained model")
     return model
 

@@ -4,8 +4,10 @@ A spec names the model (the name the ``ai`` rule set, the store and the decision
 feature columns, the metric that decides whether a new version may replace the active one
 (higher is better), and how a version is scored on held-out examples. Training, activation,
 loading and the kill switch are the same for every model (``training``, ``governance``), so
-a new model — near-duplicates (2), delay risk (3), substitutes (4), sequencing (5) — plugs in
-by adding its entry here and its feature code beside ``features``.
+a new model — delay risk (3), substitutes (4), sequencing (5) — plugs in
+by adding its entry here and its feature code beside ``features``. Near-duplicates (2,
+``duplicates``) score pairs of orders: their examples are labelled pairs, their model
+``duplicates.Model`` (its own ``fit``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orderflow.ai import duplicates as nd
 from orderflow.ai import features as fx
 
 
@@ -26,6 +29,9 @@ class ModelSpec:
     gate_metric: str
     #: (trained model, held-out rows, their labels) → metrics, including ``gate_metric``
     score: Callable[[Any, list[dict[str, float]], list[str]], dict[str, Any]]
+    #: a model that is not a classifier of ``models.fit``: (rows, labels, times=, subjects=,
+    #: version=, seed=) → the trained model (``None``: ``models.fit``)
+    fit: Callable[..., Any] | None = None
 
 
 def _score_cause(model, rows, labels) -> dict[str, Any]:
@@ -82,6 +88,14 @@ MODELS: dict[str, ModelSpec] = {
             fx.ANOMALY_FEATURES,
             "f1",
             _score_anomaly,
+        ),
+        ModelSpec(
+            nd.MODEL_NAME,
+            "An order re-submitted on another channel (the customer's orders of the window)",
+            nd.FEATURES,
+            "pair_f1",
+            nd.score_examples,
+            fit=nd.fit_examples,
         ),
     )
 }

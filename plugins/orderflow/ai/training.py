@@ -59,15 +59,26 @@ def train(conn: psycopg.Connection, model_name: str, *, seed: int = 0) -> TrainR
     spec = registry.get(model_name)
     data = repo.training_set(conn, model_name)
     result = TrainResult(model_name, len(data))
-    labels = {lab for _, _, lab, _ in data}
+    labels = {d[2] for d in data}
     if len(data) < MIN_EXAMPLES or len(labels) < 2:
         result.note = f"not enough labelled examples ({len(data)}, {len(labels)} labels)"
         return result
     cut = int(len(data) * (1 - HOLDOUT_SHARE))
     train_rows, train_y = _rows([d[1] for d in data[:cut]]), [d[2] for d in data[:cut]]
     test_rows, test_y = _rows([d[1] for d in data[cut:]]), [d[2] for d in data[cut:]]
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     with threadpool_limits(1):
-        model = models.fit(train_rows, train_y, spec.columns, seed=seed)
+        if spec.fit is None:
+            model = models.fit(train_rows, train_y, spec.columns, seed=seed)
+        else:
+            model = spec.fit(
+                train_rows,
+                train_y,
+                times=[d[0] for d in data[:cut]],
+                subjects=[d[4] for d in data[:cut]],
+                version=version,
+                seed=seed,
+            )
         metrics = spec.score(model, test_rows, test_y)
         active = governance.active_model(conn, model_name)
         old = spec.score(active[1], test_rows, test_y) if active else None
@@ -77,7 +88,6 @@ def train(conn: psycopg.Connection, model_name: str, *, seed: int = 0) -> TrainR
         holdout_from=data[cut][0].isoformat(),
         sources=sorted({d[3] for d in data}),
     )
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     with db.transaction(conn):
         vid = repo.add_version(
             conn,

@@ -102,8 +102,8 @@ def validate(
 ) -> list[Validated]:
     """Validate a partition of orders against the master data in ``ref``; ``checks``: the
     rule types with hooks, in order (``registry.checks(book, contexts, core=True)``: see
-    :class:`RuleCheck`); ``near``: the near-duplicate matcher, if a model is trained (used
-    only when ``rules.near_duplicates.enabled``)."""
+    :class:`RuleCheck`); ``near``: the near-duplicate matcher, when the ``ai`` rule set
+    enables ``near_duplicate`` and a version is active (``orderflow.ai.inference``)."""
     # Other live orders per customer (the store's, then this partition's as they validate).
     by_customer: dict[str | None, list[PriorOrder]] = {}
     for prior in ref.prior_orders:
@@ -522,7 +522,7 @@ def _near_duplicate_holds(
     """``possible_duplicate`` when the matcher's best match among the customer's orders of
     the window scores at least the threshold (the rules' ``min_score``, else the model's)."""
     policy = rules.near_duplicates
-    if near is None or not policy.enabled or not order.customer_id:
+    if near is None or not order.customer_id:  # no matcher: switched off, or none trained
         return []
     if "possible_duplicate" in order.approvals:
         return []  # a person found it is an order of its own: a revalidation does not ask again

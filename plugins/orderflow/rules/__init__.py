@@ -86,8 +86,9 @@ class NearDuplicateRules(BaseModel):
     """When the learned near-duplicate match (``orderflow.ai.duplicates``) holds an order
     ``possible_duplicate``: after the exact checks found nothing, the best match among the
     customer's other live orders received within ``window_hours`` scores at least
-    ``min_score``. ``enabled: false`` (the default) is the kill switch: the stage does not
-    ask the model, and decides exactly as without it."""
+    ``min_score``. The kill switch is the ``ai`` rule set's ``near_duplicate`` model
+    (``models: {near_duplicate: {enabled: false}}``); ``enabled`` here is no longer consulted,
+    kept so that the versions that set it keep their content and hash."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = False

@@ -221,21 +221,23 @@ def add_examples(conn: psycopg.Connection, rows: Sequence[tuple]) -> int:
 
 def training_set(
     conn: psycopg.Connection, model_name: str, until: datetime | None = None
-) -> list[tuple[datetime, dict[str, Any], str, str]]:
-    """The labelled examples of a model, oldest first: (when, features, label, source).
+) -> list[tuple[datetime, dict[str, Any], str, str, str]]:
+    """The labelled examples of a model, oldest first: (when, features, label, source,
+    subject — the order, or for an imported example what it names).
     A reviewed decision is labelled by the person (their label when they corrected it, the
     model's output when they followed it); imported examples by their label."""
     return [
         tuple(r)
         for r in conn.execute(
             """
-            SELECT decided_at, features, coalesce(label, output_label), 'desk'
+            SELECT decided_at, features, coalesce(label, output_label), 'desk',
+                   coalesce(order_id, decision_id::text)
               FROM orderflow.ai_decision
              WHERE model_name = %s AND reviewed_at IS NOT NULL
                AND (label IS NOT NULL OR followed)
                AND (%s::timestamptz IS NULL OR decided_at <= %s)
             UNION ALL
-            SELECT observed_at, features, label, source FROM orderflow.ai_example
+            SELECT observed_at, features, label, source, subject FROM orderflow.ai_example
              WHERE model_name = %s AND (%s::timestamptz IS NULL OR observed_at <= %s)
             ORDER BY 1
             """,
