@@ -47,9 +47,11 @@ test-demo: $(STAMP)
 
 # pytest under a run name of its own (ORDERFLOW_TEST_RUN, inherited by every process the
 # tests start), then the proof that none of them is still running. $(2): environment for pytest.
+# A PYTEST_ARGS filter that selects nothing in one half of `make test` is not a failure.
 define pytest_run
 @run=m$$$$; echo "test run $$run: pytest $(1) --durations=25 $(PYTEST_ARGS)"; \
 	ORDERFLOW_TEST_RUN=$$run $(2) $(BIN)/pytest $(1) --durations=25 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ] && [ -n "$(PYTEST_ARGS)" ]; then rc=0; fi; \
 	$(BIN)/python tests/leftovers.py $$run || rc=1; exit $$rc
 endef
 

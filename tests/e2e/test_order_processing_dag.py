@@ -223,7 +223,7 @@ def test_approvals_never_queue_behind_the_run_limit(processed):
     assert sorted(asked) == sorted(first)
 
 
-def test_approval_dag_run_limit_is_the_window():
+def test_approval_dag_run_limit_is_the_window(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     from orderflow.settings import APPROVAL_WINDOW, DAGS_DIR
