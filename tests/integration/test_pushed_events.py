@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from redis_support import RedisServer
 
 from orderflow import fulfilment
 from orderflow.domain import fulfilment as domain
@@ -26,50 +25,6 @@ pytestmark = [pytest.mark.db, pytest.mark.airflow_db, pytest.mark.sandbox]
 
 SECRET = "test-push-secret-0123456789"
 CHANNEL = "orderflow.test.fulfilment.wake"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A private ``redis-server`` (nothing on disk) that a test may stop and start again."""
-
-    def __init__(self, exe: str, work: Path):
-        self.exe, self.work, self.port = exe, work, _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.work)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def client(self):
-        import redis
-
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
-
-    def conn_env(self) -> str:
-        return json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": self.port})
 
 
 @pytest.fixture(scope="module")

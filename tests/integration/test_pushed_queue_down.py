@@ -14,56 +14,15 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 
 import pytest
+from redis_support import RedisServer
 
 from orderflow.pushed import wake
 
 CHANNEL = "orderflow.test.queue_down"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
-    def __init__(self, exe: str, work):
-        self.exe, self.work, self.port = exe, work, _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.work)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def client(self):
-        import redis
-
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
-
-    def connections_received(self) -> int:
-        return int(self.client().info("stats")["total_connections_received"])
 
 
 @pytest.fixture
@@ -71,7 +30,7 @@ def redis_server(tmp_path, monkeypatch):
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (Debian's redis-server)")
-    server = Redis(exe, tmp_path)
+    server = RedisServer(exe, tmp_path)
     server.start()
     monkeypatch.setenv(
         "AIRFLOW_CONN_REDIS_DEFAULT",
