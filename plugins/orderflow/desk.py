@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orderflow.store import db
+from orderflow.store import audit, db, orders
+from orderflow.store import desk as repo
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,24 +54,12 @@ def run_timers(
     conn: psycopg.Connection, book: RuleBook, *, smtp_conn_id: str = "smtp_default"
 ) -> TimerResult:
     """Notify owners of exceptions nearing their SLA and escalate breached ones (each once)."""
-    from psycopg.types.json import Jsonb
-
     from orderflow import notifications
 
     out = TimerResult()
     contacts = book.routing.contacts
     with db.transaction(conn):
-        rows = conn.execute(
-            """
-            SELECT d.exception_id, d.order_id, d.category, d.owner_role, d.escalation_role,
-                   d.reason, d.sla_due_at, d.sla_state, d.notified_at, d.escalated_at,
-                   d.po_number, d.customer_id, d.entity_type, d.entity_id
-              FROM orderflow.exception_desk d
-             WHERE (d.sla_state IN ('nearing', 'breached') AND d.notified_at IS NULL)
-                OR (d.sla_state = 'breached' AND d.escalated_at IS NULL)
-             ORDER BY d.sla_due_at
-            """
-        ).fetchall()
+        rows = repo.sla_timers_due(conn)
         for (
             eid,
             order_id,
@@ -112,23 +101,18 @@ def run_timers(
                     )
                 else:
                     log.warning("no address for role %s: exception %s not emailed", role, eid)
-                conn.execute(
-                    f"UPDATE orderflow.order_exception SET {column} = now() WHERE exception_id = %s",
-                    (eid,),
-                )
-                conn.execute(
-                    "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, "
-                    "object_id, before, after, reason) VALUES (%s, 'system', %s, "
-                    "'order_exception', %s, %s, %s, %s)",
-                    (
-                        ACTOR,
-                        "escalate" if event == "sla_breached" else "notify_owner",
-                        str(eid),
-                        Jsonb({"sla_state": state}),
-                        Jsonb({"role": role, "emailed": bool(to)}),
-                        f"SLA {'breached' if event == 'sla_breached' else 'nearing'} "
-                        f"(due {ctx['sla_due_at']})",
-                    ),
+                repo.stamp_sla(conn, eid, column)
+                audit.record(
+                    conn,
+                    actor=ACTOR,
+                    role="system",
+                    action="escalate" if event == "sla_breached" else "notify_owner",
+                    object_type="order_exception",
+                    object_id=str(eid),
+                    before={"sla_state": state},
+                    after={"role": role, "emailed": bool(to)},
+                    reason=f"SLA {'breached' if event == 'sla_breached' else 'nearing'} "
+                    f"(due {ctx['sla_due_at']})",
                 )
                 (out.escalated if event == "sla_breached" else out.notified).append(eid)
     return out
@@ -144,39 +128,16 @@ def retry_transient(
     out = TimerResult()
     max_retries = book.routing.transient_retries
     with db.transaction(conn):
-        rows = conn.execute(
-            """
-            SELECT e.exception_id, e.order_id, e.stage, o.status,
-                   (SELECT count(*) FROM orderflow.order_exception p
-                     WHERE p.order_id = e.order_id AND p.category = e.category
-                       AND p.resolution = 'auto_resolved') AS retries
-              FROM orderflow.order_exception e
-              JOIN orderflow.exception_category c USING (category)
-              JOIN orderflow."order" o USING (order_id)
-             WHERE e.status = 'open' AND c.transient AND o.status = 'ON_HOLD'
-               AND o.claimed_by_run IS NULL
-             ORDER BY e.opened_at
-             LIMIT %s
-               FOR UPDATE OF e, o SKIP LOCKED
-            """,
-            (limit,),
-        ).fetchall()
+        rows = repo.lock_transient_holds(conn, limit)
         moves = []
         for eid, order_id, stage, status, retries in rows:
-            others = conn.execute(
-                "SELECT count(*) FROM orderflow.order_exception WHERE order_id = %s "
-                "AND status = 'open' AND exception_id <> %s",
-                (order_id, eid),
-            ).fetchone()[0]
+            others = repo.count_other_open(conn, order_id, eid)
             if retries >= max_retries or others or stage not in STAGE_INPUT:
                 if retries >= max_retries:
                     out.gave_up.append(eid)
                 continue
-            conn.execute(
-                "UPDATE orderflow.order_exception SET status = 'resolved', "
-                "resolution = 'auto_resolved', resolved_by = %s, resolved_at = now(), "
-                "retry_count = retry_count + 1, resolution_note = %s WHERE exception_id = %s",
-                (ACTOR, f"automatic retry {retries + 1} of {max_retries}", eid),
+            repo.resolve_auto_retried(
+                conn, eid, ACTOR, f"automatic retry {retries + 1} of {max_retries}"
             )
             moves.append(
                 transition(
@@ -205,21 +166,21 @@ class ActionRefused(ValueError):
 
 
 def _audit(conn, actor, role, action, object_type, object_id, before, after, reason) -> None:
-    from psycopg.types.json import Jsonb
-
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (actor, role, action, object_type, object_id, Jsonb(before), Jsonb(after), reason),
+    audit.record(
+        conn,
+        actor=actor,
+        role=role,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        before=before,
+        after=after,
+        reason=reason,
     )
 
 
 def _lock_open(conn, exception_id: int):
-    row = conn.execute(
-        "SELECT order_id, category, status, owner_role, stage FROM orderflow.order_exception "
-        "WHERE exception_id = %s FOR UPDATE",
-        (exception_id,),
-    ).fetchone()
+    row = repo.lock_exception(conn, exception_id)
     if row is None:
         raise ActionRefused(f"exception {exception_id} does not exist")
     if row[2] != "open":
@@ -244,10 +205,7 @@ def retry(
             raise ActionRefused(f"{category} is not retried: it needs a decision")
         if not order_id:
             raise ActionRefused("this failure holds no order: fix the integration at its source")
-        status, claimed = conn.execute(
-            'SELECT status, claimed_by_run FROM orderflow."order" WHERE order_id = %s FOR UPDATE',
-            (order_id,),
-        ).fetchone()
+        status, claimed = orders.lock_status(conn, order_id)
         stage = stage or ("plan" if category == "no_carrier_service" else None)
         if status != "ON_HOLD" or stage not in STAGE_INPUT:
             raise ActionRefused(
@@ -255,24 +213,12 @@ def retry(
             )
         if claimed:
             raise ActionRefused(f"order {order_id} is being processed by run {claimed}")
-        others = [
-            c
-            for (c,) in conn.execute(
-                "SELECT category FROM orderflow.order_exception WHERE order_id = %s "
-                "AND status = 'open' AND exception_id <> %s",
-                (order_id, exception_id),
-            )
-        ]
+        others = repo.other_open_categories(conn, order_id, exception_id)
         if others:
             raise ActionRefused(
                 f"order {order_id} is also held for {', '.join(others)}: resolve those first"
             )
-        conn.execute(
-            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'fixed', "
-            "resolved_by = %s, resolved_at = now(), retry_count = retry_count + 1, "
-            "resolution_note = %s WHERE exception_id = %s",
-            (actor, f"retried by hand: {reason}", exception_id),
-        )
+        repo.resolve_retried(conn, exception_id, actor, f"retried by hand: {reason}")
         target = STAGE_INPUT[stage]
         events.append(
             conn,
@@ -289,10 +235,7 @@ def retry(
             ],
             **ctx.keys(),
         )
-        conn.execute(
-            'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
-            (order_id,),
-        )
+        orders.add_manual_touch(conn, order_id)
         _audit(
             conn,
             actor,
@@ -317,23 +260,12 @@ def close(
         raise ActionRefused("say what was done (the reason goes into the audit trail)")
     with db.transaction(conn):
         order_id, category, _, role, _ = _lock_open(conn, exception_id)
-        status = (
-            conn.execute(
-                'SELECT status FROM orderflow."order" WHERE order_id = %s', (order_id,)
-            ).fetchone()[0]
-            if order_id
-            else None
-        )
+        status = orders.status_of(conn, order_id) if order_id else None
         if not (
             category in CLOSABLE or (category == "integration_failure" and status != "ON_HOLD")
         ):
             raise ActionRefused(f"{category} holds its order: it is not closed, it is decided")
-        conn.execute(
-            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'fixed', "
-            "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-            "WHERE exception_id = %s",
-            (actor, reason, exception_id),
-        )
+        repo.resolve_fixed(conn, exception_id, actor, reason)
         _audit(
             conn,
             actor,
@@ -356,38 +288,11 @@ CLAIM_OBJECT = "desk_item"
 CLAIM_ACTIONS = ("claim", "assign", "unclaim")
 
 
-def item_key_sql(alias: str = "") -> str:
-    """The desk item an exception belongs to: its order, else the entity it is about."""
-    p = f"{alias}." if alias else ""
-    return (
-        f"coalesce({p}order_id, {p}entity_type || ':' || {p}entity_id, "
-        f"'exception:' || {p}exception_id)"
-    )
-
-
 def claims(conn: psycopg.Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
     """The current claim of each desk item in ``keys`` (absent: nobody works it)."""
     if not keys:
         return {}
-    rows = conn.execute(
-        f"""
-        WITH items AS (
-            SELECT {item_key_sql()} AS item_key, min(opened_at) AS first_opened
-              FROM orderflow.order_exception
-             WHERE status = 'open' AND {item_key_sql()} = ANY(%s)
-             GROUP BY 1)
-        SELECT i.item_key, c.assignee, c.actor, c.occurred_at
-          FROM items i
-          JOIN LATERAL (
-               SELECT a.after->>'assignee' AS assignee, a.actor, a.occurred_at
-                 FROM orderflow.audit_log a
-                WHERE a.object_type = %s AND a.object_id = i.item_key
-                  AND a.occurred_at >= i.first_opened
-                ORDER BY a.audit_id DESC LIMIT 1) c ON true
-         WHERE c.assignee IS NOT NULL
-        """,
-        (list(keys), CLAIM_OBJECT),
-    ).fetchall()
+    rows = repo.claims(conn, keys, CLAIM_OBJECT)
     return {k: {"assignee": a, "by": by, "at": at} for k, a, by, at in rows}
 
 

@@ -243,17 +243,9 @@ def _plain(context: dict[str, Any]) -> dict[str, Any]:
 
 def order_contacts(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, dict[str, Any]]:
     """What a notification needs to know about each order and its customer."""
-    cur = conn.execute(
-        """
-        SELECT o.order_id, o.channel, o.customer_id, o.po_number, c.name AS customer_name,
-               c.email, o.partner_id
-          FROM orderflow."order" o LEFT JOIN orderflow.customer c USING (customer_id)
-         WHERE o.order_id = ANY(%s)
-        """,
-        (order_ids,),
-    )
-    cols = [c.name for c in cur.description]
-    return {r[0]: dict(zip(cols, r, strict=True)) for r in cur}
+    from orderflow.store import orders
+
+    return orders.contacts(conn, order_ids)
 
 
 # ------------------------------------------------------------------------------- senders

@@ -157,13 +157,9 @@ def create_app() -> FastAPI:
         try:
             conn = _conn()
             try:
-                stalled = [
-                    a
-                    for (a,) in conn.execute(
-                        "SELECT entity_id FROM orderflow.order_exception WHERE status = 'open' "
-                        "AND order_id IS NULL AND entity_type = 'outbox' ORDER BY 1"
-                    )
-                ]
+                from orderflow.store import desk
+
+                stalled = desk.stalled_outbox_actions(conn)
             finally:
                 conn.close()
         except Exception as exc:
