@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from orderflow.store import kpis as repo
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -280,29 +282,14 @@ BY_NAME = {k.name: k for k in KPIS}
 
 def refresh_facts(conn: psycopg.Connection) -> None:
     """Recompute ``order_fact`` (readers keep the previous rows while it runs)."""
-    conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY orderflow.order_fact")
+    repo.refresh_facts(conn)
 
 
 def compute(
     conn: psycopg.Connection, kpi: Kpi, grain: str, since: datetime
 ) -> list[tuple[datetime, str, Any, Any, Any]]:
     """(period_start, dimension, value, numerator, denominator) per period since ``since``."""
-    assert grain in ("hour", "day")
-    num = f"count(*) FILTER (WHERE {kpi.numerator})" if kpi.numerator else "NULL::bigint"
-    rows = []
-    for dim in ("all", *kpi.dims):
-        label = "'all'" if dim == "all" else f"'{dim}=' || coalesce({dim}::text, 'none')"
-        rows += conn.execute(
-            f"""
-            SELECT date_trunc(%s, {kpi.anchor}) AS period, {label} AS dimension,
-                   {kpi.value} AS value, {num} AS numerator, count(*) AS denominator
-              FROM {kpi.source} src
-             WHERE {kpi.anchor} >= %s AND ({kpi.population})
-             GROUP BY 1, 2
-            """,
-            (grain, since),
-        ).fetchall()
-    return rows
+    return repo.aggregate(conn, kpi, grain, since)
 
 
 def publish(
@@ -318,21 +305,13 @@ def publish(
             ("hour", now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)),
             ("day", now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)),
         ):
-            conn.execute(
-                "DELETE FROM orderflow.kpi_snapshot WHERE grain = %s AND period_start >= %s",
-                (grain, since),
-            )
+            repo.delete_snapshots(conn, grain, since)
             rows = [
                 (k.name, grain, period, dim, value, numerator, denominator)
                 for k in KPIS
                 for period, dim, value, numerator, denominator in compute(conn, k, grain, since)
             ]
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO orderflow.kpi_snapshot (kpi, grain, period_start, dimension, "
-                    "value, numerator, denominator) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
+            repo.insert_snapshots(conn, rows)
             out[grain] = len(rows)
     return out
 
@@ -349,19 +328,4 @@ def drill(
 ) -> list[str]:
     """The orders behind a KPI value: rows of its population in [start, end) (of one
     dimension value), only the hits (``True``) or misses (``False``) of a rate."""
-    where = [f"{kpi.anchor} >= %s", f"{kpi.anchor} < %s", f"({kpi.population})"]
-    params: list[Any] = [start, end]
-    if dimension != "all":
-        col, _, val = dimension.partition("=")
-        if col not in kpi.dims:
-            raise ValueError(f"{kpi.name} has no dimension {col!r}")
-        where.append(f"coalesce({col}::text, 'none') = %s")
-        params.append(val)
-    if hits is not None and kpi.numerator:
-        where.append(f"({kpi.numerator})" if hits else f"NOT ({kpi.numerator})")
-    rows = conn.execute(
-        f"SELECT DISTINCT {kpi.order_id} FROM {kpi.source} src WHERE {' AND '.join(where)} "
-        f"AND {kpi.order_id} IS NOT NULL ORDER BY 1 LIMIT %s",
-        (*params, limit),
-    ).fetchall()
-    return [r[0] for r in rows]
+    return repo.drill(conn, kpi, start, end, dimension=dimension, hits=hits, limit=limit)
