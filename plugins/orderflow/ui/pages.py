@@ -11,6 +11,9 @@ from fastapi import HTTPException
 
 from orderflow import kpis
 from orderflow.domain.approvals import APPROVABLE
+from orderflow.store import desk as desk_repo
+from orderflow.store import kpis as kpi_repo
+from orderflow.store import orders as order_repo
 from orderflow.ui import charts
 
 if TYPE_CHECKING:
@@ -43,11 +46,6 @@ CYCLE_BUCKETS = (
 )
 
 
-def _rows(cur) -> list[dict[str, Any]]:
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
-
-
 def display(kpi: kpis.Kpi, value: Any) -> str:
     if value is None:
         return "–"
@@ -68,14 +66,7 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=days
     )
-    snaps = _rows(
-        conn.execute(
-            "SELECT kpi, period_start, dimension, value, numerator, denominator, computed_at "
-            "FROM orderflow.kpi_snapshot WHERE grain = 'day' AND period_start >= %s "
-            "ORDER BY period_start",
-            (since,),
-        )
-    )
+    snaps = kpi_repo.daily_snapshots(conn, since)
     window = {"start": since.date().isoformat(), "end": _next_day(datetime.now(UTC).date())}
 
     def orders_of(name: str, **args: Any) -> str:
@@ -145,14 +136,7 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
         unit="%",
         href=lambda c: orders_of("first_pass_release_rate", dimension=f"channel={c}"),
     )
-    minutes = [
-        float(r[0])
-        for r in conn.execute(
-            "SELECT extract(epoch FROM released_at - received_at) / 60 FROM orderflow.order_fact "
-            "WHERE released_at >= %s",
-            (since,),
-        )
-    ]
+    minutes = [float(m) for m in kpi_repo.release_minutes(conn, since)]
     buckets = [
         (label, sum(1 for m in minutes if m >= lo and (hi is None or m < hi)))
         for label, lo, hi in CYCLE_BUCKETS
@@ -217,32 +201,7 @@ def drill_url(name: str, **args: Any) -> str:
 
 
 # --------------------------------------------------------------------------- desk
-#: How work items (one per order, or per entity for exceptions without one) are ordered.
-SORTS = {
-    "sla": "sla_due_at, item_key",
-    "age": "opened_at, item_key",
-    "category": "categories[1], sla_due_at, item_key",
-    "severity": "severity_rank, sla_due_at, item_key",
-    "size": "n DESC, sla_due_at, item_key",
-}
 PAGE_SIZES = (10, 25, 50, 100)
-SEVERITIES = "ARRAY['critical','high','medium','low']"
-
-
-def _desk_filters(
-    category: str | None, role: str | None, sla: str | None
-) -> tuple[list[str], list[Any]]:
-    where, params = ["true"], []
-    if category:
-        where.append("category = %s")
-        params.append(category)
-    if role:
-        where.append("(owner_role = %s OR escalation_role = %s)")
-        params += [role, role]
-    if sla:
-        where.append("sla_state = %s")
-        params.append(sla)
-    return where, params
 
 
 def desk(
@@ -265,77 +224,29 @@ def desk(
 
     page_size = max(1, min(int(page_size), max(PAGE_SIZES)))
     page = max(1, int(page))
-    where, params = _desk_filters(category, role, sla)
-    key = clock.item_key_sql()
-    claim_where, claim_params = "true", []
-    if claimed == "mine":
-        claim_where, claim_params = "c.assignee = %s", [user or ""]
-    elif claimed == "unclaimed":
-        claim_where = "c.assignee IS NULL"
-    elif claimed == "claimed":
-        claim_where = "c.assignee IS NOT NULL"
-    order = SORTS.get(sort, SORTS["sla"])
-    items = _rows(
-        conn.execute(
-            f"""
-            WITH f AS (SELECT d.*, {key} AS item_key FROM orderflow.exception_desk d
-                        WHERE {" AND ".join(where)}),
-                 g AS (SELECT item_key, min(order_id) AS order_id,
-                              min(entity_type) AS entity_type, min(entity_id) AS entity_id,
-                              min(sla_due_at) AS sla_due_at, min(opened_at) AS opened_at,
-                              min(array_position({SEVERITIES}, severity)) AS severity_rank,
-                              count(*) AS n, array_agg(DISTINCT category) AS categories,
-                              min(po_number) AS po_number, min(customer_id) AS customer_id,
-                              min(order_status) AS order_status, min(channel) AS channel,
-                              min(order_total) AS order_total
-                         FROM f GROUP BY item_key),
-                 first AS (SELECT {key} AS item_key, min(opened_at) AS first_opened
-                             FROM orderflow.exception_desk GROUP BY 1)
-            SELECT g.*, ({SEVERITIES})[g.severity_rank] AS severity, c.assignee,
-                   c.claimed_by, c.claimed_at, count(*) OVER () AS total_items
-              FROM g JOIN first USING (item_key)
-              LEFT JOIN LATERAL (
-                   SELECT a.after->>'assignee' AS assignee, a.actor AS claimed_by,
-                          a.occurred_at AS claimed_at
-                     FROM orderflow.audit_log a
-                    WHERE a.object_type = %s AND a.object_id = g.item_key
-                      AND a.occurred_at >= first.first_opened
-                    ORDER BY a.audit_id DESC LIMIT 1) c ON true
-             WHERE {claim_where}
-             ORDER BY {order}
-             LIMIT %s OFFSET %s
-            """,
-            (*params, clock.CLAIM_OBJECT, *claim_params, page_size, (page - 1) * page_size),
-        )
+    where, params = desk_repo.filters(category, role, sla)
+    items = desk_repo.work_items(
+        conn,
+        where=where,
+        params=params,
+        claim_object=clock.CLAIM_OBJECT,
+        claimed=claimed,
+        user=user,
+        sort=sort,
+        page_size=page_size,
+        offset=(page - 1) * page_size,
     )
     total_items = items[0]["total_items"] if items else 0
     if not items and page > 1:
         # past the last page (the desk emptied meanwhile): the count of the whole selection
-        total_items = conn.execute(
-            f"SELECT count(DISTINCT {key}) FROM orderflow.exception_desk "
-            f"WHERE {' AND '.join(where)}",
-            params,
-        ).fetchone()[0]
+        total_items = desk_repo.count_items(conn, where, params)
     keys = [i["item_key"] for i in items]
-    inside = _rows(
-        conn.execute(
-            f"SELECT d.*, {key} AS item_key FROM orderflow.exception_desk d "
-            f"WHERE {' AND '.join(where)} AND {key} = ANY(%s) "
-            "ORDER BY sla_due_at, exception_id",
-            (*params, keys),
-        )
-    )
+    inside = desk_repo.item_exceptions(conn, where, params, keys)
     by_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in inside:
         r["actions"] = [(a, ACTION_LABELS[a]) for a in actions_for(r["category"], r)]
         by_item[r["item_key"]].append(r)
-    others = dict(
-        conn.execute(
-            f"SELECT {key}, count(*) FROM orderflow.exception_desk "
-            f"WHERE {key} = ANY(%s) GROUP BY 1",
-            (keys,),
-        ).fetchall()
-    )
+    others = desk_repo.open_per_item(conn, keys)
     sla_rank = {"breached": 0, "nearing": 1, "ok": 2}
     for i in items:
         i["exceptions"] = by_item[i["item_key"]]
@@ -352,10 +263,7 @@ def desk(
             common = acts if common is None else common & acts
         i["actions"] = [(a, ACTION_LABELS[a]) for a in ACTIONS if a in (common or ())]
         i["categories"] = sorted(i["categories"])
-    facets = conn.execute(
-        "SELECT array_agg(DISTINCT category), array_agg(DISTINCT owner_role), count(*), "
-        f"count(DISTINCT {key}) FROM orderflow.exception_desk"
-    ).fetchone()
+    facets = desk_repo.facets(conn)
     pages = max(1, -(-total_items // page_size))
     return {
         "items": items,
@@ -465,12 +373,7 @@ def resolve(
     from orderflow.domain.approvals import APPROVE, KEEP, REJECT
     from orderflow.processing import RunContext
 
-    row = conn.execute(
-        "SELECT e.order_id, e.owner_role, e.escalation_role, e.status, e.category, o.status "
-        'FROM orderflow.order_exception e LEFT JOIN orderflow."order" o USING (order_id) '
-        "WHERE e.exception_id = %s",
-        (exception_id,),
-    ).fetchone()
+    row = desk_repo.exception_for_resolve(conn, exception_id)
     if row is None:
         raise HTTPException(404, f"no exception {exception_id}")
     order_id, owner, escalation, status, category, order_status = row
@@ -510,11 +413,7 @@ def resolve(
                 conn, order_id, action, actor=user.name, reason=reason, ctx=ctx
             )
             # The next processing run takes it (the UI holds no claim of its own).
-            conn.execute(
-                'UPDATE orderflow."order" SET claimed_by_run = NULL, claimed_at = NULL '
-                "WHERE order_id = %s AND claimed_by_run = %s",
-                (order_id, ctx.run_id),
-            )
+            order_repo.unclaim(conn, order_id, ctx.run_id)
         else:
             choice = {"approve": APPROVE, "reject": REJECT, "keep": KEEP}[action]
             out = decisions.decide(
@@ -535,18 +434,8 @@ def _targets(
 ) -> list[dict[str, Any]]:
     """The open exceptions of the chosen work items that ``action`` fits (within the desk's
     category / role filter)."""
-    from orderflow import desk as clock
-
-    where, params = _desk_filters(category, role, None)
-    rows = _rows(
-        conn.execute(
-            f"SELECT exception_id, order_id, order_status, category, owner_role, "
-            f"escalation_role, {clock.item_key_sql()} AS item_key FROM orderflow.exception_desk "
-            f"WHERE {' AND '.join(where)} AND {clock.item_key_sql()} = ANY(%s) "
-            "ORDER BY item_key, exception_id",
-            (*params, list(items)),
-        )
-    )
+    where, params = desk_repo.filters(category, role, None)
+    rows = desk_repo.action_targets(conn, where, params, items)
     return [r for r in rows if action in actions_for(r["category"], r)]
 
 
@@ -594,10 +483,7 @@ def bulk_resolve(
         )
     results = []
     for t in targets:
-        still = conn.execute(
-            "SELECT status, resolution FROM orderflow.order_exception WHERE exception_id = %s",
-            (t["exception_id"],),
-        ).fetchone()
+        still = desk_repo.exception_state(conn, t["exception_id"])
         if still[0] != "open":
             results.append(
                 {**t, "outcome": "done", "detail": f"resolved with its order ({still[1]})"}
@@ -636,11 +522,7 @@ def claim(
 
     if not items:
         raise HTTPException(422, "choose at least one work item")
-    rows = conn.execute(
-        f"SELECT {clock.item_key_sql()}, owner_role, escalation_role "
-        f"FROM orderflow.exception_desk WHERE {clock.item_key_sql()} = ANY(%s)",
-        (list(items),),
-    ).fetchall()
+    rows = desk_repo.item_roles(conn, items)
     roles: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
     for k, owner, esc in rows:
         roles[k].add((owner, esc))
@@ -682,39 +564,16 @@ def task_link(dag_id: str | None, run_id: str | None, task_id: str | None, map_i
 
 
 def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | None:
-    orders = _rows(
-        conn.execute(
-            "SELECT order_id, channel, partner_id, customer_id, po_number, ship_to_id, status, "
-            "status_changed_at, order_total, tax_amount, currency, received_at, "
-            "requested_ship_date, rule_set_version, manual_touches, approvals, release_version, "
-            'source_message_id FROM orderflow."order" WHERE order_id = %s',
-            (order_id,),
-        )
-    )
+    orders = order_repo.header(conn, order_id)
     if not orders:
         return None
     order = orders[0]
     message = (
-        _rows(
-            conn.execute(
-                "SELECT message_id, channel, partner_id, source_ref, content_sha256, received_at, "
-                "interchange_control_number, group_control_number, transaction_control_numbers, "
-                "client_request_id, outcome, substring(raw FROM 1 FOR %s) AS raw_head, "
-                "length(raw) AS raw_length FROM orderflow.channel_message WHERE message_id = %s",
-                (RAW_PREVIEW, order["source_message_id"]),
-            )
-        )
+        order_repo.source_message(conn, order["source_message_id"], RAW_PREVIEW)
         if order["source_message_id"]
         else []
     )
-    events = _rows(
-        conn.execute(
-            "SELECT event_id, occurred_at, from_status, to_status, reason_codes, "
-            "rule_set_version, actor_type, actor_id, details, dag_id, run_id, task_id, map_index "
-            "FROM orderflow.order_event WHERE order_id = %s ORDER BY event_id",
-            (order_id,),
-        )
-    )
+    events = order_repo.events(conn, order_id)
     for e in events:
         e["link"] = task_link(e["dag_id"], e["run_id"], e["task_id"], e["map_index"])
     for m in message:
@@ -725,72 +584,17 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
     data = {
         "order": order,
         "message": message[0] if message else None,
-        "lines": _rows(
-            conn.execute(
-                "SELECT line_no, item_id, customer_part_number, quantity, uom, unit_price, "
-                "contract_price, status, substitute_item_id, backordered_qty "
-                "FROM orderflow.order_line WHERE order_id = %s ORDER BY line_no",
-                (order_id,),
-            )
-        ),
+        "lines": order_repo.lines(conn, order_id),
         "events": events,
-        "exceptions": _rows(
-            conn.execute(
-                "SELECT exception_id, line_no, category, severity, owner_role, reason, status, "
-                "opened_at, sla_due_at, escalated_at, resolution, resolved_by, resolved_at, "
-                "resolution_note, rule_set_version FROM orderflow.order_exception "
-                "WHERE order_id = %s ORDER BY exception_id",
-                (order_id,),
-            )
-        ),
-        "audit": _rows(
-            conn.execute(
-                "SELECT a.occurred_at, a.actor, a.actor_role, a.action, a.object_type, "
-                "a.object_id, a.reason FROM orderflow.audit_log a "
-                "WHERE (a.object_type = 'order' AND a.object_id = %s) "
-                "OR (a.object_type = 'order_exception' AND a.object_id IN "
-                "(SELECT exception_id::text FROM orderflow.order_exception WHERE order_id = %s)) "
-                "OR (a.object_type = 'invoice' AND a.object_id IN "
-                "(SELECT invoice_id FROM orderflow.invoice WHERE order_id = %s)) "
-                "ORDER BY a.audit_id",
-                (order_id, order_id, order_id),
-            )
-        ),
-        "documents": _rows(
-            conn.execute(
-                "SELECT o.action, o.idempotency_key, o.version, o.status, o.attempts, "
-                "o.created_at, o.sent_at, o.last_error, d.ack_status, d.ack_received_at, "
-                "d.interchange_control_number, d.resent_as, d.resend_of, "
-                "d.ack_detail->>'explained' AS ack_explained FROM orderflow.outbox o "
-                "LEFT JOIN orderflow.outbound_document d USING (idempotency_key) "
-                "WHERE o.order_id = %s ORDER BY o.outbox_id",
-                (order_id,),
-            )
-        ),
-        "shipments": _rows(
-            conn.execute(
-                "SELECT shipment_id, dc_id, s.status, carrier_id, service_code, s.mode, weight_kg, "
-                "freight_rate, ship_date, promise_met, wms_release_id, tracking_number, "
-                "released_at, picked_at, packed_at, shipped_at, in_transit_at, delivered_at, "
-                "delayed_at, delay_reason, delivery_exception, expedite_cost, expedite_cause, "
-                "baseline_service, cs.transit_days FROM orderflow.shipment s "
-                "LEFT JOIN orderflow.carrier_service cs USING (carrier_id, service_code) "
-                "WHERE s.order_id = %s ORDER BY shipment_id",
-                (order_id,),
-            )
-        ),
-        "invoices": _rows(
-            conn.execute(
-                "SELECT invoice_id, shipment_id, version, status, subtotal, tax, freight, total, "
-                "currency, erp_invoice_number, posted_at FROM orderflow.invoice "
-                "WHERE order_id = %s ORDER BY invoice_id",
-                (order_id,),
-            )
-        ),
+        "exceptions": order_repo.exceptions(conn, order_id),
+        "audit": order_repo.audit_trail(conn, order_id),
+        "documents": order_repo.documents(conn, order_id),
+        "shipments": order_repo.shipments(conn, order_id),
+        "invoices": order_repo.invoices(conn, order_id),
     }
     data["customer_status"] = customer_status(order, data["lines"])
     data["promised_date"] = promised_date(data["shipments"])
-    data["as_of"] = conn.execute("SELECT now()").fetchone()[0]
+    data["as_of"] = order_repo.now(conn)
     return data
 
 
@@ -871,50 +675,11 @@ def search(conn: psycopg.Connection, q: str, *, limit: int = SEARCH_LIMIT) -> li
     if not q:
         return []
     like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    rows = _rows(
-        conn.execute(
-            """
-            WITH hits AS (
-                SELECT order_id, 'order id' AS matched, (order_id ILIKE %(q)s) AS exact
-                  FROM orderflow."order" WHERE order_id ILIKE %(like)s
-                UNION ALL
-                SELECT order_id, 'PO number', po_number ILIKE %(q)s
-                  FROM orderflow."order" WHERE po_number ILIKE %(like)s
-                UNION ALL
-                SELECT o.order_id, 'customer', (o.customer_id ILIKE %(q)s OR c.name ILIKE %(q)s)
-                  FROM orderflow."order" o LEFT JOIN orderflow.customer c USING (customer_id)
-                 WHERE o.customer_id ILIKE %(like)s OR c.name ILIKE %(like)s
-                UNION ALL
-                SELECT order_id, 'tracking number', tracking_number ILIKE %(q)s
-                  FROM orderflow.shipment WHERE tracking_number ILIKE %(like)s
-                UNION ALL
-                SELECT order_id, 'invoice number',
-                       (invoice_id ILIKE %(q)s OR erp_invoice_number ILIKE %(q)s)
-                  FROM orderflow.invoice
-                 WHERE invoice_id ILIKE %(like)s OR erp_invoice_number ILIKE %(like)s
-            ), best AS (
-                SELECT order_id, bool_or(exact) AS exact,
-                       array_agg(DISTINCT matched ORDER BY matched) AS matched
-                  FROM hits WHERE order_id IS NOT NULL GROUP BY order_id
-            )
-            SELECT b.order_id, b.exact, b.matched, o.po_number, o.customer_id,
-                   c.name AS customer_name, o.channel, o.status, o.received_at, o.order_total,
-                   o.currency,
-                   (SELECT string_agg(DISTINCT s.tracking_number, ', ')
-                      FROM orderflow.shipment s WHERE s.order_id = o.order_id) AS tracking,
-                   (SELECT string_agg(DISTINCT coalesce(i.erp_invoice_number, i.invoice_id), ', ')
-                      FROM orderflow.invoice i WHERE i.order_id = o.order_id) AS invoices
-              FROM best b JOIN orderflow."order" o USING (order_id)
-              LEFT JOIN orderflow.customer c USING (customer_id)
-             ORDER BY b.exact DESC, o.received_at DESC, b.order_id
-             LIMIT %(limit)s
-            """,
-            {
-                "q": q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
-                "like": like,
-                "limit": limit,
-            },
-        )
+    rows = order_repo.search(
+        conn,
+        q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+        like,
+        limit,
     )
     for r in rows:
         r["customer_status"] = CUSTOMER_STATUS.get(r["status"], r["status"])
@@ -987,24 +752,9 @@ def drill(
         mark.update({o: "" for o in all_ids})
     if minutes is not None and mark:
         lo, hi = minutes
-        keep = {
-            r[0]
-            for r in conn.execute(
-                "SELECT order_id FROM orderflow.order_fact WHERE order_id = ANY(%s) "
-                "AND extract(epoch FROM released_at - received_at) / 60 >= %s "
-                "AND (%s::float8 IS NULL OR extract(epoch FROM released_at - received_at) / 60 < %s)",
-                (list(mark), lo, hi, hi),
-            )
-        }
+        keep = set(kpi_repo.released_within(conn, list(mark), lo, hi))
         mark = {o: m for o, m in mark.items() if o in keep}
-    rows = _rows(
-        conn.execute(
-            "SELECT o.order_id, o.po_number, o.customer_id, o.channel, o.status, o.received_at, "
-            'o.order_total, o.currency, o.manual_touches FROM orderflow."order" o '
-            "WHERE o.order_id = ANY(%s) ORDER BY o.order_id",
-            (list(mark),),
-        )
-    )
+    rows = order_repo.summaries(conn, list(mark))
     for r in rows:
         r["outcome"] = mark[r["order_id"]]
     return {
