@@ -566,15 +566,12 @@ def fulfilment() -> None:
 def fulfilment_quarantined(limit: int) -> None:
     """List quarantined fulfilment events (unknown order or release) with their error."""
     from orderflow.store import db
+    from orderflow.store import status as repo
 
     use_store()
     conn = db.connect()
     try:
-        for eid, source, kind, order_id, error in conn.execute(
-            "SELECT event_id, source, kind, order_id, error FROM orderflow.fulfilment_event "
-            "WHERE status = 'quarantined' ORDER BY event_id LIMIT %s",
-            (limit,),
-        ):
+        for eid, source, kind, order_id, error in repo.quarantined_fulfilment_events(conn, limit):
             click.echo(f"{eid:>8}  {source:<7} {kind:<12} {order_id or '-':<20} {error}")
     finally:
         conn.close()
@@ -659,19 +656,12 @@ def outbox() -> None:
 @outbox.command("status")
 def outbox_status() -> None:
     """Rows per action and state, with follow-ups waiting and the oldest row waiting."""
-    from orderflow.store import db
+    from orderflow.store import db, outbox_report
 
     use_store()
     conn = db.connect()
     try:
-        rows = conn.execute(
-            """
-            SELECT action, status, count(*),
-                   count(*) FILTER (WHERE followup_status = 'pending') AS followups,
-                   min(created_at) FILTER (WHERE status IN ('pending', 'failed', 'sending'))
-              FROM orderflow.outbox GROUP BY 1, 2 ORDER BY 1, 2
-            """
-        ).fetchall()
+        rows = outbox_report.status_counts(conn)
     finally:
         conn.close()
     click.echo(f"{'action':<12} {'status':<8} {'rows':>8} {'follow-ups':>10}  oldest waiting")
@@ -685,22 +675,12 @@ def outbox_status() -> None:
 def outbox_attention(limit: int) -> None:
     """Rows that wait for a person: dead (rejected or out of retries), unknown (interrupted
     mid-send to a receiver that cannot tell us), and dead follow-ups."""
-    from orderflow.status import OUTBOX_ATTENTION
-    from orderflow.store import db
+    from orderflow.store import db, outbox_report
 
     use_store()
     conn = db.connect()
     try:
-        for key, status, follow, error in conn.execute(
-            f"""
-            SELECT idempotency_key, status, followup_status,
-                   CASE WHEN followup_status = 'dead' THEN followup_error ELSE last_error END
-              FROM orderflow.outbox
-             WHERE {OUTBOX_ATTENTION}
-             ORDER BY outbox_id LIMIT %s
-            """,
-            (limit,),
-        ):
+        for key, status, follow, error in outbox_report.attention_rows(conn, limit):
             state = f"{status}/follow-up dead" if follow == "dead" else status
             click.echo(f"{key:<48} {state:<20} {error or ''}")
     finally:
@@ -884,13 +864,12 @@ def reprocess_command(
 def intake_reconcile() -> None:
     """Messages per channel and outcome: in = created + quarantined + duplicate."""
     from orderflow.store import db
+    from orderflow.store import status as repo
 
     use_store()
     conn = db.connect()
     try:
-        rows = conn.execute(
-            "SELECT channel, outcome, count(*) FROM orderflow.channel_message GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
+        rows = repo.messages_by_outcome(conn)
     finally:
         conn.close()
     click.echo(f"{'channel':<8} {'outcome':<16} {'messages':>8}")

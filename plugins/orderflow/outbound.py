@@ -18,13 +18,9 @@ log = logging.getLogger(__name__)
 def envelope(conn: psycopg.Connection, partner_id: str) -> dict[str, Any] | None:
     """The builders' envelope arguments for ``partner_id`` (None: no ISA id on file)."""
     from orderflow.intake.drops import OUR_EDI_ID
-    from orderflow.store import control_numbers
+    from orderflow.store import control_numbers, partners
 
-    row = conn.execute(
-        "SELECT isa_qualifier, isa_id, gs_id, x12_version FROM orderflow.trading_partner "
-        "WHERE partner_id = %s",
-        (partner_id,),
-    ).fetchone()
+    row = partners.envelope_ids(conn, partner_id)
     if row is None or not row[1]:
         return None
     qualifier, isa_id, gs_id, version = row
@@ -54,9 +50,9 @@ def queue_x12(
 ) -> bool:
     """Queue one document (``build(envelope)`` → X12 text) unless ``key`` is queued already
     (a rerun: same document, no second control number). Returns whether it queued."""
-    from orderflow.store import fulfilment, outbox
+    from orderflow.store import fulfilment, outbox, outbox_report
 
-    if conn.execute("SELECT 1 FROM orderflow.outbox WHERE idempotency_key = %s", (key,)).fetchone():
+    if outbox_report.is_queued(conn, key):
         return False
     env = envelope(conn, partner_id)
     if env is None:

@@ -26,6 +26,9 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from orderflow.store import desk, outbox_report
+from orderflow.store import status as repo
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -42,10 +45,6 @@ MEASURES = (
     "cancelled",
     "rejected",
 )
-#: The outbox rows that wait for a person (``orderflow outbox attention`` lists them).
-OUTBOX_ATTENTION = "status IN ('dead', 'unknown') OR followup_status = 'dead'"
-#: Quarantined channel messages not replayed yet (``orderflow intake quarantined``).
-MESSAGES_QUARANTINED = "outcome = 'quarantined' AND NOT details ? 'replayed_as'"
 
 
 # ------------------------------------------------------------------------------ the day
@@ -72,51 +71,6 @@ def day_window(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
 
 
 # ------------------------------------------------------------------------------ counts
-_DAY_COUNTS = """
-WITH touched AS (  -- orders with a status change in the day: only these can count
-    SELECT DISTINCT order_id FROM orderflow.order_event
-     WHERE occurred_at >= %(start)s AND occurred_at < %(end)s
-), ev AS (
-    SELECT e.order_id,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')  AS released_at,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'INVOICED')  AS invoiced_at,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'CANCELLED') AS cancelled_at,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'REJECTED')  AS rejected_at,
-           bool_or(e.to_status = 'ON_HOLD' AND e.occurred_at >= %(start)s
-                   AND e.occurred_at < %(end)s)                        AS held
-      FROM orderflow.order_event e JOIN touched USING (order_id)
-     GROUP BY e.order_id
-), moved AS (  -- orders with a shipment picked or shipped in the day
-    SELECT DISTINCT order_id FROM orderflow.shipment
-     WHERE (picked_at >= %(start)s AND picked_at < %(end)s)
-        OR (shipped_at >= %(start)s AND shipped_at < %(end)s)
-), ship AS (  -- as order_fact: the last shipment of the current release decides
-    SELECT s.order_id,
-           CASE WHEN bool_and(s.picked_at IS NOT NULL) THEN max(s.picked_at) END   AS picked_at,
-           CASE WHEN bool_and(s.shipped_at IS NOT NULL) THEN max(s.shipped_at) END AS shipped_at
-      FROM orderflow.shipment s
-      JOIN moved USING (order_id)
-      JOIN orderflow."order" o ON o.order_id = s.order_id
-                              AND s.release_version = o.release_version
-     GROUP BY s.order_id
-)
-SELECT o.channel,
-       count(*) FILTER (WHERE o.parent_order_id IS NULL
-                          AND o.received_at >= %(start)s AND o.received_at < %(end)s),
-       count(*) FILTER (WHERE ev.held),
-       count(*) FILTER (WHERE ev.released_at >= %(start)s AND ev.released_at < %(end)s),
-       count(*) FILTER (WHERE ship.picked_at >= %(start)s AND ship.picked_at < %(end)s),
-       count(*) FILTER (WHERE ship.shipped_at >= %(start)s AND ship.shipped_at < %(end)s),
-       count(*) FILTER (WHERE ev.invoiced_at >= %(start)s AND ev.invoiced_at < %(end)s),
-       count(*) FILTER (WHERE ev.cancelled_at >= %(start)s AND ev.cancelled_at < %(end)s),
-       count(*) FILTER (WHERE ev.rejected_at >= %(start)s AND ev.rejected_at < %(end)s)
-  FROM orderflow."order" o
-  LEFT JOIN ev USING (order_id)
-  LEFT JOIN ship USING (order_id)
- WHERE (o.received_at >= %(start)s AND o.received_at < %(end)s)
-    OR ev.order_id IS NOT NULL OR ship.order_id IS NOT NULL
- GROUP BY o.channel
-"""
 
 
 def day_counts(
@@ -124,7 +78,7 @@ def day_counts(
 ) -> dict[str, dict[str, int]]:
     """Orders per channel that reached each of :data:`MEASURES` in [start, end)."""
     out = {ch: dict.fromkeys(MEASURES, 0) for ch in CHANNELS}
-    for channel, *counts in conn.execute(_DAY_COUNTS, {"start": start, "end": end}):
+    for channel, *counts in repo.day_counts(conn, start, end):
         out[channel] = dict(zip(MEASURES, counts, strict=True))
     return out
 
@@ -132,45 +86,25 @@ def day_counts(
 def desk_counts(conn: psycopg.Connection) -> dict[str, int]:
     """Open exceptions per SLA state (``breached`` / ``nearing`` / ``ok``): the desk's and the
     dashboard's numbers."""
-    return dict(
-        conn.execute(
-            "SELECT sla_state, count(*) FROM orderflow.exception_desk GROUP BY 1"
-        ).fetchall()
-    )
+    return desk.sla_counts(conn)
 
 
 def open_exceptions_by_category(conn: psycopg.Connection) -> dict[str, int]:
     """Open exceptions per category (what holds orders, and the rest of the desk)."""
-    return dict(
-        conn.execute(
-            "SELECT category, count(*) FROM orderflow.exception_desk GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
-    )
+    return desk.open_by_category(conn)
 
 
 def outbox_attention(conn: psycopg.Connection) -> dict[str, int]:
     """Outbox rows that wait for a person: dead, unknown (interrupted e-mails) and dead
     follow-ups (a row can be both sent and have a dead follow-up)."""
-    dead, unknown, followups = conn.execute(
-        "SELECT count(*) FILTER (WHERE status = 'dead'), "
-        "count(*) FILTER (WHERE status = 'unknown'), "
-        "count(*) FILTER (WHERE followup_status = 'dead') "
-        f"FROM orderflow.outbox WHERE {OUTBOX_ATTENTION}"
-    ).fetchone()
+    dead, unknown, followups = outbox_report.attention_counts(conn)
     return {"dead": dead, "unknown": unknown, "followup_dead": followups}
 
 
 def quarantine(conn: psycopg.Connection) -> dict[str, Any]:
     """Inputs waiting for a fix: channel messages per channel, fulfilment events."""
-    messages = dict(
-        conn.execute(
-            "SELECT channel, count(*) FROM orderflow.channel_message "
-            f"WHERE {MESSAGES_QUARANTINED} GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    )
-    events = conn.execute(
-        "SELECT count(*) FROM orderflow.fulfilment_event WHERE status = 'quarantined'"
-    ).fetchone()[0]
+    messages = repo.quarantined_messages(conn)
+    events = repo.quarantined_events(conn)
     return {"messages": messages, "fulfilment_events": events}
 
 

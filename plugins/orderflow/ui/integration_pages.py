@@ -14,7 +14,7 @@ whenever it was queued):
   record: attempts per sent row and time-to-sent (queued → accepted, p50 / p95), which
   includes the waits between retries.
 - *last success*: the latest ``sent_at``; *dead letters*: rows ``dead`` or ``unknown`` and
-  sent rows whose follow-up is dead (``status.OUTBOX_ATTENTION``, as ``orderflow outbox
+  sent rows whose follow-up is dead (``store.outbox_report.OUTBOX_ATTENTION``, as ``orderflow outbox
   attention`` lists them).
 - *997s* (``outbound_document``): accepted (AK9 A, no set refused), rejected as
   ``edi_acks.not_accepted`` decides (what opens ``edi_rejected``), awaiting, resent, and
@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 
+from orderflow.store import audit, outbox_report
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -43,11 +45,6 @@ if TYPE_CHECKING:
 DEAD_SHOWN = 200
 OVERDUE_SHOWN = 200
 KINDS = ("resend", "followup")
-
-
-def _rows(cur) -> list[dict[str, Any]]:
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
 def may_replay(user: User) -> bool:
@@ -60,93 +57,21 @@ def may_replay(user: User) -> bool:
     return access.may_resolve(user.name, owner, escalation)
 
 
-_PARTNER = "coalesce(o.payload->>'partner_id', o.payload->>'customer_id', o.target_conn_id)"
-
-
 def health(conn: psycopg.Connection, *, days: int = 7) -> dict[str, Any]:
     """The numbers of ``/integrations`` (see the module docstring for each)."""
     from orderflow import edi_acks
-    from orderflow.status import OUTBOX_ATTENTION
 
     days = max(1, min(int(days), 90))
-    now = conn.execute("SELECT now()").fetchone()[0]
+    now = outbox_report.now(conn)
     since = now - timedelta(days=days)
-    attention = f"({OUTBOX_ATTENTION})"  # (unqualified: one table)
-    endpoints = _rows(
-        conn.execute(
-            f"""
-            WITH w AS (
-                SELECT o.*, {_PARTNER} AS partner, o.created_at >= %(since)s AS recent,
-                       CASE WHEN o.status = 'sending' THEN greatest(o.attempts - 1, 0)
-                            ELSE o.attempts END AS finished,
-                       CASE WHEN o.status IN ('sent', 'sending') THEN greatest(o.attempts - 1, 0)
-                            ELSE o.attempts END AS failures
-                  FROM orderflow.outbox o
-                 WHERE o.created_at >= %(since)s OR {attention}
-                    OR o.status IN ('pending', 'sending', 'failed')
-            )
-            SELECT partner, action, target_conn_id AS receiver,
-                   count(*) FILTER (WHERE recent) AS queued,
-                   count(*) FILTER (WHERE recent AND status = 'sent') AS sent,
-                   count(*) FILTER (WHERE status IN ('pending', 'sending')) AS waiting,
-                   count(*) FILTER (WHERE status = 'failed') AS retrying,
-                   coalesce(sum(finished) FILTER (WHERE recent), 0) AS attempts,
-                   coalesce(sum(failures) FILTER (WHERE recent), 0) AS failed_attempts,
-                   avg(attempts) FILTER (WHERE recent AND status = 'sent') AS attempts_per_sent,
-                   percentile_cont(0.5) WITHIN GROUP (
-                       ORDER BY extract(epoch FROM sent_at - created_at))
-                       FILTER (WHERE recent AND status = 'sent') AS p50_seconds,
-                   percentile_cont(0.95) WITHIN GROUP (
-                       ORDER BY extract(epoch FROM sent_at - created_at))
-                       FILTER (WHERE recent AND status = 'sent') AS p95_seconds,
-                   max(sent_at) AS last_success,
-                   count(*) FILTER (WHERE status = 'dead') AS dead,
-                   count(*) FILTER (WHERE status = 'unknown') AS unknown,
-                   count(*) FILTER (WHERE followup_status = 'dead') AS followup_dead,
-                   (array_agg(last_error ORDER BY outbox_id DESC)
-                       FILTER (WHERE last_error IS NOT NULL AND status <> 'sent'))[1] AS last_error
-              FROM w
-             GROUP BY 1, 2, 3
-             ORDER BY 1, 2, 3
-            """,
-            {"since": since},
-        )
-    )
+    endpoints = outbox_report.endpoint_health(conn, since)
     for e in endpoints:
         e["failure_rate"] = (
             float(e["failed_attempts"]) / float(e["attempts"]) if e["attempts"] else None
         )
         e["dead_letters"] = e["dead"] + e["unknown"] + e["followup_dead"]
-    acks = _rows(
-        conn.execute(
-            """
-            SELECT d.partner_id, d.document_type,
-                   count(*) AS documents,
-                   count(*) FILTER (WHERE d.ack_status IS NOT NULL AND NOT rej) AS accepted,
-                   count(*) FILTER (WHERE rej) AS rejected,
-                   count(*) FILTER (WHERE rej AND d.resent_as IS NULL) AS rejected_open,
-                   count(*) FILTER (WHERE d.ack_status IS NULL AND d.resent_as IS NULL
-                                      AND o.status = 'sent') AS awaiting,
-                   count(*) FILTER (WHERE d.resent_as IS NOT NULL) AS resent,
-                   max(d.ack_received_at) AS last_ack,
-                   max(tp.ack_window_hours) AS window_hours
-              FROM (SELECT d.*, d.ack_status IS NOT NULL AND (
-                           d.ack_status = ANY(%(group)s) OR EXISTS (
-                               SELECT 1 FROM jsonb_each_text(
-                                   coalesce(d.ack_detail->'transactions', '{}'::jsonb)) t
-                                WHERE t.value = ANY(%(set)s))) AS rej
-                      FROM orderflow.outbound_document d) d
-              JOIN orderflow.outbox o USING (idempotency_key)
-              LEFT JOIN orderflow.trading_partner tp ON tp.partner_id = d.partner_id
-             WHERE d.created_at >= %(since)s
-             GROUP BY 1, 2 ORDER BY 1, 2
-            """,
-            {
-                "since": since,
-                "group": sorted(edi_acks.GROUP_NOT_ACCEPTED),
-                "set": sorted(edi_acks.SET_NOT_ACCEPTED),
-            },
-        )
+    acks = outbox_report.ack_counts(
+        conn, since, sorted(edi_acks.GROUP_NOT_ACCEPTED), sorted(edi_acks.SET_NOT_ACCEPTED)
     )
     # overdue: exactly the documents the watch opens edi_ack_overdue for (whenever sent)
     overdue = edi_acks.overdue_rows(conn)
@@ -196,28 +121,7 @@ def health(conn: psycopg.Connection, *, days: int = 7) -> dict[str, Any]:
 def dead_letters(conn: psycopg.Connection, limit: int = DEAD_SHOWN) -> list[dict[str, Any]]:
     """Outbox rows that wait for a person (dead, unknown, dead follow-up), oldest first, with
     their dead-letter record and what may be done with each."""
-    from orderflow.status import OUTBOX_ATTENTION
-
-    rows = _rows(
-        conn.execute(
-            f"""
-            SELECT o.outbox_id, o.idempotency_key, o.order_id, o.action, o.target_conn_id,
-                   {_PARTNER} AS partner, o.status, o.followup_status, o.attempts,
-                   o.followup_attempts, o.created_at, o.sent_at,
-                   CASE WHEN o.followup_status = 'dead' THEN o.followup_error
-                        ELSE o.last_error END AS error,
-                   dl.created_at AS dead_lettered_at
-              FROM orderflow.outbox o
-              LEFT JOIN orderflow.dead_letter dl
-                ON dl.source_ref = o.idempotency_key AND dl.replayed_at IS NULL
-               AND dl.source = CASE WHEN o.followup_status = 'dead' THEN 'outbox_followup'
-                                    ELSE 'outbox' END
-             WHERE ({OUTBOX_ATTENTION})
-             ORDER BY o.outbox_id LIMIT %s
-            """,
-            (limit,),
-        )
-    )
+    rows = outbox_report.dead_letters(conn, limit)
     for r in rows:
         r["kind"] = "resend" if r["status"] in ("dead", "unknown") else "followup"
     return rows
@@ -226,20 +130,16 @@ def dead_letters(conn: psycopg.Connection, limit: int = DEAD_SHOWN) -> list[dict
 def _audit_refusal(conn, user: User, key: str, reason: str, why: str) -> None:
     """A refused follow-up replay, audited as ``outbox.replay_dead_letters`` audits a refused
     replay (same action), changing nothing else."""
-    from psycopg.types.json import Jsonb
-
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, 'outbox_replay_refused', 'outbox', %s, %s, "
-        "%s, %s)",
-        (
-            user.name,
-            ",".join(sorted(user.roles)) or None,
-            key,
-            Jsonb({"selected": [key], "kind": "followup"}),
-            Jsonb({"refused": why}),
-            reason or None,
-        ),
+    audit.record(
+        conn,
+        actor=user.name,
+        role=",".join(sorted(user.roles)) or None,
+        action="outbox_replay_refused",
+        object_type="outbox",
+        object_id=key,
+        before={"selected": [key], "kind": "followup"},
+        after={"refused": why},
+        reason=reason or None,
     )
 
 
@@ -256,11 +156,7 @@ def replay(
 
     if kind not in KINDS:
         raise HTTPException(422, f"kind must be one of {', '.join(KINDS)}")
-    row = conn.execute(
-        "SELECT outbox_id, status, followup_status FROM orderflow.outbox "
-        "WHERE idempotency_key = %s",
-        (key,),
-    ).fetchone()
+    row = outbox_report.state_of(conn, key)
     if row is None:
         raise HTTPException(404, f"no outbox row {key}")
     if kind == "resend":
