@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from orderflow import access, rules
 from orderflow.domain.reference import Hold, LineView, OrderView, ReferenceData
-from orderflow.store import db
+from orderflow.store import audit, db, rule_sets
+from orderflow.store import orders as order_repo
+from orderflow.store import whatif as whatif_repo
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,12 +112,7 @@ def candidate_from_store(conn: psycopg.Connection, ref: str) -> rules._RuleSet:
             f"{ref!r} names no version: use a YAML file, or <rule_set>@<version>[#<hash>]"
         )
     name, version, sha = m["name"], m["version"], m["sha"]
-    rows = conn.execute(
-        "SELECT content_sha256, content::text FROM orderflow.rule_set_version "
-        "WHERE rule_set = %s AND (%s::text IS NULL OR version = %s) "
-        "AND (%s::text IS NULL OR content_sha256 LIKE %s || '%%') ORDER BY loaded_at",
-        (name, version, version, sha, sha),
-    ).fetchall()
+    rows = rule_sets.find_versions(conn, name, version, sha)
     found = {r[0]: rules.parse(name, json.loads(r[1])) for r in rows}
     for rs in rules.file_versions(name):
         if (version is None or rs.version == version) and (
@@ -204,15 +201,7 @@ def load_history(
     the stages read about them. Reads only."""
     from orderflow.store import processing as repo
 
-    rows = conn.execute(
-        """
-        SELECT order_id, channel, partner_id, customer_id, ship_to_id, received_at, canonical
-          FROM orderflow."order"
-         WHERE received_at >= %s AND received_at < %s AND parent_order_id IS NULL
-         ORDER BY received_at, order_id
-        """,
-        (window_from, window_to),
-    ).fetchall()
+    rows = whatif_repo.window_orders(conn, window_from, window_to)
     orders = [_view(r) for r in rows]
     ids = [o.order_id for o in orders]
     hours = max(b.validation.duplicate_window_hours for b in books)
@@ -222,33 +211,13 @@ def load_history(
     cids = {o.customer_id for o in orders if o.customer_id}
     exposure: dict[tuple[str, ...], dict[str, Decimal]] = {}
     for statuses in {tuple(b.credit.open_order_statuses) for b in books}:
-        exposure[statuses] = {
-            r[0]: r[1]
-            for r in conn.execute(
-                """
-                SELECT o.customer_id, sum(l.quantity * coalesce(l.contract_price, l.unit_price, 0))
-                  FROM orderflow."order" o JOIN orderflow.order_line l USING (order_id)
-                 WHERE o.customer_id = ANY(%s) AND o.status = ANY(%s)
-                   AND NOT o.order_id = ANY(%s)
-                 GROUP BY o.customer_id
-                """,
-                (list(cids), list(statuses), ids),
-            )
-        }
+        exposure[statuses] = whatif_repo.open_exposure(conn, list(cids), list(statuses), ids)
     # Stock: what is available now, plus what the window's own live reservations hold (they
     # compete for it again, as when they were allocated).
     available: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for item_id, dc_id, qty in conn.execute(
-        "SELECT item_id, dc_id, greatest(available, 0) FROM orderflow.inventory_position "
-        "WHERE item_id = ANY(%s)",
-        (list(ref.items),),
-    ):
+    for item_id, dc_id, qty in whatif_repo.available_now(conn, list(ref.items)):
         available[(item_id, dc_id)] += qty
-    for item_id, dc_id, qty in conn.execute(
-        "SELECT item_id, dc_id, sum(quantity) FROM orderflow.reservation "
-        "WHERE order_id = ANY(%s) AND status IN ('held', 'released') GROUP BY 1, 2",
-        (ids,),
-    ):
+    for item_id, dc_id, qty in whatif_repo.live_reservations(conn, ids):
         available[(item_id, dc_id)] += qty
     return orders, History(
         ref=ref,
@@ -411,8 +380,6 @@ def whatif(
 ) -> WhatIf:
     """Replay ``candidates`` against the orders received in [from, to): see the module
     docstring. Writes only ``whatif_run`` and ``whatif_diff`` (when ``store``)."""
-    from psycopg.types.json import Jsonb
-
     if not candidates:
         raise GovernanceRefused("name at least one candidate version")
     names = [c.name for c in candidates]
@@ -430,8 +397,8 @@ def whatif(
     sources = list(sources or ["candidate"] * len(candidates))
     # One read-only snapshot: both sides see the same data, and nothing can be written.
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        now = conn.execute("SELECT now()").fetchone()[0]
+        whatif_repo.read_only_snapshot(conn)
+        now = order_repo.now(conn)
         current = rules.load(now, conn=conn)
         proposed = current.replace(*candidates)
         orders, history = load_history(conn, window_from, window_to, [current, proposed])
@@ -472,63 +439,32 @@ def whatif(
     if not store:
         return result
     with db.transaction(conn):
-        result.run_id = conn.execute(
-            """
-            INSERT INTO orderflow.whatif_run (requested_by, window_from, window_to,
-                current_versions, candidates, orders, changed, totals, dag_id, run_id)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING whatif_run_id
-            """,
-            (
-                requested_by,
-                window_from,
-                window_to,
-                Jsonb(result.current_versions),
-                Jsonb(result.candidates),
-                len(orders),
-                len(changes),
-                Jsonb(summary),
-                dag_id,
-                run_id,
-            ),
-        ).fetchone()[0]
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO orderflow.whatif_diff (whatif_run_id, order_id, changed, current, "
-                "candidate) VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (
-                        result.run_id,
-                        d["order_id"],
-                        d["changed"],
-                        Jsonb(d["current"]),
-                        Jsonb(d["candidate"]),
-                    )
-                    for d in changes
-                ],
-            )
+        result.run_id = whatif_repo.add_run(
+            conn,
+            requested_by=requested_by,
+            window_from=window_from,
+            window_to=window_to,
+            current_versions=result.current_versions,
+            candidates=result.candidates,
+            orders=len(orders),
+            changed=len(changes),
+            totals=summary,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+        whatif_repo.add_diffs(conn, result.run_id, changes)
     return result
 
 
 def whatif_report(conn: psycopg.Connection, whatif_run_id: int, limit: int = 500) -> dict:
     """A stored what-if for a page or the CLI: the run (window, versions compared, totals)
     and its per-order differences (first ``limit``, by order id)."""
-    cur = conn.execute(
-        "SELECT whatif_run_id, requested_by, requested_at, window_from, window_to, "
-        "current_versions, candidates, orders, changed, totals, dag_id, run_id "
-        "FROM orderflow.whatif_run WHERE whatif_run_id = %s",
-        (whatif_run_id,),
-    )
-    row = cur.fetchone()
-    if row is None:
+    run = whatif_repo.run(conn, whatif_run_id)
+    if run is None:
         raise GovernanceRefused(f"what-if run {whatif_run_id} does not exist")
-    run = dict(zip([c.name for c in cur.description], row, strict=True))
     run["diffs"] = [
         {"order_id": r[0], "changed": list(r[1]), "current": r[2], "candidate": r[3]}
-        for r in conn.execute(
-            "SELECT order_id, changed, current, candidate FROM orderflow.whatif_diff "
-            "WHERE whatif_run_id = %s ORDER BY order_id LIMIT %s",
-            (whatif_run_id, limit),
-        )
+        for r in whatif_repo.diffs(conn, whatif_run_id, limit)
     ]
     return run
 
@@ -556,14 +492,8 @@ def versions(conn: psycopg.Connection) -> list[dict]:
     book = rules.load()
     live = rules.in_force(conn, book)
     history: dict[str, list[dict]] = defaultdict(list)
-    cur = conn.execute(
-        "SELECT activation_id, rule_set, action, version, content_sha256, previous_version, "
-        "previous_sha256, undoes, whatif_run_id, actor, reason, activated_at "
-        "FROM orderflow.rule_set_activation ORDER BY activation_id DESC"
-    )
-    cols = [c.name for c in cur.description]
-    for r in cur:
-        history[r[1]].append(dict(zip(cols, r, strict=True)))
+    for a in rule_sets.activations(conn):
+        history[a["rule_set"]].append(a)
     return [
         {
             "rule_set": name,
@@ -581,20 +511,16 @@ def versions(conn: psycopg.Connection) -> list[dict]:
 
 
 def _audit(conn, actor, action, object_id, before, after, reason) -> None:
-    from psycopg.types.json import Jsonb
-
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, %s, 'rule_set', %s, %s, %s, %s)",
-        (
-            actor,
-            ",".join(sorted(access.roles_of(actor))) or None,
-            action,
-            object_id,
-            Jsonb(before),
-            Jsonb(after),
-            reason,
-        ),
+    audit.record(
+        conn,
+        actor=actor,
+        role=",".join(sorted(access.roles_of(actor))) or None,
+        action=action,
+        object_type="rule_set",
+        object_id=object_id,
+        before=before,
+        after=after,
+        reason=reason,
     )
 
 
@@ -608,7 +534,7 @@ def _refusal(actor: str, what: str) -> str | None:
 
 
 def _lock(conn, rule_set: str) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext('rule_governance:' || %s))", (rule_set,))
+    rule_sets.lock_governance(conn, rule_set)
 
 
 def _brief(rs: rules._RuleSet) -> dict[str, str]:
@@ -636,7 +562,7 @@ def promote(
     with db.transaction(conn):
         _lock(conn, name)
         # after the lock: a promotion committed later is always activated later
-        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        now = rule_sets.clock(conn)
         current = getattr(rules.load(now, conn=conn), name)
         before = _brief(current)
         after = {**_brief(version), "whatif_run_id": whatif_run_id}
@@ -660,14 +586,7 @@ def promote(
                 )
             if version == current:
                 raise GovernanceRefused(f"{name}@{version.version} is already in force")
-            clash = [
-                sha
-                for (sha,) in conn.execute(
-                    "SELECT content_sha256 FROM orderflow.rule_set_version "
-                    "WHERE rule_set = %s AND version = %s AND content_sha256 <> %s",
-                    (name, version.version, version.sha256),
-                )
-            ] + [
+            clash = rule_sets.other_contents(conn, name, version.version, version.sha256) + [
                 rs.sha256
                 for rs in rules.file_versions(name)
                 if rs.version == version.version and rs.sha256 != version.sha256
@@ -687,25 +606,18 @@ def promote(
                     )
             rules.record(conn, [current], "file")  # (kept as it is when already stored)
             rules.record(conn, [version], "candidate")
-            activation = conn.execute(
-                """
-                INSERT INTO orderflow.rule_set_activation (rule_set, version, content_sha256,
-                    action, previous_version, previous_sha256, whatif_run_id, actor, reason,
-                    activated_at)
-                VALUES (%s, %s, %s, 'promote', %s, %s, %s, %s, %s, %s) RETURNING activation_id
-                """,
-                (
-                    name,
-                    version.version,
-                    version.sha256,
-                    current.version,
-                    current.sha256,
-                    whatif_run_id,
-                    actor,
-                    reason,
-                    now,
-                ),
-            ).fetchone()[0]
+            activation = rule_sets.add_promotion(
+                conn,
+                rule_set=name,
+                version=version.version,
+                sha256=version.sha256,
+                previous_version=current.version,
+                previous_sha256=current.sha256,
+                whatif_run_id=whatif_run_id,
+                actor=actor,
+                reason=reason,
+                activated_at=now,
+            )
             after["activation_id"] = activation
             _audit(conn, actor, "rule_promote", name, before, after, reason)
     if refused is not None:
@@ -726,7 +638,7 @@ def rollback(conn: psycopg.Connection, rule_set: str, *, actor: str, reason: str
     with db.transaction(conn):
         _lock(conn, rule_set)
         # after the lock: a promotion committed later is always activated later
-        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        now = rule_sets.clock(conn)
         current = getattr(rules.load(now, conn=conn), rule_set)
         before = _brief(current)
         refused = _refusal(actor, f"roll back {rule_set}")
@@ -736,12 +648,7 @@ def rollback(conn: psycopg.Connection, rule_set: str, *, actor: str, reason: str
             )
         else:
             standing: list[tuple] = []  # promotions not rolled back, oldest first
-            for row in conn.execute(
-                "SELECT activation_id, action, version, content_sha256, previous_version, "
-                "previous_sha256 FROM orderflow.rule_set_activation WHERE rule_set = %s "
-                "ORDER BY activation_id",
-                (rule_set,),
-            ):
+            for row in rule_sets.activations_of(conn, rule_set):
                 if row[1] == "promote":
                     standing.append(row)
                 elif standing:
@@ -758,25 +665,18 @@ def rollback(conn: psycopg.Connection, rule_set: str, *, actor: str, reason: str
                     f"{top[2]} (a file version took effect after it): nothing to roll back"
                 )
             target = {"version": top[4], "sha256": top[5]}
-            activation = conn.execute(
-                """
-                INSERT INTO orderflow.rule_set_activation (rule_set, version, content_sha256,
-                    action, previous_version, previous_sha256, undoes, actor, reason,
-                    activated_at)
-                VALUES (%s, %s, %s, 'rollback', %s, %s, %s, %s, %s, %s) RETURNING activation_id
-                """,
-                (
-                    rule_set,
-                    top[4],
-                    top[5],
-                    current.version,
-                    current.sha256,
-                    top[0],
-                    actor,
-                    reason,
-                    now,
-                ),
-            ).fetchone()[0]
+            activation = rule_sets.add_rollback(
+                conn,
+                rule_set=rule_set,
+                version=top[4],
+                sha256=top[5],
+                previous_version=current.version,
+                previous_sha256=current.sha256,
+                undoes=top[0],
+                actor=actor,
+                reason=reason,
+                activated_at=now,
+            )
             after = {**target, "undoes": top[0], "activation_id": activation}
             _audit(conn, actor, "rule_rollback", rule_set, before, after, reason)
     if refused is not None:

@@ -124,7 +124,7 @@ def review(
     """A person's verdict on a decision (the desk): followed it, or corrected it with
     ``label``; set once, audited. The next training takes it as a label."""
     from orderflow.store import ai as repo
-    from orderflow.store import db
+    from orderflow.store import audit, db
 
     if not followed and label is None:
         raise ValueError("a correction names the right label")
@@ -133,11 +133,13 @@ def review(
             conn, decision_id, followed=followed, label=None if followed else label, actor=actor
         )
         if done:
-            conn.execute(
-                "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, "
-                "object_id, after) VALUES (%s, %s, 'ai_review', 'ai_decision', %s, "
-                "jsonb_build_object('followed', %s::boolean, 'label', %s::text))",
-                (actor, actor_role, str(decision_id), followed, label),
+            audit.record_ai_review(
+                conn,
+                actor=actor,
+                actor_role=actor_role,
+                decision_id=decision_id,
+                followed=followed,
+                label=label,
             )
     return done
 

@@ -537,17 +537,9 @@ def _stored(name: str, sha256: str, blob: str) -> _RuleSet:
 def promoted(conn: Any, at: datetime) -> dict[str, tuple[datetime, _RuleSet]]:
     """Per rule set, the latest promotion or rollback in the store at or before ``at``:
     (when it was activated, the version it activated)."""
-    rows = conn.execute(
-        """
-        SELECT DISTINCT ON (a.rule_set) a.rule_set, a.activated_at, a.content_sha256,
-               v.content::text
-          FROM orderflow.rule_set_activation a
-          JOIN orderflow.rule_set_version v USING (rule_set, content_sha256)
-         WHERE a.activated_at <= %s
-         ORDER BY a.rule_set, a.activated_at DESC, a.activation_id DESC
-        """,
-        (at,),
-    ).fetchall()
+    from orderflow.store import rule_sets
+
+    rows = rule_sets.promoted(conn, at)
     return {name: (when, _stored(name, sha, blob)) for name, when, sha, blob in rows}
 
 
@@ -593,17 +585,8 @@ def record(conn: Any, book: RuleBook | list[_RuleSet], source: str = "file") -> 
     hash (once), so the hash a decision records always names stored content."""
     from psycopg.types.json import Jsonb
 
+    from orderflow.store import rule_sets
+
     sets = book.all() if isinstance(book, RuleBook) else list(book)
     rows = [(rs.name, rs.version, rs.effective_from, Jsonb(rs.content()), rs.sha256) for rs in sets]
-    if not rows:
-        return
-    conn.execute(
-        """
-        INSERT INTO orderflow.rule_set_version (rule_set, version, effective_from, content,
-            content_sha256, source)
-        SELECT r.*, %s FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[],
-                                   %s::text[]) AS r
-        ON CONFLICT DO NOTHING
-        """,
-        (source, *(list(col) for col in zip(*rows, strict=True))),
-    )
+    rule_sets.record_versions(conn, rows, source)

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 
+from orderflow.store import audit as audit_repo
+from orderflow.store import rule_sets
+from orderflow.store import whatif as whatif_repo
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -31,11 +35,6 @@ DIFF_COLUMNS = (
     ("carriers", "Carrier"),
     ("freight_cost", "Freight cost"),
 )
-
-
-def _rows(cur) -> list[dict[str, Any]]:
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
 def is_approver(user: User) -> bool:
@@ -56,14 +55,7 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
         key=lambda a: a["activation_id"],
         reverse=True,
     )
-    runs = _rows(
-        conn.execute(
-            "SELECT whatif_run_id, requested_by, requested_at, window_from, window_to, "
-            "candidates, orders, changed, totals, dag_id, run_id FROM orderflow.whatif_run "
-            "ORDER BY whatif_run_id DESC LIMIT %s",
-            (RUNS_SHOWN,),
-        )
-    )
+    runs = whatif_repo.latest_runs(conn, RUNS_SHOWN)
     for r in runs:
         r["candidate_refs"] = [
             f"{c['rule_set']}@{c['version']}#{c['sha256'][:12]}" for c in r["candidates"]
@@ -71,14 +63,7 @@ def overview(conn: psycopg.Connection) -> dict[str, Any]:
         r["promoted"] = [
             a["activation_id"] for a in log if a["whatif_run_id"] == r["whatif_run_id"]
         ]
-    audit = _rows(
-        conn.execute(
-            "SELECT audit_id, occurred_at, actor, actor_role, action, object_id, before, after, reason "
-            "FROM orderflow.audit_log WHERE object_type = 'rule_set' "
-            "ORDER BY audit_id DESC LIMIT %s",
-            (AUDIT_SHOWN,),
-        )
-    )
+    audit = audit_repo.rule_set_trail(conn, AUDIT_SHOWN)
     return {
         "sets": sets,
         "log": log,
@@ -95,11 +80,7 @@ def candidate_refs(conn: psycopg.Connection) -> list[str]:
     from orderflow import rules
 
     found: dict[tuple[str, str, str], None] = {}
-    for name, version, sha in conn.execute(
-        "SELECT rule_set, version, content_sha256 FROM orderflow.rule_set_version "
-        "WHERE rule_set = ANY(%s)",
-        (list(rules.GOVERNED),),
-    ):
+    for name, version, sha in rule_sets.stored_refs(conn, rules.GOVERNED):
         found[(name, version, sha[:12])] = None
     for name in rules.GOVERNED:
         for rs in rules.file_versions(name):
