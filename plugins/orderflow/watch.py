@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orderflow.store import db, exceptions
+from orderflow.store import db, exceptions, stalls
 
 if TYPE_CHECKING:
     import psycopg
@@ -74,44 +74,14 @@ def stalled_orders(conn: psycopg.Connection, book: RuleBook, out: WatchResult) -
         return
     stages = list(limits)
     with db.transaction(conn):
-        rows = conn.execute(
-            """
-            WITH lim AS (
-                SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::bool[])
-                    AS l(status, hours, owner_role, plus_transit)
-            ), cand AS (
-                SELECT o.order_id, o.status, o.status_changed_at, l.owner_role,
-                       l.hours + CASE WHEN l.plus_transit
-                                      THEN 24 * coalesce(max(cs.transit_days), 0) ELSE 0 END
-                           AS limit_hours,
-                       string_agg(DISTINCT s.carrier_id || ' ' || s.service_code, ', ')
-                           AS services,
-                       max(s.tracking_number) AS tracking
-                  FROM orderflow."order" o
-                  JOIN lim l ON l.status = o.status
-                  LEFT JOIN orderflow.shipment s
-                         ON s.order_id = o.order_id AND s.status <> 'cancelled'
-                  LEFT JOIN orderflow.carrier_service cs
-                         ON cs.carrier_id = s.carrier_id AND cs.service_code = s.service_code
-                 WHERE o.status = ANY(%s)
-                   AND o.status_changed_at < now() - make_interval(hours => %s)
-                 GROUP BY o.order_id, o.status, o.status_changed_at, l.owner_role, l.hours,
-                          l.plus_transit
-            )
-            SELECT order_id, status, status_changed_at, owner_role, limit_hours, services,
-                   tracking, extract(epoch FROM now() - status_changed_at) / 3600 AS hours_in
-              FROM cand
-             WHERE status_changed_at < now() - make_interval(secs => limit_hours * 3600)
-            """,
-            (
-                stages,
-                [limits[s].hours for s in stages],
-                [limits[s].owner_role for s in stages],
-                [limits[s].plus_transit_days for s in stages],
-                stages,
-                int(min(limits[s].hours for s in stages)),
-            ),
-        ).fetchall()
+        rows = stalls.stalled_orders(
+            conn,
+            stages,
+            [limits[s].hours for s in stages],
+            [limits[s].owner_role for s in stages],
+            [limits[s].plus_transit_days for s in stages],
+            int(min(limits[s].hours for s in stages)),
+        )
         for oid, status, since, owner, limit_h, services, tracking, hours_in in rows:
             opened = exceptions.open_routed(
                 conn,
@@ -130,18 +100,7 @@ def stalled_orders(conn: psycopg.Connection, book: RuleBook, out: WatchResult) -
             out.stalled_opened += opened is not None
         out.stalled_open = len(rows)
         # An order that moved on (or whose stage no longer has a limit) is not stalled.
-        out.stalled_resolved = conn.execute(
-            """
-            UPDATE orderflow.order_exception e
-               SET status = 'resolved', resolution = 'auto_resolved', resolved_by = %s,
-                   resolved_at = now(),
-                   resolution_note = 'the order moved on to ' || o.status
-              FROM orderflow."order" o
-             WHERE e.order_id = o.order_id AND e.status = 'open' AND e.category = 'stalled'
-               AND o.status IS DISTINCT FROM e.stage
-            """,
-            (RESOLVER,),
-        ).rowcount
+        out.stalled_resolved = stalls.resolve_moved_on(conn, RESOLVER)
     if rows:
         log.warning("%d orders stalled (%d new)", len(rows), out.stalled_opened)
 
@@ -162,23 +121,7 @@ def _stalled_reason(status, hours_in, limit_h, services, tracking) -> str:
 
 def stalled_outbox(conn: psycopg.Connection, out: WatchResult) -> None:
     with db.transaction(conn):
-        waiting = conn.execute(
-            """
-            SELECT w.action, w.waiting, w.oldest, w.last_error
-              FROM (SELECT action, count(*) AS waiting, min(created_at) AS oldest,
-                           (array_agg(last_error ORDER BY next_attempt_at DESC)
-                                FILTER (WHERE last_error IS NOT NULL))[1] AS last_error
-                      FROM orderflow.outbox
-                     WHERE status IN ('pending', 'sending', 'failed')
-                       AND created_at < now() - make_interval(mins => %s)
-                     GROUP BY action) w
-             WHERE NOT EXISTS (
-                SELECT 1 FROM orderflow.outbox s
-                 WHERE s.action = w.action AND s.status = 'sent'
-                   AND s.sent_at > now() - make_interval(mins => %s))
-            """,
-            (OUTBOX_STALL_MINUTES, OUTBOX_STALL_MINUTES),
-        ).fetchall()
+        waiting = stalls.stalled_outbox(conn, OUTBOX_STALL_MINUTES)
         stalled = {action for action, *_ in waiting}
         for action, n, oldest, last_error in waiting:
             reason = (
@@ -200,16 +143,7 @@ def stalled_outbox(conn: psycopg.Connection, out: WatchResult) -> None:
                 details={"kind": "outbox_stalled", "waiting": n, "last_error": last_error},
             )
         out.outbox_stalled = sorted(stalled)
-        recovered = conn.execute(
-            """
-            UPDATE orderflow.order_exception
-               SET status = 'resolved', resolution = 'auto_resolved', resolved_by = %s,
-                   resolved_at = now(), resolution_note = 'rows are being sent again'
-             WHERE status = 'open' AND order_id IS NULL AND category = 'integration_failure'
-               AND entity_type = 'outbox' AND NOT (entity_id = ANY(%s))
-            """,
-            (RESOLVER, sorted(stalled)),
-        ).rowcount
+        recovered = stalls.resolve_outbox_recovered(conn, RESOLVER, sorted(stalled))
         out.outbox_recovered = recovered
     if stalled:
         log.error("outbox stalled for %s", ", ".join(sorted(stalled)))
