@@ -32,11 +32,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow.masterdata import Spec, _nz, _ts
+from orderflow.store import audit, cursors, db, desk
 from orderflow.store import crm as repo
-from orderflow.store import cursors, db
 
 if TYPE_CHECKING:
     import psycopg
@@ -118,15 +116,7 @@ def request_missing(conn: psycopg.Connection) -> int:
     with db.transaction(conn):
         repo.route_to_account_team(
             conn,
-            [
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT order_id FROM orderflow.order_exception "
-                    "WHERE status = 'open' AND owner_team IS NULL AND category = ANY(%s) "
-                    "AND order_id IS NOT NULL",
-                    (list(repo.PRICING_CATEGORIES),),
-                )
-            ],
+            repo.pricing_holds_unrouted(conn),
         )
         return repo.enqueue_requests(conn)
 
@@ -239,26 +229,20 @@ def _apply(conn: psycopg.Connection, d: dict, ctx: RunContext) -> tuple[str, str
 
 
 def _audit_decision(conn, actor, action, request_id, row, d, outcome, what) -> None:
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, 'crm', %s, 'crm_approval', %s, %s, %s, %s)",
-        (
-            actor,
-            action,
-            request_id,
-            Jsonb({"status": row["status"], "exception_id": row["exception_id"]}),
-            Jsonb({"decision": d["decision"], "outcome": outcome}),
-            what,
-        ),
+    audit.record(
+        conn,
+        actor=actor,
+        role="crm",
+        action=action,
+        object_type="crm_approval",
+        object_id=request_id,
+        before={"status": row["status"], "exception_id": row["exception_id"]},
+        after={"decision": d["decision"], "outcome": outcome},
+        reason=what,
     )
 
 
 def _known_exception(conn: psycopg.Connection, reference: Any) -> bool:
     if not str(reference or "").isdigit():
         return False
-    return (
-        conn.execute(
-            "SELECT 1 FROM orderflow.order_exception WHERE exception_id = %s", (int(reference),)
-        ).fetchone()
-        is not None
-    )
+    return desk.exception_exists(conn, int(reference))

@@ -26,10 +26,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow import decisions
-from orderflow.store import db
+from orderflow.store import audit, db
+from orderflow.store import orders as order_repo
 
 if TYPE_CHECKING:
     import psycopg
@@ -75,38 +74,16 @@ def select(conn: psycopg.Connection, window: Window) -> list[dict[str, Any]]:
     """The window's orders (oldest first) with their status and open exceptions. Read only."""
     if window.until <= window.since:
         raise decisions.DecisionRefused("the window is empty: 'to' must be after 'from'")
-    cur = conn.execute(
-        """
-        SELECT o.order_id, o.status, o.channel, o.customer_id, o.received_at,
-               o.claimed_by_run,
-               coalesce((SELECT array_agg(e.category ORDER BY e.exception_id)
-                           FROM orderflow.order_exception e
-                          WHERE e.order_id = o.order_id AND e.status = 'open'), '{}')
-                   AS open_exceptions
-          FROM orderflow."order" o
-         WHERE o.received_at >= %(since)s AND o.received_at < %(until)s
-           AND (%(channel)s::text IS NULL OR o.channel = %(channel)s::text)
-           AND (%(customer)s::text IS NULL OR o.customer_id = %(customer)s::text)
-           AND (%(status)s::text IS NULL OR o.status = %(status)s::text)
-           AND (%(hold)s::text IS NULL OR EXISTS (
-                SELECT 1 FROM orderflow.order_exception h
-                 WHERE h.order_id = o.order_id AND h.status = 'open'
-                   AND h.category = %(hold)s::text))
-         ORDER BY o.received_at, o.order_id
-         LIMIT %(limit)s
-        """,
-        {
-            "since": window.since,
-            "until": window.until,
-            "channel": window.channel or None,
-            "customer": window.customer_id or None,
-            "status": window.status or None,
-            "hold": window.hold_category or None,
-            "limit": window.limit,
-        },
+    return order_repo.in_window(
+        conn,
+        since=window.since,
+        until=window.until,
+        channel=window.channel or None,
+        customer=window.customer_id or None,
+        status=window.status or None,
+        hold=window.hold_category or None,
+        limit=window.limit,
     )
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
 def _dry(conn, order, action, *, actor, reason, ctx) -> dict[str, Any]:
@@ -202,18 +179,16 @@ def run(
     }
     if not dry_run:
         with db.transaction(conn):
-            conn.execute(
-                "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, "
-                "object_id, before, after, reason) VALUES (%s, %s, 'reprocess_window', "
-                "'reprocess_window', %s, %s, %s, %s)",
-                (
-                    actor,
-                    decisions._roles_text(actor),
-                    ctx.run_id or "unknown",
-                    Jsonb({"window": window.describe(), "action": action}),
-                    Jsonb({"counts": counts, "orders": len(rows)}),
-                    reason,
-                ),
+            audit.record(
+                conn,
+                actor=actor,
+                role=decisions._roles_text(actor),
+                action="reprocess_window",
+                object_type="reprocess_window",
+                object_id=ctx.run_id or "unknown",
+                before={"window": window.describe(), "action": action},
+                after={"counts": counts, "orders": len(rows)},
+                reason=reason,
             )
     return out
 

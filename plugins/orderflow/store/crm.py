@@ -204,3 +204,16 @@ def mark_refused(conn: psycopg.Connection, request_id: str, decision: dict, outc
             request_id,
         ),
     )
+
+
+def pricing_holds_unrouted(conn: psycopg.Connection) -> list[str]:
+    """Orders with an open pricing hold not yet routed to an account team."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT order_id FROM orderflow.order_exception "
+            "WHERE status = 'open' AND owner_team IS NULL AND category = ANY(%s) "
+            "AND order_id IS NOT NULL",
+            (list(PRICING_CATEGORIES),),
+        )
+    ]
