@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orderflow.store import bulk, cursors, db
+from orderflow.store import inventory as inventory_positions
 
 if TYPE_CHECKING:
     import psycopg
@@ -345,9 +346,7 @@ def sync(
                 # The WMS snapshot is the truth as of its time; our reservations not shipped by
                 # then sit on top. Positions are locked in key order first, as allocation does.
                 kept.sort(key=lambda r: (r["item_id"], r["dc_id"]))
-                conn.execute(
-                    "SELECT 1 FROM orderflow.inventory_position ORDER BY item_id, dc_id FOR UPDATE"
-                )
+                inventory_positions.lock_all_positions(conn)
             staged, changed = publish(conn, spec, kept) if kept else (0, 0)
             if spec.table == "inventory_position":
                 from orderflow.store import processing as inventory

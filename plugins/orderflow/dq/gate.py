@@ -41,17 +41,15 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from psycopg import sql
-
 from orderflow.dq import suites
 from orderflow.store import db
+from orderflow.store import dq as repo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -407,27 +405,22 @@ class QualityGate:
 
     def _references(self, sd: suites.SuiteDef) -> suites.References:
         refs = suites.References()
-        q = self.conn.execute
         if "customers" in sd.needs:
-            refs.customers = {r[0] for r in q("SELECT customer_id FROM orderflow.customer")}
+            refs.customers = repo.customer_ids(self.conn)
         if "items" in sd.needs:
-            refs.items = {r[0] for r in q("SELECT item_id FROM orderflow.item")}
+            refs.items = repo.item_ids(self.conn)
         if "dcs" in sd.needs:
-            refs.dcs = {r[0] for r in q("SELECT dc_id FROM orderflow.distribution_center")}
+            refs.dcs = repo.dc_ids(self.conn)
         if "contracts" in sd.needs:
             import pandas as pd
 
             cols = ["contract_id", "customer_id", "item_id", "effective_from", "expires_on"]
-            rows = q(f"SELECT {', '.join(cols)} FROM orderflow.price_contract").fetchall()
+            rows = repo.contracts(self.conn, cols)
             refs.contracts = pd.DataFrame.from_records(rows, columns=cols)
         return refs
 
     def _freshness(self, sd: suites.SuiteDef, res: SuiteResult) -> tuple:
-        prev, age = self.conn.execute(
-            "SELECT max(validated_at), extract(epoch FROM now() - max(validated_at)) "
-            "FROM orderflow.dq_result WHERE suite = %s AND expectation = %s AND run_id <> %s",
-            (sd.name, FRESHNESS, self.run_id),
-        ).fetchone()
+        prev, age = repo.previous_extract(self.conn, sd.name, FRESHNESS, self.run_id)
         limit = self.max_extract_age.total_seconds()
         res.extract_age_s = float(age) if age is not None else None
         res.fresh = age is None or float(age) <= limit
@@ -557,22 +550,13 @@ def jsonable(value: Any) -> Any:
 def _write_results(conn: psycopg.Connection, res: SuiteResult, fresh_row: tuple) -> None:
     """This run's rows of the suite, replacing earlier attempts' (retries do not double count).
     An empty incremental batch writes only its freshness row."""
-    conn.execute(
-        "DELETE FROM orderflow.dq_result WHERE run_id = %s AND suite = %s",
-        (res.run_id, res.suite),
-    )
     rows = [
         (o.rule, o.success, o.element_count, o.unexpected_count, json.dumps(o.details))
         for o in res.outcomes
     ]
     fresh, n, bad, details = fresh_row
     rows.append((FRESHNESS, fresh, n, bad, json.dumps(details)))
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO orderflow.dq_result (run_id, suite, expectation, success, "
-            "element_count, unexpected_count, details) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)",
-            [(res.run_id, res.suite, *row) for row in rows],
-        )
+    repo.replace_results(conn, res.run_id, res.suite, rows)
 
 
 def _label(entity_type: str) -> str:
@@ -636,88 +620,39 @@ def _open_exceptions(
                 }
             )
         )
-    rows = conn.execute(
-        """
-        INSERT INTO orderflow.order_exception AS e (entity_type, entity_id, category, severity,
-            owner_role, reason, details, sla_due_at)
-        SELECT %s, v.entity_id, c.category, v.severity, c.default_owner_role, v.reason,
-               v.details::jsonb, now() + make_interval(mins => c.default_sla_minutes)
-          FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
-               AS v(entity_id, severity, reason, details)
-          JOIN orderflow.exception_category c ON c.category = %s
-        ON CONFLICT (entity_type, entity_id, category) WHERE status = 'open' AND order_id IS NULL
-        DO UPDATE SET reason = EXCLUDED.reason, details = EXCLUDED.details,
-                      severity = EXCLUDED.severity
-            WHERE e.reason IS DISTINCT FROM EXCLUDED.reason
-               OR e.severity IS DISTINCT FROM EXCLUDED.severity
-        RETURNING (xmax = 0) AS inserted
-        """,
-        (sd.entity_type, ids, severities, reasons, details, CATEGORY),
-    ).fetchall()
-    opened = sum(1 for (inserted,) in rows if inserted)
-    return opened, len(rows) - opened
+    inserted = repo.open_entity_exceptions(
+        conn,
+        entity_type=sd.entity_type,
+        category=CATEGORY,
+        entity_ids=ids,
+        severities=severities,
+        reasons=reasons,
+        details=details,
+    )
+    opened = sum(1 for i in inserted if i)
+    return opened, len(inserted) - opened
 
 
 def _resolve_exceptions(
     conn: psycopg.Connection, sd: suites.SuiteDef, passing: set[str], run_id: str
 ) -> int:
     """Auto-resolve open exceptions of this entity type whose entity passed every rule now."""
-    open_rows = conn.execute(
-        "SELECT exception_id, entity_id FROM orderflow.order_exception "
-        "WHERE status = 'open' AND category = %s AND order_id IS NULL AND entity_type = %s",
-        (CATEGORY, sd.entity_type),
-    ).fetchall()
+    open_rows = repo.open_entity_exception_ids(conn, CATEGORY, sd.entity_type)
     ids = [xid for xid, eid in open_rows if eid in passing]
     if not ids:
         return 0
-    return conn.execute(
-        """
-        UPDATE orderflow.order_exception
-           SET status = 'resolved', resolution = 'auto_resolved', resolved_by = %s,
-               resolved_at = now(), resolution_note = %s
-         WHERE exception_id = ANY(%s) AND status = 'open'
-        """,
-        (RESOLVER, f"passed every rule of {sd.name} in run {run_id}", ids),
-    ).rowcount
-
-
-def _key_expr(key: Iterable[str]) -> sql.Composable:
-    parts = [sql.SQL("t.{}::text").format(sql.Identifier(k)) for k in key]
-    return sql.SQL(" || '|' || ").join(parts)
+    return repo.auto_resolve(conn, ids, RESOLVER, f"passed every rule of {sd.name} in run {run_id}")
 
 
 def flag_published(conn: psycopg.Connection) -> dict[str, int]:
     """``dq_passed`` on every master-data table that has the column: false where an open
     ``master_data_quality`` exception names the row, true elsewhere. Returns rows changed."""
-    tables = {
-        r[0]
-        for r in conn.execute(
-            "SELECT table_name FROM information_schema.columns "
-            "WHERE table_schema = 'orderflow' AND column_name = 'dq_passed'"
-        )
-    }
+    tables = repo.flagged_tables(conn)
     changed: dict[str, int] = {}
     for sd in suites.SUITES.values():
         if sd.entity_type not in tables:
             continue
-        open_ids = sql.SQL(
-            "SELECT entity_id FROM orderflow.order_exception WHERE status = 'open' "
-            "AND category = {cat} AND order_id IS NULL AND entity_type = {et}"
-        ).format(cat=sql.Literal(CATEGORY), et=sql.Literal(sd.entity_type))
-        table = sql.SQL("orderflow.{} AS t").format(sql.Identifier(sd.entity_type))
-        key = _key_expr(sd.key)
         with db.transaction(conn):
-            n = conn.execute(
-                sql.SQL(
-                    "UPDATE {table} SET dq_passed = false "
-                    "WHERE t.dq_passed IS DISTINCT FROM false AND {key} IN ({open_ids})"
-                ).format(table=table, key=key, open_ids=open_ids)
-            ).rowcount
-            n += conn.execute(
-                sql.SQL(
-                    "UPDATE {table} SET dq_passed = true "
-                    "WHERE t.dq_passed IS DISTINCT FROM true AND {key} NOT IN ({open_ids})"
-                ).format(table=table, key=key, open_ids=open_ids)
-            ).rowcount
+            n = repo.set_dq_passed(conn, sd.entity_type, sd.key, CATEGORY)
         changed[sd.entity_type] = n
     return changed
