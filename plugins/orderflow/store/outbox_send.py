@@ -310,3 +310,12 @@ def replayable(
     )
     cols = [c.name for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur]
+
+
+def target_conn_of(conn: psycopg.Connection, idempotency_key: str) -> str | None:
+    """The connection the row of ``idempotency_key`` is sent to (None: no such row)."""
+    row = conn.execute(
+        "SELECT target_conn_id FROM orderflow.outbox WHERE idempotency_key = %s",
+        (idempotency_key,),
+    ).fetchone()
+    return row[0] if row else None
