@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow.domain.changes import ChangeKind, LineChangeKind, OrderChange
 from orderflow.domain.lifecycle import transition
 from orderflow.domain.models import Order, OrderLine
+from orderflow.store import changes as store
 from orderflow.store import db, events
+from orderflow.store import decisions as decisions_repo
 from orderflow.store import processing as repo
 
 if TYPE_CHECKING:
@@ -180,11 +180,7 @@ def apply_pending(
     transaction each. A change of an order another run is processing, or of an order with an
     earlier change still open, waits for a later run. Returns the non-zero counters."""
     res = ApplyResult()
-    rows = conn.execute(
-        "SELECT change_id, order_id FROM orderflow.order_change "
-        "WHERE status IN ('pending', 'waiting_wms') ORDER BY change_id LIMIT %s",
-        (limit,),
-    ).fetchall()
+    rows = store.open_changes(conn, limit)
     blocked: set[str] = set()
     for change_id, order_id in rows:
         if order_id in blocked:
@@ -212,22 +208,11 @@ class _Change:
 
 
 def _apply_one(conn, change_id, ctx, book, wms_conn_id, edi_conn_id) -> str:
-    row = conn.execute(
-        "SELECT change_id, order_id, source, reference, status, payload, requested_by "
-        "FROM orderflow.order_change WHERE change_id = %s "
-        "AND status IN ('pending', 'waiting_wms') FOR UPDATE SKIP LOCKED",
-        (change_id,),
-    ).fetchone()
+    row = store.lock_change(conn, change_id)
     if row is None:
         return "deferred"  # another runner has it, or it was settled meanwhile
     ch = _Change(*row[:5], OrderChange.model_validate(row[5]), row[6])
-    order = conn.execute(
-        "SELECT order_id, status, channel, partner_id, release_version, canonical, "
-        "claimed_by_run IS NOT NULL AND claimed_by_run IS DISTINCT FROM %s "
-        "AND claimed_at >= now() - make_interval(mins => %s) "
-        'FROM orderflow."order" WHERE order_id = %s FOR UPDATE',
-        (ctx.run_id, repo.CLAIM_LEASE_MINUTES, ch.order_id),
-    ).fetchone()
+    order = store.lock_order(conn, ch.order_id, ctx.run_id, repo.CLAIM_LEASE_MINUTES)
     keys = ("order_id", "status", "channel", "partner_id", "release_version", "canonical")
     o = dict(zip(keys, order[:6], strict=True))
     if order[6]:
@@ -341,11 +326,7 @@ def _start_wms_cancel(conn, ch: _Change, o, ctx, book, wms_conn_id, edi_conn_id)
 
 
 def _follow_wms(conn, ch: _Change, o, ctx, book, edi_conn_id) -> str:
-    rows = conn.execute(
-        "SELECT payload->>'shipment_id', status, last_error FROM orderflow.outbox "
-        "WHERE action = %s AND order_id = %s AND (payload->>'release_version')::int = %s",
-        (CANCEL_ACTION, o["order_id"], o["release_version"]),
-    ).fetchall()
+    rows = store.release_cancels(conn, CANCEL_ACTION, o["order_id"], o["release_version"])
     if any(state in _IN_FLIGHT for _, state, _ in rows):
         return "waiting"
     ships = _current_shipments(conn, o)
@@ -367,10 +348,7 @@ def _follow_wms(conn, ch: _Change, o, ctx, book, edi_conn_id) -> str:
 def _withdrawn(conn, ch: _Change, o, ctx, book, edi_conn_id, ships) -> str:
     """Every release of the order is withdrawn: apply the change as before release."""
     _cancel_shipments(conn, o["order_id"], [s for s in ships if s["status"] == "released"])
-    conn.execute(
-        "UPDATE orderflow.order_line SET backordered_qty = 0 WHERE order_id = %s",
-        (o["order_id"],),
-    )
+    store.clear_backorders(conn, o["order_id"])
     if ch.change.kind == ChangeKind.CANCEL:
         _resolve_open(conn, o["order_id"], ctx, f"order cancelled by the customer ({_ref(ch)})")
         _move(conn, ch, o, "CANCELLED", "customer_cancel", ctx)
@@ -442,11 +420,7 @@ def _ref(ch: _Change) -> str:
 
 
 def _settle(conn, ch: _Change, status: str, outcome: str, *, final: bool = True) -> None:
-    conn.execute(
-        "UPDATE orderflow.order_change SET status = %s, outcome = %s, "
-        "applied_at = CASE WHEN %s THEN now() END WHERE change_id = %s",
-        (status, outcome, final, ch.change_id),
-    )
+    store.settle(conn, ch.change_id, status, outcome, final)
 
 
 def ctx_book_tag() -> str:
@@ -485,105 +459,52 @@ def _move(conn, ch: _Change, o, target, reason, ctx, **extra) -> None:
 def _unwind(conn, order_id: str) -> None:
     """Held stock back, planned (never released) shipments dropped, line decisions reset."""
     repo.cancel_reservations(conn, [order_id])
-    conn.execute(
-        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
-        "WHERE order_id = %s AND status = 'planned'",
-        (order_id,),
-    )
-    conn.execute(
-        "UPDATE orderflow.order_line SET status = 'OPEN', substitute_item_id = NULL, "
-        "backordered_qty = 0 WHERE order_id = %s",
-        (order_id,),
-    )
+    repo.drop_planned_shipments(conn, order_id)
+    repo.reset_lines(conn, order_id)
 
 
 def _current_shipments(conn, o) -> list[dict[str, Any]]:
     """The shipments of the order's released version, with the state of their release."""
-    cur = conn.execute(
-        """
-        SELECT s.shipment_id, s.dc_id, s.status, s.wms_release_id, x.status AS release_state
-          FROM orderflow.shipment s
-          LEFT JOIN orderflow.outbox x
-                 ON x.idempotency_key = 'wms_release:' || s.order_id || ':' || s.dc_id
-                                        || ':r' || s.release_version
-         WHERE s.order_id = %s AND s.release_version = %s
-         ORDER BY s.shipment_id
-        """,
-        (o["order_id"], o["release_version"]),
-    )
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
+    return store.shipments_of_version(conn, o["order_id"], o["release_version"])
 
 
 def _cancel_shipments(conn, order_id: str, ships: list[dict[str, Any]]) -> None:
     """Withdrawn releases: the shipments cancelled and their released stock given back."""
     if not ships:
         return
-    conn.execute(
-        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
-        "WHERE shipment_id = ANY(%s)",
-        ([s["shipment_id"] for s in ships],),
-    )
-    rows = conn.execute(
-        "UPDATE orderflow.reservation SET status = 'cancelled', updated_at = now() "
-        "WHERE order_id = %s AND dc_id = ANY(%s) AND status IN ('released', 'held') "
-        "RETURNING item_id, dc_id",
-        (order_id, [s["dc_id"] for s in ships]),
-    ).fetchall()
+    store.cancel_shipments(conn, [s["shipment_id"] for s in ships])
+    rows = store.cancel_dc_reservations(conn, order_id, [s["dc_id"] for s in ships])
     repo.refresh_allocated(conn, sorted(set(rows)))
 
 
 def _write_amended(conn, o, amended: Order) -> None:
     """The order and its lines as amended. Its next plan must not reuse the shipment ids of
     a plan that was dropped: a planned shipment at the next version bumps the version."""
-    conn.execute(
-        """
-        UPDATE orderflow."order" SET canonical = %s, order_total = %s,
-               requested_ship_date = %s, currency = %s,
-               ship_to_id = coalesce(%s, ship_to_id), approvals = '{}', updated_at = now(),
-               release_version = release_version + CASE WHEN EXISTS (
-                   SELECT 1 FROM orderflow.shipment s WHERE s.order_id = %s
-                      AND s.release_version = "order".release_version + 1) THEN 1 ELSE 0 END
-         WHERE order_id = %s
-        """,
-        (
-            Jsonb(amended.model_dump(mode="json")),
-            amended.total,
-            amended.requested_ship_date,
-            amended.currency,
-            amended.ship_to.party_id if amended.ship_to else None,
-            o["order_id"],
-            o["order_id"],
-        ),
+    store.write_amended(
+        conn,
+        o["order_id"],
+        amended.model_dump(mode="json"),
+        amended.total,
+        amended.requested_ship_date,
+        amended.currency,
+        amended.ship_to.party_id if amended.ship_to else None,
+        [
+            (
+                ln.line_no,
+                ln.item_id,
+                ln.customer_part_number,
+                ln.quantity,
+                ln.uom,
+                ln.unit_price,
+                ln.model_dump(mode="json"),
+            )
+            for ln in amended.lines
+        ],
     )
-    conn.execute("DELETE FROM orderflow.order_line WHERE order_id = %s", (o["order_id"],))
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO orderflow.order_line (order_id, line_no, item_id, customer_part_number, "
-            "quantity, uom, unit_price, canonical) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    o["order_id"],
-                    ln.line_no,
-                    ln.item_id,
-                    ln.customer_part_number,
-                    ln.quantity,
-                    ln.uom,
-                    ln.unit_price,
-                    Jsonb(ln.model_dump(mode="json")),
-                )
-                for ln in amended.lines
-            ],
-        )
 
 
 def _resolve_open(conn, order_id: str, ctx, note: str) -> int:
-    return conn.execute(
-        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'auto_resolved', "
-        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-        "WHERE order_id = %s AND status = 'open'",
-        (ctx.actor, note, order_id),
-    ).rowcount
+    return store.resolve_open_exceptions(conn, order_id, ctx.actor, note)
 
 
 # ---------------------------------------------------------------------------- the customer
@@ -710,11 +631,7 @@ def request_cancel(conn: psycopg.Connection, order_id: str, *, reason: str, acto
         raise ChangeRefused("say why (the reason goes into the audit trail)")
     roles = access.roles_of(actor)
     with db.transaction(conn):
-        row = conn.execute(
-            'SELECT po_number, channel, partner_id, customer_id, status FROM orderflow."order" '
-            "WHERE order_id = %s",
-            (order_id,),
-        ).fetchone()
+        row = store.order_header(conn, order_id)
         if row is None:
             raise ChangeRefused(f"order {order_id} does not exist")
         po, channel, partner, customer, status = row
@@ -731,24 +648,19 @@ def request_cancel(conn: psycopg.Connection, order_id: str, *, reason: str, acto
                 reason=reason,
                 requested_by=actor,
             )
-            change_id = conn.execute(
-                "INSERT INTO orderflow.order_change (order_id, kind, source, reference, payload, "
-                "requested_by) VALUES (%s, 'cancel', 'inside_sales', %s, %s, %s) "
-                "RETURNING change_id",
-                (order_id, change.reference, Jsonb(change.model_dump(mode="json")), actor),
-            ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-            "before, after, reason) VALUES (%s, %s, %s, 'order', %s, %s, %s, %s)",
-            (
-                actor,
-                ",".join(sorted(roles)) or None,
-                "order_cancel_requested" if allowed else "order_cancel_refused",
-                order_id,
-                Jsonb({"status": status}),
-                Jsonb({"change_id": change_id} if allowed else {"refused": "role"}),
-                reason,
-            ),
+            change_id = store.insert_inside_sales_cancel(
+                conn, order_id, change.reference, change.model_dump(mode="json"), actor
+            )
+        decisions_repo.audit(
+            conn,
+            actor,
+            ",".join(sorted(roles)) or None,
+            "order_cancel_requested" if allowed else "order_cancel_refused",
+            "order",
+            order_id,
+            {"status": status},
+            {"change_id": change_id} if allowed else {"refused": "role"},
+            reason,
         )
     if change_id is None:
         raise ChangeRefused(

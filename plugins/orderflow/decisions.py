@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow.domain.approvals import APPROVABLE, APPROVE, KEEP, OPTIONS, POST_RELEASE, REJECT
 from orderflow.domain.lifecycle import OrderStatus, transition
 from orderflow.store import db, events
+from orderflow.store import decisions as store
 from orderflow.store import processing as repo
 
 if TYPE_CHECKING:
@@ -32,42 +31,22 @@ class DecisionRefused(ValueError):
 
 
 def _audit(conn, actor, role, action, object_type, object_id, before, after, reason) -> None:
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (actor, role, action, object_type, object_id, Jsonb(before), Jsonb(after), reason),
-    )
+    store.audit(conn, actor, role, action, object_type, object_id, before, after, reason)
 
 
 def _order(conn, order_id: str) -> dict[str, Any]:
-    row = conn.execute(
-        'SELECT order_id, status, approvals, claimed_by_run FROM orderflow."order" '
-        "WHERE order_id = %s FOR UPDATE",
-        (order_id,),
-    ).fetchone()
+    row = store.lock_order(conn, order_id)
     if row is None:
         raise DecisionRefused(f"order {order_id} does not exist")
     return {"order_id": row[0], "status": row[1], "approvals": list(row[2]), "claimed": row[3]}
 
 
 def _open_exceptions(conn, order_id: str) -> list[dict[str, Any]]:
-    cur = conn.execute(
-        "SELECT exception_id, category, line_no, stage, owner_role, escalation_role "
-        "FROM orderflow.order_exception WHERE order_id = %s AND status = 'open' "
-        "ORDER BY exception_id",
-        (order_id,),
-    )
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
+    return store.open_exceptions(conn, order_id)
 
 
 def _resolve(conn, ids: list[int], resolution: str, actor: str, note: str | None) -> None:
-    conn.execute(
-        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = %s, "
-        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-        "WHERE exception_id = ANY(%s) AND status = 'open'",
-        (resolution, actor, note, ids),
-    )
+    store.resolve(conn, ids, resolution, actor, note)
 
 
 def _move(conn, order_id, current, target, actor, reasons, ctx, details) -> None:
@@ -86,25 +65,14 @@ def _move(conn, order_id, current, target, actor, reasons, ctx, details) -> None
         ],
         **ctx.keys(),
     )
-    conn.execute(
-        'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
-        (order_id,),
-    )
+    store.touched_by_hand(conn, order_id)
 
 
 def _unwind(conn, order_id: str) -> int:
     """Give back held stock and drop the planned (unreleased) shipments."""
     n = repo.cancel_reservations(conn, [order_id])
-    conn.execute(
-        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
-        "WHERE order_id = %s AND status = 'planned'",
-        (order_id,),
-    )
-    conn.execute(
-        "UPDATE orderflow.order_line SET status = 'OPEN', substitute_item_id = NULL, "
-        "backordered_qty = 0 WHERE order_id = %s",
-        (order_id,),
-    )
+    repo.drop_planned_shipments(conn, order_id)
+    repo.reset_lines(conn, order_id)
     return n
 
 
@@ -119,11 +87,7 @@ def decide(
 ) -> dict[str, Any]:
     """Apply a person's answer to one exception (HITL: Approve / Reject order / Keep on hold)."""
     with db.transaction(conn):
-        row = conn.execute(
-            "SELECT order_id, category, status, owner_role, line_no FROM orderflow.order_exception "
-            "WHERE exception_id = %s FOR UPDATE",
-            (exception_id,),
-        ).fetchone()
+        row = store.lock_exception(conn, exception_id)
         if row is None:
             raise DecisionRefused(f"exception {exception_id} does not exist")
         order_id, category, status, role, line_no = row
@@ -188,18 +152,10 @@ def decide(
             "overridden" if category in ("pricing_mismatch", "expired_contract") else "approved"
         )
         _resolve(conn, [exception_id], resolution, actor, reason)
-        conn.execute(
-            'UPDATE orderflow."order" SET approvals = array_append(approvals, %s) '
-            "WHERE order_id = %s AND NOT %s = ANY(approvals)",
-            (category, order_id, category),
-        )
+        store.add_approval(conn, order_id, category)
         if category in ("pricing_mismatch", "expired_contract"):
             # The override: the customer's price is what we charge (and invoice).
-            conn.execute(
-                "UPDATE orderflow.order_line SET contract_price = unit_price "
-                "WHERE order_id = %s AND (%s::int IS NULL OR line_no = %s)",
-                (order_id, line_no, line_no),
-            )
+            store.charge_customer_price(conn, order_id, line_no)
         remaining = _open_exceptions(conn, order_id)
         new_status = order["status"]
         if not remaining and order["status"] == "ON_HOLD":
@@ -249,10 +205,7 @@ def _decide_post_release(conn, exception_id, order_id, category, role, choice, a
         raise DecisionRefused(f"unknown choice {choice!r}; one of {', '.join(OPTIONS)}")
     if not (reason or "").strip():
         raise DecisionRefused("an approval needs a reason (it goes into the audit trail)")
-    shipment_id = conn.execute(
-        "SELECT details->>'shipment_id' FROM orderflow.order_exception WHERE exception_id = %s",
-        (exception_id,),
-    ).fetchone()[0]
+    shipment_id = store.exception_shipment(conn, exception_id)
     if not shipment_id:
         raise DecisionRefused(f"exception {exception_id} names no shipment")
     invoice_id = fulfilment.release_withheld(
@@ -269,28 +222,13 @@ def _decide_post_release(conn, exception_id, order_id, category, role, choice, a
 
 def ask_again(conn: psycopg.Connection, exception_id: int) -> None:
     """A decision could not be applied: let the dispatcher ask for this exception again."""
-    conn.execute(
-        "UPDATE orderflow.order_exception SET approval_run_id = NULL "
-        "WHERE exception_id = %s AND status = 'open'",
-        (exception_id,),
-    )
+    store.ask_again(conn, exception_id)
 
 
 def _resume_status(conn, order_id: str) -> str:
     """Where an order held by approvable exceptions resumes: the earliest target among the
     categories of its current hold."""
-    cats = [
-        r[0]
-        for r in conn.execute(
-            """
-            SELECT e.category FROM orderflow.order_exception e
-             WHERE e.order_id = %s AND e.resolved_at >= (
-                   SELECT max(occurred_at) FROM orderflow.order_event
-                    WHERE order_id = %s AND to_status = 'ON_HOLD')
-            """,
-            (order_id, order_id),
-        )
-    ]
+    cats = store.categories_of_last_hold(conn, order_id)
     targets = [APPROVABLE.get(c, "RECEIVED") for c in cats] or ["RECEIVED"]
     return min(targets, key=lambda s: _RANK[OrderStatus(s)])
 
@@ -414,12 +352,7 @@ def reprocess(
                 refused = _override_refusal(order_id, actor, open_ex)
                 if refused is None:
                     for e in open_ex:
-                        conn.execute(
-                            'UPDATE orderflow."order" SET approvals = '
-                            "array_append(approvals, %s) "
-                            "WHERE order_id = %s AND NOT %s = ANY(approvals)",
-                            (e["category"], order_id, e["category"]),
-                        )
+                        store.add_approval(conn, order_id, e["category"])
                     _resolve(
                         conn, [e["exception_id"] for e in open_ex], "overridden", actor, reason
                     )
@@ -452,11 +385,7 @@ def reprocess(
                     {"action": action, "reason": reason},
                 )
             if target not in ("CANCELLED", "REJECTED"):
-                conn.execute(
-                    'UPDATE orderflow."order" SET claimed_by_run = %s, claimed_at = now() '
-                    "WHERE order_id = %s",
-                    (ctx.run_id, order_id),
-                )
+                store.claim_for_run(conn, order_id, ctx.run_id)
             _audit(
                 conn,
                 actor,

@@ -36,9 +36,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow.store import db, exceptions
+from orderflow.store import edi_documents as store
 
 if TYPE_CHECKING:
     import psycopg
@@ -234,24 +233,14 @@ def on_ack(
     """A 997 was matched to our document ``key`` (in intake's transaction): record the
     partner's codes, open or refresh ``edi_rejected`` for a rejection, and let a late 997
     resolve the document's ``edi_ack_overdue``."""
-    doc = conn.execute(
-        "SELECT order_id, functional_id, group_control_number FROM orderflow.outbound_document "
-        "WHERE idempotency_key = %s",
-        (key,),
-    ).fetchone()
+    doc = store.document(conn, key)
     if doc is None:
         return
     order_id, functional_id, group_control = doc
     if not_accepted(status, detail) and message_id is not None:
-        raw = conn.execute(
-            "SELECT raw FROM orderflow.channel_message WHERE message_id = %s", (message_id,)
-        ).fetchone()
-        codes = partner_codes(bytes(raw[0]), functional_id, group_control) if raw else {}
-        conn.execute(
-            "UPDATE orderflow.outbound_document SET ack_detail = ack_detail || %s "
-            "WHERE idempotency_key = %s",
-            (Jsonb({"codes": codes, "explained": describe(codes, status)}), key),
-        )
+        raw = store.message_raw(conn, message_id)
+        codes = partner_codes(raw, functional_id, group_control) if raw is not None else {}
+        store.add_ack_detail(conn, key, {"codes": codes, "explained": describe(codes, status)})
     refresh_rejected(conn, order_id, key)
     _resolve_overdue_if_clear(conn, order_id, key)
 
@@ -261,28 +250,13 @@ def _subject(order_id: str | None, key: str) -> dict[str, Any]:
     return {"order_id": order_id} if order_id else {"entity": ("outbound_document", key)}
 
 
-def _docs_sql(where: str) -> str:
-    return f"""
-        SELECT d.idempotency_key, d.partner_id, d.document_type, d.functional_id,
-               d.interchange_control_number, d.group_control_number, d.version,
-               d.ack_status, d.ack_received_at, d.ack_detail, d.order_id, o.sent_at
-          FROM orderflow.outbound_document d
-          JOIN orderflow.outbox o USING (idempotency_key)
-         WHERE d.resent_as IS NULL AND {where}
-         ORDER BY d.idempotency_key
-    """
-
-
 def refresh_rejected(conn: psycopg.Connection, order_id: str | None, key: str) -> int | None:
     """Open (or refresh) the ``edi_rejected`` exception of an order from its documents the
     partner did not accept and that were not resent; resolve it when none is left (the
     partner accepted after all, or every document was resent)."""
-    where, params = (
-        ("d.order_id = %s", (order_id,)) if order_id else ("idempotency_key = %s", (key,))
-    )
     rejected = [
         r
-        for r in _rows(conn.execute(_docs_sql(where), params))
+        for r in store.acknowledged_documents(conn, order_id, key)
         if r["ack_status"] is not None and not_accepted(r["ack_status"], r["ack_detail"])
     ]
     subject = _subject(order_id, key)
@@ -324,22 +298,14 @@ def refresh_rejected(conn: psycopg.Connection, order_id: str | None, key: str) -
 
 def _auto_resolve(conn, category: str, order_id: str | None, key: str, note: str) -> int:
     if order_id:
-        return conn.execute(
-            "UPDATE orderflow.order_exception SET status = 'resolved', "
-            "resolution = 'auto_resolved', resolved_by = %s, resolved_at = now(), "
-            "resolution_note = %s WHERE status = 'open' AND category = %s AND order_id = %s",
-            (RESOLVER, note, category, order_id),
-        ).rowcount
+        return store.resolve_open_of_order(conn, RESOLVER, note, category, order_id)
     return exceptions.resolve_entity(
         conn, category=category, entity=("outbound_document", key), resolver=RESOLVER, note=note
     )
 
 
 def _resolve_overdue_if_clear(conn, order_id: str | None, key: str) -> None:
-    where, params = (
-        ("d.order_id = %s", (order_id,)) if order_id else ("idempotency_key = %s", (key,))
-    )
-    if not overdue_rows(conn, where, params):
+    if not store.overdue_documents(conn, order_id, key):
         _auto_resolve(conn, OVERDUE, order_id, key, "the partner's 997 arrived")
 
 
@@ -352,26 +318,9 @@ class OverdueResult:
     subjects: list[str] = field(default_factory=list)
 
 
-def overdue_rows(conn, where: str = "true", params: tuple = ()) -> list[dict[str, Any]]:
-    return _rows(
-        conn.execute(
-            f"""
-            SELECT d.idempotency_key, d.partner_id, d.document_type,
-                   d.interchange_control_number, d.group_control_number, d.version,
-                   d.order_id, o.sent_at, tp.ack_window_hours,
-                   extract(epoch FROM now() - o.sent_at) / 3600 AS hours
-              FROM orderflow.outbound_document d
-              JOIN orderflow.outbox o USING (idempotency_key)
-              JOIN orderflow.trading_partner tp ON tp.partner_id = d.partner_id
-             WHERE d.ack_status IS NULL AND d.resent_as IS NULL AND o.status = 'sent'
-               AND tp.ack_window_hours IS NOT NULL
-               AND o.sent_at < now() - make_interval(secs => tp.ack_window_hours * 3600)
-               AND {where}
-             ORDER BY d.order_id, d.idempotency_key
-            """,
-            params,
-        )
-    )
+def overdue_rows(conn) -> list[dict[str, Any]]:
+    """Every sent document without a 997 past its partner's window."""
+    return store.overdue_documents(conn)
 
 
 def overdue(conn: psycopg.Connection) -> OverdueResult:
@@ -425,19 +374,7 @@ def overdue(conn: psycopg.Connection) -> OverdueResult:
             out.subjects.append(ref)
         orders = sorted({o for o, _ in by if o})
         entities = sorted({ref for o, ref in by if not o})
-        out.resolved = conn.execute(
-            """
-            UPDATE orderflow.order_exception
-               SET status = 'resolved', resolution = 'auto_resolved', resolved_by = %s,
-                   resolved_at = now(),
-                   resolution_note = 'the partner acknowledged (or the document was resent)'
-             WHERE status = 'open' AND category = %s
-               AND ((order_id IS NOT NULL AND NOT (order_id = ANY(%s)))
-                 OR (order_id IS NULL AND entity_type = 'outbound_document'
-                     AND NOT (entity_id = ANY(%s))))
-            """,
-            (RESOLVER, OVERDUE, orders, entities),
-        ).rowcount
+        out.resolved = store.resolve_acknowledged(conn, RESOLVER, OVERDUE, orders, entities)
     if rows:
         log.warning("%d documents without a 997 past their partner's window", len(rows))
     return out
@@ -544,35 +481,18 @@ def resend(
     exception resolved and sends nothing."""
     from orderflow import outbound
 
-    exception_sql = (
-        "SELECT order_id, category, status, owner_role, details FROM "
-        "orderflow.order_exception WHERE exception_id = %s"
-    )
-
     def listed(details: dict | None) -> list[str]:
         return sorted({d["key"] for d in (details or {}).get("documents") or []})
 
     with db.transaction(conn):
         # Documents first, then the exception: the order intake takes them in when a 997
         # arrives (outbound_document, then the exception it opens), so the two never deadlock.
-        row = conn.execute(exception_sql, (exception_id,)).fetchone()
+        row = store.exception(conn, exception_id)
         if row is None:
             raise ResendRefused(f"exception {exception_id} does not exist")
         keys = listed(row[4])
-        docs = _rows(
-            conn.execute(
-                "SELECT d.idempotency_key, d.partner_id, d.document_type, d.functional_id, "
-                "d.order_id, d.shipment_id, d.version, d.resent_as, d.ack_status, d.ack_detail, "
-                "d.interchange_control_number, o.payload->>'body' AS body, o.target_conn_id "
-                "FROM orderflow.outbound_document d JOIN orderflow.outbox o "
-                "USING (idempotency_key) WHERE d.idempotency_key = ANY(%s) "
-                "ORDER BY d.idempotency_key FOR UPDATE OF d",
-                (keys,),
-            )
-        )
-        order_id, category, status, owner, details = conn.execute(
-            exception_sql + " FOR UPDATE", (exception_id,)
-        ).fetchone()
+        docs = store.lock_documents(conn, keys)
+        order_id, category, status, owner, details = store.exception(conn, exception_id, lock=True)
         if status != "open":
             return {"exception_id": exception_id, "applied": False, "why": "already resolved"}
         if category not in CATEGORIES:
@@ -632,15 +552,7 @@ def resend(
                     f"{d['idempotency_key']} could not be queued again as {new_key} (already "
                     "queued, or the partner has no ISA id on file)"
                 )
-            conn.execute(
-                "UPDATE orderflow.outbound_document SET resend_of = %s WHERE idempotency_key = %s",
-                (d["idempotency_key"], new_key),
-            )
-            conn.execute(
-                "UPDATE orderflow.outbound_document SET resent_as = %s, resent_by = %s, "
-                "resent_at = now() WHERE idempotency_key = %s",
-                (new_key, actor, d["idempotency_key"]),
-            )
+            store.link_resend(conn, d["idempotency_key"], new_key, actor)
             sent.append(
                 {
                     "key": d["idempotency_key"],
@@ -657,44 +569,28 @@ def resend(
         )
         if reason:
             note += f" — {reason}"
-        conn.execute(
-            "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'fixed', "
-            "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-            "WHERE exception_id = %s",
-            (actor, note, exception_id),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, "
-            "object_id, before, after, reason) VALUES (%s, %s, 'edi_resend', "
-            "'order_exception', %s, %s, %s, %s)",
-            (
-                actor,
-                role or owner,
-                str(exception_id),
-                Jsonb(
+        store.resolve_fixed(conn, exception_id, actor, note)
+        store.audit_resend(
+            conn,
+            actor,
+            role or owner,
+            exception_id,
+            {
+                "exception": "open",
+                "category": category,
+                "documents": [
                     {
-                        "exception": "open",
-                        "category": category,
-                        "documents": [
-                            {
-                                "key": s["key"],
-                                "interchange_control_number": s["old_control_number"],
-                            }
-                            for s in sent
-                        ],
+                        "key": s["key"],
+                        "interchange_control_number": s["old_control_number"],
                     }
-                ),
-                Jsonb({"exception": "fixed", "resent": sent}),
-                reason,
-            ),
+                    for s in sent
+                ],
+            },
+            {"exception": "fixed", "resent": sent},
+            reason,
         )
         # The resent documents are neither rejected nor overdue any more: the order's other
         # EDI exception follows (what is still open lists only what was not resent).
         refresh_rejected(conn, order_id, sent[0]["key"])
         _resolve_overdue_if_clear(conn, order_id, sent[0]["key"])
     return {"exception_id": exception_id, "applied": True, "order_id": order_id, "resent": sent}
-
-
-def _rows(cur) -> list[dict[str, Any]]:
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]

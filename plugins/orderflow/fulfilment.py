@@ -149,12 +149,7 @@ def _feed_discontinuous(conn, source: str, name: str, cursor: int, last_key: str
 def feed_discontinuity_opened_at(conn: psycopg.Connection, source: str) -> datetime | None:
     """When the open "feed does not continue" exception of ``source``'s feed was opened (None:
     the feed reads on)."""
-    row = conn.execute(
-        "SELECT min(opened_at) FROM orderflow.order_exception WHERE status = 'open' "
-        "AND entity_type = 'feed' AND entity_id = %s AND details->>'kind' = 'feed_rewound'",
-        (FEEDS[source],),
-    ).fetchone()
-    return row[0] if row else None
+    return repo.feed_rewound_since(conn, FEEDS[source])
 
 
 def _feed_continuous(conn, name: str) -> None:
@@ -175,8 +170,6 @@ def resync_feed(
     """Move a feed's cursor (after a rewound feed, once its owners confirmed): the next read
     starts at ``position`` with no continuity check; events already stored are skipped by
     their natural keys. Audited."""
-    from psycopg.types.json import Jsonb
-
     from orderflow.store import cursors
 
     name = FEEDS[source]
@@ -184,16 +177,13 @@ def resync_feed(
         before, last_key = cursors.get_with_key(conn, name)
         cursors.put(conn, name, str(position), f"resync by {actor}", last_key=None)
         _feed_continuous(conn, name)
-        conn.execute(
-            "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, "
-            "after, reason) VALUES (%s, 'feed_resync', 'feed', %s, %s, %s, %s)",
-            (
-                actor,
-                name,
-                Jsonb({"cursor": before, "last_key": last_key}),
-                Jsonb({"cursor": str(position)}),
-                reason,
-            ),
+        repo.audit_feed_resync(
+            conn,
+            actor,
+            name,
+            {"cursor": before, "last_key": last_key},
+            {"cursor": str(position)},
+            reason,
         )
 
 
@@ -362,48 +352,26 @@ def _apply_batch(conn, pending, ctx, book, targets, out: ApplyResult, now: datet
     )
 
 
-_STAMPS = {
-    "released_at",
-    "picked_at",
-    "packed_at",
-    "shipped_at",
-    "in_transit_at",
-    "delivered_at",
-    "delayed_at",
-}
+_STAMPS = frozenset(
+    {
+        "released_at",
+        "picked_at",
+        "packed_at",
+        "shipped_at",
+        "in_transit_at",
+        "delivered_at",
+        "delayed_at",
+    }
+)
 
 
 def _update_shipment(conn, sid: str, sets: dict[str, Any]) -> None:
-    if not sets:
-        return
-    assign = []
-    params: list[Any] = []
-    for col, value in sets.items():
-        if col in _STAMPS:
-            assign.append(f"{col} = coalesce({col}, %s)")
-        else:
-            assign.append(f"{col} = %s")
-        params.append(value)
-    conn.execute(
-        f"UPDATE orderflow.shipment SET {', '.join(assign)}, updated_at = now() "
-        "WHERE shipment_id = %s",
-        (*params, sid),
-    )
+    repo.update_shipment(conn, sid, sets, _STAMPS)
 
 
 def _dead_letters(conn, dead: list[tuple[dict, str]]) -> None:
-    from psycopg.types.json import Jsonb
-
     for e, err in dead:
-        conn.execute(
-            """
-            INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
-            VALUES ('fulfilment_event', %s, %s, %s)
-            ON CONFLICT (source, source_ref) DO UPDATE
-               SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
-            """,
-            (f"{e['source']}:{e['event_key']}", Jsonb({"event_id": e["event_id"]}), err),
-        )
+        repo.dead_letter_event(conn, f"{e['source']}:{e['event_key']}", e["event_id"], err)
         log.warning("fulfilment event %s quarantined: %s", e["event_id"], err)
 
 
@@ -412,18 +380,7 @@ def replay_quarantined(
 ) -> int:
     """Put quarantined events back in the queue (after the order or release was fixed)."""
     with db.transaction(conn):
-        cur = conn.execute(
-            "UPDATE orderflow.fulfilment_event SET status = 'pending', attempts = 0, error = NULL "
-            "WHERE status = 'quarantined' AND (%s::bigint[] IS NULL OR event_id = ANY(%s)) "
-            "RETURNING source || ':' || event_key",
-            (list(event_ids) if event_ids else None, list(event_ids) if event_ids else None),
-        )
-        refs = [r[0] for r in cur]
-        conn.execute(
-            "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
-            "WHERE source = 'fulfilment_event' AND source_ref = ANY(%s)",
-            (actor, refs),
-        )
+        refs = repo.requeue_quarantined(conn, event_ids, actor)
     return len(refs)
 
 
@@ -664,26 +621,19 @@ def _invoice(conn, s, sl, extra, book, targets: Targets, out: ApplyResult, now, 
         return  # nothing shipped: nothing to bill (the short lines stay open)
     doc = _invoice_doc(conn, s, sl, billed, rules, now)
     status = "withheld" if billed.mismatches else "queued"
-    created = conn.execute(
-        """
-        INSERT INTO orderflow.invoice (invoice_id, shipment_id, order_id, status, document,
-            subtotal, tax, freight, total, currency)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (shipment_id) DO NOTHING
-        """,
-        (
-            doc.invoice_id,
-            s["shipment_id"],
-            s["order_id"],
-            status,
-            _jsonb(doc),
-            doc.subtotal,
-            doc.tax,
-            doc.freight,
-            doc.total,
-            doc.currency,
-        ),
-    ).rowcount
+    created = repo.insert_invoice(
+        conn,
+        invoice_id=doc.invoice_id,
+        shipment_id=s["shipment_id"],
+        order_id=s["order_id"],
+        status=status,
+        document=doc.model_dump(mode="json"),
+        subtotal=doc.subtotal,
+        tax=doc.tax,
+        freight=doc.freight,
+        total=doc.total,
+        currency=doc.currency,
+    )
     if not created:
         return
     if billed.mismatches:
@@ -702,12 +652,6 @@ def _invoice(conn, s, sl, extra, book, targets: Targets, out: ApplyResult, now, 
         return
     out.invoices += 1
     queue_invoice(conn, s, doc, book, targets, contacts)
-
-
-def _jsonb(model):
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(model.model_dump(mode="json"))
 
 
 def _invoice_doc(conn, s, sl, billed, rules, now):
@@ -736,7 +680,7 @@ def _invoice_doc(conn, s, sl, billed, rules, now):
             for ln in sl
             if ln["quantity_released"] > 0
         ]
-    number = conn.execute("SELECT nextval('orderflow.invoice_number_seq')").fetchone()[0]
+    number = repo.next_invoice_number(conn)
     subtotal = sum((ln.amount for ln in inv_lines), Decimal("0"))
     tax = domain.apportion_tax(
         s["tax_amount"], repo.order_billable_subtotal(conn, s["order_id"]), subtotal
@@ -852,13 +796,9 @@ def release_withheld(
     overshipment included) and resolve the shipment's quantity-mismatch exceptions. A line
     the release never had has no validated price and is not billed. Audited; in the
     caller's transaction."""
-    from psycopg.types.json import Jsonb
+    from orderflow.store import decisions as decisions_repo
 
-    row = conn.execute(
-        "SELECT invoice_id, document, status, order_id FROM orderflow.invoice "
-        "WHERE shipment_id = %s FOR UPDATE",
-        (shipment_id,),
-    ).fetchone()
+    row = repo.lock_shipment_invoice(conn, shipment_id)
     if row is None or row[2] != "withheld":
         raise ValueError(f"shipment {shipment_id} has no withheld invoice")
     invoice_id, before, _, order_id = row
@@ -879,27 +819,13 @@ def release_withheld(
     ]
     doc = _invoice_doc(conn, s, sl, domain.bill(confirmed), book.fulfilment, datetime.now(UTC))
     doc = doc.model_copy(update={"invoice_id": invoice_id})
-    conn.execute(
-        "UPDATE orderflow.invoice SET status = 'queued', document = %s, subtotal = %s, "
-        "tax = %s, total = %s, updated_at = now() WHERE invoice_id = %s",
-        (_jsonb(doc), doc.subtotal, doc.tax, doc.total, invoice_id),
+    repo.requeue_invoice(
+        conn, invoice_id, doc.model_dump(mode="json"), doc.subtotal, doc.tax, doc.total
     )
-    conn.execute(
-        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'approved', "
-        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-        "WHERE order_id = %s AND category = 'quantity_mismatch' AND status = 'open' "
-        "AND details->>'shipment_id' = %s",
-        (actor, reason, order_id, shipment_id),
+    repo.resolve_quantity_mismatches(conn, actor, reason, order_id, shipment_id)
+    repo.audit_withheld_release(
+        conn, actor, role, invoice_id, before, doc.model_dump(mode="json"), reason
     )
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, 'release_withheld_invoice', 'invoice', %s, "
-        "%s, %s, %s)",
-        (actor, role, invoice_id, Jsonb(before), Jsonb(doc.model_dump(mode="json")), reason),
-    )
-    conn.execute(
-        'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
-        (order_id,),
-    )
+    decisions_repo.touched_by_hand(conn, order_id)
     queue_invoice(conn, s, doc, book, targets)
     return invoice_id

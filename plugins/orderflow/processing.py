@@ -230,23 +230,13 @@ def _resolve_customers(conn: psycopg.Connection, orders: list[OrderView]) -> lis
     partners = {o.partner_id for o in orders if not o.customer_id and o.partner_id}
     if not partners:
         return orders
-    owner = dict(
-        conn.execute(
-            "SELECT partner_id, customer_id FROM orderflow.trading_partner "
-            "WHERE partner_id = ANY(%s) AND active AND customer_id IS NOT NULL",
-            (list(partners),),
-        ).fetchall()
-    )
+    owner = repo.partner_customers(conn, partners)
     found = {
         o.order_id: owner[o.partner_id]
         for o in orders
         if not o.customer_id and o.partner_id in owner
     }
-    with conn.cursor() as cur:
-        cur.executemany(
-            'UPDATE orderflow."order" SET customer_id = %s WHERE order_id = %s',
-            [(c, oid) for oid, c in found.items()],
-        )
+    repo.set_customers(conn, found)
     return [replace(o, customer_id=found[o.order_id]) if o.order_id in found else o for o in orders]
 
 
@@ -552,12 +542,7 @@ def plan(
 
 def _next_releases(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, int]:
     """The release version a (re-)release of each order will carry."""
-    return dict(
-        conn.execute(
-            'SELECT order_id, release_version + 1 FROM orderflow."order" WHERE order_id = ANY(%s)',
-            (list(order_ids),),
-        ).fetchall()
-    )
+    return repo.next_releases(conn, order_ids)
 
 
 # ---------------------------------------------------------------------------- release
@@ -629,38 +614,11 @@ def release(
                 _queue_855(conn, o, rv[o.order_id], edi_conn_id)
             details[o.order_id] = {"release_version": rv[o.order_id]}
         # What each shipment carries (the WMS reports picked/shipped against these lines).
-        conn.execute(
-            """
-            INSERT INTO orderflow.shipment_line (shipment_id, line_no, item_id, ordered_item_id,
-                uom, quantity_released)
-            SELECT s.shipment_id, r.line_no, r.item_id, ol.item_id, ol.uom, sum(r.quantity)
-              FROM orderflow.reservation r
-              JOIN orderflow."order" o ON o.order_id = r.order_id
-              JOIN orderflow.shipment s ON s.order_id = r.order_id AND s.dc_id = r.dc_id
-                                       AND s.release_version = o.release_version + 1
-              JOIN orderflow.order_line ol ON ol.order_id = r.order_id AND ol.line_no = r.line_no
-             WHERE r.order_id = ANY(%s) AND r.status = 'held'
-             GROUP BY 1, 2, 3, 4, 5
-            ON CONFLICT DO NOTHING
-            """,
-            (ids,),
-        )
+        repo.record_shipment_lines(conn, ids)
         _queue_release_notices(conn, ids, rv, book)
         tendering.queue(conn, tenders, carrier_conn_id=carrier_conn_id)
-        conn.execute(
-            "UPDATE orderflow.reservation SET status = 'released', updated_at = now() "
-            "WHERE order_id = ANY(%s) AND status = 'held'",
-            (ids,),
-        )
-        conn.execute(
-            """
-            UPDATE orderflow.shipment s SET status = 'released', updated_at = now()
-              FROM orderflow."order" o
-             WHERE s.order_id = o.order_id AND o.order_id = ANY(%s)
-               AND s.release_version = o.release_version + 1 AND s.status = 'planned'
-            """,
-            (ids,),
-        )
+        repo.release_reservations(conn, ids)
+        repo.release_shipments(conn, ids)
         repo.set_order_fields(conn, "release_version", rv)
         out = _decide(conn, "release", orders, {}, "RELEASED", ctx, book, versions, details)
     out.skipped = len(order_ids) - out.orders
@@ -675,12 +633,7 @@ def _queue_release_notices(conn, ids: list[str], rv: dict[str, int], book: RuleB
     if not ids:
         return
     lines: dict[str, list[dict]] = defaultdict(list)
-    for order_id, line_no, item_id, qty, uom, status, back in conn.execute(
-        "SELECT order_id, line_no, coalesce(substitute_item_id, item_id), quantity, uom, status, "
-        "backordered_qty FROM orderflow.order_line WHERE order_id = ANY(%s) "
-        "ORDER BY order_id, line_no",
-        (ids,),
-    ):
+    for order_id, line_no, item_id, qty, uom, status, back in repo.notice_lines(conn, ids):
         lines[order_id].append(
             {
                 "line_no": line_no,
@@ -691,13 +644,7 @@ def _queue_release_notices(conn, ids: list[str], rv: dict[str, int], book: RuleB
                 "backordered": back,
             }
         )
-    ship_dates = dict(
-        conn.execute(
-            "SELECT order_id, min(ship_date) FROM orderflow.shipment WHERE order_id = ANY(%s) "
-            "AND status = 'planned' GROUP BY order_id",
-            (ids,),
-        ).fetchall()
-    )
+    ship_dates = repo.planned_ship_dates(conn, ids)
     rules = book.fulfilment.notifications
     for order_id, contact in notifications.order_contacts(conn, ids).items():
         ref = f"{order_id}:r{rv[order_id]}"
@@ -718,18 +665,7 @@ def _queue_release_notices(conn, ids: list[str], rv: dict[str, int], book: RuleB
 
 
 def _planned_shipments(conn, ids) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
-    cur = conn.execute(
-        "SELECT shipment_id, order_id, dc_id, release_version, carrier_id, service_code, "
-        "ship_date FROM orderflow.shipment WHERE order_id = ANY(%s) AND status = 'planned' "
-        "ORDER BY shipment_id",
-        (list(ids),),
-    )
-    cols = [c.name for c in cur.description]
-    for r in cur:
-        row = dict(zip(cols, r, strict=True))
-        out[row["order_id"]].append(row)
-    return out
+    return repo.planned_shipments(conn, ids)
 
 
 def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
@@ -739,17 +675,10 @@ def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
     from orderflow.domain.models import Order
 
     def build(env: dict) -> str:
-        canonical = Order.model_validate(
-            conn.execute(
-                'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order.order_id,)
-            ).fetchone()[0]
-        )
+        canonical = Order.model_validate(repo.canonical_of(conn, order.order_id))
         acks = []
-        for status, sub, back, line_no, qty, uom, price, contract_price in conn.execute(
-            "SELECT status, substitute_item_id, backordered_qty, line_no, quantity, uom, "
-            "unit_price, contract_price FROM orderflow.order_line WHERE order_id = %s "
-            "ORDER BY line_no",
-            (order.order_id,),
+        for status, sub, back, line_no, qty, uom, price, contract_price in repo.ack_lines(
+            conn, order.order_id
         ):
             charge = contract_price if contract_price is not None else price
             if status == "BACKORDERED":
@@ -781,64 +710,13 @@ def release_fixed_master_data_holds(conn: psycopg.Connection, ctx: RunContext) -
     now pass, and unknown customers that are on file now. Those exceptions are resolved
     (auto_resolved); orders with nothing else open go back to validation."""
     with db.transaction(conn):
-        rows = conn.execute(
-            """
-            WITH fixed AS (
-                SELECT e.exception_id, e.order_id
-                  FROM orderflow.order_exception e
-                 WHERE e.status = 'open' AND e.category = 'master_data_quality'
-                   AND e.order_id IS NOT NULL
-                   AND NOT EXISTS (
-                       SELECT 1 FROM orderflow.order_exception m
-                        WHERE m.status = 'open' AND m.category = 'master_data_quality'
-                          AND m.order_id IS NULL
-                          AND m.entity_type = e.details->>'entity_type'
-                          AND m.entity_id = e.details->>'entity_id')
-            )
-            UPDATE orderflow.order_exception x
-               SET status = 'resolved', resolution = 'auto_resolved', resolved_at = now(),
-                   resolved_by = %s,
-                   resolution_note = 'master data fixed upstream and passed the quality gate'
-              FROM fixed WHERE x.exception_id = fixed.exception_id
-            RETURNING x.order_id
-            """,
-            (ctx.actor,),
-        ).fetchall()
+        rows = repo.resolve_fixed_master_data(conn, ctx.actor)
         # A customer that was unknown (e.g. an EDI partner not yet synced) and is known now.
-        rows += conn.execute(
-            """
-            WITH known AS (
-                SELECT e.exception_id FROM orderflow.order_exception e
-                  JOIN orderflow."order" o USING (order_id)
-                  LEFT JOIN orderflow.trading_partner p
-                         ON p.partner_id = o.partner_id AND p.active
-                 WHERE e.status = 'open' AND e.category = 'unknown_customer'
-                   AND EXISTS (SELECT 1 FROM orderflow.customer c WHERE c.active
-                                 AND c.customer_id = coalesce(o.customer_id, p.customer_id))
-            )
-            UPDATE orderflow.order_exception x
-               SET status = 'resolved', resolution = 'auto_resolved', resolved_at = now(),
-                   resolved_by = %s, resolution_note = 'the customer is on file now'
-              FROM known WHERE x.exception_id = known.exception_id
-            RETURNING x.order_id
-            """,
-            (ctx.actor,),
-        ).fetchall()
+        rows += repo.resolve_known_customers(conn, ctx.actor)
         touched = sorted({r[0] for r in rows})
         if not touched:
             return 0
-        free = [
-            r[0]
-            for r in conn.execute(
-                """
-                SELECT o.order_id FROM orderflow."order" o
-                 WHERE o.order_id = ANY(%s) AND o.status = 'ON_HOLD'
-                   AND NOT EXISTS (SELECT 1 FROM orderflow.order_exception e
-                                    WHERE e.order_id = o.order_id AND e.status = 'open')
-                """,
-                (touched,),
-            )
-        ]
+        free = repo.held_without_exceptions(conn, touched)
         moves = [
             transition(
                 oid,
@@ -866,8 +744,6 @@ def fail_transient(
 ) -> StageResult:
     """The stage's external calls still fail after every retry: hold the partition's orders
     ``integration_failure`` (the exception desk retries them) and keep a dead letter."""
-    from psycopg.types.json import Jsonb
-
     with db.transaction(conn):
         orders = _load(conn, order_ids, from_status, ctx)
         hold = Hold(
@@ -886,13 +762,10 @@ def fail_transient(
             book,
             book.tag("routing"),
         )
-        conn.execute(
-            "INSERT INTO orderflow.dead_letter (source, source_ref, payload, error) "
-            "VALUES ('processing', %s, %s, %s) ON CONFLICT (source, source_ref) DO NOTHING",
-            (
-                f"{stage}:{ctx.run_id}:{ctx.map_index}",
-                Jsonb({"stage": stage, "order_ids": [o.order_id for o in orders]}),
-                str(error),
-            ),
+        repo.dead_letter_partition(
+            conn,
+            f"{stage}:{ctx.run_id}:{ctx.map_index}",
+            {"stage": stage, "order_ids": [o.order_id for o in orders]},
+            str(error),
         )
     return out

@@ -25,7 +25,10 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from orderflow.store import decisions as decisions_repo
+from orderflow.store import outbox_send
+from orderflow.store import processing as repo
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +40,19 @@ def release_refused(conn: psycopg.Connection, key: str, payload: dict, error: st
     what was done: ``backordered``, ``reprocess``, ``child_cancelled`` or ``ignored``."""
     from orderflow.domain.lifecycle import transition
     from orderflow.store import events
-    from orderflow.store import processing as repo
 
     order_id, shipment_id = payload.get("order_id"), payload.get("shipment_id")
     if not order_id or not shipment_id:
         return "ignored"
-    row = conn.execute(
-        'SELECT status, parent_order_id FROM orderflow."order" WHERE order_id = %s FOR UPDATE',
-        (order_id,),
-    ).fetchone()
+    row = repo.lock_order_and_parent(conn, order_id)
     if row is None or row[0] != "RELEASED":
         return "ignored"  # cancelled or moved on meanwhile: nothing waits on this release
     status, parent = row
-    conn.execute(
-        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
-        "WHERE shipment_id = %s AND status IN ('planned', 'released')",
-        (shipment_id,),
-    )
-    held = conn.execute(
-        "UPDATE orderflow.reservation SET status = 'cancelled', updated_at = now() "
-        "WHERE order_id = %s AND dc_id = %s AND status IN ('held', 'released') "
-        "RETURNING item_id, dc_id",
-        (order_id, payload.get("dc_id")),
-    ).fetchall()
+    repo.cancel_refused_shipment(conn, shipment_id)
+    held = repo.cancel_release_reservations(conn, order_id, payload.get("dc_id"))
     repo.refresh_allocated(conn, sorted(set(held)))
     lines = _refused_lines(payload)
-    others = conn.execute(
-        "SELECT count(*) FROM orderflow.shipment WHERE order_id = %s AND shipment_id <> %s "
-        "AND status <> 'cancelled'",
-        (order_id, shipment_id),
-    ).fetchone()[0]
+    others = repo.other_live_shipments(conn, order_id, shipment_id)
     why = f"the WMS refused release {key}: {error[:300]}"
     details = {"idempotency_key": key, "shipment_id": shipment_id, "error": error[:300]}
     if others:
@@ -87,11 +73,7 @@ def release_refused(conn: psycopg.Connection, key: str, payload: dict, error: st
         )
     else:
         repo.cancel_reservations(conn, [order_id])
-        conn.execute(
-            "UPDATE orderflow.order_line SET status = 'OPEN', substitute_item_id = NULL, "
-            "backordered_qty = 0 WHERE order_id = %s",
-            (order_id,),
-        )
+        repo.reset_lines(conn, order_id)
         outcome = "reprocess"
         move = transition(
             order_id,
@@ -104,11 +86,7 @@ def release_refused(conn: psycopg.Connection, key: str, payload: dict, error: st
         )
     if move is not None:
         events.append(conn, [move])
-    conn.execute(
-        "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
-        "WHERE source = 'outbox' AND source_ref = %s",
-        (f"{ACTOR} ({outcome})", key),
-    )
+    outbox_send.mark_letter_replayed(conn, "outbox", key, f"{ACTOR} ({outcome})")
     log.info("WMS refused release %s of %s: %s", key, order_id, outcome)
     return outcome
 
@@ -124,18 +102,11 @@ def _refused_lines(payload: dict) -> dict[int, Decimal]:
 
 
 def _backorder(conn: psycopg.Connection, order_id: str, lines: dict[int, Decimal]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE orderflow.order_line SET backordered_qty = backordered_qty + %s, "
-            "status = 'BACKORDERED' WHERE order_id = %s AND line_no = %s",
-            [(q, order_id, no) for no, q in sorted(lines.items())],
-        )
+    repo.backorder_lines(conn, order_id, sorted(lines.items()))
 
 
 def _audit(conn, order_id: str, action: str, reason: str, details: dict, lines) -> None:
     after: dict[str, Any] = {**details, "backordered": {str(k): str(v) for k, v in lines.items()}}
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, NULL, %s, 'order', %s, %s, %s, %s)",
-        (ACTOR, action, order_id, Jsonb({"status": "RELEASED"}), Jsonb(after), reason),
+    decisions_repo.audit(
+        conn, ACTOR, None, action, "order", order_id, {"status": "RELEASED"}, after, reason
     )

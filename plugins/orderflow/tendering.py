@@ -27,7 +27,10 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from orderflow.store import decisions as decisions_repo
+from orderflow.store import outbox_send
+from orderflow.store import tenders as store
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +55,7 @@ def queue(conn: psycopg.Connection, shipment_ids: Sequence[str], *, carrier_conn
         oid: place[1]
         for oid, place in repo.ship_tos_of(conn, [r["order_id"] for r in rows]).items()
     }
-    conn.execute(
-        """
-        UPDATE orderflow.shipment
-           SET tender_status = 'tendering', quoted_rate = freight_rate,
-               baseline_rate = CASE WHEN baseline_service IS NOT NULL
-                                    THEN freight_rate - expedite_cost END,
-               updated_at = now()
-         WHERE shipment_id = ANY(%s) AND tender_status IS NULL
-        """,
-        (list(shipment_ids),),
-    )
+    store.mark_tendering(conn, shipment_ids)
     return sum(_enqueue(outbox, conn, r, zones.get(r["order_id"]), carrier_conn_id) for r in rows)
 
 
@@ -93,15 +86,7 @@ def _enqueue(outbox, conn, s: dict, zone: str | None, carrier_conn_id: str) -> b
 
 
 def _shipments(conn, ids: Sequence[str], *, lock: bool = False) -> list[dict[str, Any]]:
-    cur = conn.execute(
-        "SELECT shipment_id, order_id, dc_id, release_version, carrier_id, service_code, mode, "
-        "weight_kg, hazmat, freight_rate, ship_date, status, tender_status, tender_refusals, "
-        "promise_met FROM orderflow.shipment WHERE shipment_id = ANY(%s) ORDER BY shipment_id"
-        + (" FOR UPDATE" if lock else ""),
-        (list(ids),),
-    )
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
+    return store.shipments(conn, ids, lock=lock)
 
 
 def send(conn_id: str, payload: dict, key: str) -> dict:
@@ -117,33 +102,16 @@ def booked(conn: psycopg.Connection, payload: dict, answer: dict) -> None:
     booked cost less the baseline service's quote at the same booked/quoted ratio (the
     carrier's surcharges apply to either service)."""
     amount = answer.get("amount")
-    conn.execute(
-        """
-        UPDATE orderflow.shipment
-           SET tender_status = 'booked', carrier_booking_id = %(booking)s,
-               pro_number = %(pro)s, label_url = %(label)s, booked_at = %(at)s,
-               booked_rate = %(amount)s,
-               quoted_rate = coalesce(quoted_rate, %(quoted)s),
-               tracking_number = coalesce(tracking_number, %(tracking)s),
-               expedite_cost = CASE
-                   WHEN baseline_rate IS NOT NULL AND %(amount)s::numeric IS NOT NULL
-                        AND coalesce(quoted_rate, %(quoted)s) > 0
-                   THEN greatest(0, round(%(amount)s::numeric - baseline_rate * %(amount)s::numeric
-                                          / coalesce(quoted_rate, %(quoted)s), 2))
-                   ELSE expedite_cost END,
-               updated_at = now()
-         WHERE shipment_id = %(sid)s
-        """,
-        {
-            "booking": answer.get("booking_id") or answer.get("shipment_id"),
-            "pro": answer.get("pro_number"),
-            "label": answer.get("label_url"),
-            "at": answer.get("booked_at"),
-            "amount": Decimal(str(amount)) if amount is not None else None,
-            "quoted": Decimal(payload["quoted_rate"]) if payload.get("quoted_rate") else None,
-            "tracking": answer.get("tracking_number"),
-            "sid": payload["shipment_id"],
-        },
+    store.record_booking(
+        conn,
+        payload["shipment_id"],
+        booking_id=answer.get("booking_id") or answer.get("shipment_id"),
+        pro_number=answer.get("pro_number"),
+        label_url=answer.get("label_url"),
+        booked_at=answer.get("booked_at"),
+        amount=Decimal(str(amount)) if amount is not None else None,
+        quoted=Decimal(payload["quoted_rate"]) if payload.get("quoted_rate") else None,
+        tracking_number=answer.get("tracking_number"),
     )
 
 
@@ -174,11 +142,7 @@ def refused(conn: psycopg.Connection, key: str, payload: dict, error: str) -> st
             "idempotency_key": key,
         }
     )
-    customer_id, requested_delivery = conn.execute(
-        "SELECT customer_id, (canonical->>'requested_delivery_date')::date "
-        'FROM orderflow."order" WHERE order_id = %s',
-        (s["order_id"],),
-    ).fetchone()
+    customer_id, requested_delivery = store.order_customer_and_delivery(conn, s["order_id"])
     book = rules.in_force(conn, rules.load())
     zone = repo.ship_tos_of(conn, [s["order_id"]]).get(s["order_id"], (None, None))[1]
     chosen = next_service(
@@ -197,11 +161,7 @@ def refused(conn: psycopg.Connection, key: str, payload: dict, error: str) -> st
         "rate": str(s["freight_rate"]),
     }
     if chosen is None:
-        conn.execute(
-            "UPDATE orderflow.shipment SET tender_status = 'refused', tender_refusals = %s, "
-            "updated_at = now() WHERE shipment_id = %s",
-            (Jsonb(refusals), s["shipment_id"]),
-        )
+        store.mark_refused(conn, s["shipment_id"], refusals)
         tried = ", ".join(f"{r['carrier_id']}/{r['service_code']}" for r in refusals)
         reason = (
             f"the carriers refused every service the carrier rules permit for shipment "
@@ -225,24 +185,15 @@ def refused(conn: psycopg.Connection, key: str, payload: dict, error: str) -> st
         log.warning("carrier refused %s: no service left for %s", key, s["shipment_id"])
         return "exhausted"
     service, amount, met = chosen
-    conn.execute(
-        """
-        UPDATE orderflow.shipment
-           SET carrier_id = %s, service_code = %s, mode = %s, freight_rate = %s,
-               quoted_rate = %s, promise_met = %s, tender_status = 'tendering',
-               tender_refusals = %s, updated_at = now()
-         WHERE shipment_id = %s
-        """,
-        (
-            service.carrier_id,
-            service.service_code,
-            service.mode,
-            amount,
-            amount,
-            met,
-            Jsonb(refusals),
-            s["shipment_id"],
-        ),
+    store.replan(
+        conn,
+        s["shipment_id"],
+        carrier_id=service.carrier_id,
+        service_code=service.service_code,
+        mode=service.mode,
+        rate=amount,
+        promise_met=met,
+        refusals=refusals,
     )
     s.update(
         carrier_id=service.carrier_id,
@@ -272,24 +223,14 @@ def refused(conn: psycopg.Connection, key: str, payload: dict, error: str) -> st
 
 
 def _target(conn, key: str) -> str:
-    row = conn.execute(
-        "SELECT target_conn_id FROM orderflow.outbox WHERE idempotency_key = %s", (key,)
-    ).fetchone()
-    return row[0] if row else "carrier_default"
+    target = outbox_send.target_conn_of(conn, key)
+    return target if target is not None else "carrier_default"
 
 
 def _handled(conn, key: str, outcome: str) -> None:
     """The dead letter of a refused tender needs no person: it was acted on here."""
-    conn.execute(
-        "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
-        "WHERE source = 'outbox' AND source_ref = %s",
-        (f"{ACTOR} ({outcome})", key),
-    )
+    outbox_send.mark_letter_replayed(conn, "outbox", key, f"{ACTOR} ({outcome})")
 
 
 def _audit(conn, order_id: str, action: str, reason: str, before: dict, after: dict) -> None:
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, NULL, %s, 'order', %s, %s, %s, %s)",
-        (ACTOR, action, order_id, Jsonb(before), Jsonb(after), reason),
-    )
+    decisions_repo.audit(conn, ACTOR, None, action, "order", order_id, before, after, reason)

@@ -302,9 +302,7 @@ def _decide_in(
         changes_done = None
     if not fresh:
         first = next(iter(dup_orders.values()))
-        original = conn.execute(
-            'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (first,)
-        ).fetchone()[0]
+        original = intake.source_message_of(conn, first)
         if original is None or original == mid:  # a replay of our own orders
             intake.set_outcome(
                 conn,
@@ -656,7 +654,7 @@ def _decide_streamed_in(
     conn, stored, channel, partner_id, client_request_id, streamed: StreamedParse, run, actor_id
 ) -> Outcome:
     mid = stored.message_id
-    conn.execute("SAVEPOINT of_stream_all")
+    db.savepoint(conn, "of_stream_all")
     scopes = [_Scope()]
     # (customer, PO) → order id, ST02: every order of the message so far (its "where" is
     # only worked out for a repeat; a message holds 100,000s of orders)
@@ -749,32 +747,32 @@ def _decide_streamed_in(
                 flush()
         elif kind == "open":
             flush()
-            conn.execute(f"SAVEPOINT of_stream_{len(scopes)}")
+            db.savepoint(conn, f"of_stream_{len(scopes)}")
             scopes.append(_Scope())
         elif kind == "close":
             flush()
             name = f"of_stream_{len(scopes) - 1}"
             inner = scopes.pop()
             if value:
-                conn.execute(f"RELEASE SAVEPOINT {name}")
+                db.release_savepoint(conn, name)
                 scopes[-1].merge(inner)
             else:
-                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                conn.execute(f"RELEASE SAVEPOINT {name}")
+                db.rollback_to_savepoint(conn, name)
+                db.release_savepoint(conn, name)
                 for key in inner.keys:
                     first.pop(key, None)
     flush()
     while len(scopes) > 1:  # scopes the parser left open: not usable
-        conn.execute(f"ROLLBACK TO SAVEPOINT of_stream_{len(scopes) - 1}")
+        db.rollback_to_savepoint(conn, f"of_stream_{len(scopes) - 1}")
         inner = scopes.pop()
         for key in inner.keys:
             first.pop(key, None)
     result, drop_all = streamed.summary()
     top = scopes[0]
     if drop_all:
-        conn.execute("ROLLBACK TO SAVEPOINT of_stream_all")
+        db.rollback_to_savepoint(conn, "of_stream_all")
         top = _Scope()
-    conn.execute("RELEASE SAVEPOINT of_stream_all")
+    db.release_savepoint(conn, "of_stream_all")
 
     if not top.orders and not top.changes.count:  # as _decide_in without orders
         return _decide_in(
@@ -802,9 +800,7 @@ def _decide_streamed_in(
         return _changes_outcome(conn, mid, result, top.changes)
     if not top.fresh:
         first_dup = next(iter(top.dup_orders.values()))
-        original = conn.execute(
-            'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (first_dup,)
-        ).fetchone()[0]
+        original = intake.source_message_of(conn, first_dup)
         if original is None or original == mid:  # a replay of our own orders
             intake.set_outcome(
                 conn,

@@ -55,11 +55,9 @@ class BatchStats:
 
 
 def _customer_for_partner(conn: psycopg.Connection, partner_id: str) -> str | None:
-    row = conn.execute(
-        "SELECT customer_id FROM orderflow.trading_partner WHERE partner_id = %s AND active",
-        (partner_id,),
-    ).fetchone()
-    return row[0] if row else None
+    from orderflow.store import intake as intake_store
+
+    return intake_store.partner_customer(conn, partner_id)
 
 
 def edi_parser(
@@ -301,7 +299,7 @@ def ingest_folder(
         stats.add(out)
         files.archive(f, root, out.outcome)
     if stats.order_ids:
-        stats.lines = conn.execute(
-            "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)", (stats.order_ids,)
-        ).fetchone()[0]
+        from orderflow.store import intake as intake_store
+
+        stats.lines = intake_store.count_lines(conn, stats.order_ids)
     return stats

@@ -27,26 +27,9 @@ log = logging.getLogger(__name__)
 def load_catalog(conn: psycopg.Connection) -> Catalog:
     """What extraction may match against, from the store's master data."""
     from orderflow.channels.email_po import Catalog
+    from orderflow.store import intake as intake_store
 
-    def rows(sql: str) -> list[dict]:
-        cur = conn.execute(sql)
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-    return Catalog(
-        customers=rows("SELECT customer_id, name, email FROM orderflow.customer WHERE active"),
-        ship_tos=rows(
-            "SELECT ship_to_id, customer_id, name, address_line1, address_line2, city, "
-            "region, postal_code, country FROM orderflow.ship_to"
-        ),
-        items=rows(
-            # discontinued items too: customers still order them (substitution decides later)
-            "SELECT item_id, description, uom, vendor_part, upc FROM orderflow.item"
-        ),
-        xrefs=rows(
-            "SELECT customer_id, customer_part_number, item_id FROM orderflow.customer_item_xref"
-        ),
-    )
+    return Catalog(**intake_store.catalog(conn))
 
 
 def email_parser(conn: psycopg.Connection, name: str, catalog: Catalog | None = None):
@@ -132,7 +115,7 @@ def ingest_mailbox(
         stats.add(out)
         files.archive(f, root, out.outcome)
     if stats.order_ids:
-        stats.lines = conn.execute(
-            "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)", (stats.order_ids,)
-        ).fetchone()[0]
+        from orderflow.store import intake as intake_store
+
+        stats.lines = intake_store.count_lines(conn, stats.order_ids)
     return stats

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow.intake.core import Outcome, ParseResult, ingest
-from orderflow.store import db
+from orderflow.store import db, intake
 
 if TYPE_CHECKING:
     import psycopg
@@ -74,11 +72,7 @@ def replay(
     run: dict[str, Any] | None = None,
 ) -> Outcome:
     """Re-run intake on a quarantined message (or on corrected bytes for it)."""
-    row = conn.execute(
-        "SELECT channel, partner_id, source_ref, raw, outcome, client_request_id, details "
-        "FROM orderflow.channel_message WHERE message_id = %s",
-        (message_id,),
-    ).fetchone()
+    row = intake.message_for_replay(conn, message_id)
     if row is None:
         raise NotReplayable(f"message {message_id} does not exist")
     channel, partner_id, source_ref, stored_raw, outcome, request_id, details = row
@@ -104,30 +98,15 @@ def replay(
         actor_id=f"replay:{actor}",
     )
     with db.transaction(conn):
-        conn.execute(
-            "UPDATE orderflow.channel_message SET replay_of = %s WHERE message_id = %s",
-            (message_id, out.message_id),
-        )
-        conn.execute(
-            "UPDATE orderflow.channel_message SET details = details || %s WHERE message_id = %s",
-            (Jsonb({"replayed_as": out.message_id, "replay_outcome": out.outcome}), message_id),
-        )
-        conn.execute(
-            """INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, after, reason)
-               VALUES (%s, 'replay_message', 'channel_message', %s, %s, %s, %s)""",
-            (
-                actor,
-                str(message_id),
-                Jsonb({"outcome": outcome}),
-                Jsonb(
-                    {
-                        "replay_message_id": out.message_id,
-                        "outcome": out.outcome,
-                        "corrected_bytes": raw is not None,
-                    }
-                ),
-                reason,
-            ),
+        intake.record_replay(
+            conn,
+            message_id,
+            out.message_id,
+            out.outcome,
+            actor=actor,
+            before_outcome=outcome,
+            corrected_bytes=raw is not None,
+            reason=reason,
         )
     return out
 
@@ -136,16 +115,7 @@ def quarantined(
     conn: psycopg.Connection, *, channel: str | None = None, limit: int = 100
 ) -> list[dict]:
     """Quarantined messages not yet replayed, newest first, with their first error."""
-    rows = conn.execute(
-        """
-        SELECT message_id, channel, partner_id, source_ref, received_at, error
-          FROM orderflow.channel_message
-         WHERE outcome = 'quarantined' AND NOT details ? 'replayed_as'
-           AND (%s::text IS NULL OR channel = %s)
-         ORDER BY message_id DESC LIMIT %s
-        """,
-        (channel, channel, limit),
-    ).fetchall()
+    rows = intake.quarantined(conn, channel, limit)
     return [
         {
             "message_id": r[0],

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 from orderflow.integrations.http import ExternalRejected, ExternalSystemError
 from orderflow.store import db
+from orderflow.store import outbox_send as store
 
 if TYPE_CHECKING:
     import psycopg
@@ -104,31 +103,20 @@ def _release_sent(conn, payload: dict, answer: dict) -> None:
     time of receipt on the reservations it carries: from then on the WMS's own inventory
     numbers include them (see ``store.processing.refresh_allocated``)."""
     if payload.get("shipment_id") and answer.get("release_id"):
-        conn.execute(
-            "UPDATE orderflow.shipment SET wms_release_id = %s, updated_at = now() "
-            "WHERE shipment_id = %s AND wms_release_id IS NULL",
-            (answer["release_id"], payload["shipment_id"]),
-        )
+        store.set_release_id(conn, answer["release_id"], payload["shipment_id"])
     if payload.get("order_id") and answer.get("released_at"):
         from orderflow.store import processing as inventory
 
-        rows = conn.execute(
-            "UPDATE orderflow.reservation SET wms_received_at = %s, updated_at = now() "
-            "WHERE order_id = %s AND dc_id = %s AND status = 'released' "
-            "AND wms_received_at IS NULL RETURNING item_id, dc_id",
-            (answer["released_at"], payload["order_id"], payload["dc_id"]),
-        ).fetchall()
+        rows = store.mark_reservations_received(
+            conn, answer["released_at"], payload["order_id"], payload["dc_id"]
+        )
         inventory.refresh_allocated(conn, sorted(set(rows)))
 
 
 def _invoice_sent(conn, payload: dict, answer: dict) -> None:
     """An invoice the ERP accepted is posted (the order may now close as INVOICED)."""
     if payload.get("invoice_id"):
-        conn.execute(
-            "UPDATE orderflow.invoice SET status = 'posted', posted_at = now(), updated_at = now(), "
-            "erp_invoice_number = %s WHERE invoice_id = %s AND status <> 'posted'",
-            (answer.get("invoice_number"), payload["invoice_id"]),
-        )
+        store.post_invoice(conn, answer.get("invoice_number"), payload["invoice_id"])
 
 
 def _tender_refused(conn, key: str, payload: dict, error: str) -> None:
@@ -220,24 +208,7 @@ def claim(conn: psycopg.Connection, actions: list[str], limit: int = 200) -> lis
     """Take up to ``limit`` due rows (pending, failed and due, or with an expired lease —
     except an interrupted non-keyed send, which :func:`reconcile_interrupted` settles)."""
     with db.transaction(conn):
-        return conn.execute(
-            """
-            UPDATE orderflow.outbox o
-               SET status = 'sending', attempts = o.attempts + 1, send_started_at = NULL,
-                   next_attempt_at = now() + make_interval(secs => %s)
-             WHERE o.outbox_id IN (
-                SELECT outbox_id FROM orderflow.outbox
-                 WHERE action = ANY(%s) AND status IN ('pending', 'failed', 'sending')
-                   AND next_attempt_at <= now()
-                   AND NOT (status = 'sending' AND send_started_at IS NOT NULL
-                            AND action <> ALL(%s))
-                 ORDER BY outbox_id
-                 FOR UPDATE SKIP LOCKED
-                 LIMIT %s)
-            RETURNING o.outbox_id, o.idempotency_key, o.action, o.target_conn_id, o.payload, o.attempts
-            """,
-            (LEASE_SECONDS, actions, list(KEYED_ACTIONS), limit),
-        ).fetchall()
+        return store.claim(conn, actions, list(KEYED_ACTIONS), LEASE_SECONDS, limit)
 
 
 @dataclass
@@ -304,10 +275,7 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> Non
             # The moment of hand-over: after a crash past this point we cannot know whether
             # the receiver got it, and it cannot tell us (see reconcile_interrupted).
             with db.transaction(conn):
-                conn.execute(
-                    "UPDATE orderflow.outbox SET send_started_at = now() WHERE outbox_id = %s",
-                    (outbox_id,),
-                )
+                store.mark_handed_over(conn, outbox_id)
         try:
             answer = senders[action](conn_id, payload, key)
         except Exception as exc:  # every failure counts toward the row's attempts
@@ -325,12 +293,7 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> Non
             continue
         follow = AFTER_SENT.get(action)
         with db.transaction(conn):
-            conn.execute(
-                "UPDATE orderflow.outbox SET status = 'sent', sent_at = now(), response = %s, "
-                "last_error = NULL, followup_status = %s, followup_next_at = now() "
-                "WHERE outbox_id = %s",
-                (Jsonb(answer), "pending" if follow else None, outbox_id),
-            )
+            store.mark_sent(conn, outbox_id, answer, "pending" if follow else None)
             if follow:
                 _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
         res.sent += 1
@@ -344,11 +307,7 @@ def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempt
     try:
         with conn.transaction():
             follow(conn, payload, answer)
-            conn.execute(
-                "UPDATE orderflow.outbox SET followup_status = 'done', followup_error = NULL "
-                "WHERE outbox_id = %s",
-                (outbox_id,),
-            )
+            store.followup_done(conn, outbox_id)
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise  # the connection itself is gone: nothing here can be recorded
     except Exception as exc:
@@ -369,18 +328,7 @@ def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempt
 def retry_followups(conn: psycopg.Connection, actions: list[str], res: SendResult) -> None:
     """Run again the follow-ups of sent rows that failed earlier and are due."""
     with db.transaction(conn):
-        due = conn.execute(
-            """
-            SELECT outbox_id, idempotency_key, action, payload, response, followup_attempts
-              FROM orderflow.outbox
-             WHERE followup_status = 'pending' AND action = ANY(%s) AND status = 'sent'
-               AND followup_next_at <= now()
-             ORDER BY outbox_id
-             FOR UPDATE SKIP LOCKED
-             LIMIT 500
-            """,
-            (actions,),
-        ).fetchall()
+        due = store.lock_due_followups(conn, actions)
         for outbox_id, key, action, payload, answer, attempts in due:
             follow = AFTER_SENT[action]
             if _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res):
@@ -389,11 +337,8 @@ def retry_followups(conn: psycopg.Connection, actions: list[str], res: SendResul
 
 def _followup_failed(conn, outbox_id, key, action, payload, answer, error, attempts, final) -> None:
     delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
-    conn.execute(
-        "UPDATE orderflow.outbox SET followup_status = %s, followup_attempts = %s, "
-        "followup_error = %s, followup_next_at = now() + make_interval(secs => %s) "
-        "WHERE outbox_id = %s",
-        ("dead" if final else "pending", attempts, error[:2000], delay, outbox_id),
+    store.followup_failed(
+        conn, outbox_id, "dead" if final else "pending", attempts, error[:2000], delay
     )
     if final:
         reason = (
@@ -402,22 +347,14 @@ def _followup_failed(conn, outbox_id, key, action, payload, answer, error, attem
             "(e.g. milestones for that release cannot be matched). Check the receiver's answer "
             "(outbox response) against our record, fix it, then replay the follow-up."
         )
-        conn.execute(
-            """
-            INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
-            VALUES ('outbox_followup', %s, %s, %s)
-            ON CONFLICT (source, source_ref) DO UPDATE
-                SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
-            """,
-            (
-                key,
-                Jsonb({"outbox_id": outbox_id, "action": action, "answer": answer}),
-                error[:2000],
-            ),
+        store.dead_letter(
+            conn,
+            "outbox_followup",
+            key,
+            {"outbox_id": outbox_id, "action": action, "answer": answer},
+            error[:2000],
         )
-        order_id = conn.execute(
-            "SELECT order_id FROM orderflow.outbox WHERE outbox_id = %s", (outbox_id,)
-        ).fetchone()[0]
+        order_id = store.order_of(conn, outbox_id)
         if order_id:
             from orderflow.store import exceptions
 
@@ -443,33 +380,15 @@ def reconcile_interrupted(conn: psycopg.Connection, actions: list[str] | None = 
     them again and the receiver answers by key. A non-keyed row (e-mail) that had been handed
     over is marked ``unknown`` and dead-lettered for a person, never sent blindly again."""
     with db.transaction(conn):
-        rows = conn.execute(
-            """
-            UPDATE orderflow.outbox
-               SET status = 'unknown',
-                   last_error = 'interrupted while being handed to the receiver, which cannot '
-                                'tell us whether it arrived; check, then replay or mark sent'
-             WHERE status = 'sending' AND next_attempt_at <= now()
-               AND send_started_at IS NOT NULL AND action <> ALL(%s)
-               AND (%s::text[] IS NULL OR action = ANY(%s::text[]))
-            RETURNING outbox_id, idempotency_key, action, payload, send_started_at
-            """,
-            (list(KEYED_ACTIONS), actions, actions),
-        ).fetchall()
+        rows = store.mark_interrupted_unknown(conn, list(KEYED_ACTIONS), actions)
         for outbox_id, key, action, payload, started in rows:
-            conn.execute(
-                """
-                INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
-                VALUES ('outbox', %s, %s, %s)
-                ON CONFLICT (source, source_ref) DO UPDATE
-                    SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
-                """,
-                (
-                    key,
-                    Jsonb({"outbox_id": outbox_id, "action": action, "payload": payload}),
-                    f"outbox.ambiguous: {action} handed over at {started.isoformat()} and the "
-                    "sender stopped before recording the result",
-                ),
+            store.dead_letter(
+                conn,
+                "outbox",
+                key,
+                {"outbox_id": outbox_id, "action": action, "payload": payload},
+                f"outbox.ambiguous: {action} handed over at {started.isoformat()} and the "
+                "sender stopped before recording the result",
             )
     for _, key, action, _, _ in rows:
         log.warning("outbox %s (%s): interrupted mid-send, marked unknown", key, action)
@@ -480,9 +399,7 @@ def expire_leases(conn: psycopg.Connection) -> int:
     """At stack start nobody is sending: every lease is stale. Expire them so keyed rows go
     out again at once (receivers answer by key), then settle interrupted e-mails."""
     with db.transaction(conn):
-        n = conn.execute(
-            "UPDATE orderflow.outbox SET next_attempt_at = now() WHERE status = 'sending'"
-        ).rowcount
+        n = store.expire_leases(conn)
     reconcile_interrupted(conn)
     return n
 
@@ -496,24 +413,14 @@ def _describe(exc: BaseException) -> str:
 def _failed(conn, outbox_id, key, action, payload, error, attempts, final, on_refused=None):
     delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
     with db.transaction(conn):
-        conn.execute(
-            "UPDATE orderflow.outbox SET status = %s, last_error = %s, send_started_at = NULL, "
-            "next_attempt_at = now() + make_interval(secs => %s) WHERE outbox_id = %s",
-            ("dead" if final else "failed", error[:2000], delay, outbox_id),
-        )
+        store.mark_failed(conn, outbox_id, "dead" if final else "failed", error[:2000], delay)
         if final:
-            conn.execute(
-                """
-                INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
-                VALUES ('outbox', %s, %s, %s)
-                ON CONFLICT (source, source_ref) DO UPDATE
-                    SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
-                """,
-                (
-                    key,
-                    Jsonb({"outbox_id": outbox_id, "action": action, "payload": payload}),
-                    error[:2000],
-                ),
+            store.dead_letter(
+                conn,
+                "outbox",
+                key,
+                {"outbox_id": outbox_id, "action": action, "payload": payload},
+                error[:2000],
             )
         if final and on_refused is not None:
             try:
@@ -558,24 +465,12 @@ def _settle(
     actor_role: str | None = None,
 ) -> bool:
     with db.transaction(conn):
-        row = conn.execute(
-            "SELECT status, attempts FROM orderflow.outbox WHERE idempotency_key = %s FOR UPDATE",
-            (idempotency_key,),
-        ).fetchone()
+        row = store.lock_status(conn, idempotency_key)
         if row is None or row[0] not in ("dead", "unknown"):
             return False
         after = "pending" if resend else "sent"
-        conn.execute(
-            "UPDATE orderflow.outbox SET status = %s, next_attempt_at = now(), attempts = 0, "
-            "send_started_at = NULL, sent_at = CASE WHEN %s THEN now() END "
-            "WHERE idempotency_key = %s",
-            (after, not resend, idempotency_key),
-        )
-        conn.execute(
-            "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
-            "WHERE source = 'outbox' AND source_ref = %s",
-            (actor, idempotency_key),
-        )
+        store.settle_row(conn, idempotency_key, after, resend)
+        store.mark_letter_replayed(conn, "outbox", idempotency_key, actor)
         _audit(conn, actor, audit_action, idempotency_key, row[0], after, reason, actor_role)
         return True
 
@@ -588,18 +483,9 @@ def replay_followup(
     :class:`ReplayRefused`). Audited."""
     role = require_replay_role(conn, actor, idempotency_key, [idempotency_key], reason)
     with db.transaction(conn):
-        cur = conn.execute(
-            "UPDATE orderflow.outbox SET followup_status = 'pending', followup_attempts = 0, "
-            "followup_next_at = now() WHERE idempotency_key = %s AND followup_status = 'dead'",
-            (idempotency_key,),
-        )
-        if cur.rowcount != 1:
+        if store.reopen_followup(conn, idempotency_key) != 1:
             return False
-        conn.execute(
-            "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
-            "WHERE source = 'outbox_followup' AND source_ref = %s",
-            (actor, idempotency_key),
-        )
+        store.mark_letter_replayed(conn, "outbox_followup", idempotency_key, actor)
         _audit(
             conn, actor, "outbox_followup_replay", idempotency_key, "dead", "pending", reason, role
         )
@@ -609,11 +495,7 @@ def replay_followup(
 def _audit(conn, actor, action, key, before, after, reason, role=None) -> None:
     before = before if isinstance(before, dict) else {"status": before}
     after = after if isinstance(after, dict) else {"status": after}
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, %s, 'outbox', %s, %s, %s, %s)",
-        (actor, role, action, key, Jsonb(before), Jsonb(after), reason),
-    )
+    store.audit(conn, actor, action, key, before, after, reason, role)
 
 
 # ------------------------------------------------------------------ dead letters: replay
@@ -649,33 +531,9 @@ def replayable(
     until). An ``unknown`` row (an interrupted e-mail: it may have arrived) is selected only
     by its id — after a person checked — never by action or window. Read only (what the UI
     lists)."""
-    cur = conn.execute(
-        """
-        SELECT o.outbox_id, o.idempotency_key, o.action, o.status, o.order_id, o.attempts,
-               o.last_error, coalesce(d.created_at, o.created_at) AS dead_at
-          FROM orderflow.outbox o
-          LEFT JOIN orderflow.dead_letter d
-                 ON d.source = 'outbox' AND d.source_ref = o.idempotency_key
-         WHERE (o.status = 'dead' OR (o.status = 'unknown' AND %(ids)s::bigint[] IS NOT NULL))
-           AND (%(ids)s::bigint[] IS NULL OR o.outbox_id = ANY(%(ids)s::bigint[]))
-           AND (%(action)s::text IS NULL OR o.action = %(action)s::text)
-           AND (%(since)s::timestamptz IS NULL
-                OR coalesce(d.created_at, o.created_at) >= %(since)s::timestamptz)
-           AND (%(until)s::timestamptz IS NULL
-                OR coalesce(d.created_at, o.created_at) < %(until)s::timestamptz)
-         ORDER BY o.outbox_id
-         LIMIT %(limit)s
-        """,
-        {
-            "ids": list(outbox_ids) if outbox_ids else None,
-            "action": action or None,
-            "since": since,
-            "until": until,
-            "limit": limit,
-        },
+    return store.replayable(
+        conn, outbox_ids=outbox_ids, action=action, since=since, until=until, limit=limit
     )
-    cols = [c.name for c in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
 def _selection(outbox_ids, action, since, until) -> str:

@@ -53,6 +53,7 @@ class RequestApprovalsOperator(BaseOperator):
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from orderflow.domain.approvals import APPROVABLE, POST_RELEASE
         from orderflow.store import db
+        from orderflow.store import decisions as decisions_store
 
         active = context["ti"].get_dr_count(dag_id=APPROVAL_DAG_ID, states=["queued", "running"])
         room = min(self.limit, max(0, int(self.window) - active))
@@ -67,21 +68,7 @@ class RequestApprovalsOperator(BaseOperator):
         conn = db.connect(self.store_conn_id)
         try:
             with db.transaction(conn):
-                rows = conn.execute(
-                    """
-                    UPDATE orderflow.order_exception e
-                       SET approval_run_id = 'exception-' || e.exception_id || '-'
-                                             || to_char(now(), 'YYYYMMDD"T"HH24MISS')
-                     WHERE e.exception_id IN (
-                           SELECT exception_id FROM orderflow.order_exception
-                            WHERE status = 'open' AND order_id IS NOT NULL
-                              AND category = ANY(%s) AND approval_run_id IS NULL
-                            ORDER BY sla_due_at, exception_id LIMIT %s FOR UPDATE SKIP LOCKED)
-                    RETURNING e.exception_id, e.order_id, e.category, e.owner_role, e.reason,
-                              e.sla_due_at, e.approval_run_id, e.escalation_role
-                    """,
-                    ([*APPROVABLE, *POST_RELEASE], room),
-                ).fetchall()
+                rows = decisions_store.take_for_approval(conn, [*APPROVABLE, *POST_RELEASE], room)
         finally:
             conn.close()
         requests = [

@@ -41,9 +41,10 @@ class RefreshOrderFactsOperator(_StoreOperator):
 
     def run(self, conn, context):
         from orderflow import kpis
+        from orderflow.store import order_facts
 
         kpis.refresh_facts(conn)
-        return {"orders": conn.execute("SELECT count(*) FROM orderflow.order_fact").fetchone()[0]}
+        return {"orders": order_facts.count(conn)}
 
 
 class PublishKpiSnapshotsOperator(_StoreOperator):

@@ -387,13 +387,7 @@ class PublishRunStatusOperator(BaseOperator):
         conn = db.connect(self.store_conn_id)
         try:
             with db.transaction(conn):
-                counts = dict(
-                    conn.execute(
-                        'SELECT status, count(*) FROM orderflow."order" '
-                        "WHERE claimed_by_run = %s GROUP BY status",
-                        (run_id,),
-                    ).fetchall()
-                )
+                counts = repo.claimed_by_status(conn, run_id)
                 freed = repo.unclaim(conn, run_id)
         finally:
             conn.close()

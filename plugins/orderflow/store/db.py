@@ -75,3 +75,19 @@ def session(conn_id: str = STORE_CONN_ID) -> Iterator[psycopg.Connection]:
             yield conn
     finally:
         conn.close()
+
+
+def savepoint(conn: psycopg.Connection, name: str) -> None:
+    """Open the named savepoint ``name`` (a name from our code) in the caller's transaction,
+    for scopes that do not nest as ``with`` blocks (a streamed parse's interchanges)."""
+    conn.execute(f"SAVEPOINT {name}")
+
+
+def release_savepoint(conn: psycopg.Connection, name: str) -> None:
+    """Keep what was done since the savepoint ``name``."""
+    conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+def rollback_to_savepoint(conn: psycopg.Connection, name: str) -> None:
+    """Undo what was done since the savepoint ``name`` (the savepoint stays open)."""
+    conn.execute(f"ROLLBACK TO SAVEPOINT {name}")

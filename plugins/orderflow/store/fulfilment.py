@@ -335,3 +335,194 @@ SELECT s.shipment_id, extract(epoch FROM n.sent - s.arrived)::float8
 def shipped_to_notified_seconds(conn: psycopg.Connection, since: Any = "-infinity") -> list[float]:
     """See :data:`SHIPPED_TO_NOTIFIED_SQL`."""
     return [float(r[1]) for r in conn.execute(SHIPPED_TO_NOTIFIED_SQL, {"since": since})]
+
+
+# ---------------------------------------------------------------------------- feeds
+
+
+def feed_rewound_since(conn: psycopg.Connection, feed: str) -> Any:
+    """When the open "feed does not continue" exception of ``feed`` was opened (None: none
+    is open)."""
+    row = conn.execute(
+        "SELECT min(opened_at) FROM orderflow.order_exception WHERE status = 'open' "
+        "AND entity_type = 'feed' AND entity_id = %s AND details->>'kind' = 'feed_rewound'",
+        (feed,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def audit_feed_resync(
+    conn: psycopg.Connection,
+    actor: str,
+    feed: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    reason: str,
+) -> None:
+    """The ``feed_resync`` audit row of a feed whose cursor a person moved."""
+    conn.execute(
+        "INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, "
+        "after, reason) VALUES (%s, 'feed_resync', 'feed', %s, %s, %s, %s)",
+        (actor, feed, Jsonb(before), Jsonb(after), reason),
+    )
+
+
+# ---------------------------------------------------------------------------- milestones
+
+
+def update_shipment(
+    conn: psycopg.Connection, shipment_id: str, sets: dict[str, Any], stamps: frozenset[str]
+) -> None:
+    """Set the shipment's columns in ``sets`` (column names from our code, never from a
+    message); a column in ``stamps`` keeps the first value it was given."""
+    if not sets:
+        return
+    assign = []
+    params: list[Any] = []
+    for col, value in sets.items():
+        if col in stamps:
+            assign.append(f"{col} = coalesce({col}, %s)")
+        else:
+            assign.append(f"{col} = %s")
+        params.append(value)
+    conn.execute(
+        f"UPDATE orderflow.shipment SET {', '.join(assign)}, updated_at = now() "
+        "WHERE shipment_id = %s",
+        (*params, shipment_id),
+    )
+
+
+def dead_letter_event(conn: psycopg.Connection, source_ref: str, event_id: int, error: str) -> None:
+    """A dead letter for a quarantined fulfilment event (``source_ref`` is
+    ``<source>:<event_key>``); one already there is refreshed and un-replayed."""
+    conn.execute(
+        """
+        INSERT INTO orderflow.dead_letter (source, source_ref, payload, error)
+        VALUES ('fulfilment_event', %s, %s, %s)
+        ON CONFLICT (source, source_ref) DO UPDATE
+           SET error = EXCLUDED.error, created_at = now(), replayed_at = NULL
+        """,
+        (source_ref, Jsonb({"event_id": event_id}), error),
+    )
+
+
+def requeue_quarantined(
+    conn: psycopg.Connection, event_ids: Sequence[int] | None, actor: str
+) -> list[str]:
+    """Put quarantined events (those given, or all) back in the queue and mark their dead
+    letters replayed by ``actor``; returns their ``<source>:<event_key>`` refs."""
+    cur = conn.execute(
+        "UPDATE orderflow.fulfilment_event SET status = 'pending', attempts = 0, error = NULL "
+        "WHERE status = 'quarantined' AND (%s::bigint[] IS NULL OR event_id = ANY(%s)) "
+        "RETURNING source || ':' || event_key",
+        (list(event_ids) if event_ids else None, list(event_ids) if event_ids else None),
+    )
+    refs = [r[0] for r in cur]
+    conn.execute(
+        "UPDATE orderflow.dead_letter SET replayed_at = now(), replayed_by = %s "
+        "WHERE source = 'fulfilment_event' AND source_ref = ANY(%s)",
+        (actor, refs),
+    )
+    return refs
+
+
+# ---------------------------------------------------------------------------- invoices
+
+
+def next_invoice_number(conn: psycopg.Connection) -> int:
+    """The next number of ``invoice_number_seq``."""
+    return conn.execute("SELECT nextval('orderflow.invoice_number_seq')").fetchone()[0]
+
+
+def insert_invoice(
+    conn: psycopg.Connection,
+    *,
+    invoice_id: str,
+    shipment_id: str,
+    order_id: str,
+    status: str,
+    document: dict[str, Any],
+    subtotal: Any,
+    tax: Any,
+    freight: Any,
+    total: Any,
+    currency: str,
+) -> int:
+    """The invoice of a shipment (one per shipment: a second is not written); returns the
+    rows written (0 or 1)."""
+    return conn.execute(
+        """
+        INSERT INTO orderflow.invoice (invoice_id, shipment_id, order_id, status, document,
+            subtotal, tax, freight, total, currency)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (shipment_id) DO NOTHING
+        """,
+        (
+            invoice_id,
+            shipment_id,
+            order_id,
+            status,
+            Jsonb(document),
+            subtotal,
+            tax,
+            freight,
+            total,
+            currency,
+        ),
+    ).rowcount
+
+
+def lock_shipment_invoice(conn: psycopg.Connection, shipment_id: str) -> tuple | None:
+    """Lock the invoice of a shipment: (invoice_id, document, status, order_id), or None."""
+    return conn.execute(
+        "SELECT invoice_id, document, status, order_id FROM orderflow.invoice "
+        "WHERE shipment_id = %s FOR UPDATE",
+        (shipment_id,),
+    ).fetchone()
+
+
+def requeue_invoice(
+    conn: psycopg.Connection,
+    invoice_id: str,
+    document: dict[str, Any],
+    subtotal: Any,
+    tax: Any,
+    total: Any,
+) -> None:
+    """A withheld invoice, re-billed, is queued."""
+    conn.execute(
+        "UPDATE orderflow.invoice SET status = 'queued', document = %s, subtotal = %s, "
+        "tax = %s, total = %s, updated_at = now() WHERE invoice_id = %s",
+        (Jsonb(document), subtotal, tax, total, invoice_id),
+    )
+
+
+def resolve_quantity_mismatches(
+    conn: psycopg.Connection, actor: str, note: str, order_id: str, shipment_id: str
+) -> None:
+    """Approve the open quantity-mismatch exceptions of ``order_id`` about ``shipment_id``."""
+    conn.execute(
+        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'approved', "
+        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
+        "WHERE order_id = %s AND category = 'quantity_mismatch' AND status = 'open' "
+        "AND details->>'shipment_id' = %s",
+        (actor, note, order_id, shipment_id),
+    )
+
+
+def audit_withheld_release(
+    conn: psycopg.Connection,
+    actor: str,
+    actor_role: str | None,
+    invoice_id: str,
+    before: Any,
+    after: dict[str, Any],
+    reason: str,
+) -> None:
+    """The ``release_withheld_invoice`` audit row."""
+    conn.execute(
+        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
+        "before, after, reason) VALUES (%s, %s, 'release_withheld_invoice', 'invoice', %s, "
+        "%s, %s, %s)",
+        (actor, actor_role, invoice_id, Jsonb(before), Jsonb(after), reason),
+    )

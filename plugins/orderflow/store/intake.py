@@ -436,3 +436,119 @@ def insert_change(
     ).fetchone()
     same = prior[1] == payload["kind"] and prior[2] == payload.get("lines", [])
     return StoredChange(earlier_message_id=prior[0], same=same)
+
+
+def source_message_of(conn: psycopg.Connection, order_id: str) -> int | None:
+    """The channel message an order was created from."""
+    return conn.execute(
+        'SELECT source_message_id FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()[0]
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+def message_for_replay(conn: psycopg.Connection, message_id: int) -> tuple | None:
+    """(channel, partner_id, source_ref, raw, outcome, client_request_id, details) of a
+    stored message, or None."""
+    return conn.execute(
+        "SELECT channel, partner_id, source_ref, raw, outcome, client_request_id, details "
+        "FROM orderflow.channel_message WHERE message_id = %s",
+        (message_id,),
+    ).fetchone()
+
+
+def record_replay(
+    conn: psycopg.Connection,
+    message_id: int,
+    replay_id: int,
+    replay_outcome: str,
+    *,
+    actor: str,
+    before_outcome: str,
+    corrected_bytes: bool,
+    reason: str | None,
+) -> None:
+    """Link a message and its replay both ways, and audit the replay (``replay_message``)."""
+    conn.execute(
+        "UPDATE orderflow.channel_message SET replay_of = %s WHERE message_id = %s",
+        (message_id, replay_id),
+    )
+    conn.execute(
+        "UPDATE orderflow.channel_message SET details = details || %s WHERE message_id = %s",
+        (Jsonb({"replayed_as": replay_id, "replay_outcome": replay_outcome}), message_id),
+    )
+    conn.execute(
+        """INSERT INTO orderflow.audit_log (actor, action, object_type, object_id, before, after, reason)
+           VALUES (%s, 'replay_message', 'channel_message', %s, %s, %s, %s)""",
+        (
+            actor,
+            str(message_id),
+            Jsonb({"outcome": before_outcome}),
+            Jsonb(
+                {
+                    "replay_message_id": replay_id,
+                    "outcome": replay_outcome,
+                    "corrected_bytes": corrected_bytes,
+                }
+            ),
+            reason,
+        ),
+    )
+
+
+def quarantined(conn: psycopg.Connection, channel: str | None, limit: int) -> list[tuple]:
+    """(message_id, channel, partner_id, source_ref, received_at, error) of quarantined
+    messages not yet replayed (of ``channel``, if given), newest first."""
+    return conn.execute(
+        """
+        SELECT message_id, channel, partner_id, source_ref, received_at, error
+          FROM orderflow.channel_message
+         WHERE outcome = 'quarantined' AND NOT details ? 'replayed_as'
+           AND (%s::text IS NULL OR channel = %s)
+         ORDER BY message_id DESC LIMIT %s
+        """,
+        (channel, channel, limit),
+    ).fetchall()
+
+
+# ---------------------------------------------------------------------------- channels
+
+
+def count_lines(conn: psycopg.Connection, order_ids: Sequence[str]) -> int:
+    """How many order lines the orders given have."""
+    return conn.execute(
+        "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)", (order_ids,)
+    ).fetchone()[0]
+
+
+def partner_customer(conn: psycopg.Connection, partner_id: str) -> str | None:
+    """The customer of an active trading partner (None: unknown, inactive or none named)."""
+    row = conn.execute(
+        "SELECT customer_id FROM orderflow.trading_partner WHERE partner_id = %s AND active",
+        (partner_id,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def catalog(conn: psycopg.Connection) -> dict[str, list[dict[str, Any]]]:
+    """What e-mail extraction may match against, from the master data: active customers,
+    ship-tos, items (discontinued ones too: customers still order them) and customer part
+    numbers."""
+
+    def rows(sql: str) -> list[dict]:
+        cur = conn.execute(sql)
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    return {
+        "customers": rows("SELECT customer_id, name, email FROM orderflow.customer WHERE active"),
+        "ship_tos": rows(
+            "SELECT ship_to_id, customer_id, name, address_line1, address_line2, city, "
+            "region, postal_code, country FROM orderflow.ship_to"
+        ),
+        "items": rows("SELECT item_id, description, uom, vendor_part, upc FROM orderflow.item"),
+        "xrefs": rows(
+            "SELECT customer_id, customer_part_number, item_id FROM orderflow.customer_item_xref"
+        ),
+    }

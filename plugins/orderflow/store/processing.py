@@ -856,3 +856,309 @@ def create_backorder_releases(
         )
         created[child] = parent
     return created
+
+
+# ---------------------------------------------------------------------------- customers
+
+
+def partner_customers(conn: psycopg.Connection, partner_ids: Iterable[str]) -> dict[str, str]:
+    """The customer of each active trading partner given that names one."""
+    return dict(
+        conn.execute(
+            "SELECT partner_id, customer_id FROM orderflow.trading_partner "
+            "WHERE partner_id = ANY(%s) AND active AND customer_id IS NOT NULL",
+            (list(partner_ids),),
+        ).fetchall()
+    )
+
+
+def set_customers(conn: psycopg.Connection, customers: dict[str, str]) -> None:
+    """Write back the customer found for each order (order_id → customer_id)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            'UPDATE orderflow."order" SET customer_id = %s WHERE order_id = %s',
+            [(c, oid) for oid, c in customers.items()],
+        )
+
+
+# ---------------------------------------------------------------------------- release
+
+
+def next_releases(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, int]:
+    """The release version a (re-)release of each order will carry."""
+    return dict(
+        conn.execute(
+            'SELECT order_id, release_version + 1 FROM orderflow."order" WHERE order_id = ANY(%s)',
+            (list(order_ids),),
+        ).fetchall()
+    )
+
+
+def planned_shipments(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """The planned shipments of each order (shipment_id, order_id, dc_id, release_version,
+    carrier_id, service_code, ship_date), by shipment id."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    cur = conn.execute(
+        "SELECT shipment_id, order_id, dc_id, release_version, carrier_id, service_code, "
+        "ship_date FROM orderflow.shipment WHERE order_id = ANY(%s) AND status = 'planned' "
+        "ORDER BY shipment_id",
+        (list(order_ids),),
+    )
+    cols = [c.name for c in cur.description]
+    for r in cur:
+        row = dict(zip(cols, r, strict=True))
+        out[row["order_id"]].append(row)
+    return out
+
+
+def record_shipment_lines(conn: psycopg.Connection, order_ids: list[str]) -> None:
+    """What each shipment of the next release carries, from the orders' held reservations
+    (the WMS reports picked/shipped against these lines). Set-based."""
+    conn.execute(
+        """
+        INSERT INTO orderflow.shipment_line (shipment_id, line_no, item_id, ordered_item_id,
+            uom, quantity_released)
+        SELECT s.shipment_id, r.line_no, r.item_id, ol.item_id, ol.uom, sum(r.quantity)
+          FROM orderflow.reservation r
+          JOIN orderflow."order" o ON o.order_id = r.order_id
+          JOIN orderflow.shipment s ON s.order_id = r.order_id AND s.dc_id = r.dc_id
+                                   AND s.release_version = o.release_version + 1
+          JOIN orderflow.order_line ol ON ol.order_id = r.order_id AND ol.line_no = r.line_no
+         WHERE r.order_id = ANY(%s) AND r.status = 'held'
+         GROUP BY 1, 2, 3, 4, 5
+        ON CONFLICT DO NOTHING
+        """,
+        (order_ids,),
+    )
+
+
+def release_reservations(conn: psycopg.Connection, order_ids: list[str]) -> None:
+    """The orders' held reservations are released."""
+    conn.execute(
+        "UPDATE orderflow.reservation SET status = 'released', updated_at = now() "
+        "WHERE order_id = ANY(%s) AND status = 'held'",
+        (order_ids,),
+    )
+
+
+def release_shipments(conn: psycopg.Connection, order_ids: list[str]) -> None:
+    """The orders' planned shipments of the next release version are released."""
+    conn.execute(
+        """
+        UPDATE orderflow.shipment s SET status = 'released', updated_at = now()
+          FROM orderflow."order" o
+         WHERE s.order_id = o.order_id AND o.order_id = ANY(%s)
+           AND s.release_version = o.release_version + 1 AND s.status = 'planned'
+        """,
+        (order_ids,),
+    )
+
+
+def notice_lines(conn: psycopg.Connection, order_ids: list[str]) -> list[tuple]:
+    """(order_id, line_no, item shipped, quantity, uom, status, backordered_qty) of the
+    orders' lines, for release notices."""
+    return conn.execute(
+        "SELECT order_id, line_no, coalesce(substitute_item_id, item_id), quantity, uom, status, "
+        "backordered_qty FROM orderflow.order_line WHERE order_id = ANY(%s) "
+        "ORDER BY order_id, line_no",
+        (order_ids,),
+    ).fetchall()
+
+
+def planned_ship_dates(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, date]:
+    """The earliest planned ship date of each order."""
+    return dict(
+        conn.execute(
+            "SELECT order_id, min(ship_date) FROM orderflow.shipment WHERE order_id = ANY(%s) "
+            "AND status = 'planned' GROUP BY order_id",
+            (order_ids,),
+        ).fetchall()
+    )
+
+
+def canonical_of(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
+    """The canonical JSON of an order."""
+    return conn.execute(
+        'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()[0]
+
+
+def ack_lines(conn: psycopg.Connection, order_id: str) -> list[tuple]:
+    """(status, substitute_item_id, backordered_qty, line_no, quantity, uom, unit_price,
+    contract_price) of an order's lines, for its 855."""
+    return conn.execute(
+        "SELECT status, substitute_item_id, backordered_qty, line_no, quantity, uom, "
+        "unit_price, contract_price FROM orderflow.order_line WHERE order_id = %s "
+        "ORDER BY line_no",
+        (order_id,),
+    ).fetchall()
+
+
+# ---------------------------------------------------------------------------- holds
+
+
+def resolve_fixed_master_data(conn: psycopg.Connection, actor: str) -> list[tuple]:
+    """Auto-resolve the open master-data-quality exceptions of orders whose entity has no
+    open quality exception any more; returns their (order_id,) rows. Set-based."""
+    return conn.execute(
+        """
+        WITH fixed AS (
+            SELECT e.exception_id, e.order_id
+              FROM orderflow.order_exception e
+             WHERE e.status = 'open' AND e.category = 'master_data_quality'
+               AND e.order_id IS NOT NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM orderflow.order_exception m
+                    WHERE m.status = 'open' AND m.category = 'master_data_quality'
+                      AND m.order_id IS NULL
+                      AND m.entity_type = e.details->>'entity_type'
+                      AND m.entity_id = e.details->>'entity_id')
+        )
+        UPDATE orderflow.order_exception x
+           SET status = 'resolved', resolution = 'auto_resolved', resolved_at = now(),
+               resolved_by = %s,
+               resolution_note = 'master data fixed upstream and passed the quality gate'
+          FROM fixed WHERE x.exception_id = fixed.exception_id
+        RETURNING x.order_id
+        """,
+        (actor,),
+    ).fetchall()
+
+
+def resolve_known_customers(conn: psycopg.Connection, actor: str) -> list[tuple]:
+    """Auto-resolve the open ``unknown_customer`` exceptions whose customer (the order's, or
+    its partner's) is on file now; returns their (order_id,) rows. Set-based."""
+    return conn.execute(
+        """
+        WITH known AS (
+            SELECT e.exception_id FROM orderflow.order_exception e
+              JOIN orderflow."order" o USING (order_id)
+              LEFT JOIN orderflow.trading_partner p
+                     ON p.partner_id = o.partner_id AND p.active
+             WHERE e.status = 'open' AND e.category = 'unknown_customer'
+               AND EXISTS (SELECT 1 FROM orderflow.customer c WHERE c.active
+                             AND c.customer_id = coalesce(o.customer_id, p.customer_id))
+        )
+        UPDATE orderflow.order_exception x
+           SET status = 'resolved', resolution = 'auto_resolved', resolved_at = now(),
+               resolved_by = %s, resolution_note = 'the customer is on file now'
+          FROM known WHERE x.exception_id = known.exception_id
+        RETURNING x.order_id
+        """,
+        (actor,),
+    ).fetchall()
+
+
+def held_without_exceptions(conn: psycopg.Connection, order_ids: list[str]) -> list[str]:
+    """Of ``order_ids``, the ON_HOLD orders with no open exception left."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT o.order_id FROM orderflow."order" o
+             WHERE o.order_id = ANY(%s) AND o.status = 'ON_HOLD'
+               AND NOT EXISTS (SELECT 1 FROM orderflow.order_exception e
+                                WHERE e.order_id = o.order_id AND e.status = 'open')
+            """,
+            (order_ids,),
+        )
+    ]
+
+
+def dead_letter_partition(
+    conn: psycopg.Connection, source_ref: str, payload: dict[str, Any], error: str
+) -> None:
+    """A dead letter for a partition a stage gave up on (kept once per ``source_ref``)."""
+    conn.execute(
+        "INSERT INTO orderflow.dead_letter (source, source_ref, payload, error) "
+        "VALUES ('processing', %s, %s, %s) ON CONFLICT (source, source_ref) DO NOTHING",
+        (source_ref, Jsonb(payload), error),
+    )
+
+
+# ---------------------------------------------------------------------------- unwinding
+
+
+def drop_planned_shipments(conn: psycopg.Connection, order_id: str) -> None:
+    """Cancel the planned (never released) shipments of ``order_id``."""
+    conn.execute(
+        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
+        "WHERE order_id = %s AND status = 'planned'",
+        (order_id,),
+    )
+
+
+def reset_lines(conn: psycopg.Connection, order_id: str) -> None:
+    """The line decisions of ``order_id`` undone: every line OPEN, no substitute, nothing
+    backordered."""
+    conn.execute(
+        "UPDATE orderflow.order_line SET status = 'OPEN', substitute_item_id = NULL, "
+        "backordered_qty = 0 WHERE order_id = %s",
+        (order_id,),
+    )
+
+
+# ---------------------------------------------------------------------------- refused releases
+
+
+def lock_order_and_parent(conn: psycopg.Connection, order_id: str) -> tuple | None:
+    """Lock an order: (status, parent_order_id), or None."""
+    return conn.execute(
+        'SELECT status, parent_order_id FROM orderflow."order" WHERE order_id = %s FOR UPDATE',
+        (order_id,),
+    ).fetchone()
+
+
+def cancel_refused_shipment(conn: psycopg.Connection, shipment_id: str) -> None:
+    """Cancel a planned or released shipment (its release was refused)."""
+    conn.execute(
+        "UPDATE orderflow.shipment SET status = 'cancelled', updated_at = now() "
+        "WHERE shipment_id = %s AND status IN ('planned', 'released')",
+        (shipment_id,),
+    )
+
+
+def cancel_release_reservations(
+    conn: psycopg.Connection, order_id: str, dc_id: str | None
+) -> list[tuple]:
+    """Cancel the held or released reservations of ``order_id`` at ``dc_id``; returns the
+    (item_id, dc_id) rows touched."""
+    return conn.execute(
+        "UPDATE orderflow.reservation SET status = 'cancelled', updated_at = now() "
+        "WHERE order_id = %s AND dc_id = %s AND status IN ('held', 'released') "
+        "RETURNING item_id, dc_id",
+        (order_id, dc_id),
+    ).fetchall()
+
+
+def other_live_shipments(conn: psycopg.Connection, order_id: str, shipment_id: str) -> int:
+    """How many shipments of ``order_id`` other than ``shipment_id`` are not cancelled."""
+    return conn.execute(
+        "SELECT count(*) FROM orderflow.shipment WHERE order_id = %s AND shipment_id <> %s "
+        "AND status <> 'cancelled'",
+        (order_id, shipment_id),
+    ).fetchone()[0]
+
+
+def backorder_lines(
+    conn: psycopg.Connection, order_id: str, lines: Sequence[tuple[int, Any]]
+) -> None:
+    """Add each (line_no, quantity) to the line's backordered quantity; the line waits
+    BACKORDERED."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE orderflow.order_line SET backordered_qty = backordered_qty + %s, "
+            "status = 'BACKORDERED' WHERE order_id = %s AND line_no = %s",
+            [(q, order_id, no) for no, q in lines],
+        )
+
+
+def claimed_by_status(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
+    """How many orders ``run_id`` holds, by status."""
+    return dict(
+        conn.execute(
+            'SELECT status, count(*) FROM orderflow."order" '
+            "WHERE claimed_by_run = %s GROUP BY status",
+            (run_id,),
+        ).fetchall()
+    )
