@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orderflow.masterdata import Spec, _nz, _ts
-from orderflow.store import audit, cursors, db, desk
 from orderflow.store import crm as repo
+from orderflow.store import cursors, db, desk
+from orderflow.store import decisions as audit_repo
 
 if TYPE_CHECKING:
     import psycopg
@@ -229,10 +230,10 @@ def _apply(conn: psycopg.Connection, d: dict, ctx: RunContext) -> tuple[str, str
 
 
 def _audit_decision(conn, actor, action, request_id, row, d, outcome, what) -> None:
-    audit.record(
+    audit_repo.audit(
         conn,
         actor=actor,
-        role="crm",
+        actor_role="crm",
         action=action,
         object_type="crm_approval",
         object_id=request_id,

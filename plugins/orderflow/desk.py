@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orderflow.store import audit, db, orders
+from orderflow.store import db, edi_documents, orders
+from orderflow.store import decisions as audit_repo
 from orderflow.store import desk as repo
 
 if TYPE_CHECKING:
@@ -102,10 +103,10 @@ def run_timers(
                 else:
                     log.warning("no address for role %s: exception %s not emailed", role, eid)
                 repo.stamp_sla(conn, eid, column)
-                audit.record(
+                audit_repo.audit(
                     conn,
                     actor=ACTOR,
-                    role="system",
+                    actor_role="system",
                     action="escalate" if event == "sla_breached" else "notify_owner",
                     object_type="order_exception",
                     object_id=str(eid),
@@ -166,10 +167,10 @@ class ActionRefused(ValueError):
 
 
 def _audit(conn, actor, role, action, object_type, object_id, before, after, reason) -> None:
-    audit.record(
+    audit_repo.audit(
         conn,
         actor=actor,
-        role=role,
+        actor_role=role,
         action=action,
         object_type=object_type,
         object_id=object_id,
@@ -235,7 +236,7 @@ def retry(
             ],
             **ctx.keys(),
         )
-        orders.add_manual_touch(conn, order_id)
+        audit_repo.touched_by_hand(conn, order_id)
         _audit(
             conn,
             actor,
@@ -265,7 +266,7 @@ def close(
             category in CLOSABLE or (category == "integration_failure" and status != "ON_HOLD")
         ):
             raise ActionRefused(f"{category} holds its order: it is not closed, it is decided")
-        repo.resolve_fixed(conn, exception_id, actor, reason)
+        edi_documents.resolve_fixed(conn, exception_id, actor, reason)
         _audit(
             conn,
             actor,

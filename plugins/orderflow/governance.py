@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from orderflow import access, rules
 from orderflow.domain.reference import Hold, LineView, OrderView, ReferenceData
-from orderflow.store import audit, db, rule_sets
+from orderflow.store import db, rule_sets
+from orderflow.store import decisions as audit_repo
 from orderflow.store import orders as order_repo
 from orderflow.store import whatif as whatif_repo
 
@@ -511,10 +512,10 @@ def versions(conn: psycopg.Connection) -> list[dict]:
 
 
 def _audit(conn, actor, action, object_id, before, after, reason) -> None:
-    audit.record(
+    audit_repo.audit(
         conn,
         actor=actor,
-        role=",".join(sorted(access.roles_of(actor))) or None,
+        actor_role=",".join(sorted(access.roles_of(actor))) or None,
         action=action,
         object_type="rule_set",
         object_id=object_id,

@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from orderflow import decisions
-from orderflow.store import audit, db
+from orderflow.store import db
+from orderflow.store import decisions as audit_repo
 from orderflow.store import orders as order_repo
 
 if TYPE_CHECKING:
@@ -179,10 +180,10 @@ def run(
     }
     if not dry_run:
         with db.transaction(conn):
-            audit.record(
+            audit_repo.audit(
                 conn,
                 actor=actor,
-                role=decisions._roles_text(actor),
+                actor_role=decisions._roles_text(actor),
                 action="reprocess_window",
                 object_type="reprocess_window",
                 object_id=ctx.run_id or "unknown",

@@ -1,33 +1,12 @@
-"""Audit trail repository: the append-only ``orderflow.audit_log``."""
+"""Audit trail repository: reads of the append-only ``orderflow.audit_log`` and its rows of
+own shape (the generic row is ``store.decisions.audit``, an outbox row's ``store.outbox_send.audit``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
 if TYPE_CHECKING:
     import psycopg
-
-
-def record(
-    conn: psycopg.Connection,
-    *,
-    actor: str,
-    role: str | None,
-    action: str,
-    object_type: str,
-    object_id: str,
-    before: Any,
-    after: Any,
-    reason: str | None,
-) -> None:
-    """Append one audit row (``before`` / ``after`` stored as JSON)."""
-    conn.execute(
-        "INSERT INTO orderflow.audit_log (actor, actor_role, action, object_type, object_id, "
-        "before, after, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (actor, role, action, object_type, object_id, Jsonb(before), Jsonb(after), reason),
-    )
 
 
 def record_ai_review(

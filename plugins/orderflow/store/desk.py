@@ -156,16 +156,6 @@ def resolve_retried(conn: psycopg.Connection, exception_id: int, actor: str, not
     )
 
 
-def resolve_fixed(conn: psycopg.Connection, exception_id: int, actor: str, note: str) -> None:
-    """Resolve an exception ``fixed`` with a person's note."""
-    conn.execute(
-        "UPDATE orderflow.order_exception SET status = 'resolved', resolution = 'fixed', "
-        "resolved_by = %s, resolved_at = now(), resolution_note = %s "
-        "WHERE exception_id = %s",
-        (actor, note, exception_id),
-    )
-
-
 def exception_for_resolve(conn: psycopg.Connection, exception_id: int) -> tuple | None:
     """(order_id, owner_role, escalation_role, status, category, order status) of an
     exception; None when it does not exist."""

@@ -32,14 +32,6 @@ def status_of(conn: psycopg.Connection, order_id: str) -> str:
     ).fetchone()[0]
 
 
-def add_manual_touch(conn: psycopg.Connection, order_id: str) -> None:
-    """Count one manual touch on the order."""
-    conn.execute(
-        'UPDATE orderflow."order" SET manual_touches = manual_touches + 1 WHERE order_id = %s',
-        (order_id,),
-    )
-
-
 def unclaim(conn: psycopg.Connection, order_id: str, run_id: str) -> None:
     """Drop ``run_id``'s claim on the order (if it still holds it)."""
     conn.execute(

@@ -23,11 +23,6 @@ def _rows(cur: psycopg.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
-def now(conn: psycopg.Connection) -> datetime:
-    """The store's clock (the transaction's start)."""
-    return conn.execute("SELECT now()").fetchone()[0]
-
-
 def is_queued(conn: psycopg.Connection, key: str) -> bool:
     """Whether an outbox row with idempotency key ``key`` exists."""
     return (

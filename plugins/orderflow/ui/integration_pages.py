@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 
-from orderflow.store import audit, outbox_report
+from orderflow.store import orders, outbox_report, outbox_send
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,7 +62,7 @@ def health(conn: psycopg.Connection, *, days: int = 7) -> dict[str, Any]:
     from orderflow import edi_acks
 
     days = max(1, min(int(days), 90))
-    now = outbox_report.now(conn)
+    now = orders.now(conn)
     since = now - timedelta(days=days)
     endpoints = outbox_report.endpoint_health(conn, since)
     for e in endpoints:
@@ -130,16 +130,15 @@ def dead_letters(conn: psycopg.Connection, limit: int = DEAD_SHOWN) -> list[dict
 def _audit_refusal(conn, user: User, key: str, reason: str, why: str) -> None:
     """A refused follow-up replay, audited as ``outbox.replay_dead_letters`` audits a refused
     replay (same action), changing nothing else."""
-    audit.record(
+    outbox_send.audit(
         conn,
         actor=user.name,
-        role=",".join(sorted(user.roles)) or None,
         action="outbox_replay_refused",
-        object_type="outbox",
-        object_id=key,
+        idempotency_key=key,
         before={"selected": [key], "kind": "followup"},
         after={"refused": why},
         reason=reason or None,
+        actor_role=",".join(sorted(user.roles)) or None,
     )
 
 
