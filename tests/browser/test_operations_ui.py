@@ -426,3 +426,79 @@ def test_customer_service_lookup(day, api_server, browser):
     if tracking:
         page.goto(f"{base}/orderflow/search?q={tracking[1]}")
         assert page.locator(f'#results tr[data-order="{tracking[0]}"]').count() == 1
+
+
+# ---------------------------------------------------------------------------- #17
+def test_a_suggested_cause_is_shown_corrected_on_the_desk_and_becomes_a_label(
+    day, api_server, browser
+):
+    """The cause model's recommendation on a held order (recorded through the one writer, as
+    inference does) shows on the desk and the order page with its confidence and evidence;
+    the owner resolves naming another cause, which is stored as the person's label (audited),
+    taken by the next training, and counted in the dashboard's agreement KPI."""
+    from orderflow import rules
+    from orderflow.ai import governance
+    from orderflow.store import ai as ai_repo
+
+    eid, order_id = day.execute(
+        """
+        SELECT e.exception_id, e.order_id FROM orderflow.order_exception e
+         WHERE e.category = 'pricing_mismatch' AND e.status = 'open'
+         ORDER BY e.exception_id DESC LIMIT 1
+        """
+    ).fetchone()
+    features = {"contract_days_expired": 12.0, "price_delta_pct": 4.5, "uom_matches": 1.0}
+    evidence = [
+        {"feature": "contract_days_expired", "value": 12.0, "weight": 0.41},
+        {"feature": "price_delta_pct", "value": 4.5, "weight": 0.12},
+    ]
+    [decision_id] = governance.record(
+        day,
+        [
+            governance.Output(
+                "exception_cause", "test-1", order_id, "contract_expired", 0.87, features,
+                evidence, "recommend", exception_id=eid,
+            )
+        ],
+        rules.load(),
+    )  # fmt: skip
+    base, _ = api_server
+    page = login(browser, api_server, "pricing.pat")
+    page.goto(f"{base}/orderflow/desk?category=pricing_mismatch&sort=sla&size=100")
+    row = page.locator(f'#desk tr[data-exception="{eid}"]')
+    rec = row.locator(".ai-rec")
+    assert rec.get_attribute("data-label") == "contract_expired"
+    assert rec.get_attribute("data-confidence") == "87"
+    assert "contract_days_expired = 12.0" in rec.locator(".evidence").inner_text()
+    # the suggestion is preselected; the owner knows better: a customer-specific discount
+    assert row.locator("select[name=cause]").input_value() == "contract_expired"
+    shot(page, "desk_recommendation")
+    row.locator("select[name=action]").select_option("approve")
+    row.locator("input[name=reason]").fill("discount agreed in the customer's agreement")
+    row.locator("select[name=cause]").select_option("customer_discount")
+    row.locator("button[type=submit]").click()
+    page.wait_for_url(f"{base}/orderflow/orders/{order_id}**")
+    on_order = page.locator(f'#recommendations tr[data-decision="{decision_id}"]')
+    assert on_order.get_attribute("data-confidence") == "87"
+    assert "corrected to customer_discount by pricing.pat" in on_order.inner_text()
+    assert "contract_days_expired = 12.0" in on_order.locator(".evidence").inner_text()
+    shot(page, "order_recommendation")
+
+    reviewed = day.execute(
+        "SELECT followed, label, reviewed_by FROM orderflow.ai_decision WHERE decision_id = %s",
+        (decision_id,),
+    ).fetchone()
+    assert reviewed == (False, "customer_discount", "pricing.pat")
+    audit = day.execute(
+        "SELECT actor FROM orderflow.audit_log WHERE action = 'ai_review' AND object_id = %s",
+        (str(decision_id),),
+    ).fetchall()
+    assert audit == [("pricing.pat",)]
+    # the label loop: the person's cause is what the next training learns
+    labels = [r[2] for r in ai_repo.training_set(day, "exception_cause") if r[4] == order_id]
+    assert labels == ["customer_discount"]
+    # the live-quality KPI
+    page.goto(f"{base}/orderflow/")
+    kpi = page.locator('#model-agreement tr[data-model="exception_cause"]')
+    assert kpi.get_attribute("data-reviewed") == "1"
+    assert float(kpi.get_attribute("data-followed-rate")) == 0.0

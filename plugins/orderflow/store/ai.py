@@ -309,3 +309,44 @@ def context_rows(
         (cids,),
     ).fetchall()
     return {"lines": lines, "parts": parts, "ship_tos": ship_tos, "packs": packs}
+
+
+def for_exceptions(conn: psycopg.Connection, exception_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """The newest decision of each model about each of ``exception_ids`` (what the desk shows
+    beside the exception), by exception id."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not exception_ids:
+        return out
+    keys = ("decision_id", "decided_at", "model_name", "model_version", "exception_id",
+            "line_no", "output_label", "score", "evidence", "action", "followed", "label",
+            "reviewed_by")  # fmt: skip
+    for r in conn.execute(
+        """
+        SELECT DISTINCT ON (exception_id, model_name)
+               decision_id, decided_at, model_name, model_version, exception_id, line_no,
+               output_label, score, evidence, action, followed, label, reviewed_by
+          FROM orderflow.ai_decision
+         WHERE exception_id = ANY(%s)
+         ORDER BY exception_id, model_name, decision_id DESC
+        """,
+        (list(exception_ids),),
+    ):
+        d = dict(zip(keys, r, strict=True))
+        out.setdefault(d["exception_id"], []).append(d)
+    return out
+
+
+def unreviewed_decision(
+    conn: psycopg.Connection, exception_id: int, model_name: str
+) -> tuple[int, str] | None:
+    """The newest decision of ``model_name`` about an exception no person has reviewed yet:
+    (decision id, its output label)."""
+    row = conn.execute(
+        """
+        SELECT decision_id, output_label FROM orderflow.ai_decision
+         WHERE exception_id = %s AND model_name = %s AND reviewed_at IS NULL
+         ORDER BY decision_id DESC LIMIT 1
+        """,
+        (exception_id, model_name),
+    ).fetchone()
+    return (row[0], row[1]) if row else None

@@ -236,6 +236,7 @@ def create_app() -> FastAPI:
             query=lambda **kw: _query({**filters, **kw}),
             assignees=assignees,
             page_sizes=pages.PAGE_SIZES,
+            causes=pages.causes(),
         )
 
     @app.post("/desk/{exception_id}/resolve")
@@ -244,10 +245,11 @@ def create_app() -> FastAPI:
         user: CurrentUser,
         action: Annotated[str, Form()],
         reason: Annotated[str, Form()] = "",
+        cause: Annotated[str, Form()] = "",
     ):
         conn = _conn()
         try:
-            outcome = pages.resolve(conn, exception_id, action, reason, user)
+            outcome = pages.resolve(conn, exception_id, action, reason, user, cause or None)
         finally:
             conn.close()
         return RedirectResponse(

@@ -11,6 +11,7 @@ from fastapi import HTTPException
 
 from orderflow import kpis
 from orderflow.domain.approvals import APPROVABLE
+from orderflow.store import ai as ai_repo
 from orderflow.store import desk as desk_repo
 from orderflow.store import kpis as kpi_repo
 from orderflow.store import orders as order_repo
@@ -177,6 +178,7 @@ def dashboard(conn: psycopg.Connection, *, days: int = 14) -> dict[str, Any]:
         "desk_counts": desk_counts,
         "sla_attainment": sla,
         "stage_owners": rules.load().stage_owners(),
+        "model_agreement": ai_repo.agreement(conn),
         "as_of": as_of.isoformat() if as_of else None,
         "days": days,
     }
@@ -202,6 +204,34 @@ def drill_url(name: str, **args: Any) -> str:
 
 # --------------------------------------------------------------------------- desk
 PAGE_SIZES = (10, 25, 50, 100)
+
+
+#: the model whose recommendation a person confirms or corrects when resolving on the desk
+CAUSE_MODEL = "exception_cause"
+
+
+def recommendation(d: dict[str, Any]) -> dict[str, Any]:
+    """One model output as a person reads it: what it says, how sure (a percentage), the
+    evidence (its top features with their values), what it was allowed to do, and whether
+    a person followed it."""
+    evidence = []
+    for e in d.get("evidence") or []:
+        if isinstance(e, dict):
+            name = e.get("feature") or e.get("name") or ""
+            value = e.get("value")
+            evidence.append(f"{name} = {value}" if value is not None else str(name))
+        else:
+            evidence.append(str(e))
+    reviewed = d.get("reviewed_by")
+    return {
+        **d,
+        "confidence_pct": round(100 * float(d["score"])),
+        "evidence_text": evidence,
+        "review": None
+        if not reviewed
+        else ("followed" if d.get("followed") else f"corrected to {d.get('label')}"),
+        "confirmable": d["model_name"] == CAUSE_MODEL and not reviewed,
+    }
 
 
 def desk(
@@ -242,9 +272,11 @@ def desk(
         total_items = desk_repo.count_items(conn, where, params)
     keys = [i["item_key"] for i in items]
     inside = desk_repo.item_exceptions(conn, where, params, keys)
+    recommended = ai_repo.for_exceptions(conn, [r["exception_id"] for r in inside])
     by_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in inside:
         r["actions"] = [(a, ACTION_LABELS[a]) for a in actions_for(r["category"], r)]
+        r["recommendations"] = [recommendation(d) for d in recommended.get(r["exception_id"], [])]
         by_item[r["item_key"]].append(r)
     others = desk_repo.open_per_item(conn, keys)
     sla_rank = {"breached": 0, "nearing": 1, "ok": 2}
@@ -365,9 +397,17 @@ def _refuse_unless_may_resolve(user: User, exception_id: int, owner: str, escala
 
 
 def resolve(
-    conn: psycopg.Connection, exception_id: int, action: str, reason: str, user: User
+    conn: psycopg.Connection,
+    exception_id: int,
+    action: str,
+    reason: str,
+    user: User,
+    cause: str | None = None,
 ) -> dict[str, Any]:
-    """Resolve one exception as ``user``: only its owner or escalation role may (403)."""
+    """Resolve one exception as ``user``: only its owner or escalation role may (403).
+
+    ``cause``: the person's verdict on the model's suggested cause — the same label follows
+    it, another corrects it; either is the label the next training takes."""
     from orderflow import decisions
     from orderflow import desk as desk_actions
     from orderflow.domain.approvals import APPROVE, KEEP, REJECT
@@ -382,6 +422,8 @@ def resolve(
         raise HTTPException(409, f"exception {exception_id} is already resolved")
     if action not in ACTIONS:
         raise HTTPException(422, f"action must be one of {', '.join(ACTIONS)}")
+    if cause and cause not in causes():
+        raise HTTPException(422, f"unknown cause {cause!r}: one of {', '.join(causes())}")
     fits = actions_for(category, {"order_id": order_id, "order_status": order_status})
     if action not in fits:
         raise HTTPException(
@@ -421,7 +463,38 @@ def resolve(
             )
     except (decisions.DecisionRefused, desk_actions.ActionRefused) as exc:
         raise HTTPException(409, str(exc)) from exc
+    if cause:
+        out["cause_review"] = _review_cause(conn, exception_id, cause, user, owner)
     return {"order_id": order_id, **out}
+
+
+def causes() -> list[str]:
+    """The causes a person may name on the desk: those the routing rules in force know."""
+    from orderflow import rules
+
+    return sorted(rules.load().routing.causes)
+
+
+def _review_cause(
+    conn: psycopg.Connection, exception_id: int, cause: str, user: User, role: str
+) -> str | None:
+    """Record the resolver's verdict on the suggested cause (once; None: nothing to review)."""
+    from orderflow.ai import governance
+
+    decision = ai_repo.unreviewed_decision(conn, exception_id, CAUSE_MODEL)
+    if decision is None:
+        return None
+    decision_id, suggested = decision
+    followed = cause == suggested
+    governance.review(
+        conn,
+        decision_id,
+        actor=user.name,
+        followed=followed,
+        label=None if followed else cause,
+        actor_role=role,
+    )
+    return "followed" if followed else "corrected"
 
 
 def _targets(
@@ -591,6 +664,9 @@ def order_trace(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | Non
         "documents": order_repo.documents(conn, order_id),
         "shipments": order_repo.shipments(conn, order_id),
         "invoices": order_repo.invoices(conn, order_id),
+        "recommendations": [
+            recommendation(d) for d in reversed(ai_repo.decisions_for(conn, order_id=order_id))
+        ],
     }
     data["customer_status"] = customer_status(order, data["lines"])
     data["promised_date"] = promised_date(data["shipments"])
