@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -191,7 +192,7 @@ class X12Stream:
                 t.segments = [t.st]
                 acks.append(
                     SetAck(
-                        tr.set_id,
+                        sys.intern(tr.set_id),  # one "850" for the group, not one per set
                         tr.control_number,
                         tr.implementation_ref,
                         tr.accepted,
