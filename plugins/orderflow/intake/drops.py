@@ -261,6 +261,9 @@ def csv_parser(partner_id: str, name: str):
     return parse
 
 
+_COUNT_CHUNK = 10_000
+
+
 def ingest_folder(
     conn: psycopg.Connection,
     root: Path,
@@ -300,8 +303,12 @@ def ingest_folder(
         )
         stats.add(out)
         files.archive(f, root, out.outcome)
-    if stats.order_ids:
-        stats.lines = conn.execute(
-            "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)", (stats.order_ids,)
+    ids = stats.order_ids
+    if len(ids) > _COUNT_CHUNK:  # an id in two chunks must count once, as in one array
+        ids = list(dict.fromkeys(ids))
+    for i in range(0, len(ids), _COUNT_CHUNK):  # a 32 MB file is 100,000s of ids: not one array
+        stats.lines += conn.execute(
+            "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)",
+            (ids[i : i + _COUNT_CHUNK],),
         ).fetchone()[0]
     return stats
