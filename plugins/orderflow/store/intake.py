@@ -216,6 +216,16 @@ def existing_orders_by_po(
     return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
+#: the session's staging table for :func:`insert_orders` (COPY in, then one merge)
+_ORDER_STAGE = """
+    CREATE TEMP TABLE IF NOT EXISTS of_order_stage (
+        n int NOT NULL, order_id text, channel text, partner_id text, customer_id text,
+        po_number text, ship_to_id text, currency text, order_total numeric,
+        requested_ship_date date, received_at timestamptz, canonical jsonb
+    ) ON COMMIT DELETE ROWS
+"""
+
+
 def insert_orders(
     conn: psycopg.Connection,
     orders: Sequence[Order],
@@ -228,12 +238,12 @@ def insert_orders(
     (an order id already present — a replay — is skipped, never duplicated; an id repeated
     in ``orders`` is taken once, its first occurrence).
 
-    Set-wise: three statements for the whole batch (orders, lines, events), each one
-    ``INSERT … SELECT FROM unnest(arrays)``, instead of one statement per row: a batch of
-    500 orders of 5 lines is 3 statements, not 3,500. The arrays travel in binary (``%b``):
-    as text, every element (the canonical JSON above all) would be escaped into an array
-    literal first, ~150 times the CPU. Callers isolate a refused batch (one savepoint, then
-    one per order): see ``intake.core``."""
+    Set-wise, never a statement per row: the orders are COPYed into a session staging
+    table and merged in one ``INSERT … SELECT … ON CONFLICT DO NOTHING``, their lines COPYed
+    straight into ``order_line``, their RECEIVED events one ``INSERT … SELECT FROM unnest``.
+    COPY rows are formatted by psycopg's C code; binary arrays (the path before) were built
+    element by element in Python, most of this function's time. Callers isolate a refused
+    batch (one savepoint, then one per order): see ``intake.core``."""
     if not orders:
         return []
     run = run or {}
@@ -241,28 +251,31 @@ def insert_orders(
     for o in orders:
         first.setdefault(o.order_id, o)
     batch = list(first.values())
-    cols = list(
-        zip(
-            *(
-                (
-                    o.order_id,
-                    o.provenance.channel.value,
-                    o.provenance.partner_id,
-                    o.customer_id,
-                    o.po_number,
-                    o.ship_to.party_id if o.ship_to else None,
-                    o.currency,
-                    o.total,
-                    o.requested_ship_date,
-                    o.provenance.received_at,
-                    o.model_dump_json(),  # the JSON model_dump(mode="json") is, in one call
-                )
-                for o in batch
-            ),
-            strict=True,
-        )
-    )
     with conn.cursor() as cur:
+        cur.execute(_ORDER_STAGE)
+        cur.execute("TRUNCATE of_order_stage")
+        with cur.copy(
+            "COPY of_order_stage (n, order_id, channel, partner_id, customer_id, po_number, "
+            "ship_to_id, currency, order_total, requested_ship_date, received_at, canonical) "
+            "FROM STDIN"
+        ) as copy:
+            for n, o in enumerate(batch):
+                copy.write_row(
+                    (
+                        n,
+                        o.order_id,
+                        o.provenance.channel.value,
+                        o.provenance.partner_id,
+                        o.customer_id,
+                        o.po_number,
+                        o.ship_to.party_id if o.ship_to else None,
+                        o.currency,
+                        o.total,
+                        o.requested_ship_date,
+                        o.provenance.received_at,
+                        o.model_dump_json(),  # the JSON model_dump(mode="json") is, in one call
+                    )
+                )
         cur.execute(
             """
             INSERT INTO orderflow."order" (order_id, source_message_id, channel, partner_id,
@@ -270,45 +283,38 @@ def insert_orders(
                 requested_ship_date, received_at, canonical)
             SELECT k.order_id, %s::bigint, k.channel, k.partner_id, k.customer_id, k.po_number,
                    k.ship_to_id, k.currency, k.order_total, k.requested_ship_date,
-                   coalesce(k.received_at, now()), k.canonical::jsonb
-              FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                          %b::text[], %b::text[], %b::numeric[], %b::date[],
-                          %b::timestamptz[], %b::text[]) WITH ORDINALITY
-                   AS k(order_id, channel, partner_id, customer_id, po_number, ship_to_id,
-                        currency, order_total, requested_ship_date, received_at, canonical, n)
+                   coalesce(k.received_at, now()), k.canonical
+              FROM of_order_stage k
              ORDER BY k.n
             ON CONFLICT (order_id) DO NOTHING
             RETURNING order_id
             """,
-            (message_id, *(list(c) for c in cols)),
+            (message_id,),
         )
         new = {r[0] for r in cur.fetchall()}
+        cur.execute("TRUNCATE of_order_stage")
         inserted = [o for o in batch if o.order_id in new]
         if not inserted:
             return []
-        lines = [(o.order_id, ln) for o in inserted for ln in o.lines]
-        cur.execute(
-            """
-            INSERT INTO orderflow.order_line (order_id, line_no, item_id, customer_part_number,
-                quantity, uom, unit_price, canonical)
-            SELECT k.order_id, k.line_no, k.item_id, k.customer_part_number, k.quantity,
-                   k.uom, k.unit_price, k.canonical::jsonb
-              FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::numeric[],
-                          %b::text[], %b::numeric[], %b::text[])
-                   AS k(order_id, line_no, item_id, customer_part_number, quantity, uom,
-                        unit_price, canonical)
-            """,
-            (
-                [i for i, _ in lines],
-                [ln.line_no for _, ln in lines],
-                [ln.item_id for _, ln in lines],
-                [ln.customer_part_number for _, ln in lines],
-                [ln.quantity for _, ln in lines],
-                [ln.uom for _, ln in lines],
-                [ln.unit_price for _, ln in lines],
-                [ln.model_dump_json() for _, ln in lines],
-            ),
-        )
+        with cur.copy(
+            "COPY orderflow.order_line (order_id, line_no, item_id, customer_part_number, "
+            "quantity, uom, unit_price, canonical) FROM STDIN"
+        ) as copy:
+            for o in inserted:
+                order_id = o.order_id
+                for ln in o.lines:
+                    copy.write_row(
+                        (
+                            order_id,
+                            ln.line_no,
+                            ln.item_id,
+                            ln.customer_part_number,
+                            ln.quantity,
+                            ln.uom,
+                            ln.unit_price,
+                            ln.model_dump_json(),
+                        )
+                    )
         cur.execute(
             """
             INSERT INTO orderflow.order_event (order_id, from_status, to_status, reason_codes,
@@ -515,11 +521,22 @@ def quarantined(conn: psycopg.Connection, channel: str | None, limit: int) -> li
 # ---------------------------------------------------------------------------- channels
 
 
+#: order ids per count: a 32 MB file is 100,000s of ids, not one array
+_COUNT_CHUNK = 10_000
+
+
 def count_lines(conn: psycopg.Connection, order_ids: Sequence[str]) -> int:
-    """How many order lines the orders given have."""
-    return conn.execute(
-        "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)", (order_ids,)
-    ).fetchone()[0]
+    """How many order lines the orders given have (asked in chunks of ids)."""
+    ids = list(order_ids)
+    if len(ids) > _COUNT_CHUNK:  # an id in two chunks must count once, as in one array
+        ids = list(dict.fromkeys(ids))
+    return sum(
+        conn.execute(
+            "SELECT count(*) FROM orderflow.order_line WHERE order_id = ANY(%s)",
+            (ids[i : i + _COUNT_CHUNK],),
+        ).fetchone()[0]
+        for i in range(0, len(ids), _COUNT_CHUNK)
+    )
 
 
 def partner_customer(conn: psycopg.Connection, partner_id: str) -> str | None:

@@ -17,8 +17,9 @@ its own with IEA01 = 0.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from . import writer
@@ -26,7 +27,7 @@ from .elements import ascii_int, count_value
 from .findings import Finding
 from .results import AckReceived, Delimiters, GroupResult, InterchangeResult
 from .validate import TxnWork
-from .writer import SegmentValues, functional_group, transaction_set
+from .writer import SegmentValues, functional_group
 
 
 def _version_5010(version: str) -> bool:
@@ -50,14 +51,18 @@ def _utc(now: datetime) -> datetime:
 
 
 def ak_segments(group: GroupResult, sets: Sequence[Any] | None = None) -> list[SegmentValues]:
+    return list(iter_ak_segments(group, sets))
+
+
+def iter_ak_segments(
+    group: GroupResult, sets: Sequence[Any] | None = None
+) -> Iterator[SegmentValues]:
     """The AK1 … AK9 body of the 997 for ``group``. ``sets``: what the 997 needs of each
     set (``set_id``, ``control_number``, ``implementation_ref``, ``accepted``, ``ack_code``,
     ``ak5_codes``, ``segment_notes``), when the group does not hold its transactions (a
     streamed parse); default ``group.transactions``."""
     v5 = _version_5010(group.version)
-    out: list[SegmentValues] = [
-        ["AK1", group.functional_id, group.control_number] + ([group.version] if v5 else [])
-    ]
+    yield ["AK1", group.functional_id, group.control_number] + ([group.version] if v5 else [])
     txns = group.transactions if sets is None else sets
     for t in txns:
         if group.rejected and t.ack_code == "A":
@@ -65,30 +70,30 @@ def ak_segments(group: GroupResult, sets: Sequence[Any] | None = None) -> list[S
         ak2 = ["AK2", t.set_id, t.control_number]
         if v5 and t.implementation_ref:
             ak2.append(t.implementation_ref)
-        out.append(ak2)
+        yield ak2
         for note in t.segment_notes:
-            out.append(
-                ["AK3", note.segment_id, str(note.position), note.loop_id or "", note.code or ""]
-            )
+            yield ["AK3", note.segment_id, str(note.position), note.loop_id or "", note.code or ""]
             for el in note.elements:
-                out.append(
-                    [
-                        "AK4",
-                        str(el.position),
-                        el.reference or "",
-                        el.code,
-                        (el.value or "")[:99],
-                    ]
-                )
-        out.append(["AK5", t.ack_code, *t.ak5_codes[:5]])
+                yield ["AK4", str(el.position), el.reference or "", el.code, (el.value or "")[:99]]
+        yield ["AK5", t.ack_code, *t.ak5_codes[:5]]
     received = len(txns)
     declared = count_value(group.declared_count or "", 6)
     included = str(declared) if declared is not None else str(received)
     accepted = 0 if group.rejected else sum(1 for t in txns if t.accepted)
-    out.append(
-        ["AK9", group.ack_code, included, str(received), str(accepted), *group.ak9_codes[:5]]
-    )
-    return out
+    yield ["AK9", group.ack_code, included, str(received), str(accepted), *group.ak9_codes[:5]]
+
+
+def _streamed_set(
+    set_id: str, control: str, body: Iterator[SegmentValues]
+) -> Iterator[SegmentValues]:
+    """:func:`~.writer.transaction_set` for a body rendered as it is made: a 997 for a group
+    of 100,000s of sets never holds a list of its AK2/AK5 segments (SE01 counted on the way)."""
+    yield ["ST", set_id, control]
+    n = 0
+    for seg in body:
+        n += 1
+        yield seg
+    yield ["SE", str(n + 2), control]
 
 
 def build_997(
@@ -112,8 +117,7 @@ def build_997(
     ic = interchange
     now = _utc(now)
     us, them = _parties(ic, our_id, our_qualifier)
-    st = transaction_set("997", "0001", ak_segments(group, sets))
-    gs = functional_group(
+    gs, ge = functional_group(  # GS and GE around one set, the 997 (GE01 = 1)
         "FA",
         sender=our_id or group.receiver,
         receiver=group.sender,
@@ -121,10 +125,10 @@ def build_997(
         now=now,
         version=group.version or "004010",
         agency=group.agency,
-        sets=[st],
+        sets=[[]],
     )
     return writer.interchange(
-        [gs],
+        [chain([gs], _streamed_set("997", "0001", iter_ak_segments(group, sets)), [ge])],
         d=delimiters or ic.delimiters,
         sender=us,
         receiver=them,

@@ -45,6 +45,16 @@ class SetAck:
     segment_notes: tuple[SegmentNote, ...]
 
 
+class SetAcks(list):
+    """What the 997 needs of each set of a group being read, in order. A set accepted as is
+    (850, AK5 A, nothing to say, no ST03) is kept as its ST02 alone (a 32 MB file is
+    126,488 of them); iterating gives a :class:`SetAck` for every set."""
+
+    def __iter__(self) -> Iterator[SetAck]:  # type: ignore[override]
+        for a in list.__iter__(self):
+            yield SetAck("850", a, None, True, "A", _NONE, _NONE) if type(a) is str else a
+
+
 Event = TransactionResult | GroupResult | InterchangeResult
 
 
@@ -183,28 +193,37 @@ class X12Stream:
             else:
                 t.sink = _discard  # not read: only counted
 
-        groups: list[tuple[GroupWork, GroupResult, list[SetAck]]] = []
-        acks: list[SetAck] = []
+        groups: list[tuple[GroupWork, GroupResult, SetAcks]] = []
+        acks = SetAcks()
         for g, t in walk_envelopes(work, on_st, keep_txns=False):
             if t is not None:
                 tr = _transaction(t, g, mappers.pop(id(t), None))
                 t.segments = [t.st]
-                acks.append(
-                    SetAck(
-                        tr.set_id,
-                        tr.control_number,
-                        tr.implementation_ref,
-                        tr.accepted,
-                        tr.ack_code,
-                        tuple(tr.ak5_codes) or _NONE,
-                        tuple(tr.segment_notes) or _NONE,
+                if (
+                    tr.ack_code == "A"
+                    and tr.set_id == "850"
+                    and tr.implementation_ref is None
+                    and not tr.ak5_codes
+                    and not tr.segment_notes
+                ):
+                    acks.append(tr.control_number)  # the common set: its ST02 says it all
+                else:
+                    acks.append(
+                        SetAck(
+                            tr.set_id,
+                            tr.control_number,
+                            tr.implementation_ref,
+                            tr.accepted,
+                            tr.ack_code,
+                            tuple(tr.ak5_codes) or _NONE,
+                            tuple(tr.segment_notes) or _NONE,
+                        )
                     )
-                )
                 yield tr
             else:
                 gr = _group(g, acks)
                 groups.append((g, gr, acks))
-                acks = []
+                acks = SetAcks()
                 yield gr
         key = (raw.isa.el(5), raw.isa.el(6), raw.isa.el(13).lstrip("0"))
         if key in seen:  # an earlier, usable copy: this one is the duplicate
@@ -316,7 +335,7 @@ def _isa_date(v: str) -> date | None:
 
 def _interchange(
     work: InterchangeWork,
-    groups: list[tuple[GroupWork, GroupResult, list[SetAck]]],
+    groups: list[tuple[GroupWork, GroupResult, SetAcks]],
     *,
     our_id: str | None,
     our_qualifier: str,
@@ -376,7 +395,7 @@ def _interchange(
     return ic
 
 
-def _group(g: GroupWork, sets: list[SetAck]) -> GroupResult:
+def _group(g: GroupWork, sets: SetAcks) -> GroupResult:
     rejected = any(f.severity == "reject" for f in g.findings)
     own = [t.ack_code for t in sets]
     if rejected or (own and all(c == "R" for c in own)):

@@ -33,8 +33,10 @@ from pydantic import ValidationError
 
 from orderflow.domain.changes import ChangeKind, OrderChange
 from orderflow.domain.models import (
+    CURRENCY_PATTERN,
     MAX_CODE_CHARS,
     MAX_ID_CHARS,
+    MAX_INT,
     Address,
     Channel,
     Charge,
@@ -43,8 +45,10 @@ from orderflow.domain.models import (
     ProductId,
     Provenance,
     order_id_for,
+    unstorable_char,
 )
 
+from . import prechecked
 from .elements import MAX_PO1_LOOPS, check_segment, count_value, x12_date
 from .findings import RESEND, Finding
 from .reader import Segment
@@ -141,16 +145,26 @@ class _Party:
     def address(self) -> Address:
         n4 = self.n4
         paired = bool(self.seg.el(3)) and bool(self.seg.el(4))  # syntax note P0304
-        return Address(
-            name=self.seg.el(2) or (self.n2[0] if self.n2 else None) or None,
-            party_id_qualifier=self.seg.el(3) if paired else None,
-            party_id=self.seg.el(4) if paired else None,
-            address_lines=[*(self.n2[1:] if not self.seg.el(2) else self.n2), *self.lines],
-            city=(n4.el(1) or None) if n4 else None,
-            region=(n4.el(2) or None) if n4 else None,
-            postal_code=(n4.el(3) or None) if n4 else None,
-            country=(n4.el(4) or None) if n4 else None,
-        )
+        values = {
+            "name": self.seg.el(2) or (self.n2[0] if self.n2 else None) or None,
+            "party_id_qualifier": self.seg.el(3) if paired else None,
+            "party_id": self.seg.el(4) if paired else None,
+            "address_lines": [*(self.n2[1:] if not self.seg.el(2) else self.n2), *self.lines],
+            "city": (n4.el(1) or None) if n4 else None,
+            "region": (n4.el(2) or None) if n4 else None,
+            "postal_code": (n4.el(3) or None) if n4 else None,
+            "country": (n4.el(4) or None) if n4 else None,
+        }
+        if prechecked.ENABLED:
+            texts = prechecked.Strings()
+            texts.add(values["party_id_qualifier"], prechecked.CODE)
+            texts.add(values["party_id"], prechecked.ID)
+            for key in ("name", "city", "region", "postal_code", "country"):
+                texts.add(values[key], prechecked.TEXT)
+            texts.add_all(values["address_lines"], prechecked.TEXT)
+            if texts.ok():
+                return _ADDRESS(**values)
+        return Address(**values)
 
 
 class _Line:
@@ -174,6 +188,18 @@ class _Line:
             have.append(item)
         else:
             setattr(self, name, [item])
+
+
+class _DroppedLine(_Line):
+    """The open loop of a PO1 past the loop limit: what the loop adds is not kept."""
+
+    __slots__ = ()
+
+    def add(self, name: str, item: object) -> None:
+        return None
+
+
+_DROPPED = _DroppedLine(Segment("PO1", ["PO1"], 0))
 
 
 class _Mapper:
@@ -306,7 +332,7 @@ class _Mapper:
                     self._lines(self.lines, [], keep=False)
                     self.over_findings, self.findings = self.findings, found
                     self.lines = []
-                self._line_now = _Line(seg)  # its loop's segments go nowhere
+                self._line_now = _DROPPED  # its loop's segments go nowhere
             else:
                 self._line_now = _Line(seg)
                 self.lines.append(self._line_now)
@@ -518,44 +544,47 @@ class _Mapper:
             refs.setdefault("RE", beg.el(4))
         if beg.el(6):
             refs.setdefault("CT", beg.el(6))
+        values = {
+            "order_id": order_id_for(
+                "edi",
+                ctx.partner_id or ctx.sender_id,
+                po_number,
+                f"{ctx.interchange_control}:{ctx.group_control}:{t.control}",
+            ),
+            "po_number": po_number,
+            "po_date": po_date,
+            "purpose": purpose,
+            "order_type": beg.el(2) or None,
+            "buyer": buyer,
+            "ship_to": ship_to,
+            "bill_to": bill_to,
+            "currency": currency or "USD",
+            "requested_ship_date": requested_ship,
+            "requested_delivery_date": requested_delivery,
+            "cancel_after": cancel_after,
+            "carrier_routing": _routing(self.td5s),
+            "payment_terms": _terms(self.itds),
+            "references": refs,
+            "contacts": contacts,
+            "charges": charges,
+            "notes": self.notes,
+            "lines": order_lines,
+            "declared_line_count": count_value(ctt.el(1), 6) if ctt else None,
+        }
+        source = {
+            "channel": Channel.EDI,
+            "partner_id": ctx.partner_id or ctx.sender_id,
+            "source_ref": ctx.source_ref,
+            "document_sha256": ctx.document_sha256,
+            "interchange_control_number": ctx.interchange_control,
+            "group_control_number": ctx.group_control,
+            "transaction_control_number": t.control,
+            "received_at": ctx.received_at,
+        }
+        order = _prechecked_order(values, source) if prechecked.ENABLED else None
         try:
-            order = Order(
-                order_id=order_id_for(
-                    "edi",
-                    ctx.partner_id or ctx.sender_id,
-                    po_number,
-                    f"{ctx.interchange_control}:{ctx.group_control}:{t.control}",
-                ),
-                po_number=po_number,
-                po_date=po_date,
-                purpose=purpose,
-                order_type=beg.el(2) or None,
-                buyer=buyer,
-                ship_to=ship_to,
-                bill_to=bill_to,
-                currency=currency or "USD",
-                requested_ship_date=requested_ship,
-                requested_delivery_date=requested_delivery,
-                cancel_after=cancel_after,
-                carrier_routing=_routing(self.td5s),
-                payment_terms=_terms(self.itds),
-                references=refs,
-                contacts=contacts,
-                charges=charges,
-                notes=self.notes,
-                lines=order_lines,
-                declared_line_count=count_value(ctt.el(1), 6) if ctt else None,
-                provenance=Provenance(
-                    channel=Channel.EDI,
-                    partner_id=ctx.partner_id or ctx.sender_id,
-                    source_ref=ctx.source_ref,
-                    document_sha256=ctx.document_sha256,
-                    interchange_control_number=ctx.interchange_control,
-                    group_control_number=ctx.group_control,
-                    transaction_control_number=t.control,
-                    received_at=ctx.received_at,
-                ),
-            )
+            if order is None:
+                order = Order(**values, provenance=Provenance(**source))
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(x) for x in first["loc"])
@@ -848,8 +877,25 @@ class _Mapper:
                         break
             if ship:
                 break
-        if not keep and _line_fits(v1, qty_raw, uom, price_raw, basis, product_ids, line):
-            return _FITS  # type: ignore[return-value]
+        if prechecked.ENABLED and _line_fits(v1, qty_raw, uom, price_raw, basis, product_ids, line):
+            if not keep:
+                return _FITS  # type: ignore[return-value]
+            # what OrderLine(...) below would build, without validating values proven to fit
+            return _LINE(
+                line_no=n,
+                source_line_id=v1 or None,
+                product_ids=[
+                    _PRODUCT_ID(qualifier=p["qualifier"], value=p["value"]) for p in product_ids
+                ],
+                customer_part_number=_part_number(product_ids),
+                description=None,
+                quantity=quantity,
+                uom=uom,
+                unit_price=price,
+                price_basis=basis or None,
+                pack=None,
+                requested_ship_date=ship,
+            )
         try:
             return OrderLine(
                 line_no=n,
@@ -955,12 +1001,12 @@ class _Mapper:
 
 # ------------------------------------------------------------------------------ helpers
 _date = x12_date
-# Values that fit the canonical line's bounds (models.py: quantity numeric(14, 3), price
-# numeric(14, 4)) as written, before any normalisation: stricter than the model, so a value
-# they accept the model accepts ("0001.50000" is left to the model).
-_FITS_QUANTITY = re.compile(r"(?:[0-9]{1,11}(?:\.[0-9]{0,3})?|\.[0-9]{1,3})", re.ASCII)
-_FITS_PRICE = re.compile(r"(?:[0-9]{1,10}(?:\.[0-9]{0,4})?|\.[0-9]{1,4})", re.ASCII)
 _FITS = object()
+_LINE = prechecked.Prechecked(OrderLine)
+_PRODUCT_ID = prechecked.Prechecked(ProductId)
+_ADDRESS = prechecked.Prechecked(Address)
+_PROVENANCE = prechecked.Prechecked(Provenance)
+_ORDER = prechecked.Prechecked(Order)
 
 
 def _line_fits(
@@ -973,22 +1019,77 @@ def _line_fits(
     line: _Line,
 ) -> bool:
     """True only when :class:`OrderLine` would take a line built from these values (stripped,
-    quantity above 0 already checked) — a conservative subset of the model's bounds: codes
-    at most MAX_CODE_CHARS, ids at most MAX_ID_CHARS, no NUL (decoded text never holds an
-    unpaired surrogate), no PID/PO4 text (left to the model). False means "ask the model"."""
-    if line.pids or line.po4 or _FITS_QUANTITY.fullmatch(qty) is None:
+    quantity above 0 already checked) unchanged — a conservative subset of the model's
+    bounds (see ``prechecked``): codes at most MAX_CODE_CHARS, ids at most MAX_ID_CHARS,
+    storable, no PID/PO4 text (left to the model). False means "ask the model"."""
+    if line.pids or line.po4 or prechecked.FITS_QUANTITY.fullmatch(qty) is None:
         return False
-    if price and _FITS_PRICE.fullmatch(price) is None:
+    if price and prechecked.FITS_PRICE.fullmatch(price) is None:
         return False
     if len(v1) > MAX_ID_CHARS or not 0 < len(uom) <= MAX_CODE_CHARS or len(basis) > MAX_CODE_CHARS:
         return False
-    if "\x00" in v1 or "\x00" in uom or "\x00" in basis:
-        return False
+    texts = [v1, uom, basis]
     for p in product_ids:
         q, v = p["qualifier"], p["value"]
-        if len(q) > MAX_CODE_CHARS or len(v) > MAX_ID_CHARS or "\x00" in q or "\x00" in v:
+        if len(q) > MAX_CODE_CHARS or len(v) > MAX_ID_CHARS:
             return False
-    return True
+        texts += (q, v)
+    return unstorable_char("".join(texts)) is None
+
+
+def _prechecked_order(values: dict, source: dict) -> Order | None:
+    """``Order(**values, provenance=Provenance(**source))`` without validation when every
+    value provably passes it unchanged (see ``prechecked``); None: let the model decide."""
+    texts = prechecked.Strings()
+    texts.add(source["partner_id"], prechecked.ID)
+    texts.add(source["source_ref"], prechecked.TEXT)
+    for key in (
+        "document_sha256",
+        "interchange_control_number",
+        "group_control_number",
+        "transaction_control_number",
+    ):
+        texts.add(source[key], prechecked.ID)
+    received = source["received_at"]
+    if received is not None and (type(received) is not datetime or received.utcoffset() is None):
+        return None
+    texts.add(values["order_id"], prechecked.ID, required=True)
+    texts.add(values["po_number"], prechecked.ID, required=True)
+    texts.add(values["purpose"], prechecked.CODE)
+    texts.add(values["order_type"], prechecked.CODE)
+    texts.add(values["carrier_routing"], prechecked.TEXT)
+    texts.add(values["payment_terms"], prechecked.TEXT)
+    texts.add_all(values["references"], prechecked.TEXT)
+    texts.add_all(values["references"].values(), prechecked.TEXT)
+    texts.add_all(values["contacts"], prechecked.TEXT)
+    texts.add_all(values["notes"], prechecked.TEXT)
+    count = values["declared_line_count"]
+    if (
+        not values["lines"]
+        or _CURRENCY.fullmatch(values["currency"]) is None
+        or (count is not None and not 0 <= count <= MAX_INT)
+        or not texts.ok()
+    ):
+        return None
+    order = _ORDER(
+        **values
+        | {
+            "references": dict(values["references"]),
+            "contacts": list(values["contacts"]),
+            "charges": list(values["charges"]),
+            "notes": list(values["notes"]),
+            "lines": list(values["lines"]),
+        },
+        provenance=_PROVENANCE(**source),
+    )
+    try:
+        Order._fits_the_store(order)  # the model's own whole-order check (line numbers, total)
+    except ValueError:
+        return None
+    return order
+
+
+_CURRENCY = re.compile(CURRENCY_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 def _part_number(product_ids: list[dict[str, str]]) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from itertools import chain
 
@@ -96,7 +96,7 @@ def writable(d: Delimiters, version: str) -> Delimiters:
 
 
 def interchange(
-    groups: list[list[SegmentValues]],
+    groups: Sequence[Iterable[SegmentValues]],
     *,
     d: Delimiters,
     sender: tuple[str, str],
