@@ -20,8 +20,10 @@ cores shared with PostgreSQL):
   every request (``orderflow.access``: the file's mtime), so a role change applies at once.
 - **The rule book**: cached as above; its ``rule_set_version`` tag (content hashes) is computed
   once per book, not per answer (:func:`orderflow.ordercheck.service.rule_set_version`).
-- **The store**: pooled connections whose transactions start as ``BEGIN ISOLATION LEVEL
-  REPEATABLE READ READ ONLY`` (one command instead of ``BEGIN`` + ``SET TRANSACTION``).
+- **The store**: pooled autocommit connections; a check reads everything with one prepared
+  statement (:mod:`orderflow.store.ordercheck`: one round trip, its own snapshot, no
+  ``BEGIN``/``COMMIT``). When a plugin's rule type adds reads, they run in a transaction
+  that starts as ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (one command).
   Credit exposure, stock and master data are read in every request's own snapshot: nothing of
   the store is cached.
 - **The answer**: serialised once by pydantic (``model_dump_json``) and sent as is, instead of
