@@ -19,6 +19,7 @@ loads shows there.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -68,7 +69,7 @@ def _sql() -> str:
         SELECT {r.ITEM_COLUMNS} FROM orderflow.item
          WHERE item_id = ANY(%(item_ids)s::text[] || ARRAY(SELECT item_id FROM xref))
             OR upc = ANY(%(upcs)s) OR vendor_part = ANY(%(vps)s)
-    ), item2 AS (  -- items.py's second pass: the substitutes the first found, not found yet
+    ), item2 AS (  -- items()'s second pass: the substitutes the first found, not found yet
         SELECT {r.ITEM_COLUMNS} FROM orderflow.item
          WHERE item_id = ANY(ARRAY(SELECT unnest(substitute_item_ids) FROM item1))
            AND NOT item_id = ANY(ARRAY(SELECT item_id FROM item1))
@@ -119,7 +120,21 @@ def _sql() -> str:
 
 _QUOTE_COLUMNS = "quote_id, customer_id, item_id, quoted_price, quoted_on, expires_on, status"
 _AGREEMENT_COLUMNS = "agreement_id, customer_id, item_id, unit_price, valid_from, valid_to"
-_SQL: str | None = None
+#: the statement with ``$n`` placeholders, and the parameter names in their order: run by a
+#: raw cursor, it is neither re-parsed per request (psycopg caches its conversion of a
+#: ``%(name)s`` query only below 4 kB; this one is longer) nor re-planned (prepared)
+_RAW: tuple[str, list[str]] | None = None
+
+
+def _raw() -> tuple[str, list[str]]:
+    names: list[str] = []
+
+    def number(m: re.Match) -> str:
+        if m[1] not in names:
+            names.append(m[1])
+        return f"${names.index(m[1]) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, _sql()), names
 
 
 def _num(x: Any) -> Decimal | None:
@@ -156,13 +171,16 @@ def read(
     ``contexts["crm_pricing"]`` what ``crm.load_pricing_context`` does, ``accounts`` and
     ``exposure`` what ``credit_accounts`` / ``open_order_value`` return for the order's
     customer."""
+    import psycopg
+
     from orderflow.domain.credit import CreditAccount
     from orderflow.domain.crm_pricing import CrmDocuments, PriceAgreement, Quote
     from orderflow.domain.planning import CarrierService
 
-    global _SQL
-    if _SQL is None:
-        _SQL = _sql()
+    global _RAW
+    if _RAW is None:
+        _RAW = _raw()
+    sql, names = _RAW
     cids, ship_tos, cpns, ids, upcs, vps = repo.reference_keys([order])
     params = {
         "cids": cids,
@@ -178,7 +196,8 @@ def read(
         "hours": duplicate_window_hours,
         "open_statuses": list(open_order_statuses),
     }
-    row = conn.execute(_SQL, params, prepare=True).fetchone()
+    with psycopg.RawCursor(conn) as cur:
+        row = cur.execute(sql, [params[n] for n in names], prepare=True).fetchone()
     raw = json.loads(row[0], parse_float=Decimal)
     (
         customers,
