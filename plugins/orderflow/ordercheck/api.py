@@ -26,6 +26,10 @@ cores shared with PostgreSQL):
   that starts as ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (one command).
   Credit exposure, stock and master data are read in every request's own snapshot: nothing of
   the store is cached.
+- **The garbage collector**: each worker freezes its heap (Airflow, FastAPI, the plugin) out
+  of the collector when the check first runs (:func:`_freeze_heap`): a full collection then
+  walks what requests made, not the whole heap (0.3–0.45 s of CPU each before, and more of
+  them when requests pile up).
 - **The answer**: serialised once by pydantic (``model_dump_json``) and sent as is, instead of
   FastAPI validating the returned model against ``response_model`` again and encoding it
   through ``jsonable_encoder`` (the schema in the OpenAPI document is unchanged).
