@@ -7,10 +7,22 @@ plugin and sends ``POST /orderflow/api/check`` at a fixed rate (open loop: reque
 at ``i / rate`` s, whether or not earlier ones have answered) with a sales user's JWT, each
 request a draft of one of the day's orders. Latency is measured from the moment a request was
 due to its answer, so a server (or client) that falls behind shows as latency, not as a lower
-rate. Prints p50 / p95 / p99, the rate achieved, errors and the CPU load, and returns them
-(``check_api_p95_ms``).
+rate. Prints p50 / p95 / p99, the rate achieved and errors, and returns them
+(``check_api_p95_ms``), with what tells a dear request from a busy machine:
 
-The load generator, the api-server and PostgreSQL share this machine's CPUs: the numbers are
+- CPU per answered request of the api-server's processes, of the bench's PostgreSQL backends
+  and of the load generator (this process), each counted apart (``/proc``, ``psutil``);
+- the load average at the start (1 / 5 / 15 min) and the busy CPU seconds of every other
+  process on the machine over the run (``/proc/stat`` minus the three above), with steal;
+- how often the api-server was taken off a CPU it still wanted (involuntary context
+  switches per request: other runnable processes);
+- the CPU time of a fixed reference workload before and after the run
+  (:func:`reference_cpu_ms`): the same work costs more CPU time on a contended host.
+
+A run with a load average above half the CPUs at its start, or with other processes using
+more than a tenth of the machine, is marked LOADED: its latency says little about the code.
+
+The load generator, the api-server and PostgreSQL share this machine's CPUs: the latency is
 the whole machine's, which is what a single-box deployment would see.
 """
 
@@ -148,6 +160,21 @@ class ServerCpu:
         self.server_pid, self.server_url, self.databases = server_pid, server_url, databases
         self._api0: dict[int, float] = {}
         self._pg0: dict[int, float] = {}
+        self._switches0: dict[int, int] = {}
+
+    @staticmethod
+    def _involuntary(pids) -> dict[int, int]:
+        """Involuntary context switches per process: each is the process taken off a CPU
+        that it still wanted (by another runnable process), and its caches cooled."""
+        import psutil
+
+        out = {}
+        for pid in pids:
+            try:
+                out[pid] = psutil.Process(pid).num_ctx_switches().involuntary
+            except (psutil.Error, OSError):
+                continue
+        return out
 
     @staticmethod
     def _cpu(pids) -> dict[int, float]:
@@ -198,19 +225,74 @@ class ServerCpu:
             return None
 
     def start(self) -> None:
-        self._api0 = self._cpu(self._api_pids())
+        pids = self._api_pids()
+        self._api0 = self._cpu(pids)
+        self._switches0 = self._involuntary(pids)
         pg_pids = self._pg_pids()
         self._pg0 = self._cpu(pg_pids) if pg_pids is not None else {}
 
     def stop(self) -> dict[str, float | None]:
-        api1 = self._cpu(self._api_pids())
+        pids = self._api_pids()
+        api1 = self._cpu(pids)
+        switches = sum(v - self._switches0.get(p, 0) for p, v in self._involuntary(pids).items())
         pg_pids = self._pg_pids()
         api = sum(v - self._api0.get(p, 0.0) for p, v in api1.items())
         pg_s = None
         if pg_pids is not None:
             pg1 = self._cpu(pg_pids)
             pg_s = sum(v - self._pg0.get(p, 0.0) for p, v in pg1.items())
-        return {"api_server_cpu_s": round(api, 2), "postgres_cpu_s": _round(pg_s, 2)}
+        return {
+            "api_server_cpu_s": round(api, 2),
+            "postgres_cpu_s": _round(pg_s, 2),
+            "api_server_involuntary_switches": switches,
+        }
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """This machine's (busy, steal) CPU seconds since boot, all CPUs (``/proc/stat``), or
+    None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def reference_cpu_ms(repeat: int = 5) -> float:
+    """CPU milliseconds this process spends on a fixed piece of Python work (dicts, JSON,
+    hashing; 45–60 ms on the 2-vCPU development VM), the median of ``repeat``.
+
+    The CPU a request costs depends on the machine as well as on the code: on a host whose
+    other tenants keep the CPUs busy, the same instructions take more CPU time (caches and
+    branch predictors cooled by every switch, a sibling hyperthread busy). Printed next to
+    the CPU per request, it tells a slower machine from a dearer request."""
+    import hashlib
+    import statistics
+
+    def work() -> None:
+        d = {str(i): i * 3 for i in range(60_000)}
+        s = json.dumps(d)
+        json.loads(s)
+        for i in range(2_000):
+            hashlib.sha256(s[i : i + 64].encode()).digest()
+
+    import gc
+
+    times = []
+    enabled = gc.isenabled()
+    gc.disable()  # this process's heap (Airflow's) would be walked, not the work measured
+    try:
+        for _ in range(repeat):
+            t = time.process_time()
+            work()
+            times.append((time.process_time() - t) * 1000)
+    finally:
+        if enabled:
+            gc.enable()
+    return round(statistics.median(times), 1)
 
 
 def _round(x: float | None, n: int) -> float | None:
@@ -229,12 +311,27 @@ def measure(
     """Warm up, then ``rate`` requests/s for ``seconds`` against ``base``; the numbers."""
     url = f"{base}/orderflow/api/check"
     _run(_load(url, token, drafts, min(rate, 50.0), 2.0))  # pool, caches, imports
-    cpu0 = os.times()
-    load0 = os.getloadavg()[0]
+    ncpu = os.cpu_count() or 1
+    load0 = os.getloadavg()
+    say(
+        f"load average at start (1 / 5 / 15 min): {load0[0]:.1f} / {load0[1]:.1f} / "
+        f"{load0[2]:.1f} on {ncpu} CPUs"
+        + (
+            " — LOADED: other work is running, latency is not comparable"
+            if load0[0] > ncpu / 2
+            else ""
+        )
+    )
+    reference = reference_cpu_ms()
     if server_cpu is not None:
         server_cpu.start()
+    machine0 = machine_cpu()
+    cpu0 = os.times()
     lat, statuses, elapsed, errors = _run(_load(url, token, drafts, rate, seconds))
+    client_s = sum(os.times()[:2]) - sum(cpu0[:2])
+    machine1 = machine_cpu()
     server = server_cpu.stop() if server_cpu is not None else {}
+    reference_after = reference_cpu_ms()
     ms = sorted(x * 1000 for x in lat)
     ok = statuses.get(200, 0)
     out = {
@@ -247,13 +344,35 @@ def measure(
         "check_api_requests": len(lat),
         "check_api_ok": ok,
         "check_api_statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "check_api_client_cpu_s": round(sum(os.times()[:2]) - sum(cpu0[:2]), 1),
-        "check_api_load_average": round(max(load0, os.getloadavg()[0]), 1),
+        "check_api_client_cpu_s": round(client_s, 1),
+        "check_api_load_average_start": round(load0[0], 1),
+        "check_api_load_average": round(max(load0[0], os.getloadavg()[0]), 1),
     }
     client = out["check_api_client_cpu_s"]
     api_s, pg_s = server.get("api_server_cpu_s"), server.get("postgres_cpu_s")
     out["check_api_server_cpu_s"] = api_s
     out["check_api_postgres_cpu_s"] = pg_s
+    switches = server.get("api_server_involuntary_switches")
+    out["check_api_server_involuntary_switches_per_request"] = (
+        round(switches / max(ok, 1), 2) if switches is not None else None
+    )
+    # the rest of the machine over the run: busy CPU seconds not spent by the load
+    # generator, the api-server or the bench's PostgreSQL backends (other people's work)
+    others = steal = None
+    if machine0 is not None and machine1 is not None:
+        busy = machine1[0] - machine0[0]
+        steal = round(machine1[1] - machine0[1], 1)
+        others = round(max(0.0, busy - client_s - (api_s or 0.0) - (pg_s or 0.0)), 1)
+    capacity = elapsed * ncpu
+    out["check_api_other_processes_cpu_s"] = others
+    out["check_api_other_processes_cpu_share"] = (
+        round(others / capacity, 2) if others is not None and capacity > 0 else None
+    )
+    out["check_api_steal_cpu_s"] = steal
+    out["check_api_reference_cpu_ms"] = [reference, reference_after]
+    out["check_api_machine_loaded"] = bool(
+        load0[0] > ncpu / 2 or (out["check_api_other_processes_cpu_share"] or 0) > 0.1
+    )
     per = {
         "client": client,
         "api_server": api_s,
@@ -271,10 +390,25 @@ def measure(
     )
     cpu = out["check_api_cpu_ms_per_request"]
     say(
-        f"  CPU per request: load generator {cpu['client']} ms, api-server {cpu['api_server']} "
-        f"ms, PostgreSQL backends {cpu['postgres']} ms (CPU seconds over the run: "
-        f"{client} / {api_s} / {pg_s}); load average {out['check_api_load_average']} "
-        f"(the machine is shared: other work shows here, not in the CPU seconds)"
+        f"  CPU per request: api-server {cpu['api_server']} ms, PostgreSQL backends "
+        f"{cpu['postgres']} ms, load generator {cpu['client']} ms (CPU seconds over the run: "
+        f"{api_s} / {pg_s} / {client})"
+    )
+    share = out["check_api_other_processes_cpu_share"]
+    say(
+        f"  the rest of the machine: {others} CPU s"
+        + (f" ({share:.0%} of its {capacity:.0f})" if share is not None else "")
+        + f", steal {steal} s; api-server taken off a CPU by another process "
+        f"{out['check_api_server_involuntary_switches_per_request']} times per request; "
+        f"load average {out['check_api_load_average_start']} at start, "
+        f"{out['check_api_load_average']} at most; the reference workload took {reference} ms "
+        f"of CPU before the run, {reference_after} ms after"
+        + (
+            " — LOADED MACHINE: the latency and, through cold caches, the CPU per request "
+            "are not comparable with a quiet run"
+            if out["check_api_machine_loaded"]
+            else " — quiet machine"
+        )
     )
     if errors:
         say(f"  errors: {errors}")

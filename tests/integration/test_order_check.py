@@ -20,7 +20,7 @@ import pytest
 from tests_support import land_day
 
 from orderflow import processing, rules
-from orderflow.ordercheck.service import check, draft_of
+from orderflow.ordercheck.service import check, draft_of, to_view
 from orderflow.processing import RunContext
 from orderflow.store import db
 from orderflow.store import processing as repo
@@ -219,3 +219,87 @@ def test_the_answer_prices_places_and_promises_every_line(compared):
     assert any(ln.price_source == "contract" for api, _ in released for ln in api.lines)
     assert isinstance(released[0][0].as_of, datetime)
     assert isinstance(released[0][0].promised_date, date)
+
+
+def _typed(d: dict) -> list[str]:
+    return sorted(f"{k!r}: {v!r}" for k, v in d.items())
+
+
+def test_the_checks_one_statement_reads_what_the_stages_loads_read(compared):
+    """``orderflow.store.ordercheck.read`` (one statement) against the loads the stages call,
+    for every order of the processed day as a draft: the same domain objects, in the same
+    order, with the same types (Decimal scale, dates, timestamps)."""
+    from orderflow.store import crm
+    from orderflow.store import ordercheck as reads
+
+    conn = db.connect()
+    try:
+        book = rules.load(conn=conn)
+        hours = book.validation.duplicate_window_hours
+        statuses = book.credit.open_order_statuses
+        ids = [r[0] for r in conn.execute('SELECT order_id FROM orderflow."order" ORDER BY 1')]
+        seen = Counter()
+        for o in repo.load_orders(conn, ids, {"ON_HOLD", "READY", "RECEIVED", "VALIDATED"}):
+            if not o.customer_id:
+                continue
+            order = to_view(draft_of(o), o.received_at)
+            got = reads.read(
+                conn, order, duplicate_window_hours=hours, open_order_statuses=statuses
+            )
+            ref = repo.load_reference(conn, [order], hours)
+            items = set(ref.items) | {s for i in ref.items.values() for s in i.substitutes}
+            want = {
+                "customers": ref.customers,
+                "ship_tos": ref.ship_tos,
+                "xref": ref.xref,
+                "items": ref.items,
+                "contracts": ref.contracts,
+                "dq_failures": ref.dq_failures,
+                "prior_orders": ref.prior_orders,
+                "crm": crm.load_pricing_context(conn, [order]),
+                "accounts": repo.credit_accounts(conn, [order.customer_id]),
+                "exposure": repo.open_order_value(conn, [order.customer_id], statuses),
+                "stock": repo.inventory_snapshot(conn, items),
+                "today": repo.today(conn),
+                "carriers": repo.carrier_services(conn),
+            }
+            have = {
+                "customers": got.ref.customers,
+                "ship_tos": got.ref.ship_tos,
+                "xref": got.ref.xref,
+                "items": got.ref.items,
+                "contracts": got.ref.contracts,
+                "dq_failures": got.ref.dq_failures,
+                "prior_orders": got.ref.prior_orders,
+                "crm": got.contexts["crm_pricing"],
+                "accounts": got.accounts,
+                "exposure": got.exposure,
+                "stock": got.stock(items),
+                "today": got.today,
+                "carriers": got.carriers,
+            }
+            for key, value in want.items():
+                if key == "prior_orders":  # neither asks for an order: compared by id
+                    by_id = sorted(have[key], key=lambda p: p.order_id)
+                    assert by_id == sorted(value, key=lambda p: p.order_id), o.order_id
+                    continue
+                assert have[key] == value, (o.order_id, key)
+                # same types too (a Decimal's scale, an int not a Decimal, a date not a str);
+                # keys in the same order where the load asks for one (stock, carriers)
+                if isinstance(value, dict) and key != "stock":
+                    assert _typed(have[key]) == _typed(value), (o.order_id, key)
+                else:
+                    assert repr(have[key]) == repr(value), (o.order_id, key)
+            seen.update(k for k, v in want.items() if v)
+        # the day gives every kind of row something to compare
+        assert seen["prior_orders"] and seen["contracts"] and seen["exposure"], seen
+        assert seen["xref"] and seen["stock"] and seen["accounts"], seen
+        # in a caller's transaction the check reads the same
+        draft = draft_of(o)
+        as_of = datetime.now(o.received_at.tzinfo)
+        alone = check(conn, draft, book, received_at=as_of)
+        with conn.transaction():
+            inside = check(conn, draft, book, received_at=as_of)
+        assert inside == alone
+    finally:
+        conn.close()

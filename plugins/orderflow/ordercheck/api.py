@@ -20,10 +20,16 @@ cores shared with PostgreSQL):
   every request (``orderflow.access``: the file's mtime), so a role change applies at once.
 - **The rule book**: cached as above; its ``rule_set_version`` tag (content hashes) is computed
   once per book, not per answer (:func:`orderflow.ordercheck.service.rule_set_version`).
-- **The store**: pooled connections whose transactions start as ``BEGIN ISOLATION LEVEL
-  REPEATABLE READ READ ONLY`` (one command instead of ``BEGIN`` + ``SET TRANSACTION``).
+- **The store**: pooled autocommit connections; a check reads everything with one prepared
+  statement (:mod:`orderflow.store.ordercheck`: one round trip, its own snapshot, no
+  ``BEGIN``/``COMMIT``). When a plugin's rule type adds reads, they run in a transaction
+  that starts as ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (one command).
   Credit exposure, stock and master data are read in every request's own snapshot: nothing of
   the store is cached.
+- **The garbage collector**: each worker freezes its heap (Airflow, FastAPI, the plugin) out
+  of the collector when the check first runs (:func:`_freeze_heap`): a full collection then
+  walks what requests made, not the whole heap (0.3–0.45 s of CPU each before, and more of
+  them when requests pile up).
 - **The answer**: serialised once by pydantic (``model_dump_json``) and sent as is, instead of
   FastAPI validating the returned model against ``response_model`` again and encoding it
   through ``jsonable_encoder`` (the schema in the OpenAPI document is unchanged).
@@ -65,6 +71,9 @@ POOL_SIZE = int(os.environ.get("ORDERFLOW_CHECK_POOL_SIZE", "8"))
 TOKEN_RECHECK_S = 5.0
 #: tokens kept per worker (least recently used dropped first)
 TOKEN_CACHE_SIZE = 1024
+#: freeze the worker's heap out of the garbage collector when the check first runs
+#: (``ORDERFLOW_CHECK_GC_FREEZE=0``: not), see :func:`_freeze_heap`
+GC_FREEZE = os.environ.get("ORDERFLOW_CHECK_GC_FREEZE", "1") != "0"
 
 _lock = threading.Lock()
 _pool: "ConnectionPool | None" = None
@@ -80,7 +89,27 @@ def pool() -> "ConnectionPool":
             _pool = store_pool(max_size=POOL_SIZE)
             # all of them opened up front, and kept: a burst never waits for a new backend
             _pool.resize(min_size=POOL_SIZE, max_size=POOL_SIZE)
+            if GC_FREEZE:
+                _freeze_heap()
         return _pool
+
+
+def _freeze_heap() -> None:
+    """Move everything alive now (Airflow, FastAPI, the plugin, the check's modules: ≈ 650,000
+    objects per worker) out of the garbage collector's reach (``gc.freeze``): a full
+    collection then walks only what was made since, instead of the whole heap. Measured in
+    the api-server's workers: ≈ 0.3–0.45 s of CPU per full collection before (a worker
+    stalled that long, each time; more of them when requests pile up and their objects
+    survive into the old generation), ≈ 0.05 s after.
+
+    The price: objects alive now that later become cyclic garbage are never freed (a heap
+    built at start and kept)."""
+    import gc
+
+    import orderflow.ordercheck.service  # noqa: F401  (imported before the freeze)
+
+    gc.collect()
+    gc.freeze()
 
 
 def _read_only(conn) -> None:

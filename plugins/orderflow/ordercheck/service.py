@@ -1,9 +1,12 @@
 """The order check: what the batch stages would decide for a draft order, now, in one call.
 
 The same pure domain functions the stages call (``validate``, ``decide``, ``allocate``,
-``plan_shipments``, ``screening_hold``), on inputs loaded by the same store functions, read in
-one read-only, repeatable-read transaction: a consistent snapshot, nothing written, no stock
-reserved, no row locked (``inventory_snapshot`` reads what ``lock_inventory`` locks).
+``plan_shipments``, ``screening_hold``), on the same rows the stages' loads read, turned into
+the same domain objects by the loads' own row builders — read by ONE statement
+(:mod:`orderflow.store.ordercheck`): a consistent snapshot, one round trip, nothing written,
+no stock reserved, no row locked (it reads what ``lock_inventory`` locks, without locking).
+A rule type from a plugin with its own ``load_context`` is read by its own queries, and then
+all of it in one read-only, repeatable-read transaction.
 
 Where the batch stops at the first stage that holds an order, the check goes on through the
 stages whose inputs still make sense (a known customer, every line on an item), so the
@@ -131,14 +134,32 @@ def check(
 
     now = received_at or datetime.now(UTC)
     order = to_view(draft, now)
+    extra = _extra_contexts(book)
     outermost = conn.info.transaction_status == TransactionStatus.IDLE
+    if outermost and conn.autocommit and not extra:
+        # every read is one statement (orderflow.store.ordercheck): its own snapshot, no
+        # transaction to open and close
+        return _check(conn, order, book, now, credit_service, screening_service, extra)
     # a connection set to begin repeatable-read, read-only transactions (the API's pool)
     # starts them so in its BEGIN: no SET TRANSACTION round trip
     preset = conn.read_only is True and conn.isolation_level == IsolationLevel.REPEATABLE_READ
     with conn.transaction():
         if outermost and not preset:  # in a caller's transaction (a savepoint) its level stays
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return _check(conn, order, book, now, credit_service, screening_service)
+        return _check(conn, order, book, now, credit_service, screening_service, extra)
+
+
+def _extra_contexts(book: RuleBook) -> list:
+    """The applied rule types whose ``load_context`` the check's one statement does not read
+    (a plugin's): (rule type, rule set), read with their own queries."""
+    from orderflow.rules import registry
+    from orderflow.store.ordercheck import CONTEXTS
+
+    return [
+        (rt, rs)
+        for rt, rs in registry.applied(book, core=True)
+        if rt.load_context is not None and rt.name not in CONTEXTS
+    ]
 
 
 #: per rule book (they are immutable): its ``rule_set_version`` tag; a few books at a time
@@ -159,21 +180,31 @@ def rule_set_version(book: RuleBook) -> str:
     return tag
 
 
-def _check(conn, order, book, now, credit_service, screening_service) -> CheckAnswer:
+def _check(conn, order, book, now, credit_service, screening_service, extra) -> CheckAnswer:
     from orderflow.domain.allocation import allocate
     from orderflow.domain.credit import decide
     from orderflow.domain.planning import plan_shipments, screening_hold
     from orderflow.domain.validation import resolve_item, validate
-    from orderflow.store import processing as repo
+    from orderflow.rules import registry
+    from orderflow.store import ordercheck as reads
 
     holds: list[tuple[str, Hold]] = []
     evaluated, not_evaluated, deferred = ["validate"], [], []
 
-    from orderflow.rules import registry
-
-    ref = repo.load_reference(conn, [order], book.validation.duplicate_window_hours)
+    # what the stages load for this order (load_reference, the rule contexts, credit
+    # accounts and exposure, stock, carrier services), in one statement
+    inputs = reads.read(
+        conn,
+        order,
+        duplicate_window_hours=book.validation.duplicate_window_hours,
+        open_order_statuses=book.credit.open_order_statuses,
+    )
+    ref = inputs.ref
+    contexts = dict(inputs.contexts)
+    for rt, rs in extra:
+        contexts[rt.name] = rt.load_context(conn, [order], rs)
     # the rule types with hooks, as the stage calls them (the CRM's quotes and agreements)
-    checks = registry.checks(book, registry.load_contexts(conn, book, [order]), core=True)
+    checks = registry.checks(book, contexts, core=True)
     [validated] = validate([order], ref, book.validation, book.pricing, checks)
     holds += [("validate", h) for h in validated.holds]
     vo = validated.order
@@ -196,8 +227,8 @@ def _check(conn, order, book, now, credit_service, screening_service) -> CheckAn
     if why is None:
         # ------------------------------------------------------------------ credit
         evaluated.append("credit")
-        accounts = repo.credit_accounts(conn, [cid])
-        exposure = repo.open_order_value(conn, [cid], book.credit.open_order_statuses)
+        # read for the draft's customer: validation keeps an order's customer
+        accounts, exposure = inputs.accounts, inputs.exposure
         answers: dict[str, dict] = {}
         if book.credit.use_credit_service:
             if credit_service is not None:
@@ -233,8 +264,8 @@ def _check(conn, order, book, now, credit_service, screening_service) -> CheckAn
         wanted = {ln.item_id for ln in vo.lines if ln.item_id} | {
             s for i in items.values() for s in i.substitutes
         }
-        available = repo.inventory_snapshot(conn, wanted)
-        today = repo.today(conn)
+        available = inputs.stock(wanted)  # what inventory_snapshot(conn, wanted) reads
+        today = inputs.today
         ship_to = ref.ship_tos.get(vo.ship_to_id or "")
         [allocation] = allocate(
             [vo],
@@ -285,7 +316,7 @@ def _check(conn, order, book, now, credit_service, screening_service) -> CheckAn
                 vo.requested_ship_date,
                 vo.requested_delivery_date,
                 today,
-                repo.carrier_services(conn),
+                inputs.carriers,
                 book.carrier,
                 arrived=now.date(),
             )

@@ -158,45 +158,86 @@ def load_orders(
     ]
 
 
+#: the columns of an order line as :func:`line_of_row` takes them (after ``order_id``)
+LINE_COLUMNS = """line_no, quantity, uom, unit_price, item_id, customer_part_number,
+               coalesce(canonical->'product_ids', '[]'::jsonb), contract_id, contract_price,
+               canonical->>'description'"""
+
+
+def line_of_row(r: Sequence[Any]) -> LineView:
+    """A :class:`LineView` from a row of :data:`LINE_COLUMNS`."""
+    return LineView(
+        line_no=r[0],
+        quantity=r[1],
+        uom=r[2],
+        unit_price=r[3],
+        item_id=r[4],
+        customer_part_number=r[5],
+        product_ids=tuple((p["qualifier"], p["value"]) for p in r[6]),
+        contract_id=r[7],
+        contract_price=r[8],
+        description=r[9],
+    )
+
+
 def _lines(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, list[LineView]]:
     out: dict[str, list[LineView]] = defaultdict(list)
     if not order_ids:
         return out
     for r in conn.execute(
-        """
-        SELECT order_id, line_no, quantity, uom, unit_price, item_id, customer_part_number,
-               coalesce(canonical->'product_ids', '[]'::jsonb), contract_id, contract_price,
-               canonical->>'description'
-          FROM orderflow.order_line WHERE order_id = ANY(%s) ORDER BY order_id, line_no
-        """,
+        f"SELECT order_id, {LINE_COLUMNS} FROM orderflow.order_line "
+        "WHERE order_id = ANY(%s) ORDER BY order_id, line_no",
         (order_ids,),
     ):
-        out[r[0]].append(
-            LineView(
-                line_no=r[1],
-                quantity=r[2],
-                uom=r[3],
-                unit_price=r[4],
-                item_id=r[5],
-                customer_part_number=r[6],
-                product_ids=tuple((p["qualifier"], p["value"]) for p in r[7]),
-                contract_id=r[8],
-                contract_price=r[9],
-                description=r[10],
-            )
-        )
+        out[r[0]].append(line_of_row(r[1:]))
     return out
+
+
+# The columns each load reads, shared with the order check's one-statement read of the same
+# rows (``orderflow.store.ordercheck``): a row of them is what the domain class takes.
+CUSTOMER_COLUMNS = (
+    "customer_id, name, tier, payment_terms, active, ship_complete, accepts_substitutes"
+)
+SHIP_TO_COLUMNS = (
+    "ship_to_id, customer_id, name, address_line1, city, region, postal_code, country, zone"
+)
+XREF_COLUMNS = "customer_id, customer_part_number, item_id"
+ITEM_COLUMNS = """item_id, uom, list_price, unit_cost, weight_kg, hazmat, discontinued,
+               substitute_item_ids, upc, vendor_part"""
+CONTRACT_COLUMNS = """contract_id, customer_id, item_id, unit_price, uom, effective_from,
+               expires_on, tolerance_pct"""
+DQ_FAILURES = (
+    "SELECT entity_type, entity_id, reason FROM orderflow.order_exception "
+    "WHERE status = 'open' AND category = 'master_data_quality' AND order_id IS NULL"
+)
+PRIOR_COLUMNS = "order_id, customer_id, po_number, ship_to_id, received_at, channel"
+#: live orders a duplicate search compares with (named parameters: cids, ids, pos, earliest,
+#: hours)
+PRIOR_WHERE = """customer_id = ANY(%(cids)s) AND NOT order_id = ANY(%(ids)s)
+           AND status NOT IN ('CANCELLED', 'REJECTED')
+           AND (po_number = ANY(%(pos)s)
+                OR received_at >= %(earliest)s - make_interval(hours => %(hours)s))"""
+CREDIT_COLUMNS = "customer_id, credit_limit, open_ar, on_hold, hold_reason"
+#: a customer's open-order value: at the price we will charge (contract price where
+#: validation set one), over ``order o JOIN order_line l``
+OPEN_ORDER_VALUE = "sum(l.quantity * coalesce(l.contract_price, l.unit_price, 0))"
+CARRIER_COLUMNS = """carrier_id, service_code, mode, transit_days, max_weight_kg, hazmat_allowed,
+               coalesce(base_rate, 0), coalesce(per_kg, 0)"""
 
 
 def _customers(conn, ids: Iterable[str]) -> dict[str, Customer]:
     return {
         r[0]: Customer(*r)
         for r in conn.execute(
-            "SELECT customer_id, name, tier, payment_terms, active, ship_complete, "
-            "accepts_substitutes FROM orderflow.customer WHERE customer_id = ANY(%s)",
+            f"SELECT {CUSTOMER_COLUMNS} FROM orderflow.customer WHERE customer_id = ANY(%s)",
             (list(ids),),
         )
     }
+
+
+def item_of_row(r: Sequence[Any]) -> Item:
+    """An :class:`Item` from a row of :data:`ITEM_COLUMNS`."""
+    return Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7] or ()), r[8], r[9])
 
 
 def items(
@@ -204,18 +245,15 @@ def items(
 ) -> dict[str, Item]:
     """Items by id, UPC or vendor part, plus every substitute they name."""
     found: dict[str, Item] = {}
-    query = """
-        SELECT item_id, uom, list_price, unit_cost, weight_kg, hazmat, discontinued,
-               substitute_item_ids, upc, vendor_part
+    query = f"""
+        SELECT {ITEM_COLUMNS}
           FROM orderflow.item
          WHERE item_id = ANY(%s) OR upc = ANY(%s) OR vendor_part = ANY(%s)
     """
     args = (list(ids), list(upcs), list(vendor_parts))
     for _ in range(2):  # second pass: substitutes of what the first found
         for r in conn.execute(query, args):
-            found[r[0]] = Item(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7] or ()), r[8], r[9]
-            )
+            found[r[0]] = item_of_row(r)
         subs = {s for i in found.values() for s in i.substitutes} - found.keys()
         if not subs:
             break
@@ -223,22 +261,14 @@ def items(
     return found
 
 
-def load_reference(
-    conn: psycopg.Connection, orders: Sequence[OrderView], duplicate_window_hours: int
-) -> ReferenceData:
-    """Everything validation needs for ``orders``, in a handful of set-based queries."""
+def reference_keys(
+    orders: Sequence[OrderView],
+) -> tuple[list[str], list[str], list[str], list[str], list[str], list[str]]:
+    """What :func:`load_reference` looks up for ``orders``: customer ids, ship-to ids,
+    customer part numbers, item ids, UPCs and vendor parts (each sorted)."""
     from orderflow.domain.validation import CUSTOMER_PART, EAN, OUR_ITEM, UPC, VENDOR_PART
 
     cids = {o.customer_id for o in orders if o.customer_id}
-    ref = ReferenceData(customers=_customers(conn, cids))
-    ref.ship_tos = {
-        r[0]: ShipTo(*r)
-        for r in conn.execute(
-            "SELECT ship_to_id, customer_id, name, address_line1, city, region, postal_code, "
-            "country, zone FROM orderflow.ship_to WHERE ship_to_id = ANY(%s)",
-            ([o.ship_to_id for o in orders if o.ship_to_id],),
-        )
-    }
     cpns, ids, upcs, vps = set(), set(), set(), set()
     for o in orders:
         for ln in o.lines:
@@ -256,51 +286,50 @@ def load_reference(
                     upcs.add(v)
                 elif q in EAN:
                     upcs.update({v, v[1:]})
+    ship_to_ids = [o.ship_to_id for o in orders if o.ship_to_id]
+    return sorted(cids), ship_to_ids, sorted(cpns), sorted(ids), sorted(upcs), sorted(vps)
+
+
+def load_reference(
+    conn: psycopg.Connection, orders: Sequence[OrderView], duplicate_window_hours: int
+) -> ReferenceData:
+    """Everything validation needs for ``orders``, in a handful of set-based queries."""
+    cids, ship_to_ids, cpns, ids, upcs, vps = reference_keys(orders)
+    ref = ReferenceData(customers=_customers(conn, cids))
+    ref.ship_tos = {
+        r[0]: ShipTo(*r)
+        for r in conn.execute(
+            f"SELECT {SHIP_TO_COLUMNS} FROM orderflow.ship_to WHERE ship_to_id = ANY(%s)",
+            (ship_to_ids,),
+        )
+    }
     ref.xref = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
-            "SELECT customer_id, customer_part_number, item_id FROM orderflow.customer_item_xref "
+            f"SELECT {XREF_COLUMNS} FROM orderflow.customer_item_xref "
             "WHERE customer_id = ANY(%s) AND customer_part_number = ANY(%s)",
-            (list(cids), list(cpns)),
+            (cids, cpns),
         )
     }
-    ref.items = items(conn, ids | set(ref.xref.values()), upcs, vps)
+    ref.items = items(conn, set(ids) | set(ref.xref.values()), upcs, vps)
     for r in conn.execute(
-        """
-        SELECT contract_id, customer_id, item_id, unit_price, uom, effective_from, expires_on,
-               tolerance_pct
-          FROM orderflow.price_contract WHERE customer_id = ANY(%s) AND item_id = ANY(%s)
-        """,
+        f"SELECT {CONTRACT_COLUMNS} FROM orderflow.price_contract "
+        "WHERE customer_id = ANY(%s) AND item_id = ANY(%s)",
         (list(cids), list(ref.items)),
     ):
         ref.contracts.setdefault((r[1], r[2]), []).append(Contract(*r))
-    ref.dq_failures = {
-        (r[0], r[1]): r[2]
-        for r in conn.execute(
-            "SELECT entity_type, entity_id, reason FROM orderflow.order_exception "
-            "WHERE status = 'open' AND category = 'master_data_quality' AND order_id IS NULL"
-        )
-    }
+    ref.dq_failures = {(r[0], r[1]): r[2] for r in conn.execute(DQ_FAILURES)}
     ref.prior_orders = _prior_orders(conn, orders, cids, duplicate_window_hours)
     return ref
 
 
 def _prior_orders(conn, orders, cids, hours: int) -> list[PriorOrder]:
-    from orderflow.domain.validation import signature
-
     if not orders:
         return []
     ids = [o.order_id for o in orders]
     earliest = min(o.received_at for o in orders)
     heads = conn.execute(
-        """
-        SELECT order_id, customer_id, po_number, ship_to_id, received_at, channel
-          FROM orderflow."order"
-         WHERE customer_id = ANY(%(cids)s) AND NOT order_id = ANY(%(ids)s)
-           AND status NOT IN ('CANCELLED', 'REJECTED')
-           AND (po_number = ANY(%(pos)s)
-                OR received_at >= %(earliest)s - make_interval(hours => %(hours)s))
-        """,
+        f'SELECT {PRIOR_COLUMNS} FROM orderflow."order" WHERE {PRIOR_WHERE}',
         {
             "cids": list(cids),
             "ids": ids,
@@ -310,24 +339,28 @@ def _prior_orders(conn, orders, cids, hours: int) -> list[PriorOrder]:
         },
     ).fetchall()
     lines = _lines(conn, [h[0] for h in heads])
-    out = []
-    for h in heads:
-        view = OrderView(
-            order_id=h[0],
-            status="",
-            channel="",
-            customer_id=h[1],
-            ship_to_id=h[3],
-            po_number=h[2],
-            po_date=None,
-            received_at=h[4],
-            requested_ship_date=None,
-            requested_delivery_date=None,
-            currency="USD",
-            lines=tuple(lines.get(h[0], ())),
-        )
-        out.append(PriorOrder(h[0], h[1], h[2], h[3], h[4], signature(view), h[5], view.lines))
-    return out
+    return [prior_order_of(h, lines.get(h[0], ())) for h in heads]
+
+
+def prior_order_of(h: Sequence[Any], lines: Iterable[LineView]) -> PriorOrder:
+    """A :class:`PriorOrder` from a row of :data:`PRIOR_COLUMNS` and its lines."""
+    from orderflow.domain.validation import signature
+
+    view = OrderView(
+        order_id=h[0],
+        status="",
+        channel="",
+        customer_id=h[1],
+        ship_to_id=h[3],
+        po_number=h[2],
+        po_date=None,
+        received_at=h[4],
+        requested_ship_date=None,
+        requested_delivery_date=None,
+        currency="USD",
+        lines=tuple(lines),
+    )
+    return PriorOrder(h[0], h[1], h[2], h[3], h[4], signature(view), h[5], view.lines)
 
 
 # ---------------------------------------------------------------------------- writes
@@ -404,8 +437,7 @@ def credit_accounts(conn: psycopg.Connection, customer_ids: Iterable[str]) -> di
     return {
         r[0]: CreditAccount(*r)
         for r in conn.execute(
-            "SELECT customer_id, credit_limit, open_ar, on_hold, hold_reason "
-            "FROM orderflow.credit_account WHERE customer_id = ANY(%s)",
+            f"SELECT {CREDIT_COLUMNS} FROM orderflow.credit_account WHERE customer_id = ANY(%s)",
             (list(customer_ids),),
         )
     }
@@ -426,8 +458,8 @@ def open_order_value(
     return {
         r[0]: r[1]
         for r in conn.execute(
-            """
-            SELECT o.customer_id, sum(l.quantity * coalesce(l.contract_price, l.unit_price, 0))
+            f"""
+            SELECT o.customer_id, {OPEN_ORDER_VALUE}
               FROM orderflow."order" o JOIN orderflow.order_line l USING (order_id)
              WHERE o.customer_id = ANY(%s) AND o.status = ANY(%s)
              GROUP BY o.customer_id
@@ -459,11 +491,10 @@ def inventory_snapshot(
 
 #: Available stock per (item, DC): never below zero (a WMS count under our open reservations
 #: is a shortfall, not stock).
-_AVAILABLE = """
-    SELECT item_id, dc_id, greatest(available, 0)
-      FROM orderflow.inventory_position
-     WHERE item_id = ANY(%s) ORDER BY item_id, dc_id
-"""
+AVAILABLE_SELECT = (
+    "SELECT item_id, dc_id, greatest(available, 0) AS available FROM orderflow.inventory_position"
+)
+_AVAILABLE = AVAILABLE_SELECT + " WHERE item_id = ANY(%s) ORDER BY item_id, dc_id"
 
 
 class Oversell(RuntimeError):
@@ -644,8 +675,7 @@ def carrier_services(conn: psycopg.Connection) -> list[Any]:
     return [
         CarrierService(*r)
         for r in conn.execute(
-            "SELECT carrier_id, service_code, mode, transit_days, max_weight_kg, hazmat_allowed, "
-            "coalesce(base_rate, 0), coalesce(per_kg, 0) FROM orderflow.carrier_service "
+            f"SELECT {CARRIER_COLUMNS} FROM orderflow.carrier_service "
             "WHERE active ORDER BY carrier_id, service_code"
         )
     ]
