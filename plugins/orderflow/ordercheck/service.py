@@ -145,7 +145,9 @@ def check(
     preset = conn.read_only is True and conn.isolation_level == IsolationLevel.REPEATABLE_READ
     with conn.transaction():
         if outermost and not preset:  # in a caller's transaction (a savepoint) its level stays
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            from orderflow.store.ordercheck import read_only_snapshot
+
+            read_only_snapshot(conn)
         return _check(conn, order, book, now, credit_service, screening_service, extra)
 
 

@@ -243,3 +243,9 @@ def read(
         today=date.fromisoformat(today),
         carriers=[CarrierService(*r) for r in _convert(carriers, {4: _num, 6: _num, 7: _num})],
     )
+
+
+def read_only_snapshot(conn: psycopg.Connection) -> None:
+    """Make the transaction just begun repeatable-read and read-only (the checks whose
+    rule types read with queries of their own: one snapshot, nothing written)."""
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
