@@ -104,6 +104,7 @@ MODELS: dict[str, ModelSpec] = {
             sb.FEATURES,
             "auc",
             sb.score_examples,
+            fit=sb.fit_examples,
         ),
     )
 }
