@@ -16,6 +16,7 @@ import pytest
 from orderflow import decisions, processing, rules
 from orderflow.ai import evaluate, inference
 from orderflow.ai import substitutes as sb
+from orderflow.domain.approvals import APPROVE, REJECT
 from orderflow.domain.models import Address, Channel, Order, OrderLine, Provenance
 from orderflow.processing import RunContext
 from orderflow.store import ai as repo
@@ -170,7 +171,7 @@ def test_ranking_is_a_decision_on_the_desk_and_consent_still_decides(trained):
     assert sub == ("SUBSTITUTED", b2)
 
 
-@pytest.mark.parametrize("choice", ["approve", "reject"])
+@pytest.mark.parametrize("choice", [APPROVE, REJECT])
 def test_the_customers_answer_is_in_the_next_training_set(trained, choice):
     conn, book = trained, rules.load()
     cid, x, _a, _b = _seed(conn, consent=False)
@@ -182,10 +183,10 @@ def test_the_customers_answer_is_in_the_next_training_set(trained, choice):
     decisions.decide(conn, exc_id, choice, actor="desk.alice", reason="customer called", ctx=CTX)
     [row] = [r for r in repo.training_set(conn, sb.MODEL_NAME) if r[4] == oid]
     assert row[3] == "desk"
-    assert row[2] == (sb.ACCEPTED if choice == "approve" else sb.REJECTED)
+    assert row[2] == (sb.ACCEPTED if choice == APPROVE else sb.REJECTED)
     # and the next ranking reads it as this customer's history
     seen = repo.substitute_outcomes(conn, sb.MODEL_NAME, datetime.now(UTC) + timedelta(1))
-    assert any(r[1] == cid and r[6] == (choice == "approve") and r[0] > row[0] for r in seen)
+    assert any(r[1] == cid and r[6] == (choice == APPROVE) and r[0] > row[0] for r in seen)
 
 
 def test_the_kill_switch_keeps_the_catalogue_order(trained, tmp_path):
