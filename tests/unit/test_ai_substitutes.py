@@ -178,6 +178,10 @@ def test_the_ranking_only_orders_the_candidates_and_consent_still_decides():
 
 
 def test_evaluation_reports_the_model_beside_the_catalogue_order(offers):
+    from orderflow.ai import evaluate, registry
+
+    assert "subst_top1" not in evaluate.NOT_BUILT
+    assert registry.get(sb.MODEL_NAME).fit is sb.fit_examples
     cut = offers.offers[int(len(offers.offers) * 0.6)].at
     r = sb.evaluate_offers(offers, cut, seed=1)
     assert r["train_examples"] > 50 and r["n_offers_ranked"] > 20
