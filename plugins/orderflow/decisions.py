@@ -112,6 +112,13 @@ def decide(
             return _decide_post_release(
                 conn, exception_id, order_id, category, role, choice, actor, reason
             )
+        if category == "substitution_needed" and choice in (APPROVE, REJECT):
+            # the customer's answer to the proposed substitutes: the label of the ranking
+            from orderflow.ai import substitutes
+
+            substitutes.record_outcome(
+                conn, order_id, accepted=choice == APPROVE, actor=actor, actor_role=role
+            )
         if choice == REJECT:
             ids = [e["exception_id"] for e in _open_exceptions(conn, order_id)]
             _resolve(conn, ids, "rejected", actor, reason)

@@ -325,6 +325,7 @@ def allocate(
     locked in key order for the transaction: parallel partitions serialise on shared items,
     never deadlock, and can never reserve more than is available (the store's CHECK backs
     this up)."""
+    from orderflow.ai import inference
     from orderflow.domain.allocation import allocate as plan
 
     book = _in_force(conn, book)
@@ -338,6 +339,8 @@ def allocate(
         customers = repo._customers(conn, {o.customer_id for o in orders if o.customer_id})
         places = repo.ship_tos_of(conn, [o.order_id for o in orders])
         today = repo.today(conn)
+        # model 4 (#17): orders a short line's in-stock substitutes; the rules still decide
+        ranker = inference.substitute_ranker(conn, orders, customers, items, book)
         allocations = plan(
             orders,
             customers,
@@ -347,6 +350,7 @@ def allocate(
             book.sourcing,
             book.substitution,
             today,
+            ranker,
         )
         by_id = {a.order_id: a for a in allocations}
         reservations, lines = [], []
@@ -396,6 +400,7 @@ def allocate(
             }
             | {oid: {} for oid in by_id if by_id[oid].hold},
         )
+        inference.record_substitutes(conn, ranker, allocations, book)
     out.skipped = len(order_ids) - out.orders
     return out
 

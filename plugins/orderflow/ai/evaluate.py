@@ -7,6 +7,9 @@ Prints and writes the acceptance metrics of #17. Models not built yet are ``null
 ``"not built"`` beside them — never a made-up number. Near-duplicates (``dup_precision``,
 ``dup_recall``) are measured by ``duplicates.evaluate(seed)`` on re-submissions generated with
 the same seed (their own generator: forty business days to train on, twenty after to judge).
+Substitutes (``subst_top1``) by ``substitutes.evaluate_offers`` on substitute offers generated
+on this history's lines (``orderflow_sandbox.generator.substitutes``), cut where the others
+are; beside it the catalogue's static order (``subst_top1_catalogue``), the naive ranking.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 #: metrics of the models other helpers / later rounds build (null until they exist)
-NOT_BUILT = ("delay_auc", "delay_brier", "subst_top1", "ontime_gain_pts")
+NOT_BUILT = ("delay_auc", "delay_brier", "ontime_gain_pts")
 TRAIN_SHARE = 0.67
 
 
@@ -25,8 +28,9 @@ def evaluate(seed: int, *, days: int = 195, orders_per_day: int = 40) -> dict[st
     from threadpoolctl import threadpool_limits
 
     from orderflow import rules
-    from orderflow.ai import duplicates, history, models, registry
+    from orderflow.ai import duplicates, history, models, registry, substitutes
     from orderflow_sandbox.generator.history import generate
+    from orderflow_sandbox.generator.substitutes import generate_offers
 
     t0, c0 = time.time(), time.process_time()
     book = rules.load()
@@ -43,8 +47,8 @@ def evaluate(seed: int, *, days: int = 195, orders_per_day: int = 40) -> dict[st
     detail: dict[str, Any] = {}
     with threadpool_limits(1):
         for name, spec in registry.MODELS.items():
-            if name == duplicates.MODEL_NAME:
-                continue  # pairs of orders, from their own generated history: below
+            if name in (duplicates.MODEL_NAME, substitutes.MODEL_NAME):
+                continue  # their own generated history: below
             tr = [e for e in ex if e.model == name and e.at < cut]
             te = [e for e in ex if e.model == name and e.at >= cut]
             model = models.fit([e.features for e in tr], [e.label for e in tr], spec.columns)
@@ -62,11 +66,17 @@ def evaluate(seed: int, *, days: int = 195, orders_per_day: int = 40) -> dict[st
         dup = duplicates.evaluate(seed)
         dup.update(wall_s=round(time.time() - t1, 1), cpu_s=round(time.process_time() - c1, 1))
         detail[duplicates.MODEL_NAME] = dup
+        # model 4: substitute offers on this history's lines; trained on the offers before
+        # the cut, measured on the candidates of the offers after it
+        sub = substitutes.evaluate_offers(generate_offers(hist), cut, seed=seed)
+        detail[substitutes.MODEL_NAME] = sub
     out["cause_macro_f1"] = detail["exception_cause"]["macro_f1"]
     out["anomaly_precision"] = detail["arrival_anomaly"]["precision"]
     out["anomaly_recall"] = detail["arrival_anomaly"]["recall"]
     out["dup_precision"] = dup["dup_precision"]
     out["dup_recall"] = dup["dup_recall"]
+    out["subst_top1"] = sub["subst_top1"]
+    out["subst_top1_catalogue"] = sub["subst_top1_catalogue"]
     for key in NOT_BUILT:
         out[key] = None
     out["not_built"] = {key: "not built" for key in NOT_BUILT}
@@ -88,12 +98,14 @@ def import_history(conn: Any, seed: int, **kwargs: Any) -> dict[str, int]:
     """Generated history as labelled examples (``ai_example``, source ``history:<seed>``): a
     store with no desk labels yet can train. Returns examples per model."""
     from orderflow import rules
-    from orderflow.ai import duplicates, history
+    from orderflow.ai import duplicates, history, substitutes
     from orderflow.ai.features import jsonable
     from orderflow.store import ai as repo
     from orderflow_sandbox.generator.history import generate
+    from orderflow_sandbox.generator.substitutes import generate_offers
 
-    ex = history.examples(generate(seed, **kwargs), rules.load())
+    hist = generate(seed, **kwargs)
+    ex = history.examples(hist, rules.load())
     source = f"history:{seed}"
     repo.add_examples(
         conn, [(e.model, source, e.subject, e.at, jsonable(e.features), e.label) for e in ex]
@@ -104,6 +116,11 @@ def import_history(conn: Any, seed: int, **kwargs: Any) -> dict[str, int]:
     pairs = _duplicate_pairs(seed, kwargs.get("days", 130), kwargs.get("orders_per_day", 40))
     repo.add_examples(conn, [(duplicates.MODEL_NAME, source, *p) for p in pairs])
     out[duplicates.MODEL_NAME] = len(pairs)
+    subs = substitutes.examples(generate_offers(hist))
+    repo.add_examples(
+        conn, [(substitutes.MODEL_NAME, source, s, at, jsonable(f), lab) for at, s, f, lab in subs]
+    )
+    out[substitutes.MODEL_NAME] = len(subs)
     return out
 
 

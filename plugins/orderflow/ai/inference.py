@@ -259,3 +259,94 @@ def _causes(conn, results, ref, book) -> int:
             repo.route_exception(conn, exc_id, route.owner_role)
         n += 1
     return n
+
+
+# ---------------------------------------------------------------------------- substitutes
+
+SUBSTITUTES = "substitute_rank"
+
+
+def substitute_ranker(
+    conn: psycopg.Connection, orders: list, customers: dict, items: dict, book: RuleBook
+):
+    """The allocation's ranker (``substitutes.Ranker``) over the active version of
+    ``substitute_rank``, when the ``ai`` rule set enables it; None otherwise — allocation then
+    keeps the catalogue's order. It reads every customer's recorded answers of the last year
+    (similar customers count) and the item master's facts of the items that may be short."""
+    from datetime import UTC, datetime
+
+    from orderflow.ai import governance
+    from orderflow.ai import substitutes as sb
+    from orderflow.store import ai as repo
+
+    if not governance.enabled(book, SUBSTITUTES):
+        return None
+    try:
+        with conn.transaction():
+            active = governance.active_model(conn, SUBSTITUTES)
+            if active is None:
+                return None
+            wanted = {s for i in items.values() for s in i.substitutes} | set(items)
+            facts = {
+                i: sb.Facts(u, int(p or 1), None if lp is None else float(lp), vp)
+                for i, u, p, lp, vp in repo.item_facts(conn, wanted)
+            }
+            ctx = sb.context_from_rows(
+                repo.substitute_outcomes(conn, SUBSTITUTES, datetime.now(UTC))
+            )
+    except Exception as exc:  # advisory: allocation keeps the catalogue's order
+        log.warning("model %s skipped: %s", SUBSTITUTES, type(exc).__name__)
+        return None
+    tiers = {cid: c.tier for cid, c in customers.items()}
+    return sb.Ranker(active[1], active[0], ctx, facts, tiers)
+
+
+def record_substitutes(conn: psycopg.Connection, ranker, allocations: list, book: RuleBook) -> int:
+    """Each ranking that put a substitute forward (shipped with consent, or proposed on a
+    ``substitution_needed`` hold) recorded as the model's decision (action ``recommend``: the
+    candidate expected to be accepted, with the whole ranking as evidence), and shown in the
+    open ``substitution_needed`` exception's details (``ai_substitutes``). Not advisory: a
+    ranking the allocation used is recorded, or the stage's transaction does not commit."""
+    if ranker is None or not ranker.ranked:
+        return 0
+    return _record_substitutes(conn, ranker, allocations, book)
+
+
+def _record_substitutes(conn, ranker, allocations, book) -> int:
+    from orderflow.ai import governance
+    from orderflow.ai import substitutes as sb
+    from orderflow.store import ai as repo
+
+    put = []
+    for a in allocations:
+        proposals = a.substitutions or (
+            (a.hold.details or {}).get("proposals", []) if a.hold else []
+        )
+        for p in proposals:
+            r = ranker.ranked.get((a.order_id, p["line_no"]))
+            if r is not None and r.candidates[0][0] == p["substitute_item_id"]:
+                put.append((a.order_id, p["line_no"], r))
+    if not put:
+        return 0
+    shown: dict[str, list] = {}
+    for oid, line_no, r in put:
+        _sub, p, _k, f = r.candidates[0]
+        ev = sb.evidence(r)
+        [decision_id] = governance.record(
+            conn,
+            [governance.Output(SUBSTITUTES, ranker.version, oid, sb.ACCEPTED, p, f, ev,
+                               "recommend", line_no=line_no)],
+            book,
+        ) or [None]  # fmt: skip
+        shown.setdefault(oid, []).append(
+            {"line_no": line_no, "ranking": ev, "decision_id": decision_id}
+        )
+    ids = repo.open_exception_ids(conn, sorted(shown), ["substitution_needed"])
+    for (oid, _line, _cat), exc_id in ids.items():
+        repo.annotate_exception(
+            conn,
+            exc_id,
+            "ai_substitutes",
+            {"model": f"{SUBSTITUTES}@{ranker.version}", "lines": shown[oid]},
+        )
+    return len(put)

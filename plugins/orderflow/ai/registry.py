@@ -18,6 +18,7 @@ from typing import Any
 
 from orderflow.ai import duplicates as nd
 from orderflow.ai import features as fx
+from orderflow.ai import substitutes as sb
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,14 @@ MODELS: dict[str, ModelSpec] = {
             "pair_f1",
             nd.score_examples,
             fit=nd.fit_examples,
+        ),
+        ModelSpec(
+            sb.MODEL_NAME,
+            "Substitutes of a short line ranked by how likely this customer accepts each",
+            sb.FEATURES,
+            "auc",
+            sb.score_examples,
+            fit=sb.fit_examples,
         ),
     )
 }

@@ -11,7 +11,7 @@ from one other DC when that fills the whole order, else split across DCs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -20,6 +20,12 @@ from orderflow.domain.reference import Customer, Hold, Item, OrderView
 from orderflow.rules import SourcingRules, SubstitutionRules
 
 ZERO = Decimal("0")
+
+#: orders the in-stock substitutes of a short line, best first (a model's ranking, #17):
+#: (order, line, ordered item, candidates in the catalogue's order, candidate → in stock at
+#: the preferred DC) → the same candidates in another order. It only orders: allocation takes
+#: no candidate it did not offer, and consent still decides whether the first one ships.
+SubstituteRanker = Callable[[OrderView, int, str, Sequence[str], Mapping[str, bool]], Sequence[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +85,11 @@ def allocate(
     sourcing: SourcingRules,
     substitution: SubstitutionRules,
     today: date,
+    ranker: SubstituteRanker | None = None,
 ) -> list[Allocation]:
     """Allocate a partition; ``available`` is consumed in place. ``regions``: order → ship-to
-    state/province (for the preferred DC)."""
+    state/province (for the preferred DC). ``ranker``: orders a short line's in-stock
+    substitutes (else the catalogue's order)."""
     ranked = sorted(
         orders,
         key=lambda o: (
@@ -94,7 +102,14 @@ def allocate(
     for order in ranked:
         cust = customers.get(order.customer_id or "")
         result = _allocate_one(
-            order, cust, items, regions.get(order.order_id), available, sourcing, substitution
+            order,
+            cust,
+            items,
+            regions.get(order.order_id),
+            available,
+            sourcing,
+            substitution,
+            ranker,
         )
         result.priority = priority(order, cust, items, today, sourcing)
         out.append(result)
@@ -113,8 +128,10 @@ def _allocate_one(
     available: dict[tuple[str, str], Decimal],
     sourcing: SourcingRules,
     substitution: SubstitutionRules,
+    ranker: SubstituteRanker | None = None,
 ) -> Allocation:
     dcs = list(sourcing.dcs)
+    preferred = sourcing.preferred_dc(region)
     result = Allocation(order.order_id)
     ship_complete = bool(cust and cust.ship_complete) or not sourcing.allow_backorder
     consent = (
@@ -136,16 +153,24 @@ def _allocate_one(
         if have >= ln.quantity and not item.discontinued:
             demand.append((ln.line_no, item.item_id, ln.quantity, False))
             continue
-        sub = next(
-            (
+        feasible = [
+            s
+            for s in dict.fromkeys(item.substitutes)
+            if s in items and not items[s].discontinued and _total(available, s, dcs) >= ln.quantity
+        ]
+        if (
+            ranker is not None
+            and len(feasible) > 1
+            and len(proposals) < substitution.max_substitutions_per_order
+        ):
+            near = {s: available.get((s, preferred), ZERO) >= ln.quantity for s in feasible}
+            ranked = [
                 s
-                for s in item.substitutes
-                if s in items
-                and not items[s].discontinued
-                and _total(available, s, dcs) >= ln.quantity
-            ),
-            None,
-        )
+                for s in dict.fromkeys(ranker(order, ln.line_no, item.item_id, feasible, near))
+                if s in feasible
+            ]
+            feasible = ranked + [s for s in feasible if s not in ranked]
+        sub = feasible[0] if feasible else None
         if sub is not None and len(proposals) < substitution.max_substitutions_per_order:
             proposals.append(
                 {"line_no": ln.line_no, "item_id": item.item_id, "substitute_item_id": sub}
@@ -184,7 +209,6 @@ def _allocate_one(
             details={"short": short},
         )
         return result
-    preferred = sourcing.preferred_dc(region)
     plan = _source(demand, available, [preferred] + [d for d in dcs if d != preferred], sourcing)
     if plan is None:
         result.hold = Hold(

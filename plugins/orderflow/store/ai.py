@@ -350,3 +350,77 @@ def unreviewed_decision(
         (exception_id, model_name),
     ).fetchone()
     return (row[0], row[1]) if row else None
+
+
+# ---------------------------------------------------------------------------- substitutes
+
+
+def substitute_outcomes(
+    conn: psycopg.Connection, model_name: str, before: datetime, days: int = 365
+) -> list[tuple]:
+    """Customers' answers to offered substitutes of the last ``days`` before ``before``, oldest
+    first (what ``orderflow.ai.substitutes.Context`` is built from): (when, customer, tier,
+    item, substitute, family, accepted, the pair's features). From reviewed ranking decisions
+    (the first-ranked candidate of ``evidence`` was offered; a person's review is the answer)
+    and imported examples (subject ``offer|customer|item|substitute``)."""
+    from datetime import timedelta
+
+    since = before - timedelta(days=days)
+    return [
+        tuple(r)
+        for r in conn.execute(
+            """
+            SELECT d.reviewed_at, o.customer_id, c.tier, d.evidence -> 0 ->> 'item_id',
+                   d.evidence -> 0 ->> 'substitute_item_id',
+                   split_part(coalesce(i.vendor_part, ''), '-', 1),
+                   coalesce(d.label, d.output_label) = 'accepted', d.features
+              FROM orderflow.ai_decision d
+              JOIN orderflow."order" o ON o.order_id = d.order_id
+              LEFT JOIN orderflow.customer c ON c.customer_id = o.customer_id
+              LEFT JOIN orderflow.item i ON i.item_id = d.evidence -> 0 ->> 'item_id'
+             WHERE d.model_name = %s AND d.reviewed_at IS NOT NULL
+               AND (d.label IS NOT NULL OR d.followed)
+               AND d.reviewed_at < %s AND d.reviewed_at >= %s
+            UNION ALL
+            SELECT e.observed_at, split_part(e.subject, '|', 2), c.tier,
+                   split_part(e.subject, '|', 3), split_part(e.subject, '|', 4),
+                   split_part(coalesce(i.vendor_part, ''), '-', 1), e.label = 'accepted',
+                   e.features
+              FROM orderflow.ai_example e
+              LEFT JOIN orderflow.customer c ON c.customer_id = split_part(e.subject, '|', 2)
+              LEFT JOIN orderflow.item i ON i.item_id = split_part(e.subject, '|', 3)
+             WHERE e.model_name = %s AND e.subject LIKE '%%|%%|%%|%%'
+               AND e.observed_at < %s AND e.observed_at >= %s
+             ORDER BY 1
+            """,
+            (model_name, before, since, model_name, before, since),
+        )
+    ]
+
+
+def item_facts(conn: psycopg.Connection, item_ids: Iterable[str]) -> list[tuple]:
+    """(item, unit, pack size, list price, vendor part) of these items."""
+    return conn.execute(
+        "SELECT item_id, uom, pack_size, list_price, vendor_part FROM orderflow.item "
+        "WHERE item_id = ANY(%s)",
+        (list(item_ids),),
+    ).fetchall()
+
+
+def unreviewed_per_line(
+    conn: psycopg.Connection, model_name: str, order_id: str, line_no: int | None = None
+) -> list[int]:
+    """The newest decision of ``model_name`` per line of an order that no person has reviewed
+    yet (``line_no``: that line only)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT DISTINCT ON (line_no) decision_id FROM orderflow.ai_decision
+             WHERE model_name = %s AND order_id = %s AND reviewed_at IS NULL
+               AND (%s::int IS NULL OR line_no = %s)
+             ORDER BY line_no, decision_id DESC
+            """,
+            (model_name, order_id, line_no, line_no),
+        )
+    ]
