@@ -259,3 +259,11 @@ def _causes(conn, results, ref, book) -> int:
             repo.route_exception(conn, exc_id, route.owner_role)
         n += 1
     return n
+
+
+def after_plan(conn: psycopg.Connection, order_ids: list[str], book: RuleBook) -> dict[str, dict]:
+    """The delay risk of each order just planned (``orderflow.ai.delay``): per flagged order
+    the note for its plan event; the customer told early when the ai rules say so."""
+    from orderflow.ai import delay
+
+    return delay.after_plan(conn, order_ids, book)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orderflow.ai import delay as dl
 from orderflow.ai import duplicates as nd
 from orderflow.ai import features as fx
 
@@ -96,6 +97,15 @@ MODELS: dict[str, ModelSpec] = {
             "pair_f1",
             nd.score_examples,
             fit=nd.fit_examples,
+        ),
+        ModelSpec(
+            dl.MODEL_NAME,
+            "The probability that a planned order misses its promised date (WMS and carrier "
+            "history)",
+            dl.FEATURES,
+            "auc",
+            dl.score,
+            fit=dl.fit,
         ),
     )
 }
