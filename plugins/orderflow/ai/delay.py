@@ -325,10 +325,12 @@ def after_plan(conn: psycopg.Connection, order_ids: list[str], book: RuleBook) -
         return {}
 
 
-def _inputs(conn, order_ids: list[str]):
-    """(order → (received, release version, planned shipments), :class:`Stats`, now)."""
+def _inputs(conn, order_ids: list[str], book: RuleBook):
+    """(order → (received, release version, planned shipments), :class:`Stats`, now); a DC
+    without a cutoff in its master data takes the ``ai`` rules' ``delay.default_cutoff``."""
     from orderflow.store import ai as repo
 
+    default = time.fromisoformat(book.ai.delay.default_cutoff)
     raw = repo.delay_rows(conn, order_ids, lane_days=LANE_DAYS, throughput_days=THROUGHPUT_DAYS)
     planned: dict[str, tuple[datetime, int, list[Planned]]] = {}
     for (oid, received, rv, dc, carrier, service, mode, transit, zone, weight, hazmat,
@@ -351,7 +353,7 @@ def _inputs(conn, order_ids: list[str]):
         shipped=raw["shipped"],
         lanes=lanes,
         services=services,
-        cutoffs={dc: (tz or "UTC", cutoff) for dc, tz, cutoff in raw["cutoffs"]},
+        cutoffs={dc: (tz or "UTC", cutoff or default) for dc, tz, cutoff in raw["cutoffs"]},
     )
     return planned, stats, raw["now"]
 
@@ -366,13 +368,10 @@ def _score(conn, order_ids: list[str], book: RuleBook) -> dict[str, dict]:
     if active is None:
         return {}
     version, model = active
-    planned, stats, now = _inputs(conn, order_ids)
+    planned, stats, now = _inputs(conn, order_ids, book)
     if not planned:
         return {}
     policy = book.ai.delay
-    default = time.fromisoformat(policy.default_cutoff)
-    for dc, (tz, cutoff) in list(stats.cutoffs.items()):
-        stats.cutoffs[dc] = (tz, cutoff or default)
     oids = sorted(planned)
     rows = []
     for oid in oids:
