@@ -418,6 +418,7 @@ def plan(
 ) -> StageResult:
     """ALLOCATED → READY with shipments (carrier, service, rate) and tax, or ON_HOLD
     compliance_review / no_carrier_service."""
+    from orderflow.ai import inference
     from orderflow.domain.planning import plan_shipments, screening_hold
 
     book = _in_force(conn, book)
@@ -527,6 +528,7 @@ def plan(
                     "freight_rate": s.rate,
                     "ship_date": s.ship_date,
                     "promise_met": s.promise_met,
+                    "promised_date": s.promised_date,
                     "rule_set_version": versions,
                     "baseline_service": s.baseline_service,
                     "expedite_cost": s.expedite_cost,
@@ -540,6 +542,10 @@ def plan(
         repo.set_order_fields(
             conn, "tax_amount", {oid: taxes.get(oid, Decimal("0")) for oid in details}
         )
+        # Decision support (orderflow.ai, #17): the risk that a planned order misses its
+        # promised date — a flag on its event and, by the ai rules, the customer told early.
+        flags = inference.after_plan(conn, sorted(details), book)
+        details = _merge(details, flags)
         out = _decide(conn, "plan", orders, holds, "READY", ctx, book, versions, details)
     out.skipped = len(order_ids) - out.orders
     return out

@@ -174,8 +174,9 @@ def test_the_kill_switch_stops_inference(trained, tmp_path):
     conn, tag = trained, _tag()
     copy = tmp_path / "rules"
     shutil.copytree(rules.rules_dir(), copy)
+    newest = rules.file_versions("ai")[-1].effective_from  # the switch comes after it
     (copy / "ai" / "2026.12.99.yaml").write_text(
-        'version: "2026.12.99"\neffective_from: "2026-12-05T17:00:01Z"\n'
+        f'version: "2026.12.99"\neffective_from: "{newest.isoformat()[:19]}.5Z"\n'
         "models:\n  exception_cause: {enabled: false}\n  arrival_anomaly: {enabled: false}\n"
         "  near_duplicate: {enabled: false}\n"
     )

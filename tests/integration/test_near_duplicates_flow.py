@@ -197,10 +197,13 @@ def test_an_edi_resend_is_held_with_the_portal_order_and_a_weekly_reorder_is_not
 def test_the_ai_rules_kill_switch_stops_it(store, trained, tmp_path):
     copy = tmp_path / "rules"
     shutil.copytree(rules.rules_dir(), copy)
-    text = (copy / "ai" / "2026.12.1.yaml").read_text()
+    newest = rules.file_versions("ai")[-1]  # the switch: a copy of it, one moment after
+    text = (copy / "ai" / f"{newest.version}.yaml").read_text()
+    at = newest.effective_from.isoformat()[:19]
+    assert f'"{newest.version}"' in text and f'"{at}Z"' in text
     (copy / "ai" / "2026.12.99.yaml").write_text(
-        text.replace('"2026.12.1"', '"2026.12.99"')
-        .replace("2026-12-05T17:00:00Z", "2026-12-05T17:00:01Z")
+        text.replace(f'"{newest.version}"', '"2026.12.99"')
+        .replace(f'"{at}Z"', f'"{at}.5Z"')
         .replace("near_duplicate: {enabled: true}", "near_duplicate: {enabled: false}")
     )
     off = rules.load(directory=copy)

@@ -28,6 +28,7 @@ CTX = {
         }
     ],
     "ship_date": "2026-11-30",
+    "promised_date": "2026-12-04",
     "dc_id": "DC-EAST",
     "carrier_id": "UPSN",
     "service_code": "GND",

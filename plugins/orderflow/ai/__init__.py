@@ -12,14 +12,17 @@ Built here:
    financially sensitive, a flag otherwise (thresholds in the ``ai`` rule set).
 
 2. near-duplicate orders — ``duplicates.py`` (its own module, policy in the validation rules).
+3. ``delay_risk`` — ``delay.py``: the probability that a planned order misses its promised
+   date (DC backlog, lane and carrier performance, cutoff, split, hazmat, weekday); asked at
+   planning, a flag on the plan event and, by the ``ai`` rules' ``delay`` policy, the
+   customer's early ``order_delayed`` notice through the outbox. Informational only.
 4. ``substitute_rank`` — ``substitutes.py``: a short line's in-stock substitutes ordered by
    how likely this customer accepts each (its own, similar and all customers' past answers,
    price, pack and unit, brand, lead time); the substitution rules still decide; the desk's
    answer (approve / reject) is the label of the ranking's decision.
 
 Not built yet (extension points: an entry in ``registry.MODELS``, its features beside
-``features``, its policy in the ``ai`` rule set): delay risk (3), capacity-aware
-sequencing (5).
+``features``, its policy in the ``ai`` rule set): capacity-aware sequencing (5).
 
 Layout: ``features`` (pure feature code), ``history`` (labelled examples from generated
 history), ``models`` (scikit-learn, imported only inside functions), ``registry`` (the

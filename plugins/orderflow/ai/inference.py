@@ -350,3 +350,11 @@ def _record_substitutes(conn, ranker, allocations, book) -> int:
             {"model": f"{SUBSTITUTES}@{ranker.version}", "lines": shown[oid]},
         )
     return len(put)
+
+
+def after_plan(conn: psycopg.Connection, order_ids: list[str], book: RuleBook) -> dict[str, dict]:
+    """The delay risk of each order just planned (``orderflow.ai.delay``): per flagged order
+    the note for its plan event; the customer told early when the ai rules say so."""
+    from orderflow.ai import delay
+
+    return delay.after_plan(conn, order_ids, book)

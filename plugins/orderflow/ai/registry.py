@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orderflow.ai import delay as dl
 from orderflow.ai import duplicates as nd
 from orderflow.ai import features as fx
 from orderflow.ai import substitutes as sb
@@ -105,6 +106,15 @@ MODELS: dict[str, ModelSpec] = {
             "auc",
             sb.score_examples,
             fit=sb.fit_examples,
+        ),
+        ModelSpec(
+            dl.MODEL_NAME,
+            "The probability that a planned order misses its promised date (WMS and carrier "
+            "history)",
+            dl.FEATURES,
+            "auc",
+            dl.score,
+            fit=dl.fit,
         ),
     )
 }

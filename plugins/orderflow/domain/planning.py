@@ -44,6 +44,9 @@ class ShipmentPlan:
     #: the chosen one costs more because the order was late: expedited freight
     baseline_service: str | None = None
     expedite_cost: Decimal = ZERO
+    #: the date the customer was promised: its requested delivery date, else the ship date
+    #: plus the default promise (what a delivery is judged late against)
+    promised_date: date | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +63,15 @@ def business_days(start: date, end: date) -> int:
         d += timedelta(days=1)
         days += d.weekday() < 5
     return days
+
+
+def add_business_days(start: date, days: int) -> date:
+    """The weekday ``days`` business days after ``start``."""
+    d = start
+    while days > 0:
+        d += timedelta(days=1)
+        days -= d.weekday() < 5
+    return d
 
 
 def zone_number(zone: str | None) -> int:
@@ -147,6 +159,11 @@ def plan_shipments(
         return ship, rules.default_promise_days
 
     ship_date, promise_days = promise(today)
+    promised = (
+        max(requested_delivery, add_business_days(ship_date, 1))
+        if requested_delivery is not None
+        else add_business_days(ship_date, promise_days)
+    )
     on_time_days = promise(arrived)[1] if arrived and arrived < today else promise_days
     z = zone_number(zone)
     for dc, lines in sorted(lines_by_dc.items()):
@@ -185,6 +202,7 @@ def plan_shipments(
                 promise_met=met,
                 baseline_service=baseline,
                 expedite_cost=extra,
+                promised_date=promised,
             )
         )
     return plan

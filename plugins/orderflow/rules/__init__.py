@@ -324,6 +324,21 @@ class AnomalyPolicy(BaseModel):
     min_history_orders: int = Field(5, ge=0)
 
 
+class DelayPolicy(BaseModel):
+    """What the delay-risk model (``orderflow.ai.delay``) may do with its probability that an
+    order misses its promised date: flag the order (informational), and tell the customer early
+    (the ``order_delayed`` notice, through the outbox) when ``notify_customer`` is on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: at or above this probability the plan event is flagged and the decision recorded
+    flag_threshold: float = Field(0.5, ge=0, le=1)
+    #: the early notice to the customer: off unless a version turns it on
+    notify_customer: bool = False
+    notify_threshold: float = Field(0.7, ge=0, le=1)
+    #: a DC with no cutoff time in its master data ships what is planned before this
+    default_cutoff: str = Field("15:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
 class AiRules(_RuleSet):
     """Decision support (``orderflow.ai``): which models the flow asks, and within what policy.
     A model that is not named here, or not ``enabled``, is never asked."""
@@ -331,6 +346,15 @@ class AiRules(_RuleSet):
     name: ClassVar[str] = "ai"
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
     anomaly: AnomalyPolicy = AnomalyPolicy()
+    delay: DelayPolicy = DelayPolicy()
+
+    def content(self) -> dict[str, Any]:
+        # A version that says nothing about delay keeps the content (and hash) it had before
+        # the delay policy existed.
+        out = super().content()
+        if "delay" not in self.model_fields_set:
+            out.pop("delay", None)
+        return out
 
     def policy(self, model: str) -> ModelPolicy:
         return self.models.get(model, ModelPolicy())

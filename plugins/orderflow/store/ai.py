@@ -424,3 +424,77 @@ def unreviewed_per_line(
             (model_name, order_id, line_no, line_no),
         )
     ]
+
+
+def delay_rows(
+    conn: psycopg.Connection,
+    order_ids: Sequence[str],
+    *,
+    lane_days: int,
+    throughput_days: int,
+) -> dict[str, Any]:
+    """What the delay-risk features read (``orderflow.ai.delay``), at the database's ``now``:
+
+    - ``planned``: the orders' planned shipments of their next release (order, received,
+      release version, DC, carrier, service, mode, transit days, ship-to zone, weight,
+      hazmat, ship date, promised date);
+    - ``open``: per DC, shipments planned or in the warehouse and not shipped yet (other
+      orders than these);
+    - ``shipped``: per DC, shipments that left it in the last ``throughput_days``;
+    - ``lanes``: per (carrier, service, zone), shipments delivered in the ``lane_days`` before
+      today with a promised date, and how many of them after it;
+    - ``cutoffs``: per DC, its time zone and cutoff time (master data)."""
+    ids = list(order_ids)
+    now = conn.execute("SELECT now()").fetchone()[0]
+    planned = conn.execute(
+        """
+        SELECT s.order_id, o.received_at, s.release_version, s.dc_id, s.carrier_id,
+               s.service_code, s.mode, coalesce(cs.transit_days, 0), st.zone, s.weight_kg,
+               s.hazmat, s.ship_date, s.promised_date
+          FROM orderflow.shipment s
+          JOIN orderflow."order" o ON o.order_id = s.order_id
+                                   AND s.release_version = o.release_version + 1
+          LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
+          LEFT JOIN orderflow.carrier_service cs
+                 ON cs.carrier_id = s.carrier_id AND cs.service_code = s.service_code
+         WHERE s.order_id = ANY(%s) AND s.status = 'planned' AND s.promised_date IS NOT NULL
+         ORDER BY s.order_id, s.dc_id
+        """,
+        (ids,),
+    ).fetchall()
+    open_ = conn.execute(
+        "SELECT dc_id, count(*) FROM orderflow.shipment WHERE shipped_at IS NULL "
+        "AND status IN ('planned', 'released', 'picked', 'packed') "
+        "AND order_id <> ALL(%s) GROUP BY dc_id",
+        (ids,),
+    ).fetchall()
+    shipped = conn.execute(
+        "SELECT dc_id, count(*) FROM orderflow.shipment WHERE shipped_at < now() "
+        "AND shipped_at >= now() - make_interval(days => %s) GROUP BY dc_id",
+        (throughput_days,),
+    ).fetchall()
+    lanes = conn.execute(
+        """
+        SELECT s.carrier_id, s.service_code, st.zone, count(*),
+               count(*) FILTER (WHERE s.delivered_at::date > s.promised_date)
+          FROM orderflow.shipment s
+          JOIN orderflow."order" o ON o.order_id = s.order_id
+          LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
+         WHERE s.delivered_at IS NOT NULL AND s.promised_date IS NOT NULL
+           AND s.delivered_at::date < current_date
+           AND s.delivered_at::date >= current_date - %s
+         GROUP BY 1, 2, 3
+        """,
+        (lane_days,),
+    ).fetchall()
+    cutoffs = conn.execute(
+        "SELECT dc_id, timezone, cutoff_local_time FROM orderflow.distribution_center"
+    ).fetchall()
+    return {
+        "now": now,
+        "planned": planned,
+        "open": dict(open_),
+        "shipped": dict(shipped),
+        "lanes": lanes,
+        "cutoffs": cutoffs,
+    }
