@@ -411,3 +411,10 @@ def test_d14_portal_description_is_neutralised():
     }
     order, errors = portal.parse_item(json.dumps(item).encode())
     assert errors == [] and order.lines[0].description == "'=cmd|'/C calc'!A0"
+
+
+def test_an_identifier_past_the_models_bound_is_its_rows_error_not_a_crashed_file():
+    """Found by the property test above: a 1,000-digit item number raised out of the parser."""
+    res = csv_orders.parse(_csv(f"P1;C1;1;{'9' * 1000};1;EA;1;\nP2;C1;1;I1;2;EA;3;"))
+    assert [o.po_number for o in res.orders] == ["P2"]
+    assert len(res.errors) == 1 and res.errors[0].message.startswith("PO P1 (customer C1):")

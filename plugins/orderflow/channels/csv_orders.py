@@ -365,12 +365,11 @@ def _order(customer_id, po_number, rows, partner_id, source_ref, message_id, sha
                 )
             continue
         description = rec.get("description") or None
-        pids = []
-        if cpn:
-            pids.append(ProductId(qualifier="BP", value=cpn))
-        if item:
-            pids.append(ProductId(qualifier="VN", value=item))
         try:
+            # an identifier past the model's bounds (a 1,000-digit item) is this row's error
+            pids = [ProductId(qualifier="BP", value=cpn)] if cpn else []
+            if item:
+                pids.append(ProductId(qualifier="VN", value=item))
             lines.append(
                 OrderLine(
                     line_no=line_no,
