@@ -193,8 +193,9 @@ def test_the_kill_switch_keeps_the_catalogue_order(trained, tmp_path):
     conn = trained
     copy = tmp_path / "rules"
     shutil.copytree(rules.rules_dir(), copy)
+    newest = rules.file_versions("ai")[-1].effective_from  # the switch comes after it
     (copy / "ai" / "2026.12.99.yaml").write_text(
-        'version: "2026.12.99"\neffective_from: "2026-12-05T17:00:01Z"\n'
+        f'version: "2026.12.99"\neffective_from: "{newest.isoformat()[:19]}.5Z"\n'
         "models:\n  substitute_rank: {enabled: false}\n"
     )
     book = rules.load(directory=copy)
