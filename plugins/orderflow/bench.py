@@ -1011,6 +1011,14 @@ def _bench(
             )
             _report_main(main, days, say)
             results["main"] = {
+                "orders": landed.orders,
+                # orders decided / Σ task-instance seconds (dag.test: serial, in process)
+                "stage_orders_per_s": {
+                    task_id: main.orders(task_id) / main.stage_seconds(task_id)
+                    if main.stage_seconds(task_id)
+                    else None
+                    for task_id in STAGES
+                },
                 "wall": main.wall,
                 "received_to_released": main.received_to_released(),
                 "overhead": main.overhead,

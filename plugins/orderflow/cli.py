@@ -1006,6 +1006,40 @@ def ai_import_history(seed: int, days: int) -> None:
     help="Orders of the one-task-per-order comparison (0 skips it; < 1000 extrapolates).",
 )
 @click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--dag-test",
+    is_flag=True,
+    help="The per-stage view instead: the DAG run in this process with dag.test() on fresh "
+    "databases, serially (not the scheduler).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "celery"]),
+    default="local",
+    show_default=True,
+    help="Real scheduler: the stack's executor.",
+)
+@click.option("--workers", default=2, show_default=True, help="Real scheduler: Celery workers.")
+@click.option(
+    "--singles",
+    default=20,
+    show_default=True,
+    help="Real scheduler: single-order arrivals timed to RELEASED after the day.",
+)
+@click.option(
+    "--single-intake",
+    type=click.Choice(["schedule", "trigger"]),
+    default="schedule",
+    show_default=True,
+    help="Real scheduler: leave intake of the singles to its schedule, or trigger it at drop.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Real scheduler: write the figures as JSON to this file.",
+)
 @click.option("--max-partitions", default=16, show_default=True, help="The DAG's max_partitions.")
 @click.option("--keep", is_flag=True, help="Keep the databases and the work folder.")
 @click.option(
@@ -1028,18 +1062,58 @@ def ai_import_history(seed: int, days: int) -> None:
     help="--check-api: api-server workers (default: as `orderflow run` starts it).",
 )
 def bench(
-    days, orders_per_day, naive_orders, seed, max_partitions, keep, no_fulfilment, **check
+    days,
+    orders_per_day,
+    naive_orders,
+    seed,
+    dag_test,
+    executor,
+    workers,
+    singles,
+    single_intake,
+    json_path,
+    max_partitions,
+    keep,
+    no_fulfilment,
+    **check,
 ) -> None:
-    """Benchmark order processing: generate, land through intake, run the real DAG (dag.test)
-    on fresh databases, print throughput per stage, overhead, latency and the naive ratio.
-    With --check-api: the order-check API at a fixed request rate instead."""
+    """Benchmark order processing on the real scheduler (the stack of `make run`: scheduler,
+    DAG processor, triggerer, API server, sandbox, LocalExecutor or Celery workers): one
+    generated day through the channels, received → released, orders/s per stage from the
+    mapped task instances, sends/s, single arrivals timed to RELEASED, the naive ratio and
+    the stack's peak memory (orderflow.dev.realbench). With --dag-test: the per-stage view
+    through dag.test() (orderflow.bench). With --check-api: the order-check API instead."""
     from orderflow import bench as benchmark
 
     if check.pop("check_api"):
         _bench_check_api(seed=seed, keep=keep, **check)
         return
 
-    benchmark.run(
+    if not dag_test:
+        from orderflow.dev import realbench
+
+        logging.basicConfig(level=logging.WARNING)
+        if days != 1:
+            raise click.UsageError("the real-scheduler bench runs one day (--days is --dag-test's)")
+        realbench.run(
+            realbench.Options(
+                orders_per_day=orders_per_day,
+                executor=executor,
+                workers=workers,
+                singles=singles,
+                single_intake=single_intake,
+                naive_orders=naive_orders,
+                seed=seed,
+                json_path=json_path,
+                keep=keep,
+                extra={"command": " ".join(["orderflow", *sys.argv[1:]])},
+            ),
+            say=click.echo,
+        )
+        return
+
+    click.echo("dag.test() per-stage view: the DAG run serially in this process, not the scheduler")
+    results = benchmark.run(
         days=days,
         orders_per_day=orders_per_day,
         naive_orders=naive_orders,
@@ -1048,6 +1122,36 @@ def bench(
         keep=keep,
         fulfilment=not no_fulfilment,
     )
+    if json_path:
+        _dag_test_json(results, naive_orders, json_path)
+
+
+def _dag_test_json(results: dict, naive_orders: int, path: Path) -> None:
+    """The real-scheduler bench's JSON keys from the dag.test() view (labelled as such: no
+    single arrivals there, sends/s of the release sender not measured)."""
+    import json
+
+    from orderflow.dev import realbench
+
+    main = results.get("main") or {}
+    short = realbench.STAGES
+    out = realbench.shape(
+        {
+            "executor": "dag.test",
+            "orders": main.get("orders"),
+            "received_to_released_s": main.get("received_to_released"),
+            "stage_orders_per_s": {
+                short[k]: v for k, v in (main.get("stage_orders_per_s") or {}).items()
+            },
+            "sends_per_s": None,
+            "single_arrival_p95_s": None,
+            "naive_orders": naive_orders,
+            "naive_ratio": (results.get("naive") or {}).get("ratio"),
+            "peak_rss_mib": results.get("peak_rss_mib"),
+            "note": "dag.test() per-stage view: serial, in one process, not the scheduler",
+        }
+    )
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
 
 
 def _bench_check_api(*, seed, keep, check_rate, check_seconds, check_orders, check_workers):

@@ -1,0 +1,872 @@
+"""``orderflow bench`` on the real scheduler: the stack of ``make run``, measured.
+
+The stack is the soak's (:class:`orderflow.dev.soak.Stack`: ``orderflow run`` in a state
+folder of its own — supervisor, embedded PostgreSQL, API server, scheduler, DAG processor,
+triggerer, sandbox and, for Celery, K ``airflow celery worker`` processes). Nothing runs
+through ``dag.test()`` and nothing is called directly: the bench only moves the sandbox's
+clock, copies files into a drop folder and reads the databases afterwards.
+
+1. **The day.** A generated day of M orders (the soak's generator, more days generated as a
+   pool for step 2 and 3, never delivered by the sandbox). The sandbox clock jumps from the
+   day's 05:30 to the eve of the next business day at once: every file of the day lands in
+   the drop folders, the portal and marketplace feeds hold the whole day. The DAGs' own
+   schedules and Asset triggers do the rest. The day is done when the portal and the
+   marketplace were each read once after the jump, no drop-folder file waits, no message or
+   outbox row is due and no task of a work DAG runs or waits (twice, 5 s apart).
+2. **Single arrivals.** N single-order EDI files (X12 850, one order each, expected to be
+   released, from a later generated day) copied one at a time into the partner's drop
+   folder; each is timed to its order's ``RELEASED`` event before the next is dropped (after a
+   random 0–30 s pause, so drops fall at random points of the intake schedule).
+   ``--single-intake schedule`` leaves intake to its schedule (the system as it is);
+   ``trigger`` starts ``intake_edi`` through the REST API right after the drop (what an
+   event-driven intake would give at best).
+3. **Naive comparison** (``naive_orders`` > 0): order processing paused, ``naive_orders``
+   later orders landed by intake, then one ``order_processing`` run triggered with
+   ``one_order_per_task`` and, for the same number of further orders, one partitioned run;
+   ratio = naive run's wall / partitioned run's wall (``dag_run`` start → end).
+
+How each figure is computed (all from stored rows, after the phase):
+
+* ``received_to_released_s``: the day's orders (created after the clock jump): the first
+  ``RELEASED`` event of the day's last released order minus the first event of the day's
+  first received order (wall, PostgreSQL's clock). p50/p95 per order: first event →
+  ``RELEASED``, as the soak reports it.
+* ``stage_orders_per_s[stage]``: Σ orders the stage decided (distinct order ids with an
+  ``order_event`` written by that task in the day's ``order_processing`` runs) / Σ
+  ``end_date − start_date`` of that stage's mapped task instances in those runs (final try;
+  the task runner's start-up and the stage's transaction included, the scheduler's queueing
+  not).
+* ``sends_per_s``: outbox rows of the release sender's actions (``wms_release``,
+  ``wms_release_cancel``, ``carrier_tender``, ``edi_855``) whose ``sent_at`` falls inside a
+  ``send_releases`` task instance of the day / Σ durations of those task instances that sent
+  at least one row.
+* ``single_arrival_p95_s``: p95 over the singles of drop (file renamed into the folder) →
+  the order's ``RELEASED`` event; drop → stored and stored → released are reported apart.
+* ``peak_rss_mib``: the highest sum, sampled every second, of the resident memory of every
+  process of the stack (``orderflow run`` and all its descendants, the embedded PostgreSQL's
+  postmaster and its backends). Shared pages count in each process that maps them.
+* CPU seconds: per process the last sampled user + system time, summed over every process
+  seen (task processes that live under a second are partly missed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "order_processing"
+#: the mapped stage tasks and the short names of the JSON
+STAGES = {
+    "validate_orders": "validate",
+    "check_credit": "credit",
+    "allocate_inventory": "allocate",
+    "plan_shipments": "plan",
+    "release_to_wms": "release",
+}
+SEND_TASK = "send_releases"
+SEND_ACTIONS = ("wms_release", "wms_release_cancel", "carrier_tender", "edi_855")
+SINGLE_TARGET_P95_S = 15.0
+#: keys ``--json`` always writes (issue #16)
+JSON_KEYS = (
+    "executor",
+    "orders",
+    "received_to_released_s",
+    "stage_orders_per_s",
+    "sends_per_s",
+    "single_arrival_p95_s",
+    "naive_orders",
+    "naive_ratio",
+    "peak_rss_mib",
+)
+
+
+# ------------------------------------------------------------------------------ computation
+# Pure functions over stored rows (unit-tested in tests/unit/test_realbench_figures.py).
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str
+    start: datetime | None
+    end: datetime | None
+
+    @property
+    def seconds(self) -> float:
+        if self.start is None or self.end is None:
+            return 0.0
+        return (self.end - self.start).total_seconds()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The q-quantile (0 < q < 1) by linear interpolation; None without values."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def stage_rates(
+    tis: list[TaskRow], decided: dict[str, int]
+) -> dict[str, dict[str, float | int | None]]:
+    """Per stage: task instances, Σ their seconds, orders decided and orders/s.
+
+    ``decided``: task_id → distinct orders with an event of that task in the runs measured.
+    Only mapped instances (``map_index`` ≥ 0) that succeeded count."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for task_id, name in STAGES.items():
+        rows = [
+            t for t in tis if t.task_id == task_id and t.map_index >= 0 and t.state == "success"
+        ]
+        seconds = sum(t.seconds for t in rows)
+        orders = decided.get(task_id, 0)
+        out[name] = {
+            "task_instances": len(rows),
+            "ti_seconds": round(seconds, 3),
+            "orders": orders,
+            "orders_per_s": round(orders / seconds, 1) if seconds > 0 else None,
+        }
+    return out
+
+
+def send_rate(tis: list[TaskRow], sent_at: list[datetime]) -> dict[str, float | int | None]:
+    """Rows sent inside a sender task instance / Σ durations of the instances that sent one."""
+    senders = [t for t in tis if t.task_id == SEND_TASK and t.start and t.end]
+    counted = 0
+    busy: list[TaskRow] = []
+    for t in senders:
+        n = sum(1 for s in sent_at if t.start <= s <= t.end)
+        if n:
+            counted += n
+            busy.append(t)
+    seconds = sum(t.seconds for t in busy)
+    return {
+        "sent": counted,
+        "sent_outside_sender": len(sent_at) - counted,
+        "sender_task_instances": len(busy),
+        "sender_seconds": round(seconds, 3),
+        "sends_per_s": round(counted / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def day_latency(rows: list[tuple[datetime, datetime | None]]) -> dict[str, Any]:
+    """``rows``: (first event, RELEASED event or None) per order of the day."""
+    released = [(r, x) for r, x in rows if x is not None]
+    per_order = [(x - r).total_seconds() for r, x in released]
+    span = (
+        (max(x for _, x in released) - min(r for r, _ in rows)).total_seconds()
+        if released
+        else None
+    )
+    return {
+        "orders_received": len(rows),
+        "orders_released": len(released),
+        "received_to_released_s": round(span, 1) if span is not None else None,
+        "received_to_released_p50_s": _round(pct(per_order, 0.50)),
+        "received_to_released_p95_s": _round(pct(per_order, 0.95)),
+    }
+
+
+def single_summary(singles: list[dict[str, Any]]) -> dict[str, Any]:
+    """``singles``: per drop, ``drop_to_released_s`` (None when not released) and
+    ``drop_to_stored_s``."""
+    done = [s["drop_to_released_s"] for s in singles if s.get("drop_to_released_s") is not None]
+    stored = [s["drop_to_stored_s"] for s in singles if s.get("drop_to_stored_s") is not None]
+    after = [
+        s["drop_to_released_s"] - s["drop_to_stored_s"]
+        for s in singles
+        if s.get("drop_to_released_s") is not None and s.get("drop_to_stored_s") is not None
+    ]
+    return {
+        "singles": len(singles),
+        "singles_released": len(done),
+        "single_arrival_p50_s": _round(pct(done, 0.50)),
+        "single_arrival_p95_s": _round(pct(done, 0.95)),
+        "single_arrival_max_s": _round(max(done) if done else None),
+        "single_drop_to_stored_p95_s": _round(pct(stored, 0.95)),
+        "single_stored_to_released_p95_s": _round(pct(after, 0.95)),
+    }
+
+
+def _round(v: float | None, nd: int = 1) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+def shape(results: dict[str, Any]) -> dict[str, Any]:
+    """The JSON ``--json`` writes: the issue's keys first, then everything else measured."""
+    missing = [k for k in JSON_KEYS if k not in results]
+    if missing:
+        raise KeyError(f"results lack {missing}")
+    stages = results["stage_orders_per_s"]
+    if set(stages) != set(STAGES.values()):
+        raise KeyError(f"stage_orders_per_s must name {sorted(STAGES.values())}")
+    return {k: results[k] for k in JSON_KEYS} | {
+        k: v for k, v in results.items() if k not in JSON_KEYS
+    }
+
+
+# ------------------------------------------------------------------------------ sampling
+
+
+class Sampler(threading.Thread):
+    """Every second: the stack's processes' resident memory (summed; the peak kept) and each
+    process's CPU seconds (the last value seen per pid)."""
+
+    def __init__(self, stack: Any, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.every = stack, every
+        self.halt = threading.Event()
+        self.peak_rss = 0.0
+        self.peak_at: dict[str, float] = {}
+        self.cpu: dict[tuple[int, float], float] = {}
+        self.samples = 0
+
+    def processes(self) -> list[Any]:
+        import psutil
+
+        procs: list[Any] = []
+        roots = [self.stack.proc.pid]
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            roots.append(self.stack.postmaster())
+        for pid in roots:
+            try:
+                p = psutil.Process(pid)
+                procs += [p, *p.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return procs
+
+    def sample(self) -> None:
+        import psutil
+
+        total = 0.0
+        groups: dict[str, float] = defaultdict(float)
+        for p in self.processes():
+            try:
+                with p.oneshot():
+                    rss = p.memory_info().rss / 2**20
+                    t = p.cpu_times()
+                    key = (p.pid, p.create_time())
+                    name = _group(p)
+            except psutil.Error:
+                continue
+            total += rss
+            groups[name] += rss
+            self.cpu[key] = t.user + t.system
+        self.samples += 1
+        if total > self.peak_rss:
+            self.peak_rss = total
+            self.peak_at = {k: round(v, 1) for k, v in sorted(groups.items())}
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            with contextlib.suppress(Exception):
+                self.sample()
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+def _group(p: Any) -> str:
+    try:
+        cmd = " ".join(p.cmdline()[:4])
+    except Exception:
+        return "?"
+    for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
+        if f"airflow {name}" in cmd:
+            return name
+    if "celery" in cmd:
+        return "celery worker"
+    if "postgres" in cmd or p.name().startswith("postgres"):
+        return "postgresql"
+    if "redis-server" in cmd:
+        return "redis"
+    if "sandbox" in cmd:
+        return "sandbox"
+    if "orderflow run" in cmd or cmd.endswith("orderflow run"):
+        return "supervisor"
+    return "tasks and other"
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Options:
+    orders_per_day: int = 500
+    executor: str = "local"
+    workers: int = 2
+    singles: int = 20
+    single_intake: str = "schedule"  # or "trigger"
+    naive_orders: int = 0
+    seed: int = 7
+    json_path: Path | None = None
+    work: Path | None = None
+    keep: bool = False
+    day_timeout: float = 1800.0
+    single_timeout: float = 900.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run(opts: Options, say: Any = print) -> dict[str, Any]:
+    """The whole real-scheduler bench; prints as it goes, returns (and writes) the JSON."""
+    from orderflow.dev import soak
+    from orderflow_sandbox.generator import generate
+
+    if opts.single_intake not in ("schedule", "trigger"):
+        raise ValueError("single_intake is 'schedule' or 'trigger'")
+    work = opts.work or Path(tempfile.mkdtemp(prefix="of-realbench-"))
+    state = work / "state"
+    if state.exists():
+        shutil.rmtree(state)
+    (state / "sandbox").mkdir(parents=True)
+    m = opts.orders_per_day
+    # the day + a pool of later days for the singles and the naive batches (never delivered)
+    pool_days = 1 + -(-max(2 * opts.naive_orders + 4 * opts.singles, 1) // max(m, 1))
+    t0 = time.monotonic()
+    manifest = generate(
+        state / "sandbox" / "day",
+        seed=opts.seed,
+        days=1 + pool_days,
+        orders_per_day=m,
+        customers=max(80, m * 2 // 5),
+        items=max(300, m * 2),
+        business_date=soak.FIRST_DAY,
+    )
+    dates = [date.fromisoformat(d) for d in manifest.business_dates]
+    day_dir = state / "sandbox" / "day"
+    clock_start = datetime.combine(dates[0], datetime.min.time(), tzinfo=UTC) + timedelta(
+        hours=soak.CLOCK_START_HOUR
+    )
+    # the eve of the second business day: the whole first day has arrived, nothing later
+    clock_day_end = datetime.combine(dates[1], datetime.min.time(), tzinfo=UTC) - timedelta(
+        minutes=1
+    )
+    pool = _pool(day_dir, clock_day_end)
+    say(
+        f"realbench: {m:,} orders/day, {_describe(opts)}; generated {1 + pool_days} day(s) "
+        f"({manifest.orders:,} orders; day 1 is measured, later ones are the pool) in "
+        f"{time.monotonic() - t0:.0f}s; load average {_load()}"
+    )
+    results: dict[str, Any] = {
+        "executor": opts.executor,
+        "workers": opts.workers if opts.executor == "celery" else None,
+        "orders_per_day": m,
+        "seed": opts.seed,
+        "single_intake": opts.single_intake,
+        "machine": {"cpus": os.cpu_count(), "load_average_start": _load()},
+        **opts.extra,
+    }
+    stack = soak.Stack(state, opts.executor, opts.workers, clock_start)
+    sampler: Sampler | None = None
+    try:
+        results["stack_start_s"] = round(stack.start(), 1)
+        t0 = time.monotonic()
+        soak._wait_ready(stack)
+        results["ready_s"] = round(time.monotonic() - t0, 1)
+        say(
+            f"  stack healthy in {results['stack_start_s']}s, DAGs parsed and master data "
+            f"synced {results['ready_s']}s later (load average {_load()})"
+        )
+        sampler = Sampler(stack)
+        sampler.start()
+        cpu0 = 0.0
+        with contextlib.suppress(Exception):
+            sampler.sample()
+            cpu0 = sampler.cpu_seconds()
+        day = _day(stack, clock_start, clock_day_end, opts, say)
+        results.update(day)
+        results["day_cpu_s"] = round(sampler.cpu_seconds() - cpu0, 1)
+        results["load_average_after_day"] = _load()
+        cpu1 = sampler.cpu_seconds()
+        singles = _singles(stack, pool, opts, say)
+        results.update(single_summary(singles))
+        results["single_arrivals"] = singles
+        results["singles_cpu_s"] = round(sampler.cpu_seconds() - cpu1, 1)
+        results["single_event_driven"] = opts.single_intake == "trigger"
+        results["load_average_after_singles"] = _load()
+        if opts.naive_orders:
+            results.update(_naive(stack, pool, opts, say))
+        else:
+            results.update({"naive_orders": 0, "naive_ratio": None})
+        results["stack_cpu_s"] = round(sampler.cpu_seconds(), 1)
+    finally:
+        if sampler is not None:
+            sampler.halt.set()
+            sampler.join(5)
+            results["peak_rss_mib"] = round(sampler.peak_rss, 1)
+            results["peak_rss_by_process_mib"] = sampler.peak_at
+            results["rss_samples"] = sampler.samples
+        results["stop_leftovers"] = stack.stop()
+        results["load_average_end"] = _load()
+        if not opts.keep:
+            shutil.rmtree(state, ignore_errors=True)
+    out = shape(results)
+    for line in summary_lines(out):
+        say(line)
+    if opts.json_path:
+        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        say(f"JSON: {opts.json_path}")
+    return out
+
+
+def _describe(opts: Options) -> str:
+    if opts.executor == "celery":
+        return f"CeleryExecutor × {opts.workers} workers"
+    return "LocalExecutor"
+
+
+# -- the day
+
+
+def _pool(day_dir: Path, day_end: datetime) -> dict[str, Any]:
+    """What the sandbox will not deliver (after ``day_end``): single-order EDI files of
+    orders expected released, and every other order file, in arrival order."""
+    orders = {
+        o["submission_id"]: o
+        for o in map(json.loads, (day_dir / "orders.jsonl").read_text().splitlines())
+    }
+    truth = {
+        t["submission_id"]: t
+        for t in map(json.loads, (day_dir / "ground_truth.jsonl").read_text().splitlines())
+    }
+    singles, files = [], []
+    for d in map(json.loads, (day_dir / "deliveries.jsonl").read_text().splitlines()):
+        at = datetime.fromisoformat(d["at"].replace("Z", "+00:00"))
+        subs = d.get("submission_ids") or []
+        if at <= day_end or not subs or any(s not in orders for s in subs):
+            continue
+        clean = all(
+            truth.get(s, {}).get("expected") == "release"
+            and not orders[s].get("defects")
+            and not orders[s].get("duplicate_of")
+            for s in subs
+        )
+        item = {**d, "orders": [orders[s] for s in subs]}
+        if d["channel"] == "edi" and len(subs) == 1 and clean:
+            singles.append(item)
+        else:
+            files.append(item)
+    return {"singles": singles, "files": files}
+
+
+def _day(
+    stack: Any, clock_start: datetime, day_end: datetime, opts: Options, say: Any
+) -> dict[str, Any]:
+    t_jump = _now()
+    minutes = (day_end - clock_start).total_seconds() / 60
+    r = stack.sandbox.put("/admin/clock", json={"advance_minutes": minutes}, timeout=600)
+    r.raise_for_status()
+    delivered = r.json().get("delivered")
+    say(
+        f"  day: sandbox clock {clock_start:%a %H:%M} → {day_end:%a %d %H:%M}: {delivered} files "
+        f"into the drop folders, the portal and marketplace feeds hold the day; waiting for "
+        "the DAGs' schedules and Asset triggers …"
+    )
+    t0 = time.monotonic()
+    _wait_day(stack, t_jump, opts.day_timeout, say)
+    t_end = _now()
+    wall = time.monotonic() - t0
+    runs = [
+        r[0]
+        for r in stack.query(
+            "airflow",
+            "SELECT run_id FROM dag_run WHERE dag_id = %s AND start_date >= %s "
+            "AND start_date <= %s",
+            (DAG_ID, t_jump, t_end),
+        )
+    ]
+    return _measure_day(stack, runs, t_jump, t_end, wall, say)
+
+
+def _wait_day(stack: Any, t_jump: datetime, timeout: float, say: Any) -> None:
+    from orderflow.dev import soak
+
+    deadline = time.monotonic() + timeout
+    quiet, last_log = 0, time.monotonic()
+    while quiet < 2:
+        time.sleep(5)
+        read = {
+            d
+            for (d,) in stack.query(
+                "airflow",
+                "SELECT DISTINCT dag_id FROM dag_run WHERE dag_id IN "
+                "('intake_portal', 'intake_marketplace') AND start_date > %s "
+                "AND state = 'success'",
+                (t_jump,),
+            )
+        }
+        queued_runs = [d for d in soak.WORK_DAGS if d not in soak.INTAKE_DAGS]
+        tasks = stack.query("airflow", soak._BUSY_SQL, (list(soak.WORK_DAGS), queued_runs))[0][0]
+        store = stack.query("orderflow", soak._STORE_BUSY_SQL)[0]
+        busy = (tasks, soak._waiting_files(stack.state), *store[:2])
+        quiet = quiet + 1 if len(read) == 2 and not any(busy) else 0
+        if time.monotonic() - last_log > 30:
+            last_log = time.monotonic()
+            n = stack.query(
+                "orderflow",
+                "SELECT count(*), count(*) FILTER (WHERE status NOT IN ('RECEIVED', "
+                "'VALIDATED', 'CREDIT_OK', 'ALLOCATED', 'READY')) FROM orderflow.\"order\"",
+            )[0]
+            say(
+                f"    … {n[0]:,} orders stored, {n[1]:,} past processing; busy (tasks, files, "
+                f"messages, outbox) {busy}; feeds read {sorted(read)}; load {_load()}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the day did not finish in {timeout:.0f}s: busy {busy}")
+
+
+def _task_rows(stack: Any, run_ids: list[str]) -> list[TaskRow]:
+    return [
+        TaskRow(run_id, task_id, map_index, str(state), start, end)
+        for run_id, task_id, map_index, state, start, end in stack.query(
+            "airflow",
+            "SELECT run_id, task_id, map_index, state, start_date, end_date FROM task_instance "
+            "WHERE dag_id = %s AND run_id = ANY(%s)",
+            (DAG_ID, run_ids),
+        )
+    ]
+
+
+def _measure_day(
+    stack: Any, runs: list[str], t_jump: datetime, t_end: datetime, wall: float, say: Any
+) -> dict[str, Any]:
+    tis = _task_rows(stack, runs)
+    decided = dict(
+        stack.query(
+            "orderflow",
+            "SELECT task_id, count(DISTINCT order_id) FROM orderflow.order_event "
+            "WHERE run_id = ANY(%s) AND task_id = ANY(%s) GROUP BY 1",
+            (runs, list(STAGES)),
+        )
+    )
+    stages = stage_rates(tis, decided)
+    sent_at = [
+        r[0]
+        for r in stack.query(
+            "orderflow",
+            "SELECT sent_at FROM orderflow.outbox WHERE status = 'sent' AND action = ANY(%s) "
+            "AND sent_at BETWEEN %s AND %s",
+            (list(SEND_ACTIONS), t_jump, t_end),
+        )
+    ]
+    sends = send_rate(tis, sent_at)
+    rows = stack.query(
+        "orderflow",
+        """
+        SELECT min(e.occurred_at), min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')
+          FROM orderflow."order" o JOIN orderflow.order_event e USING (order_id)
+         WHERE o.created_at >= %s AND o.created_at <= %s
+         GROUP BY o.order_id
+        """,
+        (t_jump, t_end),
+    )
+    lat = day_latency([(a, b) for a, b in rows])
+    first_last = stack.query(
+        "orderflow",
+        'SELECT min(created_at), max(created_at) FROM orderflow."order" WHERE created_at >= %s',
+        (t_jump,),
+    )[0]
+    statuses = dict(
+        stack.query(
+            "orderflow",
+            'SELECT status, count(*) FROM orderflow."order" WHERE created_at >= %s '
+            "AND created_at <= %s GROUP BY 1 ORDER BY 2 DESC",
+            (t_jump, t_end),
+        )
+    )
+    run_states = dict(
+        stack.query(
+            "airflow",
+            "SELECT state, count(*) FROM dag_run WHERE dag_id = %s AND run_id = ANY(%s) GROUP BY 1",
+            (DAG_ID, runs),
+        )
+    )
+    retried = stack.query(
+        "airflow",
+        "SELECT count(*) FROM task_instance_history WHERE dag_id = %s AND run_id = ANY(%s)",
+        (DAG_ID, runs),
+    )[0][0]
+    out = {
+        "orders": lat["orders_received"],
+        **lat,
+        "stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},
+        "stages": stages,
+        "sends_per_s": sends["sends_per_s"],
+        "sends": sends,
+        "day_wall_s": round(wall, 1),
+        "jump_to_first_stored_s": _secs(first_last[0], t_jump),
+        "jump_to_last_stored_s": _secs(first_last[1], t_jump),
+        "processing_runs": len(runs),
+        "processing_run_states": run_states,
+        "processing_task_tries_retried": retried,
+        "orders_by_status": statuses,
+    }
+    say(
+        f"  day done in {wall:.0f}s after the jump: {out['orders']:,} orders stored (first "
+        f"{out['jump_to_first_stored_s']}s, last {out['jump_to_last_stored_s']}s after the "
+        f"jump), {lat['orders_released']:,} released; {len(runs)} order_processing runs "
+        f"{run_states}; load average {_load()}"
+    )
+    return out
+
+
+def _secs(a: datetime | None, b: datetime) -> float | None:
+    return None if a is None else round((a - b).total_seconds(), 1)
+
+
+# -- single arrivals
+
+
+def _drop(stack: Any, day_dir: Path, item: dict) -> Path:
+    """Copy a generated file into its drop folder as the sandbox does (hidden name, then an
+    atomic rename)."""
+    name = Path(item["path"]).name
+    base = stack.state / "sandbox"
+    if item["channel"] == "edi":
+        target = base / "edi" / "inbound" / (item.get("partner_id") or "unknown") / name
+    elif item["channel"] == "email":
+        target = base / "mailbox" / "new" / name
+    else:
+        target = base / "csv" / "inbound" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name("." + target.name + ".part")
+    shutil.copyfile(day_dir / item["path"], tmp)
+    os.replace(tmp, target)
+    return target
+
+
+_INTAKE_DAG = {"edi": "intake_edi", "email": "intake_mailbox", "csv": "intake_csv"}
+
+
+def _singles(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> list[dict[str, Any]]:
+    if not opts.singles:
+        return []
+    items = pool["singles"][: opts.singles]
+    pool["singles"] = pool["singles"][opts.singles :]
+    if len(items) < opts.singles:
+        say(f"  singles: only {len(items)} single-order files in the pool")
+    rnd = random.Random(opts.seed)  # noqa: S311 - pauses between drops, not secrets
+    say(
+        f"  singles: {len(items)} single-order EDI files, one at a time, intake "
+        + (
+            "left to its schedule (every 5 min, deferred file sensor poking every 15 s)"
+            if opts.single_intake == "schedule"
+            else "triggered through the REST API at each drop"
+        )
+    )
+    out = []
+    day_dir = stack.state / "sandbox" / "day"
+    for n, item in enumerate(items, 1):
+        time.sleep(rnd.uniform(0, 30))
+        order = item["orders"][0]
+        t_drop = _now()
+        _drop(stack, day_dir, item)
+        if opts.single_intake == "trigger":
+            stack.api("POST", f"/dags/{_INTAKE_DAG['edi']}/dagRuns", json={"logical_date": None})
+        res = _wait_order(stack, order["po_number"], t_drop, opts.single_timeout)
+        res.update({"po_number": order["po_number"], "partner_id": item.get("partner_id")})
+        out.append(res)
+        say(
+            f"    {n:>2}. {order['po_number']}: stored +{res['drop_to_stored_s']}s, "
+            f"{res['status']} +{res['drop_to_released_s']}s (load {_load()})"
+        )
+    return out
+
+
+def _wait_order(stack: Any, po_number: str, t_drop: datetime, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    row = None
+    while time.monotonic() < deadline:
+        rows = stack.query(
+            "orderflow",
+            """
+            SELECT o.created_at, o.status,
+                   (SELECT min(e.occurred_at) FROM orderflow.order_event e
+                     WHERE e.order_id = o.order_id AND e.to_status = 'RELEASED')
+              FROM orderflow."order" o
+             WHERE o.po_number = %s AND o.created_at >= %s
+             ORDER BY o.created_at LIMIT 1
+            """,
+            (po_number, t_drop),
+        )
+        row = rows[0] if rows else None
+        if row and (row[2] is not None or row[1] in ("ON_HOLD", "REJECTED", "CANCELLED")):
+            break
+        time.sleep(0.5)
+    created, status, released = row or (None, "NOT STORED", None)
+    return {
+        "dropped_at": t_drop.isoformat(),
+        "status": status if released is None else "RELEASED",
+        "drop_to_stored_s": _secs(created, t_drop),
+        "drop_to_released_s": _secs(released, t_drop),
+    }
+
+
+# -- naive comparison
+
+
+def _naive(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[str, Any]:
+    """Order processing paused; a batch landed by intake; one run triggered with the given
+    conf; its wall (dag_run start → end). Once naive (one order per task), once partitioned,
+    on equal batches of later orders."""
+    n = opts.naive_orders
+    out: dict[str, Any] = {"naive_orders": n}
+    walls: dict[str, Any] = {}
+    for mode, naive in (("partitioned", False), ("naive", True)):
+        batch, count = [], 0
+        while pool["files"] and count < n:
+            item = pool["files"].pop(0)
+            if item["channel"] not in _INTAKE_DAG:
+                continue
+            batch.append(item)
+            count += len(item["orders"])
+        walls[mode] = _naive_run(stack, batch, naive, say)
+        say(f"  naive comparison, {mode}: {walls[mode]}")
+    out["naive_runs"] = walls
+    p, q = walls["partitioned"].get("wall_s"), walls["naive"].get("wall_s")
+    out["naive_ratio"] = round(q / p, 2) if p and q else None
+    return out
+
+
+def _naive_run(stack: Any, batch: list[dict], naive: bool, say: Any) -> dict[str, Any]:
+    stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True}).raise_for_status()
+    _wait_no_processing(stack)
+    t0 = _now()
+    day_dir = stack.state / "sandbox" / "day"
+    for item in batch:
+        _drop(stack, day_dir, item)
+    for channel in {i["channel"] for i in batch}:
+        stack.api("POST", f"/dags/{_INTAKE_DAG[channel]}/dagRuns", json={"logical_date": None})
+    from orderflow.dev import soak
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        pending = stack.query(
+            "orderflow",
+            "SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'",
+        )[0][0]
+        if not soak._waiting_files(stack.state) and not pending:
+            break
+    received = stack.query(
+        "orderflow",
+        "SELECT count(*) FROM orderflow.\"order\" WHERE created_at >= %s AND status = 'RECEIVED'",
+        (t0,),
+    )[0][0]
+    # the scheduler's own runs must not claim the batch: Asset events queued while paused
+    # are dropped, and the run is triggered before the DAG is unpaused
+    stack.query(
+        "airflow",
+        "DELETE FROM asset_dag_run_queue WHERE target_dag_id = %s RETURNING 1",
+        (DAG_ID,),
+    )
+    r = stack.api(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={"logical_date": None, "conf": {"one_order_per_task": naive}},
+    )
+    r.raise_for_status()
+    run_id = r.json()["dag_run_id"]
+    stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    deadline = time.monotonic() + 3600
+    state = None
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        rows = stack.query(
+            "airflow",
+            "SELECT state, start_date, end_date FROM dag_run WHERE dag_id = %s AND run_id = %s",
+            (DAG_ID, run_id),
+        )
+        state, start, end = rows[0]
+        if state in ("success", "failed"):
+            break
+    tis = _task_rows(stack, [run_id])
+    mapped = sum(1 for t in tis if t.task_id in STAGES and t.map_index >= 0)
+    decided = stack.query(
+        "orderflow",
+        "SELECT count(DISTINCT order_id) FROM orderflow.order_event WHERE run_id = %s "
+        "AND task_id = 'validate_orders'",
+        (run_id,),
+    )[0][0]
+    return {
+        "run_id": run_id,
+        "state": state,
+        "orders_landed": received,
+        "orders_claimed": decided,
+        "mapped_task_instances": mapped,
+        "wall_s": round((end - start).total_seconds(), 1) if state == "success" else None,
+    }
+
+
+def _wait_no_processing(stack: Any, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = stack.query(
+            "airflow",
+            "SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('running', 'queued')",
+            (DAG_ID,),
+        )[0][0]
+        if not n:
+            return
+        time.sleep(2)
+    raise RuntimeError("order_processing runs still active after pausing it")
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    ex = "LocalExecutor" if r["executor"] == "local" else f"Celery × {r.get('workers')}"
+    stages = ", ".join(f"{k} {v}" for k, v in r["stage_orders_per_s"].items())
+    p95 = r["single_arrival_p95_s"]
+    lines = [
+        "",
+        f"== real-scheduler bench: {r['orders']:,} orders, {ex} (load average at the end "
+        f"{r.get('load_average_end')}) ==",
+        f"  received → released (day, first received → last released): "
+        f"{r['received_to_released_s']} s; per order p50 {r.get('received_to_released_p50_s')} s,"
+        f" p95 {r.get('received_to_released_p95_s')} s; {r.get('orders_released')} released",
+        f"  stage orders/s (orders decided / Σ mapped task-instance seconds): {stages}",
+        f"  sends/s (release sender, rows sent inside send_releases / Σ their seconds): "
+        f"{r['sends_per_s']}",
+        f"  single arrivals ({r.get('singles')}, intake {r.get('single_intake')}): p50 "
+        f"{r.get('single_arrival_p50_s')} s, p95 {p95} s, max {r.get('single_arrival_max_s')} s "
+        f"(target ≤ {SINGLE_TARGET_P95_S:g} s: "
+        f"{'met' if p95 is not None and p95 <= SINGLE_TARGET_P95_S else 'MISSED'}); drop → "
+        f"stored p95 {r.get('single_drop_to_stored_p95_s')} s, stored → released p95 "
+        f"{r.get('single_stored_to_released_p95_s')} s",
+        f"  naive: {r['naive_orders']} orders, ratio {r['naive_ratio']}",
+        f"  peak RSS of the stack (sum over its processes): {r['peak_rss_mib']} MiB "
+        f"{r.get('peak_rss_by_process_mib')}",
+        f"  CPU seconds (stack, sampled): day {r.get('day_cpu_s')}, singles "
+        f"{r.get('singles_cpu_s')}, whole run {r.get('stack_cpu_s')}",
+    ]
+    return lines

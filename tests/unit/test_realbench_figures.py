@@ -1,0 +1,126 @@
+"""The real-scheduler bench's figures, computed from stored rows (``orderflow.dev.realbench``):
+orders/s per stage from the mapped task instances and the orders their events name, sends/s
+from the outbox's ``sent_at`` inside the sender's task instances, the day's received →
+released, the singles' p95, and the JSON's shape (issue #16's keys)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orderflow.dev import realbench as rb
+
+T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def _ti(task_id, map_index, start_s, seconds, state="success", run="r1"):
+    start = T0 + timedelta(seconds=start_s)
+    return rb.TaskRow(run, task_id, map_index, state, start, start + timedelta(seconds=seconds))
+
+
+def test_stage_rate_is_orders_decided_over_the_mapped_instances_seconds():
+    tis = [
+        _ti("validate_orders", 0, 0, 2.0),
+        _ti("validate_orders", 1, 0, 3.0),
+        _ti("validate_orders", 2, 0, 9.0, state="failed"),  # not a success: not counted
+        _ti("check_credit", 0, 5, 4.0, run="r2"),
+        _ti("claim_orders", -1, 0, 50.0),  # not a stage
+    ]
+    rates = rb.stage_rates(tis, {"validate_orders": 1000, "check_credit": 200})
+    assert set(rates) == {"validate", "credit", "allocate", "plan", "release"}
+    assert rates["validate"] == {
+        "task_instances": 2,
+        "ti_seconds": 5.0,
+        "orders": 1000,
+        "orders_per_s": 200.0,
+    }
+    assert rates["credit"]["orders_per_s"] == 50.0
+    assert rates["plan"]["orders_per_s"] is None  # no instance: no rate, not zero
+
+
+def test_sends_count_only_rows_sent_inside_a_sender_instance():
+    tis = [_ti("send_releases", -1, 0, 4.0), _ti("send_releases", -1, 100, 10.0, run="r2")]
+    sent = [T0 + timedelta(seconds=s) for s in (1, 2, 3, 3.5)] + [T0 + timedelta(seconds=50)]
+    r = rb.send_rate(tis, sent)
+    # 4 rows inside the first instance (4 s); the second sent none and does not dilute
+    assert r == {
+        "sent": 4,
+        "sent_outside_sender": 1,
+        "sender_task_instances": 1,
+        "sender_seconds": 4.0,
+        "sends_per_s": 1.0,
+    }
+
+
+def test_day_latency_spans_first_received_to_last_released():
+    rows = [
+        (T0, T0 + timedelta(seconds=30)),
+        (T0 + timedelta(seconds=10), T0 + timedelta(seconds=100)),
+        (T0 + timedelta(seconds=20), None),  # held: no release, still received
+    ]
+    d = rb.day_latency(rows)
+    assert d["orders_received"] == 3 and d["orders_released"] == 2
+    assert d["received_to_released_s"] == 100.0
+    assert d["received_to_released_p50_s"] == 60.0  # 30 and 90 s
+
+
+def test_single_summary_splits_the_wait_for_intake_from_processing():
+    singles = [
+        {"drop_to_stored_s": float(s), "drop_to_released_s": float(s + 20)} for s in range(1, 21)
+    ] + [{"drop_to_stored_s": 5.0, "drop_to_released_s": None}]  # held: not in the p95
+    s = rb.single_summary(singles)
+    assert s["singles"] == 21 and s["singles_released"] == 20
+    assert s["single_arrival_max_s"] == 40.0
+    assert 39.0 <= s["single_arrival_p95_s"] <= 40.0
+    assert s["single_stored_to_released_p95_s"] == 20.0
+
+
+def test_the_json_has_the_issue_keys_first_and_refuses_a_missing_one(tmp_path):
+    results = {
+        "executor": "celery",
+        "orders": 500,
+        "received_to_released_s": 80.0,
+        "stage_orders_per_s": {k: 1.0 for k in ("validate", "credit", "allocate", "plan")}
+        | {"release": 2.0},
+        "sends_per_s": 30.0,
+        "single_arrival_p95_s": 40.0,
+        "naive_orders": 100,
+        "naive_ratio": 12.5,
+        "peak_rss_mib": 2048.0,
+        "workers": 2,
+    }
+    out = rb.shape(results)
+    assert list(out)[: len(rb.JSON_KEYS)] == list(rb.JSON_KEYS)
+    assert json.loads(json.dumps(out))["workers"] == 2
+    with pytest.raises(KeyError):
+        rb.shape({k: v for k, v in results.items() if k != "sends_per_s"})
+    with pytest.raises(KeyError):
+        rb.shape(results | {"stage_orders_per_s": {"validate": 1.0}})
+
+
+def test_the_pool_holds_only_what_the_sandbox_will_not_deliver(tmp_path):
+    from datetime import date
+
+    from orderflow_sandbox.generator import generate
+
+    m = generate(
+        tmp_path,
+        seed=3,
+        days=2,
+        orders_per_day=60,
+        customers=80,
+        items=300,
+        business_date=date(2026, 11, 27),
+    )
+    day2 = datetime.combine(date.fromisoformat(m.business_dates[1]), datetime.min.time(), UTC)
+    pool = rb._pool(tmp_path, day2 - timedelta(minutes=1))
+    assert pool["singles"] and pool["files"]
+    for item in pool["singles"] + pool["files"]:
+        assert datetime.fromisoformat(item["at"].replace("Z", "+00:00")) >= day2 - timedelta(
+            minutes=1
+        )
+    for item in pool["singles"]:
+        assert item["channel"] == "edi" and len(item["orders"]) == 1
+        assert not item["orders"][0]["defects"] and not item["orders"][0]["duplicate_of"]
