@@ -1095,6 +1095,14 @@ def bench(
         logging.basicConfig(level=logging.WARNING)
         if days != 1:
             raise click.UsageError("the real-scheduler bench runs one day (--days is --dag-test's)")
+        import signal
+
+        from orderflow.dev.soak import _raise_interrupt
+
+        # Ctrl-C or SIGTERM (SIGINT is ignored in the background) unwind through the run:
+        # the stack it started is stopped, nothing is left behind
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         realbench.run(
             realbench.Options(
                 orders_per_day=orders_per_day,
