@@ -1116,7 +1116,7 @@ def bench(
                 keep=keep,
                 extra={"command": " ".join(["orderflow", *sys.argv[1:]])},
             ),
-            say=click.echo,
+            say=lambda line: (click.echo(line), sys.stdout.flush()),
         )
         return
 

@@ -408,13 +408,15 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         results["day_cpu_s"] = round(sampler.cpu_seconds() - cpu0, 1)
         results["load_average_after_day"] = _load()
         cpu1 = sampler.cpu_seconds()
+        singles: list[dict[str, Any]] = []
+        results["single_arrivals"] = singles  # filled as they come (kept if interrupted)
         try:
-            singles = _singles(stack, pool, opts, say)
+            _singles(stack, pool, opts, say, singles)
         except Exception as exc:  # the day's figures still count
             log.exception("singles failed")
-            singles, results["singles_error"] = [], repr(exc)
-        results.update(single_summary(singles))
-        results["single_arrivals"] = singles
+            results["singles_error"] = repr(exc)
+        finally:
+            results.update(single_summary(singles))
         results["singles_cpu_s"] = round(sampler.cpu_seconds() - cpu1, 1)
         results["single_event_driven"] = opts.single_intake == "trigger"
         results["load_average_after_singles"] = _load()
@@ -447,6 +449,14 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
             shutil.rmtree(work if own_work else state, ignore_errors=True)
         elif not ok:
             say(f"FAILED: the stack's logs are kept in {work}")
+            if opts.json_path:  # what was measured before it stopped, the rest null
+                partial = {k: results.get(k) for k in JSON_KEYS} | results
+                partial["stage_orders_per_s"] = results.get("stage_orders_per_s") or dict.fromkeys(
+                    STAGES.values()
+                )
+                partial["incomplete"] = True
+                opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+                opts.json_path.write_text(json.dumps(shape(partial), indent=2, default=str) + "\n")
     out = shape(results)
     for line in summary_lines(out):
         say(line)
@@ -686,9 +696,11 @@ def _drop(stack: Any, day_dir: Path, item: dict) -> Path:
 _INTAKE_DAG = {"edi": "intake_edi", "email": "intake_mailbox", "csv": "intake_csv"}
 
 
-def _singles(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> list[dict[str, Any]]:
+def _singles(
+    stack: Any, pool: dict[str, Any], opts: Options, say: Any, out: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     if not opts.singles:
-        return []
+        return out
     items = pool["singles"][: opts.singles]
     pool["singles"] = pool["singles"][opts.singles :]
     if len(items) < opts.singles:
@@ -702,7 +714,6 @@ def _singles(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> list[
             else "triggered through the REST API at each drop"
         )
     )
-    out = []
     day_dir = stack.state / "sandbox" / "day"
     for n, item in enumerate(items, 1):
         # schedule: drops at random points of the 5-minute intake schedule
