@@ -528,9 +528,11 @@ def _day(
         r[0]
         for r in stack.query(
             "airflow",
-            "SELECT run_id FROM dag_run WHERE dag_id = %s AND start_date >= %s "
-            "AND start_date <= %s",
-            (DAG_ID, t_jump, t_end),
+            # every run that overlaps the day (one started just before the jump claims its
+            # first orders too)
+            "SELECT run_id FROM dag_run WHERE dag_id = %s AND start_date <= %s "
+            "AND (end_date IS NULL OR end_date >= %s)",
+            (DAG_ID, t_end, t_jump),
         )
     ]
     return _measure_day(stack, runs, t_jump, t_end, wall, say)
