@@ -57,6 +57,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import statistics
 import tempfile
 import threading
@@ -437,6 +438,11 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         results["stack_cpu_s"] = round(sampler.cpu_seconds(), 1)
         ok = True
     finally:
+        # a second Ctrl-C / SIGTERM (timeout(1) signals its whole group) must not cut the
+        # stack's stop or the partial JSON short
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if sampler is not None:
             sampler.halt.set()
             sampler.join(5)
