@@ -54,6 +54,15 @@ def test_sends_count_only_rows_sent_inside_a_sender_instance():
     }
 
 
+def test_overlapping_senders_of_two_runs_count_each_row_and_second_once():
+    tis = [_ti("send_releases", -1, 0, 10.0), _ti("send_releases", -1, 5, 10.0, run="r2")]
+    sent = [T0 + timedelta(seconds=s) for s in (1, 6, 7, 14)]
+    r = rb.send_rate(tis, sent)
+    assert r["sent"] == 4 and r["sent_outside_sender"] == 0
+    assert r["sender_seconds"] == 15.0  # 0–15 s, not 10 + 10
+    assert r["sends_per_s"] == round(4 / 15, 1)
+
+
 def test_day_latency_spans_first_received_to_last_released():
     rows = [
         (T0, T0 + timedelta(seconds=30)),

@@ -39,8 +39,8 @@ How each figure is computed (all from stored rows, after the phase):
   not).
 * ``sends_per_s``: outbox rows of the release sender's actions (``wms_release``,
   ``wms_release_cancel``, ``carrier_tender``, ``edi_855``) whose ``sent_at`` falls inside a
-  ``send_releases`` task instance of the day / Σ durations of those task instances that sent
-  at least one row.
+  ``send_releases`` task instance of the day / the seconds during which such an instance
+  (one that sent at least a row) ran — overlapping instances of two runs merged.
 * ``single_arrival_p95_s``: p95 over the singles of drop (file renamed into the folder) →
   the order's ``RELEASED`` event; drop → stored and stored → released are reported apart.
 * ``peak_rss_mib``: the highest sum, sampled every second, of the resident memory of every
@@ -150,16 +150,19 @@ def stage_rates(
 
 
 def send_rate(tis: list[TaskRow], sent_at: list[datetime]) -> dict[str, float | int | None]:
-    """Rows sent inside a sender task instance / Σ durations of the instances that sent one."""
+    """Rows sent while a sender task instance ran / the seconds during which at least one
+    sender instance that sent a row was running (overlapping instances of two runs merged:
+    neither a row nor a second is counted twice)."""
     senders = [t for t in tis if t.task_id == SEND_TASK and t.start and t.end]
-    counted = 0
-    busy: list[TaskRow] = []
-    for t in senders:
-        n = sum(1 for s in sent_at if t.start <= s <= t.end)
-        if n:
-            counted += n
-            busy.append(t)
-    seconds = sum(t.seconds for t in busy)
+    busy = [t for t in senders if any(t.start <= s <= t.end for s in sent_at)]
+    merged: list[list[datetime]] = []
+    for t in sorted(busy, key=lambda t: t.start):
+        if merged and t.start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], t.end)
+        else:
+            merged.append([t.start, t.end])
+    counted = sum(1 for s in sent_at if any(a <= s <= b for a, b in merged))
+    seconds = sum((b - a).total_seconds() for a, b in merged)
     return {
         "sent": counted,
         "sent_outside_sender": len(sent_at) - counted,
