@@ -5,7 +5,8 @@ Airflow overhead, latency, and the one-task-per-order comparison. See ``orderflo
     .venv/bin/python benchmarks/order_processing.py [--days 1] [--orders-per-day 5000]
         [--naive-orders 1000] [--seed 7] [--keep] [--no-fulfilment]
 
-Same as ``.venv/bin/orderflow bench``. Uses ORDERFLOW_TEST_DATABASE_URL's (or
+Same as ``.venv/bin/orderflow bench --dag-test`` (plain ``orderflow bench`` runs on the real
+scheduler). Uses ORDERFLOW_TEST_DATABASE_URL's (or
 ORDERFLOW_DATABASE_URL's) server when set, else the embedded PostgreSQL.
 """
 
