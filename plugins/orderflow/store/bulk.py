@@ -101,3 +101,38 @@ def upsert(
         )
         changed = cur.rowcount
     return staged, changed
+
+
+#: PostgreSQL's limit of bind parameters in one statement
+MAX_PARAMS = 65_535
+
+
+def insert_values(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    suffix: str = "",
+) -> int:
+    """``INSERT INTO orderflow.<table> (columns) VALUES (…), (…) <suffix>``: the rows in as
+    few statements as the bind-parameter limit allows, in the given order. The values are
+    coerced to the columns' types as a one-row ``INSERT`` would coerce them (``VALUES`` of an
+    ``INSERT`` takes its target's types). ``suffix`` is a constant clause (``ON CONFLICT …``).
+    Returns the rows the statements reported."""
+    if not rows:
+        return 0
+    per = max(1, MAX_PARAMS // len(columns))
+    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
+    written = 0
+    with conn.cursor() as cur:
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            stmt = sql.SQL("INSERT INTO {} ({}) VALUES {} {}").format(
+                _table(table),
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.SQL(", ").join([one] * len(chunk)),
+                sql.SQL(suffix),  # a constant of the caller's, never data
+            )
+            cur.execute(stmt, [v for r in chunk for v in r])
+            written += cur.rowcount
+    return written
