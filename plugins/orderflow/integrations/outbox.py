@@ -327,9 +327,13 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str], pool=N
             rest, pool.map(lambda r: _outcome(senders[r[2]], r[3], r[4], r[1]), rest), strict=True
         ):
             early[r[0]] = outcome
+    accepted: list[tuple] = []  # keyed rows sent concurrently: recorded together below
     for outbox_id, key, action, conn_id, payload, attempts in batch:
         if outbox_id in early:
             answer, exc = early[outbox_id]
+            if exc is None:
+                accepted.append((outbox_id, key, action, payload, answer))
+                continue
         else:
             if action not in KEYED_ACTIONS:
                 # The moment of hand-over: after a crash past this point we cannot know
@@ -357,6 +361,19 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str], pool=N
             if follow:
                 _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
         res.sent += 1
+    if accepted:
+        # One transaction for the batch's accepted keyed sends (were it lost, the rows are
+        # sent again under their keys once the lease expires, and answered by key): the
+        # rows without a follow-up in one statement, each follow-up in its own savepoint.
+        with db.transaction(conn):
+            plain = [(a[0], a[4]) for a in accepted if a[2] not in AFTER_SENT]
+            store.mark_sent_many(conn, plain)
+            for outbox_id, key, action, payload, answer in accepted:
+                follow = AFTER_SENT.get(action)
+                if follow:
+                    store.mark_sent(conn, outbox_id, answer, "pending")
+                    _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
+        res.sent += len(accepted)
 
 
 def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res) -> bool:

@@ -8,6 +8,7 @@ Identifiers are quoted with psycopg's ``sql.Identifier``; values only ever trave
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -103,10 +104,6 @@ def upsert(
     return staged, changed
 
 
-#: PostgreSQL's limit of bind parameters in one statement
-MAX_PARAMS = 65_535
-
-
 def insert_values(
     conn: psycopg.Connection,
     table: str,
@@ -114,25 +111,55 @@ def insert_values(
     rows: Sequence[Sequence[Any]],
     suffix: str = "",
 ) -> int:
-    """``INSERT INTO orderflow.<table> (columns) VALUES (…), (…) <suffix>``: the rows in as
-    few statements as the bind-parameter limit allows, in the given order. The values are
-    coerced to the columns' types as a one-row ``INSERT`` would coerce them (``VALUES`` of an
-    ``INSERT`` takes its target's types). ``suffix`` is a constant clause (``ON CONFLICT …``).
-    Returns the rows the statements reported."""
+    """``INSERT INTO orderflow.<table> (columns) <rows> <suffix>`` in one statement, the rows
+    in the given order: each column travels as one array of its base type (``unnest``), so
+    a value is coerced to the column as a one-row ``INSERT`` would coerce it (a float into a
+    numeric column as float8, an int or Decimal as numeric). ``suffix`` is a constant
+    clause (``ON CONFLICT …``). Returns the rows the statement reported."""
     if not rows:
         return 0
-    per = max(1, MAX_PARAMS // len(columns))
-    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
-    written = 0
-    with conn.cursor() as cur:
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            stmt = sql.SQL("INSERT INTO {} ({}) VALUES {} {}").format(
-                _table(table),
-                sql.SQL(", ").join(map(sql.Identifier, columns)),
-                sql.SQL(", ").join([one] * len(chunk)),
-                sql.SQL(suffix),  # a constant of the caller's, never data
-            )
-            cur.execute(stmt, [v for r in chunk for v in r])
-            written += cur.rowcount
-    return written
+    types = _column_types(conn, table, tuple(columns))
+    arrays, casts = [], []
+    for i, column in enumerate(columns):
+        values = [r[i] for r in rows]
+        kind = types[column]
+        if kind == "numeric" and any(isinstance(v, float) for v in values):
+            kind, values = "float8", [None if v is None else float(v) for v in values]
+        elif kind == "numeric":
+            values = [Decimal(v) if type(v) is int else v for v in values]
+        arrays.append(values)
+        casts.append(sql.SQL("%s::{}[]").format(sql.Identifier(kind)))
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    stmt = sql.SQL(
+        "INSERT INTO {table} ({names}) SELECT {names} FROM unnest({casts}) "
+        "WITH ORDINALITY AS t({names}, _n) ORDER BY _n {suffix}"
+    ).format(
+        table=_table(table),
+        names=names,
+        casts=sql.SQL(", ").join(casts),
+        suffix=sql.SQL(suffix),  # a constant of the caller's, never data
+    )
+    return conn.execute(stmt, arrays).rowcount
+
+
+_TYPES: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
+
+
+def _column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> dict[str, str]:
+    """The base type name (``numeric``, ``text``, ``int4`` …) of each column (cached: the
+    schema does not change under a running process)."""
+    key = (table, columns)
+    if key not in _TYPES:
+        found = dict(
+            conn.execute(
+                "SELECT a.attname, t.typname FROM pg_attribute a "
+                "JOIN pg_type t ON t.oid = a.atttypid "
+                "WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s)",
+                (f'{STORE_SCHEMA}."{table}"', list(columns)),
+            ).fetchall()
+        )
+        missing = set(columns) - found.keys()
+        if missing:
+            raise ValueError(f"{table} has no column {sorted(missing)}")
+        _TYPES[key] = found
+    return _TYPES[key]

@@ -72,6 +72,20 @@ def mark_sent(
     )
 
 
+def mark_sent_many(conn: psycopg.Connection, sent: Sequence[tuple[int, Any]]) -> None:
+    """:func:`mark_sent` of several (outbox_id, answer) without a follow-up, in one
+    statement."""
+    if not sent:
+        return
+    conn.execute(
+        "UPDATE orderflow.outbox o SET status = 'sent', sent_at = now(), response = t.answer, "
+        "last_error = NULL, followup_status = NULL, followup_next_at = now() "
+        "FROM unnest(%s::bigint[], %s::jsonb[]) AS t(outbox_id, answer) "
+        "WHERE o.outbox_id = t.outbox_id",
+        ([r[0] for r in sent], [Jsonb(r[1]) for r in sent]),
+    )
+
+
 def mark_failed(
     conn: psycopg.Connection, outbox_id: int, status: str, error: str, delay_seconds: int
 ) -> None:
