@@ -368,12 +368,73 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str], pool=N
         with db.transaction(conn):
             plain = [(a[0], a[4]) for a in accepted if a[2] not in AFTER_SENT]
             store.mark_sent_many(conn, plain)
-            for outbox_id, key, action, payload, answer in accepted:
-                follow = AFTER_SENT.get(action)
-                if follow:
-                    store.mark_sent(conn, outbox_id, answer, "pending")
+            groups: dict[str, list[tuple]] = {}
+            for row in accepted:
+                if row[2] in AFTER_SENT:
+                    groups.setdefault(row[2], []).append(row)
+            for action, rows in groups.items():
+                store.mark_sent_many(conn, [(r[0], r[4]) for r in rows], "pending")
+                if _run_followups(conn, action, rows):
+                    continue
+                for outbox_id, key, _, payload, answer in rows:
+                    follow = AFTER_SENT[action]
                     _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
         res.sent += len(accepted)
+
+
+def _run_followups(conn, action: str, rows: list[tuple]) -> bool:
+    """The follow-ups of several sent rows of ``action`` at once, in one savepoint, where the
+    action has a set-based form (:data:`AFTER_SENT_MANY`). False — nothing of it kept — when
+    it has none or any of it failed: the caller then runs each row's follow-up in its own
+    savepoint, as one row at a time always does."""
+    import psycopg
+
+    many = AFTER_SENT_MANY.get(action)
+    if many is None or len(rows) < 2:
+        return False
+    try:
+        with conn.transaction():
+            if not many(conn, [(r[3], r[4]) for r in rows]):
+                raise _NotSetBased
+            store.followups_done(conn, [r[0] for r in rows])
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection itself is gone: nothing here can be recorded
+    except Exception:
+        return False
+    return True
+
+
+class _NotSetBased(Exception):
+    """A batch the set-based follow-up cannot take as it is (rolled back, row by row)."""
+
+
+def _releases_sent(conn, sent: list[tuple[dict, dict]]) -> bool:
+    """:func:`_release_sent` of several (payload, answer) at once; False (nothing done)
+    when two of them name the same shipment or the same order and DC (one at a time, the
+    first answer is kept: row by row decides those)."""
+    ids = [
+        (a["release_id"], p["shipment_id"])
+        for p, a in sent
+        if p.get("shipment_id") and a.get("release_id")
+    ]
+    received = [
+        (a["released_at"], p["order_id"], p["dc_id"])
+        for p, a in sent
+        if p.get("order_id") and a.get("released_at")
+    ]
+    if len({i[1] for i in ids}) < len(ids) or len({r[1:] for r in received}) < len(received):
+        return False
+    store.set_release_ids(conn, ids)
+    rows = store.mark_reservations_received_many(conn, received)
+    if rows:
+        from orderflow.store import processing as inventory
+
+        inventory.refresh_allocated(conn, sorted(set(rows)))
+    return True
+
+
+#: Set-based forms of :data:`AFTER_SENT` (one savepoint for a batch's rows of the action).
+AFTER_SENT_MANY: dict[str, Callable[..., bool]] = {"wms_release": _releases_sent}
 
 
 def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res) -> bool:
