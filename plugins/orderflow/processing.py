@@ -142,6 +142,25 @@ def _load(conn, ids, status, ctx) -> list[OrderView]:
     return repo.load_orders(conn, ids, [status], ctx.claimed_by)
 
 
+#: concurrent calls of one stage to an external service (credit, screening, tax)
+CALL_WORKERS = 8
+
+
+def _concurrently(call: Callable[..., Any], args: Sequence[tuple], workers: int = CALL_WORKERS):
+    """``[call(*a) for a in args]``, the calls made concurrently (they are independent
+    questions to a service, made before the stage's transaction). The first call is made
+    alone: a hook builds its session (the Connection lookup) on its first call, once. The
+    first failure, in the order of ``args``, is raised as the loop would raise it."""
+    if len(args) <= 1 or workers <= 1:
+        return [call(*a) for a in args]
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = call(*args[0])
+    with ThreadPoolExecutor(min(workers, len(args) - 1)) as pool:
+        rest = list(pool.map(lambda a: call(*a), args[1:]))
+    return [first, *rest]
+
+
 # ---------------------------------------------------------------------------- validate
 
 
@@ -271,9 +290,10 @@ def check_credit(
         totals[o.customer_id or ""] += o.amount()
     answers: dict[str, dict] = {}
     if credit_service is not None and book.credit.use_credit_service:
-        for cid, amount in totals.items():
-            if cid:
-                answers[cid] = credit_service(cid, float(amount))
+        asked = [(cid, float(amount)) for cid, amount in totals.items() if cid]
+        answers = dict(
+            zip((cid for cid, _ in asked), _concurrently(credit_service, asked), strict=True)
+        )
     live: dict[str, dict] = {}
     source: dict[str, str] = {"exposure_source": "synced"}
     if erp_exposure is not None and book.credit.use_erp_exposure:
@@ -428,10 +448,12 @@ def plan(
     # Screening: every distinct party (sold-to and ship-to) once per partition.
     screened: dict[tuple[str, str], dict] = {}
     if screening_service is not None:
+        parties: dict[tuple[str, str], None] = {}
         for _, _, st_name, country, cust_name in places.values():
             for name in (cust_name, st_name):
-                if name and (name, country or "US") not in screened:
-                    screened[(name, country or "US")] = screening_service(name, country or "US")
+                if name:
+                    parties.setdefault((name, country or "US"))
+        screened = dict(zip(parties, _concurrently(screening_service, list(parties)), strict=True))
     reservations = repo.held_reservations(conn, [o.order_id for o in orders])
     items = repo.items(conn, {r[2] for rs in reservations.values() for r in rs})
     # Tax: one quote per customer and jurisdiction for all its lines in the partition.
@@ -445,8 +467,8 @@ def plan(
                 by_region[(o.customer_id or "", region or "", country or "US")].append(
                     (o.order_id, ln.quantity * (price or Decimal("0")))
                 )
-        for (customer_id, region, country), amounts in by_region.items():
-            answer = tax_service(
+        quotes = [
+            (
                 {
                     "customer_id": customer_id,
                     "region": region,
@@ -454,8 +476,12 @@ def plan(
                     "lines": [
                         {"line_no": i + 1, "amount": float(a)} for i, (_, a) in enumerate(amounts)
                     ],
-                }
+                },
             )
+            for (customer_id, region, country), amounts in by_region.items()
+        ]
+        answers = _concurrently(tax_service, quotes)
+        for amounts, answer in zip(by_region.values(), answers, strict=True):
             for (oid, _), taxed in zip(amounts, answer["lines"], strict=True):
                 taxes[oid] += Decimal(str(taxed["tax"]))
     with db.transaction(conn):
@@ -587,6 +613,10 @@ def release(
         rv = _next_releases(conn, ids)
         details = {}
         tenders: list[str] = []
+        releases: list[dict[str, Any]] = []  # the WMS releases, queued in one statement
+        # what the 855s are built from, read for all the EDI orders at once
+        edi = [o.order_id for o in orders if o.channel == "edi" and o.partner_id]
+        canonicals, acks = repo.canonicals_of(conn, edi), repo.ack_lines_of(conn, edi)
         for o in orders:
             by_dc: dict[str, list[dict]] = defaultdict(list)
             for rid, line_no, item_id, dc_id, qty, sub in reservations.get(o.order_id, []):
@@ -603,27 +633,36 @@ def release(
                 if s["release_version"] != rv[o.order_id]:
                     continue
                 key = f"wms_release:{o.order_id}:{s['dc_id']}:r{rv[o.order_id]}"
-                outbox.enqueue(
-                    conn,
-                    idempotency_key=key,
-                    action="wms_release",
-                    target_conn_id=wms_conn_id,
-                    order_id=o.order_id,
-                    version=rv[o.order_id],
-                    payload={
-                        "order_id": o.order_id,
-                        "dc_id": s["dc_id"],
-                        "shipment_id": s["shipment_id"],
-                        "carrier_id": s["carrier_id"],
-                        "service_code": s["service_code"],
-                        "ship_date": s["ship_date"].isoformat(),
-                        "lines": by_dc.get(s["dc_id"], []),
-                    },
+                releases.append(
+                    dict(
+                        idempotency_key=key,
+                        action="wms_release",
+                        target_conn_id=wms_conn_id,
+                        order_id=o.order_id,
+                        version=rv[o.order_id],
+                        payload={
+                            "order_id": o.order_id,
+                            "dc_id": s["dc_id"],
+                            "shipment_id": s["shipment_id"],
+                            "carrier_id": s["carrier_id"],
+                            "service_code": s["service_code"],
+                            "ship_date": s["ship_date"].isoformat(),
+                            "lines": by_dc.get(s["dc_id"], []),
+                        },
+                    )
                 )
                 tenders.append(s["shipment_id"])
             if o.channel == "edi" and o.partner_id:
-                _queue_855(conn, o, rv[o.order_id], edi_conn_id)
+                _queue_855(
+                    conn,
+                    o,
+                    rv[o.order_id],
+                    edi_conn_id,
+                    canonical=canonicals.get(o.order_id),
+                    acks=acks.get(o.order_id, []),
+                )
             details[o.order_id] = {"release_version": rv[o.order_id]}
+        outbox.enqueue_many(conn, releases)
         # What each shipment carries (the WMS reports picked/shipped against these lines).
         repo.record_shipment_lines(conn, ids)
         _queue_release_notices(conn, ids, rv, book)
@@ -679,17 +718,31 @@ def _planned_shipments(conn, ids) -> dict[str, list[dict]]:
     return repo.planned_shipments(conn, ids)
 
 
-def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
-    """The purchase-order acknowledgement for an EDI customer, per release version."""
+def _queue_855(
+    conn,
+    order: OrderView,
+    version: int,
+    edi_conn_id: str,
+    *,
+    canonical: dict | None = None,
+    acks: list[tuple] | None = None,
+) -> None:
+    """The purchase-order acknowledgement for an EDI customer, per release version
+    (``canonical`` and ``acks``: the order's canonical JSON and :func:`repo.ack_lines`, when
+    the caller read them already)."""
     from orderflow import outbound
     from orderflow.channels.x12.po855 import AckLine, build_855
     from orderflow.domain.models import Order
 
+    lines = acks
+
     def build(env: dict) -> str:
-        canonical = Order.model_validate(repo.canonical_of(conn, order.order_id))
+        canonical_order = Order.model_validate(
+            canonical if canonical is not None else repo.canonical_of(conn, order.order_id)
+        )
         acks = []
-        for status, sub, back, line_no, qty, uom, price, contract_price in repo.ack_lines(
-            conn, order.order_id
+        for status, sub, back, line_no, qty, uom, price, contract_price in (
+            lines if lines is not None else repo.ack_lines(conn, order.order_id)
         ):
             charge = contract_price if contract_price is not None else price
             if status == "BACKORDERED":
@@ -698,7 +751,7 @@ def _queue_855(conn, order: OrderView, version: int, edi_conn_id: str) -> None:
                 acks.append(AckLine(line_no, "substituted", qty, uom, charge, item_id=sub))
             else:
                 acks.append(AckLine(line_no, "accepted", qty, uom, charge))
-        return build_855(canonical, acks, **env)
+        return build_855(canonical_order, acks, **env)
 
     outbound.queue_x12(
         conn,

@@ -56,12 +56,18 @@ def queue(conn: psycopg.Connection, shipment_ids: Sequence[str], *, carrier_conn
         for oid, place in repo.ship_tos_of(conn, [r["order_id"] for r in rows]).items()
     }
     store.mark_tendering(conn, shipment_ids)
-    return sum(_enqueue(outbox, conn, r, zones.get(r["order_id"]), carrier_conn_id) for r in rows)
+    return outbox.enqueue_many(
+        conn, [_tender(r, zones.get(r["order_id"]), carrier_conn_id) for r in rows]
+    )
 
 
 def _enqueue(outbox, conn, s: dict, zone: str | None, carrier_conn_id: str) -> bool:
-    return outbox.enqueue(
-        conn,
+    return outbox.enqueue(conn, **_tender(s, zone, carrier_conn_id))
+
+
+def _tender(s: dict, zone: str | None, carrier_conn_id: str) -> dict[str, Any]:
+    """The outbox row of a shipment's tender (``store.outbox.enqueue``'s arguments)."""
+    return dict(
         idempotency_key=tender_key(s["shipment_id"], s["carrier_id"], s["service_code"]),
         action=ACTION,
         target_conn_id=carrier_conn_id,
@@ -91,9 +97,10 @@ def _shipments(conn, ids: Sequence[str], *, lock: bool = False) -> list[dict[str
 
 def send(conn_id: str, payload: dict, key: str) -> dict:
     """The outbox sender: book the shipment with the carrier under the row's key."""
+    from orderflow.integrations.http import hook
     from orderflow.integrations.systems import CarrierHook
 
-    return CarrierHook(conn_id).book(payload["request"], idempotency_key=key)
+    return hook(CarrierHook, conn_id).book(payload["request"], idempotency_key=key)
 
 
 def booked(conn: psycopg.Connection, payload: dict, answer: dict) -> None:

@@ -10,11 +10,16 @@ per call as ``HttpHook.run`` does.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
+
+H = TypeVar("H", bound="OrderFlowHttpHook")
 
 
 class ExternalSystemError(Exception):
@@ -55,10 +60,14 @@ class OrderFlowHttpHook(HttpHook):
         self.retries = retries
         self.backoff = backoff
         self._session: requests.Session | None = None
+        self._session_lock = threading.Lock()
 
     def session(self) -> requests.Session:
         if self._session is None:
-            self._session = self.get_conn()  # also resolves base_url and the Connection extras
+            with self._session_lock:  # one Connection lookup when threads share the hook
+                if self._session is None:
+                    # also resolves base_url and the Connection extras
+                    self._session = self.get_conn()
         return self._session
 
     def call(
@@ -129,3 +138,35 @@ class OrderFlowHttpHook(HttpHook):
             reraise=True,
         )
         return retrying(attempt)
+
+
+# ------------------------------------------------------------------ hooks shared by a sender
+_shared: dict[tuple[type, str], OrderFlowHttpHook] | None = None
+_shared_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_hooks() -> Iterator[None]:
+    """Within this block :func:`hook` gives one hook (one Connection lookup, one pooled
+    session) per system and Connection, shared by the sender's threads; outside it, a new
+    hook per call."""
+    global _shared
+    with _shared_lock:
+        outer, _shared = _shared, ({} if _shared is None else _shared)
+    try:
+        yield
+    finally:
+        with _shared_lock:
+            _shared = outer
+
+
+def hook(cls: type[H], conn_id: str) -> H:
+    """The hook of ``cls`` on ``conn_id``: shared inside :func:`shared_hooks`, else new."""
+    cache = _shared
+    if cache is None:
+        return cls(conn_id)
+    with _shared_lock:
+        found = cache.get((cls, conn_id))
+        if found is None:
+            found = cache[(cls, conn_id)] = cls(conn_id)
+    return found  # type: ignore[return-value]

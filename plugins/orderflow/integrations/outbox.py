@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from orderflow.integrations.http import ExternalRejected, ExternalSystemError
+from orderflow.integrations.http import (
+    ExternalRejected,
+    ExternalSystemError,
+    hook,
+    shared_hooks,
+)
 from orderflow.store import db
 from orderflow.store import outbox_send as store
 
@@ -70,7 +75,7 @@ KEYED_ACTIONS = frozenset(
 
 def _edi(hook_cls):
     def send(conn_id: str, payload: dict, key: str) -> dict:
-        return hook_cls(conn_id).send(
+        return hook(hook_cls, conn_id).send(
             payload["partner_id"], payload["document_type"], payload["body"], idempotency_key=key
         )
 
@@ -80,7 +85,7 @@ def _edi(hook_cls):
 def _wms_release(conn_id: str, payload: dict, key: str) -> dict:
     from orderflow.integrations.systems import WmsHook
 
-    return WmsHook(conn_id).release(payload, idempotency_key=key)
+    return hook(WmsHook, conn_id).release(payload, idempotency_key=key)
 
 
 def _wms_release_cancel(conn_id: str, payload: dict, key: str) -> dict:
@@ -89,13 +94,13 @@ def _wms_release_cancel(conn_id: str, payload: dict, key: str) -> dict:
     ``orderflow.changes``, which watches these rows."""
     from orderflow.integrations.systems import WmsHook
 
-    return WmsHook(conn_id).cancel_release(payload["release_id"], idempotency_key=key)
+    return hook(WmsHook, conn_id).cancel_release(payload["release_id"], idempotency_key=key)
 
 
 def _erp_invoice(conn_id: str, payload: dict, key: str) -> dict:
     from orderflow.integrations.systems import ErpHook
 
-    return ErpHook(conn_id).post_invoice(payload, idempotency_key=key)
+    return hook(ErpHook, conn_id).post_invoice(payload, idempotency_key=key)
 
 
 def _release_sent(conn, payload: dict, answer: dict) -> None:
@@ -258,27 +263,86 @@ def send(
     errors: list[str] = []
     res.unknown = reconcile_interrupted(conn, actions)
     retry_followups(conn, actions, res)
-    while res.claimed < limit:
-        # Claim in small batches so a lease never outlives the batch it covers.
-        batch = claim(conn, actions, min(CLAIM_BATCH, limit - res.claimed))
-        if not batch:
-            break
-        res.claimed += len(batch)
-        _send_batch(conn, batch, senders, res, errors)
+    with shared_hooks(), _Pool() as pool:
+        while res.claimed < limit:
+            # Claim in small batches so a lease never outlives the batch it covers.
+            batch = claim(conn, actions, min(CLAIM_BATCH, limit - res.claimed))
+            if not batch:
+                break
+            res.claimed += len(batch)
+            _send_batch(conn, batch, senders, res, errors, pool)
     res.errors = tuple(errors[:20])
     return res
 
 
-def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> None:
+#: keyed sends of one batch in flight at once (the receivers answer a repeated key with
+#: their first answer, so concurrency changes nothing they see but the arrival order)
+SEND_WORKERS = 8
+
+
+class _Pool:
+    """The sender's threads, started on first use."""
+
+    def __init__(self) -> None:
+        self._pool = None
+
+    def map(self, fn, items):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(SEND_WORKERS, thread_name_prefix="outbox-send")
+        return list(self._pool.map(fn, items))
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def _outcome(send: Callable[[str, dict, str], dict], conn_id: str, payload: dict, key: str):
+    """(answer, None) or (None, the exception): one send, whatever it raised."""
+    try:
+        return send(conn_id, payload, key), None
+    except Exception as exc:  # every failure counts toward the row's attempts
+        return None, exc
+
+
+def _send_batch(conn, batch, senders, res: SendResult, errors: list[str], pool=None) -> None:
+    """Send the claimed rows and record each outcome, in claim order. Keyed rows are sent
+    concurrently (the first of each action and Connection alone: it builds the shared hook),
+    then recorded one by one as before; a non-keyed row is handed over and sent alone."""
+    early: dict[int, tuple] = {}
+    keyed = [r for r in batch if r[2] in KEYED_ACTIONS]
+    if pool is not None and len(keyed) > 1:
+        firsts: dict[tuple[str, str], int] = {}
+        for r in keyed:
+            firsts.setdefault((r[2], r[3]), r[0])
+        for r in keyed:
+            if r[0] in firsts.values():
+                early[r[0]] = _outcome(senders[r[2]], r[3], r[4], r[1])
+        rest = [r for r in keyed if r[0] not in early]
+        for r, outcome in zip(
+            rest, pool.map(lambda r: _outcome(senders[r[2]], r[3], r[4], r[1]), rest), strict=True
+        ):
+            early[r[0]] = outcome
+    accepted: list[tuple] = []  # keyed rows sent concurrently: recorded together below
     for outbox_id, key, action, conn_id, payload, attempts in batch:
-        if action not in KEYED_ACTIONS:
-            # The moment of hand-over: after a crash past this point we cannot know whether
-            # the receiver got it, and it cannot tell us (see reconcile_interrupted).
-            with db.transaction(conn):
-                store.mark_handed_over(conn, outbox_id)
-        try:
-            answer = senders[action](conn_id, payload, key)
-        except Exception as exc:  # every failure counts toward the row's attempts
+        if outbox_id in early:
+            answer, exc = early[outbox_id]
+            if exc is None:
+                accepted.append((outbox_id, key, action, payload, answer))
+                continue
+        else:
+            if action not in KEYED_ACTIONS:
+                # The moment of hand-over: after a crash past this point we cannot know
+                # whether the receiver got it, and it cannot tell us (see
+                # reconcile_interrupted).
+                with db.transaction(conn):
+                    store.mark_handed_over(conn, outbox_id)
+            answer, exc = _outcome(senders[action], conn_id, payload, key)
+        if exc is not None:
             rejected = isinstance(exc, ExternalRejected)
             final = rejected or attempts >= MAX_ATTEMPTS
             error = str(exc) if isinstance(exc, ExternalSystemError) else _describe(exc)
@@ -297,6 +361,80 @@ def _send_batch(conn, batch, senders, res: SendResult, errors: list[str]) -> Non
             if follow:
                 _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
         res.sent += 1
+    if accepted:
+        # One transaction for the batch's accepted keyed sends (were it lost, the rows are
+        # sent again under their keys once the lease expires, and answered by key): the
+        # rows without a follow-up in one statement, each follow-up in its own savepoint.
+        with db.transaction(conn):
+            plain = [(a[0], a[4]) for a in accepted if a[2] not in AFTER_SENT]
+            store.mark_sent_many(conn, plain)
+            groups: dict[str, list[tuple]] = {}
+            for row in accepted:
+                if row[2] in AFTER_SENT:
+                    groups.setdefault(row[2], []).append(row)
+            for action, rows in groups.items():
+                store.mark_sent_many(conn, [(r[0], r[4]) for r in rows], "pending")
+                if _run_followups(conn, action, rows):
+                    continue
+                for outbox_id, key, _, payload, answer in rows:
+                    follow = AFTER_SENT[action]
+                    _run_followup(conn, follow, outbox_id, key, action, payload, answer, 0, res)
+        res.sent += len(accepted)
+
+
+def _run_followups(conn, action: str, rows: list[tuple]) -> bool:
+    """The follow-ups of several sent rows of ``action`` at once, in one savepoint, where the
+    action has a set-based form (:data:`AFTER_SENT_MANY`). False — nothing of it kept — when
+    it has none or any of it failed: the caller then runs each row's follow-up in its own
+    savepoint, as one row at a time always does."""
+    import psycopg
+
+    many = AFTER_SENT_MANY.get(action)
+    if many is None or len(rows) < 2:
+        return False
+    try:
+        with conn.transaction():
+            if not many(conn, [(r[3], r[4]) for r in rows]):
+                raise _NotSetBased
+            store.followups_done(conn, [r[0] for r in rows])
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection itself is gone: nothing here can be recorded
+    except Exception:
+        return False
+    return True
+
+
+class _NotSetBased(Exception):
+    """A batch the set-based follow-up cannot take as it is (rolled back, row by row)."""
+
+
+def _releases_sent(conn, sent: list[tuple[dict, dict]]) -> bool:
+    """:func:`_release_sent` of several (payload, answer) at once; False (nothing done)
+    when two of them name the same shipment or the same order and DC (one at a time, the
+    first answer is kept: row by row decides those)."""
+    ids = [
+        (a["release_id"], p["shipment_id"])
+        for p, a in sent
+        if p.get("shipment_id") and a.get("release_id")
+    ]
+    received = [
+        (a["released_at"], p["order_id"], p["dc_id"])
+        for p, a in sent
+        if p.get("order_id") and a.get("released_at")
+    ]
+    if len({i[1] for i in ids}) < len(ids) or len({r[1:] for r in received}) < len(received):
+        return False
+    store.set_release_ids(conn, ids)
+    rows = store.mark_reservations_received_many(conn, received)
+    if rows:
+        from orderflow.store import processing as inventory
+
+        inventory.refresh_allocated(conn, sorted(set(rows)))
+    return True
+
+
+#: Set-based forms of :data:`AFTER_SENT` (one savepoint for a batch's rows of the action).
+AFTER_SENT_MANY: dict[str, Callable[..., bool]] = {"wms_release": _releases_sent}
 
 
 def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res) -> bool:

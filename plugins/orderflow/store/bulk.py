@@ -8,6 +8,7 @@ Identifiers are quoted with psycopg's ``sql.Identifier``; values only ever trave
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -101,3 +102,64 @@ def upsert(
         )
         changed = cur.rowcount
     return staged, changed
+
+
+def insert_values(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    suffix: str = "",
+) -> int:
+    """``INSERT INTO orderflow.<table> (columns) <rows> <suffix>`` in one statement, the rows
+    in the given order: each column travels as one array of its base type (``unnest``), so
+    a value is coerced to the column as a one-row ``INSERT`` would coerce it (a float into a
+    numeric column as float8, an int or Decimal as numeric). ``suffix`` is a constant
+    clause (``ON CONFLICT …``). Returns the rows the statement reported."""
+    if not rows:
+        return 0
+    types = _column_types(conn, table, tuple(columns))
+    arrays, casts = [], []
+    for i, column in enumerate(columns):
+        values = [r[i] for r in rows]
+        kind = types[column]
+        if kind == "numeric" and any(isinstance(v, float) for v in values):
+            kind, values = "float8", [None if v is None else float(v) for v in values]
+        elif kind == "numeric":
+            values = [Decimal(v) if type(v) is int else v for v in values]
+        arrays.append(values)
+        casts.append(sql.SQL("%s::{}[]").format(sql.Identifier(kind)))
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    stmt = sql.SQL(
+        "INSERT INTO {table} ({names}) SELECT {names} FROM unnest({casts}) "
+        "WITH ORDINALITY AS t({names}, _n) ORDER BY _n {suffix}"
+    ).format(
+        table=_table(table),
+        names=names,
+        casts=sql.SQL(", ").join(casts),
+        suffix=sql.SQL(suffix),  # a constant of the caller's, never data
+    )
+    return conn.execute(stmt, arrays).rowcount
+
+
+_TYPES: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
+
+
+def _column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> dict[str, str]:
+    """The base type name (``numeric``, ``text``, ``int4`` …) of each column (cached: the
+    schema does not change under a running process)."""
+    key = (table, columns)
+    if key not in _TYPES:
+        found = dict(
+            conn.execute(
+                "SELECT a.attname, t.typname FROM pg_attribute a "
+                "JOIN pg_type t ON t.oid = a.atttypid "
+                "WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s)",
+                (f'{STORE_SCHEMA}."{table}"', list(columns)),
+            ).fetchall()
+        )
+        missing = set(columns) - found.keys()
+        if missing:
+            raise ValueError(f"{table} has no column {sorted(missing)}")
+        _TYPES[key] = found
+    return _TYPES[key]

@@ -3,6 +3,7 @@ as the decision that caused it; a sender delivers it later, at most once per key
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
@@ -31,3 +32,28 @@ def enqueue(
         (idempotency_key, order_id, action, version, target_conn_id, Jsonb(payload)),
     )
     return cur.rowcount == 1
+
+
+def enqueue_many(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """:func:`enqueue` for many side effects in one statement (in the given order; a key
+    already queued is skipped). Each row has ``enqueue``'s keyword arguments. Returns how
+    many were queued."""
+    from orderflow.store import bulk
+
+    return bulk.insert_values(
+        conn,
+        "outbox",
+        ("idempotency_key", "order_id", "action", "version", "target_conn_id", "payload"),
+        [
+            (
+                r["idempotency_key"],
+                r.get("order_id"),
+                r["action"],
+                r.get("version", 1),
+                r["target_conn_id"],
+                Jsonb(r["payload"]),
+            )
+            for r in rows
+        ],
+        "ON CONFLICT (idempotency_key) DO NOTHING",
+    )

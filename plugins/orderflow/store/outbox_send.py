@@ -72,6 +72,58 @@ def mark_sent(
     )
 
 
+def mark_sent_many(
+    conn: psycopg.Connection, sent: Sequence[tuple[int, Any]], followup_status: str | None = None
+) -> None:
+    """:func:`mark_sent` of several (outbox_id, answer), in one statement."""
+    if not sent:
+        return
+    conn.execute(
+        "UPDATE orderflow.outbox o SET status = 'sent', sent_at = now(), response = t.answer, "
+        "last_error = NULL, followup_status = %s, followup_next_at = now() "
+        "FROM unnest(%s::bigint[], %s::jsonb[]) AS t(outbox_id, answer) "
+        "WHERE o.outbox_id = t.outbox_id",
+        (followup_status, [r[0] for r in sent], [Jsonb(r[1]) for r in sent]),
+    )
+
+
+def followups_done(conn: psycopg.Connection, outbox_ids: Sequence[int]) -> None:
+    """:func:`followup_done` of several rows, in one statement."""
+    conn.execute(
+        "UPDATE orderflow.outbox SET followup_status = 'done', followup_error = NULL "
+        "WHERE outbox_id = ANY(%s)",
+        (list(outbox_ids),),
+    )
+
+
+def set_release_ids(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    """:func:`set_release_id` of several (release_id, shipment_id), in one statement."""
+    if pairs:
+        conn.execute(
+            "UPDATE orderflow.shipment s SET wms_release_id = t.release_id, updated_at = now() "
+            "FROM unnest(%s::text[], %s::text[]) AS t(release_id, shipment_id) "
+            "WHERE s.shipment_id = t.shipment_id AND s.wms_release_id IS NULL",
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        )
+
+
+def mark_reservations_received_many(
+    conn: psycopg.Connection, rows: Sequence[tuple[Any, str, str]]
+) -> list[tuple]:
+    """:func:`mark_reservations_received` of several (received_at, order_id, dc_id), in one
+    statement; returns the (item_id, dc_id) rows touched."""
+    if not rows:
+        return []
+    return conn.execute(
+        "UPDATE orderflow.reservation r SET wms_received_at = t.received_at::timestamptz, "
+        "updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(received_at, order_id, dc_id) "
+        "WHERE r.order_id = t.order_id AND r.dc_id = t.dc_id AND r.status = 'released' "
+        "AND r.wms_received_at IS NULL RETURNING r.item_id, r.dc_id",
+        ([str(r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+    ).fetchall()
+
+
 def mark_failed(
     conn: psycopg.Connection, outbox_id: int, status: str, error: str, delay_seconds: int
 ) -> None:

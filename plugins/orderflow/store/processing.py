@@ -396,16 +396,22 @@ def open_holds(
         )
     if not rows:
         return 0
-    with conn.cursor() as cur:
-        cur.executemany(
-            """
-            INSERT INTO orderflow.order_exception (order_id, line_no, category, severity,
-                owner_role, reason, details, rule_set_version, sla_due_at, escalation_role, stage)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(mins => %s), %s, %s)
-            ON CONFLICT DO NOTHING
-            """,
-            rows,
-        )
+    # One statement, rows in the given order (exception ids ascend as the holds were given).
+    conn.execute(
+        """
+        INSERT INTO orderflow.order_exception (order_id, line_no, category, severity,
+            owner_role, reason, details, rule_set_version, sla_due_at, escalation_role, stage)
+        SELECT order_id, line_no, category, severity, owner_role, reason, details,
+               rule_set_version, now() + make_interval(mins => sla), escalation_role, stage
+          FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],
+                      %s::jsonb[], %s::text[], %s::int[], %s::text[], %s::text[])
+               WITH ORDINALITY AS t(order_id, line_no, category, severity, owner_role, reason,
+                    details, rule_set_version, sla, escalation_role, stage, n)
+         ORDER BY n
+        ON CONFLICT DO NOTHING
+        """,
+        [list(c) for c in zip(*rows, strict=True)],
+    )
     return len(rows)
 
 
@@ -423,12 +429,48 @@ def save_validated_lines(conn: psycopg.Connection, orders: Sequence[OrderView]) 
         for o in orders
         for ln in o.lines
     ]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE orderflow.order_line SET item_id = %s, contract_id = %s, contract_price = %s, "
-            "price_source = %s, price_document_id = %s WHERE order_id = %s AND line_no = %s",
-            rows,
-        )
+    if not rows:
+        return
+    if _repeated_keys(rows, 5, 6):
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE orderflow.order_line SET item_id = %s, contract_id = %s, "
+                "contract_price = %s, price_source = %s, price_document_id = %s "
+                "WHERE order_id = %s AND line_no = %s",
+                rows,
+            )
+        return
+    conn.execute(
+        """
+        UPDATE orderflow.order_line l
+           SET item_id = t.item_id, contract_id = t.contract_id,
+               contract_price = t.contract_price, price_source = t.price_source,
+               price_document_id = t.price_document_id
+          FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[],
+                      %s::text[], %s::int[])
+               AS t(item_id, contract_id, contract_price, price_source, price_document_id,
+                    order_id, line_no)
+         WHERE l.order_id = t.order_id AND l.line_no = t.line_no
+        """,
+        _columns(rows, numeric=(2,)),
+    )
+
+
+def _columns(rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> list[list[Any]]:
+    """``rows`` as one list per column, for ``unnest``; in the ``numeric`` columns an int
+    becomes the equal Decimal (an array holds one type: ``0`` next to ``Decimal('1.5')``)."""
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    for i in numeric:
+        cols[i] = [
+            Decimal(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in cols[i]
+        ]
+    return cols
+
+
+def _repeated_keys(rows: Sequence[Sequence[Any]], *key: int) -> bool:
+    """Whether two of ``rows`` share the key at positions ``key`` (an UPDATE … FROM applies
+    one of them only, so such a batch is written row by row, the last one winning)."""
+    return len({tuple(r[i] for i in key) for r in rows}) < len(rows)
 
 
 def credit_accounts(conn: psycopg.Connection, customer_ids: Iterable[str]) -> dict[str, Any]:
@@ -446,8 +488,15 @@ def credit_accounts(conn: psycopg.Connection, customer_ids: Iterable[str]) -> di
 def lock_customers(conn: psycopg.Connection, customer_ids: Iterable[str]) -> None:
     """Serialise credit decisions per customer across parallel tasks and runs (transaction
     advisory locks, taken in a fixed order so two tasks never deadlock)."""
-    for cid in sorted(set(customer_ids)):
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('credit:' || %s))", (cid,))
+    ids = sorted(set(customer_ids))
+    if ids:
+        # one statement; unnest yields the array in its (sorted) order, so the locks are
+        # taken in that order as before
+        conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtext('credit:' || cid))) "
+            "FROM unnest(%s::text[]) AS cid",
+            (ids,),
+        )
 
 
 def open_order_value(
@@ -526,12 +575,16 @@ def reserve(conn: psycopg.Connection, rows: Sequence[tuple], rule_set_version: s
             "reserving more than available: "
             + ", ".join(f"{i}@{d} {q} > {a}" for (i, d), q, a in over[:5])
         )
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO orderflow.reservation (order_id, line_no, item_id, dc_id, quantity, "
-            "is_substitute, rule_set_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [(*r, rule_set_version) for r in rows],
-        )
+    cols = _columns(rows, numeric=(4,))
+    conn.execute(
+        "INSERT INTO orderflow.reservation (order_id, line_no, item_id, dc_id, quantity, "
+        "is_substitute, rule_set_version) "
+        "SELECT order_id, line_no, item_id, dc_id, quantity, is_substitute, %s "
+        "  FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::numeric[], %s::bool[]) "
+        "       WITH ORDINALITY AS t(order_id, line_no, item_id, dc_id, quantity, is_substitute, n) "
+        " ORDER BY n",
+        [rule_set_version, *cols[:6]],
+    )
     refresh_allocated(conn, keys)
 
 
@@ -644,12 +697,27 @@ def held_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> dic
 
 def mark_lines(conn: psycopg.Connection, rows: Sequence[tuple]) -> None:
     """(status, substitute_item_id, backordered_qty, order_id, line_no) per line."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE orderflow.order_line SET status = %s, substitute_item_id = %s, "
-            "backordered_qty = %s WHERE order_id = %s AND line_no = %s",
-            rows,
-        )
+    if not rows:
+        return
+    if _repeated_keys(rows, 3, 4):
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE orderflow.order_line SET status = %s, substitute_item_id = %s, "
+                "backordered_qty = %s WHERE order_id = %s AND line_no = %s",
+                rows,
+            )
+        return
+    conn.execute(
+        """
+        UPDATE orderflow.order_line l
+           SET status = t.status, substitute_item_id = t.substitute_item_id,
+               backordered_qty = t.backordered_qty
+          FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::int[])
+               AS t(status, substitute_item_id, backordered_qty, order_id, line_no)
+         WHERE l.order_id = t.order_id AND l.line_no = t.line_no
+        """,
+        _columns(rows, numeric=(2,)),
+    )
 
 
 def ship_tos_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, tuple]:
@@ -684,23 +752,37 @@ def carrier_services(conn: psycopg.Connection) -> list[Any]:
 def save_shipments(conn: psycopg.Connection, rows: Sequence[dict]) -> None:
     if not rows:
         return
+    from orderflow.store import bulk
+
     cols = list(rows[0])
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"INSERT INTO orderflow.shipment ({', '.join(cols)}) "
-            f"VALUES ({', '.join(['%s'] * len(cols))}) ON CONFLICT (shipment_id) DO NOTHING",
-            [tuple(r[c] for c in cols) for r in rows],
-        )
+    bulk.insert_values(
+        conn,
+        "shipment",
+        cols,
+        [tuple(r[c] for c in cols) for r in rows],
+        "ON CONFLICT (shipment_id) DO NOTHING",
+    )
 
 
 def set_order_fields(conn: psycopg.Connection, column: str, values: dict[str, Any]) -> None:
     """Set one decision column (``priority``, ``tax_amount``, ``release_version``) per order."""
     assert column in {"priority", "tax_amount", "release_version"}
-    with conn.cursor() as cur:
-        cur.executemany(
-            f'UPDATE orderflow."order" SET {column} = %s WHERE order_id = %s',
-            [(v, k) for k, v in values.items()],
-        )
+    if not values:
+        return
+    # the values travel as the types they were sent one by one as (a float priority as
+    # float8, rounded to the column's scale by the same assignment cast)
+    kind = {"priority": "float8", "tax_amount": "numeric", "release_version": "int"}[column]
+    given = list(values.values())
+    if kind == "float8":
+        given = [None if v is None else float(v) for v in given]
+    elif kind == "numeric":
+        given = _columns([(v,) for v in given], numeric=(0,))[0]
+    conn.execute(
+        f'UPDATE orderflow."order" o SET {column} = t.value '
+        f"FROM unnest(%s::text[], %s::{kind}[]) AS t(order_id, value) "
+        "WHERE o.order_id = t.order_id",
+        (list(values), given),
+    )
 
 
 def delay_causes(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, str]:
@@ -1011,6 +1093,29 @@ def canonical_of(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
     return conn.execute(
         'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (order_id,)
     ).fetchone()[0]
+
+
+def canonicals_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, dict]:
+    """:func:`canonical_of` of several orders in one query, by order id."""
+    return dict(
+        conn.execute(
+            'SELECT order_id, canonical FROM orderflow."order" WHERE order_id = ANY(%s)',
+            (list(order_ids),),
+        ).fetchall()
+    )
+
+
+def ack_lines_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, list[tuple]]:
+    """:func:`ack_lines` of several orders in one query, by order id."""
+    out: dict[str, list[tuple]] = defaultdict(list)
+    for r in conn.execute(
+        "SELECT order_id, status, substitute_item_id, backordered_qty, line_no, quantity, uom, "
+        "unit_price, contract_price FROM orderflow.order_line WHERE order_id = ANY(%s) "
+        "ORDER BY order_id, line_no",
+        (list(order_ids),),
+    ):
+        out[r[0]].append(tuple(r[1:]))
+    return out
 
 
 def ack_lines(conn: psycopg.Connection, order_id: str) -> list[tuple]:
