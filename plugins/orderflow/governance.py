@@ -607,8 +607,9 @@ def promote(
                     )
             rules.record(conn, [current], "file")  # (kept as it is when already stored)
             rules.record(conn, [version], "candidate")
-            activation = rule_sets.add_promotion(
+            activation = rule_sets.add_activation(
                 conn,
+                "promote",
                 rule_set=name,
                 version=version.version,
                 sha256=version.sha256,
@@ -666,8 +667,9 @@ def rollback(conn: psycopg.Connection, rule_set: str, *, actor: str, reason: str
                     f"{top[2]} (a file version took effect after it): nothing to roll back"
                 )
             target = {"version": top[4], "sha256": top[5]}
-            activation = rule_sets.add_rollback(
+            activation = rule_sets.add_activation(
                 conn,
+                "rollback",
                 rule_set=rule_set,
                 version=top[4],
                 sha256=top[5],

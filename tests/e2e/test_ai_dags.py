@@ -8,83 +8,32 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from decimal import Decimal
 
 import psycopg
 import pytest
+from tests_support_ai import run_dag, seed_customer_item, take_order, trained_store
 
 from orderflow import processing, rules
-from orderflow.ai import evaluate, governance, inference
+from orderflow.ai import governance, inference
 from orderflow.processing import RunContext
 from orderflow.store import ai as repo
-from orderflow.store import db, intake
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db]
 
 CTX = RunContext(dag_id="test_ai_dags", run_id="manual__t", task_id="validate")
 
 
-def _run(dag_id, **conf):
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.state import DagRunState
-
-    from orderflow.settings import DAGS_DIR
-
-    run = DagBag(str(DAGS_DIR)).get_dag(dag_id).test(run_conf=conf or None)
-    assert run.state == DagRunState.SUCCESS
-    return run
-
-
 @pytest.fixture(scope="module")
 def trained(store_url, airflow_db):
-    conn = db.connect()
-    counts = evaluate.import_history(conn, seed=3, days=45, orders_per_day=30)
+    conn, counts = trained_store(3, days=45, orders_per_day=30)
     assert counts["exception_cause"] > 50 and counts["arrival_anomaly"] > 500
     assert counts["near_duplicate"] > 500  # labelled pairs of generated re-submissions
-    _run("train_models")
     yield conn
     conn.close()
 
 
 def _tag() -> str:
     return uuid.uuid4().hex[:6].upper()
-
-
-def _seed(conn, tag: str) -> tuple[str, str]:
-    """A customer with a contract for a 12-pack item at 10.00."""
-    from tests_support_ai import seed_customer_item
-
-    return seed_customer_item(conn, tag)
-
-
-def _order(conn, oid, cid, item, qty, price, received_at=None):
-    from datetime import UTC, datetime
-
-    from orderflow.domain.models import Address, Channel, Order, OrderLine, Provenance
-
-    order = Order(
-        order_id=oid,
-        po_number=f"PO-{oid}",
-        customer_id=cid,
-        ship_to=Address(
-            name=cid,
-            party_id=f"{cid}-ST1",
-            address_lines=["1 Main St"],
-            city="Albany",
-            region="NY",
-            postal_code="12207",
-            country="US",
-        ),
-        lines=[
-            OrderLine(line_no=1, item_id=item, quantity=Decimal(qty), uom="EA", unit_price=price)
-        ],
-        provenance=Provenance(
-            channel=Channel.API, partner_id=f"P-{cid}", received_at=received_at or datetime.now(UTC)
-        ),
-    )
-    with db.transaction(conn):
-        intake.insert_orders(conn, [order], message_id=None, actor_id="test.intake")
-    return oid
 
 
 def test_the_dag_trains_and_activates_a_version_per_model(trained):
@@ -97,9 +46,9 @@ def test_the_dag_trains_and_activates_a_version_per_model(trained):
 
 def test_a_held_order_gets_a_cause_with_confidence_evidence_and_routing(trained):
     conn, tag = trained, _tag()
-    cid, item = _seed(conn, tag)
+    cid, item = seed_customer_item(conn, tag)
     book = rules.load()
-    oid = _order(conn, f"O-AI-{tag}", cid, item, 3, "120.00")  # priced per pack of 12
+    oid = take_order(conn, f"O-AI-{tag}", cid, item, 3, "120.00")  # priced per pack of 12
     res = processing.validate(conn, [oid], CTX, book)
     assert res.held == {"pricing_mismatch": 1}
     exc_id, owner, details = conn.execute(
@@ -128,8 +77,8 @@ def test_a_held_order_gets_a_cause_with_confidence_evidence_and_routing(trained)
 
 def test_a_desk_correction_is_in_the_next_training_set(trained):
     conn, tag = trained, _tag()
-    cid, item = _seed(conn, tag)
-    oid = _order(conn, f"O-AIL-{tag}", cid, item, 3, "10.90")
+    cid, item = seed_customer_item(conn, tag)
+    oid = take_order(conn, f"O-AIL-{tag}", cid, item, 3, "10.90")
     processing.validate(conn, [oid], CTX, rules.load())
     [d] = repo.decisions_for(conn, order_id=oid)
     before = len(repo.training_set(conn, "exception_cause"))
@@ -140,7 +89,7 @@ def test_a_desk_correction_is_in_the_next_training_set(trained):
     rows = repo.training_set(conn, "exception_cause")
     assert len(rows) == before + 1
     assert [r for r in rows if r[3] == "desk"][-1][2] == "keying_error"
-    _run("train_models", models="exception_cause")
+    run_dag("train_models", models="exception_cause")
     newest = repo.versions(conn, "exception_cause")[-1]
     assert "desk" in newest["metrics"]["sources"]
 
@@ -149,15 +98,15 @@ def test_an_order_far_from_history_is_held_as_an_anomaly_by_policy(trained):
     from datetime import UTC, datetime, timedelta
 
     conn, tag = trained, _tag()
-    cid, item = _seed(conn, tag)
+    cid, item = seed_customer_item(conn, tag)
     book = rules.load()
     start = datetime.now(UTC) - timedelta(days=30)
     past = [
-        _order(conn, f"O-AIH-{tag}-{n}", cid, item, 5, "10.00", start + timedelta(days=n))
+        take_order(conn, f"O-AIH-{tag}-{n}", cid, item, 5, "10.00", start + timedelta(days=n))
         for n in range(8)
     ]
     assert processing.validate(conn, past, CTX, book).passed == 8
-    oid = _order(conn, f"O-AIA-{tag}", cid, item, 500, "10.00")  # 100x, worth 5000
+    oid = take_order(conn, f"O-AIA-{tag}", cid, item, 500, "10.00")  # 100x, worth 5000
     res = processing.validate(conn, [oid], CTX, book)
     assert res.held == {"anomaly": 1}, res
     details = conn.execute(
@@ -185,8 +134,8 @@ def test_the_kill_switch_stops_inference(trained, tmp_path):
         assert not governance.enabled(book, name)
     assert inference.near_duplicates(conn, book) is None  # not asked: no matcher
     assert inference.near_duplicates(conn, rules.load()) is not None  # on: the active version
-    cid, item = _seed(conn, tag)
-    oid = _order(conn, f"O-AIK-{tag}", cid, item, 3, "120.00")
+    cid, item = seed_customer_item(conn, tag)
+    oid = take_order(conn, f"O-AIK-{tag}", cid, item, 3, "120.00")
     assert processing.validate(conn, [oid], CTX, book).held == {"pricing_mismatch": 1}
     assert repo.decisions_for(conn, order_id=oid) == []
     details = conn.execute(
@@ -203,8 +152,8 @@ def test_the_kill_switch_stops_inference(trained, tmp_path):
 
 def test_no_model_acts_alone_on_a_sensitive_decision(trained):
     conn, tag = trained, _tag()
-    cid, item = _seed(conn, tag)
-    oid = _order(conn, f"O-AIP-{tag}", cid, item, 3, "120.00")
+    cid, item = seed_customer_item(conn, tag)
+    oid = take_order(conn, f"O-AIP-{tag}", cid, item, 3, "120.00")
     book = rules.load()
     for action in ("approve", "release", "waive", "resolve"):
         with pytest.raises(governance.PolicyViolation, match="person"):

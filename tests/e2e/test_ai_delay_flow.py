@@ -10,41 +10,26 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 import yaml
+from tests_support_ai import seed_contract, seed_customer, seed_item, take_order, trained_store
 
 from orderflow import processing, rules
-from orderflow.ai import delay, evaluate, governance
-from orderflow.domain.models import Address, Channel, Order, OrderLine, Provenance
+from orderflow.ai import delay, governance
 from orderflow.processing import RunContext
 from orderflow.store import ai as repo
-from orderflow.store import db, intake
+from orderflow.store import db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db]
 
 CTX = RunContext(dag_id="test_ai_delay", run_id="manual__t", task_id="plan")
 
 
-def _run(dag_id, **conf):
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.state import DagRunState
-
-    from orderflow.settings import DAGS_DIR
-
-    run = DagBag(str(DAGS_DIR)).get_dag(dag_id).test(run_conf=conf or None)
-    assert run.state == DagRunState.SUCCESS
-    return run
-
-
 @pytest.fixture(scope="module")
 def trained(store_url, airflow_db):
-    conn = db.connect()
-    counts = evaluate.import_history(conn, seed=6, days=45, orders_per_day=25)
+    conn, counts = trained_store(6, days=45, orders_per_day=25, models=delay.MODEL_NAME)
     assert counts[delay.MODEL_NAME] > 800  # one example per planned order
-    _run("train_models", models=delay.MODEL_NAME)
     with db.transaction(conn):
         conn.execute(
             "INSERT INTO orderflow.distribution_center (dc_id, name, region, timezone, zones, "
@@ -81,52 +66,10 @@ def _planned_order(conn, book) -> str:
     """A fresh customer (with an e-mail address) and item; one order taken to READY."""
     tag = uuid.uuid4().hex[:6].upper()
     cid, item, oid = f"C-DL-{tag}", f"IT-DL-{tag}", f"O-DL-{tag}"
-    with db.transaction(conn):
-        conn.execute(
-            "INSERT INTO orderflow.customer (customer_id, name, tier, payment_terms, active, "
-            "email, dq_passed) VALUES (%s, %s, 'standard', 'NET30', true, %s, true)",
-            (cid, f"Customer {cid}", f"buyer-{tag.lower()}@example.com"),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.ship_to (ship_to_id, customer_id, name, address_line1, city, "
-            "region, postal_code, country, zone, dq_passed) VALUES (%s, %s, %s, '1 Main St', "
-            "'Albany', 'NY', '12207', 'US', 'Z3', true)",
-            (f"{cid}-ST1", cid, cid),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.credit_account (customer_id, credit_limit, open_ar, on_hold) "
-            "VALUES (%s, 1000000, 0, false)",
-            (cid,),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.item (item_id, description, uom, pack_size, weight_kg, "
-            "list_price, unit_cost, dq_passed) VALUES (%s, %s, 'EA', 1, 1.0, 12.00, 6.00, true)",
-            (item, f"Widget {item}"),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.inventory_position (item_id, dc_id, on_hand) "
-            "VALUES (%s, 'DC-EAST', 1000)",
-            (item,),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.price_contract (contract_id, customer_id, item_id, "
-            "unit_price, uom, effective_from, expires_on, tolerance_pct) "
-            "VALUES (%s, %s, %s, 10.00, 'EA', '2025-01-01', NULL, 1.0)",
-            (f"K-{cid}", cid, item),
-        )
-    order = Order(
-        order_id=oid,
-        po_number=f"PO-{oid}",
-        customer_id=cid,
-        ship_to=Address(name=cid, party_id=f"{cid}-ST1", address_lines=["1 Main St"],
-                        city="Albany", region="NY", postal_code="12207", country="US"),
-        lines=[OrderLine(line_no=1, item_id=item, quantity=Decimal(4), uom="EA",
-                         unit_price="10.00")],
-        provenance=Provenance(channel=Channel.API, partner_id=f"P-{cid}",
-                              received_at=datetime.now(UTC)),
-    )  # fmt: skip
-    with db.transaction(conn):
-        intake.insert_orders(conn, [order], message_id=None, actor_id="test.intake")
+    seed_customer(conn, cid, email=f"buyer-{tag.lower()}@example.com")
+    seed_item(conn, item, pack_size=1, list_price="12.00", stock={"DC-EAST": 1000})
+    seed_contract(conn, cid, item)
+    take_order(conn, oid, cid, item, 4, "10.00")
     assert processing.validate(conn, [oid], CTX, book).passed == 1
     assert processing.check_credit(conn, [oid], CTX, book, credit_service=None).passed == 1
     assert processing.allocate(conn, [oid], CTX, book).passed == 1

@@ -9,18 +9,17 @@ from __future__ import annotations
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
+from tests_support_ai import seed_contract, seed_customer, seed_item, take_order, trained_store
 
 from orderflow import decisions, processing, rules
-from orderflow.ai import evaluate, inference
+from orderflow.ai import inference
 from orderflow.ai import substitutes as sb
 from orderflow.domain.approvals import APPROVE, REJECT
-from orderflow.domain.models import Address, Channel, Order, OrderLine, Provenance
 from orderflow.processing import RunContext
 from orderflow.store import ai as repo
-from orderflow.store import db, intake
+from orderflow.store import db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db]
 
@@ -29,16 +28,8 @@ CTX = RunContext(dag_id="test_ai_substitutes", run_id="manual__t", task_id="allo
 
 @pytest.fixture(scope="module")
 def trained(store_url, airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.state import DagRunState
-
-    from orderflow.settings import DAGS_DIR
-
-    conn = db.connect()
-    counts = evaluate.import_history(conn, seed=3, days=45, orders_per_day=30)
+    conn, counts = trained_store(3, days=45, orders_per_day=30, models=sb.MODEL_NAME)
     assert counts[sb.MODEL_NAME] > 100
-    dag = DagBag(str(DAGS_DIR)).get_dag("train_models")
-    assert dag.test(run_conf={"models": sb.MODEL_NAME}).state == DagRunState.SUCCESS
     yield conn
     conn.close()
 
@@ -48,45 +39,16 @@ def _seed(conn, *, consent: bool) -> tuple[str, str, str, str]:
     history: this customer rejected A for it three times and accepted B three times."""
     tag = uuid.uuid4().hex[:6].upper()
     cid, x, a, b = f"C-SB-{tag}", f"IT-SBX-{tag}", f"IT-SBA-{tag}", f"IT-SBB-{tag}"
+    seed_customer(conn, cid, tier="gold", accepts_substitutes=consent)
+    for item, pack, price, vp, subs, stock in (
+        (x, 12, "10.00", f"FAS-M1-{tag}X", [a, b], 0),
+        (a, 6, "7.00", f"FAS-M2-{tag}A", [], 50),
+        (b, 12, "10.50", f"FAS-M1-{tag}B", [], 50),
+    ):
+        seed_item(conn, item, pack_size=pack, list_price=price, unit_cost="5.00", vendor_part=vp,
+                  substitutes=subs, stock={"DC-EAST": stock, "DC-WEST": stock})  # fmt: skip
+    seed_contract(conn, cid, x)
     with db.transaction(conn):
-        conn.execute(
-            "INSERT INTO orderflow.customer (customer_id, name, tier, payment_terms, active, "
-            "accepts_substitutes, dq_passed) VALUES (%s, %s, 'gold', 'NET30', true, %s, true)",
-            (cid, f"Customer {cid}", consent),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.ship_to (ship_to_id, customer_id, name, address_line1, city, "
-            "region, postal_code, country, zone, dq_passed) VALUES (%s, %s, %s, '1 Main St', "
-            "'Albany', 'NY', '12207', 'US', 'Z3', true)",
-            (f"{cid}-ST1", cid, cid),
-        )
-        conn.execute(
-            "INSERT INTO orderflow.credit_account (customer_id, credit_limit, open_ar, on_hold) "
-            "VALUES (%s, 1000000, 0, false)",
-            (cid,),
-        )
-        for item, pack, price, vp, subs, stock in (
-            (x, 12, "10.00", f"FAS-M1-{tag}X", [a, b], 0),
-            (a, 6, "7.00", f"FAS-M2-{tag}A", [], 50),
-            (b, 12, "10.50", f"FAS-M1-{tag}B", [], 50),
-        ):
-            conn.execute(
-                "INSERT INTO orderflow.item (item_id, description, uom, pack_size, weight_kg, "
-                "list_price, unit_cost, vendor_part, substitute_item_ids, dq_passed) "
-                "VALUES (%s, %s, 'EA', %s, 1.0, %s, 5.00, %s, %s, true)",
-                (item, f"Widget {item}", pack, Decimal(price), vp, subs),
-            )
-            conn.execute(
-                "INSERT INTO orderflow.inventory_position (item_id, dc_id, on_hand) "
-                "VALUES (%s, 'DC-EAST', %s), (%s, 'DC-WEST', %s)",
-                (item, stock, item, stock),
-            )
-        conn.execute(
-            "INSERT INTO orderflow.price_contract (contract_id, customer_id, item_id, unit_price, "
-            "uom, effective_from, expires_on, tolerance_pct) "
-            "VALUES (%s, %s, %s, 10.00, 'EA', '2025-01-01', NULL, 1.0)",
-            (f"K-{cid}", cid, x),
-        )
         facts = {
             x: sb.Facts("EA", 12, 10.0, f"FAS-M1-{tag}X"),
             a: sb.Facts("EA", 6, 7.0, f"FAS-M2-{tag}A"),
@@ -107,20 +69,7 @@ def _seed(conn, *, consent: bool) -> tuple[str, str, str, str]:
 
 
 def _credit_ok(conn, cid: str, item: str, book) -> str:
-    oid = f"O-SB-{uuid.uuid4().hex[:8].upper()}"
-    order = Order(
-        order_id=oid,
-        po_number=f"PO-{oid}",
-        customer_id=cid,
-        ship_to=Address(name=cid, party_id=f"{cid}-ST1", address_lines=["1 Main St"],
-                        city="Albany", region="NY", postal_code="12207", country="US"),
-        lines=[OrderLine(line_no=1, item_id=item, quantity=Decimal(5), uom="EA",
-                         unit_price="10.00")],
-        provenance=Provenance(channel=Channel.API, partner_id=f"P-{cid}",
-                              received_at=datetime.now(UTC)),
-    )  # fmt: skip
-    with db.transaction(conn):
-        intake.insert_orders(conn, [order], message_id=None, actor_id="test.intake")
+    oid = take_order(conn, f"O-SB-{uuid.uuid4().hex[:8].upper()}", cid, item, 5, "10.00")
     assert processing.validate(conn, [oid], CTX, book).passed == 1
     assert processing.check_credit(conn, [oid], CTX, book, credit_service=None).passed == 1
     return oid

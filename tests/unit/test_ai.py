@@ -173,6 +173,10 @@ def test_the_kill_switch_is_a_rule_set_version(tmp_path):
     assert not governance.enabled(after, "a_model_not_named")  # unnamed: never asked
 
 
+# the whole `orderflow ai evaluate`: every model trained on 40 days, and the near-duplicate
+# evaluation on its own 60 generated business days (~100k candidate pairs scored in pure
+# Python: ~8 s of CPU, most of it there)
+@pytest.mark.slow
 def test_evaluate_measures_near_duplicates_on_a_period_it_did_not_train_on():
     from orderflow.ai import evaluate
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -30,14 +30,8 @@ NO_OCR = OcrEngine(cmd="/nonexistent/tesseract")
 
 
 @pytest.fixture(scope="module")
-def day(tmp_path_factory) -> Path:
-    from orderflow_sandbox.generator import generate
-
-    out = tmp_path_factory.mktemp("email-day")
-    generate(
-        out, seed=3, orders_per_day=300, customers=120, items=600, business_date=date(2026, 11, 27)
-    )
-    return out
+def day(po_day) -> Path:
+    return po_day
 
 
 @pytest.fixture(scope="module")

@@ -50,14 +50,8 @@ PO_DOCS = BENCH.default_po_docs()
 
 
 @pytest.fixture(scope="module")
-def day(tmp_path_factory) -> Path:
-    from orderflow_sandbox.generator import generate
-
-    out = tmp_path_factory.mktemp("po-day")
-    generate(
-        out, seed=3, orders_per_day=300, customers=120, items=600, business_date=date(2026, 11, 27)
-    )
-    return out
+def day(po_day) -> Path:
+    return po_day
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -113,68 +113,38 @@ def activations_of(conn: psycopg.Connection, rule_set: str) -> list[tuple]:
     ).fetchall()
 
 
-def add_promotion(
+def add_activation(
     conn: psycopg.Connection,
+    action: Literal["promote", "rollback"],
     *,
     rule_set: str,
     version: str,
     sha256: str,
     previous_version: str,
     previous_sha256: str,
-    whatif_run_id: int | None,
     actor: str,
     reason: str,
     activated_at: datetime,
+    whatif_run_id: int | None = None,
+    undoes: int | None = None,
 ) -> int:
-    """Record a promotion; returns its activation id."""
+    """Record a promotion (checked by what-if run ``whatif_run_id``, if any) or a rollback
+    (undoing activation ``undoes``); returns its activation id."""
     return conn.execute(
         """
         INSERT INTO orderflow.rule_set_activation (rule_set, version, content_sha256,
-            action, previous_version, previous_sha256, whatif_run_id, actor, reason,
+            action, previous_version, previous_sha256, whatif_run_id, undoes, actor, reason,
             activated_at)
-        VALUES (%s, %s, %s, 'promote', %s, %s, %s, %s, %s, %s) RETURNING activation_id
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING activation_id
         """,
         (
             rule_set,
             version,
             sha256,
+            action,
             previous_version,
             previous_sha256,
             whatif_run_id,
-            actor,
-            reason,
-            activated_at,
-        ),
-    ).fetchone()[0]
-
-
-def add_rollback(
-    conn: psycopg.Connection,
-    *,
-    rule_set: str,
-    version: str,
-    sha256: str,
-    previous_version: str,
-    previous_sha256: str,
-    undoes: int,
-    actor: str,
-    reason: str,
-    activated_at: datetime,
-) -> int:
-    """Record a rollback (undoing activation ``undoes``); returns its activation id."""
-    return conn.execute(
-        """
-        INSERT INTO orderflow.rule_set_activation (rule_set, version, content_sha256,
-            action, previous_version, previous_sha256, undoes, actor, reason,
-            activated_at)
-        VALUES (%s, %s, %s, 'rollback', %s, %s, %s, %s, %s, %s) RETURNING activation_id
-        """,
-        (
-            rule_set,
-            version,
-            sha256,
-            previous_version,
-            previous_sha256,
             undoes,
             actor,
             reason,
