@@ -192,7 +192,11 @@ class Stack:
         self._token: str | None = None
 
     # -- lifecycle
-    def start(self, timeout: float = 300) -> float:
+    #: seconds the stack gets to answer its health checks: migrations and the API server's
+    #: start took over 300 s on a 2-core machine at load average 35–55 (other helpers' runs)
+    START_TIMEOUT_S = 600.0
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> float:
         t0 = time.monotonic()
         self.log_file = (self.state.parent / "run.log").open("ab")
         self.proc = subprocess.Popen(
