@@ -39,7 +39,7 @@ def _run(dag_id):
     return run
 
 
-def test_a_portal_poll_announces_orders_only_when_the_feed_had_some(
+def test_polls_and_sends_announce_only_when_they_did_something(
     airflow_db, store, sandbox, monkeypatch
 ):
     from orderflow import masterdata
@@ -53,11 +53,10 @@ def test_a_portal_poll_announces_orders_only_when_the_feed_had_some(
     assert _announced(first.run_id, "orders_received") == 1
     again = _run("intake_portal")  # the feed is drained: nothing new
     assert _announced(again.run_id, "orders_received") == 0
-
-
-def test_empty_processing_runs_wake_no_fulfilment_run(airflow_db, store, sandbox, monkeypatch):
-    """Nothing to process: send_releases sends nothing, so orders_released is not emitted."""
-    for key, value in sandbox.connection_env().items():
-        monkeypatch.setenv(key, value)
-    run = _run("order_processing")
-    assert _announced(run.run_id, "orders_released") == 0
+    released = _run("order_processing")  # the portal's orders: releases sent
+    sent = store.execute(
+        "SELECT count(*) FROM orderflow.outbox WHERE action = 'wms_release' AND status = 'sent'"
+    ).fetchone()[0]
+    assert sent > 0 and _announced(released.run_id, "orders_released") == 1
+    idle = _run("order_processing")  # nothing left to send
+    assert _announced(idle.run_id, "orders_released") == 0
