@@ -651,7 +651,7 @@ def run(opts: Options, command: str = "") -> dict:
     return report
 
 
-def _wait_ready(stack: Stack, timeout: float = 300) -> None:
+def _wait_ready(stack: Stack, timeout: float = 600) -> None:
     """Every DAG parsed and the first master-data sync done (orders need master data)."""
     deadline = time.monotonic() + timeout
     expected = {p.stem for p in settings.DAGS_DIR.glob("*.py")}
