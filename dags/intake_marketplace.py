@@ -24,7 +24,7 @@ ends **created** (its acknowledgement queued with it), **quarantined** (replayab
 `intake_replay`) or **duplicate**; a cancellation request is stored as a cancel of its
 order (`change_received`), which the next `order_processing` run applies: before release
 the order is cancelled; after release it follows the rules of every customer change.
-Emits `orders_received` for order processing.
+Emits `orders_received` for order processing when the feed had anything new (an empty poll starts no processing run).
 
 Then sends every marketplace callback due in the outbox — acknowledgements, shipment
 confirmations (queued by `fulfilment_events`), answers to cancellation requests — each
@@ -39,7 +39,7 @@ recognised; callbacks are exactly once by key. Connection: `marketplace_default`
     **INTAKE_DAG_KWARGS,
 ):
     pull = PullMarketplaceOrdersOperator(
-        task_id="pull_marketplace_orders", outlets=[ORDERS_RECEIVED]
+        task_id="pull_marketplace_orders", announces=ORDERS_RECEIVED
     )
     # all_done: callbacks have deadlines; a feed that cannot be read must not hold them back
     pull >> SendOutboxOperator(

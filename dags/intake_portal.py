@@ -19,11 +19,11 @@ with DAG(
 Every 5 minutes, reads the B2B portal's orders feed from the stored watermark to its end.
 Each order is stored raw, then parsed; each ends **created**, **quarantined** (with the
 reason, replayable from `intake_replay`) or **duplicate** (pointer to the original).
-Emits `orders_received` for order processing.
+Emits `orders_received` for order processing when the feed had anything new (an empty poll starts no processing run).
 
 Rerun or clear freely: the watermark only advances past stored items and a re-read item is
 recognised, never stored twice. Connection: `portal_default`.
 """,
     **INTAKE_DAG_KWARGS,
 ):
-    PullPortalOrdersOperator(task_id="pull_portal_orders", outlets=[ORDERS_RECEIVED])
+    PullPortalOrdersOperator(task_id="pull_portal_orders", announces=ORDERS_RECEIVED)

@@ -39,12 +39,19 @@ exception, customer's consent to the substitute, compliance clearance), **Reject
 **Keep on hold**. **apply_decision** then resolves the exception, records the approval the
 later stages honour, moves the order on (or rejects it) and writes the audit trail with the
 responder, time, before/after and reason. Processing picks the order up on its next run.
+
+The Required Action waits deferred (no worker slot) on a trigger that also watches the
+exception: resolved anywhere else — on the desk, from the CLI, by a reprocess or a rule —
+**decide_exception** ends *skipped* within ~10 s (`ORDERFLOW_APPROVAL_WATCH_S`), audited as
+`end_required_action` by `orderflow` with who resolved it and how, and the run frees its place
+in the approval window (instead of waiting for the 3-day timeout).
 """,
 ):
     decide_exception = OwnerRoleHITLOperator(
         task_id="decide_exception",
         owner_role="{{ params.owner_role }}",
         escalation_role="{{ params.escalation_role }}",
+        exception_id="{{ params.exception_id }}",
         subject="{{ params.subject }}",
         body="{{ params.body }}",
         options=OPTIONS,

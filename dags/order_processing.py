@@ -112,7 +112,7 @@ To act on one order, use `order_reprocess`.
         limit=50_000,
         # also when no order was claimed: release cancels queued by the claim still go out
         trigger_rule="none_failed",
-        outlets=[ORDERS_RELEASED],
+        announces=ORDERS_RELEASED,  # only when something was sent
     )
     # A teardown: gives the claims back whatever happened, without hiding a failed stage.
     publish = PublishRunStatusOperator(

@@ -232,6 +232,36 @@ def ask_again(conn: psycopg.Connection, exception_id: int) -> None:
     store.ask_again(conn, exception_id)
 
 
+#: The actor recorded when OrderFlow itself ends a Required Action nobody needs to answer.
+SYSTEM_ACTOR = "orderflow"
+
+
+def required_action_ended(
+    conn: psycopg.Connection, exception_id: int, run_id: str, resolved: dict[str, Any]
+) -> str:
+    """Audit that the Required Action of ``run_id`` ended unanswered because its exception
+    was resolved elsewhere (``resolved``: its status, resolution, resolved_by, resolved_at).
+    Returns the sentence recorded as the reason."""
+    why = (
+        f"exception {exception_id} was resolved ({resolved.get('resolution') or 'resolved'}) "
+        f"by {resolved.get('resolved_by') or 'unknown'} at {resolved.get('resolved_at')} "
+        "outside its Required Action: nothing left to ask"
+    )
+    with db.transaction(conn):
+        _audit(
+            conn,
+            SYSTEM_ACTOR,
+            None,
+            "end_required_action",
+            "order_exception",
+            str(exception_id),
+            {"required_action": "waiting", "approval_run_id": run_id},
+            {"required_action": "ended", **resolved},
+            why,
+        )
+    return why
+
+
 def _resume_status(conn, order_id: str) -> str:
     """Where an order held by approvable exceptions resumes: the earliest target among the
     categories of its current hold."""

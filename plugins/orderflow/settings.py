@@ -34,6 +34,14 @@ STORE_SCHEMA = "orderflow"
 #: urgent SLA first. ``ORDERFLOW_APPROVAL_WINDOW`` overrides it (read at DAG parse: the
 #: DAG's ``max_active_runs`` is the same number).
 APPROVAL_WINDOW = int(os.environ.get("ORDERFLOW_APPROVAL_WINDOW") or 300)
+#: Seconds between two looks at the store by a waiting approval (its exception resolved
+#: anywhere else — the desk, the CLI, a reprocess, a rule — ends the Required Action within
+#: about this long; one query per look for every approval waiting in a triggerer).
+#: ``ORDERFLOW_APPROVAL_WATCH_S`` overrides it (read at DAG parse).
+APPROVAL_WATCH_S = float(os.environ.get("ORDERFLOW_APPROVAL_WATCH_S") or 10)
+#: Seconds between two reads of an approval's answer by its trigger: only a safety net, the
+#: API's answer resumes the waiting task itself. ``ORDERFLOW_APPROVAL_ANSWER_POLL_S``.
+APPROVAL_ANSWER_POLL_S = float(os.environ.get("ORDERFLOW_APPROVAL_ANSWER_POLL_S") or 60)
 
 #: Fixed list of DAG tags (the policy test enforces it).
 DAG_TAGS = frozenset(

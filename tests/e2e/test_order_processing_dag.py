@@ -144,7 +144,6 @@ def _answer_hitl(choice, reason, user="jane.pricing", timeout=90, seen=None):
     import time
     from datetime import UTC, datetime
 
-    from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
     from airflow.triggers.base import TriggerEvent
@@ -155,32 +154,59 @@ def _answer_hitl(choice, reason, user="jane.pricing", timeout=90, seen=None):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with create_session() as session:
-                ti = (
-                    session.query(TaskInstance)
-                    .filter(TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
-                    .with_for_update()
-                    .first()
-                )
-                if ti is not None:
-                    detail = session.get(HITLDetail, ti.id)
+                detail = _waiting_hitl(session)
+                if detail is not None:
+                    ti = session.get(TaskInstance, detail.ti_id, with_for_update=True)
                     if seen is not None:
                         seen["assigned_users"] = detail.assigned_users
                     detail.chosen_options = [choice]
                     detail.params_input = {"reason": reason}
                     detail.responded_by = {"id": user, "name": user}
                     detail.responded_at = datetime.now(UTC)
-                    # the API's own resume path (PATCH .../hitlDetails does exactly this)
-                    handle_event_submit(
-                        TriggerEvent(detail.as_resume_event_payload()),
-                        task_instance=ti,
-                        session=session,
-                    )
+                    # the API's own resume path (PATCH .../hitlDetails does exactly this);
+                    # under dag.test the trigger runs inline and reads the answer itself
+                    if ti.state in (TaskInstanceState.AWAITING_INPUT, TaskInstanceState.DEFERRED):
+                        handle_event_submit(
+                            TriggerEvent(detail.as_resume_event_payload()),
+                            task_instance=ti,
+                            session=session,
+                        )
                     return
             time.sleep(0.5)
 
     thread = threading.Thread(target=respond, daemon=True)
     thread.start()
     return thread
+
+
+def _waiting_hitl(session):
+    """The HITL request of an order_approval task still waiting for its answer, if any."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import State
+
+    return (
+        session.query(HITLDetail)
+        .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+        .filter(
+            HITLDetail.responded_at.is_(None),
+            TaskInstance.dag_id == "order_approval",
+            TaskInstance.state.not_in(list(State.finished)),
+        )
+        .first()
+    )
+
+
+def _approval_dag(watch_s=60.0, answer_poll_s=0.5):
+    """order_approval as parsed, its trigger's intervals set for a test (operator params)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow.settings import DAGS_DIR
+
+    dag = DagBag(str(DAGS_DIR)).get_dag("order_approval")
+    task = dag.get_task("decide_exception")
+    task.watch_interval, task.answer_poll_interval = watch_s, answer_poll_s
+    return dag
 
 
 def _exception(conn, category):
@@ -265,10 +291,6 @@ def test_a_price_override_through_human_in_the_loop_releases_the_order(processed
     import os
     import tempfile
 
-    from airflow.dag_processing.dagbag import DagBag
-
-    from orderflow.settings import DAGS_DIR
-
     conn, _ = processed
     exception_id, order_id, line_no = _exception(conn, "pricing_mismatch")
     roles = {
@@ -284,7 +306,7 @@ def test_a_price_override_through_human_in_the_loop_releases_the_order(processed
         responder = _answer_hitl(
             "Approve", "customer's negotiated price, confirmed by phone", seen=seen
         )
-        dag = DagBag(str(DAGS_DIR)).get_dag("order_approval")
+        dag = _approval_dag()
         run = dag.test(
             run_conf={
                 "exception_id": exception_id,
@@ -328,6 +350,98 @@ def test_a_price_override_through_human_in_the_loop_releases_the_order(processed
         (order_id, line_no),
     ).fetchone()
     assert price == charged  # the override: we charge the customer's price
+
+
+def test_a_desk_resolution_ends_the_waiting_required_action_promptly(processed):
+    """An exception approved at the desk while its Required Action waits: the waiting task
+    ends (skipped, not failed) within a few of its watch intervals instead of its 3-day
+    timeout, audited as ended by orderflow with who resolved it, and the run is over (its
+    place in the approval window is free)."""
+    import json
+    import os
+    import tempfile
+    import threading
+    import time
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from orderflow import decisions
+    from orderflow.domain.approvals import APPROVE
+    from orderflow.processing import RunContext
+
+    conn, _ = processed
+    exception_id, order_id, _ = conn.execute(
+        "SELECT e.exception_id, e.order_id, e.line_no FROM orderflow.order_exception e "
+        "JOIN orderflow.\"order\" o USING (order_id) WHERE e.category = 'pricing_mismatch' "
+        "AND e.status = 'open' AND o.status = 'ON_HOLD' ORDER BY e.exception_id DESC LIMIT 1"
+    ).fetchone()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump({"users": {"jane.pricing": ["pricing"], "olga": ["operations_manager"]}}, f)
+    watch_s, bound_s = 2.0, 30.0
+    marks: dict[str, float] = {}
+
+    def the_desk():
+        """Olga approves at the desk once the Required Action waits; if the task were still
+        waiting long past the bound, answer it (so a failing test ends)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                if _waiting_hitl(session) is not None:
+                    break
+            time.sleep(0.2)
+        else:
+            return
+        with db.connect() as desk:
+            ctx = RunContext(dag_id="orderflow_ui", run_id="ui__olga", task_id="desk")
+            decisions.decide(
+                desk, exception_id, APPROVE, actor="olga", reason="agreed by phone", ctx=ctx
+            )
+        marks["resolved"] = time.monotonic()
+        time.sleep(bound_s * 3)
+        if "ended" not in marks:
+            _answer_hitl("Keep on hold", "the test gave up waiting", user="olga").join()
+
+    os.environ["ORDERFLOW_ROLES_FILE"] = f.name
+    try:
+        desk = threading.Thread(target=the_desk, daemon=True)
+        desk.start()
+        run = _approval_dag(watch_s=watch_s, answer_poll_s=60).test(
+            run_conf={
+                "exception_id": exception_id,
+                "order_id": order_id,
+                "owner_role": "pricing",
+                "escalation_role": "pricing_manager",
+            }
+        )
+        marks["ended"] = time.monotonic()
+    finally:
+        os.environ.pop("ORDERFLOW_ROLES_FILE")
+    assert "resolved" in marks, "the Required Action never waited"
+    took = marks["ended"] - marks["resolved"]
+    with create_session() as session:
+        states = {
+            ti.task_id: ti.state
+            for ti in session.query(TaskInstance).filter(
+                TaskInstance.dag_id == "order_approval", TaskInstance.run_id == run.run_id
+            )
+        }
+    assert states == {"decide_exception": "skipped", "apply_decision": "skipped"}, states
+    assert run.state == "success"  # over: no longer one of the window's active runs
+    assert took <= bound_s, f"the Required Action ended {took:.1f} s after the desk resolved it"
+    ((actor, before, after, reason),) = conn.execute(
+        "SELECT actor, before, after, reason FROM orderflow.audit_log "
+        "WHERE object_id = %s AND action = 'end_required_action'",
+        (str(exception_id),),
+    ).fetchall()
+    assert actor == "orderflow" and before["approval_run_id"] == run.run_id
+    assert after["resolved_by"] == "olga" and after["status"] == "resolved"
+    assert "olga" in reason and "nothing left to ask" in reason
+    # the desk's approval stands: the order moved on, approved once
+    status, approvals = conn.execute(
+        'SELECT status, approvals FROM orderflow."order" WHERE order_id = %s', (order_id,)
+    ).fetchone()
+    assert status == "VALIDATED" and approvals == ["pricing_mismatch"]
 
 
 def test_reprocess_revalidates_a_fixed_order_and_refuses_what_cannot_be_overridden(

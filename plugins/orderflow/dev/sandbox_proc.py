@@ -138,7 +138,9 @@ def start_sandbox(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # 180 s: at load average 50–60 on a 2-core machine the server took over 60 s to answer,
+    # and a sandbox killed for it (not yet reaped, so poll() said running) was handed out
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/admin/health", timeout=1).status_code == 200:
@@ -149,6 +151,7 @@ def start_sandbox(
             time.sleep(0.2)
     else:
         proc.kill()
+        proc.wait(10)
     if proc.poll() is not None:
         raise RuntimeError(proc.stdout.read().decode()[-3000:])
     sb = Sandbox(url)

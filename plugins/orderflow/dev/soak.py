@@ -192,7 +192,11 @@ class Stack:
         self._token: str | None = None
 
     # -- lifecycle
-    def start(self, timeout: float = 300) -> float:
+    #: seconds the stack gets to answer its health checks: migrations and the API server's
+    #: start took over 300 s on a 2-core machine at load average 35–55 (other helpers' runs)
+    START_TIMEOUT_S = 600.0
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> float:
         t0 = time.monotonic()
         self.log_file = (self.state.parent / "run.log").open("ab")
         self.proc = subprocess.Popen(
@@ -647,7 +651,7 @@ def run(opts: Options, command: str = "") -> dict:
     return report
 
 
-def _wait_ready(stack: Stack, timeout: float = 300) -> None:
+def _wait_ready(stack: Stack, timeout: float = 600) -> None:
     """Every DAG parsed and the first master-data sync done (orders need master data)."""
     deadline = time.monotonic() + timeout
     expected = {p.stem for p in settings.DAGS_DIR.glob("*.py")}
@@ -778,13 +782,22 @@ WORK_DAGS = (
 #: behind max_active_runs with unscheduled tasks; running runs are not counted: an intake
 #: run's deferred sensor keeps it running while it waits for files). An intake DAG's queued
 #: run is not counted either: it waits behind that sensor for as long as no file comes, and
-#: the intake's work is counted where it is (files waiting, messages pending)
-_BUSY_SQL = """
-SELECT (SELECT count(*) FROM task_instance
-         WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
-                         'restarting')
-           AND dag_id = ANY(%s))
-     + (SELECT count(*) FROM dag_run WHERE state = 'queued' AND dag_id = ANY(%s))
+#: the intake's work is counted where it is (files waiting, messages pending). Nor is the
+#: intake's file sensor itself (``wait_for_*``), in any state: every intake run starts one
+#: every 5 minutes that runs to defer and runs again to time out when no file came — five
+#: intake DAGs kept a quiet stack "busy" most of the time, so it never settled; the files it
+#: waits for are counted as files waiting.
+_BUSY_DETAIL_SQL = """
+SELECT 'task ' || dag_id || '.' || task_id || ' ' || state, count(*) FROM task_instance
+ WHERE state IN ('running', 'queued', 'scheduled', 'up_for_retry', 'up_for_reschedule',
+                 'restarting')
+   AND dag_id = ANY(%(work)s)
+   AND NOT (dag_id = ANY(%(intake)s) AND starts_with(task_id, 'wait_for_'))
+ GROUP BY 1
+UNION ALL
+SELECT 'queued run ' || dag_id, count(*) FROM dag_run
+ WHERE state = 'queued' AND dag_id = ANY(%(work)s) AND NOT dag_id = ANY(%(intake)s)
+ GROUP BY 1
 """
 _STORE_BUSY_SQL = """
 SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'),
@@ -841,9 +854,13 @@ def _settle(stack: Stack, timeout: float) -> dict:
     settled: dict[str, Any] = {"rounds": []}
     last_event = None
     for _ in range(4):
-        quiet, busy = _wait_quiet(stack, deadline)
+        quiet, busy, detail = _wait_quiet(stack, deadline)
         events = stack.query("orderflow", "SELECT max(event_id) FROM orderflow.order_event")[0][0]
-        round_ = {"quiet": quiet, "busy_at_end": dict(zip(_BUSY_KEYS, busy, strict=False))}
+        round_ = {
+            "quiet": quiet,
+            "busy_at_end": dict(zip(_BUSY_KEYS, busy, strict=False)),
+            "busy_detail": detail,
+        }
         settled["rounds"].append(round_)
         if events == last_event:
             break  # the last round's syncs changed no order
@@ -856,22 +873,41 @@ def _settle(stack: Stack, timeout: float) -> dict:
             break  # out of time: compared after one last sync all the same, reported unsettled
     settled["quiet"] = settled["rounds"][-1]["quiet"]
     settled["busy_at_end"] = settled["rounds"][-1]["busy_at_end"]
+    settled["busy_detail"] = settled["rounds"][-1]["busy_detail"]
     return settled
 
 
-def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple]:
+#: the outbox rows counted due, by action and status (logged)
+_STORE_BUSY_DETAIL_SQL = """
+SELECT 'outbox ' || action || ' ' || status, count(*) FROM orderflow.outbox
+ WHERE status IN ('pending', 'sending') OR (status = 'failed'
+       AND next_attempt_at < now() + interval '2 minutes') GROUP BY 1
+"""
+
+
+def busy_tasks(query) -> dict[str, int]:
+    """The work DAGs' task instances and queued runs counted busy, by name (``query`` runs
+    SQL on the Airflow metadata database: ``Stack.query`` bound to it)."""
+    params = {"work": list(WORK_DAGS), "intake": list(INTAKE_DAGS)}
+    return {k: n for k, n in sorted(query(_BUSY_DETAIL_SQL, params))}
+
+
+def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple, dict]:
     quiet = 0
     busy: tuple = ()
+    detail: dict[str, int] = {}
     while quiet < 2:
         time.sleep(10)
-        queued_runs = [d for d in WORK_DAGS if d not in INTAKE_DAGS]
-        tasks = stack.query("airflow", _BUSY_SQL, (list(WORK_DAGS), queued_runs))[0][0]
+        detail = busy_tasks(lambda sql, params: stack.query("airflow", sql, params))
         store = stack.query("orderflow", _STORE_BUSY_SQL)[0]
-        busy = (tasks, _waiting_files(stack.state), *store)
+        busy = (sum(detail.values()), _waiting_files(stack.state), *store)
         quiet = quiet + 1 if not any(busy[:4]) else 0
+        if busy[3]:
+            detail.update(stack.query("orderflow", _STORE_BUSY_DETAIL_SQL))
+        log.info("soak: settling, busy %s %s", dict(zip(_BUSY_KEYS, busy, strict=False)), detail)
         if time.monotonic() > deadline:
             break
-    return quiet >= 2, busy
+    return quiet >= 2, busy, detail
 
 
 def _trigger_and_wait(stack: Stack, dag_id: str, timeout: float) -> str:
@@ -1479,7 +1515,9 @@ def reconcile(
                 f"fault {f.name} at {f.sim_at}: no successful task of its kind after it"
             )
     if not settled.get("quiet"):
-        findings.append(f"the stack did not settle: {settled.get('busy_at_end')}")
+        findings.append(
+            f"the stack did not settle: {settled.get('busy_at_end')} {settled.get('busy_detail')}"
+        )
 
     report = {
         "days": opts.days,

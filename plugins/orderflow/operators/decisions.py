@@ -9,7 +9,12 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from orderflow.operators.processing import _ctx
-from orderflow.settings import APPROVAL_WINDOW, STORE_CONN_ID
+from orderflow.settings import (
+    APPROVAL_ANSWER_POLL_S,
+    APPROVAL_WATCH_S,
+    APPROVAL_WINDOW,
+    STORE_CONN_ID,
+)
 
 APPROVAL_DAG_ID = "order_approval"
 
@@ -209,25 +214,55 @@ class OwnerRoleHITLOperator(_hitl_base()):
     may answer: ``assigned_users`` from the OrderFlow role mapping (``orderflow.access``),
     resolved when the task runs. Airflow refuses a response from anyone else.
 
+    It waits deferred on :class:`~orderflow.operators.approval_trigger.ExceptionApprovalTrigger`
+    (Airflow's human-in-the-loop trigger that also watches the exception): an answer resumes it
+    as usual; when the exception is resolved anywhere else (desk, CLI, reprocess, a rule) the
+    task ends **skipped** within ``watch_interval`` seconds — audited as ended by
+    ``orderflow``, with who resolved the exception and how — and its run frees its place in
+    the approval window.
+
     :param owner_role: the exception's owner role. Templated.
     :param escalation_role: its escalation role, if any. Templated.
+    :param exception_id: the exception asked about (0: none to watch). Templated.
+    :param watch_interval: seconds between two looks at the exception.
+    :param answer_poll_interval: seconds between two reads of the answer by the trigger (a
+        safety net: the API's answer resumes the task itself).
     """
 
     template_fields: Sequence[str] = (
         *_hitl_base().template_fields,
         "owner_role",
         "escalation_role",
+        "exception_id",
+        "store_conn_id",
     )
 
-    def __init__(self, *, owner_role: str, escalation_role: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        owner_role: str,
+        escalation_role: str = "",
+        exception_id: int | str = 0,
+        store_conn_id: str = STORE_CONN_ID,
+        watch_interval: float = APPROVAL_WATCH_S,
+        answer_poll_interval: float = APPROVAL_ANSWER_POLL_S,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.owner_role = owner_role
         self.escalation_role = escalation_role
+        self.exception_id = exception_id
+        self.store_conn_id = store_conn_id
+        self.watch_interval = watch_interval
+        self.answer_poll_interval = answer_poll_interval
 
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+        from airflow.sdk.timezone import utcnow
 
         from orderflow import access
+        from orderflow.operators.approval_trigger import ExceptionApprovalTrigger
 
         users = access.users_with(self.owner_role, self.escalation_role)
         if not users:
@@ -237,4 +272,54 @@ class OwnerRoleHITLOperator(_hitl_base()):
             )
         self.assigned_users = [{"id": u, "name": u} for u in users]
         self.log.info("assigned to %s (role %s)", ", ".join(users), self.owner_role)
-        return super().execute(context)
+        ti_id = context["task_instance"].id
+        upsert_hitl_detail(
+            ti_id=ti_id,
+            options=self.options,
+            subject=self.subject,
+            body=self.body,
+            defaults=self.defaults,
+            multiple=self.multiple,
+            params=self.serialized_params,
+            assigned_users=self.assigned_users,
+        )
+        timeout_at = utcnow() + self.response_timeout if self.response_timeout else None
+        self.hitl_summary_extra["timeout_datetime"] = timeout_at.isoformat() if timeout_at else None
+        for notifier in self.notifiers:
+            notifier(context)
+        self.log.info("Waiting for a response (or exception %s resolved)", self.exception_id)
+        self.defer(
+            trigger=ExceptionApprovalTrigger(
+                ti_id=ti_id,
+                options=self.options,
+                defaults=self.defaults,
+                params=self.serialized_params,
+                multiple=self.multiple,
+                timeout_datetime=timeout_at,
+                poke_interval=self.answer_poll_interval,
+                exception_id=int(self.exception_id or 0),
+                store_conn_id=self.store_conn_id,
+                watch_interval=self.watch_interval,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from orderflow.operators.approval_trigger import RESOLVED_ELSEWHERE
+
+        if RESOLVED_ELSEWHERE not in event:
+            return super().execute_complete(context, event)
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from orderflow import decisions
+        from orderflow.store import db
+
+        conn = db.connect(self.store_conn_id)
+        try:
+            why = decisions.required_action_ended(
+                conn, int(self.exception_id), context["ti"].run_id, event[RESOLVED_ELSEWHERE]
+            )
+        finally:
+            conn.close()
+        self.hitl_summary_extra[RESOLVED_ELSEWHERE] = event[RESOLVED_ELSEWHERE]
+        raise AirflowSkipException(why)

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from orderflow.assets import announce_if, announcing
 from orderflow.settings import STORE_CONN_ID
 
 
@@ -33,6 +34,7 @@ class PullPortalOrdersOperator(BaseOperator):
     :param page_size: items per feed request (default 200: one round trip per ≈200 orders).
     :param max_pages: stop after this many pages (default None: drain the feed), so one run
         stays short when a backlog builds up; the next run continues.
+    :param announces: an Asset (``orders_received``) emitted only when the feed had items.
     :return: (XCom) counts only — pages, items, outcomes, cursor range.
     """
 
@@ -46,9 +48,12 @@ class PullPortalOrdersOperator(BaseOperator):
         store_conn_id: str = STORE_CONN_ID,
         page_size: int = 200,
         max_pages: int | None = None,
+        announces: Any = None,
         **kwargs: Any,
     ) -> None:
+        announcing(announces, kwargs)
         super().__init__(**kwargs)
+        self.announces = announces
         self.portal_conn_id = portal_conn_id
         self.store_conn_id = store_conn_id
         self.page_size = page_size
@@ -72,6 +77,7 @@ class PullPortalOrdersOperator(BaseOperator):
             conn.close()
         summary = stats.summary()
         self.log.info("portal intake: %s", summary)
+        announce_if(context, self.announces, summary.get("items"))
         return summary
 
 
@@ -91,6 +97,7 @@ class PullMarketplaceOrdersOperator(BaseOperator):
     :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
     :param page_size: items per feed request (default 200).
     :param max_pages: stop after this many pages (default None: drain the feed).
+    :param announces: an Asset (``orders_received``) emitted only when the feed had items.
     :return: (XCom) counts only — pages, items, outcomes, cursor range.
     """
 
@@ -105,9 +112,12 @@ class PullMarketplaceOrdersOperator(BaseOperator):
         store_conn_id: str = STORE_CONN_ID,
         page_size: int = 200,
         max_pages: int | None = None,
+        announces: Any = None,
         **kwargs: Any,
     ) -> None:
+        announcing(announces, kwargs)
         super().__init__(**kwargs)
+        self.announces = announces
         self.marketplace_conn_id = marketplace_conn_id
         self.marketplace_id = marketplace_id
         self.store_conn_id = store_conn_id
@@ -133,6 +143,7 @@ class PullMarketplaceOrdersOperator(BaseOperator):
             conn.close()
         summary = stats.summary()
         self.log.info("marketplace intake: %s", summary)
+        announce_if(context, self.announces, summary.get("items"))
         return summary
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from orderflow.assets import announce_if, announcing
 from orderflow.settings import STORE_CONN_ID
 
 
@@ -16,6 +17,8 @@ class SendOutboxOperator(BaseOperator):
     :param actions: outbox actions to send, e.g. ``["edi_997", "edi_ta1"]``. Templated.
     :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
     :param limit: rows per run (default 500); the rest wait for the next run.
+    :param announces: an Asset emitted only when this run sent something (an outlet emitted
+        on every run would start the DAGs scheduled on it after every empty send).
     :return: (XCom) counts of sent / retry / dead (and follow-ups, settled sends). Fails, without
         a task retry, when it claimed rows and none was sent or answered.
     """
@@ -29,9 +32,12 @@ class SendOutboxOperator(BaseOperator):
         actions: list[str],
         store_conn_id: str = STORE_CONN_ID,
         limit: int = 500,
+        announces: Any = None,
         **kwargs: Any,
     ) -> None:
+        announcing(announces, kwargs)
         super().__init__(**kwargs)
+        self.announces = announces
         self.actions = actions
         self.store_conn_id = store_conn_id
         self.limit = limit
@@ -47,6 +53,7 @@ class SendOutboxOperator(BaseOperator):
             conn.close()
         counts = res.as_dict()
         self.log.info("outbox %s: %s", self.actions, counts)
+        announce_if(context, self.announces, res.sent)
         for error in res.errors:
             self.log.warning("not sent: %s", error)
         if res.claimed and not res.sent and not res.rejected:

@@ -170,3 +170,20 @@ def take_for_approval(
         """,
         (list(categories), limit),
     ).fetchall()
+
+
+def exception_states(conn: psycopg.Connection, exception_ids: Sequence[int]) -> dict[int, dict]:
+    """exception_id → {status, resolution, resolved_by, resolved_at (ISO)} of those given."""
+    return {
+        eid: {
+            "status": status,
+            "resolution": resolution,
+            "resolved_by": resolved_by,
+            "resolved_at": resolved_at.isoformat() if resolved_at else None,
+        }
+        for eid, status, resolution, resolved_by, resolved_at in conn.execute(
+            "SELECT exception_id, status, resolution, resolved_by, resolved_at "
+            "FROM orderflow.order_exception WHERE exception_id = ANY(%s)",
+            (list(exception_ids),),
+        )
+    }
