@@ -244,6 +244,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("what the skipped tests need")
         for hint, n in counts.items():
             terminalreporter.line(f"{n} skipped: {hint}")
+    if _BUILT_TEMPLATES:
+        terminalreporter.section("template stores of this run (built once, copied per module)")
+        for line in _BUILT_TEMPLATES:
+            terminalreporter.line(line)
 
 
 def pytest_unconfigure(config):
@@ -258,6 +262,7 @@ def server_url() -> str:
 
 _module_dbs = iter(range(1, 10_000))
 _MIGRATED: list[str] = []  # the run's migrated template store, made by the first module
+_BUILT_TEMPLATES: list[str] = []  # what each template cost, for the summary
 
 
 def _migrated_template() -> str:
@@ -267,9 +272,11 @@ def _migrated_template() -> str:
         from orderflow.store import migrations
 
         url = STORE_URL.replace(f"orderflow_test_{RUN_ID}", f"orderflow_test_{RUN_ID}_migrated")
+        started = time.monotonic()
         pg.ensure_database(url)
         migrations.upgrade(url)
         _MIGRATED.append(url)
+        _BUILT_TEMPLATES.append(f"migrated store: {time.monotonic() - started:.1f} s")
     return _MIGRATED[0]
 
 
@@ -289,6 +296,7 @@ def _store_templates(tmp_path_factory):
     yield snapshots
     from orderflow.dev import pg
 
+    _BUILT_TEMPLATES.extend(snapshots.summary())
     snapshots.drop_databases()
     for url in _MIGRATED:
         pg.drop_database(url)
@@ -324,6 +332,8 @@ def store_url(request):
     kind = _day_snapshot_kind(request)
     templates = request.getfixturevalue("_store_templates")
     template = templates.get(kind, request.getfixturevalue).url if kind else _migrated_template()
+    if kind:
+        templates.count_use(kind)
     pg.copy_database(url, template)
     saved = {k: os.environ.get(k) for k in connection_env(url)}
     os.environ.update(connection_env(url))

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ class Snapshot:
     url: str  # the template database (no session may stay on it)
     drop: Path  # the stopped sandbox's folder
     run_id: str | None = None  # the order_processing run of "processed"
+    seconds: float = 0.0  # what building it took (its own step only)
 
 
 @contextmanager
@@ -61,6 +63,7 @@ class DaySnapshots:
         self._database_url, self._migrated_url = database_url, migrated_url
         self._built: dict[str, Snapshot] = {}
         self._failed: dict[str, str] = {}
+        self._uses: dict[str, int] = dict.fromkeys(KINDS, 0)
 
     def get(self, kind: str, fixture: Callable[[str], object]) -> Snapshot:
         """The snapshot ``kind``, built now if it is the first ask; ``fixture`` is the asking
@@ -73,14 +76,27 @@ class DaySnapshots:
             self.day_dir = fixture("day_dir")
             try:
                 if kind == "landed":
-                    self._built[kind] = self._landed()
+                    build = self._landed
                 else:
+                    landed = self.get("landed", fixture)
                     fixture("airflow_db")
-                    self._built[kind] = self._processed(self.get("landed", fixture))
+                    build = lambda: self._processed(landed)  # noqa: E731
+                started = time.monotonic()
+                self._built[kind] = replace(build(), seconds=time.monotonic() - started)
             except BaseException as e:
                 self._failed[kind] = f"{type(e).__name__}: {str(e)[:500]}"
                 raise
         return self._built[kind]
+
+    def count_use(self, kind: str) -> None:
+        self._uses[kind] += 1
+
+    def summary(self) -> list[str]:
+        return [
+            f"day snapshot {kind}: built in {snap.seconds:.1f} s, copied by "
+            f"{self._uses[kind]} module(s)"
+            for kind, snap in self._built.items()
+        ]
 
     def copy_drop(self, kind: str, drop: Path, fixture: Callable[[str], object]) -> None:
         """The sandbox folder of ``kind`` copied to ``drop`` (for a sandbox of a module's own)."""
