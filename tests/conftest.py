@@ -251,6 +251,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("what the skipped tests need")
         for hint, n in counts.items():
             terminalreporter.line(f"{n} skipped: {hint}")
+    if _BUILT_TEMPLATES:
+        terminalreporter.section("template stores of this run (built once, copied per module)")
+        for line in _BUILT_TEMPLATES:
+            terminalreporter.line(line)
 
 
 def pytest_unconfigure(config):
@@ -264,22 +268,80 @@ def server_url() -> str:
 
 
 _module_dbs = iter(range(1, 10_000))
+_MIGRATED: list[str] = []  # the run's migrated template store, made by the first module
+_BUILT_TEMPLATES: list[str] = []  # what each template cost, for the summary
+
+
+def _migrated_template() -> str:
+    """A store migrated to head once per run: each module's store is a copy of it."""
+    if not _MIGRATED:
+        from orderflow.dev import pg
+        from orderflow.store import migrations
+
+        url = STORE_URL.replace(f"orderflow_test_{RUN_ID}", f"orderflow_test_{RUN_ID}_migrated")
+        started = time.monotonic()
+        pg.ensure_database(url)
+        migrations.upgrade(url)
+        _MIGRATED.append(url)
+        _BUILT_TEMPLATES.append(f"migrated store: {time.monotonic() - started:.1f} s")
+    return _MIGRATED[0]
+
+
+@pytest.fixture(scope="session")
+def _store_templates(tmp_path_factory):
+    """The run's template stores: migrated, and the day snapshots (``day_snapshots.py``).
+    Dropped when the run ends."""
+    from day_snapshots import DaySnapshots
+
+    snapshots = DaySnapshots(
+        tmp_path_factory.mktemp("day-snapshots"),
+        database_url=lambda kind: STORE_URL.replace(
+            f"orderflow_test_{RUN_ID}", f"orderflow_test_{RUN_ID}_{kind}"
+        ),
+        migrated_url=_migrated_template,
+    )
+    yield snapshots
+    from orderflow.dev import pg
+
+    _BUILT_TEMPLATES.extend(snapshots.summary())
+    snapshots.drop_databases()
+    for url in _MIGRATED:
+        pg.drop_database(url)
+    _MIGRATED.clear()
+
+
+def _day_snapshot_kind(request) -> str | None:
+    marker = request.node.get_closest_marker("day_snapshot")
+    return marker.args[0] if marker else None
 
 
 @pytest.fixture(scope="module")
-def store_url():
-    """A freshly created, fully migrated operational store for each test module, so that
-    modules ingesting the same generated day never see each other's messages."""
+def day_snapshot(request, _store_templates):
+    """The day snapshot this module is marked with (``@pytest.mark.day_snapshot(kind)``)."""
+    kind = _day_snapshot_kind(request)
+    assert kind, "day_snapshot: mark the module with @pytest.mark.day_snapshot(kind)"
+    return _store_templates.get(kind, request.getfixturevalue)
+
+
+@pytest.fixture(scope="module")
+def store_url(request):
+    """A fully migrated operational store for each test module (a copy of the run's migrated
+    template), so that modules ingesting the same generated day never see each other's
+    messages. A module marked ``@pytest.mark.day_snapshot(kind)`` gets a copy of that day
+    snapshot's store instead (``day_snapshots.py``)."""
     _needs_database("the store_url fixture")
     from orderflow.dev import pg
-    from orderflow.store import migrations
     from orderflow.store.db import connection_env
 
     url = STORE_URL.replace(
         f"orderflow_test_{RUN_ID}", f"orderflow_test_{RUN_ID}_{next(_module_dbs)}"
     )
-    pg.ensure_database(url)
-    migrations.upgrade(url)
+    kind = _day_snapshot_kind(request)
+    templates = request.getfixturevalue("_store_templates")
+    template = templates.get(kind, request.getfixturevalue).url if kind else _migrated_template()
+    if kind:
+        templates.count_use(kind)
+    pg.copy_database(url, template)
     saved = {k: os.environ.get(k) for k in connection_env(url)}
     os.environ.update(connection_env(url))
     yield url
@@ -342,11 +404,17 @@ def day_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sandbox(day_dir, tmp_path_factory):
-    """A sandbox process of this test module (its state is per module)."""
+def sandbox(day_dir, tmp_path_factory, request):
+    """A sandbox process of this test module (its state is per module). In a module marked
+    ``@pytest.mark.day_snapshot(kind)`` it starts on a copy of that snapshot's sandbox folder
+    (and so continues from that state)."""
     from tests_support import start_sandbox
 
-    sb = start_sandbox(day_dir, tmp_path_factory.mktemp("drop"))
+    drop = tmp_path_factory.mktemp("drop")
+    kind = _day_snapshot_kind(request)
+    if kind:
+        request.getfixturevalue("_store_templates").copy_drop(kind, drop, request.getfixturevalue)
+    sb = start_sandbox(day_dir, drop)
     yield sb
     sb.stop()
 

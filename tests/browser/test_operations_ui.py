@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from browser_support import ARTIFACTS, CHROMIUM, login, shot
-from tests_support import land_day
 
 from orderflow.store import db
 
@@ -21,6 +20,7 @@ pytestmark = [
     pytest.mark.db,
     pytest.mark.sandbox,
     pytest.mark.long,
+    pytest.mark.day_snapshot("processed"),  # the day landed, then one order_processing run
 ]
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
@@ -47,8 +47,6 @@ def day(store_url, sandbox, airflow_db):
 
     os.environ.update(sandbox.connection_env())
     conn = db.connect()
-    land_day(conn, sandbox)
-    _run("order_processing")
     kpis.refresh_facts(conn)
     kpis.publish(conn, now=datetime.now(UTC))
     yield conn

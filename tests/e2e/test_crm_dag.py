@@ -6,11 +6,16 @@ account's team, and an approval decided in the CRM resolves the hold exactly onc
 import json
 
 import pytest
-from tests_support import land_day
 
 from orderflow.store import db
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.airflow_db,
+    pytest.mark.db,
+    pytest.mark.sandbox,
+    pytest.mark.day_snapshot("landed"),
+]
 
 
 def _run(dag_id):
@@ -54,8 +59,7 @@ def processed(store_url, sandbox, day_dir, airflow_db):
     import os
 
     os.environ.update(sandbox.connection_env())
-    conn = db.connect()
-    land_day(conn, sandbox)
+    conn = db.connect()  # the day is landed (day_snapshot)
     _run("crm_sync")  # account context (incremental on top of the landing's full sync)
     _run("order_processing")
     _run("crm_sync")  # the approval requests validation queued go to the CRM

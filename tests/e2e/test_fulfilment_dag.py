@@ -11,7 +11,6 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from tests_support import land_day
 
 from orderflow.store import db
 
@@ -21,6 +20,7 @@ pytestmark = [
     pytest.mark.db,
     pytest.mark.sandbox,
     pytest.mark.long,
+    pytest.mark.day_snapshot("processed"),  # the day landed, then one order_processing run
 ]
 
 
@@ -49,8 +49,6 @@ def fulfilled(store_url, sandbox, day_dir, airflow_db):
 
     os.environ.update(sandbox.connection_env())
     conn = db.connect()
-    land_day(conn, sandbox)
-    _run("order_processing")
     # Flaky partners from here on: feeds deliver events twice and out of order and answer
     # 5xx or cut the connection now and then; the receivers answer 5xx.
     feed = {"duplicate_rate": 0.2, "out_of_order_rate": 0.5, "error_rate": 0.1, "reset_rate": 0.02}

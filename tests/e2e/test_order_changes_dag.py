@@ -19,6 +19,7 @@ pytestmark = [
     pytest.mark.db,
     pytest.mark.sandbox,
     pytest.mark.long,
+    pytest.mark.day_snapshot("processed"),  # the day landed, then one order_processing run
 ]
 
 
@@ -58,12 +59,8 @@ def _status(conn, order_id) -> str:
 def test_cancel_and_change_through_the_dag(store_url, sandbox, airflow_db):
     import os
 
-    from orderflow.dev.sandbox_proc import land_day
-
     os.environ.update(sandbox.connection_env())
     conn = db.connect()
-    land_day(conn, sandbox)
-    _run()
     held, released = (
         conn.execute(
             "SELECT order_id FROM orderflow.\"order\" o WHERE status = %s AND channel <> 'edi' "

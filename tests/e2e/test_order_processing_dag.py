@@ -4,11 +4,17 @@ ground truth names, and rerunning the DAG releases, reserves and acknowledges no
 (the sandbox WMS and EDI gateway count)."""
 
 import pytest
-from tests_support import land_day, score
+from tests_support import score
 
 from orderflow.store import db
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.airflow_db,
+    pytest.mark.db,
+    pytest.mark.sandbox,
+    pytest.mark.day_snapshot("processed"),  # the day landed, then one order_processing run
+]
 
 
 def _run(dag_id="order_processing", conf=None):
@@ -35,14 +41,12 @@ def _counts(store):
 
 
 @pytest.fixture(scope="module")
-def processed(store_url, sandbox, day_dir, airflow_db):
+def processed(store_url, sandbox, day_dir, airflow_db, day_snapshot):
     import os
 
     os.environ.update(sandbox.connection_env())
     conn = db.connect()
-    land_day(conn, sandbox)
-    run = _run()
-    yield conn, run
+    yield conn, day_snapshot  # its run_id: the order_processing run over the landed day
     conn.close()
 
 

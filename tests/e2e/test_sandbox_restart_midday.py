@@ -5,10 +5,11 @@ carries on (the fulfilment_events DAG with dag.test()). Sandbox state and clock 
 every outbox row OrderFlow sent is known to the sandbox by its key, nothing was picked
 twice, and OrderFlow's feed continuity check never sees a rewind."""
 
+import shutil
 from datetime import datetime
 
 import pytest
-from tests_support import land_day, start_sandbox
+from tests_support import start_sandbox
 
 from orderflow.store import db
 
@@ -19,6 +20,7 @@ pytestmark = [
     pytest.mark.sandbox,
     pytest.mark.slow,
     pytest.mark.long,
+    pytest.mark.day_snapshot("processed"),  # the day landed, then one order_processing run
 ]
 
 #: outbox action → the sandbox receiver whose Idempotency-Keys it must find
@@ -90,17 +92,18 @@ def _feed(sb, path: str) -> list[dict]:
 
 
 def test_sandbox_killed_mid_day_forgets_nothing_orderflow_sent(
-    store_url, day_dir, airflow_db, tmp_path
+    store_url, day_dir, airflow_db, day_snapshot, tmp_path
 ):
     import os
 
+    # The day landed and processed (releases, 855s, e-mails and webhooks sent): the store is
+    # the snapshot's copy, the sandbox starts on a copy of its folder.
     drop = tmp_path / "drop"
+    shutil.copytree(day_snapshot.drop, drop)
     sb = start_sandbox(day_dir, drop)
     conn = db.connect()
     try:
         os.environ.update(sb.connection_env())
-        land_day(conn, sb)
-        _run("order_processing")
         # Mid-day: a few hours of picking and shipping, followed by OrderFlow.
         sb.client.put("/admin/clock", json={"advance_minutes": 6 * 60}).raise_for_status()
         _run("fulfilment_events")

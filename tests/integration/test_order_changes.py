@@ -25,7 +25,7 @@ from orderflow.processing import RunContext
 from orderflow.store import db, exceptions
 from orderflow.store import processing as repo
 
-pytestmark = [pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [pytest.mark.db, pytest.mark.sandbox, pytest.mark.day_snapshot("landed")]
 
 CTX = RunContext(dag_id="test_order_changes", run_id="manual__changes", task_id="stage")
 SEND = ["wms_release", "wms_release_cancel", "edi_855", "email", "webhook"]
@@ -38,11 +38,8 @@ def book():
 
 @pytest.fixture(scope="module")
 def landed(store_url, sandbox):
-    from orderflow.dev.sandbox_proc import land_day
-
     os.environ.update(sandbox.connection_env())
-    conn = db.connect()
-    land_day(conn, sandbox)
+    conn = db.connect()  # the day is landed (day_snapshot)
     # changes the day's own messages carried (850 cancel/replace, 860, portal) apply at once
     # to orders still RECEIVED; the tests below count only their own
     changes.apply_pending(conn, CTX, rules.load())

@@ -17,7 +17,6 @@ from collections import Counter
 from datetime import date, datetime
 
 import pytest
-from tests_support import land_day
 
 from orderflow import processing, rules
 from orderflow.ordercheck.service import check, draft_of, to_view
@@ -25,7 +24,7 @@ from orderflow.processing import RunContext
 from orderflow.store import db
 from orderflow.store import processing as repo
 
-pytestmark = [pytest.mark.db, pytest.mark.sandbox]
+pytestmark = [pytest.mark.db, pytest.mark.sandbox, pytest.mark.day_snapshot("landed")]
 
 CTX = RunContext(dag_id="test_order_check", run_id="manual__check", task_id="stage")
 
@@ -139,8 +138,7 @@ def _fingerprint(conn) -> tuple:
 def compared(store_url, sandbox):
     from orderflow.integrations.systems import CreditHook, ScreeningHook, TaxHook
 
-    conn = db.connect()
-    land_day(conn, sandbox)
+    conn = db.connect()  # the day is landed (day_snapshot)
     os.environ.update(sandbox.connection_env())
     book = rules.load(conn=conn)
     credit, tax, screening = CreditHook(), TaxHook(), ScreeningHook()
