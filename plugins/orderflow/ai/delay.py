@@ -492,17 +492,20 @@ def risk_of_plan(
             raw = repo.delay_stats(
                 conn, [order_id], lane_days=LANE_DAYS, throughput_days=THROUGHPUT_DAYS
             )
-        f = features(planned, stats_of(raw, book), raw["now"], received_at)
-        [p] = late_probability(model, [f])
-        policy = book.ai.delay
-        flagged = p >= policy.flag_threshold
-        evidence: list[dict[str, Any]] = []
-        if flagged:
-            import numpy as np
+        from orderflow.ai.models import one_thread
 
-            k = model.classes.index(LATE) if LATE in model.classes else 0
-            x = np.array([f.get(c, math.nan) for c in model.columns], dtype=float)
-            evidence = model._evidence(x, k, p, f)
+        f = features(planned, stats_of(raw, book), raw["now"], received_at)
+        policy = book.ai.delay
+        evidence: list[dict[str, Any]] = []
+        with one_thread():
+            [p] = late_probability(model, [f])
+            flagged = p >= policy.flag_threshold
+            if flagged:
+                import numpy as np
+
+                k = model.classes.index(LATE) if LATE in model.classes else 0
+                x = np.array([f.get(c, math.nan) for c in model.columns], dtype=float)
+                evidence = model._evidence(x, k, p, f)
     except Exception as exc:
         log.warning("model %s skipped: %s", MODEL_NAME, type(exc).__name__)
         return None

@@ -396,7 +396,10 @@ class LazyRanker:
             )
         if self.ranker is None:
             return list(candidates)
-        return self.ranker(order, line_no, item_id, candidates, at_preferred)
+        from orderflow.ai.models import one_thread
+
+        with one_thread():
+            return self.ranker(order, line_no, item_id, candidates, at_preferred)
 
     def ranked(self) -> tuple[str, dict[int, list[dict]]] | None:
         """(model version, line → its ranking as the decision's evidence), or None."""
