@@ -440,8 +440,6 @@ class Risk:
     customer_notice: bool
     threshold: float
     features: dict[str, float]
-    #: top features, only when flagged (what the planning stage records with its flag)
-    evidence: list[dict[str, Any]]
 
 
 def planned_of(shipments: list[Any], zone: str | None) -> list[Planned]:
@@ -474,7 +472,8 @@ def risk_of_plan(
     ``store.ai.delay_stats``, the order's own shipments left out as the stage leaves its
     partition's out), feature builder (:func:`features` at the database's ``now``) and
     thresholds. None when the model is switched off, has no active version, or fails (logged,
-    advisory as in the stage). Reads only; records nothing."""
+    advisory as in the stage). Reads only; records nothing; no evidence (the occlusion costs
+    a second prediction per answer: the stage records it with its flag)."""
     from orderflow.ai import governance
     from orderflow.store import ai as repo
 
@@ -483,8 +482,15 @@ def risk_of_plan(
     planned = planned_of(shipments, zone)
     if not planned:
         return None
+    from contextlib import nullcontext
+
+    from psycopg.pq import TransactionStatus
+
+    # inside a transaction a failed read must not abort the caller's: a savepoint; on an
+    # autocommit connection each statement stands alone (no BEGIN / COMMIT round trips)
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
     try:
-        with conn.transaction():
+        with nullcontext() if idle and conn.autocommit else conn.transaction():
             active = governance.active_model(conn, MODEL_NAME)
             if active is None:
                 return None
@@ -496,16 +502,9 @@ def risk_of_plan(
 
         f = features(planned, stats_of(raw, book), raw["now"], received_at)
         policy = book.ai.delay
-        evidence: list[dict[str, Any]] = []
         with one_thread():
             [p] = late_probability(model, [f])
-            flagged = p >= policy.flag_threshold
-            if flagged:
-                import numpy as np
-
-                k = model.classes.index(LATE) if LATE in model.classes else 0
-                x = np.array([f.get(c, math.nan) for c in model.columns], dtype=float)
-                evidence = model._evidence(x, k, p, f)
+        flagged = p >= policy.flag_threshold
     except Exception as exc:
         log.warning("model %s skipped: %s", MODEL_NAME, type(exc).__name__)
         return None
@@ -516,5 +515,4 @@ def risk_of_plan(
         customer_notice=flagged and policy.notify_customer and p >= policy.notify_threshold,
         threshold=policy.flag_threshold,
         features=f,
-        evidence=evidence,
     )

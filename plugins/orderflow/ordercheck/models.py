@@ -136,9 +136,6 @@ class DelayRiskAnswer(BaseModel):
     customer_notice: bool = Field(
         description="the early order_delayed notice would be queued (ai rules' notify policy)"
     )
-    evidence: list[dict[str, Any]] = Field(
-        default_factory=list, description="top features, when flagged"
-    )
     assumes: str = Field(
         description="what the check takes for what planning would know only when it runs"
     )

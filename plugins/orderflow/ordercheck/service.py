@@ -432,7 +432,6 @@ def _delay_risk(conn, vo, plan, ship_to, now, book) -> DelayRiskAnswer | None:
         flagged=risk.flagged,
         threshold=risk.threshold,
         customer_notice=risk.customer_notice,
-        evidence=risk.evidence,
         assumes=DELAY_ASSUMES,
     )
 
