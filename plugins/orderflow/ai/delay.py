@@ -330,7 +330,6 @@ def _inputs(conn, order_ids: list[str], book: RuleBook):
     without a cutoff in its master data takes the ``ai`` rules' ``delay.default_cutoff``."""
     from orderflow.store import ai as repo
 
-    default = time.fromisoformat(book.ai.delay.default_cutoff)
     raw = repo.delay_rows(conn, order_ids, lane_days=LANE_DAYS, throughput_days=THROUGHPUT_DAYS)
     planned: dict[str, tuple[datetime, int, list[Planned]]] = {}
     for (oid, received, rv, dc, carrier, service, mode, transit, zone, weight, hazmat,
@@ -340,6 +339,13 @@ def _inputs(conn, order_ids: list[str], book: RuleBook):
             Planned(dc, carrier, service, mode, int(transit), zone_number(zone), float(weight),
                     bool(hazmat), ship, promised)
         )  # fmt: skip
+    return planned, stats_of(raw, book), raw["now"]
+
+
+def stats_of(raw: dict[str, Any], book: RuleBook) -> Stats:
+    """:class:`Stats` from the store's rows (``orderflow.store.ai.delay_stats``); a DC without
+    a cutoff in its master data takes the ``ai`` rules' ``delay.default_cutoff``."""
+    default = time.fromisoformat(book.ai.delay.default_cutoff)
     lanes: dict[tuple[str, str, int], tuple[int, int]] = {}
     services: dict[tuple[str, str], tuple[int, int]] = {}
     for carrier, service, zone, n, late in raw["lanes"]:
@@ -348,14 +354,13 @@ def _inputs(conn, order_ids: list[str], book: RuleBook):
         lanes[key] = (a + n, b + late)
         a, b = services.get((carrier, service), (0, 0))
         services[(carrier, service)] = (a + n, b + late)
-    stats = Stats(
+    return Stats(
         open=raw["open"],
         shipped=raw["shipped"],
         lanes=lanes,
         services=services,
         cutoffs={dc: (tz or "UTC", cutoff or default) for dc, tz, cutoff in raw["cutoffs"]},
     )
-    return planned, stats, raw["now"]
 
 
 def _score(conn, order_ids: list[str], book: RuleBook) -> dict[str, dict]:
@@ -420,3 +425,94 @@ def _score(conn, order_ids: list[str], book: RuleBook) -> dict[str, dict]:
     log.info("model %s: %d orders scored, %d flagged, %d customers told",
              MODEL_NAME, len(oids), len(flags), len(notify))  # fmt: skip
     return flags
+
+
+# ---------------------------------------------------------------------------- the order check
+
+
+@dataclass(frozen=True)
+class Risk:
+    """The delay risk of a plan not saved yet (the order check's answer)."""
+
+    version: str
+    probability: float
+    flagged: bool
+    customer_notice: bool
+    threshold: float
+    features: dict[str, float]
+
+
+def planned_of(shipments: list[Any], zone: str | None) -> list[Planned]:
+    """The planning domain's shipments (``domain.planning.ShipmentPlan``) as
+    :func:`_inputs` reads them back once the stage has saved them: the weight at the store's
+    scale (``numeric(12, 3)``, rounded half away from zero as PostgreSQL does), the ship-to's
+    zone as a number, only shipments with a promised date."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    milli = Decimal("0.001")
+    return [
+        Planned(s.dc_id, s.carrier_id, s.service_code, s.mode, int(s.transit_days),
+                zone_number(zone), float(Decimal(s.weight_kg).quantize(milli, ROUND_HALF_UP)),
+                bool(s.hazmat), s.ship_date, s.promised_date)
+        for s in shipments
+        if s.promised_date is not None
+    ]  # fmt: skip
+
+
+def risk_of_plan(
+    conn: psycopg.Connection,
+    order_id: str,
+    shipments: list[Any],
+    zone: str | None,
+    received_at: datetime,
+    book: RuleBook,
+) -> Risk | None:
+    """What the planning stage would score for ``shipments`` if it planned ``order_id`` now:
+    the same kill switch, active version, store statistics (:func:`stats_of` over
+    ``store.ai.delay_stats``, the order's own shipments left out as the stage leaves its
+    partition's out), feature builder (:func:`features` at the database's ``now``) and
+    thresholds. None when the model is switched off, has no active version, or fails (logged,
+    advisory as in the stage). Reads only; records nothing; no evidence (the occlusion costs
+    a second prediction per answer: the stage records it with its flag)."""
+    from orderflow.ai import governance
+    from orderflow.store import ai as repo
+
+    if not governance.enabled(book, MODEL_NAME):
+        return None
+    planned = planned_of(shipments, zone)
+    if not planned:
+        return None
+    from contextlib import nullcontext
+
+    from psycopg.pq import TransactionStatus
+
+    # inside a transaction a failed read must not abort the caller's: a savepoint; on an
+    # autocommit connection each statement stands alone (no BEGIN / COMMIT round trips)
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    try:
+        with nullcontext() if idle and conn.autocommit else conn.transaction():
+            active = governance.active_model(conn, MODEL_NAME)
+            if active is None:
+                return None
+            version, model = active
+            raw = repo.delay_stats(
+                conn, [order_id], lane_days=LANE_DAYS, throughput_days=THROUGHPUT_DAYS
+            )
+        from orderflow.ai.models import one_thread
+
+        f = features(planned, stats_of(raw, book), raw["now"], received_at)
+        policy = book.ai.delay
+        with one_thread():
+            [p] = late_probability(model, [f])
+        flagged = p >= policy.flag_threshold
+    except Exception as exc:
+        log.warning("model %s skipped: %s", MODEL_NAME, type(exc).__name__)
+        return None
+    return Risk(
+        version=version,
+        probability=p,
+        flagged=flagged,
+        customer_notice=flagged and policy.notify_customer and p >= policy.notify_threshold,
+        threshold=policy.flag_threshold,
+        features=f,
+    )

@@ -144,19 +144,29 @@ def review(
     return done
 
 
-_CACHE: dict[tuple[str, str], Any] = {}
+#: per model: (version, recorded SHA-256, the loaded model) — the version a process loaded
+_CACHE: dict[str, tuple[str, str, Any]] = {}
 
 
 def active_model(conn: psycopg.Connection, model_name: str) -> tuple[str, Any] | None:
-    """(version, model) of the active version, loaded from the store only if the artifact's
-    bytes match the hash recorded when OrderFlow wrote them; cached per process."""
+    """(version, model) of the active version. The artifact is loaded (only if its bytes
+    match the hash recorded when OrderFlow wrote them) once per process and version: each call
+    reads which version is active (a small row, never the artifact), so an activation or a
+    rollback is seen on the next call, and the bytes are fetched only for a version this
+    process has not loaded yet. Never at import time: on the first call that needs it."""
     from orderflow.ai import models
     from orderflow.store import ai as repo
 
-    row = repo.active_version(conn, model_name)
-    if row is None:
+    meta = repo.active_meta(conn, model_name)
+    if meta is None:
         return None
-    key = (model_name, row["sha256"])
-    if key not in _CACHE:
-        _CACHE[key] = models.loads(bytes(row["artifact"]), row["sha256"])
-    return row["version"], _CACHE[key]
+    version_id, version, sha256 = meta
+    hit = _CACHE.get(model_name)
+    if hit is not None and hit[0] == version and hit[1] == sha256:
+        return version, hit[2]
+    got = repo.artifact(conn, version_id)
+    if got is None:  # deactivated and removed between the two reads: as if none
+        return None
+    model = models.loads(got[0], sha256)
+    _CACHE[model_name] = (version, sha256, model)  # one version per model kept
+    return version, model

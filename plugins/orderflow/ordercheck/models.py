@@ -69,6 +69,15 @@ class Placement(BaseModel):
     promised_date: date | None = None
 
 
+class RankedSubstitute(BaseModel):
+    """One in-stock candidate as the active ``substitute_rank`` model ranked it."""
+
+    substitute_item_id: str
+    rank: int
+    p_accept: float = Field(description="the model's probability that the customer accepts it")
+    catalogue_rank: int
+
+
 class LineAnswer(BaseModel):
     line_no: int
     item_id: str | None = Field(description="our item (None: no item matches the line)")
@@ -85,6 +94,13 @@ class LineAnswer(BaseModel):
     backordered: Decimal = Decimal("0")
     placements: list[Placement] = Field(default_factory=list)
     promised_date: date | None = None
+    substitute_ranking: list[RankedSubstitute] | None = Field(
+        None,
+        description="the short line's in-stock substitutes ranked by the active "
+        "substitute_rank model, best first (what allocation proposes or ships); None: no "
+        "ranking (the catalogue's order)",
+    )
+    substitute_model: str | None = Field(None, description="model@version that ranked them")
 
 
 class CreditAnswer(BaseModel):
@@ -107,6 +123,22 @@ class ShipmentAnswer(BaseModel):
     promised_date: date
     promise_met: bool
     freight: Decimal
+
+
+class DelayRiskAnswer(BaseModel):
+    """What the planning stage's ``delay_risk`` model would say of the plan in this answer."""
+
+    model: str = Field(description="delay_risk@version")
+    model_version: str
+    probability: float = Field(description="P(the order misses its promised date)")
+    flagged: bool = Field(description="at or above the ai rules' delay.flag_threshold")
+    threshold: float
+    customer_notice: bool = Field(
+        description="the early order_delayed notice would be queued (ai rules' notify policy)"
+    )
+    assumes: str = Field(
+        description="what the check takes for what planning would know only when it runs"
+    )
 
 
 class Deferred(BaseModel):
@@ -134,5 +166,10 @@ class CheckAnswer(BaseModel):
     not_evaluated: list[Deferred] = Field(default_factory=list)
     deferred: list[Deferred] = Field(
         default_factory=list, description="checks left to the batch (external services)"
+    )
+    delay_risk: DelayRiskAnswer | None = Field(
+        None,
+        description="when the delay_risk model is enabled and active and the order would be "
+        "planned",
     )
     rule_set_version: str

@@ -32,12 +32,14 @@ from orderflow.ordercheck.models import (
     CheckAnswer,
     CreditAnswer,
     Deferred,
+    DelayRiskAnswer,
     DraftLine,
     DraftOrder,
     HoldAnswer,
     LineAnswer,
     Placement,
     ProductId,
+    RankedSubstitute,
     ShipmentAnswer,
 )
 
@@ -225,6 +227,8 @@ def _check(conn, order, book, now, credit_service, screening_service, extra) -> 
     credit = None
     allocation = None
     plan = None
+    ranked = None
+    delay_risk = None
     available: dict[tuple[str, str], Decimal] = {}
     if why is None:
         # ------------------------------------------------------------------ credit
@@ -269,6 +273,7 @@ def _check(conn, order, book, now, credit_service, screening_service, extra) -> 
         available = inputs.stock(wanted)  # what inventory_snapshot(conn, wanted) reads
         today = inputs.today
         ship_to = ref.ship_tos.get(vo.ship_to_id or "")
+        ranker = LazyRanker(conn, ref.customers, items, book)
         [allocation] = allocate(
             [vo],
             ref.customers,
@@ -278,7 +283,9 @@ def _check(conn, order, book, now, credit_service, screening_service, extra) -> 
             book.sourcing,
             book.substitution,
             today,
+            ranker,
         )
+        ranked = ranker.ranked()
         if allocation.hold:
             holds.append(("allocate", allocation.hold))
             not_evaluated.append(
@@ -325,11 +332,107 @@ def _check(conn, order, book, now, credit_service, screening_service, extra) -> 
             if plan.hold:
                 found.append(plan.hold)
             holds += [("plan", h) for h in found]
+            if not plan.hold:
+                delay_risk = _delay_risk(conn, vo, plan, ship_to, now, book)
 
-    return _answer(
+    answer = _answer(
         order, vo, ref, book, now, holds, credit, allocation, plan, available, resolve_item
-    ).model_copy(
-        update={"evaluated": evaluated, "not_evaluated": not_evaluated, "deferred": deferred}
+    )
+    if ranked is not None:
+        version, by_line = ranked
+        lines = [
+            ln.model_copy(
+                update={
+                    "substitute_ranking": [RankedSubstitute(**e) for e in by_line[ln.line_no]],
+                    "substitute_model": f"{SUBSTITUTES}@{version}",
+                }
+            )
+            if ln.line_no in by_line
+            else ln
+            for ln in answer.lines
+        ]
+    else:
+        lines = answer.lines
+    return answer.model_copy(
+        update={
+            "evaluated": evaluated,
+            "not_evaluated": not_evaluated,
+            "deferred": deferred,
+            "lines": lines,
+            "delay_risk": delay_risk,
+        }
+    )
+
+
+SUBSTITUTES = "substitute_rank"
+#: what the check takes for what planning knows only when it runs
+DELAY_ASSUMES = (
+    "planned now, at the database's clock (hours to the DC's cutoff, after-cutoff), received "
+    "at as_of (days waiting), and the store's open shipments, DC throughput and lane history "
+    "as they are now; the batch scores the plan when the planning stage runs"
+)
+
+
+class LazyRanker:
+    """The allocation's substitute ranker as the batch builds it
+    (``orderflow.ai.inference.substitute_ranker``: the same kill switch, active version,
+    acceptance history and item facts), built only when allocation first has two or more
+    in-stock candidates to order — most answers never need it, and then cost nothing."""
+
+    def __init__(self, conn, customers, items, book) -> None:
+        self.conn, self.customers, self.items, self.book = conn, customers, items, book
+        self.ranker = None
+        self.built = False
+
+    def __call__(self, order, line_no, item_id, candidates, at_preferred):
+        if len(candidates) < 2:
+            return list(candidates)  # what the ranker answers too: nothing to order
+        if not self.built:
+            from orderflow.ai import inference
+
+            self.built = True
+            self.ranker = inference.substitute_ranker(
+                self.conn, [order], self.customers, self.items, self.book
+            )
+        if self.ranker is None:
+            return list(candidates)
+        from orderflow.ai.models import one_thread
+
+        with one_thread():
+            return self.ranker(order, line_no, item_id, candidates, at_preferred)
+
+    def ranked(self) -> tuple[str, dict[int, list[dict]]] | None:
+        """(model version, line → its ranking as the decision's evidence), or None."""
+        if self.ranker is None or not self.ranker.ranked:
+            return None
+        from orderflow.ai import substitutes as sb
+
+        return self.ranker.version, {
+            line_no: [
+                {k: e[k] for k in ("substitute_item_id", "rank", "p_accept", "catalogue_rank")}
+                for e in sb.evidence(r)
+            ]
+            for (_oid, line_no), r in self.ranker.ranked.items()
+        }
+
+
+def _delay_risk(conn, vo, plan, ship_to, now, book) -> DelayRiskAnswer | None:
+    """The planning stage's delay-risk score of this plan (``orderflow.ai.delay``)."""
+    from orderflow.ai import delay
+
+    risk = delay.risk_of_plan(
+        conn, vo.order_id, plan.shipments, ship_to.zone if ship_to else None, now, book
+    )
+    if risk is None:
+        return None
+    return DelayRiskAnswer(
+        model=f"{delay.MODEL_NAME}@{risk.version}",
+        model_version=risk.version,
+        probability=round(risk.probability, 4),
+        flagged=risk.flagged,
+        threshold=risk.threshold,
+        customer_notice=risk.customer_notice,
+        assumes=DELAY_ASSUMES,
     )
 
 

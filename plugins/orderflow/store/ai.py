@@ -86,6 +86,26 @@ def active_version(conn: psycopg.Connection, model_name: str) -> dict[str, Any] 
     return dict(zip(keys, row, strict=True))
 
 
+def active_meta(conn: psycopg.Connection, model_name: str) -> tuple[int, str, str] | None:
+    """(version id, version, recorded SHA-256) of a model's active version, without its
+    artifact: what a process that already loaded that version needs to know."""
+    row = conn.execute(
+        "SELECT version_id, version, artifact_sha256 FROM orderflow.ai_model_version "
+        "WHERE model_name = %s AND active",
+        (model_name,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def artifact(conn: psycopg.Connection, version_id: int) -> tuple[bytes, str] | None:
+    """A version's artifact bytes and their recorded SHA-256."""
+    row = conn.execute(
+        "SELECT artifact, artifact_sha256 FROM orderflow.ai_model_version WHERE version_id = %s",
+        (version_id,),
+    ).fetchone()
+    return None if row is None else (bytes(row[0]), row[1])
+
+
 def versions(conn: psycopg.Connection, model_name: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         """
@@ -445,7 +465,6 @@ def delay_rows(
       today with a promised date, and how many of them after it;
     - ``cutoffs``: per DC, its time zone and cutoff time (master data)."""
     ids = list(order_ids)
-    now = conn.execute("SELECT now()").fetchone()[0]
     planned = conn.execute(
         """
         SELECT s.order_id, o.received_at, s.release_version, s.dc_id, s.carrier_id,
@@ -462,39 +481,64 @@ def delay_rows(
         """,
         (ids,),
     ).fetchall()
-    open_ = conn.execute(
-        "SELECT dc_id, count(*) FROM orderflow.shipment WHERE shipped_at IS NULL "
-        "AND status IN ('planned', 'released', 'picked', 'packed') "
-        "AND order_id <> ALL(%s) GROUP BY dc_id",
-        (ids,),
-    ).fetchall()
-    shipped = conn.execute(
-        "SELECT dc_id, count(*) FROM orderflow.shipment WHERE shipped_at < now() "
-        "AND shipped_at >= now() - make_interval(days => %s) GROUP BY dc_id",
-        (throughput_days,),
-    ).fetchall()
-    lanes = conn.execute(
+    return {
+        "planned": planned,
+        **delay_stats(conn, ids, lane_days=lane_days, throughput_days=throughput_days),
+    }
+
+
+def delay_stats(
+    conn: psycopg.Connection,
+    exclude_order_ids: Sequence[str],
+    *,
+    lane_days: int,
+    throughput_days: int,
+) -> dict[str, Any]:
+    """The store-wide part of what the delay-risk features read, in one statement, at the
+    database's ``now`` (the planning stage through :func:`delay_rows`, the order check for a
+    draft): ``now``; ``open`` (shipments of other orders than ``exclude_order_ids`` planned or
+    in the warehouse, not shipped yet, per DC); ``shipped`` (per DC, in the last
+    ``throughput_days``); ``lanes`` ((carrier, service, zone, delivered, late) over the
+    ``lane_days`` before today); ``cutoffs`` ((DC, time zone, cutoff time or None))."""
+    from datetime import time
+
+    now, open_, shipped, lanes, cutoffs = conn.execute(
         """
-        SELECT s.carrier_id, s.service_code, st.zone, count(*),
-               count(*) FILTER (WHERE s.delivered_at::date > s.promised_date)
-          FROM orderflow.shipment s
-          JOIN orderflow."order" o ON o.order_id = s.order_id
-          LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
-         WHERE s.delivered_at IS NOT NULL AND s.promised_date IS NOT NULL
-           AND s.delivered_at::date < current_date
-           AND s.delivered_at::date >= current_date - %s
-         GROUP BY 1, 2, 3
+        SELECT now(),
+               (SELECT coalesce(json_agg(json_build_array(dc_id, n)), '[]')
+                  FROM (SELECT dc_id, count(*) AS n FROM orderflow.shipment
+                         WHERE shipped_at IS NULL
+                           AND status IN ('planned', 'released', 'picked', 'packed')
+                           AND order_id <> ALL(%(ids)s) GROUP BY dc_id) o),
+               (SELECT coalesce(json_agg(json_build_array(dc_id, n)), '[]')
+                  FROM (SELECT dc_id, count(*) AS n FROM orderflow.shipment
+                         WHERE shipped_at < now()
+                           AND shipped_at >= now() - make_interval(days => %(tdays)s)
+                         GROUP BY dc_id) s),
+               (SELECT coalesce(json_agg(json_build_array(carrier_id, service_code, zone, n,
+                                                          late)), '[]')
+                  FROM (SELECT s.carrier_id, s.service_code, st.zone, count(*) AS n,
+                               count(*) FILTER (WHERE s.delivered_at::date > s.promised_date)
+                                 AS late
+                          FROM orderflow.shipment s
+                          JOIN orderflow."order" o ON o.order_id = s.order_id
+                          LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
+                         WHERE s.delivered_at IS NOT NULL AND s.promised_date IS NOT NULL
+                           AND s.delivered_at::date < current_date
+                           AND s.delivered_at::date >= current_date - %(ldays)s
+                         GROUP BY 1, 2, 3) l),
+               (SELECT coalesce(json_agg(json_build_array(dc_id, timezone, cutoff_local_time)),
+                                '[]')
+                  FROM orderflow.distribution_center)
         """,
-        (lane_days,),
-    ).fetchall()
-    cutoffs = conn.execute(
-        "SELECT dc_id, timezone, cutoff_local_time FROM orderflow.distribution_center"
-    ).fetchall()
+        {"ids": list(exclude_order_ids), "tdays": throughput_days, "ldays": lane_days},
+    ).fetchone()
     return {
         "now": now,
-        "planned": planned,
-        "open": dict(open_),
-        "shipped": dict(shipped),
-        "lanes": lanes,
-        "cutoffs": cutoffs,
+        "open": {dc: int(n) for dc, n in open_},
+        "shipped": {dc: int(n) for dc, n in shipped},
+        "lanes": [(c, s, z, int(n), int(late)) for c, s, z, n, late in lanes],
+        "cutoffs": [
+            (dc, tz, None if t is None else time.fromisoformat(t)) for dc, tz, t in cutoffs
+        ],
     }
