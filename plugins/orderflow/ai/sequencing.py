@@ -168,20 +168,21 @@ def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
     for c in cands:
         oid = c.order_id
         label = NOW if oid in plan.release else WAIT
+        # The decision's features are numbers (stored and hashed as such: NaN for unknown);
+        # the facts behind the ranking that are not go with the evidence.
         inputs = {
-            **{k: v for k, v in feats.get(oid, {}).items()},
-            "risk_now": c.risk_now,
-            "risk_later": c.risk_later,
-            "tier": c.tier,
-            "margin": c.margin,
-            "cutoff": c.cutoff.isoformat() if c.cutoff else None,
-            "picks": dict(c.picks),
-            "ready_at": c.ready_at.isoformat(),
-            "capacity": {dc: [k.remaining, k.per_wave] for dc, k in sorted(capacity.items())},
+            **feats.get(oid, {}),
+            "risk_now": _num(c.risk_now),
+            "risk_later": _num(c.risk_later),
+            "margin": _num(c.margin),
         }
         evidence = [
             {"priority": plan.priority.get(oid), "rank": plan.rank.get(oid),
-             "of": len(cands), "overdue": oid in plan.overdue, "risk_model": model_version},
+             "of": len(cands), "overdue": oid in plan.overdue, "risk_model": model_version,
+             "tier": c.tier, "cutoff": c.cutoff.isoformat() if c.cutoff else None,
+             "picks": {dc: float(q) for dc, q in c.picks.items()},
+             "ready_at": c.ready_at.isoformat(),
+             "capacity": {dc: [k.remaining, k.per_wave] for dc, k in sorted(capacity.items())}},
         ]  # fmt: skip
         outputs.append(
             governance.Output(MODEL_NAME, model_version, oid, label,
@@ -193,6 +194,10 @@ def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
              MODEL_NAME, len(cands), len(plan.release), len(plan.wait),
              {dc: c.remaining for dc, c in capacity.items()})  # fmt: skip
     return plan
+
+
+def _num(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _next_wave(capacity: dict[str, sq.Capacity], now: datetime) -> datetime:
