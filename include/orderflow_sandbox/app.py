@@ -135,6 +135,21 @@ class TenderingIn(BaseModel):
     )
 
 
+class CapacityIn(BaseModel):
+    per_wave: dict[str, int] = Field(
+        default_factory=dict,
+        description="Picks (release lines) a pick wave holds, per DC; a DC not named is "
+        "unconstrained (empty: none is, the default). A release beyond its wave's capacity "
+        "is accepted and deferred to the next wave with room",
+    )
+    wave_minutes: int = Field(120, ge=15, le=1440, description="A wave's length")
+    carrier_cutoffs: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per DC, the local time ("HH:MM") its trucks leave: a shipment packed '
+        "after it leaves the next business day",
+    )
+
+
 class TaxLineIn(BaseModel):
     line_no: int
     amount: float
@@ -368,6 +383,14 @@ def create_app(
             injector.reuse_hit(hit)
         return _answer(response, (answer, replayed))
 
+    @wms.get(
+        "/capacity",
+        summary="Pick capacity per DC in the current wave: per wave, used, remaining, the "
+        "next wave's start, the carrier cutoff",
+    )
+    def capacity() -> dict:
+        return state.capacity()
+
     @wms.post(
         "/releases/{release_id}/cancel",
         summary="Cancel a release before picking (idempotent; 409 once picking started)",
@@ -536,6 +559,29 @@ def create_app(
             "fuel_surcharge": state.fuel_surcharge,
             "label_from_booking": state.label_from_booking,
         }
+
+    @admin.put(
+        "/wms/capacity",
+        summary="The WMS's pick capacity per DC per wave and its carrier cutoffs (empty: "
+        "unconstrained, the default)",
+    )
+    def set_capacity(body: CapacityIn) -> dict:
+        from datetime import time as dt_time
+
+        try:
+            cutoffs = {dc: dt_time.fromisoformat(t) for dc, t in body.carrier_cutoffs.items()}
+        except ValueError as exc:
+            raise HTTPException(422, f"carrier_cutoffs: {exc}") from None
+        unknown = sorted((set(body.per_wave) | set(cutoffs)) - set(state.dcs))
+        if unknown:
+            raise HTTPException(422, f"unknown DC {', '.join(unknown)}")
+        if any(n < 1 for n in body.per_wave.values()):
+            raise HTTPException(422, "a wave holds at least one pick")
+        with state.lock:
+            state.wave_capacity = dict(body.per_wave)
+            state.wave_minutes = body.wave_minutes
+            state.carrier_cutoffs = cutoffs
+        return state.capacity()
 
     @admin.get("/clock")
     def get_clock() -> dict:

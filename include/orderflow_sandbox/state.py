@@ -26,8 +26,10 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from orderflow_sandbox.faults import SimClock
 from orderflow_sandbox.persist import FORMAT, StateStore, decode_key, encode_key
@@ -96,6 +98,8 @@ TAX_RATES = {
 DEFAULT_TAX_RATE = 0.05
 #: the carrier's fuel surcharge on booked freight (its rate table is without it)
 FUEL_SURCHARGE = 0.045
+#: a pick wave's length when capacity per wave is set (/admin/wms/capacity)
+WAVE_MINUTES = 120
 
 
 class Conflict(Exception):
@@ -262,6 +266,15 @@ class Distributor:
         #: the WMS prints the booked label (its shipped milestone carries the carrier's
         #: tracking number); off by default, so a day's carrier events stay as generated
         self.label_from_booking = False
+        #: pick capacity per DC per wave (settable: /admin/wms/capacity): DC → picks (release
+        #: lines) a wave holds; a DC not named is unconstrained (the default: none is). A
+        #: release beyond its wave's capacity is accepted and deferred to the next wave with
+        #: room: picked then, never refused, never lost.
+        self.wave_capacity: dict[str, int] = {}
+        self.wave_minutes = WAVE_MINUTES
+        #: DC → local time its carriers' trucks leave (with a capacity): a shipment packed
+        #: after it leaves on the next business day at that time
+        self.carrier_cutoffs: dict[str, dt_time] = {}
         self.milestones: list[dict] = []  # materialised WMS events, seq-ordered
         self.tracking: list[dict] = []  # materialised carrier events
         self.portal_orders = [
@@ -765,6 +778,10 @@ class Distributor:
                 "status": "released",
                 "released_at": _iso(now),
             }
+            if dc_id in self.wave_capacity:
+                # a pick wave with room: this one, or the next that has it (deferred)
+                release["picks"] = len(lines)
+                release["wave_start"] = _iso(self._wave_with_room(dc_id, len(lines), now))
             self.releases[release_id] = release
             self._mark("release", release_id)
             self._plan_milestones(release, now)
@@ -774,6 +791,72 @@ class Distributor:
             if reuse_id and len(self.releases) > 1:
                 answer["release_id"] = next(iter(self.releases))
             return self.release_keys.remember(key, body, answer), False
+
+    # ------------------------------------------------------------------ pick waves
+    def _tz(self, dc_id: str) -> ZoneInfo:
+        return ZoneInfo(self.dcs.get(dc_id, {}).get("timezone") or "UTC")
+
+    def _wave_of(self, dc_id: str, at: datetime) -> datetime:
+        """The start of the wave ``at`` falls in (waves of ``wave_minutes`` from local
+        midnight, round the clock)."""
+        local = at.astimezone(self._tz(dc_id))
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        n = int((local - midnight).total_seconds() // (self.wave_minutes * 60))
+        return (midnight + timedelta(minutes=n * self.wave_minutes)).astimezone(UTC)
+
+    def _wave_used(self, dc_id: str) -> Counter[str]:
+        used: Counter[str] = Counter()
+        for r in self.releases.values():
+            if r["dc_id"] == dc_id and r.get("wave_start") and r["status"] != "cancelled":
+                used[r["wave_start"]] += r.get("picks", 0)
+        return used
+
+    def _wave_with_room(self, dc_id: str, picks: int, now: datetime) -> datetime:
+        """The first wave from now's with room for ``picks``; a release larger than a whole
+        wave takes the first empty one alone."""
+        cap, used = self.wave_capacity[dc_id], self._wave_used(dc_id)
+        wave = self._wave_of(dc_id, now)
+        step = timedelta(minutes=self.wave_minutes)
+        while True:
+            n = used.get(_iso(wave), 0)
+            if n + picks <= cap or n == 0:
+                return wave
+            wave = self._wave_of(dc_id, wave + step + timedelta(seconds=1))
+
+    def _truck_after(self, dc_id: str, packed: datetime, shipped: datetime) -> datetime:
+        """With a carrier cutoff: a shipment packed after the day's cutoff leaves on the next
+        business day's truck, at the cutoff."""
+        tz = self._tz(dc_id)
+        cutoff = self.carrier_cutoffs[dc_id]
+        local = packed.astimezone(tz)
+        if local.time() <= cutoff:
+            return shipped
+        day = local.date() + timedelta(days=1)
+        while day.weekday() >= 5:
+            day += timedelta(days=1)
+        return max(shipped, datetime.combine(day, cutoff, tz).astimezone(UTC))
+
+    def capacity(self) -> dict:
+        """Per DC: the picks a wave holds (None: unconstrained), the current wave, what is
+        used of it and left, when the next wave starts, the carrier cutoff."""
+        with self.lock:
+            now = self.now()
+            out = {}
+            for dc_id in sorted(self.dcs):
+                wave = self._wave_of(dc_id, now)
+                nxt = self._wave_of(dc_id, wave + timedelta(minutes=self.wave_minutes, seconds=1))
+                cap = self.wave_capacity.get(dc_id)
+                used = self._wave_used(dc_id).get(_iso(wave), 0) if cap is not None else 0
+                cut = self.carrier_cutoffs.get(dc_id)
+                out[dc_id] = {
+                    "per_wave": cap,
+                    "wave_start": _iso(wave),
+                    "next_wave_at": _iso(nxt),
+                    "used": used,
+                    "remaining": None if cap is None else max(cap - used, 0),
+                    "carrier_cutoff": cut.strftime("%H:%M") if cut else None,
+                }
+            return {"as_of": _iso(now), "wave_minutes": self.wave_minutes, "dcs": out}
 
     def cancel_release(self, key: str, release_id: str) -> tuple[dict, bool]:
         """Withdraw a release the floor has not started picking: the stock it held goes back
@@ -820,7 +903,9 @@ class Distributor:
             "dc_id": release["dc_id"],
         }
         self._push(now, "wms", {**base, "milestone": "released"})
-        picked = now + timedelta(minutes=rnd.uniform(20, 120))
+        # deferred to a later pick wave: picked in that wave
+        start = max(now, _parse(release["wave_start"])) if release.get("wave_start") else now
+        picked = start + timedelta(minutes=rnd.uniform(20, 120))
         picks = []
         for ln in release["lines"]:
             qty = ln["quantity"]
@@ -843,6 +928,8 @@ class Distributor:
         shipped = packed + timedelta(minutes=rnd.uniform(30, 240))
         if rnd.random() < 0.04:  # missed the truck
             shipped += timedelta(days=1)
+        if release.get("wave_start") and release["dc_id"] in self.carrier_cutoffs:
+            shipped = self._truck_after(release["dc_id"], packed, shipped)
         tracking = f"1Z{rnd.randrange(10**15):015d}"
         # What left the dock: normally what was picked. Drawn after every draw above, so a
         # seed's event timings are what they were before shipped quantities existed.

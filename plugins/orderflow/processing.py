@@ -594,13 +594,20 @@ def release(
     wms_conn_id: str = "wms_default",
     edi_conn_id: str = "edi_default",
     carrier_conn_id: str = "carrier_default",
+    capacity: dict | None = None,
 ) -> StageResult:
     """READY → RELEASED: one WMS release and one carrier tender (``orderflow.tendering``) per
     shipment and, for EDI customers, an 855, queued
     in the outbox under keys per (order, DC, release version) in the same transaction as the
     status change — a rerun finds the order RELEASED and queues nothing; a duplicate key is
-    refused by the outbox; the WMS answers a repeated key with its first answer."""
+    refused by the outbox; the WMS answers a repeated key with its first answer.
+
+    ``capacity`` (DC → ``orderflow.domain.sequencing.Capacity``: the WMS's current pick wave)
+    lets capacity-aware sequencing (``orderflow.ai.sequencing``, when the ``ai`` rules enable
+    ``release_sequence``) release only what the wave has room for, best first; the others
+    stay READY for a later run. Without it, or switched off, everything is released."""
     from orderflow import tendering
+    from orderflow.ai import sequencing
     from orderflow.store import outbox
 
     book = _in_force(conn, book)
@@ -611,6 +618,14 @@ def release(
         reservations = repo.held_reservations(conn, ids)
         shipments = _planned_shipments(conn, ids)
         rv = _next_releases(conn, ids)
+        if capacity:
+            plan = sequencing.plan_release(
+                conn, orders, _picks(reservations, shipments, rv), capacity, book
+            )
+            if plan is not None:
+                go = set(plan.release)
+                orders = [o for o in orders if o.order_id in go]
+                ids = [o.order_id for o in orders]
         details = {}
         tenders: list[str] = []
         releases: list[dict[str, Any]] = []  # the WMS releases, queued in one statement
@@ -672,6 +687,19 @@ def release(
         repo.set_order_fields(conn, "release_version", rv)
         out = _decide(conn, "release", orders, {}, "RELEASED", ctx, book, versions, details)
     out.skipped = len(order_ids) - out.orders
+    return out
+
+
+def _picks(reservations, shipments, rv) -> dict[str, dict[str, int]]:
+    """Order → DC → picks (reserved lines) its release there takes."""
+    out: dict[str, dict[str, int]] = {}
+    for oid, ships in shipments.items():
+        dcs = {s["dc_id"] for s in ships if s["release_version"] == rv.get(oid)}
+        lines: dict[str, int] = defaultdict(int)
+        for _rid, _line_no, _item, dc_id, _qty, _sub in reservations.get(oid, []):
+            if dc_id in dcs:
+                lines[dc_id] += 1
+        out[oid] = {dc: max(lines.get(dc, 0), 1) for dc in dcs}
     return out
 
 

@@ -21,8 +21,12 @@ Built here:
    price, pack and unit, brand, lead time); the substitution rules still decide; the desk's
    answer (approve / reject) is the label of the ranking's decision.
 
-Not built yet (extension points: an entry in ``registry.MODELS``, its features beside
-``features``, its policy in the ``ai`` rule set): capacity-aware sequencing (5).
+5. ``release_sequence`` — ``sequencing.py``: when the WMS's pick wave (capacity per DC per
+   wave) cannot take every READY order, the release stage releases first the ones whose wait
+   adds most service-level risk (the delay-risk model scored as if released now and as if
+   at the next wave), then cutoff, tier and margin (the ``ai`` rules' ``sequencing``); the
+   rest stay READY for a later run. The ranking is pure (``orderflow.domain.sequencing``);
+   it has no model of its own (delay risk is its learned part), so no ``registry`` entry.
 
 Layout: ``features`` (pure feature code), ``history`` (labelled examples from generated
 history), ``models`` (scikit-learn, imported only inside functions), ``registry`` (the

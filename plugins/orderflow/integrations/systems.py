@@ -64,6 +64,10 @@ class WmsHook(OrderFlowHttpHook):
     def milestones(self, cursor: int, limit: int = 500) -> dict:
         return self.call("GET", "/milestones", params={"cursor": cursor, "limit": limit})
 
+    def capacity(self) -> dict:
+        """Pick capacity per DC in the current wave (``per_wave`` None: unconstrained)."""
+        return self.call("GET", "/capacity")
+
 
 class PortalHook(OrderFlowHttpHook):
     """The B2B portal's orders feed, read with a cursor."""

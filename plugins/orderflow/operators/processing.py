@@ -361,7 +361,24 @@ class ReleaseToWmsOperator(OrderStageOperator):
             wms_conn_id=self.wms_conn_id,
             edi_conn_id=self.edi_conn_id,
             carrier_conn_id=self.carrier_conn_id,
+            capacity=self._capacity(book),
         )
+
+    def _capacity(self, book):
+        """The WMS's pick capacity in its current wave, asked only when capacity-aware
+        sequencing is switched on in the ``ai`` rules; None (release everything, as without
+        it) when it is off, the WMS states none, or cannot be asked."""
+        from orderflow.ai import sequencing
+
+        if not book.ai.enabled(sequencing.MODEL_NAME):
+            return None
+        from orderflow.integrations.systems import WmsHook
+
+        try:
+            return sequencing.capacity_from_wms(WmsHook(self.wms_conn_id).capacity()) or None
+        except Exception as exc:  # advisory: the stage releases as it always did
+            self.log.warning("WMS capacity not known (%s): releasing everything", exc)
+            return None
 
 
 class PublishRunStatusOperator(BaseOperator):

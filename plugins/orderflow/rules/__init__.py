@@ -339,6 +339,26 @@ class DelayPolicy(BaseModel):
     default_cutoff: str = Field("15:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
+class SequencingPolicy(BaseModel):
+    """How capacity-aware release sequencing (``orderflow.ai.sequencing``, model
+    ``release_sequence``) ranks READY orders when the WMS's pick wave cannot take them all
+    (``orderflow.domain.sequencing``): the risk that waiting adds (the delay-risk model's),
+    the carrier cutoff, the customer's tier and the order's margin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: weight of P(late if it waits a wave) − P(late if released now)
+    risk_weight: float = Field(1.0, ge=0)
+    #: added when the DC's carrier cutoff on the ship date falls before the next wave
+    cutoff_weight: float = Field(0.05, ge=0)
+    #: added per customer tier (a tier not named: 0)
+    tier_weights: dict[str, float] = Field(default_factory=dict)
+    #: added in full for a margin of ``margin_scale`` or more, in proportion below
+    margin_weight: float = Field(0.02, ge=0)
+    margin_scale: Decimal = Field(Decimal("1000"), gt=0)
+    #: an order READY this long goes before any other (nothing waits for ever)
+    max_wait_hours: float = Field(8.0, gt=0)
+
+
 class AiRules(_RuleSet):
     """Decision support (``orderflow.ai``): which models the flow asks, and within what policy.
     A model that is not named here, or not ``enabled``, is never asked."""
@@ -347,13 +367,15 @@ class AiRules(_RuleSet):
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
     anomaly: AnomalyPolicy = AnomalyPolicy()
     delay: DelayPolicy = DelayPolicy()
+    sequencing: SequencingPolicy = SequencingPolicy()
 
     def content(self) -> dict[str, Any]:
-        # A version that says nothing about delay keeps the content (and hash) it had before
-        # the delay policy existed.
+        # A version that says nothing about delay (sequencing) keeps the content (and hash)
+        # it had before the delay (sequencing) policy existed.
         out = super().content()
-        if "delay" not in self.model_fields_set:
-            out.pop("delay", None)
+        for name in ("delay", "sequencing"):
+            if name not in self.model_fields_set:
+                out.pop(name, None)
         return out
 
     def policy(self, model: str) -> ModelPolicy:

@@ -542,3 +542,30 @@ def delay_stats(
             (dc, tz, None if t is None else time.fromisoformat(t)) for dc, tz, t in cutoffs
         ],
     }
+
+
+def sequencing_rows(conn: psycopg.Connection, order_ids: Sequence[str]) -> list[tuple]:
+    """What capacity-aware sequencing reads of READY orders (``orderflow.ai.sequencing``):
+    (order, when it last became READY — else received, customer tier, gross margin of its
+    lines at the price we charge less the items' unit cost; None where a cost is unknown)."""
+    return conn.execute(
+        """
+        SELECT o.order_id,
+               coalesce((SELECT max(e.occurred_at) FROM orderflow.order_event e
+                          WHERE e.order_id = o.order_id AND e.to_status = 'READY'),
+                        o.received_at),
+               c.tier,
+               (SELECT sum(l.quantity * (coalesce(l.contract_price, l.unit_price) - i.unit_cost))
+                  FROM orderflow.order_line l
+                  JOIN orderflow.item i ON i.item_id = coalesce(l.substitute_item_id, l.item_id)
+                 WHERE l.order_id = o.order_id)
+          FROM orderflow."order" o
+          LEFT JOIN orderflow.customer c ON c.customer_id = o.customer_id
+         WHERE o.order_id = ANY(%s)
+        """,
+        (list(order_ids),),
+    ).fetchall()
+
+
+def db_now(conn: psycopg.Connection) -> datetime:
+    return conn.execute("SELECT now()").fetchone()[0]

@@ -1,0 +1,463 @@
+"""Capacity-aware release sequencing (#17, model 5): when the WMS's pick wave cannot take
+every READY order, the release stage releases the ones whose wait would cost most first.
+
+The sequencing itself is the pure ``orderflow.domain.sequencing.sequence``; this module gives
+it its inputs and records its outputs:
+
+- the **learned part** is the delay-risk model (``orderflow.ai.delay``, model 3) — not a
+  second model: each candidate is scored twice with the active ``delay_risk`` version, with
+  the features of releasing it now and of releasing it when the next wave starts (the hours
+  to its DC's cutoff shrink or turn negative, its wait grows); the difference is the
+  service-level risk that waiting adds;
+- tier (customer master data), margin (its lines' price less the items' unit cost) and the
+  carrier cutoff (the DC's cutoff time on the shipment's ship date) are data the store holds;
+- the weights and the anti-starvation bound are the ``ai`` rules' ``sequencing`` policy; the
+  switch is ``models.release_sequence.enabled``.
+
+Governance: the model never releases, holds or approves anything. Every order the stage
+would release goes out — now, or in a later run when the WMS has room (it stays READY and
+the next processing run claims it again; ``max_wait_hours`` bounds the wait). Each ranking is
+recorded as an AI decision (action ``recommend``: label ``now`` or ``wait``, the score the
+order's P(late) if it waits, evidence its priority and terms). Switched off, or with no
+capacity stated by the WMS, the release stage releases everything at once as it always did
+(the WMS then works its waves first in, first out).
+
+:func:`simulate` is the evaluation's replay (``orderflow ai evaluate``: ``ontime_gain_pts``):
+a constrained generated day replayed twice through the same :func:`sequence`, once first in
+first out and once ranked, with capacity carried wave to wave, and on-time judged against each
+order's promised date.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from orderflow.domain import sequencing as sq
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from orderflow.rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "release_sequence"
+NOW, WAIT = "now", "wait"
+
+
+def policy_of(book: RuleBook) -> sq.Policy:
+    p = book.ai.sequencing
+    return sq.Policy(
+        risk_weight=p.risk_weight,
+        cutoff_weight=p.cutoff_weight,
+        tier_weights=dict(p.tier_weights),
+        margin_weight=p.margin_weight,
+        margin_scale=float(p.margin_scale),
+        max_wait_hours=p.max_wait_hours,
+    )
+
+
+def capacity_from_wms(answer: dict | None) -> dict[str, sq.Capacity]:
+    """The WMS's ``GET /capacity`` answer as the domain's capacities (DCs without a stated
+    capacity are left out: unconstrained)."""
+    out: dict[str, sq.Capacity] = {}
+    for dc, c in ((answer or {}).get("dcs") or {}).items():
+        if c.get("per_wave") is None:
+            continue
+        nxt = c.get("next_wave_at")
+        out[dc] = sq.Capacity(
+            remaining=int(c["remaining"]),
+            per_wave=int(c["per_wave"]),
+            next_wave_at=datetime.fromisoformat(nxt) if nxt else None,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- the flow
+
+
+def plan_release(
+    conn: psycopg.Connection,
+    orders: list[Any],
+    picks: dict[str, dict[str, int]],
+    capacity: dict[str, sq.Capacity] | None,
+    book: RuleBook,
+) -> sq.Plan | None:
+    """The release stage's question, in its transaction: which of ``orders`` (READY, loaded)
+    go now. None — release everything, as without this model — when the ``ai`` rules switch
+    it off, when the WMS states no capacity, or when every order fits."""
+    from orderflow.ai import governance
+
+    if not capacity or not orders or not governance.enabled(book, MODEL_NAME):
+        return None
+    need: dict[str, int] = defaultdict(int)
+    for o in orders:
+        for dc, n in picks.get(o.order_id, {}).items():
+            need[dc] += n
+    if all(need[dc] <= c.remaining for dc, c in capacity.items()):
+        return None  # demand within capacity: nothing to sequence
+    return _plan(conn, orders, picks, capacity, book)
+
+
+def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
+    from orderflow.ai import delay, governance
+    from orderflow.store import ai as repo
+
+    ids = [o.order_id for o in orders]
+    facts = {r[0]: r for r in repo.sequencing_rows(conn, ids)}
+    risk_now: dict[str, float] = {}
+    risk_later: dict[str, float] = {}
+    feats: dict[str, dict] = {}
+    version = None
+    cutoffs: dict[str, datetime] = {}
+    now = None
+    try:
+        with conn.transaction():
+            planned, stats, now = delay._inputs(conn, ids, book)
+            for oid, (_rcv, _rv, ships) in planned.items():
+                cuts = []
+                for s in ships:
+                    tz, cut = stats.cutoffs.get(s.dc_id, ("UTC", delay.DEFAULT_CUTOFF))
+                    cuts.append(datetime.combine(s.ship_date, cut, ZoneInfo(tz)))
+                cutoffs[oid] = min(cuts)
+            active = governance.active_model(conn, delay.MODEL_NAME)
+            if active is not None and governance.enabled(book, delay.MODEL_NAME):
+                version, model = active
+                later_at = _next_wave(capacity, now)
+                oids = sorted(planned)
+                rows_now, rows_later = [], []
+                for oid in oids:
+                    received, _, ships = planned[oid]
+                    rows_now.append(delay.features(ships, stats, now, received))
+                    rows_later.append(delay.features(ships, stats, later_at, received))
+                p_now = delay.late_probability(model, rows_now)
+                p_later = delay.late_probability(model, rows_later)
+                for oid, f, a, b in zip(oids, rows_now, p_now, p_later, strict=True):
+                    risk_now[oid], risk_later[oid], feats[oid] = a, b, f
+    except Exception as exc:  # the risk is advisory: rank on the rules' terms alone
+        log.warning("model %s: risk skipped: %s", MODEL_NAME, type(exc).__name__)
+        risk_now, risk_later, feats, version = {}, {}, {}, None
+    if now is None:
+        now = repo.db_now(conn)
+    cands = []
+    for o in orders:
+        oid = o.order_id
+        _oid, ready_at, tier, margin = facts.get(oid, (oid, o.received_at, None, None))
+        cands.append(
+            sq.Candidate(
+                order_id=oid,
+                ready_at=ready_at or o.received_at,
+                picks=picks.get(oid, {}),
+                cutoff=cutoffs.get(oid),
+                tier=tier,
+                margin=None if margin is None else float(margin),
+                risk_now=risk_now.get(oid),
+                risk_later=risk_later.get(oid),
+            )
+        )
+    policy = policy_of(book)
+    plan = sq.sequence(cands, capacity, now, policy)
+    model_version = f"{delay.MODEL_NAME}@{version}" if version else "rules-only"
+    outputs = []
+    for c in cands:
+        oid = c.order_id
+        label = NOW if oid in plan.release else WAIT
+        # The decision's features are numbers (stored and hashed as such: NaN for unknown);
+        # the facts behind the ranking that are not go with the evidence.
+        inputs = {
+            **feats.get(oid, {}),
+            "risk_now": _num(c.risk_now),
+            "risk_later": _num(c.risk_later),
+            "margin": _num(c.margin),
+        }
+        evidence = [
+            {"priority": plan.priority.get(oid), "rank": plan.rank.get(oid),
+             "of": len(cands), "overdue": oid in plan.overdue, "risk_model": model_version,
+             "tier": c.tier, "cutoff": c.cutoff.isoformat() if c.cutoff else None,
+             "picks": {dc: float(q) for dc, q in c.picks.items()},
+             "ready_at": c.ready_at.isoformat(),
+             "capacity": {dc: [k.remaining, k.per_wave] for dc, k in sorted(capacity.items())}},
+        ]  # fmt: skip
+        outputs.append(
+            governance.Output(MODEL_NAME, model_version, oid, label,
+                              c.risk_later if c.risk_later is not None else 0.0,
+                              inputs, evidence, "recommend")
+        )  # fmt: skip
+    governance.record(conn, outputs, book)
+    log.info("model %s: %d candidates, %d released now, %d wait (capacity %s)",
+             MODEL_NAME, len(cands), len(plan.release), len(plan.wait),
+             {dc: c.remaining for dc, c in capacity.items()})  # fmt: skip
+    return plan
+
+
+def _num(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _next_wave(capacity: dict[str, sq.Capacity], now: datetime) -> datetime:
+    waves = [c.next_wave_at for c in capacity.values() if c.next_wave_at and c.next_wave_at > now]
+    return min(waves) if waves else now + timedelta(hours=2)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+#: the simulated DCs' pick waves (local start times) and carrier cutoff: a wave that starts
+#: before the cutoff ships today, the evening wave ships on the next business day
+WAVES = (time(7), time(9), time(11), time(13), time(15))
+WAVE_HOURS = 2
+SIM_CUTOFF = time(15, 0)
+#: the constrained day's capacity, as a share of the DC's ordinary daily picks; the day after
+#: has AFTER_RATIO, later days DRAIN_RATIO (the backlog drains)
+CONSTRAINED_RATIO = 0.6
+AFTER_RATIO = 1.1
+DRAIN_RATIO = 1.6
+
+
+@dataclass
+class _Ship:
+    key: str
+    order_id: str
+    dc_id: str
+    ready_at: datetime
+    picks: int
+    received_at: datetime
+    planned: Any  # delay.Planned
+    extra: int  # business days the carrier adds (lane, weather, a missed truck): as generated
+    tier: str | None
+    margin: float
+
+
+def _bdays_after(d: date, n: int) -> date:
+    while n > 0:
+        d += timedelta(days=1)
+        n -= d.weekday() < 5
+    return d
+
+
+def _next_bday(d: date) -> date:
+    return _bdays_after(d, 1)
+
+
+def sim_shipments(hist: Any, data: Any) -> list[_Ship]:
+    """The generated shipments as the simulator's units, with what the store would know of
+    each: picks (lines; a split order's lines shared between its DCs), tier, margin."""
+    from orderflow.ai import delay
+
+    w = hist.world
+    tiers = {c["customer_id"]: c.get("tier") for c in w.customers}
+    cost = {it["item_id"]: float(it.get("unit_cost") or 0) for it in w.items}
+    orders = {o["order_id"]: o for o in hist.orders}
+    by_order: dict[str, list[Any]] = defaultdict(list)
+    for s in data.rows:
+        by_order[s.order_id].append(s)
+    out = []
+    for oid, ships in by_order.items():
+        row = orders[oid]
+        lines = row["lines"]
+        margin = 0.0
+        for ln in lines:
+            price = ln.get("unit_price")
+            if price is not None and ln.get("item_id") in cost:
+                margin += (float(price) - cost[ln["item_id"]]) * float(ln["quantity"])
+        n = len(lines)
+        for i, s in enumerate(sorted(ships, key=lambda s: s.dc_id)):
+            picks = n if len(ships) == 1 else max(1, n // 2 + (i == 0) * (n % 2))
+            transit = s.transit_days + (s.zone > 5)
+            shipped = s.shipped_on
+            extra = max(delay.business_days(shipped, s.delivered_on) - transit, 0)
+            out.append(
+                _Ship(
+                    key=f"{oid}:{s.dc_id}",
+                    order_id=oid,
+                    dc_id=s.dc_id,
+                    ready_at=s.planned_at,
+                    picks=picks,
+                    received_at=s.received_at,
+                    planned=delay.Planned(
+                        s.dc_id,
+                        s.carrier_id,
+                        s.service_code,
+                        s.mode,
+                        s.transit_days,
+                        s.zone,
+                        s.weight_kg,
+                        s.hazmat,
+                        s.ship_date,
+                        s.promised_date,
+                    ),
+                    extra=extra,
+                    tier=tiers.get(row["customer_id"]),
+                    margin=margin / len(ships),
+                )
+            )
+    return out
+
+
+def _waves(dc_tz: str, day: date) -> list[tuple[datetime, datetime, date]]:
+    """(start, end, the day its picks ship) of each wave of a business day."""
+    tz = ZoneInfo(dc_tz)
+    out = []
+    for t in WAVES:
+        start = datetime.combine(day, t, tz)
+        ships = day if t < SIM_CUTOFF else _next_bday(day)
+        out.append((start, start + timedelta(hours=WAVE_HOURS), ships))
+    return out
+
+
+def simulate(
+    ships: list[_Ship],
+    day: date,
+    daily_picks: dict[str, float],
+    dc_tz: dict[str, str],
+    *,
+    policy: sq.Policy | None,
+    risk: Any = None,
+    ratio: float = CONSTRAINED_RATIO,
+) -> dict[str, bool]:
+    """Replay ``day`` (capacity ``ratio`` × each DC's ordinary daily picks) and the day after
+    (``AFTER_RATIO``), then drain the backlog: per order ready on either day, whether every
+    shipment of it was delivered by its promised date. ``policy`` None: first in, first out;
+    ``risk(ship_list, at) -> list[P(late)]`` the learned score (None: no risk term). The two
+    runs differ only in ``policy``/``risk``: same arrivals, same waves, same capacity, same
+    carrier behaviour."""
+    day2 = _next_bday(day)
+    mine = [s for s in ships if _local_day(s, dc_tz) in (day, day2)]
+    delivered_ok: dict[str, bool] = {}
+    for dc, tz in dc_tz.items():
+        todo = sorted((s for s in mine if s.dc_id == dc), key=lambda s: (s.ready_at, s.key))
+        if not todo:
+            continue
+        per_day = daily_picks.get(dc, 0.0)
+        waiting: list[_Ship] = []
+        i = 0
+        d = day
+        n_days = 0
+        while (i < len(todo) or waiting) and n_days < 30:
+            r = ratio if d == day else AFTER_RATIO if d == day2 else DRAIN_RATIO
+            per_wave = max(1, math.ceil(r * per_day / len(WAVES)))
+            waves = _waves(tz, d)
+            for k, (start, _end, ship_day) in enumerate(waves):
+                while i < len(todo) and todo[i].ready_at <= start:
+                    waiting.append(todo[i])
+                    i += 1
+                if not waiting:
+                    continue
+                nxt = waves[k + 1][0] if k + 1 < len(waves) else datetime.combine(
+                    _next_bday(d), WAVES[0], ZoneInfo(tz))  # fmt: skip
+                cap = {dc: sq.Capacity(per_wave, per_wave, nxt)}
+                r_now = r_later = [None] * len(waiting)
+                if risk is not None:
+                    r_now = risk(waiting, start)
+                    r_later = risk(waiting, nxt)
+                cands = [
+                    sq.Candidate(s.key, s.ready_at, {dc: s.picks},
+                                 cutoff=datetime.combine(s.planned.ship_date, SIM_CUTOFF,
+                                                         ZoneInfo(tz)),
+                                 tier=s.tier, margin=s.margin, risk_now=a, risk_later=b)
+                    for s, a, b in zip(waiting, r_now, r_later, strict=True)
+                ]  # fmt: skip
+                plan = sq.sequence(cands, cap, start, policy)
+                go = set(plan.release)
+                for s in waiting:
+                    if s.key in go:
+                        due = _bdays_after(ship_day, s.planned.transit_days
+                                           + (s.planned.zone > 5) + s.extra)  # fmt: skip
+                        ok = due <= s.planned.promised_date
+                        delivered_ok[s.order_id] = delivered_ok.get(s.order_id, True) and ok
+                waiting = [s for s in waiting if s.key not in go]
+            d = _next_bday(d)
+            n_days += 1
+        for s in waiting:  # never released in the window (none expected): late
+            delivered_ok[s.order_id] = False
+    return delivered_ok
+
+
+def _local_day(s: _Ship, dc_tz: dict[str, str]) -> date:
+    return s.ready_at.astimezone(ZoneInfo(dc_tz[s.dc_id])).date()
+
+
+def evaluate(
+    hist: Any,
+    data: Any,
+    model: Any,
+    cut: datetime,
+    book: RuleBook,
+    *,
+    ratio: float = CONSTRAINED_RATIO,
+    every: int = 1,
+) -> dict[str, Any]:
+    """``ontime_gain_pts``: on-time share of the orders of constrained days after ``cut``,
+    sequenced by the model and the ``ai`` rules' policy, less first in, first out, in points.
+    Every ``every``-th business day of the evaluated period is replayed as a constrained day
+    on its own (each with the day after and the drain); the shares are over all of them."""
+    from orderflow.ai import delay
+    from orderflow_sandbox.generator.delays import DC_TZ
+
+    ships = sim_shipments(hist, data)
+    stats = delay.HistoryStats(data.rows)
+    cache: dict[datetime, Any] = {}
+
+    def stats_at(t: datetime):
+        if t not in cache:
+            cache[t] = stats.at(t)
+        return cache[t]
+
+    def risk(waiting: list[_Ship], at: datetime) -> list[float]:
+        st = stats_at(at)
+        rows = [delay.features([s.planned], st, at, s.received_at) for s in waiting]
+        return delay.late_probability(model, rows)
+
+    train = [s for s in ships if s.ready_at < cut]
+    daily: dict[str, float] = {}
+    for dc in DC_TZ:
+        days = {_local_day(s, DC_TZ) for s in train if s.dc_id == dc}
+        days = {d for d in days if d.weekday() < 5}
+        daily[dc] = sum(s.picks for s in train if s.dc_id == dc) / max(len(days), 1)
+    eval_days = sorted({_local_day(s, DC_TZ) for s in ships if s.ready_at >= cut})
+    eval_days = [d for d in eval_days if d.weekday() < 5][1:-3:every]
+    policy = policy_of(book)
+    runs = {
+        "fifo": {"policy": None, "risk": None},
+        "model": {"policy": policy, "risk": risk},
+        "rules_only": {"policy": policy, "risk": None},
+    }
+    totals = {k: [0, 0] for k in runs}
+    per_day = []
+    for d in eval_days:
+        row = {"day": d.isoformat()}
+        for name, kw in runs.items():
+            res = simulate(ships, d, daily, DC_TZ, ratio=ratio, **kw)
+            totals[name][0] += sum(res.values())
+            totals[name][1] += len(res)
+            row[name] = round(sum(res.values()) / max(len(res), 1), 4)
+        row["orders"] = len(res)
+        per_day.append(row)
+    share = {k: v[0] / v[1] if v[1] else None for k, v in totals.items()}
+    out: dict[str, Any] = {
+        "constrained_days": len(eval_days),
+        "orders": totals["fifo"][1],
+        "capacity_ratio": ratio,
+        "daily_picks": {k: round(v, 1) for k, v in daily.items()},
+        "ontime_fifo": _r(share["fifo"]),
+        "ontime_model": _r(share["model"]),
+        "ontime_rules_only": _r(share["rules_only"]),
+        "ontime_gain_pts": _pts(share["model"], share["fifo"]),
+        "ontime_gain_pts_rules_only": _pts(share["rules_only"], share["fifo"]),
+        "days_model_better": sum(r["model"] > r["fifo"] for r in per_day),
+        "days_model_worse": sum(r["model"] < r["fifo"] for r in per_day),
+    }
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _pts(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(100 * (a - b), 2)
