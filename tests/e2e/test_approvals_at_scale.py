@@ -103,9 +103,32 @@ def _seed_holds(conn, n: int) -> list[str]:
 @pytest.fixture(scope="module")
 def held(store_url, airflow_db):
     conn = db.connect()
+    before = _approval_runs()
     ids = _seed_holds(conn, HELD)
     yield conn, ids
     conn.close()
+    # The metadata database is the session's: the window's runs this module started would fill
+    # every later module's approval window (no scheduler here ever ends them).
+    _delete_approval_runs(_approval_runs() - before)
+
+
+def _approval_runs() -> set[str]:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {r.run_id for r in session.query(DagRun).filter(DagRun.dag_id == "order_approval")}
+
+
+def _delete_approval_runs(run_ids: set[str]) -> None:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter(
+            DagRun.dag_id == "order_approval", DagRun.run_id.in_(run_ids)
+        ):
+            session.delete(run)
 
 
 def _dispatch():

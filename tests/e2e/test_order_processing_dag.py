@@ -562,7 +562,9 @@ def test_fixed_master_data_releases_exactly_the_orders_that_depend_on_it(process
         assert resolution == "auto_resolved"
     for order_id in untouched:
         assert after[order_id] == "ON_HOLD"
-    moved = {o for o in before if after[o] != before[o]}
+    # of the orders on hold, exactly the fixed ones moved (an order an earlier test of this
+    # module took off hold — a desk approval — is processed by the same run, as it should be)
+    moved = {o for o in before if before[o] == "ON_HOLD" and after[o] != before[o]}
     assert moved == {o for o, _ in fixed}
     # the run may also have filled lines waiting for stock: new orders are only those
     new = set(after) - set(before)
