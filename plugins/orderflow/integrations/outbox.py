@@ -270,7 +270,10 @@ def send(
             if not batch:
                 break
             res.claimed += len(batch)
-            _send_batch(conn, batch, senders, res, errors, pool)
+            # Recorded a slice at a time: a worker killed mid-batch leaves at most one
+            # slice sent but unrecorded (sent again by key once the lease expires).
+            for at in range(0, len(batch), RECORD_EVERY):
+                _send_batch(conn, batch[at : at + RECORD_EVERY], senders, res, errors, pool)
     res.errors = tuple(errors[:20])
     return res
 
@@ -278,6 +281,8 @@ def send(
 #: keyed sends of one batch in flight at once (the receivers answer a repeated key with
 #: their first answer, so concurrency changes nothing they see but the arrival order)
 SEND_WORKERS = 8
+#: claimed rows sent (concurrently) and then recorded together, a slice at a time
+RECORD_EVERY = 4 * SEND_WORKERS
 
 
 class _Pool:
