@@ -149,3 +149,19 @@ def take_order(conn, oid: str, cid: str, item: str, qty, price: str, received_at
     with db.transaction(conn):
         intake.insert_orders(conn, [order], message_id=None, actor_id="test.intake")
     return oid
+
+
+def seed_east_dc(conn) -> None:
+    """DC-EAST and the UPSN ground service the planner picks for the seeded orders."""
+    with db.transaction(conn):
+        conn.execute(
+            "INSERT INTO orderflow.distribution_center (dc_id, name, region, timezone, zones, "
+            "postal_code, country) VALUES ('DC-EAST', 'East DC', 'NJ', 'America/New_York', "
+            "'{Z1,Z2,Z3}', '08817', 'US') ON CONFLICT DO NOTHING"
+        )
+        conn.execute(
+            "INSERT INTO orderflow.carrier_service (carrier_id, service_code, mode, "
+            "transit_days, max_weight_kg, hazmat_allowed, active, base_rate, per_kg) "
+            "VALUES ('UPSN', 'GND', 'parcel', 3, 68, false, true, 9.50, 0.8500) "
+            "ON CONFLICT (carrier_id, service_code) DO UPDATE SET active = true"
+        )

@@ -13,7 +13,14 @@ import uuid
 
 import pytest
 import yaml
-from tests_support_ai import seed_contract, seed_customer, seed_item, take_order, trained_store
+from tests_support_ai import (
+    seed_contract,
+    seed_customer,
+    seed_east_dc,
+    seed_item,
+    take_order,
+    trained_store,
+)
 
 from orderflow import processing, rules
 from orderflow.ai import delay, governance
@@ -30,18 +37,7 @@ CTX = RunContext(dag_id="test_ai_delay", run_id="manual__t", task_id="plan")
 def trained(store_url, airflow_db):
     conn, counts = trained_store(6, days=45, orders_per_day=25, models=delay.MODEL_NAME)
     assert counts[delay.MODEL_NAME] > 800  # one example per planned order
-    with db.transaction(conn):
-        conn.execute(
-            "INSERT INTO orderflow.distribution_center (dc_id, name, region, timezone, zones, "
-            "postal_code, country) VALUES ('DC-EAST', 'East DC', 'NJ', 'America/New_York', "
-            "'{Z1,Z2,Z3}', '08817', 'US') ON CONFLICT DO NOTHING"
-        )
-        conn.execute(
-            "INSERT INTO orderflow.carrier_service (carrier_id, service_code, mode, "
-            "transit_days, max_weight_kg, hazmat_allowed, active, base_rate, per_kg) "
-            "VALUES ('UPSN', 'GND', 'parcel', 3, 68, false, true, 9.50, 0.8500) "
-            "ON CONFLICT (carrier_id, service_code) DO UPDATE SET active = true"
-        )
+    seed_east_dc(conn)
     yield conn
     conn.close()
 

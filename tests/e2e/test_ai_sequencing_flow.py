@@ -14,36 +14,22 @@ import uuid
 
 import pytest
 from test_ai_delay_flow import CTX, _book, _planned_order
-from tests_support_ai import run_dag as _run
+from tests_support_ai import seed_east_dc, trained_store
 
 from orderflow import processing
-from orderflow.ai import delay, evaluate, governance
+from orderflow.ai import delay, governance
 from orderflow.ai import sequencing as ai_seq
 from orderflow.operators.processing import ReleaseToWmsOperator
 from orderflow.store import ai as repo
-from orderflow.store import db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow_db, pytest.mark.db, pytest.mark.sandbox]
 
 
 @pytest.fixture(scope="module")
 def trained(store_url, airflow_db):
-    conn = db.connect()
-    counts = evaluate.import_history(conn, seed=3, days=45, orders_per_day=25)
+    conn, counts = trained_store(3, days=45, orders_per_day=25, models=delay.MODEL_NAME)
     assert counts[delay.MODEL_NAME] > 800
-    _run("train_models", models=delay.MODEL_NAME)
-    with db.transaction(conn):
-        conn.execute(
-            "INSERT INTO orderflow.distribution_center (dc_id, name, region, timezone, zones, "
-            "postal_code, country) VALUES ('DC-EAST', 'East DC', 'NJ', 'America/New_York', "
-            "'{Z1,Z2,Z3}', '08817', 'US') ON CONFLICT DO NOTHING"
-        )
-        conn.execute(
-            "INSERT INTO orderflow.carrier_service (carrier_id, service_code, mode, "
-            "transit_days, max_weight_kg, hazmat_allowed, active, base_rate, per_kg) "
-            "VALUES ('UPSN', 'GND', 'parcel', 3, 68, false, true, 9.50, 0.8500) "
-            "ON CONFLICT (carrier_id, service_code) DO UPDATE SET active = true"
-        )
+    seed_east_dc(conn)
     yield conn
     conn.close()
 
