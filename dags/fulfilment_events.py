@@ -31,6 +31,10 @@ with DAG(
         "retries": 3,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
+        # customers wait on these: ahead of order processing's partitions when the
+        # executor's slots are full (a run has five tasks; processing maps dozens)
+        "priority_weight": 50,
+        "weight_rule": "absolute",
     },
     doc_md="""
 ### Fulfilment events
@@ -50,6 +54,8 @@ catches whatever a push or a wake-up missed (and all of it where no Redis runs):
    more than released, dock count ≠ pick) withholds the invoice with a `quantity_mismatch`
    exception for billing. An event for an order OrderFlow does not know is quarantined
    (dead letter); replay it with `orderflow fulfilment replay-events` after the fix.
+   The shipped notices it queued are sent at once, from this task (keyed; what it
+   cannot send waits for the next task).
 3. **send_documents** — delivers 856/810, ERP invoices, emails, webhooks and marketplace
    shipment confirmations (outbox,
    idempotency key per document and version: reruns never send twice).
@@ -62,7 +68,9 @@ Rerun or clear any task freely.
         PullFeedOperator(task_id="pull_wms_milestones", source="wms"),
         PullFeedOperator(task_id="pull_carrier_tracking", source="carrier"),
     ]
-    apply = ApplyFulfilmentEventsOperator(task_id="apply_events")
+    apply = ApplyFulfilmentEventsOperator(
+        task_id="apply_events", notify_actions=["email", "webhook", "marketplace_shipment"]
+    )
     send = SendOutboxOperator(
         task_id="send_documents",
         actions=["edi_856", "edi_810", "erp_invoice", "email", "webhook", "marketplace_shipment"],

@@ -43,6 +43,9 @@ def _ingest_acks(conn, sandbox) -> dict:
     return drops.ingest_folder(conn, root, "edi").summary()
 
 
+FULFILMENT_RUNS: list[str] = []  # this module's fulfilment_events runs (the metadata DB is shared)
+
+
 @pytest.fixture(scope="module")
 def fulfilled(store_url, sandbox, day_dir, airflow_db):
     import os
@@ -71,7 +74,7 @@ def fulfilled(store_url, sandbox, day_dir, airflow_db):
             sandbox.client.put(
                 "/admin/clock", json={"advance_minutes": 24 * 60}, timeout=120
             ).raise_for_status()
-            _run("fulfilment_events")
+            FULFILMENT_RUNS.append(_run("fulfilment_events").run_id)
     finally:
         sandbox.client.put("/admin/faults", json={"seed": 7, "rules": []}).raise_for_status()
     acks = _ingest_acks(conn, sandbox)
@@ -283,6 +286,37 @@ def test_document_and_notification_counts_match_the_orders_that_should_have_them
     )
     assert {h["event"] for h in hooks} >= {"order_confirmed", "shipment_shipped"}
     assert all(h["customer_id"] for h in hooks)
+
+
+def test_shipped_notices_leave_with_the_shipment_from_apply_events(fulfilled):
+    """The customer's shipped notice is sent by the task that applied the shipment (one task
+    hop earlier than the DAG's send task); whatever it could not send (the receivers answer
+    5xx here) the send task delivered, each once (the test above)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        values = session.scalars(
+            select(XComModel.value).where(
+                XComModel.dag_id == "fulfilment_events",
+                XComModel.task_id == "apply_events",
+                XComModel.key == "return_value",
+                XComModel.run_id.in_(FULFILMENT_RUNS),
+            )
+        ).all()
+    results = [XComModel.deserialize_value(type("X", (), {"value": v})) for v in values]
+    notified = [r["notified"] for r in results if r.get("shipped")]
+    assert notified, "no apply_events run shipped anything"
+    sent_here = sum(n.get("sent", 0) for n in notified)
+    conn, _ = fulfilled
+    # it sends whatever of those actions is due (order confirmations queued at release too)
+    notices_sent = _one(
+        conn,
+        "SELECT count(*) FROM orderflow.outbox WHERE status = 'sent' "
+        "AND action IN ('email', 'webhook', 'marketplace_shipment')",
+    )
+    assert 0 < sent_here <= notices_sent
 
 
 def test_outbound_x12_reads_back_clean_and_997s_are_matched(fulfilled, sandbox):

@@ -75,18 +75,29 @@ class ApplyFulfilmentEventsOperator(BaseOperator):
     (ERP + 810) and notifications queued in the outbox; unknown orders quarantined.
 
     :param max_events: events per run (the rest waits for the next run).
+    :param notify_actions: outbox actions sent at once, in this task, when it shipped
+        something (the customer's shipped notices): the notice leaves with the shipment's
+        commit instead of one task later. Keyed like every send; whatever this misses (a
+        receiver down, the task killed) the DAG's send task delivers. Empty: none.
     :return: (XCom) counts: events, applied, no_op, quarantined, shipped, invoices, …
+        and ``notified``, the outbox counts of the sends made here.
     """
 
     template_fields: Sequence[str] = ("store_conn_id",)
     ui_color = "#e4f2e8"
 
     def __init__(
-        self, *, store_conn_id: str = STORE_CONN_ID, max_events: int = 50_000, **kwargs: Any
+        self,
+        *,
+        store_conn_id: str = STORE_CONN_ID,
+        max_events: int = 50_000,
+        notify_actions: Sequence[str] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.store_conn_id = store_conn_id
         self.max_events = max_events
+        self.notify_actions = list(notify_actions)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from orderflow import fulfilment
@@ -97,10 +108,27 @@ class ApplyFulfilmentEventsOperator(BaseOperator):
             out = fulfilment.apply_events(
                 conn, _ctx(context, claimed=False), _rule_book(context), max_events=self.max_events
             )
+            result = out.as_xcom()
+            if out.shipped and self.notify_actions:
+                result["notified"] = self._notify(conn)
         finally:
             conn.close()
-        self.log.info("fulfilment events: %s", out.as_xcom())
-        return out.as_xcom()
+        self.log.info("fulfilment events: %s", result)
+        return result
+
+    def _notify(self, conn: Any) -> dict[str, int]:
+        """Send the shipped notices just queued. A failure here fails nothing: the rows stay
+        in the outbox (pending, or backing off) for the send task."""
+        from orderflow.integrations import outbox
+
+        try:
+            res = outbox.send(conn, self.notify_actions, limit=5_000)
+        except Exception as exc:
+            self.log.warning("notices left to the send task: %s", type(exc).__name__)
+            return {"error": 1}
+        for error in res.errors:
+            self.log.warning("notice not sent yet: %s", error)
+        return res.as_dict()
 
 
 class AdvanceOrdersOperator(BaseOperator):
