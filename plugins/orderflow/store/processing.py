@@ -684,13 +684,20 @@ def allocation_mismatches(conn: psycopg.Connection) -> list[tuple]:
 
 def held_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, list[tuple]]:
     """order → [(reservation_id, line_no, item_id, dc_id, quantity, is_substitute)]."""
+    return _by_first_column(
+        conn.execute(
+            "SELECT order_id, reservation_id, line_no, item_id, dc_id, quantity, is_substitute "
+            "FROM orderflow.reservation WHERE order_id = ANY(%s) AND status = 'held' "
+            "ORDER BY order_id, line_no, dc_id",
+            (list(order_ids),),
+        )
+    )
+
+
+def _by_first_column(rows: Any) -> dict[str, list[tuple]]:
+    """Rows grouped by their first column (an order id), the rest of each row kept in order."""
     out: dict[str, list[tuple]] = defaultdict(list)
-    for r in conn.execute(
-        "SELECT order_id, reservation_id, line_no, item_id, dc_id, quantity, is_substitute "
-        "FROM orderflow.reservation WHERE order_id = ANY(%s) AND status = 'held' "
-        "ORDER BY order_id, line_no, dc_id",
-        (list(order_ids),),
-    ):
+    for r in rows:
         out[r[0]].append(tuple(r[1:]))
     return out
 
@@ -1107,15 +1114,14 @@ def canonicals_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[st
 
 def ack_lines_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str, list[tuple]]:
     """:func:`ack_lines` of several orders in one query, by order id."""
-    out: dict[str, list[tuple]] = defaultdict(list)
-    for r in conn.execute(
-        "SELECT order_id, status, substitute_item_id, backordered_qty, line_no, quantity, uom, "
-        "unit_price, contract_price FROM orderflow.order_line WHERE order_id = ANY(%s) "
-        "ORDER BY order_id, line_no",
-        (list(order_ids),),
-    ):
-        out[r[0]].append(tuple(r[1:]))
-    return out
+    return _by_first_column(
+        conn.execute(
+            "SELECT order_id, status, substitute_item_id, backordered_qty, line_no, quantity, "
+            "uom, unit_price, contract_price FROM orderflow.order_line WHERE order_id = ANY(%s) "
+            "ORDER BY order_id, line_no",
+            (list(order_ids),),
+        )
+    )
 
 
 def ack_lines(conn: psycopg.Connection, order_id: str) -> list[tuple]:
