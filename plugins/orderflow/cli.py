@@ -1045,7 +1045,8 @@ def ai_import_history(seed: int, days: int) -> None:
 @click.option(
     "--no-fulfilment",
     is_flag=True,
-    help="Skip the fulfilment week (sandbox clock + fulfilment_events DAG) after processing.",
+    help="Skip fulfilment after processing (--dag-test: the fulfilment week; real scheduler: "
+    "the shipping phase that measures shipped → notified).",
 )
 @click.option(
     "--check-api",
@@ -1114,6 +1115,7 @@ def bench(
                 seed=seed,
                 json_path=json_path,
                 keep=keep,
+                ship_hours=0 if no_fulfilment else realbench.Options.ship_hours,
                 extra={"command": " ".join(["orderflow", *sys.argv[1:]])},
             ),
             say=lambda line: (click.echo(line), sys.stdout.flush()),
@@ -1156,6 +1158,7 @@ def _dag_test_json(results: dict, naive_orders: int, path: Path) -> None:
             "naive_orders": naive_orders,
             "naive_ratio": (results.get("naive") or {}).get("ratio"),
             "peak_rss_mib": results.get("peak_rss_mib"),
+            "shipped_to_notified_p95_s": results.get("shipped_to_notified_p95_s"),
             "note": "dag.test() per-stage view: serial, in one process, not the scheduler",
         }
     )

@@ -98,6 +98,7 @@ def test_the_json_has_the_issue_keys_first_and_refuses_a_missing_one(tmp_path):
         "naive_orders": 100,
         "naive_ratio": 12.5,
         "peak_rss_mib": 2048.0,
+        "shipped_to_notified_p95_s": 12.0,
         "workers": 2,
     }
     out = rb.shape(results)
