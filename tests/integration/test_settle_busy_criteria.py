@@ -64,3 +64,21 @@ def test_tasks_that_move_orders_and_messages_are_work(metadata):
         "task intake_csv.ingest_csv_files running": 1,
         "task order_processing.validate_orders queued": 1,
     }
+
+
+def test_the_real_scheduler_bench_counts_only_intake_and_processing(metadata):
+    """``orderflow bench`` waits for the day's work only (intake and order processing):
+    fulfilment and housekeeping run on their schedules forever."""
+    conn = metadata
+    _tasks(
+        conn,
+        ("fulfilment_events", "apply_events", "running"),
+        ("order_processing", "validate_orders", "running"),
+        ("intake_edi", "ingest_edi_files", "queued"),
+    )
+    day = [*soak.INTAKE_DAGS, "order_processing"]
+    busy = soak.busy_tasks(lambda sql, params: conn.execute(sql, params).fetchall(), work=day)
+    assert busy == {
+        "task intake_edi.ingest_edi_files queued": 1,
+        "task order_processing.validate_orders running": 1,
+    }

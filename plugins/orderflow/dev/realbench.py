@@ -582,9 +582,12 @@ def _wait_day(stack: Any, t_jump: datetime, timeout: float, say: Any) -> None:
         # the day's work only: intake and order processing (fulfilment, master data and the
         # housekeeping DAGs run on their schedules forever; on a loaded machine one of them
         # always runs, and the soak's settle criterion never came)
-        tasks = stack.query("airflow", soak._BUSY_SQL, ([*soak.INTAKE_DAGS, DAG_ID], [DAG_ID]))[0][
-            0
-        ]
+        tasks = sum(
+            soak.busy_tasks(
+                lambda sql, params: stack.query("airflow", sql, params),
+                work=[*soak.INTAKE_DAGS, DAG_ID],
+            ).values()
+        )
         pending, due = stack.query(
             "orderflow",
             "SELECT (SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'), "

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -885,10 +886,10 @@ SELECT 'outbox ' || action || ' ' || status, count(*) FROM orderflow.outbox
 """
 
 
-def busy_tasks(query) -> dict[str, int]:
-    """The work DAGs' task instances and queued runs counted busy, by name (``query`` runs
-    SQL on the Airflow metadata database: ``Stack.query`` bound to it)."""
-    params = {"work": list(WORK_DAGS), "intake": list(INTAKE_DAGS)}
+def busy_tasks(query, work: Sequence[str] = WORK_DAGS) -> dict[str, int]:
+    """The ``work`` DAGs' task instances and queued runs counted busy, by name (``query``
+    runs SQL on the Airflow metadata database: ``Stack.query`` bound to it)."""
+    params = {"work": list(work), "intake": list(INTAKE_DAGS)}
     return {k: n for k, n in sorted(query(_BUSY_DETAIL_SQL, params))}
 
 
