@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG
 
-from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS, drop_folder_doc, wait_and_ingest
+from orderflow.operators.intake_tasks import (
+    INTAKE_DAG_KWARGS,
+    drop_folder_doc,
+    drop_schedule,
+    wait_and_ingest,
+)
 
 with DAG(
     dag_id="intake_csv",
-    schedule=timedelta(minutes=5),
+    schedule=drop_schedule(name="csv_files", inbox_conn_id="csv_inbox_default"),
     doc_md=drop_folder_doc(
         "Inside-sales CSV intake",
         "CSV exports (any known column layout)",

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG
 
-from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS, drop_folder_doc, wait_and_ingest
+from orderflow.operators.intake_tasks import (
+    INTAKE_DAG_KWARGS,
+    drop_folder_doc,
+    drop_schedule,
+    wait_and_ingest,
+)
 from orderflow.operators.outbox import SendOutboxOperator
 
 with DAG(
     dag_id="intake_edi",
-    schedule=timedelta(minutes=5),
+    schedule=drop_schedule(name="edi_files", inbox_conn_id="edi_inbox_default", filepath="*/*"),
     doc_md=drop_folder_doc(
         "EDI intake",
         "X12 850 files (one sub-folder per trading partner)",

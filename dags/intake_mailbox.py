@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG
 
-from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS, drop_folder_doc, wait_and_ingest
+from orderflow.operators.intake_tasks import (
+    INTAKE_DAG_KWARGS,
+    drop_folder_doc,
+    drop_schedule,
+    wait_and_ingest,
+)
 
 with DAG(
     dag_id="intake_mailbox",
-    schedule=timedelta(minutes=5),
+    schedule=drop_schedule(name="emails", inbox_conn_id="mailbox_default"),
     doc_md=drop_folder_doc(
         "Mailbox intake",
         "e-mails (`.eml`) with PDF or image purchase orders",

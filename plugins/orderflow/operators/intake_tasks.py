@@ -3,6 +3,7 @@ defaults, so the DAG files stay configuration."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,39 @@ INTAKE_DAG_KWARGS: dict[str, Any] = {
         "retry_exponential_backoff": True,
     },
 }
+
+
+#: ``ORDERFLOW_DROP_WATCH=off`` leaves the drop folders' Assets without a watcher: intake
+#: runs on its 5-minute schedule only
+DROP_WATCH_ENABLED = os.environ.get("ORDERFLOW_DROP_WATCH", "on").lower() not in (
+    "off",
+    "0",
+    "false",
+)
+
+
+def drop_schedule(
+    *, name: str, inbox_conn_id: str, filepath: str = "*", every: timedelta = timedelta(minutes=5)
+) -> Any:
+    """Every ``every`` (the safety net) or as soon as a file lands: the folder's Asset
+    (``<name>_dropped``) is updated by a :class:`~orderflow.operators.drop_trigger.
+    DropFolderTrigger` watching the same folder and glob as the run's sensor."""
+    from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, DeltaTriggerTimetable
+
+    from orderflow.operators.drop_trigger import DropFolderTrigger
+
+    watchers = (
+        [
+            AssetWatcher(
+                name=f"{name}_watch",
+                trigger=DropFolderTrigger(fs_conn_id=inbox_conn_id, filepath=filepath),
+            )
+        ]
+        if DROP_WATCH_ENABLED
+        else []
+    )
+    dropped = Asset(name=f"{name}_dropped", uri=f"orderflow://drop/{name}", watchers=watchers)
+    return AssetOrTimeSchedule(timetable=DeltaTriggerTimetable(every), assets=dropped)
 
 
 def wait_and_ingest(*, name: str, channel: str, inbox_conn_id: str, filepath: str = "*"):
@@ -59,5 +93,7 @@ Waits in the triggerer (deferred: no worker slot held while idle) for {what} in 
 `{conn_id}` folder; when files are there, ingests them: each is stored raw, parsed, and
 ends **created**, **quarantined** (reason, where, what to do — replay with `intake_replay`)
 or **duplicate** (pointer to the original), then moves to the folder's `.archive/<outcome>/`.
-{extra}A run that sees no file within 4 minutes ends *skipped*. Emits `orders_received`.
+{extra}Runs every 5 minutes and as soon as a file lands (a watcher in the triggerer lists the
+folder every second and updates the folder's Asset). A run that sees no file within 4 minutes
+ends *skipped*. Emits `orders_received`.
 """
