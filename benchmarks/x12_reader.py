@@ -84,9 +84,11 @@ print(f"{size / 2**20 / dt:.2f}\\t{rss:.0f}\\t{st.orders}\\t{lines}\\t{dt:.2f}\\
 )
 
 
-def _write(path: Path, target: int, lines_per_po: int | None) -> None:
+def _write(path: Path, target: int, lines_per_po: int | None, partner: bool = False) -> None:
     """Many POs of ``lines_per_po`` lines, or one PO (None) with as many lines as fill
-    ``target`` bytes."""
+    ``target`` bytes. ``partner``: each PO as a real partner sends it (~470 bytes for 5
+    lines, the issue's file's size per PO): a requested date (DTM), the ship-to's address
+    (N3/N4) and a description per line (PID), as the sandbox generator writes them."""
     head = (
         "ISA*00*          *00*          *ZZ*BUYER          *ZZ*SELLER         *261128*0930*U*"
         "00401*000000001*0*P*>~\nGS*PO*BUYER*SELLER*20261128*0930*1*X*004010~\n"
@@ -96,18 +98,25 @@ def _write(path: Path, target: int, lines_per_po: int | None) -> None:
         size, n = len(head), 0
         while size < target and (lines_per_po or n == 0):
             n += 1
-            segs = [f"ST*850*{n:04d}", f"BEG*00*SA*PO{n:08d}**20261128", "N1*ST*STORE 12*92*0012"]
+            segs = [f"ST*850*{n:04d}", f"BEG*00*SA*PO{n:08d}**20261128"]
+            if partner:
+                segs.append("DTM*002*20261205")
+            segs.append("N1*ST*STORE 12*92*0012")
+            if partner:
+                segs += ["N3*1200 INDUSTRIAL PKWY", "N4*SPRINGFIELD*IL*62701*US"]
             text = "~\n".join(segs) + "~\n"
             count = 0
             while count < (lines_per_po or 10**9) and (lines_per_po or size < target - 40):
                 count += 1
                 line = f"PO1*{count}*2*EA*1.50*PE*BP*PART{count:07d}~\n"
+                if partner:
+                    line += f"PID*F****WIDGET {count % 7} BLUE 12MM PK10~\n"
                 text += line
                 if lines_per_po is None:
                     f.write(text)
                     size += len(text)
                     text = ""
-            tail = f"CTT*{count}~\nSE*{count + 5}*{n:04d}~\n"
+            tail = f"CTT*{count}~\nSE*{len(segs) + count * (1 + partner) + 2}*{n:04d}~\n"
             f.write(text + tail)
             size += len(text) + len(tail)
         f.write(f"GE*{n}*1~\nIEA*1*000000001~\n")
@@ -123,7 +132,11 @@ def main() -> None:
     ap.add_argument("--mode", choices=("stream", "parse", "intake", "all"), default="stream")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="of-x12-bench-"))
-    cases = [("many POs (5 lines each)", 5), ("single PO", None)]
+    cases = [
+        ("many POs (5 lines each)", 5, False),
+        ("many partner POs (5 lines)", 5, True),
+        ("single PO", None, False),
+    ]
     env = {"PYTHONPATH": str(ROOT / "plugins"), "PATH": os.environ.get("PATH", "")}
     modes = ("stream", "parse", "intake") if args.mode == "all" else (args.mode,)
     print(f"targets: >= {TARGET_MBS:g} MB/s, < {TARGET_MIB} MiB peak RSS")
@@ -134,11 +147,11 @@ def main() -> None:
             f"{'file':<26}{'MB':>6}{'s':>8}{'cpu s':>8}{'MB/s':>7}{'peak MiB':>10}{'orders':>8}"
             f"{count:>8}  {'targets (speed, memory)':<25} findings"
         )
-        for name, lines in cases:
+        for name, lines, partner in cases:
             folder = work / "drop" / "BUYER"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{'single' if lines is None else 'many'}.x12"
-            _write(path, args.mb * 2**20 - 2048, lines)  # within the 32 MiB intake limit
+            _write(path, args.mb * 2**20 - 2048, lines, partner)  # within the 32 MiB limit
             mb = path.stat().st_size / 2**20
             if mode == "intake":
                 out = _intake(work / "drop", env)
