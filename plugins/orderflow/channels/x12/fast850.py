@@ -166,10 +166,8 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
     n_pids = 0
     priced = True
     total = _ZERO
-    line_no = 0
-    for whole, v1, qty, uom, price, basis, ids, desc in lines_raw:
+    for line_no, (whole, v1, qty, uom, price, basis, ids, desc) in enumerate(lines_raw, 1):
         covered += len(whole)
-        line_no += 1
         quantity = dec.get(qty) or _number(qty)
         if not quantity or (basis and not price):
             return None  # quantity 0 (left out, noted) or syntax note C0504: the slow path
@@ -236,9 +234,20 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
     addresses: dict[str, Address] = {}
     if parties_raw:
         covered = 0
-        for whole, code, name, qual, ident, l1, l2, n4, city, region, postal, country in (
-            party_re.findall(parties_raw)
-        ):
+        for (
+            whole,
+            code,
+            name,
+            qual,
+            ident,
+            l1,
+            l2,
+            n4,
+            city,
+            region,
+            postal,
+            country,
+        ) in party_re.findall(parties_raw):
             covered += len(whole)
             if code in addresses:
                 return None  # a second ST/BT/BY becomes a note: the slow path

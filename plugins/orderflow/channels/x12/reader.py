@@ -25,8 +25,8 @@ import codecs
 import re
 from collections import deque
 from collections.abc import Iterator
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 
 from .elements import ascii_int, is_time, x12_date
 from .findings import RESEND, Finding
