@@ -103,6 +103,7 @@ def test_the_sandbox_generators_850s_read_the_same(tmp_path):
         fast, slow, n = _both(path.read_bytes(), partner_id=path.parent.name)
         assert_same_x12_results(fast, slow)
         taken += n
+    assert taken > 10  # most of them are read whole (not those with a line end as terminator)
 
 
 CORPUS = Path(os.environ.get("ORDERFLOW_X12_CORPUS") or "/nonexistent")
@@ -132,16 +133,34 @@ def _clean_set(draw, edges: bool = False) -> list[str]:
         f"{draw(st.sampled_from(['', 'R1']))}*{draw(st.sampled_from(['20261128', '19991231']))}"
         + draw(st.sampled_from(["", "*", "*CT9"]))
     ]
-    for _ in range(draw(st.integers(0, 3))):
-        body.append(
-            f"DTM*{draw(st.sampled_from(['002', '010', '001', '999', '106']))}*"
-            f"{draw(st.sampled_from(['20261201', '20270131', '20260430']))}"
-        )
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["DTM", "CUR", "REF", "PER", "ITD", "TD5"]))
+        if kind == "DTM":
+            body.append(
+                f"DTM*{draw(st.sampled_from(['002', '010', '001', '999', '106']))}*"
+                f"{draw(st.sampled_from(['20261201', '20270131', '20260430']))}"
+            )
+        elif kind == "CUR":
+            body.append(f"CUR*BY*{draw(st.sampled_from(['USD', 'EUR', 'CAD']))}")
+        elif kind == "REF":
+            body.append(f"REF*{draw(st.sampled_from(['IA', 'DP', 'IA']))}*{draw(_GOOD_TEXT)}")
+        elif kind == "PER":
+            body.append(
+                "PER*BD*"
+                + draw(st.sampled_from(["", draw(_GOOD_TEXT)]))
+                + draw(st.sampled_from(["", "*TE*555 0100", "*TE*555 0100*EM*a@b.example"]))
+            )
+        elif kind == "ITD":
+            body.append(draw(st.sampled_from(["ITD*01*3*2**10**30", "ITD*01*3***0**30", "ITD"])))
+        else:
+            body.append(draw(st.sampled_from(["TD5*O*2*UPSN*M*UPS GROUND", "TD5****M", "TD5"])))
     for code in draw(st.lists(st.sampled_from(["ST", "BT", "BY"]), max_size=3, unique=True)):
         body.append(
             f"N1*{code}"
             + draw(st.sampled_from(["", "*", f"*{draw(_GOOD_TEXT)}", "*NAME*92*0012", "**1*ID"]))
         )
+        if draw(st.booleans()):
+            body.append(f"N2*ATTN {draw(_GOOD_TEXT)}" + draw(st.sampled_from(["", "*DOCK 4"])))
         if draw(st.booleans()):
             body.append(f"N3*{draw(_GOOD_TEXT)}" + draw(st.sampled_from(["", "*SUITE 5"])))
         if draw(st.booleans()):
@@ -168,6 +187,8 @@ def _clean_set(draw, edges: bool = False) -> list[str]:
         body.append(line)
         if draw(st.booleans()):
             body.append(f"PID*F****{draw(_GOOD_TEXT)}")
+        if draw(st.booleans()):
+            body.append(draw(st.sampled_from(["PO4*6", "PO4*12*1.5*LB*BOX", "PO4**2"])))
     body.append(f"CTT*{n}" + draw(st.sampled_from(["", "*12", "*1.5"])))
     return body
 

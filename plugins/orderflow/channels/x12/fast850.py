@@ -49,10 +49,14 @@ from .po850 import (
     _DTM_NAMES,
     _SHIP,
     MapContext,
+    _contact,
     _first,
     _first_qual,
+    _pack,
+    _routing,
+    _terms,
 )
-from .reader import FastSet
+from .reader import FastSet, Segment
 from .results import Delimiters, TransactionResult
 
 #: set to False to read every 850 segment by segment (the equivalence test's reference)
@@ -107,34 +111,89 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
             return f"{edge}(?:{a}{{0,{hi - 2}}}{edge})?"
         return f"{edge}{a}{{{lo - 2},{hi - 2}}}{edge}"
 
+    def r(most: int) -> str:  # an X12 R value of at most ``most`` digits, no sign
+        return f"(?=[0-9.]{{1,{most}}}(?:{e}|{t}|$))(?:[0-9]+\\.?[0-9]*|\\.[0-9]+)"
+
+    def elements(tag: str, *slots: tuple[str, bool]) -> str:
+        """``tag`` and its elements (pattern, required), trailing optional ones omissible."""
+        rest, required_after = "", False
+        for pattern, required in reversed(slots):
+            slot = pattern if required else f"(?:{pattern})?"
+            required_after = required_after or required
+            rest = f"{e}{slot}{rest}" if required_after else f"(?:{e}{slot}{rest})?"
+        return tag + rest
+
     end = f"{t}[\\r\\n]*"
+    code = lambda lo, hi: f"{_ID}{{{lo},{hi}}}"  # noqa: E731
     # the repeated parts are matched loosely (segment by tag) in the set's regex, then
     # strictly, one match per party / line, by ``findall`` over their block (whose matches
     # must cover the block: see ``build``); the strict patterns capture their whole text
     party = (
         f"(N1{e}(ST|BT|BY)(?:{e}({an(1, 60)})?(?:{e}({_ID}{{1,2}}){e}({an(2, 80)}))?)?{end}"
+        f"(?:N2{e}({an(1, 60)})(?:{e}({an(1, 60)}))?{end})?"
         f"(?:N3{e}({an(1, 55)})(?:{e}({an(1, 55)}))?{end})?"
         f"(?:(N4)(?:{e}({an(2, 30)})?(?:{e}({_ID}{{2}})?(?:{e}({_ID}{{3,15}})?"
         f"(?:{e}({_ID}{{2,3}}))?)?)?)?{end})?)"
     )
+    po4 = elements(
+        "PO4", ("[0-9]{1,6}", False), (r(8), False), (code(2, 2), False), (an(3, 5), False)
+    )
     line = (
         f"(PO1{e}({an(1, 20)})?{e}({_QTY}){e}({_ID}{{2}})"
         f"(?:{e}({_PRICE})?(?:{e}({_ID}{{2}})?((?:{e}{_ID}{{2}}{e}{an(1, 48)}){{0,10}}))?)?{end}"
-        f"(?:PID{e}F{e}{e}{e}{e}({an(1, 80)}){end})?)"
+        f"(?:PID{e}F{e}{e}{e}{e}({an(1, 80)}){end})?"
+        f"(?:({po4}){end})?)"
     )
-    dtm = f"(DTM{e}({_ID}{{3}}){e}({_DATE8}){end})"
+    # header segments (between BEG and the first N1), each matched whole by its tag's
+    # pattern: only the elements the mapper reads, none it would remark on
+    header = {
+        "CUR": elements("CUR", (code(2, 3), True), ("[A-Z]{3}", True)),
+        "REF": elements("REF", (code(2, 3), True), (an(1, 50), True)),
+        "PER": elements(
+            "PER",
+            (code(2, 2), True),
+            (an(1, 60), False),
+            *[(code(2, 2), False), (an(1, 256), False)] * 3,
+        ),
+        "ITD": elements(
+            "ITD",
+            (code(2, 2), False),
+            (code(1, 2), False),
+            (r(6), False),
+            (_DATE8, False),
+            ("[0-9]{1,3}", False),
+            (_DATE8, False),
+            ("[0-9]{1,3}", False),
+        ),
+        "DTM": elements("DTM", (code(3, 3), True), (_DATE8, True)),
+        "TD5": elements(
+            "TD5",
+            (code(1, 2), False),
+            (code(1, 2), False),
+            (an(2, 80), False),
+            (code(1, 2), False),
+            (an(1, 35), False),
+        ),
+    }
     seg = f"(?:{e}[^{t}]*)?{end}"
     whole = (
         f"ST{e}850{e}(?P<ctrl>{_ID}{{4,9}}){end}"
         f"BEG{e}00{e}(?P<type>{_ID}{{2}}){e}(?P<po>{an(1, 22)}){e}(?P<rel>{an(1, 30)})?"
         f"{e}(?P<date>{_DATE8})(?:{e}(?P<ct>{an(1, 30)})?)?{end}"
-        f"(?P<dtms>(?:DTM{seg})*+)"
-        f"(?P<parties>(?:N[134]{seg})*+)"
-        f"(?P<lines>(?:PO1{seg}(?:PID{seg})?){{1,{MAX_PO1_LOOPS}}}+)"
-        f"CTT{e}(?P<ctt>[0-9]{{1,6}})(?:{e}(?=[0-9.]{{1,10}}(?:{e}|{t}))[0-9]+(?:\\.[0-9]*)?)?"
+        f"(?P<header>(?:(?:CUR|REF|PER|ITD|DTM|TD5){seg})*+)"
+        f"(?P<parties>(?:N[1-4]{seg})*+)"
+        f"(?P<lines>(?:PO1{seg}(?:PID{seg})?(?:PO4{seg})?){{1,{MAX_PO1_LOOPS}}}+)"
+        f"CTT{e}(?P<ctt>[0-9]{{1,6}})(?:{e}{r(10)})?"
         f"{end}SE{e}(?P<se>[0-9]{{1,10}}){e}(?P=ctrl){t}"
     )
-    return re.compile(whole), re.compile(party), re.compile(line), re.compile(dtm), sep
+    return (
+        re.compile(whole),
+        re.compile(party),
+        re.compile(line),
+        {tag: re.compile(p) for tag, p in header.items()},
+        sep,
+        term,
+    )
 
 
 def context_fits(ctx: MapContext) -> bool:
@@ -154,7 +213,7 @@ def context_fits(ctx: MapContext) -> bool:
 def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> FastSet | None:
     """The set's result from the regex's match, or None when anything is in doubt (then the
     slow path reads it). ``ctx`` passed :func:`context_fits`."""
-    _, party_re, line_re, dtm_re, sep = patterns
+    _, party_re, line_re, header_res, sep, term = patterns
     block = m["lines"]
     lines_raw = line_re.findall(block)
     n = len(lines_raw)
@@ -163,16 +222,20 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
     covered = 0
     dec = _decimal
     order_lines = []
-    n_pids = 0
+    n_extra = 0  # PIDs and PO4s
     priced = True
     total = _ZERO
-    for line_no, (whole, v1, qty, uom, price, basis, ids, desc) in enumerate(lines_raw, 1):
+    for line_no, (whole, v1, qty, uom, price, basis, ids, desc, po4) in enumerate(lines_raw, 1):
         covered += len(whole)
         quantity = dec.get(qty) or _number(qty)
         if not quantity or (basis and not price):
             return None  # quantity 0 (left out, noted) or syntax note C0504: the slow path
         if desc:
-            n_pids += 1
+            n_extra += 1
+        pack = None
+        if po4:
+            n_extra += 1
+            pack = _pack([Segment("PO4", po4.split(sep), 0)])
         part = None
         if ids:
             parts = ids.split(sep)
@@ -211,7 +274,7 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
                     "uom": uom,
                     "unit_price": unit_price,
                     "price_basis": basis or None,
-                    "pack": None,
+                    "pack": pack,
                     "requested_ship_date": None,
                     "confidence": {},
                 },
@@ -220,16 +283,37 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
         )
     if covered != len(block):
         return None  # a line the strict pattern does not take whole
-    dtms_raw = m["dtms"]
-    dtms = []
-    if dtms_raw:
-        covered = 0
-        for whole, q, v in dtm_re.findall(dtms_raw):
-            covered += len(whole)
-            dtms.append((q, _date(v)))
-        if covered != len(dtms_raw):
-            return None
-    count = 4 + len(dtms) + n + n_pids  # ST BEG CTT SE, DTMs, PO1s, PIDs
+    count = 4 + n + n_extra  # ST BEG CTT SE, PO1s, PIDs, PO4s
+    # the header segments, as po850._Mapper.feed reads them (state "header": before any N1)
+    dtms: list[tuple[str, date]] = []
+    refs: dict[str, str] = {}
+    contacts: list[str] = []
+    currency = None
+    td5s: list[Segment] = []
+    itds: list[Segment] = []
+    header = m["header"]
+    if header:
+        for raw in header.split(term)[:-1]:
+            text = raw.lstrip("\r\n")
+            tag = text[:3]
+            pattern = header_res.get(tag)
+            if pattern is None or pattern.fullmatch(text) is None:
+                return None  # (no tag of three letters has a shorter tag as prefix here)
+            count += 1
+            els = text.split(sep)
+            if tag == "DTM":
+                dtms.append((els[1], _date(els[2])))
+            elif tag == "REF":
+                key, val = els[1], els[2]
+                refs[key] = val if key not in refs or refs[key] == val else f"{refs[key]}; {val}"
+            elif tag == "PER":
+                contacts.append(_contact(Segment(tag, els, 0), None))
+            elif tag == "CUR":
+                currency = currency or els[2]
+            elif tag == "TD5":
+                td5s.append(Segment(tag, els, 0))
+            else:
+                itds.append(Segment(tag, els, 0))
     parties_raw = m["parties"]
     addresses: dict[str, Address] = {}
     if parties_raw:
@@ -240,6 +324,8 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
             name,
             qual,
             ident,
+            n2a,
+            n2b,
             l1,
             l2,
             n4,
@@ -251,13 +337,14 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
             covered += len(whole)
             if code in addresses:
                 return None  # a second ST/BT/BY becomes a note: the slow path
-            count += 1 + (l1 != "") + (n4 != "")  # N1, N3 (N301 is required), N4
+            count += 1 + (n2a != "") + (l1 != "") + (n4 != "")  # N1, N2, N3, N4
+            n2 = [v for v in (n2a, n2b) if v]  # as po850._Party.address
             addresses[code] = _make_address(
                 {
-                    "name": name or None,
+                    "name": name or (n2[0] if n2 else None) or None,
                     "party_id": ident or None,
                     "party_id_qualifier": qual or None,
-                    "address_lines": [v for v in (l1, l2) if v],
+                    "address_lines": [*(n2[1:] if not name else n2), *(v for v in (l1, l2) if v)],
                     "city": city or None,
                     "region": region or None,
                     "postal_code": postal or None,
@@ -282,9 +369,8 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
         for qual, d in dtms:
             if qual not in chosen:
                 notes.append(f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}")
-    refs: dict[str, str] = {}
     if m["rel"]:
-        refs["RE"] = m["rel"]
+        refs.setdefault("RE", m["rel"])
     if m["ct"]:
         refs.setdefault("CT", m["ct"])
     ctrl = m["ctrl"]
@@ -319,14 +405,14 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
             "buyer": addresses.get("BY"),
             "ship_to": addresses.get("ST"),
             "bill_to": addresses.get("BT"),
-            "currency": "USD",
+            "currency": currency or "USD",
             "requested_ship_date": requested_ship,
             "requested_delivery_date": requested_delivery,
             "cancel_after": cancel_after,
-            "carrier_routing": None,
-            "payment_terms": None,
+            "carrier_routing": _routing(td5s) if td5s else None,
+            "payment_terms": _terms(itds) if itds else None,
             "references": refs,
-            "contacts": [],
+            "contacts": contacts,
             "charges": [],
             "notes": notes,
             "lines": order_lines,
