@@ -123,7 +123,9 @@ def build_997(
         receiver=group.sender,
         control_number=control_number,
         now=now,
-        version=group.version or "004010",
+        # GS08 echoed when it has something writable (a NUL or a delimiter alone would be
+        # written as a blank GS08, which our own reader refuses)
+        version=group.version if any(c.isalnum() for c in group.version) else "004010",
         agency=group.agency,
         sets=[[]],
     )
