@@ -1,8 +1,9 @@
 """X12 reader throughput and memory (issue #13 D5): generated 32 MB files of many small POs
-(265 bytes each: ST BEG N1 5×PO1 CTT SE), of many POs as a partner sends them (~470 bytes:
+(265 bytes each: ST BEG N1 5×PO1 CTT SE), of many POs as a partner sends them (~505 bytes:
 plus DTM, N3/N4 and a PID per line, about the issue's 32.8 MB file of 71,547 POs) and a
-single PO (more PO1 lines than X12's 100,000-loop maximum), each read in a fresh process. Prints per file and mode: MB, wall seconds, CPU seconds of the measuring process,
-MB/s (wall, and per CPU second), peak RSS (the whole process: interpreter, the file's bytes
+single PO (more PO1 lines than X12's 100,000-loop maximum), each read in a fresh process.
+Prints per file and mode: MB, wall seconds, CPU seconds of the measuring process, MB/s
+(wall, and per CPU second), peak RSS (the whole process: interpreter, the file's bytes
 and everything built from them), orders, findings, and whether the targets are met: ≥ 20 MB/s
 (per CPU second: on a shared machine wall time includes waiting for a core), < 256 MiB peak
 RSS.
@@ -96,8 +97,8 @@ print(f"{size / 2**20 / dt:.2f}\\t{rss:.0f}\\t{st.orders}\\t{lines}\\t{dt:.2f}\\
 
 def _write(path: Path, target: int, lines_per_po: int | None, partner: bool = False) -> None:
     """Many POs of ``lines_per_po`` lines, or one PO (None) with as many lines as fill
-    ``target`` bytes. ``partner``: each PO as a real partner sends it (~470 bytes for 5
-    lines, the issue's file's size per PO): a requested date (DTM), the ship-to's address
+    ``target`` bytes. ``partner``: each PO as a real partner sends it (~505 bytes for 5
+    lines; the issue's file has ~460 per PO): a requested date (DTM), the ship-to's address
     (N3/N4) and a description per line (PID), as the sandbox generator writes them."""
     head = (
         "ISA*00*          *00*          *ZZ*BUYER          *ZZ*SELLER         *261128*0930*U*"
