@@ -56,6 +56,10 @@ class SetAcks(list):
         for a in list.__iter__(self):
             yield SetAck("850", a, None, True, "A", _NONE, _NONE) if type(a) is str else a
 
+    def compact(self) -> Iterator[SetAck | str]:
+        """The entries as kept: a ``str`` is an 850 accepted as is (its ST02)."""
+        return list.__iter__(self)
+
 
 Event = TransactionResult | GroupResult | InterchangeResult
 
@@ -432,7 +436,7 @@ def _interchange(
 
 def _group(g: GroupWork, sets: SetAcks) -> GroupResult:
     rejected = any(f.severity == "reject" for f in g.findings)
-    own = [t.ack_code for t in sets]
+    own = ["A" if type(t) is str else t.ack_code for t in sets.compact()]
     if rejected or (own and all(c == "R" for c in own)):
         code = "R"
     elif any(c == "R" for c in own):
