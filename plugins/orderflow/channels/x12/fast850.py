@@ -9,15 +9,17 @@ segments it accepts, exactly the X12 element definitions :func:`elements.check_s
 enforces (types, lengths, code lists; no control character, no character the store cannot
 hold, no space at either end of a value) and the mapper's own conditions for a clean order:
 
-    ST*850*<ctrl>  BEG*00*…  DTM*  (N1 [N3] [N4])*  (PO1 [PID*F****<desc>])+  CTT  SE*<n>*<ctrl>
+    ST*850*<ctrl>  BEG*00*…  (CUR|REF|PER|ITD|DTM|TD5)*  (N1 [N2] [N3] [N4])*
+    (PO1 [PID*F****<desc>] [PO4])+  CTT  SE*<n>*<ctrl>
 
 with nothing between segments but the terminator and line ends. :func:`build` then proves
 the rest in Python (SE01 = the segments counted, CTT01 = the PO1 count, every quantity above
-zero, no price basis without a price, at most one N1 of each kind…) and assembles the order
-through the same :mod:`prechecked` constructors and :func:`po850._prechecked_order` the
-slow path uses. Whatever is not accepted in full — any other segment or element, any doubtful
-value, an envelope the walk would remark on — is read by the slow path, unchanged, so
-every finding and every hostile-input behaviour stays exactly as it was.
+zero, no price basis without a price, at most one N1 of each kind, the total far from the
+store's bound…) and builds the models directly (as :mod:`prechecked` does, without
+validation: every value is proven valid and unchanged by it), with the mapper's own helpers
+for the texts it composes. Whatever is not accepted in full — any other segment or element,
+any doubtful value, an envelope the walk would remark on — is read by the slow path,
+unchanged, so every finding and every hostile-input behaviour stays exactly as it was.
 
 ``tests/unit/test_x12_fast850.py`` proves, for generated and mutated files, that both paths
 give equal results (orders field by field, findings, 997 text).
