@@ -71,7 +71,8 @@ _MONTH_DAY = (
     "|(?:0[13-9]|1[0-2])(?:29|30)"
     "|(?:0[13578]|1[02])31)"
 )  # February 29 is left to the slow path
-_DATE8 = f"(?:19|20)[0-9]{{2}}{_MONTH_DAY}"
+# CCYYMMDD, or YYMMDD (versions before 004010; read with the slow path's 50-year window)
+_DATE = f"(?:(?:19|20)[0-9]{{2}}|[0-9]{{2}}){_MONTH_DAY}"
 _ID = "[A-Za-z0-9]"
 # fits numeric(14, 3) / numeric(14, 4) as written, no sign (prechecked.FITS_*), and X12 R
 _QTY = r"(?:[0-9]{1,11}(?:\.[0-9]{0,3})?|\.[0-9]{1,3})"
@@ -162,12 +163,12 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
             (code(2, 2), False),
             (code(1, 2), False),
             (r(6), False),
-            (_DATE8, False),
+            (_DATE, False),
             ("[0-9]{1,3}", False),
-            (_DATE8, False),
+            (_DATE, False),
             ("[0-9]{1,3}", False),
         ),
-        "DTM": elements("DTM", (code(3, 3), True), (_DATE8, True)),
+        "DTM": elements("DTM", (code(3, 3), True), (_DATE, True)),
         "TD5": elements(
             "TD5",
             (code(1, 2), False),
@@ -181,7 +182,7 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
     whole = (
         f"ST{e}850{e}(?P<ctrl>{_ID}{{4,9}}){end}"
         f"BEG{e}00{e}(?P<type>{_ID}{{2}}){e}(?P<po>{an(1, 22)}){e}(?P<rel>{an(1, 30)})?"
-        f"{e}(?P<date>{_DATE8})(?:{e}(?P<ct>{an(1, 30)})?)?{end}"
+        f"{e}(?P<date>{_DATE})(?:{e}(?P<ct>{an(1, 30)})?)?{end}"
         f"(?P<header>(?:(?:CUR|REF|PER|ITD|DTM|TD5){seg})*+)"
         f"(?P<parties>(?:N[1-4]{seg})*+)"
         f"(?P<lines>(?:PO1{seg}(?:PID{seg})?(?:PO4{seg})?){{1,{MAX_PO1_LOOPS}}}+)"
@@ -465,10 +466,15 @@ def _number(text: str) -> Decimal:
 
 
 def _date(text: str) -> date:
-    """A CCYYMMDD the regex proved to be a date."""
+    """A CCYYMMDD or YYMMDD the regex proved to be a date (``elements.x12_date``: YY below
+    50 is 20YY, else 19YY)."""
     got = _dates.get(text)
     if got is None:
-        got = date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        if len(text) == 6:
+            yy = int(text[:2])
+            got = date((2000 if yy < 50 else 1900) + yy, int(text[2:4]), int(text[4:]))
+        else:
+            got = date(int(text[:4]), int(text[4:6]), int(text[6:]))
         if len(_dates) < 4096:
             _dates[text] = got
     return got
