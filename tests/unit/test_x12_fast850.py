@@ -82,6 +82,22 @@ def test_the_benchmark_files_are_read_whole_and_equal(tmp_path, partner):
         assert order.lines[0].description == "WIDGET 1 BLUE 12MM PK10"
 
 
+def test_sets_larger_than_the_readers_blocks_are_read_whole():
+    """The reader splits the text a block at a time (4 KiB first, doubling): sets that run
+    past a block's end, and sets starting right at a block's start, are skipped exactly."""
+    sets = [
+        ["BEG*00*SA*PO" + str(k) + "**20261128", "N1*ST*STORE 12*92*0012"]
+        + [f"PO1*{n}*{k}*EA*1.50*PE*BP*PART{n:07d}" for n in range(1, 40 * k + 2)]
+        + [f"CTT*{40 * k + 1}"]
+        for k in range(1, 12)
+    ]
+    data = _interchange(sets)
+    assert len(data) > 60_000
+    fast, slow, taken = _both(data)
+    assert_same_x12_results(fast, slow)
+    assert taken == len(sets) == len(fast.orders)
+
+
 def test_a_single_po_past_the_loop_limit_is_left_to_the_slow_path(tmp_path):
     path = tmp_path / "single.x12"
     _bench()._write(path, 4_500_000, None)  # > 100,000 PO1 loops
