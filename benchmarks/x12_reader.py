@@ -1,11 +1,18 @@
-"""X12 reader throughput and memory (issue #13 D5): a generated 32 MB file of many small POs
-and a 32 MB single PO (more PO1 lines than X12's 100,000-loop maximum), each read in a fresh
-process. Prints per file and mode: MB, wall seconds, CPU seconds of the measuring process,
-MB/s (wall), peak RSS (the whole process: interpreter, the file's bytes and everything built
-from them), orders, findings, and whether the targets are met: ≥ 20 MB/s, < 256 MiB peak RSS.
-On a shared machine compare CPU seconds (wall time includes waiting for a core).
+"""X12 reader throughput and memory (issue #13 D5): generated 32 MB files of many small POs
+(265 bytes each: ST BEG N1 5×PO1 CTT SE), of many POs as a partner sends them (~505 bytes:
+plus DTM, N3/N4 and a PID per line, about the issue's 32.8 MB file of 71,547 POs) and a
+single PO (more PO1 lines than X12's 100,000-loop maximum), each read in a fresh process.
+Prints per file and mode: MB, wall seconds, CPU seconds of the measuring process, MB/s
+(wall, and per CPU second), peak RSS (the whole process: interpreter, the file's bytes
+and everything built from them), orders, findings, and whether the targets are met: ≥ 20 MB/s
+(per CPU second: on a shared machine wall time includes waiting for a core), < 256 MiB peak
+RSS.
 
     .venv/bin/python benchmarks/x12_reader.py [--mb 32] [--mode stream|parse|intake|all]
+                                              [--slow-path]
+
+``--slow-path``: every set read segment by segment (``fast850.ENABLED = False``), the reader
+as it was before the whole-set fast path: the before/after comparison on the same files.
 
 ``stream`` (default): ``X12Stream``, each set's result dropped once counted (how intake reads).
 ``parse``: ``parse()``, every result held (the CLI, tests). ``intake``: the whole EDI intake of
@@ -33,8 +40,9 @@ _MEASURE = (
     _PEAK
     + """
 import sys, time
-from orderflow.channels.x12 import X12Stream, TransactionResult, parse
+from orderflow.channels.x12 import X12Stream, TransactionResult, fast850, parse
 mode, path = sys.argv[1], sys.argv[2]
+fast850.ENABLED = sys.argv[3] == "fast"
 data = open(path, "rb").read()
 t0 = time.perf_counter()
 c0 = time.process_time()
@@ -54,7 +62,8 @@ else:
 dt = time.perf_counter() - t0
 cpu = time.process_time() - c0
 rss = peak()
-print(f"{len(data) / 2**20 / dt:.2f}\\t{rss:.0f}\\t{orders}\\t{sets}\\t{dt:.2f}\\t{cpu:.2f}\\t{','.join(sorted(codes)) or '-'}")
+found = ','.join(sorted(codes)) or '-'
+print(f"{len(data) / 2**20 / dt:.2f}\\t{rss:.0f}\\t{orders}\\t{sets}\\t{dt:.2f}\\t{cpu:.2f}\\t{found} (sets read whole: {fast850.sets_read})")
 """
 )
 
@@ -65,7 +74,9 @@ import sys, time
 from pathlib import Path
 from orderflow.store import db
 from orderflow.intake import drops
+from orderflow.channels.x12 import fast850
 url, root = sys.argv[2], Path(sys.argv[3])
+fast850.ENABLED = sys.argv[4] == "fast"
 db.use_url(url)
 conn = db.connect()
 size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -84,9 +95,11 @@ print(f"{size / 2**20 / dt:.2f}\\t{rss:.0f}\\t{st.orders}\\t{lines}\\t{dt:.2f}\\
 )
 
 
-def _write(path: Path, target: int, lines_per_po: int | None) -> None:
+def _write(path: Path, target: int, lines_per_po: int | None, partner: bool = False) -> None:
     """Many POs of ``lines_per_po`` lines, or one PO (None) with as many lines as fill
-    ``target`` bytes."""
+    ``target`` bytes. ``partner``: each PO as a real partner sends it (~505 bytes for 5
+    lines; the issue's file has ~460 per PO): a requested date (DTM), the ship-to's address
+    (N3/N4) and a description per line (PID), as the sandbox generator writes them."""
     head = (
         "ISA*00*          *00*          *ZZ*BUYER          *ZZ*SELLER         *261128*0930*U*"
         "00401*000000001*0*P*>~\nGS*PO*BUYER*SELLER*20261128*0930*1*X*004010~\n"
@@ -96,18 +109,25 @@ def _write(path: Path, target: int, lines_per_po: int | None) -> None:
         size, n = len(head), 0
         while size < target and (lines_per_po or n == 0):
             n += 1
-            segs = [f"ST*850*{n:04d}", f"BEG*00*SA*PO{n:08d}**20261128", "N1*ST*STORE 12*92*0012"]
+            segs = [f"ST*850*{n:04d}", f"BEG*00*SA*PO{n:08d}**20261128"]
+            if partner:
+                segs.append("DTM*002*20261205")
+            segs.append("N1*ST*STORE 12*92*0012")
+            if partner:
+                segs += ["N3*1200 INDUSTRIAL PKWY", "N4*SPRINGFIELD*IL*62701*US"]
             text = "~\n".join(segs) + "~\n"
             count = 0
             while count < (lines_per_po or 10**9) and (lines_per_po or size < target - 40):
                 count += 1
                 line = f"PO1*{count}*2*EA*1.50*PE*BP*PART{count:07d}~\n"
+                if partner:
+                    line += f"PID*F****WIDGET {count % 7} BLUE 12MM PK10~\n"
                 text += line
                 if lines_per_po is None:
                     f.write(text)
                     size += len(text)
                     text = ""
-            tail = f"CTT*{count}~\nSE*{count + 5}*{n:04d}~\n"
+            tail = f"CTT*{count}~\nSE*{len(segs) + count * (1 + partner) + 2}*{n:04d}~\n"
             f.write(text + tail)
             size += len(text) + len(tail)
         f.write(f"GE*{n}*1~\nIEA*1*000000001~\n")
@@ -121,41 +141,54 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=32)
     ap.add_argument("--mode", choices=("stream", "parse", "intake", "all"), default="stream")
+    ap.add_argument("--slow-path", action="store_true", help="without the whole-set fast path")
     args = ap.parse_args()
+    path_kind = "slow" if args.slow_path else "fast"
     work = Path(tempfile.mkdtemp(prefix="of-x12-bench-"))
-    cases = [("many POs (5 lines each)", 5), ("single PO", None)]
+    cases = [
+        ("many POs (5 lines each)", 5, False),
+        ("many partner POs (5 lines)", 5, True),
+        ("single PO", None, False),
+    ]
     env = {"PYTHONPATH": str(ROOT / "plugins"), "PATH": os.environ.get("PATH", "")}
     modes = ("stream", "parse", "intake") if args.mode == "all" else (args.mode,)
-    print(f"targets: >= {TARGET_MBS:g} MB/s, < {TARGET_MIB} MiB peak RSS")
+    print(
+        f"targets: >= {TARGET_MBS:g} MB/s, < {TARGET_MIB} MiB peak RSS; "
+        f"{'slow path only' if args.slow_path else 'whole-set fast path on'}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     for mode in modes:
         print(f"\nmode: {mode}")
         count = "lines" if mode == "intake" else "sets"
         print(
-            f"{'file':<26}{'MB':>6}{'s':>8}{'cpu s':>8}{'MB/s':>7}{'peak MiB':>10}{'orders':>8}"
+            f"{'file':<26}{'MB':>6}{'s':>8}{'cpu s':>8}{'MB/s':>7}{'cpu MB/s':>9}{'peak MiB':>10}"
+            f"{'orders':>8}"
             f"{count:>8}  {'targets (speed, memory)':<25} findings"
         )
-        for name, lines in cases:
+        for name, lines, partner in cases:
             folder = work / "drop" / "BUYER"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{'single' if lines is None else 'many'}.x12"
-            _write(path, args.mb * 2**20 - 2048, lines)  # within the 32 MiB intake limit
+            _write(path, args.mb * 2**20 - 2048, lines, partner)  # within the 32 MiB limit
             mb = path.stat().st_size / 2**20
             if mode == "intake":
-                out = _intake(work / "drop", env)
+                out = _intake(work / "drop", env, path_kind)
             else:
                 out = subprocess.run(
-                    [sys.executable, "-c", _MEASURE, mode, str(path)],
+                    [sys.executable, "-c", _MEASURE, mode, str(path), path_kind],
                     capture_output=True,
                     text=True,
                     check=True,
                     env=env,
                 ).stdout.split("\t")
             mbs, rss, orders, sets, secs, cpu, codes = out
-            fast = float(mbs) >= TARGET_MBS
+            cpu_mbs = mb / max(float(cpu), 1e-9)
+            fast = cpu_mbs >= TARGET_MBS  # CPU time: wall time includes waiting for a core
             small = float(rss) < TARGET_MIB
             verdict = f"{'met' if fast else 'MISSED'}, {'met' if small else 'MISSED'}"
             print(
                 f"{name:<26}{mb:>6.1f}{float(secs):>8.2f}{float(cpu):>8.2f}{float(mbs):>7.2f}"
+                f"{cpu_mbs:>9.2f}"
                 f"{rss:>10}{orders:>8}{sets:>8}  {verdict:<25} {codes.strip()}"
             )
             for p in (work / "drop").rglob("*"):
@@ -163,7 +196,7 @@ def main() -> None:
                     p.unlink()
 
 
-def _intake(root: Path, env: dict[str, str]) -> list[str]:
+def _intake(root: Path, env: dict[str, str], path_kind: str) -> list[str]:
     import secrets
 
     sys.path.insert(0, str(ROOT / "plugins"))
@@ -184,7 +217,7 @@ def _intake(root: Path, env: dict[str, str]) -> list[str]:
     migrations.upgrade(url)  # here, not in the measured process
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _INTAKE, "intake", url, str(root)],
+            [sys.executable, "-c", _INTAKE, "intake", url, str(root), path_kind],
             capture_output=True,
             text=True,
             env=env,

@@ -91,3 +91,49 @@ def score(conn, day_dir: Path) -> dict:
         "per_category": per_cat,
         "mismatches": mismatches,
     }
+
+
+def assert_same_x12_results(a, b) -> None:
+    """Two ``X12Result``s of the same file are equal in every respect: the JSON of the whole
+    result, the findings, the acknowledgments' text, and every set's models field by field
+    (the type of every value, the fields set, the JSON the store keeps)."""
+    assert a.model_dump_json() == b.model_dump_json()
+    assert [e.model_dump() for e in a.error_list] == [e.model_dump() for e in b.error_list]
+    assert a.acknowledgments == b.acknowledgments
+    for i, (x, y) in enumerate(zip(a.transactions, b.transactions, strict=True)):
+        _same_model(x, y, f"set {i}")
+        if x.order is not None:  # the rows the store gets: the JSON the store keeps
+            assert x.order.model_dump_json() == y.order.model_dump_json()
+            for la, lb in zip(x.order.lines, y.order.lines, strict=True):
+                assert la.model_dump_json() == lb.model_dump_json()
+
+
+def _same_model(a, b, where: str) -> None:
+    assert type(a) is type(b), where
+    assert a == b, where
+    assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__, where
+    assert type(a.__pydantic_fields_set__) is type(b.__pydantic_fields_set__), where
+    assert a.__pydantic_extra__ == b.__pydantic_extra__, where
+    assert a.__pydantic_private__ == b.__pydantic_private__, where
+    assert list(a.__dict__) == list(b.__dict__), where
+    for name in type(a).model_fields:
+        _same_value(getattr(a, name), getattr(b, name), f"{where}.{name}")
+
+
+def _same_value(va, vb, where: str) -> None:
+    from datetime import datetime
+
+    from pydantic import BaseModel
+
+    assert type(va) is type(vb), where
+    if isinstance(va, BaseModel):
+        _same_model(va, vb, where)
+    elif isinstance(va, list):
+        for i, (x, y) in enumerate(zip(va, vb, strict=True)):
+            _same_value(x, y, f"{where}[{i}]")
+    elif isinstance(va, dict):
+        assert list(va.items()) == list(vb.items()), where
+    elif isinstance(va, datetime):
+        assert type(va.tzinfo) is type(vb.tzinfo), where
+    else:
+        assert va == vb, where

@@ -64,7 +64,14 @@ def iter_ak_segments(
     v5 = _version_5010(group.version)
     yield ["AK1", group.functional_id, group.control_number] + ([group.version] if v5 else [])
     txns = group.transactions if sets is None else sets
-    for t in txns:
+    # a streamed parse keeps an 850 accepted as is as its ST02 alone (``parser.SetAcks``)
+    entries = txns.compact() if hasattr(txns, "compact") else txns
+    for t in entries:
+        if type(t) is str:
+            if not group.rejected:
+                yield ["AK2", "850", t]
+                yield _AK5_ACCEPTED
+            continue
         if group.rejected and t.ack_code == "A":
             continue
         ak2 = ["AK2", t.set_id, t.control_number]
@@ -79,8 +86,12 @@ def iter_ak_segments(
     received = len(txns)
     declared = count_value(group.declared_count or "", 6)
     included = str(declared) if declared is not None else str(received)
-    accepted = 0 if group.rejected else sum(1 for t in txns if t.accepted)
+    entries = txns.compact() if hasattr(txns, "compact") else txns
+    accepted = 0 if group.rejected else sum(1 for t in entries if type(t) is str or t.accepted)
     yield ["AK9", group.ack_code, included, str(received), str(accepted), *group.ak9_codes[:5]]
+
+
+_AK5_ACCEPTED = ("AK5", "A")
 
 
 def _streamed_set(
@@ -123,7 +134,9 @@ def build_997(
         receiver=group.sender,
         control_number=control_number,
         now=now,
-        version=group.version or "004010",
+        # GS08 echoed when it has something writable (a NUL or a delimiter alone would be
+        # written as a blank GS08, which our own reader refuses)
+        version=group.version if any(c.isalnum() for c in group.version) else "004010",
         agency=group.agency,
         sets=[[]],
     )

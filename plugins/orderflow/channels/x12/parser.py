@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from . import fast850
 from .ack import build_997, build_ta1, read_997
 from .elements import x12_date
 from .findings import Finding
 from .po850 import MapContext, Mapper850
 from .po860 import Mapper860
-from .reader import RawInterchange, decode, iter_interchanges, not_x12
+from .reader import FastSet, RawInterchange, decode, iter_interchanges, not_x12
 from .results import (
     GroupResult,
     InterchangeResult,
@@ -53,6 +55,10 @@ class SetAcks(list):
     def __iter__(self) -> Iterator[SetAck]:  # type: ignore[override]
         for a in list.__iter__(self):
             yield SetAck("850", a, None, True, "A", _NONE, _NONE) if type(a) is str else a
+
+    def compact(self) -> Iterator[SetAck | str]:
+        """The entries as kept: a ``str`` is an 850 accepted as is (its ST02)."""
+        return list.__iter__(self)
 
 
 Event = TransactionResult | GroupResult | InterchangeResult
@@ -193,9 +199,42 @@ class X12Stream:
             else:
                 t.sink = _discard  # not read: only counted
 
+        fast = None
+        patterns = fast850.set_pattern(raw.isa.delimiters) if fast850.usable() else None
+        if patterns is not None:
+            contexts: dict[int, tuple[GroupWork, MapContext | None]] = {}
+
+            def build(g: GroupWork, m: re.Match[str], st_index: int) -> FastSet | None:
+                if g.el(1) != "PO":
+                    return None
+                got = contexts.get(id(g))
+                if got is None or got[0] is not g:
+                    ctx = MapContext(
+                        partner_id=result.partner_id,
+                        sender_id=raw.isa.el(6),
+                        interchange_control=raw.isa.el(13),
+                        group_control=g.el(6),
+                        version=g.el(8),
+                        source_ref=result.source_ref,
+                        received_at=received_at,
+                        document_sha256=result.document_sha256,
+                        element=raw.isa.delimiters.element,
+                    )
+                    contexts.clear()
+                    contexts[id(g)] = got = (g, ctx if fast850.context_fits(ctx) else None)
+                if got[1] is None:
+                    return None
+                return fast850.build(m, st_index, patterns, got[1])
+
+            fast = (patterns[0], build)
+
         groups: list[tuple[GroupWork, GroupResult, SetAcks]] = []
         acks = SetAcks()
-        for g, t in walk_envelopes(work, on_st, keep_txns=False):
+        for g, t in walk_envelopes(work, on_st, keep_txns=False, fast=fast):
+            if type(t) is FastSet:
+                acks.append(t.control)  # accepted as is: its ST02 says it all (below)
+                yield t.result  # type: ignore[misc]
+                continue
             if t is not None:
                 tr = _transaction(t, g, mappers.pop(id(t), None))
                 t.segments = [t.st]
@@ -397,7 +436,7 @@ def _interchange(
 
 def _group(g: GroupWork, sets: SetAcks) -> GroupResult:
     rejected = any(f.severity == "reject" for f in g.findings)
-    own = [t.ack_code for t in sets]
+    own = ["A" if type(t) is str else t.ack_code for t in sets.compact()]
     if rejected or (own and all(c == "R" for c in own)):
         code = "R"
     elif any(c == "R" for c in own):

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from .elements import ascii_int, is_time, x12_date
 from .findings import RESEND, Finding
@@ -91,6 +93,22 @@ class Segment:
         return self.elements[n].strip() if n < len(self.elements) else ""
 
 
+class FastSet:
+    """A whole 850 set read by the fast path (``fast850``) in place of its segments: its
+    result, the segments it spans, its ST's index in the file, ST02 and SE01."""
+
+    __slots__ = ("control", "count", "result", "se01", "st_index")
+    tag = ""  # never a segment's tag: the walk tells it by its type
+
+    def __init__(self, result: object, count: int, st_index: int, control: str, se01: str):
+        self.result, self.count, self.st_index = result, count, st_index
+        self.control, self.se01 = control, se01
+
+    @property
+    def se(self) -> Segment:
+        return Segment("SE", ["SE", self.se01, self.control], self.st_index + self.count - 1)
+
+
 @dataclass(slots=True)
 class IsaHeader:
     elements: list[str]  # [ "ISA", ISA01 .. ISA16 ], values as sent (padding kept)
@@ -112,6 +130,10 @@ class RawInterchange:
     iea: Segment | None
     findings: list[Finding] = field(default_factory=list)
     last: Segment | None = None  # the last segment read before the IEA
+    #: (regex, hook) set by the envelope walk to read well-formed 850 sets whole: at an
+    #: ``ST*850`` the regex is matched at the segment's offset and ``hook(match, index)``
+    #: returns a :class:`FastSet` (the set's segments are then skipped) or None (read as usual)
+    fast: tuple | None = None
 
 
 @dataclass(slots=True)
@@ -511,6 +533,10 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
     newline = d.newline_terminated
     size = _FIRST_BLOCK
     last: Segment | None = None
+    fast = None if newline else ic.fast  # read at the first segment: set by then
+    if fast is not None:
+        fast_re, fast_hook = fast
+        skip = deque(maxlen=0).extend
     try:
         while cur < n:
             if newline:
@@ -537,10 +563,14 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
                 crlf = "\n" in block or "\r" in block
             if size < _MAX_BLOCK:
                 size <<= 1
-            for k, raw in enumerate(pieces):
+            hint = cur  # offsets are found only for ST pieces, searching on from here
+            jump = 0
+            numbered = enumerate(pieces)
+            for k, raw in numbered:
+                s = raw
                 if crlf and ("\n" in raw or "\r" in raw):
-                    raw = raw.replace("\r", "").replace("\n", "")
-                s = raw.strip(_STRIP)
+                    s = raw.replace("\r", "").replace("\n", "")
+                s = s.strip(_STRIP)
                 if not s:
                     continue
                 elements = s.split(e)
@@ -557,14 +587,35 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
                     lead = len(text[off : off + 400]) - len(text[off : off + 400].lstrip(_BETWEEN))
                     state[0], state[1] = off + lead, index
                     return
+                if tag == "ST" and fast is not None and len(elements) > 1 and elements[1] == "850":
+                    # where this piece starts: every terminator ends a piece, and no piece
+                    # between ``hint`` and this one starts with this one's text (an earlier
+                    # ST piece moved ``hint`` past itself)
+                    at = cur if k == 0 else text.find(term + raw, hint - tl) + tl
+                    hint = at + len(raw)
+                    st_at = at + len(raw) - len(raw.lstrip("\r\n"))
+                    exact = at >= cur and (text.startswith(term, hint) or hint == stop)
+                    m = fast_re.match(text, st_at) if exact else None
+                    got = fast_hook(m, index + 1) if m is not None else None
+                    if got is not None:
+                        index += got.count
+                        last = got  # type: ignore[assignment]
+                        yield got
+                        left = len(pieces) - k - 1
+                        if got.count - 1 <= left:
+                            skip(islice(numbered, got.count - 1))
+                            hint = m.end()
+                            continue
+                        jump = m.end()  # the set runs past this block
+                        break
                 index += 1
                 last = Segment(tag, elements, index)
                 yield last
-            cur = after
+            cur = jump or after
         state[0], state[1] = n, index
     finally:
         if last is not None:
-            ic.last = last
+            ic.last = last if type(last) is Segment else last.se  # type: ignore[attr-defined]
 
 
 def _piece_offset(text: str, start: int, k: int, d: Delimiters) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .elements import ascii_int, count_value, is_time, same_control
 from .findings import RESEND, Finding
-from .reader import RawInterchange, Segment
+from .reader import FastSet, RawInterchange, Segment
 from .results import SegmentNote
 
 _TAG = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
@@ -160,13 +160,20 @@ def walk_envelopes(
     on_st: Callable[[GroupWork, TxnWork], None] | None = None,
     *,
     keep_txns: bool = True,
+    fast: tuple | None = None,
 ) -> Iterator[tuple[GroupWork, TxnWork | None]]:
     """The checking walk behind :func:`check_envelopes`, as a stream: yields ``(group, set)``
     when a set is complete and checked, ``(group, None)`` when a group is closed and checked
     (in file order: a group's sets before the group), and leaves ``ic`` complete (its own
     checks done) when exhausted. ``on_st(group, set)`` is called at each ST, e.g. to give
     the set a ``sink`` for its body. With ``keep_txns=False`` groups only count their sets,
-    so a streamed group does not grow with them."""
+    so a streamed group does not grow with them.
+
+    ``fast = (regex, build)``: well-formed 850 sets may be read whole (``fast850``):
+    ``build(group, match, st_index)`` gives a :class:`FastSet` or None; it is asked only
+    where the set's ST would open a set with nothing to remark on (no set open, inside a
+    GS group, a new ST02). Such a set is yielded as ``(group, FastSet)`` (never with
+    ``keep_txns``: only a streaming caller passes ``fast``)."""
     raw = ic.raw
     if raw.isa.fatal is not None:
         ic.findings.append(raw.isa.fatal)
@@ -233,6 +240,17 @@ def walk_envelopes(
         end_group(group)
         group = None
 
+    if fast is not None:
+        fast_re, build = fast
+
+        def hook(m: re.Match[str], st_index: int) -> FastSet | None:
+            g = group
+            if txn is not None or g is None or g.gs is None or m["ctrl"] in g.seen:
+                return None
+            return build(g, m, st_index)
+
+        raw.fast = (fast_re, hook)
+
     good = _GOOD_TAGS
     for seg in raw.segments:
         tag = seg.tag
@@ -249,6 +267,17 @@ def walk_envelopes(
                 txn.sink(seg)
             else:
                 txn.segments.append(seg)
+            continue
+        if type(seg) is FastSet:
+            # a whole set, read by the fast path: ``hook`` let it through only where the ST
+            # opens a set in a GS group with a new ST02, and its regex proved what
+            # ``_check_txn`` and ``_check_functional_id`` would check (ST01 850 in a PO
+            # group, SE02 = ST02, SE01 = the segments, every tag a tag): nothing to find
+            group.n_txns += 1  # type: ignore[union-attr]
+            group.seen.add(seg.control)  # type: ignore[union-attr]
+            if group.first_st_index is None:  # type: ignore[union-attr]
+                group.first_st_index = seg.st_index  # type: ignore[union-attr]
+            yield group, seg  # type: ignore[misc]
             continue
         if tag == "ST":
             close_txn(seg)

@@ -50,23 +50,41 @@ def check_delimiters(d: Delimiters) -> Delimiters:
     return d
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNWRITABLE: dict[str, re.Pattern[str]] = {}  # delimiters → their and the controls' class
+
+
+def _unwritable(forbidden: str) -> re.Pattern[str]:
+    """The class of ``forbidden``'s characters and the control characters (one regex: a
+    997 renders two segments per set of the group)."""
+    pattern = _UNWRITABLE.get(forbidden)
+    if pattern is None:
+        pattern = re.compile(f"[{''.join(re.escape(c) for c in forbidden)}\\x00-\\x1f\\x7f]")
+        if len(_UNWRITABLE) < 64:
+            _UNWRITABLE[forbidden] = pattern
+    return pattern
 
 
 def _clean(value: str, forbidden: str) -> str:
     """``value`` with delimiters and control characters replaced by spaces."""
-    if any(c in value for c in forbidden):
-        value = "".join(" " if c in forbidden else c for c in value)
-    return _CONTROL.sub(" ", value)
+    return _unwritable(forbidden).sub(" ", value)
 
 
 def render_segment(values: SegmentValues, d: Delimiters) -> str:
     """One segment with its terminator (and the partner's usual line end after it)."""
-    forbidden = d.element + d.component + (d.repetition or "") + d.segment + "\r\n"
-    out = [_clean(str(v), forbidden) for v in values]
-    while len(out) > 1 and out[-1] == "":
-        out.pop()
-    return d.element.join(out) + d.segment + d.suffix
+    e = d.element
+    others = d.component + (d.repetition or "") + d.segment + "\r\n"
+    out = [str(v) for v in values]
+    text = e.join(out)
+    # the usual case in one search: no value holds a delimiter or a control character (the
+    # element separators in ``text`` are then only the ones joining the values)
+    if text.count(e) != len(out) - 1 or _unwritable(others).search(text) is not None:
+        out = [_clean(v, e + others) for v in out]
+        text = e.join(out)
+    if text.endswith(e):  # trailing empty elements are left out (never the segment id)
+        while len(out) > 1 and out[-1] == "":
+            out.pop()
+        text = e.join(out)
+    return text + d.segment + d.suffix
 
 
 def render(segments: Iterable[SegmentValues], d: Delimiters) -> str:
