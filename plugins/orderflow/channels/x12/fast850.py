@@ -46,17 +46,12 @@ from orderflow.domain.models import (
 from . import prechecked
 from .elements import MAX_PO1_LOOPS
 from .po850 import (
-    _CANCEL,
-    _DELIVERY,
-    _DTM_NAMES,
-    _SHIP,
     MapContext,
     _contact,
-    _first,
-    _first_qual,
     _pack,
     _routing,
     _terms,
+    header_dates,
 )
 from .reader import FastSet, Segment
 from .results import Delimiters, TransactionResult
@@ -363,15 +358,7 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
     if priced and total >= _FAR_BELOW_TOTAL_BOUND:
         return None  # near numeric(14, 2): Order._fits_the_store decides, on the slow path
     notes: list[str] = []
-    requested_delivery = requested_ship = cancel_after = None
-    if dtms:  # as po850._Mapper.finish
-        requested_delivery = _first(dtms, _DELIVERY)
-        requested_ship = _first(dtms, _SHIP)
-        cancel_after = _first(dtms, _CANCEL)
-        chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
-        for qual, d in dtms:
-            if qual not in chosen:
-                notes.append(f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}")
+    requested_delivery, requested_ship, cancel_after = header_dates(dtms, notes)
     if m["rel"]:
         refs.setdefault("RE", m["rel"])
     if m["ct"]:

@@ -178,22 +178,24 @@ class X12Stream:
         work = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
         mappers: dict[int, Mapper850 | Mapper860] = {}
 
+        def map_context(g: GroupWork) -> MapContext:
+            return MapContext(
+                partner_id=result.partner_id,
+                sender_id=raw.isa.el(6),
+                interchange_control=raw.isa.el(13),
+                group_control=g.el(6),
+                version=g.el(8),
+                source_ref=result.source_ref,
+                received_at=received_at,
+                document_sha256=result.document_sha256,
+                element=raw.isa.delimiters.element,
+            )
+
         def on_st(g: GroupWork, t: TxnWork) -> None:
             if t.set_id == "997" and g.el(1) in ("FA", ""):
                 return  # read whole by read_997
             if t.set_id in _MAPPERS and functional_id_ok(g, t.set_id):
-                ctx = MapContext(
-                    partner_id=result.partner_id,
-                    sender_id=raw.isa.el(6),
-                    interchange_control=raw.isa.el(13),
-                    group_control=g.el(6),
-                    version=g.el(8),
-                    source_ref=result.source_ref,
-                    received_at=received_at,
-                    document_sha256=result.document_sha256,
-                    element=raw.isa.delimiters.element,
-                )
-                m = _MAPPERS[t.set_id](t, ctx)
+                m = _MAPPERS[t.set_id](t, map_context(g))
                 mappers[id(t)] = m
                 t.sink = m.feed
             else:
@@ -209,17 +211,7 @@ class X12Stream:
                     return None
                 got = contexts.get(id(g))
                 if got is None or got[0] is not g:
-                    ctx = MapContext(
-                        partner_id=result.partner_id,
-                        sender_id=raw.isa.el(6),
-                        interchange_control=raw.isa.el(13),
-                        group_control=g.el(6),
-                        version=g.el(8),
-                        source_ref=result.source_ref,
-                        received_at=received_at,
-                        document_sha256=result.document_sha256,
-                        element=raw.isa.delimiters.element,
-                    )
+                    ctx = map_context(g)
                     contexts.clear()
                     contexts[id(g)] = got = (g, ctx if fast850.context_fits(ctx) else None)
                 if got[1] is None:

@@ -525,17 +525,7 @@ class _Mapper:
                     buyer = p.address()
                     break
         ship_to = self._line_ship_tos(lines, ship_to, order_lines)
-        requested_delivery = requested_ship = cancel_after = None
-        if dtms:  # most POs have no header DTM: nothing to look for
-            requested_delivery = _first(dtms, _DELIVERY)
-            requested_ship = _first(dtms, _SHIP)
-            cancel_after = _first(dtms, _CANCEL)
-            chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
-            for qual, d in dtms:
-                if qual not in chosen:
-                    self.notes.append(
-                        f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}"
-                    )
+        requested_delivery, requested_ship, cancel_after = header_dates(dtms, self.notes)
         purpose_code = beg.el(1)
         purpose = _PURPOSE.get(purpose_code, "original")
         if purpose_code not in _PURPOSE:
@@ -1106,6 +1096,18 @@ def _first_qual(dtms: list[tuple[str, date]], quals: tuple[str, ...]) -> str | N
         if any(qual == q for qual, _ in dtms):
             return q
     return None
+
+
+def header_dates(dtms: list, notes: list[str]) -> tuple:
+    """(requested delivery, requested ship, cancel after) from the header DTMs; a DTM of
+    another qualifier, or a second one of the same, becomes a note."""
+    if not dtms:  # most POs have no header DTM: nothing to look for
+        return None, None, None
+    chosen = {_first_qual(dtms, q) for q in (_DELIVERY, _SHIP, _CANCEL)}
+    for qual, d in dtms:
+        if qual not in chosen:
+            notes.append(f"DTM {qual} ({_DTM_NAMES.get(qual, 'date')}): {d.isoformat()}")
+    return _first(dtms, _DELIVERY), _first(dtms, _SHIP), _first(dtms, _CANCEL)
 
 
 def _first(dtms: list[tuple[str, date]], quals: tuple[str, ...]) -> date | None:
