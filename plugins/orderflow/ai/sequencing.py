@@ -464,10 +464,17 @@ def evaluate(
             cache[t] = stats.at(t)
         return cache[t]
 
+    scored: dict[tuple[str, datetime], float] = {}
+
     def risk(waiting: list[_Ship], at: datetime) -> list[float]:
-        st = stats_at(at)
-        rows = [delay.features([s.planned], st, at, s.received_at) for s in waiting]
-        return delay.late_probability(model, rows)
+        # a shipment still waiting is scored at the same wave starts run after run: once
+        todo = [s for s in waiting if (s.key, at) not in scored]
+        if todo:
+            st = stats_at(at)
+            rows = [delay.features([s.planned], st, at, s.received_at) for s in todo]
+            for s, p in zip(todo, delay.late_probability(model, rows), strict=True):
+                scored[(s.key, at)] = p
+        return [scored[(s.key, at)] for s in waiting]
 
     train = [s for s in ships if s.ready_at < cut]
     daily: dict[str, float] = {}
@@ -483,7 +490,10 @@ def evaluate(
         "model": {"policy": policy, "risk": risk},
         "rules_only": {"policy": policy, "risk": None},
     }
-    totals, better, worse = _replay(ships, eval_days, daily, DC_TZ, runs, ratio, days)
+    by_day: dict[date, list[_Ship]] = defaultdict(list)
+    for s in ships:
+        by_day[_local_day(s, DC_TZ)].append(s)
+    totals, better, worse = _replay(by_day, eval_days, daily, DC_TZ, runs, ratio, days)
     share = {k: v[0] / v[1] if v[1] else None for k, v in totals.items()}
     out: dict[str, Any] = {
         "constrained_stretches": len(eval_days),
@@ -513,7 +523,7 @@ def evaluate(
         "stretches_model_worse": worse,
     }
     if days != 1:  # beside it: a single constrained day (most orders have a day of slack)
-        one, _, _ = _replay(ships, eval_days, daily, DC_TZ, runs, ratio, 1)
+        one, _, _ = _replay(by_day, eval_days, daily, DC_TZ, runs, ratio, 1)
         sh = {k: v[0] / v[1] if v[1] else None for k, v in one.items()}
         out["ontime_gain_pts_one_day"] = _pts(sh[("shipped", "model")], sh[("shipped", "fifo")])
         out["ontime_fifo_one_day"] = _r(sh[("shipped", "fifo")])
@@ -521,15 +531,20 @@ def evaluate(
     return out
 
 
-def _replay(ships, eval_days, daily, dc_tz, runs, ratio, days):
-    """Every stretch replayed with each run and unconstrained: [on time, orders] per (kind,
-    run) — kind ``shipped``/``delivered`` over the orders some run held back, ``all_orders``
-    delivered over every order of the stretch — and the stretches the model did better /
-    worse on (shipped)."""
+def _replay(by_day, eval_days, daily, dc_tz, runs, ratio, days):
+    """Every stretch replayed with each run and unconstrained (``by_day``: the shipments by
+    the local day they became ready): [on time, orders] per (kind, run) — kind
+    ``shipped``/``delivered`` over the orders some run held back, ``all_orders`` delivered
+    over every order of the stretch — and the stretches the model did better / worse on
+    (shipped)."""
     kinds = ("shipped", "delivered", "all_orders")
     totals = {(k, r): [0, 0] for k in kinds for r in [*runs, "unconstrained"]}
     better = worse = 0
     for d in eval_days:
+        ships, k = [], d
+        for _ in range(days + 1):
+            ships += by_day.get(k, [])
+            k = _next_bday(k)
         held: set[str] = set()
         res: dict[str, tuple[dict[str, bool], dict[str, bool]]] = {}
         for name, kw in runs.items():
