@@ -343,13 +343,16 @@ def simulate(
     held: set[str] | None = None,
     shipped: dict[str, bool] | None = None,
     days: int = 1,
+    after: tuple[float, float] = (AFTER_RATIO, DRAIN_RATIO),
 ) -> dict[str, bool]:
-    """Replay ``day`` (capacity ``ratio`` × each DC's ordinary daily picks) and the day after
-    (``AFTER_RATIO``), then drain the backlog: per order ready on either day, whether every
-    shipment of it was delivered by its promised date. ``policy`` None: first in, first out;
-    ``risk(ship_list, at) -> list[P(late)]`` the learned score (None: no risk term). The two
-    runs differ only in ``policy``/``risk``: same arrivals, same waves, same capacity, same
-    carrier behaviour."""
+    """Replay ``days`` business days from ``day`` (capacity ``ratio`` × each DC's ordinary
+    daily picks), the day after (``after[0]``, ``AFTER_RATIO``), then drain the backlog
+    (``after[1]``): per order ready on those days, whether every shipment of it was delivered
+    by its promised date. ``policy`` None: first in, first out; ``risk(ship_list, at) ->
+    list[P(late)]`` the learned score (None: no risk term). The runs differ only in
+    ``policy``/``risk``: same arrivals, same waves, same capacity, same carrier behaviour.
+    ``held`` collects the orders held back at least one wave; ``shipped`` whether each order
+    left in time to make its promise (its deadline), the carrier's own delays aside."""
     tight = [day]
     for _ in range(days - 1):
         tight.append(_next_bday(tight[-1]))
@@ -366,7 +369,7 @@ def simulate(
         d = day
         n_days = 0
         while (i < len(todo) or waiting) and n_days < 30:
-            r = ratio if d in tight else AFTER_RATIO if d == day2 else DRAIN_RATIO
+            r = ratio if d in tight else after[0] if d == day2 else after[1]
             per_wave = max(1, math.ceil(r * per_day / len(WAVES)))
             waves = _waves(tz, d)
             for k, (start, _end, ship_day) in enumerate(waves):
@@ -553,7 +556,8 @@ def _replay(by_day, eval_days, daily, dc_tz, runs, ratio, days):
                            shipped=shipped, **kw)  # fmt: skip
             res[name] = (shipped, got)
         shipped = {}
-        got = simulate(ships, d, daily, dc_tz, ratio=1e6, days=days, shipped=shipped, policy=None)
+        got = simulate(ships, d, daily, dc_tz, ratio=1e6, days=days, shipped=shipped,
+                       policy=None, after=(1e6, 1e6))  # fmt: skip
         res["unconstrained"] = (shipped, got)
         for name, (shipped, got) in res.items():
             for kind, vals, sel in (
