@@ -11,6 +11,7 @@ before. The sandbox WMS itself defers a release beyond its wave's capacity to th
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import pytest
 from test_ai_delay_flow import CTX, _book, _planned_order
@@ -101,6 +102,15 @@ def test_a_short_wave_releases_the_riskiest_first_and_the_rest_in_the_next_run(
     # the two released are the two ranked first
     ranks = {oid: decided[oid]["evidence"][0]["rank"] for oid in oids}
     assert sorted(ranks[o] for o in now) == [0, 1]
+    # ranked deadline first: each order's deadline (from its planned shipments' promised date
+    # and transit, at the DC's cutoff) in the evidence; none released after one that waits
+    ev = {oid: decided[oid]["evidence"][0] for oid in oids}
+    assert all(ev[o]["deadline"] for o in oids)
+
+    def due(o):
+        return (ev[o]["lost"], datetime.fromisoformat(ev[o]["deadline"]))
+
+    assert max(due(o) for o in now) <= min(due(o) for o in wait)
     # the next run: the wave has room again (nothing was sent to it here) — they go
     processing.release(conn, wait, CTX, book, capacity=_capacity(book))
     assert set(_status(conn, wait).values()) == {"RELEASED"}

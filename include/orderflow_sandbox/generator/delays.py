@@ -6,8 +6,11 @@ items and carriers), with a random stream of its own (the history itself is unch
 Each order is planned some time after it arrived (most within hours; a held one days later):
 one shipment per DC it ships from (nearest DC, now and then split across both), a carrier
 service chosen the way planning chooses one (cheapest that meets the promise, else fastest;
-some customers keep a routing guide), a ship date and a promised date (the customer's
-requested delivery date, else the default promise in business days).
+some customers keep a routing guide), a ship date and a promised date: a distributor's day
+mixes service levels — some parcel orders are wanted the next business day or in two
+(expedited: a line down, a job site waiting), some carry the customer's requested delivery
+date, the rest the default promise in business days — so orders differ in how much slack
+they have, and some must leave on today's truck.
 
 What makes a shipment late, each a driver the store can see at plan time, with noise:
 
@@ -46,6 +49,12 @@ DEFAULT_PROMISE_DAYS = 5
 PARCEL_MAX_KG = 68.0
 #: share of orders whose customer asked for a delivery date
 P_REQUESTED = 0.35
+#: shares of orders the customer wants delivered the next business day / in two (expedited:
+#: a line down, a job site waiting) — offered for parcel shipments without dangerous goods
+#: (air services), the promise then the service's transit from the day it can leave (the
+#: next business day when planned after the cutoff); the rest as any other order
+P_NEXT_DAY = 0.1
+P_TWO_DAY = 0.12
 #: share of orders planned days after they arrived (held, then released by a person)
 P_HELD = 0.12
 #: share of multi-line orders split across both DCs (stock short at the nearest)
@@ -115,6 +124,8 @@ def _on_business_day(d: date) -> date:
 def generate_shipments(hist: Any) -> Shipments:
     """Plans, queues and deliveries for every order of ``hist`` (oldest first)."""
     rng = np.random.default_rng([hist.seed, 173])
+    # the service level each order asks for: a stream of its own (the other draws unchanged)
+    levels = np.random.default_rng([hist.seed, 173, 1])
     w = hist.world
     out = Shipments(hist.seed)
     ship_tos = {s["ship_to_id"]: s for s in hist.ship_tos()}
@@ -160,6 +171,8 @@ def generate_shipments(hist: Any) -> Shipments:
             d = add_business_days(received.date(), int(rng.integers(1, 4)))
             planned = datetime.combine(d, time(13), UTC) + timedelta(hours=float(rng.uniform(0, 9)))
         requested = None
+        level = levels.random()
+        expedited = 1 if level < P_NEXT_DAY else 2 if level < P_NEXT_DAY + P_TWO_DAY else 0
         if rng.random() < P_REQUESTED:
             requested = add_business_days(received.date(), int(rng.integers(2, 9)))
         groups = {near: lines}
@@ -179,7 +192,12 @@ def generate_shipments(hist: Any) -> Shipments:
             weight = round(sum(x for x, _ in part), 3)
             hazmat = any(h for _, h in part)
             z = zone if dc == near else min(8, zone + 3)
-            if requested is not None:
+            if expedited and weight <= PARCEL_MAX_KG and not hazmat:
+                # "order by the cutoff for next-day delivery": after it, counted from tomorrow
+                start = day if local.time() < CUTOFF else next_business_day(day)
+                promise = expedited + (z > 5)
+                promised = add_business_days(start, promise)
+            elif requested is not None:
                 promise = max(1, _bdays(day, requested))
                 promised = max(requested, next_business_day(day))
             else:

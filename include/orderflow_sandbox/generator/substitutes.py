@@ -73,6 +73,10 @@ class Offer:
     #: hidden: every candidate's outcome and probability (for evaluation only)
     outcomes: dict[str, bool] = field(repr=False, default_factory=dict)
     p: dict[str, float] = field(repr=False, default_factory=dict)
+    #: hidden: every candidate's probability without this customer's own lasting taste for
+    #: the substitute (what a store that knew every other driver exactly would estimate
+    #: before the customer ever answered this substitute: a ceiling for a learned ranking)
+    p_without_taste: dict[str, float] = field(repr=False, default_factory=dict)
 
 
 @dataclass
@@ -146,7 +150,7 @@ def generate_offers(hist, *, short_rate: float = 0.12, listed_share: float = 0.4
     cpn_item = {(w.customers[c]["customer_id"], cpn): w.items[i]["item_id"]
                 for (c, i), cpn in w.xrefs.items()}  # fmt: skip
 
-    def utility(cid: str, item: str, sub: str, at_pref: bool) -> float:
+    def utility(cid: str, item: str, sub: str, at_pref: bool, *, own_taste: bool = True) -> float:
         a, b = items[item], items[sub]
         k_pack, g_brand, q_down, bias = WEIGHTS[segment[cid]]
         same_pack = a["uom"] == b["uom"] and a["pack_size"] == b["pack_size"]
@@ -167,7 +171,7 @@ def generate_offers(hist, *, short_rate: float = 0.12, listed_share: float = 0.4
             + 0.3 * min(max(d, 0.0), 1.0)
             - 0.6 * (not at_pref)
             + quality[sub]
-            + taste[(cid, sub)]
+            + (taste[(cid, sub)] if own_taste else 0.0)
             + fam_taste[(cid, f)]
         )
 
@@ -185,6 +189,8 @@ def generate_offers(hist, *, short_rate: float = 0.12, listed_share: float = 0.4
             at_pref = {s: bool(rng.random() < 0.65) for s in cands}
             p = {s: _sigmoid(utility(cid, item, s, at_pref[s])) for s in cands}
             outcomes = {s: bool(rng.random() < p[s]) for s in cands}
+            known = {s: _sigmoid(utility(cid, item, s, at_pref[s], own_taste=False))
+                     for s in cands}  # fmt: skip
             # the desk offers the catalogue's first in stock, now and then one it prefers
             offered = cands[0] if rng.random() < 0.7 else cands[int(rng.integers(len(cands)))]
             offers.append(
@@ -201,6 +207,7 @@ def generate_offers(hist, *, short_rate: float = 0.12, listed_share: float = 0.4
                     accepted=outcomes[offered],
                     outcomes=outcomes,
                     p=p,
+                    p_without_taste=known,
                 )
             )
     offers.sort(key=lambda o: (o.at, o.offer_id))

@@ -22,10 +22,12 @@ Built here:
    answer (approve / reject) is the label of the ranking's decision.
 
 5. ``release_sequence`` — ``sequencing.py``: when the WMS's pick wave (capacity per DC per
-   wave) cannot take every READY order, the release stage releases first the ones whose wait
-   adds most service-level risk (the delay-risk model scored as if released now and as if
-   at the next wave), then cutoff, tier and margin (the ``ai`` rules' ``sequencing``); the
-   rest stay READY for a later run. The ranking is pure (``orderflow.domain.sequencing``);
+   wave) cannot take every READY order, the release stage releases first the ones that can
+   still make their promised date, earliest deadline first (promised date less transit, at
+   the DC's cutoff), then among equal deadlines the ones whose wait adds most service-level
+   risk (the delay-risk model scored as if released now and as if at the next wave), cutoff,
+   tier and margin per pick (the ``ai`` rules' ``sequencing``); orders already lost go last;
+   the rest stay READY for a later run. The ranking is pure (``orderflow.domain.sequencing``);
    it has no model of its own (delay risk is its learned part), so no ``registry`` entry.
 
 Layout: ``features`` (pure feature code), ``history`` (labelled examples from generated

@@ -4,11 +4,16 @@ every READY order, the release stage releases the ones whose wait would cost mos
 The sequencing itself is the pure ``orderflow.domain.sequencing.sequence``; this module gives
 it its inputs and records its outputs:
 
+- each order's **deadline** (:func:`deadline_of`): from its planned shipments' promised
+  date, service transit time and the DC's carrier cutoff, the last moment its release still
+  makes the promise — the orders that can still make their date go earliest deadline first,
+  the ones already lost after every savable one;
 - the **learned part** is the delay-risk model (``orderflow.ai.delay``, model 3) — not a
   second model: each candidate is scored twice with the active ``delay_risk`` version, with
   the features of releasing it now and of releasing it when the next wave starts (the hours
   to its DC's cutoff shrink or turn negative, its wait grows); the difference is the
-  service-level risk that waiting adds;
+  service-level risk that waiting adds, which ranks orders of the same deadline (and the
+  ones whose deadline is unknown);
 - tier (customer master data), margin (its lines' price less the items' unit cost) and the
   carrier cutoff (the DC's cutoff time on the shipment's ship date) are data the store holds;
 - the weights and the anti-starvation bound are the ``ai`` rules' ``sequencing`` policy; the
@@ -16,16 +21,18 @@ it its inputs and records its outputs:
 
 Governance: the model never releases, holds or approves anything. Every order the stage
 would release goes out — now, or in a later run when the WMS has room (it stays READY and
-the next processing run claims it again; ``max_wait_hours`` bounds the wait). Each ranking is
-recorded as an AI decision (action ``recommend``: label ``now`` or ``wait``, the score the
-order's P(late) if it waits, evidence its priority and terms). Switched off, or with no
-capacity stated by the WMS, the release stage releases everything at once as it always did
-(the WMS then works its waves first in, first out).
+the next processing run claims it again; its deadline, or ``max_wait_hours`` for one that has
+none left, bounds the wait). Each ranking is recorded as an AI decision (action
+``recommend``: label ``now`` or ``wait``, the score the order's P(late) if it waits, evidence
+its priority, deadline and terms). Switched off, or with no capacity stated by the WMS, the
+release stage releases everything at once as it always did (the WMS then works its waves
+first in, first out).
 
 :func:`simulate` is the evaluation's replay (``orderflow ai evaluate``: ``ontime_gain_pts``):
-a constrained generated day replayed twice through the same :func:`sequence`, once first in
-first out and once ranked, with capacity carried wave to wave, and on-time judged against each
-order's promised date.
+a constrained stretch of generated days replayed through the same :func:`sequence`, once
+first in first out and once sequenced, with capacity carried wave to wave; :func:`evaluate`
+judges the orders competing for the constrained capacity: shipped in time to make their
+promised date (and, beside it, delivered by it).
 """
 
 from __future__ import annotations
@@ -116,16 +123,19 @@ def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
     feats: dict[str, dict] = {}
     version = None
     cutoffs: dict[str, datetime] = {}
+    deadlines: dict[str, datetime] = {}
     now = None
     try:
         with conn.transaction():
             planned, stats, now = delay._inputs(conn, ids, book)
             for oid, (_rcv, _rv, ships) in planned.items():
-                cuts = []
+                cuts, dues = [], []
                 for s in ships:
                     tz, cut = stats.cutoffs.get(s.dc_id, ("UTC", delay.DEFAULT_CUTOFF))
                     cuts.append(datetime.combine(s.ship_date, cut, ZoneInfo(tz)))
+                    dues.append(deadline_of(s, cut, ZoneInfo(tz)))
                 cutoffs[oid] = min(cuts)
+                deadlines[oid] = min(dues)
             active = governance.active_model(conn, delay.MODEL_NAME)
             if active is not None and governance.enabled(book, delay.MODEL_NAME):
                 version, model = active
@@ -159,6 +169,7 @@ def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
                 margin=None if margin is None else float(margin),
                 risk_now=risk_now.get(oid),
                 risk_later=risk_later.get(oid),
+                deadline=deadlines.get(oid),
             )
         )
     policy = policy_of(book)
@@ -180,6 +191,8 @@ def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
             {"priority": plan.priority.get(oid), "rank": plan.rank.get(oid),
              "of": len(cands), "overdue": oid in plan.overdue, "risk_model": model_version,
              "tier": c.tier, "cutoff": c.cutoff.isoformat() if c.cutoff else None,
+             "deadline": c.deadline.isoformat() if c.deadline else None,
+             "lost": sq.lost(c, now),
              "picks": {dc: float(q) for dc, q in c.picks.items()},
              "ready_at": c.ready_at.isoformat(),
              "capacity": {dc: [k.remaining, k.per_wave] for dc, k in sorted(capacity.items())}},
@@ -194,6 +207,13 @@ def _plan(conn, orders, picks, capacity, book) -> sq.Plan:
              MODEL_NAME, len(cands), len(plan.release), len(plan.wait),
              {dc: c.remaining for dc, c in capacity.items()})  # fmt: skip
     return plan
+
+
+def deadline_of(s: Any, cutoff: time, tz: ZoneInfo) -> datetime:
+    """A planned shipment's (``delay.Planned``) deadline: the DC's ``cutoff`` on the last
+    business day it can leave and still arrive by its promised date in its service's transit
+    time (a day more beyond zone 5, as the delay model counts it)."""
+    return sq.deadline(s.promised_date, s.transit_days + (s.zone > 5), cutoff, tz)
 
 
 def _num(value: float | None) -> float:
@@ -215,6 +235,7 @@ SIM_CUTOFF = time(15, 0)
 #: the constrained day's capacity, as a share of the DC's ordinary daily picks; the day after
 #: has AFTER_RATIO, later days DRAIN_RATIO (the backlog drains)
 CONSTRAINED_RATIO = 0.6
+CONSTRAINED_DAYS = 2
 AFTER_RATIO = 1.1
 DRAIN_RATIO = 1.6
 
@@ -319,15 +340,24 @@ def simulate(
     policy: sq.Policy | None,
     risk: Any = None,
     ratio: float = CONSTRAINED_RATIO,
+    held: set[str] | None = None,
+    shipped: dict[str, bool] | None = None,
+    days: int = 1,
+    after: tuple[float, float] = (AFTER_RATIO, DRAIN_RATIO),
 ) -> dict[str, bool]:
-    """Replay ``day`` (capacity ``ratio`` × each DC's ordinary daily picks) and the day after
-    (``AFTER_RATIO``), then drain the backlog: per order ready on either day, whether every
-    shipment of it was delivered by its promised date. ``policy`` None: first in, first out;
-    ``risk(ship_list, at) -> list[P(late)]`` the learned score (None: no risk term). The two
-    runs differ only in ``policy``/``risk``: same arrivals, same waves, same capacity, same
-    carrier behaviour."""
-    day2 = _next_bday(day)
-    mine = [s for s in ships if _local_day(s, dc_tz) in (day, day2)]
+    """Replay ``days`` business days from ``day`` (capacity ``ratio`` × each DC's ordinary
+    daily picks), the day after (``after[0]``, ``AFTER_RATIO``), then drain the backlog
+    (``after[1]``): per order ready on those days, whether every shipment of it was delivered
+    by its promised date. ``policy`` None: first in, first out; ``risk(ship_list, at) ->
+    list[P(late)]`` the learned score (None: no risk term). The runs differ only in
+    ``policy``/``risk``: same arrivals, same waves, same capacity, same carrier behaviour.
+    ``held`` collects the orders held back at least one wave; ``shipped`` whether each order
+    left in time to make its promise (its deadline), the carrier's own delays aside."""
+    tight = [day]
+    for _ in range(days - 1):
+        tight.append(_next_bday(tight[-1]))
+    day2 = _next_bday(tight[-1])
+    mine = [s for s in ships if _local_day(s, dc_tz) in (*tight, day2)]
     delivered_ok: dict[str, bool] = {}
     for dc, tz in dc_tz.items():
         todo = sorted((s for s in mine if s.dc_id == dc), key=lambda s: (s.ready_at, s.key))
@@ -339,7 +369,7 @@ def simulate(
         d = day
         n_days = 0
         while (i < len(todo) or waiting) and n_days < 30:
-            r = ratio if d == day else AFTER_RATIO if d == day2 else DRAIN_RATIO
+            r = ratio if d in tight else after[0] if d == day2 else after[1]
             per_wave = max(1, math.ceil(r * per_day / len(WAVES)))
             waves = _waves(tz, d)
             for k, (start, _end, ship_day) in enumerate(waves):
@@ -359,7 +389,8 @@ def simulate(
                     sq.Candidate(s.key, s.ready_at, {dc: s.picks},
                                  cutoff=datetime.combine(s.planned.ship_date, SIM_CUTOFF,
                                                          ZoneInfo(tz)),
-                                 tier=s.tier, margin=s.margin, risk_now=a, risk_later=b)
+                                 tier=s.tier, margin=s.margin, risk_now=a, risk_later=b,
+                                 deadline=deadline_of(s.planned, SIM_CUTOFF, ZoneInfo(tz)))
                     for s, a, b in zip(waiting, r_now, r_later, strict=True)
                 ]  # fmt: skip
                 plan = sq.sequence(cands, cap, start, policy)
@@ -370,16 +401,33 @@ def simulate(
                                            + (s.planned.zone > 5) + s.extra)  # fmt: skip
                         ok = due <= s.planned.promised_date
                         delivered_ok[s.order_id] = delivered_ok.get(s.order_id, True) and ok
+                        if shipped is not None:
+                            left = _bdays_after(ship_day, s.planned.transit_days
+                                                + (s.planned.zone > 5))  # fmt: skip
+                            ok = left <= s.planned.promised_date
+                            shipped[s.order_id] = shipped.get(s.order_id, True) and ok
                 waiting = [s for s in waiting if s.key not in go]
+                if held is not None:
+                    held.update(s.order_id for s in waiting)
             d = _next_bday(d)
             n_days += 1
         for s in waiting:  # never released in the window (none expected): late
             delivered_ok[s.order_id] = False
+            if shipped is not None:
+                shipped[s.order_id] = False
     return delivered_ok
 
 
 def _local_day(s: _Ship, dc_tz: dict[str, str]) -> date:
-    return s.ready_at.astimezone(ZoneInfo(dc_tz[s.dc_id])).date()
+    key = (s.ready_at, dc_tz[s.dc_id])
+    day = _DAYS.get(key)
+    if day is None:
+        day = _DAYS[key] = s.ready_at.astimezone(ZoneInfo(dc_tz[s.dc_id])).date()
+    return day
+
+
+#: (ready at, time zone) → local day: the simulator asks it of every shipment on every replay
+_DAYS: dict[tuple[datetime, str], date] = {}
 
 
 def evaluate(
@@ -390,12 +438,23 @@ def evaluate(
     book: RuleBook,
     *,
     ratio: float = CONSTRAINED_RATIO,
+    days: int = CONSTRAINED_DAYS,
     every: int = 1,
 ) -> dict[str, Any]:
-    """``ontime_gain_pts``: on-time share of the orders of constrained days after ``cut``,
-    sequenced by the model and the ``ai`` rules' policy, less first in, first out, in points.
-    Every ``every``-th business day of the evaluated period is replayed as a constrained day
-    on its own (each with the day after and the drain); the shares are over all of them."""
+    """``ontime_gain_pts``: of the orders competing for the constrained capacity (ready on a
+    constrained day or the day after, and held back at least one wave by one of the runs
+    compared — an order no run held back has the same fate in all of them), the share shipped
+    in time to make their promised date (left the DC by their deadline: the carrier's transit
+    then meets the promise), sequenced by the model and the ``ai`` rules' policy, less first
+    in, first out, in points. Beside it: the same orders delivered by their promised date
+    (the carrier's own delays, the same in every run, included:
+    ``ontime_gain_pts_delivered``), every order of the days delivered on time (the figure
+    before this definition: ``ontime_gain_pts_all_orders``), the rules alone (no model), and
+    with capacity unconstrained (``ontime_unconstrained``: what no ordering can beat).
+
+    Every ``every``-th business day of the evaluated period starts a constrained stretch of
+    ``days`` business days on its own (capacity ``ratio`` × the DC's ordinary daily picks,
+    then the day after and the drain); the shares are over all of them."""
     from orderflow.ai import delay
     from orderflow_sandbox.generator.delays import DC_TZ
 
@@ -408,51 +467,112 @@ def evaluate(
             cache[t] = stats.at(t)
         return cache[t]
 
+    scored: dict[tuple[str, datetime], float] = {}
+
     def risk(waiting: list[_Ship], at: datetime) -> list[float]:
-        st = stats_at(at)
-        rows = [delay.features([s.planned], st, at, s.received_at) for s in waiting]
-        return delay.late_probability(model, rows)
+        # a shipment still waiting is scored at the same wave starts run after run: once
+        todo = [s for s in waiting if (s.key, at) not in scored]
+        if todo:
+            st = stats_at(at)
+            rows = [delay.features([s.planned], st, at, s.received_at) for s in todo]
+            for s, p in zip(todo, delay.late_probability(model, rows), strict=True):
+                scored[(s.key, at)] = p
+        return [scored[(s.key, at)] for s in waiting]
 
     train = [s for s in ships if s.ready_at < cut]
     daily: dict[str, float] = {}
     for dc in DC_TZ:
-        days = {_local_day(s, DC_TZ) for s in train if s.dc_id == dc}
-        days = {d for d in days if d.weekday() < 5}
-        daily[dc] = sum(s.picks for s in train if s.dc_id == dc) / max(len(days), 1)
+        seen = {_local_day(s, DC_TZ) for s in train if s.dc_id == dc}
+        seen = {d for d in seen if d.weekday() < 5}
+        daily[dc] = sum(s.picks for s in train if s.dc_id == dc) / max(len(seen), 1)
     eval_days = sorted({_local_day(s, DC_TZ) for s in ships if s.ready_at >= cut})
-    eval_days = [d for d in eval_days if d.weekday() < 5][1:-3:every]
+    eval_days = [d for d in eval_days if d.weekday() < 5][1 : -(2 + days) : every]
     policy = policy_of(book)
     runs = {
         "fifo": {"policy": None, "risk": None},
         "model": {"policy": policy, "risk": risk},
         "rules_only": {"policy": policy, "risk": None},
     }
-    totals = {k: [0, 0] for k in runs}
-    per_day = []
-    for d in eval_days:
-        row = {"day": d.isoformat()}
-        for name, kw in runs.items():
-            res = simulate(ships, d, daily, DC_TZ, ratio=ratio, **kw)
-            totals[name][0] += sum(res.values())
-            totals[name][1] += len(res)
-            row[name] = round(sum(res.values()) / max(len(res), 1), 4)
-        row["orders"] = len(res)
-        per_day.append(row)
+    by_day: dict[date, list[_Ship]] = defaultdict(list)
+    for s in ships:
+        by_day[_local_day(s, DC_TZ)].append(s)
+    totals, better, worse = _replay(by_day, eval_days, daily, DC_TZ, runs, ratio, days)
     share = {k: v[0] / v[1] if v[1] else None for k, v in totals.items()}
     out: dict[str, Any] = {
-        "constrained_days": len(eval_days),
-        "orders": totals["fifo"][1],
+        "constrained_stretches": len(eval_days),
+        "constrained_days_each": days,
         "capacity_ratio": ratio,
+        "orders_competing": totals[("shipped", "fifo")][1],
+        "orders_all": totals[("all_orders", "fifo")][1],
         "daily_picks": {k: round(v, 1) for k, v in daily.items()},
-        "ontime_fifo": _r(share["fifo"]),
-        "ontime_model": _r(share["model"]),
-        "ontime_rules_only": _r(share["rules_only"]),
-        "ontime_gain_pts": _pts(share["model"], share["fifo"]),
-        "ontime_gain_pts_rules_only": _pts(share["rules_only"], share["fifo"]),
-        "days_model_better": sum(r["model"] > r["fifo"] for r in per_day),
-        "days_model_worse": sum(r["model"] < r["fifo"] for r in per_day),
+        "ontime_fifo": _r(share[("shipped", "fifo")]),
+        "ontime_model": _r(share[("shipped", "model")]),
+        "ontime_rules_only": _r(share[("shipped", "rules_only")]),
+        "ontime_unconstrained": _r(share[("shipped", "unconstrained")]),
+        "ontime_gain_pts": _pts(share[("shipped", "model")], share[("shipped", "fifo")]),
+        "ontime_gain_pts_rules_only": _pts(
+            share[("shipped", "rules_only")], share[("shipped", "fifo")]
+        ),
+        "ontime_gain_pts_delivered": _pts(
+            share[("delivered", "model")], share[("delivered", "fifo")]
+        ),
+        "ontime_gain_pts_all_orders": _pts(
+            share[("all_orders", "model")], share[("all_orders", "fifo")]
+        ),
+        "ontime_delivered_fifo": _r(share[("delivered", "fifo")]),
+        "ontime_delivered_model": _r(share[("delivered", "model")]),
+        "ontime_delivered_unconstrained": _r(share[("delivered", "unconstrained")]),
+        "stretches_model_better": better,
+        "stretches_model_worse": worse,
     }
+    if days != 1:  # beside it: a single constrained day (most orders have a day of slack)
+        one, _, _ = _replay(by_day, eval_days, daily, DC_TZ, runs, ratio, 1)
+        sh = {k: v[0] / v[1] if v[1] else None for k, v in one.items()}
+        out["ontime_gain_pts_one_day"] = _pts(sh[("shipped", "model")], sh[("shipped", "fifo")])
+        out["ontime_fifo_one_day"] = _r(sh[("shipped", "fifo")])
+        out["ontime_unconstrained_one_day"] = _r(sh[("shipped", "unconstrained")])
     return out
+
+
+def _replay(by_day, eval_days, daily, dc_tz, runs, ratio, days):
+    """Every stretch replayed with each run and unconstrained (``by_day``: the shipments by
+    the local day they became ready): [on time, orders] per (kind, run) — kind
+    ``shipped``/``delivered`` over the orders some run held back, ``all_orders`` delivered
+    over every order of the stretch — and the stretches the model did better / worse on
+    (shipped)."""
+    kinds = ("shipped", "delivered", "all_orders")
+    totals = {(k, r): [0, 0] for k in kinds for r in [*runs, "unconstrained"]}
+    better = worse = 0
+    for d in eval_days:
+        ships, k = [], d
+        for _ in range(days + 1):
+            ships += by_day.get(k, [])
+            k = _next_bday(k)
+        held: set[str] = set()
+        res: dict[str, tuple[dict[str, bool], dict[str, bool]]] = {}
+        for name, kw in runs.items():
+            shipped: dict[str, bool] = {}
+            got = simulate(ships, d, daily, dc_tz, ratio=ratio, days=days, held=held,
+                           shipped=shipped, **kw)  # fmt: skip
+            res[name] = (shipped, got)
+        shipped = {}
+        got = simulate(ships, d, daily, dc_tz, ratio=1e6, days=days, shipped=shipped,
+                       policy=None, after=(1e6, 1e6))  # fmt: skip
+        res["unconstrained"] = (shipped, got)
+        for name, (shipped, got) in res.items():
+            for kind, vals, sel in (
+                ("shipped", shipped, held),
+                ("delivered", got, held),
+                ("all_orders", got, got),
+            ):
+                t = totals[(kind, name)]
+                t[0] += sum(vals[o] for o in sel)
+                t[1] += len(sel)
+        m = sum(res["model"][0][o] for o in held)
+        f = sum(res["fifo"][0][o] for o in held)
+        better += m > f
+        worse += m < f
+    return totals, better, worse
 
 
 def _r(x: float | None) -> float | None:

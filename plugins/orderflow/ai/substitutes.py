@@ -472,7 +472,12 @@ def evaluate_offers(data, cut: datetime, *, seed: int = 0) -> dict[str, Any]:
     """Train on the offers before ``cut`` (the offered candidate, its outcome), then rank the
     candidates of every later offer: ``subst_top1`` — the share of first-ranked candidates the
     customer accepts (offers with two or more candidates in stock) — beside the catalogue's
-    static order (``subst_top1_catalogue``), a random pick (expected) and the best possible."""
+    static order (``subst_top1_catalogue``), a random pick (expected), the best possible (any
+    candidate accepted) and two ceilings of a ranking: by the generator's true acceptance
+    probability (``subst_top1_true_probability``: an oracle) and by that probability without
+    the customer's own lasting taste for the substitute (``subst_top1_without_pair_taste``:
+    every other driver known exactly — what history could at best teach before the customer
+    answered that substitute)."""
     walked = walk(data)
     train = [w for w in walked if w.offer.at < cut]
     test = [w for w in walked if w.offer.at >= cut]
@@ -480,7 +485,7 @@ def evaluate_offers(data, cut: datetime, *, seed: int = 0) -> dict[str, Any]:
     labels = [ACCEPTED if w.offer.accepted else REJECTED for w in train]
     model = fit_examples(rows, labels, seed=seed)
     ranked = [w for w in test if len(w.offer.candidates) >= 2]
-    top, naive, rnd, best, top_all, by_p = [], [], [], [], [], []
+    top, naive, rnd, best, top_all, by_p, by_known = [], [], [], [], [], [], []
     for w in test:
         o = w.offer
         first = o.candidates[rank(accept_scores(model, w.rows))[0]]
@@ -492,6 +497,7 @@ def evaluate_offers(data, cut: datetime, *, seed: int = 0) -> dict[str, Any]:
         rnd.append(sum(o.outcomes.values()) / len(o.candidates))
         best.append(any(o.outcomes.values()))
         by_p.append(o.outcomes[max(o.candidates, key=lambda s: o.p[s])])
+        by_known.append(o.outcomes[max(o.candidates, key=lambda s: o.p_without_taste[s])])
     held = score_examples(
         model,
         [w.rows[w.offer.candidates.index(w.offer.offered)] for w in test],
@@ -507,6 +513,7 @@ def evaluate_offers(data, cut: datetime, *, seed: int = 0) -> dict[str, Any]:
         "subst_top1_random": share(rnd),
         "subst_top1_best_possible": share(best),
         "subst_top1_true_probability": share(by_p),
+        "subst_top1_without_pair_taste": share(by_known),
         "subst_top1_all_offers": share(top_all),
         "n_offers_ranked": len(ranked),
         "n_offers_eval": len(test),

@@ -6,26 +6,36 @@ holds. :func:`sequence` fills what is left, best first, and says what waits. "Be
 either first in, first out (no policy: the order the orders became ready in — exactly what
 the WMS does with everything released at once), or by a :class:`Policy`:
 
-- the **service-level risk that waiting adds**: a model's probability that the order misses
-  its promised date if it waits a wave, less the probability if it goes now (the learned
-  part, ``risk_now`` / ``risk_later``; absent, the term is 0);
-- its **carrier cutoff**: an order whose DC's cutoff on its ship date comes before the next
-  wave starts misses that truck if it waits;
-- the customer's **tier** and the order's **margin** (small weights: they break ties between
-  orders at the same risk, they do not outweigh a miss).
+- its **deadline** first: the last moment a release still makes the promised date if the
+  carrier keeps its transit time (the DC's carrier cutoff on the last ship day that does;
+  ``Candidate.deadline``). The orders that can still make their date go earliest deadline
+  first — an order whose date is days away waits for one that must leave on today's truck;
+  an order whose deadline has passed (it is late whatever we do) goes after every order that
+  can still be saved: capacity is not spent on a lost cause while a savable order waits;
+- among orders with the same deadline (or none known), the **priority**: the
+  **service-level risk that waiting adds** — a model's probability that the order misses its
+  promised date if it waits a wave, less the probability if it goes now (the learned part,
+  ``risk_now`` / ``risk_later``; absent, the term is 0) — its **carrier cutoff** (its DC's cutoff on its ship date comes before
+  the next wave starts), the customer's **tier** and the order's **margin** (small weights:
+  they break ties between orders at the same risk, they do not outweigh a miss), per pick
+  (the capacity is picks: two one-line orders make two dates where one two-line order makes
+  one).
 
-Nothing waits for ever: an order ready for ``max_wait_hours`` or longer goes before any
-other (first in, first out among them), and an order larger than a whole wave goes when the
-wave is fresh (the WMS takes it alone). A DC the WMS states no capacity for is unconstrained:
-its orders go as they always did. Pure: no clock, no database, no model — the caller gives
-``now`` and the scores.
+Nothing waits for ever: an order that can still make its date goes before its deadline
+(earliest deadline first) unless capacity cannot take every order due then; any other
+order (deadline passed or unknown) ready for ``max_wait_hours`` or longer goes before any
+other but the orders that make their date only if they go in this wave (first in, first out
+among them); an order larger than a whole wave goes when the wave
+is fresh (the WMS takes it alone). A DC the WMS states no capacity for is unconstrained: its
+orders go as they always did. Pure: no clock, no database, no model — the caller gives
+``now``, the deadlines and the scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time, timedelta, tzinfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,9 @@ class Candidate:
     #: P(misses its promised date) if released now / if it waits a wave (a model's, or None)
     risk_now: float | None = None
     risk_later: float | None = None
+    #: the last moment its release still makes the promised date if the carrier keeps its
+    #: transit time (:func:`deadline`; the earliest of its shipments'); None: unknown
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +101,32 @@ class Plan:
     overdue: list[str] = field(default_factory=list)
 
 
+def add_business_days(d: date, n: int) -> date:
+    """``n`` weekdays after ``d`` (before it when ``n`` is negative)."""
+    step = 1 if n >= 0 else -1
+    while n:
+        d += timedelta(days=step)
+        n -= step * (d.weekday() < 5)
+    return d
+
+
+def deadline(promised: date, transit_days: int, cutoff: time, tz: tzinfo) -> datetime:
+    """The last moment a shipment can be released and still arrive by ``promised`` when the
+    carrier takes ``transit_days`` business days: its DC's carrier ``cutoff`` (local time,
+    ``tz``) on the last business day it can leave."""
+    last = add_business_days(promised, -transit_days)
+    while last.weekday() >= 5:
+        last -= timedelta(days=1)
+    return datetime.combine(last, cutoff, tz)
+
+
+def lost(c: Candidate, now: datetime) -> bool:
+    """Late whatever is decided now: its deadline has passed."""
+    return c.deadline is not None and now >= c.deadline
+
+
 def priority(c: Candidate, now: datetime, policy: Policy, next_wave_at: datetime | None) -> float:
-    """The order's priority under ``policy`` (higher goes first)."""
+    """The order's priority under ``policy`` (higher goes first among equal deadlines)."""
     p = 0.0
     if c.risk_now is not None and c.risk_later is not None:
         p += policy.risk_weight * (c.risk_later - c.risk_now)
@@ -130,10 +167,30 @@ def sequence(
 
         prio = {c.order_id: priority(c, now, policy, next_at(c)) for c in cands}
         limit = policy.max_wait_hours * 3600
-        overdue = [c for c in cands if (now - c.ready_at).total_seconds() >= limit]
-        rest = [c for c in cands if (now - c.ready_at).total_seconds() < limit]
-        # stable: equal priorities keep first in, first out
-        ranked = overdue + sorted(rest, key=lambda c: -prio[c.order_id])
+        # an order that can still make its date is kept from waiting for ever by its
+        # deadline; any other by the wait bound
+        savable = [c for c in cands if c.deadline is not None and now < c.deadline]
+        other = [c for c in cands if c.deadline is None or now >= c.deadline]
+        overdue = [c for c in other if (now - c.ready_at).total_seconds() >= limit]
+        late = {c.order_id for c in overdue}
+        unknown = [c for c in other if c.deadline is None and c.order_id not in late]
+        gone = [c for c in other if c.deadline is not None and c.order_id not in late]
+
+        def density(c: Candidate) -> float:  # priority per pick
+            return (max(prio[c.order_id], 0.0) + 1e-3) / max(sum(c.picks.values()), 1)
+
+        # stable: equal keys keep first in, first out
+        by_deadline = sorted(savable, key=lambda c: (c.deadline, -density(c)))
+        # due before the next wave: now, or late — even an overdue order does not take its slot
+        now_or_never = [c for c in by_deadline if nxt is None or c.deadline <= next_at(c)]
+        due = {c.order_id for c in now_or_never}
+        ranked = (
+            now_or_never
+            + overdue
+            + [c for c in by_deadline if c.order_id not in due]
+            + sorted(unknown, key=lambda c: -prio[c.order_id])
+            + gone
+        )
         plan.priority = {k: round(v, 6) for k, v in prio.items()}
         plan.overdue = [c.order_id for c in overdue]
     left = {dc: cap.remaining for dc, cap in capacity.items()}
