@@ -420,3 +420,73 @@ def test_a_refused_part_of_a_split_order_waits_as_a_backorder(store, book, sandb
         (oid,),
     ).fetchall()
     assert ("wms_release_refused_backordered",) in audit
+
+
+_SEND_IN_A_PROCESS = """
+from orderflow.integrations import outbox
+from orderflow.store import db
+outbox.send(db.connect(), ["wms_release"], limit=500)
+"""
+
+
+def test_a_sender_killed_mid_batch_leaves_at_most_one_slice_sent_but_unrecorded(
+    store, book, sandbox
+):
+    """The set-based sender records its concurrent sends a slice (``RECORD_EVERY`` rows) at
+    a time: a worker SIGKILLed in the middle of a claimed batch leaves at most one slice
+    that reached the WMS without being recorded (sent again by key after the lease), never
+    the whole batch (a soak once found 200 such rows)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    n = 4 * outbox.RECORD_EVERY
+    pairs = _stock(sandbox, 8)
+    ids = []
+    for k in range(n):
+        item, dc = pairs[k % len(pairs)]
+        r = released_order(store, book, link=False)
+        with db.transaction(store):
+            store.execute(
+                "UPDATE orderflow.outbox SET payload = payload || %s "
+                "WHERE order_id = %s AND action = 'wms_release'",
+                (
+                    Jsonb({"dc_id": dc, "lines": [{"line_no": 1, "item_id": item, "quantity": 1}]}),
+                    r.order_id,
+                ),
+            )
+        ids.append(r.order_id)
+    with db.transaction(store):
+        _only_due(store, ids, ["wms_release"])
+    # slow WMS: the batch takes seconds, so the kill lands in its middle
+    sandbox.client.put(
+        "/admin/faults",
+        json={"seed": 5, "rules": [{"prefix": "/wms/releases", "latency_ms": 150}]},
+    ).raise_for_status()
+
+    def recorded() -> int:
+        return store.execute(
+            "SELECT count(*) FROM orderflow.outbox WHERE action = 'wms_release' "
+            "AND status = 'sent' AND order_id = ANY(%s)",
+            (ids,),
+        ).fetchone()[0]
+
+    def received() -> int:
+        keys = sandbox.client.get("/admin/idempotency/release").json()["keys"]
+        return sum(1 for k in keys if any(f":{o}:" in k for o in ids))
+
+    # killed once the WMS has more than a slice and a round of concurrent sends
+    enough = outbox.RECORD_EVERY + outbox.SEND_WORKERS + 1
+    proc = subprocess.Popen([sys.executable, "-c", _SEND_IN_A_PROCESS], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        while received() < enough and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    time.sleep(1)  # requests in flight at the kill finish on the WMS's side
+    got, stored = received(), recorded()
+    assert enough <= got < n, f"the kill did not land mid-batch: {got} of {n} received"
+    assert got - stored <= outbox.RECORD_EVERY <= 4 * outbox.SEND_WORKERS, (got, stored)
