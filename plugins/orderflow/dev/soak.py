@@ -895,7 +895,11 @@ def busy_tasks(query, work: Sequence[str] = WORK_DAGS) -> dict[str, int]:
 
 #: outbox actions sent only by a DAG on a slow schedule: when nothing else is busy and rows
 #: of these are due, settle triggers their sender instead of waiting for its schedule
-SCHEDULED_SENDERS = {"crm_approval_request": "crm_sync"}
+SCHEDULED_SENDERS = {
+    "crm_approval_request": "crm_sync",
+    "marketplace_ack": "intake_marketplace",
+    "marketplace_cancel": "intake_marketplace",
+}
 
 
 def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple, dict]:
@@ -988,16 +992,17 @@ def _reused_ids_accounted(stack: Stack, fault: Injected) -> None:
         )
 
 
-#: the run that sent each notification: fulfilment_events' send_documents attempts (every
-#: try), with the run's type and the Assets whose events it consumed
+#: the run that sent each notification: fulfilment_events' apply_events (it sends the shipped
+#: notices it queued) and send_documents attempts (every try), with the run's type and the
+#: Assets whose events it consumed
 _SENDER_RUNS_SQL = """
 WITH tries AS (
     SELECT run_id, start_date, end_date FROM task_instance
-     WHERE dag_id = 'fulfilment_events' AND task_id = 'send_documents'
+     WHERE dag_id = 'fulfilment_events' AND task_id IN ('apply_events', 'send_documents')
        AND start_date IS NOT NULL
     UNION
     SELECT run_id, start_date, end_date FROM task_instance_history
-     WHERE dag_id = 'fulfilment_events' AND task_id = 'send_documents'
+     WHERE dag_id = 'fulfilment_events' AND task_id IN ('apply_events', 'send_documents')
        AND start_date IS NOT NULL
 )
 SELECT t.start_date, coalesce(t.end_date, now()), dr.run_type,
