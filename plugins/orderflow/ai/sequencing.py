@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from orderflow.domain import sequencing as sq
+from orderflow.domain.planning import add_business_days
 
 if TYPE_CHECKING:
     import psycopg
@@ -254,15 +255,8 @@ class _Ship:
     margin: float
 
 
-def _bdays_after(d: date, n: int) -> date:
-    while n > 0:
-        d += timedelta(days=1)
-        n -= d.weekday() < 5
-    return d
-
-
 def _next_bday(d: date) -> date:
-    return _bdays_after(d, 1)
+    return add_business_days(d, 1)
 
 
 def sim_shipments(hist: Any, data: Any) -> list[_Ship]:
@@ -397,12 +391,12 @@ def simulate(
                 go = set(plan.release)
                 for s in waiting:
                     if s.key in go:
-                        due = _bdays_after(ship_day, s.planned.transit_days
+                        due = add_business_days(ship_day, s.planned.transit_days
                                            + (s.planned.zone > 5) + s.extra)  # fmt: skip
                         ok = due <= s.planned.promised_date
                         delivered_ok[s.order_id] = delivered_ok.get(s.order_id, True) and ok
                         if shipped is not None:
-                            left = _bdays_after(ship_day, s.planned.transit_days
+                            left = add_business_days(ship_day, s.planned.transit_days
                                                 + (s.planned.zone > 5))  # fmt: skip
                             ok = left <= s.planned.promised_date
                             shipped[s.order_id] = shipped.get(s.order_id, True) and ok

@@ -66,11 +66,12 @@ def business_days(start: date, end: date) -> int:
 
 
 def add_business_days(start: date, days: int) -> date:
-    """The weekday ``days`` business days after ``start``."""
-    d = start
-    while days > 0:
-        d += timedelta(days=1)
-        days -= d.weekday() < 5
+    """The weekday ``days`` business days after ``start`` (before it when ``days`` is
+    negative)."""
+    d, step = start, 1 if days >= 0 else -1
+    while days:
+        d += timedelta(days=step)
+        days -= step * (d.weekday() < 5)
     return d
 
 

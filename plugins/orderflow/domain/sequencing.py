@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 
+from orderflow.domain.planning import add_business_days
+
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
@@ -99,15 +101,6 @@ class Plan:
     used: dict[str, int] = field(default_factory=dict)
     #: orders that went first because they had waited max_wait_hours
     overdue: list[str] = field(default_factory=list)
-
-
-def add_business_days(d: date, n: int) -> date:
-    """``n`` weekdays after ``d`` (before it when ``n`` is negative)."""
-    step = 1 if n >= 0 else -1
-    while n:
-        d += timedelta(days=step)
-        n -= step * (d.weekday() < 5)
-    return d
 
 
 def deadline(promised: date, transit_days: int, cutoff: time, tz: tzinfo) -> datetime:
