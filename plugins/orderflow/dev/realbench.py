@@ -749,7 +749,8 @@ def _singles(
     say(
         f"  singles: {len(items)} single-order EDI files, one at a time, intake "
         + (
-            "left to its schedule (every 5 min, deferred file sensor poking every 15 s)"
+            "left to its own triggers (the folder watcher, a waiting deferred file sensor "
+            "poking every 2 s, every 5 min)"
             if opts.single_intake == "schedule"
             else "triggered through the REST API at each drop"
         )

@@ -71,7 +71,9 @@ def wait_and_ingest(*, name: str, channel: str, inbox_conn_id: str, filepath: st
         fs_conn_id=inbox_conn_id,
         filepath=filepath,
         deferrable=True,
-        poke_interval=15,
+        # in the triggerer, a listing each time: a file that lands while a run waits is
+        # taken within 2 s (the folder watcher starts a run when none waits)
+        poke_interval=2,
         timeout=240,
         soft_fail=True,
     )
