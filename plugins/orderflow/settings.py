@@ -60,6 +60,11 @@ DAG_TAGS = frozenset(
 )
 
 
+def switched_on(name: str) -> bool:
+    """An on/off environment switch, on unless set to ``off``, ``0`` or ``false``."""
+    return os.environ.get(name, "on").lower() not in ("off", "0", "false")
+
+
 def store_database_url() -> str | None:
     """The operational store's URL when given explicitly (``ORDERFLOW_DATABASE_URL``)."""
     return os.environ.get("ORDERFLOW_DATABASE_URL") or None

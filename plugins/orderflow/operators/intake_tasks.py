@@ -3,9 +3,10 @@ defaults, so the DAG files stay configuration."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from orderflow.settings import switched_on
 
 #: every intake DAG (the schedule stays in each DAG file): retried with backoff — a flaky
 #: share or API must not need a person; one run at a time per channel
@@ -26,11 +27,7 @@ INTAKE_DAG_KWARGS: dict[str, Any] = {
 
 #: ``ORDERFLOW_DROP_WATCH=off`` leaves the drop folders' Assets without a watcher: intake
 #: runs on its 5-minute schedule only
-DROP_WATCH_ENABLED = os.environ.get("ORDERFLOW_DROP_WATCH", "on").lower() not in (
-    "off",
-    "0",
-    "false",
-)
+DROP_WATCH_ENABLED = switched_on("ORDERFLOW_DROP_WATCH")
 
 
 def drop_schedule(

@@ -17,17 +17,16 @@ the Asset without a watcher: the DAG runs on its cron and on releases only.
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import Asset, AssetWatcher
 
 from orderflow.pushed.trigger import WakeTrigger
 from orderflow.pushed.wake import CHANNEL, REDIS_CONN_ID
+from orderflow.settings import switched_on
 
 #: How often the trigger checks its subscription (s): the wake-up's share of the latency.
 POLL_INTERVAL_S = 0.5
 
-WAKE_ENABLED = os.environ.get("ORDERFLOW_PUSH_WAKE", "on").lower() not in ("off", "0", "false")
+WAKE_ENABLED = switched_on("ORDERFLOW_PUSH_WAKE")
 
 
 def wake_trigger(channel: str = CHANNEL) -> WakeTrigger:
