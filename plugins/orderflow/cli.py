@@ -134,6 +134,7 @@ def run(no_sandbox: bool) -> None:
             "api-server",
             [airflow, "api-server", "--workers", str(API_SERVER_WORKERS)],
             logs / "api-server.log",
+            ready=lambda: _api_healthy(f"http://localhost:{stack.API_PORT}"),
         ),
         Service("scheduler", [airflow, "scheduler"], logs / "scheduler.log"),
         Service("dag-processor", [airflow, "dag-processor"], logs / "dag-processor.log"),
@@ -234,17 +235,21 @@ def run(no_sandbox: bool) -> None:
         log.info("stopped")
 
 
-def _wait_healthy(ui: str, sup, timeout: float = 180.0) -> bool:
+def _api_healthy(ui: str) -> bool:
     import httpx
 
+    try:
+        r = httpx.get(f"{ui}/api/v2/monitor/health", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.json().get("metadatabase", {}).get("status") == "healthy"
+
+
+def _wait_healthy(ui: str, sup, timeout: float = 180.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not sup.stopping:
-        try:
-            r = httpx.get(f"{ui}/api/v2/monitor/health", timeout=2)
-            if r.status_code == 200 and r.json().get("metadatabase", {}).get("status") == "healthy":
-                return True
-        except httpx.HTTPError:
-            pass
+        if _api_healthy(ui):
+            return True
         sup.watch_once()
         time.sleep(0.5)
     return False

@@ -96,3 +96,51 @@ def test_a_held_service_stays_down_until_released_then_starts_at_once(tmp_path):
     finally:
         sup.stop_all()
     assert not svc.alive()
+
+
+def test_services_after_one_with_a_readiness_check_start_only_once_it_answers(tmp_path):
+    """The API server first: a worker's task started before it answers fails its first try."""
+    flag = tmp_path / "ready"
+    # the first service "serves" 1.5 s after it starts (writes the flag file)
+    first = Service(
+        "api",
+        [
+            sys.executable,
+            "-c",
+            f"import time, pathlib; time.sleep(1.5); "
+            f"pathlib.Path({str(flag)!r}).touch(); time.sleep(600)",
+        ],
+        tmp_path / "a.log",
+        ready=flag.exists,
+    )
+    second = Service(
+        "worker", [sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "w.log"
+    )
+    sup = Supervisor([first, second], dict(os.environ))
+    try:
+        sup.start_all()
+        assert flag.exists()
+        assert second.started_at - first.started_at >= 1.4
+    finally:
+        sup.stop_all()
+
+
+def test_a_readiness_check_that_never_answers_only_delays_the_rest(tmp_path, monkeypatch):
+    import orderflow.dev.supervisor as sv
+
+    monkeypatch.setattr(sv, "READY_TIMEOUT_SECONDS", 1.0)
+    first = Service(
+        "api",
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        tmp_path / "a.log",
+        ready=lambda: False,
+    )
+    second = Service(
+        "worker", [sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "w.log"
+    )
+    sup = Supervisor([first, second], dict(os.environ))
+    try:
+        sup.start_all()
+        assert second.alive()
+    finally:
+        sup.stop_all()

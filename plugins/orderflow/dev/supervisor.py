@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 20.0
 MAX_BACKOFF_SECONDS = 30.0
+READY_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Service:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+    #: answers once the service serves; the services after it start only then (at start-up)
+    ready: Callable[[], bool] | None = field(default=None, repr=False)
     _log_file: object = field(default=None, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
@@ -123,6 +126,22 @@ class Supervisor:
                 continue
             svc.start(self.env)
             log.info("started %s (pid %s), log %s", svc.name, svc.proc.pid, svc.log_path)
+            if svc.ready is not None:
+                self._wait_ready(svc)
+
+    def _wait_ready(self, svc: Service) -> None:
+        """Hold the next services until ``svc`` serves: a task a worker starts before the
+        API server answers fails its first attempt (connection refused) and waits out its
+        retry delay."""
+        timeout = READY_TIMEOUT_SECONDS
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stopping and svc.alive():
+            with contextlib.suppress(Exception):
+                if svc.ready():
+                    log.info("%s ready in %.1fs", svc.name, time.monotonic() - svc.started_at)
+                    return
+            time.sleep(0.5)
+        log.warning("%s not ready after %.0fs; starting the rest anyway", svc.name, timeout)
 
     @property
     def stopping(self) -> bool:
