@@ -1283,7 +1283,6 @@ def reconcile(
         q("orderflow", "SELECT outcome, count(*) FROM orderflow.channel_message GROUP BY 1")
     )
     messages_in = sum(outcomes.values())
-    summary = sb.get("/admin/state").json()
 
     # ---- orders against the generator's ground truth (by PO: one order per submission)
     day_dir = stack.state / "sandbox" / "day"
@@ -1362,6 +1361,9 @@ def reconcile(
         "orderflow", "SELECT action, idempotency_key FROM orderflow.outbox WHERE status = 'sent'"
     ):
         sent_keys[action].add(key)
+    # The receivers' side is read after ours: a stack that did not settle still sends, and
+    # a row recorded sent after the receiver was read would count as lost.
+    summary = sb.get("/admin/state").json()
 
     def keys(system: str) -> list[str]:
         r = sb.get(f"/admin/idempotency/{system}")
