@@ -156,6 +156,70 @@ def _alive(pid: int) -> bool:
         return False
 
 
+#: a supervised process's command → its component in the CPU account
+_COMPONENTS = (
+    ("airflow scheduler", "scheduler"),
+    ("airflow dag-processor", "dag-processor"),
+    ("airflow triggerer", "triggerer"),
+    ("airflow api-server", "api-server"),
+    ("celery", "celery workers (task instances)"),
+    ("sandbox serve", "sandbox (stand-in systems)"),
+    ("redis-server", "redis (wake-ups)"),
+)
+
+
+class CpuMeter:
+    """CPU seconds per component of the stack, sampled while it runs: a component's CPU is
+    the sum over its live process tree of each process's own and reaped children's times
+    (a task instance's process, and the OCR it forks, count to the Celery worker that ran
+    it). Each pid's last sample is kept, so a killed and restarted component keeps what its
+    dead processes used up to their last sample."""
+
+    def __init__(self) -> None:
+        self._by_pid: dict[int, tuple[str, float]] = {}
+        self.samples = 0
+
+    @staticmethod
+    def _tree_seconds(proc) -> float:
+        import psutil
+
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system + t.children_user + t.children_system
+        return total
+
+    def sample(self, supervisor_pid: int | None, postmaster_pid: int | None) -> None:
+        import psutil
+
+        roots: list[tuple[str, Any]] = []
+        try:
+            sup = psutil.Process(supervisor_pid) if supervisor_pid else None
+            if sup is not None:
+                t = sup.cpu_times()  # the supervisor itself, not its children
+                self._by_pid[sup.pid] = ("orderflow run (supervisor)", t.user + t.system)
+                for child in sup.children():
+                    cmd = " ".join(child.cmdline())
+                    name = next((n for k, n in _COMPONENTS if k in cmd), "other")
+                    roots.append((name, child))
+            if postmaster_pid:
+                roots.append(("postgresql", psutil.Process(postmaster_pid)))
+        except psutil.Error:
+            return
+        for name, proc in roots:
+            self._by_pid[proc.pid] = (name, self._tree_seconds(proc))
+        self.samples += 1
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for name, seconds in self._by_pid.values():
+            out[name] += seconds
+        return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 class Stack:
     """``orderflow run`` in a state folder of its own, and handles on what it started."""
 
@@ -191,6 +255,8 @@ class Stack:
         self.sandbox = httpx.Client(base_url=f"http://127.0.0.1:{self.sandbox_port}", timeout=60)
         self.proc: subprocess.Popen | None = None
         self._token: str | None = None
+        self.cpu = CpuMeter()
+        self._cpu_sampled = 0.0
 
     # -- lifecycle
     #: seconds the stack gets to answer its health checks: migrations and the API server's
@@ -318,6 +384,17 @@ class Stack:
                         out[part.split(".")[0]] = child
                         break
         return out
+
+    def sample_cpu(self, every: float = 15.0) -> None:
+        """Sample the CPU account (at most every ``every`` seconds)."""
+        if time.monotonic() - self._cpu_sampled < every or self.proc is None:
+            return
+        self._cpu_sampled = time.monotonic()
+        try:
+            postmaster = self.postmaster()
+        except (OSError, ValueError, IndexError):
+            postmaster = None
+        self.cpu.sample(self.proc.pid, postmaster)
 
     def postmaster(self) -> int:
         return int((self.state / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
@@ -625,6 +702,7 @@ def run(opts: Options, command: str = "") -> dict:
     stack = Stack(state, opts.executor, opts.workers, clock_start)
     injected: list[Injected] = []
     timings: dict[str, float] = {}
+    t_stack = time.monotonic()
     try:
         timings["stack_start_s"] = stack.start()
         log.info("soak: stack healthy in %.0fs (%s)", timings["stack_start_s"], stack.ui)
@@ -637,7 +715,16 @@ def run(opts: Options, command: str = "") -> dict:
         t0 = time.monotonic()
         settled = _settle(stack, opts.settle_timeout)
         timings["settle_s"] = time.monotonic() - t0
+        stack.sample_cpu(every=0)
         report = reconcile(stack, opts, profile, manifest, injected, settled)
+        report["cpu_s"] = cpu = stack.cpu.totals()
+        wall = time.monotonic() - t_stack
+        report["cpu_account"] = {
+            "total_s": round(sum(cpu.values()), 1),
+            "per_order_ms": round(1000 * sum(cpu.values()) / max(1, report["orders_received"]), 1),
+            "machine_cpu_s": round(wall * (os.cpu_count() or 1), 1),
+            "samples": stack.cpu.samples,
+        }
         timings["total_s"] = time.monotonic() - t_begin
         report["timings"] = {k: round(v, 1) for k, v in timings.items()}
         report["command"] = command
@@ -742,6 +829,7 @@ def _drive(
         to_operate = [f for f in to_operate if not _operate_rewound_feed(stack, f)]
         if now_sim >= clock_end:
             break
+        stack.sample_cpu()
         if time.monotonic() - last_log > 30:
             last_log = time.monotonic()
             log.info("soak: simulated %s (%.1f h in)", now_sim.isoformat(), elapsed_h)
@@ -909,6 +997,7 @@ def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple, dict]:
     triggered: dict[str, float] = {}
     while quiet < 2:
         time.sleep(10)
+        stack.sample_cpu()
         detail = busy_tasks(lambda sql, params: stack.query("airflow", sql, params))
         store = stack.query("orderflow", _STORE_BUSY_SQL)[0]
         busy = (sum(detail.values()), _waiting_files(stack.state), *store)
@@ -1636,6 +1725,27 @@ def _path_lines(by_path: dict | None) -> list[str]:
     ]
 
 
+def _cpu_lines(r: dict) -> list[str]:
+    """Where the machine's CPU went from the drive's start to the reconciliation."""
+    if not r.get("cpu_s"):
+        return []
+    acc = r["cpu_account"]
+    lines = [
+        "## CPU by component",
+        "",
+        f"{acc['total_s']:,} CPU-seconds measured ({acc['per_order_ms']} ms per order "
+        f"received) of the {acc['machine_cpu_s']:,} the machine's cores had from the stack's "
+        "start to the reconciliation:",
+        "",
+        "| component | CPU s | share |",
+        "|---|---|---|",
+    ]
+    total = acc["total_s"] or 1
+    for name, seconds in r["cpu_s"].items():
+        lines.append(f"| {name} | {seconds:,} | {100 * seconds / total:.0f} % |")
+    return [*lines, ""]
+
+
 def render_markdown(r: dict) -> str:
     ok = r["lost"] == 0 and r["duplicated"] == 0 and r["inventory_mismatches"] == 0
     lines = [
@@ -1679,6 +1789,7 @@ def render_markdown(r: dict) -> str:
         f"- inventory mismatches (item × DC vs WMS, plus allocation): {r['inventory_mismatches']}; "
         f"released ≠ WMS reserved: {r['released_not_equal_wms_reserved']}",
         "",
+        *_cpu_lines(r),
         "## Faults",
         "",
         "| fault | injected (simulated) | detail | recovered_s | by |",
