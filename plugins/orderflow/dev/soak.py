@@ -933,9 +933,9 @@ def _waiting_files(state: Path) -> int:
 def _settle(stack: Stack, timeout: float) -> dict:
     """Let the stack finish what arrived: the intake DAGs are triggered once (their schedule
     is every 5 minutes), then rounds of: wait until quiet — no task of a work DAG runs or
-    waits, no file waits in a drop folder, nothing is due in the store (twice in a row) —
-    then ``fulfilment_events`` and ``masterdata_sync`` once more, as an operator would before
-    comparing with the WMS. Master data published triggers ``order_processing`` (backorders
+    waits, no file waits in a drop folder, nothing is due in the store (3 polls 5 s apart) —
+    then ``fulfilment_events`` and ``masterdata_sync`` once more, side by side, as an operator
+    would before comparing with the WMS. Master data published triggers ``order_processing`` (backorders
     filled from stock that arrived), so rounds repeat until one changes no order (≤ 4)."""
     deadline = time.monotonic() + timeout
     for dag_id in INTAKE_DAGS:
@@ -954,10 +954,13 @@ def _settle(stack: Stack, timeout: float) -> dict:
         if events == last_event:
             break  # the last round's syncs changed no order
         last_event = events
-        for dag_id in ("fulfilment_events", "masterdata_sync"):
-            round_[dag_id] = _trigger_and_wait(
-                stack, dag_id, max(120.0, deadline - time.monotonic())
+        round_.update(
+            _trigger_and_wait(
+                stack,
+                ("fulfilment_events", "masterdata_sync"),
+                max(120.0, deadline - time.monotonic()),
             )
+        )
         if not quiet:
             break  # out of time: compared after one last sync all the same, reported unsettled
     settled["quiet"] = settled["rounds"][-1]["quiet"]
@@ -990,13 +993,19 @@ SCHEDULED_SENDERS = {
 }
 
 
+#: quiet = this many polls in a row with nothing busy, this far apart (an Asset event's run
+#: is created within a scheduler loop, ~1 s, so 10 s of quiet is not a gap between runs)
+QUIET_POLLS = 3
+QUIET_POLL_S = 5.0
+
+
 def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple, dict]:
     quiet = 0
     busy: tuple = ()
     detail: dict[str, int] = {}
     triggered: dict[str, float] = {}
-    while quiet < 2:
-        time.sleep(10)
+    while quiet < QUIET_POLLS:
+        time.sleep(QUIET_POLL_S)
         stack.sample_cpu()
         detail = busy_tasks(lambda sql, params: stack.query("airflow", sql, params))
         store = stack.query("orderflow", _STORE_BUSY_SQL)[0]
@@ -1009,7 +1018,7 @@ def _wait_quiet(stack: Stack, deadline: float) -> tuple[bool, tuple, dict]:
         log.info("soak: settling, busy %s %s", dict(zip(_BUSY_KEYS, busy, strict=False)), detail)
         if time.monotonic() > deadline:
             break
-    return quiet >= 2, busy, detail
+    return quiet >= QUIET_POLLS, busy, detail
 
 
 def _trigger_scheduled_senders(stack: Stack, detail: dict, triggered: dict[str, float]) -> None:
@@ -1025,18 +1034,25 @@ def _trigger_scheduled_senders(stack: Stack, detail: dict, triggered: dict[str, 
             log.info("soak: settling, triggered %s for due %s rows", dag_id, action)
 
 
-def _trigger_and_wait(stack: Stack, dag_id: str, timeout: float) -> str:
-    r = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
-    if r.status_code not in (200, 201):
-        return f"trigger failed: {r.status_code} {r.text[:200]}"
-    run_id = r.json()["dag_run_id"]
+def _trigger_and_wait(stack: Stack, dag_ids: Sequence[str], timeout: float) -> dict[str, str]:
+    """Trigger each DAG at once (they run side by side) and wait for every run to end."""
+    runs: dict[str, str] = {}
+    states: dict[str, str] = {}
+    for dag_id in dag_ids:
+        r = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        if r.status_code in (200, 201):
+            runs[dag_id] = r.json()["dag_run_id"]
+        else:
+            states[dag_id] = f"trigger failed: {r.status_code} {r.text[:200]}"
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-        if r.status_code == 200 and r.json()["state"] in ("success", "failed"):
-            return r.json()["state"]
+    while runs and time.monotonic() < deadline:
         time.sleep(3)
-    return "timeout"
+        for dag_id, run_id in list(runs.items()):
+            r = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if r.status_code == 200 and r.json()["state"] in ("success", "failed"):
+                states[dag_id] = r.json()["state"]
+                del runs[dag_id]
+    return {**states, **dict.fromkeys(runs, "timeout")}
 
 
 # ------------------------------------------------------------------------------ reconcile
