@@ -162,6 +162,7 @@ _COMPONENTS = (
     ("airflow dag-processor", "dag-processor"),
     ("airflow triggerer", "triggerer"),
     ("airflow api-server", "api-server"),
+    ("airflow api_server", "api-server"),  # its process title once started
     ("celery", "celery workers (task instances)"),
     ("sandbox serve", "sandbox (stand-in systems)"),
     ("redis-server", "redis (wake-ups)"),
