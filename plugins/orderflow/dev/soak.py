@@ -783,6 +783,7 @@ def _drive(
     injected: list[Injected] = []
     applied: list[dict] = []
     to_operate: list[Injected] = []  # rewound feeds waiting for their exception, then a resync
+    to_parse: list[Injected] = []  # DAG processor killed: waiting for its first parse after
     last_log = 0.0
     while True:
         if stack.proc.poll() is not None:
@@ -826,8 +827,11 @@ def _drive(
                 outages[profile.actions.index(action)] = fault
             if action.kind == "rewind_feed" and detail:
                 to_operate.append(fault)
+            if action.kind == "kill_dag_processor" and detail:
+                to_parse.append(fault)
             log.info("soak: %s at %s: %s", fault.name, fault.sim_at, fault.detail)
         to_operate = [f for f in to_operate if not _operate_rewound_feed(stack, f)]
+        to_parse = [f for f in to_parse if not _parsed_again(stack, f)]
         if now_sim >= clock_end:
             break
         stack.sample_cpu()
@@ -1033,6 +1037,18 @@ def _trigger_scheduled_senders(stack: Stack, detail: dict, triggered: dict[str, 
             triggered[dag_id] = time.monotonic()
             stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
             log.info("soak: settling, triggered %s for due %s rows", dag_id, action)
+
+
+def _parsed_again(stack: Stack, fault: Injected) -> bool:
+    """Whether a DAG file was parsed since the DAG processor was killed (watched while
+    driving: ``dag.last_parsed_time`` keeps only the latest parse, so the end of the run
+    cannot tell when the first one came)."""
+    (latest,) = stack.query("airflow", "SELECT max(last_parsed_time) FROM dag")[0]
+    at = datetime.fromisoformat(fault.at)
+    if latest is None or latest <= at:
+        return False
+    fault.detail["parsed_again_s"] = round((latest - at).total_seconds(), 1)
+    return True
 
 
 def _trigger_and_wait(stack: Stack, dag_ids: Sequence[str], timeout: float) -> dict[str, str]:
@@ -1344,7 +1360,15 @@ def _recovery(stack: Stack, fault: Injected) -> None:
         )
         params = (start,)
     elif fault.kind == "kill_dag_processor":
-        sql = "SELECT min(last_parsed_time), 'DAG file parsed' FROM dag WHERE last_parsed_time > %s"
+        if "parsed_again_s" in d:
+            fault.recovered_s = d["parsed_again_s"]
+            fault.recovered_by = "a DAG file parsed again (watched while driving)"
+            return
+        # not seen while driving: the earliest of the latest parses, an upper bound
+        sql = (
+            "SELECT min(last_parsed_time), 'DAG file parsed (upper bound)' FROM dag "
+            "WHERE last_parsed_time > %s"
+        )
         params = (start,)
     else:
         # scheduler, database, sandbox faults: a task scheduled after it, run to success
