@@ -24,10 +24,11 @@ from datetime import date, timedelta
 from pathlib import Path
 
 
-def _cpu() -> float:
+def _cpu() -> tuple[float, float, float]:
+    """(this process, its waited-for children, this thread) CPU seconds."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime, time.thread_time()
 
 
 def main() -> None:
@@ -106,7 +107,9 @@ def _run(db, inbox: Path, profile: Path | None) -> None:
         prof.enable()
     cpu0, t0 = _cpu(), time.perf_counter()
     stats = mailbox.ingest_mailbox(conn, inbox)
-    wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    wall = time.perf_counter() - t0
+    own, kids, main = (b - a for a, b in zip(cpu0, _cpu(), strict=True))
+    cpu = own + kids
     if prof is not None:
         prof.disable()
         prof.dump_stats(profile)
@@ -115,7 +118,8 @@ def _run(db, inbox: Path, profile: Path | None) -> None:
         f"e-mails {stats.files}  orders {stats.orders}  outcomes {dict(stats.outcomes)}\n"
         f"pages OCRed {s['ocr_pages']} (tesseract+prep wall {s['ocr_seconds']:.1f}s)  "
         f"reader forks {s['readers']}  OCR cache hits {s['ocr_cache_hits']}\n"
-        f"wall {wall:.1f}s  CPU {cpu:.1f}s  ({cpu / wall:.2f} cores)  "
+        f"wall {wall:.1f}s  CPU {cpu:.1f}s  ({cpu / wall:.2f} cores; intake process "
+        f"{own:.1f}s of which its main thread {main:.1f}s, children {kids:.1f}s)  "
         f"{stats.files / wall:.1f} e-mails/s  load after "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )

@@ -759,6 +759,12 @@ class OcrEngine:
                     str(psm),
                     "-l",
                     "eng",
+                    # Tesseract 5 re-reads every line it is unsure of as white-on-black: on
+                    # noisy scans that is most lines, for nothing (we whiten the paper).
+                    # Measured on 50 sandbox scans: same fields read (line count better,
+                    # 0.86 vs 0.76), a quarter less engine CPU.
+                    "-c",
+                    "tessedit_do_invert=0",
                     "tsv",
                 ],
                 input=buf.getvalue(),
