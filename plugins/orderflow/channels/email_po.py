@@ -62,7 +62,15 @@ from orderflow.domain.models import (
     order_id_for,
 )
 
-__all__ = ["EXTRACTOR_VERSION", "Catalog", "EmailParse", "parse_document", "parse_email"]
+__all__ = [
+    "EXTRACTOR_VERSION",
+    "Catalog",
+    "EmailParse",
+    "PreparedEmail",
+    "parse_document",
+    "parse_email",
+    "prepare_email",
+]
 
 EXTRACTOR_VERSION = "po-extract@1"
 HEADER_FIELDS = ("po_number", "po_date", "customer_id", "ship_to", "requested_ship_date")
@@ -117,7 +125,54 @@ class _Doc:
     sha256: str
 
 
+@dataclass
+class PreparedEmail:
+    """A message opened and its documents read (:func:`prepare_email`): the costly,
+    store-independent half of :func:`parse_email` (PDF parsing in the reader process, OCR),
+    which the mailbox intake runs ahead of the store, in parallel over messages."""
+
+    raw: bytes
+    out: EmailParse
+    opened: tuple[Message | None, str | None, str, list[_Doc]] | None
+    failure: Exception | None = None
+    #: document sha256 → (pages, used OCR, seconds) or the exception reading it raised
+    reads: dict[str, tuple[list[Page], bool, float] | BaseException] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------------- entry points
+
+
+def prepare_email(
+    raw: bytes,
+    *,
+    max_attachment_bytes: int = 20 * 2**20,
+    ocr: OcrEngine | None = None,
+    limits: Limits | None = None,
+) -> PreparedEmail:
+    """Open ``raw`` and read every distinct document it carries (text layers, OCR of
+    scans), without a catalogue or a store: hand the result to :func:`parse_email`
+    (``prepared=``) to extract the orders. Never raises."""
+    out = EmailParse(details={"extractor": EXTRACTOR_VERSION, "attachments": [], "warnings": []})
+    try:
+        opened = _open_message(raw, max_attachment_bytes, out)
+    except Exception as exc:  # a parser bug must not crash the batch
+        return PreparedEmail(raw, out, None, exc)
+    prepared = PreparedEmail(raw, out, opened)
+    if opened[0] is None:
+        return prepared
+    limits = limits or Limits()
+    engine = ocr or OcrEngine(timeout_s=limits.ocr_timeout_s, workers=limits.ocr_workers)
+    for doc in opened[3]:
+        if doc.sha256 in prepared.reads:
+            continue  # the same file attached twice: read once
+        t0 = time.perf_counter()
+        try:
+            pages, used_ocr = _pages(doc, limits, engine)
+        except Exception as exc:  # re-raised where parse_email reads it
+            prepared.reads[doc.sha256] = exc
+        else:
+            prepared.reads[doc.sha256] = (pages, used_ocr, time.perf_counter() - t0)
+    return prepared
 
 
 def parse_email(
@@ -132,16 +187,34 @@ def parse_email(
     confidence_threshold: float = 0.85,
     ocr: OcrEngine | None = None,
     limits: Limits | None = None,
+    prepared: PreparedEmail | None = None,
 ) -> EmailParse:
     """One RFC 5322 message → orders (one per PO attachment), errors and low-confidence list.
 
     ``ocr``: the OCR engine for scans (default: ``tesseract`` on the PATH); pass
     ``OcrEngine(cmd="/nonexistent")`` to refuse scans with ``ocr.unavailable``.
+    ``prepared``: what :func:`prepare_email` made of these same bytes (with the same
+    limits), so the documents are not read again; ignored when it is of other bytes.
     """
     t0 = time.perf_counter()
-    out = EmailParse(details={"extractor": EXTRACTOR_VERSION, "attachments": [], "warnings": []})
+    if prepared is not None and prepared.raw is not raw and prepared.raw != raw:
+        prepared = None
+    reads = prepared.reads if prepared is not None else None
+    if prepared is not None:
+        out = prepared.out
+        t0 -= sum(r[2] for r in prepared.reads.values() if isinstance(r, tuple))
+    else:
+        out = EmailParse(
+            details={"extractor": EXTRACTOR_VERSION, "attachments": [], "warnings": []}
+        )
     try:
-        msg, sender, hints_text, docs = _open_message(raw, max_attachment_bytes, out)
+        if prepared is None:
+            msg, sender, hints_text, docs = _open_message(raw, max_attachment_bytes, out)
+        elif prepared.failure is not None:
+            raise prepared.failure
+        else:
+            assert prepared.opened is not None
+            msg, sender, hints_text, docs = prepared.opened
     except Exception as exc:  # a parser bug must not crash the batch
         out.details.pop("unsupported", None)
         out.errors.append(
@@ -176,6 +249,7 @@ def parse_email(
         threshold=confidence_threshold,
         ocr=ocr,
         limits=limits,
+        reads=reads,
     )
     # Attachments we cannot read are only worth an error when nothing else made an order
     # (then one of them may be the PO); beside a PO they are noted, not failed.
@@ -482,6 +556,7 @@ def _parse_docs(
     threshold: float,
     ocr: OcrEngine | None,
     limits: Limits | None,
+    reads: dict[str, tuple[list[Page], bool, float] | BaseException] | None = None,
 ) -> None:
     limits = limits or Limits()
     engine = ocr or OcrEngine(timeout_s=limits.ocr_timeout_s, workers=limits.ocr_workers)
@@ -501,7 +576,14 @@ def _parse_docs(
         seen_sha[doc.sha256] = doc.name
         t0 = time.perf_counter()
         try:
-            pages, used_ocr = _pages(doc, limits, engine)
+            read = reads.get(doc.sha256) if reads is not None else None
+            if read is None:
+                pages, used_ocr = _pages(doc, limits, engine)
+            elif isinstance(read, BaseException):
+                raise read
+            else:
+                pages, used_ocr, took = read
+                t0 -= took
         except DocumentError as exc:
             info["error"] = exc.code
             out.errors.append(

@@ -43,7 +43,9 @@ import resource
 import shutil
 import signal
 import subprocess
+import threading
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -84,6 +86,14 @@ class Page:
 
 
 MAX_OCR_PIXELS = 10_000_000  # a legal-size page at 300 DPI (letter: 8.4 MP)
+
+#: Process-wide counters for benchmarks and profiling (never read by the intake itself):
+#: ``readers`` forked reader processes, ``ocr_pages`` pages handed to tesseract,
+#: ``ocr_seconds`` their wall-clock seconds (preparation + engine).
+STATS: Counter[str] = Counter()
+#: Pages prepared and OCR'd at once in this process, whatever the number of engines and
+#: messages in flight (tesseract runs with ``OMP_THREAD_LIMIT=1``: one core each).
+OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +523,7 @@ def _forked(work, limits: Limits, vm_now: int) -> tuple[int | str, bytes]:
     import select
     import time
 
+    STATS["readers"] += 1
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: limits first, then the hostile bytes; never returns
@@ -721,10 +732,16 @@ class OcrEngine:
             )
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max(1, min(self.workers, len(images)))) as pool:
-            pages = list(pool.map(self._page, images))
+            pages = list(pool.map(self._slotted, images))
         self.seconds += time.perf_counter() - t0
         self.pages_done += len(pages)
+        STATS["ocr_pages"] += len(pages)
+        STATS["ocr_seconds"] += time.perf_counter() - t0
         return pages
+
+    def _slotted(self, image: Image.Image) -> Page:
+        with OCR_SLOTS:  # waiting for a slot does not count against the page's timeout
+            return self._page(image)
 
     def _page(self, image: Image.Image) -> Page:
         prepared, factor, noise = prepare_for_ocr(image, max_pixels=self.max_pixels)
@@ -742,6 +759,12 @@ class OcrEngine:
                     str(psm),
                     "-l",
                     "eng",
+                    # Tesseract 5 re-reads every line it is unsure of as white-on-black: on
+                    # noisy scans that is most lines, for nothing (we whiten the paper).
+                    # Measured on 50 sandbox scans: same fields read (line count better,
+                    # 0.86 vs 0.76), a quarter less engine CPU.
+                    "-c",
+                    "tessedit_do_invert=0",
                     "tsv",
                 ],
                 input=buf.getvalue(),
@@ -830,7 +853,7 @@ def prepare_for_ocr(
     shrunk = _fit(gray, max_pixels)
     base = shrunk.width / gray.width
     gray = shrunk
-    noise = _noise(np.asarray(gray, dtype=np.float32))
+    noise = _noise_of(_histogram(gray))
     img = gray.filter(ImageFilter.MedianFilter(3))
     angle = estimate_skew(img)
     if abs(angle) >= 0.1:
@@ -842,28 +865,60 @@ def prepare_for_ocr(
         img = img.resize(
             (round(img.width * factor), round(img.height * factor)), Image.Resampling.BICUBIC
         )
-    a = np.asarray(img, dtype=np.float32)
-    background = float(np.median(a))
+    # Statistics from the grey-level histogram and the contrast stretch as a 256-entry
+    # table: the same values as computing them over the enlarged page's pixels (a sort
+    # and a float copy of ~8 MP), at a fraction of the cost.
+    hist = _histogram(img)
+    background = _sorted_at(hist, 0.5)
     # a clean scan keeps its anti-aliased glyph edges; a noisy one loses the grey noise floor
-    paper = background - (2.5 * max(2.0, _noise(a)) if noise > NOISY else 0.5)
-    ink = float(np.percentile(a, 0.3))
-    out = np.clip((a - ink) / max(paper - ink, 1.0) * 255.0, 0, 255)
-    out[a >= paper] = 255
+    paper = background - (2.5 * max(2.0, _noise_of(hist)) if noise > NOISY else 0.5)
+    ink = _sorted_at(hist, 0.003)
+    levels = np.arange(256, dtype=np.float32)
+    lut = np.clip((levels - ink) / max(paper - ink, 1.0) * 255.0, 0, 255)
+    lut[levels >= paper] = 255
+    out = lut.astype(np.uint8)[np.asarray(img, dtype=np.uint8)]
     remove_rules(
         out, min_run=max(40, out.shape[1] // 25), max_thickness=max(6, out.shape[1] // 100)
     )
-    return Image.fromarray(out.astype(np.uint8)), factor * base, noise
+    return Image.fromarray(out), factor * base, noise
 
 
-def _noise(a) -> float:
-    """Background noise: the spread of the pixels brighter than the page's median grey (the
-    paper side; ink does not reach it). A standard deviation, not a MAD, so that posterised
-    images (grey levels in steps of 16) still measure their noise."""
+def _histogram(img: Image.Image):
     import numpy as np
 
-    background = float(np.median(a))
-    brighter = a[a >= background]
-    return float(np.sqrt(np.mean(np.square(brighter - background)))) if brighter.size else 0.0
+    return np.asarray(img.convert("L").histogram(), dtype=np.int64)
+
+
+def _sorted_at(hist, q: float) -> float:
+    """The ``q`` quantile (0–1) of the pixels a grey-level histogram counts, interpolated
+    between neighbouring ranks as ``numpy.percentile`` does (0.5: ``numpy.median``)."""
+    import numpy as np
+
+    n = int(hist.sum())
+    if n == 0:
+        return 0.0
+    cum = np.cumsum(hist)
+    pos = q * (n - 1)
+    lo = int(pos)
+    v_lo = int(np.searchsorted(cum, lo, side="right"))
+    v_hi = int(np.searchsorted(cum, min(lo + 1, n - 1), side="right"))
+    return v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def _noise_of(hist) -> float:
+    """Background noise, from a grey-level histogram: the spread of the pixels brighter than
+    the page's median grey (the paper side; ink does not reach it). A standard deviation,
+    not a MAD, so that posterised images (grey levels in steps of 16) still measure their
+    noise."""
+    import numpy as np
+
+    background = _sorted_at(hist, 0.5)
+    levels = np.arange(256, dtype=np.float64)
+    brighter = levels >= background
+    count = hist[brighter].sum()
+    if not count:
+        return 0.0
+    return float(np.sqrt((hist[brighter] * np.square(levels[brighter] - background)).sum() / count))
 
 
 def remove_rules(a, min_run: int, max_thickness: int) -> None:
