@@ -940,8 +940,9 @@ def _settle(stack: Stack, timeout: float) -> dict:
     is every 5 minutes), then rounds of: wait until quiet — no task of a work DAG runs or
     waits, no file waits in a drop folder, nothing is due in the store (3 polls 5 s apart) —
     then ``fulfilment_events`` and ``masterdata_sync`` once more, side by side, as an operator
-    would before comparing with the WMS. Master data published triggers ``order_processing`` (backorders
-    filled from stock that arrived), so rounds repeat until one changes no order (≤ 4)."""
+    would before comparing with the WMS. Master data published triggers ``order_processing``
+    (backorders filled from stock that arrived), so rounds repeat until one changes no order
+    (≤ 4)."""
     deadline = time.monotonic() + timeout
     for dag_id in INTAKE_DAGS:
         stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
