@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ def main() -> None:
     from tests_support import START, start_sandbox
 
     from orderflow.dev import pg
-    from orderflow.store import db, migrations
+    from orderflow.store import db
 
     work = Path(tempfile.mkdtemp(prefix="of-bench-"))
     day = args.day
@@ -45,18 +44,9 @@ def main() -> None:
     business = date.fromisoformat(
         json.loads((day / "manifest.json").read_text())["business_dates"][0]
     )
-    server = os.environ.get("ORDERFLOW_TEST_DATABASE_URL") or pg.start_embedded(
-        Path(__file__).resolve().parents[1] / ".orderflow" / "test-state"
-    ).url("postgres")
-    from sqlalchemy.engine import make_url
+    from orderflow.bench import scratch_store
 
-    url = (
-        make_url(server)
-        .set(database=f"orderflow_bench_{secrets.token_hex(3)}", drivername="postgresql+psycopg")
-        .render_as_string(hide_password=False)
-    )
-    pg.ensure_database(url)
-    migrations.upgrade(url)
+    url = scratch_store()
     db.use_url(url)
     sb = start_sandbox(day, work / "drop")
     try:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import resource
-import secrets
 import shutil
 import tempfile
 import time
@@ -40,7 +39,7 @@ def main() -> None:
 
     from orderflow.dev import pg
     from orderflow.dev.sandbox_proc import START, start_sandbox
-    from orderflow.store import db, migrations
+    from orderflow.store import db
 
     work = Path(tempfile.mkdtemp(prefix="of-bench-mail-"))
     day = args.day
@@ -54,18 +53,9 @@ def main() -> None:
     business = date.fromisoformat(
         json.loads((day / "manifest.json").read_text())["business_dates"][-1]
     )
-    server = os.environ.get("ORDERFLOW_TEST_DATABASE_URL") or pg.start_embedded(
-        Path(__file__).resolve().parents[1] / ".orderflow" / "test-state"
-    ).url("postgres")
-    from sqlalchemy.engine import make_url
+    from orderflow.bench import scratch_store
 
-    url = (
-        make_url(server)
-        .set(database=f"orderflow_bench_{secrets.token_hex(3)}", drivername="postgresql+psycopg")
-        .render_as_string(hide_password=False)
-    )
-    pg.ensure_database(url)
-    migrations.upgrade(url)
+    url = scratch_store()
     db.use_url(url)
     sb = start_sandbox(day, work / "drop")
     try:

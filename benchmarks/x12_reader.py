@@ -197,24 +197,12 @@ def main() -> None:
 
 
 def _intake(root: Path, env: dict[str, str], path_kind: str) -> list[str]:
-    import secrets
 
     sys.path.insert(0, str(ROOT / "plugins"))
-    from sqlalchemy.engine import make_url
-
+    from orderflow.bench import scratch_store
     from orderflow.dev import pg
-    from orderflow.store import migrations
 
-    server = os.environ.get("ORDERFLOW_TEST_DATABASE_URL") or pg.start_embedded(
-        ROOT / ".orderflow" / "test-state"
-    ).url("postgres")
-    url = (
-        make_url(server)
-        .set(database=f"orderflow_bench_{secrets.token_hex(3)}", drivername="postgresql+psycopg")
-        .render_as_string(hide_password=False)
-    )
-    pg.ensure_database(url)
-    migrations.upgrade(url)  # here, not in the measured process
+    url = scratch_store()  # migrated here, not in the measured process
     try:
         done = subprocess.run(
             [sys.executable, "-c", _INTAKE, "intake", url, str(root), path_kind],

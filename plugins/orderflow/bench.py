@@ -210,6 +210,14 @@ def _new_store(server: str, name: str) -> str:
     return url
 
 
+def scratch_store() -> str:
+    """A fresh, migrated store database for a benchmark on the test server
+    (``ORDERFLOW_TEST_DATABASE_URL``, else ``ORDERFLOW_DATABASE_URL``, else the embedded
+    one); the caller drops it (``pg.drop_database``)."""
+    server, _ = _server_url()
+    return _new_store(server, f"orderflow_bench_{os.getpid()}_{secrets.token_hex(3)}")
+
+
 def _machine(server: str) -> str:
     import psycopg
 
