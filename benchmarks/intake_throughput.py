@@ -10,15 +10,10 @@ Uses ORDERFLOW_TEST_DATABASE_URL's server when set, else the embedded PostgreSQL
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
+import shutil
 import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def main() -> None:
@@ -27,39 +22,15 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=5000)
     args = ap.parse_args()
 
-    from tests_support import START, start_sandbox
-
-    from orderflow.dev import pg
+    from orderflow.bench import delivered_day
     from orderflow.store import db
 
     work = Path(tempfile.mkdtemp(prefix="of-bench-"))
-    day = args.day
-    if day is None:
-        from orderflow_sandbox.generator import generate
-
-        day = work / "day"
-        t0 = time.perf_counter()
-        generate(day, seed=7, orders_per_day=args.orders, business_date=START.date())
-        print(f"generated {args.orders} orders in {time.perf_counter() - t0:.1f}s")
-    business = date.fromisoformat(
-        json.loads((day / "manifest.json").read_text())["business_dates"][0]
-    )
-    from orderflow.bench import scratch_store
-
-    url = scratch_store()
-    db.use_url(url)
-    sb = start_sandbox(day, work / "drop")
     try:
-        os.environ.update(sb.connection_env())
-        end = (
-            START.replace(year=business.year, month=business.month, day=business.day)
-            + timedelta(days=2)
-        ).isoformat()
-        sb.client.put("/admin/clock", json={"now": end}).raise_for_status()
-        _run(db, sb)
+        with delivered_day(args.day, args.orders, work, through=0) as sb:
+            _run(db, sb)
     finally:
-        sb.stop()
-        pg.drop_database(url)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(db, sb) -> None:

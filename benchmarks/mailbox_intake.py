@@ -13,13 +13,11 @@ ORDERFLOW_TEST_DATABASE_URL's server when set, else the embedded PostgreSQL.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
 import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
 
@@ -37,38 +35,14 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="write a cProfile here")
     args = ap.parse_args()
 
-    from orderflow.dev import pg
-    from orderflow.dev.sandbox_proc import START, start_sandbox
+    from orderflow.bench import delivered_day
     from orderflow.store import db
 
     work = Path(tempfile.mkdtemp(prefix="of-bench-mail-"))
-    day = args.day
-    if day is None:
-        from orderflow_sandbox.generator import generate
-
-        day = work / "day"
-        t0 = time.perf_counter()
-        generate(day, seed=7, orders_per_day=args.orders, business_date=START.date())
-        print(f"generated {args.orders} orders in {time.perf_counter() - t0:.1f}s")
-    business = date.fromisoformat(
-        json.loads((day / "manifest.json").read_text())["business_dates"][-1]
-    )
-    from orderflow.bench import scratch_store
-
-    url = scratch_store()
-    db.use_url(url)
-    sb = start_sandbox(day, work / "drop")
     try:
-        os.environ.update(sb.connection_env())
-        end = (
-            START.replace(year=business.year, month=business.month, day=business.day)
-            + timedelta(days=2)
-        ).isoformat()
-        sb.client.put("/admin/clock", json={"now": end}, timeout=600).raise_for_status()
-        _run(db, sb.drop / "mailbox/new", args.profile)
+        with delivered_day(args.day, args.orders, work) as sb:
+            _run(db, sb.drop / "mailbox/new", args.profile)
     finally:
-        sb.stop()
-        pg.drop_database(url)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import platform
@@ -47,7 +48,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,40 @@ def scratch_store() -> str:
     one); the caller drops it (``pg.drop_database``)."""
     server, _ = _server_url()
     return _new_store(server, f"orderflow_bench_{os.getpid()}_{secrets.token_hex(3)}")
+
+
+@contextlib.contextmanager
+def delivered_day(day: Path | None, orders: int, work: Path, *, through: int = -1) -> Iterator[Any]:
+    """A generated day (``day``, else ``orders`` generated into ``work``) delivered by a
+    sandbox to its drop folders and feeds up to two days after business date
+    ``business_dates[through]``, with a scratch store as ``store.db``'s URL. Yields the
+    sandbox; stops it and drops the store after."""
+    from orderflow.dev import pg
+    from orderflow.dev.sandbox_proc import START, start_sandbox
+    from orderflow.store import db
+
+    if day is None:
+        from orderflow_sandbox.generator import generate
+
+        day = work / "day"
+        t0 = time.perf_counter()
+        generate(day, seed=7, orders_per_day=orders, business_date=START.date())
+        print(f"generated {orders} orders in {time.perf_counter() - t0:.1f}s")
+    business = date.fromisoformat(
+        json.loads((day / "manifest.json").read_text())["business_dates"][through]
+    )
+    url = scratch_store()
+    db.use_url(url)
+    sb = start_sandbox(day, work / "drop")
+    try:
+        os.environ.update(sb.connection_env())
+        end = START.replace(year=business.year, month=business.month, day=business.day)
+        clock = {"now": (end + timedelta(days=2)).isoformat()}
+        sb.client.put("/admin/clock", json=clock, timeout=600).raise_for_status()
+        yield sb
+    finally:
+        sb.stop()
+        pg.drop_database(url)
 
 
 def _machine(server: str) -> str:
