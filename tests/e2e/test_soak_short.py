@@ -111,6 +111,20 @@ def test_the_faults_happened_and_work_resumed(report):
     assert report["faults_unrecovered"] == 0, (unrecovered, report["settle"])
 
 
+def test_required_actions_answered_through_the_api_only_by_their_role(report):
+    """A person answered Required Actions through Airflow's REST API: a user without the
+    owner role was refused (403) every time, and each answer by a role holder was applied
+    by ``apply_decision`` with that user as the one who resolved the exception."""
+    (act,) = [f for f in report["faults"] if f["kind"] == "answer_approvals"]
+    assert "skipped" not in act["detail"], act
+    d = act["detail"]
+    assert d["outsider_status"] and set(d["outsider_status"]) == {403}, d
+    accepted = [a for a in d["answered"] if a["status"] == 200]
+    assert accepted and all(a["user"].startswith("desk.") for a in accepted), d
+    assert d["applied"] == len(accepted) and not d["not_applied"], d
+    assert act["recovered_s"] is not None, act
+
+
 def test_with_the_queue_down_webhooks_were_answered_and_push_wake_ups_came_back(report):
     (down,) = [f for f in report["faults"] if f["kind"] == "queue_down"]
     assert "skipped" not in down["detail"], down

@@ -73,3 +73,31 @@ def test_latency_is_split_by_path_with_the_shipments_counted():
     assert by_path["other"] == {"p50_s": None, "p95_s": None, "max_s": None, "shipments": 0}
     lines = soak._path_lines(by_path)
     assert any(line.startswith("  - via push: p50 4.0 s, p95 5.8 s") for line in lines)
+
+
+def test_the_soaks_people_cover_every_owner_role_and_one_outsider():
+    import yaml
+
+    from orderflow import access, settings
+
+    shipped = yaml.safe_load((settings.INCLUDE_DIR / "access" / "roles.yaml").read_text())
+    users = soak.desk_users()
+    for role in shipped["roles"]:
+        if role in ("operations_manager", "rule_approver", "sales"):
+            continue
+        assert users[f"desk.{role}"] == [role]
+    assert not set(users[soak.OUTSIDER]) & (set(shipped["roles"]) - {"sales"})
+    assert access.SUPER_ROLE in users["admin"]
+
+
+def test_the_local_stack_logs_in_every_user_the_roles_file_names(tmp_path, monkeypatch):
+    import yaml
+
+    from orderflow.dev import stack
+
+    path = tmp_path / "roles.yaml"
+    path.write_text(
+        yaml.safe_dump({"users": {"admin": ["operations_manager"], "b": ["x"], "a": []}})
+    )
+    monkeypatch.setenv("ORDERFLOW_ROLES_FILE", str(path))
+    assert stack.airflow_users() == "admin:admin,a:user,b:user"

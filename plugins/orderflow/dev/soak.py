@@ -82,6 +82,7 @@ KINDS = (
     "rewind_feed",
     "reuse_release_ids",
     "queue_down",
+    "answer_approvals",
 )
 
 
@@ -93,10 +94,11 @@ class Action:
     duration_hours: float = 0.0  # faults: how long the rules apply
     rules: list[dict] = field(default_factory=list)  # faults: sandbox FaultRules
     prefer: list[str] = field(default_factory=list)  # kill_worker: DAGs to hit, in order
-    wait_s: float = 90.0  # kill_worker: how long to wait for a running task
+    wait_s: float = 90.0  # kill_worker, answer_approvals: how long to wait for a target
     feed: str = "wms"  # rewind_feed: which feed ("wms" milestones or "carrier" tracking)
     drop_fraction: float = 0.5  # rewind_feed: share of what we have read that the WMS purges
-    count: int = 3  # reuse_release_ids: how many new releases get an id given out before
+    count: int = 3  # reuse_release_ids: how many new releases get an id given out before;
+    # answer_approvals: how many waiting Required Actions to answer
     signal: str = "kill"  # queue_down: "kill" (SIGKILL, held down) or "stop" (SIGSTOP)
 
 
@@ -232,6 +234,8 @@ class Stack:
             _free_port(),
         )
         self.queue = f"soak-{os.getpid()}-{secrets.token_hex(3)}"
+        roles_file = state / "roles.yaml"
+        roles_file.write_text(yaml.safe_dump({"users": desk_users()}))
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_")}
         env.update(
@@ -249,13 +253,15 @@ class Stack:
                 # broker stays the machine's
                 "ORDERFLOW_REDIS": "own",
                 "ORDERFLOW_OWN_REDIS_PORT": str(_free_port()),
+                # the soak's people: Airflow logins for each of them (dev.stack.airflow_users)
+                "ORDERFLOW_ROLES_FILE": str(roles_file),
             }
         )
         self.env = env
         self.ui = f"http://localhost:{self.api_port}"
         self.sandbox = httpx.Client(base_url=f"http://127.0.0.1:{self.sandbox_port}", timeout=60)
         self.proc: subprocess.Popen | None = None
-        self._token: str | None = None
+        self._tokens: dict[str, str] = {}
         self.cpu = CpuMeter()
         self._cpu_sampled = 0.0
 
@@ -324,23 +330,24 @@ class Stack:
             return False
 
     # -- Airflow REST API
-    def token(self) -> str:
-        if self._token is None:
-            password = json.loads((self.state / "airflow" / "passwords.json").read_text())["admin"]
+    def token(self, user: str = "admin") -> str:
+        """A bearer token for ``user``, logged in with the password the stack generated."""
+        if user not in self._tokens:
+            passwords = json.loads((self.state / "airflow" / "passwords.json").read_text())
             r = httpx.post(
                 f"{self.ui}/auth/token",
-                json={"username": "admin", "password": password},
+                json={"username": user, "password": passwords[user]},
                 timeout=30,
             )
             r.raise_for_status()
-            self._token = r.json()["access_token"]
-        return self._token
+            self._tokens[user] = r.json()["access_token"]
+        return self._tokens[user]
 
-    def api(self, method: str, path: str, **kw) -> httpx.Response:
+    def api(self, method: str, path: str, user: str = "admin", **kw) -> httpx.Response:
         return httpx.request(
             method,
             f"{self.ui}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token()}"},
+            headers={"Authorization": f"Bearer {self.token(user)}"},
             timeout=30,
             **kw,
         )
@@ -404,6 +411,121 @@ class Stack:
         r = self.sandbox.get("/admin/clock")
         r.raise_for_status()
         return datetime.fromisoformat(r.json()["now"])
+
+
+# ------------------------------------------------------------------------------ people
+#: holds a role no approval asks for: Airflow must refuse this user's answer to any of them
+OUTSIDER = "desk.outsider"
+#: roles that are not an exception's owner (the super role answers everything)
+_NOT_OWNERS = ("operations_manager", "rule_approver", "sales")
+
+
+def desk_users() -> dict[str, list[str]]:
+    """The soak's roles file: ``admin`` (every role), one desk user per owner role of the
+    shipped mapping (``desk.pricing``, ``desk.credit``, ...) and :data:`OUTSIDER`."""
+    shipped = yaml.safe_load((settings.INCLUDE_DIR / "access" / "roles.yaml").read_text())
+    owners = [r for r in shipped.get("roles") or {} if r not in _NOT_OWNERS]
+    return {
+        "admin": ["operations_manager", "rule_approver"],
+        **{f"desk.{r}": [r] for r in owners},
+        OUTSIDER: ["sales"],
+    }
+
+
+_WAITING = ("deferred", "awaiting_input")
+
+
+def _answer_approvals(stack: Stack, action: Action) -> dict | None:
+    """A person answers up to ``count`` waiting Required Actions through Airflow's REST API
+    (what the UI's Required Actions page calls): first :data:`OUTSIDER` tries to reject each
+    (Airflow must answer 403), then a desk user holding the exception's owner role approves
+    it with a reason. None when no Required Action waited within ``wait_s`` (the
+    ``order_approvals`` dispatcher runs every 5 wall-clock minutes, long at a soak's speed:
+    it is triggered once, as an operator would from the UI, when none waits)."""
+    from orderflow.domain.approvals import APPROVE, REJECT
+
+    deadline = time.monotonic() + action.wait_s
+    triggered = False
+    waiting: list[dict] = []
+    while time.monotonic() < deadline:
+        r = stack.api(
+            "GET",
+            "/dags/order_approval/dagRuns/~/hitlDetails",
+            params={"response_received": "false", "limit": 100, "order_by": "created_at"},
+        )
+        r.raise_for_status()
+        waiting = [d for d in r.json()["hitl_details"] if d["task_instance"]["state"] in _WAITING]
+        if waiting:
+            break
+        if not triggered:
+            stack.api("POST", "/dags/order_approvals/dagRuns", json={"logical_date": None})
+            triggered = True
+        time.sleep(2)
+    if not waiting:
+        return None
+    answered, outsider = [], []
+    for d in waiting[: action.count]:
+        ti = d["task_instance"]
+        path = (
+            f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/"
+            f"{ti['task_id']}/{ti['map_index']}/hitlDetails"
+        )
+        wrong = stack.api(
+            "PATCH",
+            path,
+            user=OUTSIDER,
+            json={"chosen_options": [REJECT], "params_input": {"reason": "not mine to decide"}},
+        )
+        outsider.append(wrong.status_code)
+        assigned = [u["id"] for u in d.get("assigned_users") or []]
+        who = next((u for u in assigned if u.startswith("desk.")), "admin")
+        at = _now()
+        right = stack.api(
+            "PATCH",
+            path,
+            user=who,
+            json={"chosen_options": [APPROVE], "params_input": {"reason": "soak: approved"}},
+        )
+        answered.append(
+            {"run_id": ti["dag_run_id"], "user": who, "status": right.status_code, "at": at}
+        )
+    return {
+        "triggered_dispatcher": triggered,
+        "waiting": len(waiting),
+        "answered": [{**a, "at": a["at"].isoformat()} for a in answered],
+        "outsider_status": outsider,
+    }
+
+
+def _approvals_applied(stack: Stack, fault: Injected) -> None:
+    """Recovered when Airflow refused every outsider's answer and each accepted answer was
+    applied: its run's ``apply_decision`` succeeded and the exception is resolved by the
+    user who answered (the audit's actor). Seconds: answer → the last one applied."""
+    d = fault.detail
+    d["outsider_refused"] = all(code == 403 for code in d["outsider_status"])
+    applied, missing = [], []
+    for a in d["answered"]:
+        if a["status"] != 200:
+            continue  # resolved elsewhere meanwhile (409) or refused: not counted
+        ((ended,),) = stack.query(
+            "airflow",
+            "SELECT max(end_date) FILTER (WHERE state = 'success') FROM task_instance "
+            "WHERE dag_id = 'order_approval' AND task_id = 'apply_decision' AND run_id = %s",
+            (a["run_id"],),
+        )
+        rows = stack.query(
+            "orderflow",
+            "SELECT resolved_by FROM orderflow.order_exception WHERE approval_run_id = %s",
+            (a["run_id"],),
+        )
+        if ended is None or not rows or rows[0][0] != a["user"]:
+            missing.append({"run_id": a["run_id"], "applied_at": ended, "resolved_by": rows})
+            continue
+        applied.append((ended - datetime.fromisoformat(a["at"])).total_seconds())
+    d["applied"], d["not_applied"] = len(applied), missing
+    if applied and not missing and d["outsider_refused"]:
+        fault.recovered_s = round(max(applied), 1)
+        fault.recovered_by = f"{len(applied)} answers applied by their responders"
 
 
 # ------------------------------------------------------------------------------ faults
@@ -628,6 +750,8 @@ def inject(stack: Stack, action: Action, executor: str) -> dict | None:
         return detail
     if action.kind == "kill_worker":
         return _kill_worker(stack, action, executor)
+    if action.kind == "answer_approvals":
+        return _answer_approvals(stack, action)
     if action.kind == "kill_postgres":
         pid = stack.postmaster()
         os.kill(pid, signal.SIGKILL)
@@ -1329,6 +1453,9 @@ def _recovery(stack: Stack, fault: Injected) -> None:
         return
     if fault.kind == "reuse_release_ids":
         _reused_ids_accounted(stack, fault)
+        return
+    if fault.kind == "answer_approvals":
+        _approvals_applied(stack, fault)
         return
     if fault.kind == "kill_worker" and "dag_id" in d:
         # the killed task instance itself: when its next try started and when it succeeded

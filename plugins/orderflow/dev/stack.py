@@ -238,6 +238,17 @@ class Executor:
         return out
 
 
+def airflow_users() -> str:
+    """The local stack's Airflow logins: ``admin``, and every other user the roles file
+    (``orderflow.access``) names, with Airflow's ``user`` role: they may act on DAGs, and
+    their OrderFlow roles decide which Required Actions and desk items they may resolve.
+    Passwords are generated at the API server's first start (``passwords.json``)."""
+    from orderflow import access
+
+    others = sorted(u for u in access.mapping() if u != ADMIN_USER)
+    return ",".join([f"{ADMIN_USER}:admin", *(f"{u}:user" for u in others)])
+
+
 def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[str, str]:
     """Environment for every Airflow component of the local stack (LocalExecutor, or
     CeleryExecutor with ``ORDERFLOW_EXECUTOR=celery``: see :class:`Executor`)."""
@@ -260,7 +271,7 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
         "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
         # Local development: scheduled micro-batch DAGs should run as soon as they are seen.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": airflow_users(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(API_PORT),
