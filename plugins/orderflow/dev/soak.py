@@ -435,37 +435,40 @@ def desk_users() -> dict[str, list[str]]:
 _WAITING = ("deferred", "awaiting_input")
 
 
-def _answer_approvals(stack: Stack, action: Action) -> dict | None:
+def _answer_approvals(stack: Stack, fault: Injected) -> bool:
     """A person answers up to ``count`` waiting Required Actions through Airflow's REST API
     (what the UI's Required Actions page calls): first :data:`OUTSIDER` tries to reject each
     (Airflow must answer 403), then a desk user holding the exception's owner role approves
-    it with a reason. None when no Required Action waited within ``wait_s`` (the
-    ``order_approvals`` dispatcher runs every 5 wall-clock minutes, long at a soak's speed:
-    it is triggered once, as an operator would from the UI, when none waits)."""
+    it with a reason. Armed at the action's time and tried on every turn of the drive (and
+    for a while after it) until some wait: True once answered. The ``order_approvals``
+    dispatcher runs every 5 wall-clock minutes, long at a soak's speed, so while none waits
+    it is triggered, as an operator would from the UI, at most once a minute."""
     from orderflow.domain.approvals import APPROVE, REJECT
 
-    deadline = time.monotonic() + action.wait_s
-    triggered = False
-    waiting: list[dict] = []
-    while time.monotonic() < deadline:
+    d = fault.detail
+    if time.monotonic() - d.get("_looked", 0.0) < 5:
+        return False
+    d["_looked"] = time.monotonic()
+    try:
         r = stack.api(
             "GET",
             "/dags/order_approval/dagRuns/~/hitlDetails",
             params={"response_received": "false", "limit": 100, "order_by": "created_at"},
         )
         r.raise_for_status()
-        waiting = [d for d in r.json()["hitl_details"] if d["task_instance"]["state"] in _WAITING]
-        if waiting:
-            break
-        if not triggered:
-            stack.api("POST", "/dags/order_approvals/dagRuns", json={"logical_date": None})
-            triggered = True
-        time.sleep(2)
+    except httpx.HTTPError as exc:  # the API server restarting or busy: look again later
+        log.info("soak: Required Actions not listed (%s)", exc)
+        return False
+    waiting = [h for h in r.json()["hitl_details"] if h["task_instance"]["state"] in _WAITING]
     if not waiting:
-        return None
+        if time.monotonic() - d.get("_triggered", 0.0) >= 60:
+            d["_triggered"] = time.monotonic()
+            d["dispatcher_triggered"] = d.get("dispatcher_triggered", 0) + 1
+            stack.api("POST", "/dags/order_approvals/dagRuns", json={"logical_date": None})
+        return False
     answered, outsider = [], []
-    for d in waiting[: action.count]:
-        ti = d["task_instance"]
+    for h in waiting[: d["count"]]:
+        ti = h["task_instance"]
         path = (
             f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/"
             f"{ti['task_id']}/{ti['map_index']}/hitlDetails"
@@ -477,9 +480,9 @@ def _answer_approvals(stack: Stack, action: Action) -> dict | None:
             json={"chosen_options": [REJECT], "params_input": {"reason": "not mine to decide"}},
         )
         outsider.append(wrong.status_code)
-        assigned = [u["id"] for u in d.get("assigned_users") or []]
+        assigned = [u["id"] for u in h.get("assigned_users") or []]
         who = next((u for u in assigned if u.startswith("desk.")), "admin")
-        at = _now()
+        at = _now().isoformat()
         right = stack.api(
             "PATCH",
             path,
@@ -489,12 +492,16 @@ def _answer_approvals(stack: Stack, action: Action) -> dict | None:
         answered.append(
             {"run_id": ti["dag_run_id"], "user": who, "status": right.status_code, "at": at}
         )
-    return {
-        "triggered_dispatcher": triggered,
-        "waiting": len(waiting),
-        "answered": [{**a, "at": a["at"].isoformat()} for a in answered],
-        "outsider_status": outsider,
-    }
+    d.pop("_looked", None)
+    d.pop("_triggered", None)
+    d.update(waiting=len(waiting), answered=answered, outsider_status=outsider)
+    d["answered_after_s"] = round(
+        (
+            datetime.fromisoformat(answered[0]["at"]) - datetime.fromisoformat(fault.at)
+        ).total_seconds(),
+        1,
+    )
+    return True
 
 
 def _approvals_applied(stack: Stack, fault: Injected) -> None:
@@ -502,7 +509,7 @@ def _approvals_applied(stack: Stack, fault: Injected) -> None:
     applied: its run's ``apply_decision`` succeeded and the exception is resolved by the
     user who answered (the audit's actor). Seconds: answer → the last one applied."""
     d = fault.detail
-    d["outsider_refused"] = all(code == 403 for code in d["outsider_status"])
+    d["outsider_refused"] = bool(d["outsider_status"]) and set(d["outsider_status"]) == {403}
     applied, missing = [], []
     for a in d["answered"]:
         if a["status"] != 200:
@@ -751,7 +758,7 @@ def inject(stack: Stack, action: Action, executor: str) -> dict | None:
     if action.kind == "kill_worker":
         return _kill_worker(stack, action, executor)
     if action.kind == "answer_approvals":
-        return _answer_approvals(stack, action)
+        return {"count": action.count}  # armed: answered by the drive when some wait
     if action.kind == "kill_postgres":
         pid = stack.postmaster()
         os.kill(pid, signal.SIGKILL)
@@ -908,6 +915,7 @@ def _drive(
     applied: list[dict] = []
     to_operate: list[Injected] = []  # rewound feeds waiting for their exception, then a resync
     to_parse: list[Injected] = []  # DAG processor killed: waiting for its first parse after
+    to_answer: list[Injected] = []  # approvals to answer once some Required Actions wait
     last_log = 0.0
     while True:
         if stack.proc.poll() is not None:
@@ -953,9 +961,12 @@ def _drive(
                 to_operate.append(fault)
             if action.kind == "kill_dag_processor" and detail:
                 to_parse.append(fault)
+            if action.kind == "answer_approvals":
+                to_answer.append(fault)
             log.info("soak: %s at %s: %s", fault.name, fault.sim_at, fault.detail)
         to_operate = [f for f in to_operate if not _operate_rewound_feed(stack, f)]
         to_parse = [f for f in to_parse if not _parsed_again(stack, f)]
+        to_answer = [f for f in to_answer if not _answer_approvals(stack, f)]
         if now_sim >= clock_end:
             break
         stack.sample_cpu()
@@ -969,6 +980,14 @@ def _drive(
         to_operate = [f for f in to_operate if not _operate_rewound_feed(stack, f)]
     for f in to_operate:
         f.detail["exception_after_s"] = None  # never noticed: a finding
+    deadline = time.monotonic() + 180
+    while to_answer and time.monotonic() < deadline:  # held orders may come late in the day
+        time.sleep(1)
+        to_answer = [f for f in to_answer if not _answer_approvals(stack, f)]
+    for f in to_answer:
+        f.detail.update(answered=[], outsider_status=[])  # none ever waited: a finding
+        for k in ("_looked", "_triggered"):
+            f.detail.pop(k, None)
     for fault in windows.values():
         fault.until = _now().isoformat()
     for fault in outages.values():
