@@ -2,7 +2,9 @@
 decided (``python -m orderflow.dev.stage_profile``).
 
 ``prepare OUT``: generate a day (seed 7, ``ORDERS`` orders, default 2,000) and land it into a
-template store ``stage_profile_tpl`` on ``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow).
+template store ``stage_profile_tpl`` on ``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow),
+then ``ANALYZE`` it (a live store has statistics; copies of a template without them plan
+every partition's loads with defaults).
 
 ``run OUT LABEL [--no-profile] [--stages=validate,credit,…]``: copy the template, start a sandbox on a copy of the landed
 sandbox state, claim every order and run the five stage functions over the partitions the
@@ -72,6 +74,8 @@ def sandbox_cpu(proc) -> float:
 
 
 def prepare(out: Path) -> None:
+    import psycopg
+
     from orderflow.bench import Console, _generate, _land, _new_store
 
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,11 @@ def prepare(out: Path) -> None:
     store = _new_store(SERVER, TPL)
     landed = _land(store, out / "day", out / "drop", days[-1], say)
     landed.sandbox.stop()
+    # Statistics, as autovacuum gathers them on a live store: a database copied from a
+    # template that never had them plans every load with defaults (sequential scans).
+    a = psycopg.connect(url(TPL, "postgresql"), autocommit=True)
+    a.execute("ANALYZE")
+    a.close()
     (out / "meta.json").write_text(json.dumps({"last": str(days[-1]), "orders": landed.orders}))
     print("landed", landed.orders, landed.lines, landed.seconds)
 

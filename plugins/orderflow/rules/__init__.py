@@ -541,7 +541,9 @@ def _read(path: Path, model: type[_RuleSet]) -> _RuleSet:
     import yaml
 
     try:
-        content = yaml.safe_load(path.read_text())
+        # libyaml's parser where PyYAML has it: the same content, ~8x less CPU (every task
+        # process reads the rule files once; the pure-Python parser took ~0.2 s of it)
+        content = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise RuleSetError(f"rule set file {path}: not YAML: {exc}") from exc
     try:
