@@ -456,7 +456,10 @@ def create_app(
                 results.append(state.credit_check(c.customer_id, c.amount))
             except NotFound as exc:
                 results.append(
-                    {"customer_id": c.customer_id, "error": {"status": 404, "detail": f"not found: {exc}"}}
+                    {
+                        "customer_id": c.customer_id,
+                        "error": {"status": 404, "detail": f"not found: {exc}"},
+                    }
                 )
         return {"results": results}
 

@@ -1071,7 +1071,9 @@ def test_credit_asks_the_service_once_per_partition_or_each_customer_without_a_b
     def batch(asked):
         batches.append(list(asked))
         return [
-            {"decision": "decline", "reason": "batch says no"} if cid == a else {"decision": "approve"}
+            {"decision": "decline", "reason": "batch says no"}
+            if cid == a
+            else {"decision": "approve"}
             for cid, _ in asked
         ]
 
@@ -1082,15 +1084,23 @@ def test_credit_asks_the_service_once_per_partition_or_each_customer_without_a_b
     assert [sorted(cid for cid, _ in asked) for asked in batches] == [[a, b]]
     assert dict(batches[0])[a] == 20.0  # the total of the customer's orders in the partition
     assert (out.passed, out.held) == (1, {"credit_hold": 2})
-    assert statuses(store, first) == {first[0]: "ON_HOLD", first[1]: "ON_HOLD", first[2]: "CREDIT_OK"}
+    assert statuses(store, first) == {
+        first[0]: "ON_HOLD",
+        first[1]: "ON_HOLD",
+        first[2]: "CREDIT_OK",
+    }
 
-    second = insert(store, [make_order(f"CB-{tag}-{n}", cid, [(item, 1)]) for n, cid in ((3, c), (4, d))])
+    second = insert(
+        store, [make_order(f"CB-{tag}-{n}", cid, [(item, 1)]) for n, cid in ((3, c), (4, d))]
+    )
     assert processing.validate(store, second, CTX, book).passed == 2
     asked_alone: list[str] = []
 
     def single(cid, amount):
         asked_alone.append(cid)
-        return {"decision": "refer", "reason": "asked alone"} if cid == d else {"decision": "approve"}
+        return (
+            {"decision": "refer", "reason": "asked alone"} if cid == d else {"decision": "approve"}
+        )
 
     out = processing.check_credit(store, second, CTX, book, single, credit_batch=lambda asked: None)
     assert sorted(asked_alone) == [c, d]

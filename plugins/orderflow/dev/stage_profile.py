@@ -172,8 +172,15 @@ def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) 
             if stage == "credit":
                 credit = CreditHook()
                 return processing.check_credit(
-                    conn, ids, ctx, book, credit.check, ErpHook(retries=2).exposures,
-                    **({"credit_batch": credit.check_many} if hasattr(credit, "check_many") else {}),
+                    conn,
+                    ids,
+                    ctx,
+                    book,
+                    credit.check,
+                    ErpHook(retries=2).exposures,
+                    **(
+                        {"credit_batch": credit.check_many} if hasattr(credit, "check_many") else {}
+                    ),
                 )
             if stage == "allocate":
                 return processing.allocate(conn, ids, ctx, book)

@@ -153,7 +153,10 @@ class CreditHook(OrderFlowHttpHook):
                 if "error" in r:
                     err = r["error"]
                     raise ExternalRejected(
-                        self.system, "/check", f"HTTP {err['status']}: {err['detail']}", err["status"]
+                        self.system,
+                        "/check",
+                        f"HTTP {err['status']}: {err['detail']}",
+                        err["status"],
                     )
                 out.append(r)
         return out

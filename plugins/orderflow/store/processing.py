@@ -535,7 +535,9 @@ def inventory_snapshot(
 ) -> dict[tuple[str, str], Decimal]:
     """What :func:`lock_inventory` returns, read without locking (the order check: a
     question must never wait for, or hold up, the batch's reservations)."""
-    return {(r[0], r[1]): r[2] for r in conn.execute(_AVAILABLE, (sorted(set(item_ids)),)).fetchall()}
+    return {
+        (r[0], r[1]): r[2] for r in conn.execute(_AVAILABLE, (sorted(set(item_ids)),)).fetchall()
+    }
 
 
 #: Available stock per (item, DC): never below zero (a WMS count under our open reservations
