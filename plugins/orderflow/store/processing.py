@@ -632,16 +632,16 @@ def consume_shipped(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> in
 #: not received at its snapshot's time (``as_of``; their shipped quantity once consumed).
 #: What the WMS had received is in its own numbers already (``wms_reserved`` while unshipped,
 #: out of ``on_hand`` once shipped). One definition, to derive the column and to reconcile it.
-_DERIVED_ALLOCATED = """
-    SELECT p.item_id, p.dc_id, p.allocated,
-           coalesce((SELECT sum(CASE WHEN r.status = 'consumed' THEN r.consumed_qty
+_DERIVED = """coalesce((SELECT sum(CASE WHEN r.status = 'consumed' THEN r.consumed_qty
                                      ELSE r.quantity END)
                        FROM orderflow.reservation r
                       WHERE r.item_id = p.item_id AND r.dc_id = p.dc_id
                         AND (r.status = 'held'
                              OR (r.status IN ('released', 'consumed')
                                  AND (r.wms_received_at IS NULL OR r.wms_received_at > p.as_of)))
-                    ), 0) AS derived
+                    ), 0)"""
+_DERIVED_ALLOCATED = f"""
+    SELECT p.item_id, p.dc_id, p.allocated, {_DERIVED} AS derived
       FROM orderflow.inventory_position p
 """
 
@@ -664,14 +664,21 @@ def refresh_allocated(
         "ORDER BY p.item_id, p.dc_id FOR UPDATE",
         params,
     )
-    # The derived values of the positions asked about first (MATERIALIZED): inlined, the
-    # planner joined all positions to themselves and ran the per-position sum for every one
-    # of them (20,000 sums to refresh a few hundred) before it applied the filter.
+    # The definition evaluated only on the positions to refresh, whatever the statistics:
+    # the positions asked about first (OFFSET 0 keeps the planner from merging it), then
+    # their sums. Joined inline, the planner once summed all 20,000 positions to refresh a
+    # few hundred (no statistics) and, given them, summed them all again as a filter.
+    keys = "orderflow.inventory_position p"
+    if positions is not None:
+        keys = (
+            "(SELECT DISTINCT * FROM unnest(%s::text[], %s::text[])) AS k(item_id, dc_id) "
+            "JOIN orderflow.inventory_position p USING (item_id, dc_id)"
+        )
     return conn.execute(
         f"""
-        WITH d AS MATERIALIZED ({_DERIVED_ALLOCATED}{where})
         UPDATE orderflow.inventory_position t SET allocated = d.derived
-          FROM d
+          FROM (SELECT p.item_id, p.dc_id, p.allocated, {_DERIVED} AS derived
+                  FROM {keys} OFFSET 0) d
          WHERE t.item_id = d.item_id AND t.dc_id = d.dc_id
            AND t.allocated IS DISTINCT FROM d.derived
         """,
