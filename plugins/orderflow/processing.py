@@ -276,8 +276,9 @@ def check_credit(
     ``credit_service(customer_id, amount)`` is asked once per customer of the partition (for
     the total of its orders) before the transaction — all of them in one call through
     ``credit_batch`` (``CreditHook.check_many``: the answers in the order asked) when it is
-    given and the service has a batch endpoint (it returns None otherwise); the store's exposure is decided under a
-    per-customer lock so parallel partitions and runs never both spend the same headroom.
+    given and the service has a batch endpoint (it returns None otherwise); the store's
+    exposure is decided under a per-customer lock so parallel partitions and runs never both
+    spend the same headroom.
     ``erp_exposure(customer_ids)`` (one call for the partition) gives each customer's current
     limit, open AR and hold from the ERP; when it fails the synced figures decide and each
     decision records ``exposure_source`` (``erp`` or ``synced``) and why.

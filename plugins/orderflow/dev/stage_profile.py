@@ -6,9 +6,9 @@ template store ``stage_profile_tpl`` on ``ORDERFLOW_TEST_DATABASE_URL`` (once: l
 then ``ANALYZE`` it (a live store has statistics; copies of a template without them plan
 every partition's loads with defaults).
 
-``run OUT LABEL [--no-profile] [--stages=validate,credit,…]``: copy the template, start a sandbox on a copy of the landed
-sandbox state, claim every order and run the five stage functions over the partitions the
-DAG would cut (each partition as ``OrderStageOperator.execute`` runs it: the rule book, a
+``run OUT LABEL [--no-profile] [--stages=validate,credit,…]``: copy the template, start a
+sandbox on a copy of the landed sandbox state, claim every order and run the five stage
+functions over the partitions the DAG would cut (each partition as ``OrderStageOperator.execute`` runs it: the rule book, a
 connection, the stage with the operators' hooks), then the ``send_releases`` outbox send.
 Per stage: orders, wall, CPU seconds of this process, of the PostgreSQL backend and of the
 sandbox, and a cProfile (``OUT/LABEL-<stage>.prof``) timed in CPU seconds of this process
