@@ -168,6 +168,10 @@ class CreditIn(BaseModel):
     amount: float = Field(ge=0)
 
 
+class CreditBatchIn(BaseModel):
+    checks: list[CreditIn] = Field(max_length=5000)
+
+
 class ScreeningIn(BaseModel):
     name: str
     country: str = "US"
@@ -439,6 +443,25 @@ def create_app(
     @other.post("/credit/check", summary="Real-time credit decision")
     def credit(body: CreditIn) -> dict:
         return state.credit_check(body.customer_id, body.amount)
+
+    @other.post(
+        "/credit/check/batch",
+        summary="Real-time credit decisions for several customers in one call: per check, "
+        "the answer /credit/check gives, or the error it would answer with",
+    )
+    def credit_batch(body: CreditBatchIn) -> dict:
+        results = []
+        for c in body.checks:
+            try:
+                results.append(state.credit_check(c.customer_id, c.amount))
+            except NotFound as exc:
+                results.append(
+                    {
+                        "customer_id": c.customer_id,
+                        "error": {"status": 404, "detail": f"not found: {exc}"},
+                    }
+                )
+        return {"results": results}
 
     @other.post("/screening/check", summary="Restricted-party screening")
     def screening(body: ScreeningIn) -> dict:

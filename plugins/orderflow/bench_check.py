@@ -63,7 +63,9 @@ def _prepare_store(store_url: str, day: Path, drop: Path, last, say) -> list[dic
         credit, tax, screening = CreditHook(), TaxHook(), ScreeningHook()
         for ids in parts:
             processing.validate(conn, ids, ctx, book)
-            processing.check_credit(conn, ids, ctx, book, credit.check)
+            processing.check_credit(
+                conn, ids, ctx, book, credit.check, credit_batch=credit.check_many
+            )
             processing.allocate(conn, ids, ctx, book)
             processing.plan(conn, ids, ctx, book, tax.quote, screening.check)
         repo.unclaim(conn, "bench")

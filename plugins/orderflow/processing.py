@@ -269,12 +269,16 @@ def check_credit(
     book: RuleBook,
     credit_service: Callable[[str, float], dict] | None,
     erp_exposure: Callable[[list[str]], dict[str, dict]] | None = None,
+    credit_batch: Callable[[list[tuple[str, float]]], list[dict] | None] | None = None,
 ) -> StageResult:
     """VALIDATED → CREDIT_OK, or ON_HOLD credit_hold / credit_limit.
 
     ``credit_service(customer_id, amount)`` is asked once per customer of the partition (for
-    the total of its orders) before the transaction; the store's exposure is decided under a
-    per-customer lock so parallel partitions and runs never both spend the same headroom.
+    the total of its orders) before the transaction — all of them in one call through
+    ``credit_batch`` (``CreditHook.check_many``: the answers in the order asked) when it is
+    given and the service has a batch endpoint (it returns None otherwise); the store's
+    exposure is decided under a per-customer lock so parallel partitions and runs never both
+    spend the same headroom.
     ``erp_exposure(customer_ids)`` (one call for the partition) gives each customer's current
     limit, open AR and hold from the ERP; when it fails the synced figures decide and each
     decision records ``exposure_source`` (``erp`` or ``synced``) and why.
@@ -291,9 +295,10 @@ def check_credit(
     answers: dict[str, dict] = {}
     if credit_service is not None and book.credit.use_credit_service:
         asked = [(cid, float(amount)) for cid, amount in totals.items() if cid]
-        answers = dict(
-            zip((cid for cid, _ in asked), _concurrently(credit_service, asked), strict=True)
-        )
+        got = credit_batch(asked) if credit_batch is not None and asked else None
+        if got is None:  # no batch endpoint: one call per customer
+            got = _concurrently(credit_service, asked)
+        answers = dict(zip((cid for cid, _ in asked), got, strict=True))
     live: dict[str, dict] = {}
     source: dict[str, str] = {"exposure_source": "synced"}
     if erp_exposure is not None and book.credit.use_erp_exposure:
@@ -373,6 +378,7 @@ def allocate(
             ranker,
         )
         by_id = {a.order_id: a for a in allocations}
+        order_of = {o.order_id: o for o in orders}
         reservations, lines = [], []
         for a in allocations:
             if a.hold:
@@ -383,7 +389,7 @@ def allocate(
             ]
             subs = {s["line_no"]: s["substitute_item_id"] for s in a.substitutions}
             backs = {b["line_no"]: Decimal(b["quantity"]) for b in a.backorders}
-            for ln in next(o for o in orders if o.order_id == a.order_id).lines:
+            for ln in order_of[a.order_id].lines:
                 status = (
                     "BACKORDERED"
                     if ln.line_no in backs

@@ -1043,3 +1043,65 @@ def test_an_order_from_a_partner_synced_after_intake_finds_its_customer(store, b
         ).fetchone()[0]
         == cid
     )
+
+
+# ---------------------------------------------------------------------------- batched credit
+
+
+def test_credit_asks_the_service_once_per_partition_or_each_customer_without_a_batch(store, book):
+    """``credit_batch`` (``CreditHook.check_many``) answers for every customer of the partition
+    in one call and its answers decide as single calls' would; when the service has no batch
+    endpoint (``credit_batch`` returns None) each customer is asked on its own."""
+    tag = _tag()
+    item = f"CB-{tag}"
+    a, b, c, d = (f"CB{tag}{n}" for n in "ABCD")
+    with db.transaction(store):
+        seed_item(store, item, east=100, west=0)
+        for cid in (a, b, c, d):
+            seed_customer(store, cid)
+            seed_contract(store, cid, item)
+    first = insert(
+        store,
+        [make_order(f"CB-{tag}-{n}", cid, [(item, 1)]) for n, cid in enumerate((a, a, b))],
+    )
+    assert processing.validate(store, first, CTX, book).passed == 3
+
+    batches: list[list[tuple[str, float]]] = []
+
+    def batch(asked):
+        batches.append(list(asked))
+        return [
+            {"decision": "decline", "reason": "batch says no"}
+            if cid == a
+            else {"decision": "approve"}
+            for cid, _ in asked
+        ]
+
+    def one_by_one(cid, amount):
+        raise AssertionError(f"{cid} asked on its own although the batch answered")
+
+    out = processing.check_credit(store, first, CTX, book, one_by_one, credit_batch=batch)
+    assert [sorted(cid for cid, _ in asked) for asked in batches] == [[a, b]]
+    assert dict(batches[0])[a] == 20.0  # the total of the customer's orders in the partition
+    assert (out.passed, out.held) == (1, {"credit_hold": 2})
+    assert statuses(store, first) == {
+        first[0]: "ON_HOLD",
+        first[1]: "ON_HOLD",
+        first[2]: "CREDIT_OK",
+    }
+
+    second = insert(
+        store, [make_order(f"CB-{tag}-{n}", cid, [(item, 1)]) for n, cid in ((3, c), (4, d))]
+    )
+    assert processing.validate(store, second, CTX, book).passed == 2
+    asked_alone: list[str] = []
+
+    def single(cid, amount):
+        asked_alone.append(cid)
+        return (
+            {"decision": "refer", "reason": "asked alone"} if cid == d else {"decision": "approve"}
+        )
+
+    out = processing.check_credit(store, second, CTX, book, single, credit_batch=lambda asked: None)
+    assert sorted(asked_alone) == [c, d]
+    assert (out.passed, out.held) == (1, {"credit_limit": 1})

@@ -42,6 +42,7 @@ def test_openapi_lists_every_endpoint(sandbox):
         "/carrier/tracking",
         "/tax/quote",
         "/credit/check",
+        "/credit/check/batch",
         "/screening/check",
         "/portal/orders",
         "/edi/outbound",

@@ -2,14 +2,19 @@
 decided (``python -m orderflow.dev.stage_profile``).
 
 ``prepare OUT``: generate a day (seed 7, ``ORDERS`` orders, default 2,000) and land it into a
-template store ``stage_profile_tpl`` on ``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow).
+template store ``stage_profile_tpl`` on ``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow),
+then ``ANALYZE`` it (a live store has statistics; copies of a template without them plan
+every partition's loads with defaults).
 
-``run OUT LABEL [--no-profile]``: copy the template, start a sandbox on a copy of the landed
-sandbox state, claim every order and run the five stage functions over the partitions the
-DAG would cut (each partition as ``OrderStageOperator.execute`` runs it: the rule book, a
+``run OUT LABEL [--no-profile] [--stages=validate,credit,…]``: copy the template, start a
+sandbox on a copy of the landed sandbox state, claim every order and run the five stage
+functions over the partitions the DAG would cut (each partition as ``OrderStageOperator.execute`` runs it: the rule book, a
 connection, the stage with the operators' hooks), then the ``send_releases`` outbox send.
 Per stage: orders, wall, CPU seconds of this process, of the PostgreSQL backend and of the
-sandbox, and a cProfile (``OUT/LABEL-<stage>.prof``). Then every table of the store, minus
+sandbox, and a cProfile (``OUT/LABEL-<stage>.prof``) timed in CPU seconds of this process
+(``time.process_time``: waiting for PostgreSQL or the sandbox is not in it — their CPU is
+counted apart). ``--stages`` stops after the stages named (the dump is then of that point:
+compare only runs that stopped at the same stage). Then every table of the store, minus
 timestamps and serial ids, goes to ``OUT/LABEL-dump.json``.
 
 ``compare A.json B.json [table.column,…]``: the tables whose rows differ (columns named are
@@ -69,6 +74,8 @@ def sandbox_cpu(proc) -> float:
 
 
 def prepare(out: Path) -> None:
+    import psycopg
+
     from orderflow.bench import Console, _generate, _land, _new_store
 
     out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +87,11 @@ def prepare(out: Path) -> None:
     store = _new_store(SERVER, TPL)
     landed = _land(store, out / "day", out / "drop", days[-1], say)
     landed.sandbox.stop()
+    # Statistics, as autovacuum gathers them on a live store: a database copied from a
+    # template that never had them plans every load with defaults (sequential scans).
+    a = psycopg.connect(url(TPL, "postgresql"), autocommit=True)
+    a.execute("ANALYZE")
+    a.close()
     (out / "meta.json").write_text(json.dumps({"last": str(days[-1]), "orders": landed.orders}))
     print("landed", landed.orders, landed.lines, landed.seconds)
 
@@ -116,7 +128,10 @@ def dump(conn, path: Path) -> None:
     path.write_text(json.dumps(out, indent=0))
 
 
-def run(out: Path, label: str, profile: bool) -> None:
+STAGES = ("validate", "credit", "allocate", "plan", "release", "send")
+
+
+def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) -> None:
     db_name = f"stage_profile_{label}"
     a = admin()
     a.execute(f"DROP DATABASE IF EXISTS {db_name}")
@@ -155,8 +170,17 @@ def run(out: Path, label: str, profile: bool) -> None:
             if stage == "validate":
                 return processing.validate(conn, ids, ctx, book)
             if stage == "credit":
+                credit = CreditHook()
                 return processing.check_credit(
-                    conn, ids, ctx, book, CreditHook().check, ErpHook(retries=2).exposures
+                    conn,
+                    ids,
+                    ctx,
+                    book,
+                    credit.check,
+                    ErpHook(retries=2).exposures,
+                    **(
+                        {"credit_batch": credit.check_many} if hasattr(credit, "check_many") else {}
+                    ),
                 )
             if stage == "allocate":
                 return processing.allocate(conn, ids, ctx, book)
@@ -167,8 +191,9 @@ def run(out: Path, label: str, profile: bool) -> None:
         return go
 
     results = {}
-    for stage in ("validate", "credit", "allocate", "plan", "release", "send"):
-        prof = cProfile.Profile() if profile else None
+    last = max(STAGES.index(s) for s in stages)
+    for stage in STAGES[: last + 1]:
+        prof = cProfile.Profile(time.process_time) if profile else None
         cpu0, wall0, sb0 = time.process_time(), time.perf_counter(), sandbox_cpu(sb.proc)
         be = 0.0
         orders = 0
@@ -281,6 +306,12 @@ if __name__ == "__main__":
     if cmd == "prepare":
         prepare(Path(sys.argv[2]))
     elif cmd == "run":
-        run(Path(sys.argv[2]), sys.argv[3], "--no-profile" not in sys.argv)
+        named = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--stages=")]
+        run(
+            Path(sys.argv[2]),
+            sys.argv[3],
+            "--no-profile" not in sys.argv,
+            tuple(named[0].split(",")) if named else STAGES,
+        )
     else:
         sys.exit(1 if compare(*sys.argv[2:5]) else 0)

@@ -332,16 +332,18 @@ def _validate_line(
                 details={"tried": how},
             )
         ]
-    ln = replace(ln, item_id=item_id)
     item = ref.items[item_id]
     if (reason := ref.dq_failures.get(("item", item_id))) is not None:
-        return ln, [_mdq("item", item_id, reason, ln.line_no)]
+        return replace(ln, item_id=item_id), [_mdq("item", item_id, reason, ln.line_no)]
     for cpn in {ln.customer_part_number, *(v for q, v in ln.product_ids if q in CUSTOMER_PART)}:
         key = f"{order.customer_id}|{cpn}"
         if cpn and (reason := ref.dq_failures.get(("customer_item_xref", key))) is not None:
-            return ln, [_mdq("customer_item_xref", key, reason, ln.line_no)]
+            return replace(ln, item_id=item_id), [
+                _mdq("customer_item_xref", key, reason, ln.line_no)
+            ]
     holds: list[Hold] = []
     if ln.uom.upper() not in rules.valid_uoms or ln.uom.upper() != item.uom.upper():
+        ln = replace(ln, item_id=item_id)
         holds.append(
             Hold(
                 "uom_invalid",
@@ -360,23 +362,28 @@ def _validate_line(
                 line_no=ln.line_no,
             )
         )
-    priced, price_holds = _price(order, ln, item.list_price, ref, pricing)
+    priced, price_holds = _price(order, ln, item_id, item.list_price, ref, pricing)
     return priced, holds + price_holds
 
 
 def _price(
     order: OrderView,
     ln: LineView,
+    item_id: str,
     list_price: Decimal | None,
     ref: ReferenceData,
     pricing: PricingRules,
 ) -> tuple[LineView, list[Hold]]:
+    """``ln`` mapped to ``item_id`` and priced (one copy of the line: each is a
+    ``dataclasses.replace``, the costliest step of validating a line)."""
     day = order.po_date or order.received_at.date()
-    contracts = ref.contracts.get((order.customer_id or "", ln.item_id or ""), [])
+    contracts = ref.contracts.get((order.customer_id or "", item_id), [])
     live = sorted((c for c in contracts if c.valid_on(day)), key=lambda c: c.effective_from)
     for c in live:
         if (reason := ref.dq_failures.get(("price_contract", c.contract_id))) is not None:
-            return ln, [_mdq("price_contract", c.contract_id, reason, ln.line_no)]
+            return replace(ln, item_id=item_id), [
+                _mdq("price_contract", c.contract_id, reason, ln.line_no)
+            ]
     if live:
         contract = live[-1]  # the most recently effective contract wins
         tol = (
@@ -386,6 +393,7 @@ def _price(
         )
         ln = replace(
             ln,
+            item_id=item_id,
             contract_id=contract.contract_id,
             contract_price=contract.unit_price,
             price_source="contract",
@@ -405,6 +413,7 @@ def _price(
         return ln, []
     ln = replace(
         ln,
+        item_id=item_id,
         contract_price=list_price,
         price_source="list" if list_price is not None else None,
         price_document_id=None,

@@ -235,7 +235,8 @@ class CheckCreditOperator(OrderStageOperator):
     """VALIDATED → CREDIT_OK: exposure (open AR + open orders + this order) against the
     limit — the limit, open AR and hold read from the ERP at decision time for the
     partition's customers in one call (the synced figures when the ERP cannot answer) —
-    plus the credit service's real-time decision (rules: credit).
+    plus the credit service's real-time decision (rules: credit), asked for the partition's
+    customers in one call where the service has a batch endpoint, else one call each.
 
     :param credit_conn_id: HTTP Connection of the credit service. Templated.
     :param erp_conn_id: HTTP Connection of the ERP. Templated.
@@ -267,7 +268,9 @@ class CheckCreditOperator(OrderStageOperator):
         credit = CreditHook(self.credit_conn_id)
         # a short budget: the synced figures are a sound fallback, a stalled stage is not
         erp = ErpHook(self.erp_conn_id, retries=2)
-        return processing.check_credit(conn, order_ids, ctx, book, credit.check, erp.exposures)
+        return processing.check_credit(
+            conn, order_ids, ctx, book, credit.check, erp.exposures, credit_batch=credit.check_many
+        )
 
 
 class AllocateInventoryOperator(OrderStageOperator):

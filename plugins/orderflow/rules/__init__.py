@@ -541,7 +541,10 @@ def _read(path: Path, model: type[_RuleSet]) -> _RuleSet:
     import yaml
 
     try:
-        content = yaml.safe_load(path.read_text())
+        # The safe loader on libyaml's parser where PyYAML has it: the same content, ~8x less
+        # CPU (every task process reads the rule files once; the Python parser took ~0.2 s)
+        safe = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+        content = yaml.load(path.read_text(), Loader=safe)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise RuleSetError(f"rule set file {path}: not YAML: {exc}") from exc
     try:

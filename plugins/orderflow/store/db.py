@@ -56,7 +56,56 @@ def connect(conn_id: str = STORE_CONN_ID) -> psycopg.Connection:
 
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     conn.autocommit = True
+    fast_lists(conn)
     return conn
+
+
+def fast_lists(conn: psycopg.Connection) -> None:
+    """Lists sent as array parameters (``= ANY(%s)``, ``unnest``) are written by
+    :func:`_fast_list_dumper` on ``conn``: the same array, several times less CPU."""
+    global _LIST_DUMPER
+    if _LIST_DUMPER is None:
+        _LIST_DUMPER = _fast_list_dumper()
+    conn.adapters.register_dumper(list, _LIST_DUMPER)
+
+
+_LIST_DUMPER: type | None = None
+
+
+def _fast_list_dumper() -> type:
+    """psycopg's text-format list dumper with a faster way to write a flat list: each element
+    dumped as psycopg dumps it, then all of them quoted and escaped in one pass over the
+    joined bytes (instead of a regular-expression test, and for JSON an escape, per element).
+    Quoting an element that would not need it is the same array to PostgreSQL (a quoted
+    element is taken as written, then given to the element type's input). Nested lists, an
+    element with a NUL or the ``\\x02`` byte that marks None here, a delimiter other than a
+    comma or an encoding other than UTF-8 take psycopg's own path, unchanged."""
+    from psycopg.types.array import ListDumper
+
+    class FastListDumper(ListDumper):
+        def dump(self, obj: list):
+            sub = self.sub_dumper
+            if (
+                sub is None
+                or not obj
+                or self.delimiter != b","
+                or self._tx.encoding != "utf-8"
+                or any(type(x) is list for x in obj)
+            ):
+                return super().dump(obj)
+            dump = sub.dump
+            parts = [b"\x02" if x is None else dump(x) for x in obj]
+            nulls = obj.count(None)
+            if None in parts:  # an element dumped as NULL
+                return super().dump(obj)
+            text = b"\x00".join(parts)
+            if text.count(b"\x00") != len(obj) - 1 or text.count(b"\x02") != nulls:
+                return super().dump(obj)
+            text = text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+            text = b'{"' + text.replace(b"\x00", b'","') + b'"}'
+            return text.replace(b'"\x02"', b"NULL") if nulls else text
+
+    return FastListDumper
 
 
 @contextmanager

@@ -188,7 +188,7 @@ def _lines(conn: psycopg.Connection, order_ids: list[str]) -> dict[str, list[Lin
         f"SELECT order_id, {LINE_COLUMNS} FROM orderflow.order_line "
         "WHERE order_id = ANY(%s) ORDER BY order_id, line_no",
         (order_ids,),
-    ):
+    ).fetchall():
         out[r[0]].append(line_of_row(r[1:]))
     return out
 
@@ -231,7 +231,7 @@ def _customers(conn, ids: Iterable[str]) -> dict[str, Customer]:
         for r in conn.execute(
             f"SELECT {CUSTOMER_COLUMNS} FROM orderflow.customer WHERE customer_id = ANY(%s)",
             (list(ids),),
-        )
+        ).fetchall()
     }
 
 
@@ -252,7 +252,7 @@ def items(
     """
     args = (list(ids), list(upcs), list(vendor_parts))
     for _ in range(2):  # second pass: substitutes of what the first found
-        for r in conn.execute(query, args):
+        for r in conn.execute(query, args).fetchall():
             found[r[0]] = item_of_row(r)
         subs = {s for i in found.values() for s in i.substitutes} - found.keys()
         if not subs:
@@ -301,7 +301,7 @@ def load_reference(
         for r in conn.execute(
             f"SELECT {SHIP_TO_COLUMNS} FROM orderflow.ship_to WHERE ship_to_id = ANY(%s)",
             (ship_to_ids,),
-        )
+        ).fetchall()
     }
     ref.xref = {
         (r[0], r[1]): r[2]
@@ -309,16 +309,16 @@ def load_reference(
             f"SELECT {XREF_COLUMNS} FROM orderflow.customer_item_xref "
             "WHERE customer_id = ANY(%s) AND customer_part_number = ANY(%s)",
             (cids, cpns),
-        )
+        ).fetchall()
     }
     ref.items = items(conn, set(ids) | set(ref.xref.values()), upcs, vps)
     for r in conn.execute(
         f"SELECT {CONTRACT_COLUMNS} FROM orderflow.price_contract "
         "WHERE customer_id = ANY(%s) AND item_id = ANY(%s)",
         (list(cids), list(ref.items)),
-    ):
+    ).fetchall():
         ref.contracts.setdefault((r[1], r[2]), []).append(Contract(*r))
-    ref.dq_failures = {(r[0], r[1]): r[2] for r in conn.execute(DQ_FAILURES)}
+    ref.dq_failures = {(r[0], r[1]): r[2] for r in conn.execute(DQ_FAILURES).fetchall()}
     ref.prior_orders = _prior_orders(conn, orders, cids, duplicate_window_hours)
     return ref
 
@@ -481,7 +481,7 @@ def credit_accounts(conn: psycopg.Connection, customer_ids: Iterable[str]) -> di
         for r in conn.execute(
             f"SELECT {CREDIT_COLUMNS} FROM orderflow.credit_account WHERE customer_id = ANY(%s)",
             (list(customer_ids),),
-        )
+        ).fetchall()
     }
 
 
@@ -514,7 +514,7 @@ def open_order_value(
              GROUP BY o.customer_id
             """,
             (list(customer_ids), list(statuses)),
-        )
+        ).fetchall()
     }
 
 
@@ -526,7 +526,7 @@ def lock_inventory(
     reservations is a shortfall, not stock). Held until the caller's transaction ends."""
     return {
         (r[0], r[1]): r[2]
-        for r in conn.execute(_AVAILABLE + " FOR UPDATE", (sorted(set(item_ids)),))
+        for r in conn.execute(_AVAILABLE + " FOR UPDATE", (sorted(set(item_ids)),)).fetchall()
     }
 
 
@@ -535,7 +535,9 @@ def inventory_snapshot(
 ) -> dict[tuple[str, str], Decimal]:
     """What :func:`lock_inventory` returns, read without locking (the order check: a
     question must never wait for, or hold up, the batch's reservations)."""
-    return {(r[0], r[1]): r[2] for r in conn.execute(_AVAILABLE, (sorted(set(item_ids)),))}
+    return {
+        (r[0], r[1]): r[2] for r in conn.execute(_AVAILABLE, (sorted(set(item_ids)),)).fetchall()
+    }
 
 
 #: Available stock per (item, DC): never below zero (a WMS count under our open reservations
@@ -567,7 +569,7 @@ def reserve(conn: psycopg.Connection, rows: Sequence[tuple], rule_set_version: s
             "WHERE (item_id, dc_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
             "ORDER BY item_id, dc_id FOR UPDATE",
             ([k[0] for k in keys], [k[1] for k in keys]),
-        )
+        ).fetchall()
     )
     over = [(k, q, available.get(k)) for k, q in totals.items() if q > (available.get(k) or 0)]
     if over:
@@ -630,16 +632,16 @@ def consume_shipped(conn: psycopg.Connection, shipment_ids: Sequence[str]) -> in
 #: not received at its snapshot's time (``as_of``; their shipped quantity once consumed).
 #: What the WMS had received is in its own numbers already (``wms_reserved`` while unshipped,
 #: out of ``on_hand`` once shipped). One definition, to derive the column and to reconcile it.
-_DERIVED_ALLOCATED = """
-    SELECT p.item_id, p.dc_id, p.allocated,
-           coalesce((SELECT sum(CASE WHEN r.status = 'consumed' THEN r.consumed_qty
+_DERIVED = """coalesce((SELECT sum(CASE WHEN r.status = 'consumed' THEN r.consumed_qty
                                      ELSE r.quantity END)
                        FROM orderflow.reservation r
                       WHERE r.item_id = p.item_id AND r.dc_id = p.dc_id
                         AND (r.status = 'held'
                              OR (r.status IN ('released', 'consumed')
                                  AND (r.wms_received_at IS NULL OR r.wms_received_at > p.as_of)))
-                    ), 0) AS derived
+                    ), 0)"""
+_DERIVED_ALLOCATED = f"""
+    SELECT p.item_id, p.dc_id, p.allocated, {_DERIVED} AS derived
       FROM orderflow.inventory_position p
 """
 
@@ -662,10 +664,21 @@ def refresh_allocated(
         "ORDER BY p.item_id, p.dc_id FOR UPDATE",
         params,
     )
+    # The definition evaluated only on the positions to refresh, whatever the statistics:
+    # the positions asked about first (OFFSET 0 keeps the planner from merging it), then
+    # their sums. Joined inline, the planner once summed all 20,000 positions to refresh a
+    # few hundred (no statistics) and, given them, summed them all again as a filter.
+    keys = "orderflow.inventory_position p"
+    if positions is not None:
+        keys = (
+            "(SELECT DISTINCT * FROM unnest(%s::text[], %s::text[])) AS k(item_id, dc_id) "
+            "JOIN orderflow.inventory_position p USING (item_id, dc_id)"
+        )
     return conn.execute(
         f"""
         UPDATE orderflow.inventory_position t SET allocated = d.derived
-          FROM ({_DERIVED_ALLOCATED}{where}) d
+          FROM (SELECT p.item_id, p.dc_id, p.allocated, {_DERIVED} AS derived
+                  FROM {keys} OFFSET 0) d
          WHERE t.item_id = d.item_id AND t.dc_id = d.dc_id
            AND t.allocated IS DISTINCT FROM d.derived
         """,
@@ -697,7 +710,7 @@ def held_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> dic
 def _by_first_column(rows: Any) -> dict[str, list[tuple]]:
     """Rows grouped by their first column (an order id), the rest of each row kept in order."""
     out: dict[str, list[tuple]] = defaultdict(list)
-    for r in rows:
+    for r in rows.fetchall():
         out[r[0]].append(tuple(r[1:]))
     return out
 
@@ -740,7 +753,7 @@ def ship_tos_of(conn: psycopg.Connection, order_ids: Sequence[str]) -> dict[str,
              WHERE o.order_id = ANY(%s)
             """,
             (list(order_ids),),
-        )
+        ).fetchall()
     }
 
 
@@ -752,7 +765,7 @@ def carrier_services(conn: psycopg.Connection) -> list[Any]:
         for r in conn.execute(
             f"SELECT {CARRIER_COLUMNS} FROM orderflow.carrier_service "
             "WHERE active ORDER BY carrier_id, service_code"
-        )
+        ).fetchall()
     ]
 
 
@@ -881,7 +894,7 @@ def create_backorder_releases(
                 "contract_id, contract_price, substitute_item_id FROM orderflow.order_line "
                 "WHERE order_id = %s AND line_no = ANY(%s)",
                 (parent, list(qty)),
-            )
+            ).fetchall()
         }
         canonical = conn.execute(
             'SELECT canonical FROM orderflow."order" WHERE order_id = %s', (parent,)
@@ -1024,7 +1037,7 @@ def planned_shipments(conn: psycopg.Connection, order_ids: Sequence[str]) -> dic
         (list(order_ids),),
     )
     cols = [c.name for c in cur.description]
-    for r in cur:
+    for r in cur.fetchall():
         row = dict(zip(cols, r, strict=True))
         out[row["order_id"]].append(row)
     return out
@@ -1202,7 +1215,7 @@ def held_without_exceptions(conn: psycopg.Connection, order_ids: list[str]) -> l
                                 WHERE e.order_id = o.order_id AND e.status = 'open')
             """,
             (order_ids,),
-        )
+        ).fetchall()
     ]
 
 
