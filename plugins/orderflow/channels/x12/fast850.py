@@ -105,9 +105,8 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
     e, t = re.escape(sep), re.escape(term)
     bad = re.escape(delims)
     # a value character: no control, nothing the store cannot hold, no delimiter; at either
-    # end of a value also no whitespace (``Segment.el`` and the models strip it)
+    # end of a value also no whitespace (``Segment.el`` and the models strip it): ``an``
     a = f"[^\\x00-\\x1f\\x7f\\ud800-\\udfff{bad}]"
-    edge = f"[^\\s\\x00-\\x1f\\x7f\\ud800-\\udfff{bad}]"
 
     def an(lo: int, hi: int) -> str:  # ``lo``..``hi`` value characters, no space at the ends
         return f"(?!\\s){a}{{{max(lo, 1)},{hi}}}(?<!\\s)"
