@@ -368,14 +368,20 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, group: Group) -> Fas
             if code in addresses:
                 return None  # a second ST/BT/BY becomes a note: the slow path
             count += 1 + (n2a != "") + (l1 != "") + (n4 != "")  # N1, N2, N3, N4
-            n2 = [v for v in (n2a, n2b) if v]  # as po850._Party.address
+            # as po850._Party.address (N202 only after N201, N302 only after N301)
+            street = (l1, l2) if l2 else (l1,) if l1 else ()
+            if n2a:
+                n2 = (n2a, n2b) if n2b else (n2a,)
+                if not name:
+                    name, n2 = n2[0], n2[1:]
+                street = n2 + street
             addresses[code] = _new_address(
                 LightAddress,
                 (
-                    name or (n2[0] if n2 else None) or None,
+                    name or None,
                     ident or None,
                     qual or None,
-                    (*(n2[1:] if not name else n2), *(v for v in (l1, l2) if v)),
+                    street,
                     city or None,
                     region or None,
                     postal or None,
