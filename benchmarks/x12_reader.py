@@ -108,9 +108,9 @@ from orderflow.channels.x12 import fast850
 url, root = sys.argv[2], Path(sys.argv[3])
 fast850.ENABLED = sys.argv[4] != "slow"
 if sys.argv[4] == "models":  # intake as before light orders: every set's order a model
-    import functools
     from orderflow.channels import x12
-    x12.X12Stream = functools.partial(x12.X12Stream, light_orders=False)
+    stream = x12.X12Stream
+    x12.X12Stream = lambda *a, **k: stream(*a, **{**k, "light_orders": False})
 db.use_url(url)
 conn = db.connect()
 size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
