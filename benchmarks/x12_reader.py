@@ -8,14 +8,20 @@ and everything built from them), orders, findings, and whether the targets are m
 (per CPU second: on a shared machine wall time includes waiting for a core), < 256 MiB peak
 RSS.
 
-    .venv/bin/python benchmarks/x12_reader.py [--mb 32] [--mode stream|parse|intake|all]
-                                              [--slow-path]
+    .venv/bin/python benchmarks/x12_reader.py [--mb 32] [--mode stream|rows|parse|intake|all]
+                                              [--slow-path | --models]
 
 ``--slow-path``: every set read segment by segment (``fast850.ENABLED = False``), the reader
 as it was before the whole-set fast path: the before/after comparison on the same files.
+``--models``: sets read whole are handed over as pydantic models (``TransactionResult`` and
+``Order``), as before light orders.
 
-``stream`` (default): ``X12Stream``, each set's result dropped once counted (how intake reads).
-``parse``: ``parse()``, every result held (the CLI, tests). ``intake``: the whole EDI intake of
+``stream`` (default): ``X12Stream(light_orders=True)``, each set's result dropped once counted
+(how intake reads: a set read whole is a ``FastSet`` with a ``LightOrder``). ``rows``: the
+same, plus what intake's insert makes of each order in Python (the COPY rows' values, the
+canonical JSON of the order and of each line), without a database: the reader's share of
+intake in full. ``parse``: ``parse()``, every result held (the CLI, tests). ``intake``: the
+whole EDI intake of
 the file from its drop folder into a fresh store database (raw message stored, orders and
 lines inserted, 997 queued): uses ORDERFLOW_TEST_DATABASE_URL's server when set, else the
 embedded PostgreSQL (its CPU seconds are the Python process's only, not the server's).
@@ -40,10 +46,26 @@ _MEASURE = (
     _PEAK
     + """
 import sys, time
-from orderflow.channels.x12 import X12Stream, TransactionResult, fast850, parse
+from orderflow.channels.x12 import X12Stream, FastSet, TransactionResult, fast850, parse
 mode, path = sys.argv[1], sys.argv[2]
-fast850.ENABLED = sys.argv[3] == "fast"
+fast850.ENABLED = sys.argv[3] != "slow"
+light = sys.argv[3] == "fast"
 data = open(path, "rb").read()
+
+
+def rows(o):  # the values store.intake.insert_orders COPYs of an order and its lines
+    p = o.provenance
+    p.message_id = 1
+    o.customer_id = o.customer_id or "C1"
+    out = [(o.order_id, p.channel.value, p.partner_id, o.customer_id, o.po_number,
+            o.ship_to.party_id if o.ship_to else None, o.currency, o.total,
+            o.requested_ship_date, p.received_at, o.model_dump_json())]
+    for ln in o.lines:
+        out.append((o.order_id, ln.line_no, ln.item_id, ln.customer_part_number, ln.quantity,
+                    ln.uom, ln.unit_price, ln.model_dump_json()))
+    return out
+
+
 t0 = time.perf_counter()
 c0 = time.process_time()
 codes, orders, sets = set(), 0, 0
@@ -52,12 +74,20 @@ if mode == "parse":
     orders, sets = len(r.orders), len(r.transactions)
     codes = {e.code for e in r.error_list}
 else:
-    s = X12Stream(data)
+    s = X12Stream(data, light_orders=light)
     for ev in s:
+        if type(ev) is FastSet:  # accepted as is: nothing to note
+            sets += 1
+            orders += 1
+            if mode == "rows":
+                rows(ev.order)
+            continue
         codes.update(e.code for e in ev.errors)
         if isinstance(ev, TransactionResult):
             sets += 1
             orders += ev.order is not None
+            if mode == "rows" and ev.order is not None:
+                rows(ev.order)
     codes.update(e.code for e in s.result.errors)
 dt = time.perf_counter() - t0
 cpu = time.process_time() - c0
@@ -76,7 +106,11 @@ from orderflow.store import db
 from orderflow.intake import drops
 from orderflow.channels.x12 import fast850
 url, root = sys.argv[2], Path(sys.argv[3])
-fast850.ENABLED = sys.argv[4] == "fast"
+fast850.ENABLED = sys.argv[4] != "slow"
+if sys.argv[4] == "models":  # intake as before light orders: every set's order a model
+    from orderflow.channels import x12
+    stream = x12.X12Stream
+    x12.X12Stream = lambda *a, **k: stream(*a, **{**k, "light_orders": False})
 db.use_url(url)
 conn = db.connect()
 size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -140,10 +174,14 @@ TARGET_MIB = 256
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=32)
-    ap.add_argument("--mode", choices=("stream", "parse", "intake", "all"), default="stream")
-    ap.add_argument("--slow-path", action="store_true", help="without the whole-set fast path")
+    ap.add_argument(
+        "--mode", choices=("stream", "rows", "parse", "intake", "all"), default="stream"
+    )
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--slow-path", action="store_true", help="without the whole-set fast path")
+    how.add_argument("--models", action="store_true", help="fast path, orders as models")
     args = ap.parse_args()
-    path_kind = "slow" if args.slow_path else "fast"
+    path_kind = "slow" if args.slow_path else "models" if args.models else "fast"
     work = Path(tempfile.mkdtemp(prefix="of-x12-bench-"))
     cases = [
         ("many POs (5 lines each)", 5, False),
@@ -151,11 +189,15 @@ def main() -> None:
         ("single PO", None, False),
     ]
     env = {"PYTHONPATH": str(ROOT / "plugins"), "PATH": os.environ.get("PATH", "")}
-    modes = ("stream", "parse", "intake") if args.mode == "all" else (args.mode,)
+    modes = ("stream", "rows", "parse", "intake") if args.mode == "all" else (args.mode,)
+    what = {
+        "slow": "slow path only",
+        "models": "whole-set fast path on, orders as models",
+        "fast": "whole-set fast path on, light orders",
+    }[path_kind]
     print(
-        f"targets: >= {TARGET_MBS:g} MB/s, < {TARGET_MIB} MiB peak RSS; "
-        f"{'slow path only' if args.slow_path else 'whole-set fast path on'}; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"targets: >= {TARGET_MBS:g} MB/s, < {TARGET_MIB} MiB peak RSS; {what}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
     )
     for mode in modes:
         print(f"\nmode: {mode}")

@@ -79,6 +79,7 @@ def edi_parser(
             received_at=datetime.now(UTC),
             our_id=OUR_EDI_ID,
             next_control_number=lambda: control_numbers.next_number(conn, partner_id, "isa"),
+            light_orders=True,
         )
         customer = _customer_for_partner(conn, partner_id)
         st = _EdiState()
@@ -88,7 +89,18 @@ def edi_parser(
                 if not st.ic_open:  # the interchange's scope: its first set or group
                     st.ic_open = True
                     yield ("open", None)
-                if isinstance(ev, x12.TransactionResult):
+                if type(ev) is x12.FastSet:
+                    # an 850 read whole, accepted as is: its order as plain values, stored
+                    # without a model instance (``fast850.LightOrder``)
+                    if not st.group_open:
+                        st.group_open = True
+                        yield ("open", None)
+                    st.st02s.append(ev.control)
+                    o = ev.order
+                    o.customer_id = o.customer_id or customer
+                    st.orders += 1
+                    yield ("orders", [o])
+                elif isinstance(ev, x12.TransactionResult):
                     if not st.group_open:
                         st.group_open = True
                         yield ("open", None)

@@ -21,6 +21,7 @@ raising. This reader is small, pure Python, linear-time and tested on a public c
 
 from .ack import build_997, build_ta1
 from .parser import MAX_BYTES, X12Stream, parse
+from .reader import FastSet
 from .results import (
     AckReceived,
     Delimiters,
@@ -37,6 +38,7 @@ __all__ = [
     "AckReceived",
     "Delimiters",
     "ElementNote",
+    "FastSet",
     "GroupResult",
     "InterchangeResult",
     "SegmentNote",

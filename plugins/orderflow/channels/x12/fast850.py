@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring
+from operator import itemgetter
 
 from pydantic import BaseModel
 
@@ -46,6 +48,9 @@ from orderflow.domain.models import (
 from . import prechecked
 from .elements import MAX_PO1_LOOPS
 from .po850 import (
+    _CANCEL,
+    _DELIVERY,
+    _SHIP,
     MapContext,
     _contact,
     _pack,
@@ -100,14 +105,11 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
     e, t = re.escape(sep), re.escape(term)
     bad = re.escape(delims)
     # a value character: no control, nothing the store cannot hold, no delimiter; at either
-    # end of a value also no whitespace (``Segment.el`` and the models strip it)
+    # end of a value also no whitespace (``Segment.el`` and the models strip it): ``an``
     a = f"[^\\x00-\\x1f\\x7f\\ud800-\\udfff{bad}]"
-    edge = f"[^\\s\\x00-\\x1f\\x7f\\ud800-\\udfff{bad}]"
 
-    def an(lo: int, hi: int) -> str:
-        if lo <= 1:
-            return f"{edge}(?:{a}{{0,{hi - 2}}}{edge})?"
-        return f"{edge}{a}{{{lo - 2},{hi - 2}}}{edge}"
+    def an(lo: int, hi: int) -> str:  # ``lo``..``hi`` value characters, no space at the ends
+        return f"(?!\\s){a}{{{max(lo, 1)},{hi}}}(?<!\\s)"
 
     def r(most: int) -> str:  # an X12 R value of at most ``most`` digits, no sign
         return f"(?=[0-9.]{{1,{most}}}(?:{e}|{t}|$))(?:[0-9]+\\.?[0-9]*|\\.[0-9]+)"
@@ -137,8 +139,11 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
         "PO4", ("[0-9]{1,6}", False), (r(8), False), (code(2, 2), False), (an(3, 5), False)
     )
     line = (
-        f"(PO1{e}({an(1, 20)})?{e}({_QTY}){e}({_ID}{{2}})"
-        f"(?:{e}({_PRICE})?(?:{e}({_ID}{{2}})?((?:{e}{_ID}{{2}}{e}{an(1, 48)}){{0,10}}))?)?{end}"
+        # a quantity above zero (a nonzero digit), a price basis only after a price (else
+        # the slow path: the line left out and noted, or syntax note C0504)
+        f"(PO1{e}({an(1, 20)})?{e}((?=[0-9.]*[1-9]){_QTY}){e}({_ID}{{2}})"
+        f"(?:{e}(?P<price>{_PRICE})?(?:{e}(?(price)({_ID}{{2}})?|)"
+        f"((?:{e}{_ID}{{2}}{e}{an(1, 48)}){{0,10}}))?)?{end}"
         f"(?:PID{e}F{e}{e}{e}{e}({an(1, 80)}){end})?"
         f"(?:({po4}){end})?)"
     )
@@ -185,13 +190,25 @@ def _compile(sep: str, term: str, delims: str) -> tuple[re.Pattern[str], ...]:
         f"{end}SE{e}(?P<se>[0-9]{{1,10}}){e}(?P=ctrl){t}"
     )
     return (
-        re.compile(whole),
-        re.compile(party),
-        re.compile(line),
-        {tag: re.compile(p) for tag, p in header.items()},
+        _possessive(whole),
+        _possessive(party),
+        _possessive(line),
+        {tag: _possessive(p) for tag, p in header.items()},
         sep,
         term,
     )
+
+
+def _possessive(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled with every optional group and counted repeat possessive (``?+``,
+    ``{m,n}+``, ``*+``): a third fewer steps in ``re``, which otherwise keeps every choice
+    to come back to. A possessive match explores a prefix, in the same order, of what the
+    backtracking match explores, so it finds the very same match or none (then the set goes
+    to the slow path: never a different reading). Here none is lost: a value ends only at a
+    delimiter, so no shorter choice could have let the rest match."""
+    pattern = pattern.replace(")?", ")?+")
+    pattern = re.sub(r"(\{\d+,\d+\})(?!\+)", r"\1+", pattern)
+    return re.compile(pattern.replace("[\\r\\n]*", "[\\r\\n]*+"))
 
 
 def context_fits(ctx: MapContext) -> bool:
@@ -208,77 +225,94 @@ def context_fits(ctx: MapContext) -> bool:
     return texts.ok()
 
 
-def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> FastSet | None:
-    """The set's result from the regex's match, or None when anything is in doubt (then the
-    slow path reads it). ``ctx`` passed :func:`context_fits`."""
+class Group:
+    """What every order of one GS group shares (its context passed :func:`context_fits`):
+    the provenance values, and the JSON the store keeps of them (worked out by the model's
+    own serializer, once per group, when first asked)."""
+
+    __slots__ = ("ctx", "discriminator", "json", "partner")
+
+    def __init__(self, ctx: MapContext) -> None:
+        self.ctx = ctx
+        self.partner = ctx.partner_id or ctx.sender_id
+        self.discriminator = f"{ctx.interchange_control}:{ctx.group_control}:"
+        self.json: tuple[str, str, str] | None = None
+
+    def provenance(self, control: str, message_id: int | None) -> Provenance:
+        ctx = self.ctx
+        return _make_provenance(
+            {
+                "channel": Channel.EDI,
+                "partner_id": self.partner,
+                "message_id": message_id,
+                "source_ref": ctx.source_ref,
+                "document_sha256": ctx.document_sha256,
+                "interchange_control_number": ctx.interchange_control,
+                "group_control_number": ctx.group_control,
+                "transaction_control_number": control,
+                "client_request_id": None,
+                "received_at": ctx.received_at,
+                "extraction_model": None,
+            },
+            _PROVENANCE_SET,
+        )
+
+    def provenance_json(self) -> tuple[str, str, str]:
+        """The provenance's JSON around its two per-order values: (… up to ``message_id``'s
+        value, … up to ``transaction_control_number``'s, the rest)."""
+        if self.json is None:
+            p = self.provenance("", None)
+            dump = p.model_dump_json
+            head = dump(include={"channel", "partner_id"})[:-1]
+            mid = dump(
+                include={
+                    "source_ref",
+                    "document_sha256",
+                    "interchange_control_number",
+                    "group_control_number",
+                }
+            )[1:-1]
+            tail = dump(include={"client_request_id", "received_at", "extraction_model"})[1:]
+            self.json = (
+                f'{head},"message_id":',
+                f',{mid},"transaction_control_number":',
+                f",{tail}",
+            )
+        return self.json
+
+
+def build(m: re.Match[str], st_index: int, patterns: tuple, group: Group) -> FastSet | None:
+    """The set read whole from the regex's match, or None when anything is in doubt (then
+    the slow path reads it). Its order is a :class:`LightOrder` (plain values, no model
+    instances): the set's ``TransactionResult`` and canonical ``Order`` are built from it
+    when asked (``FastSet.result``)."""
     _, party_re, line_re, header_res, sep, term = patterns
-    block = m["lines"]
+    block, ctt, header, parties_raw, se01, rel, ct, ctrl, po_number, po_date, po_type = m.group(
+        "lines", "ctt", "header", "parties", "se", "rel", "ct", "ctrl", "po", "date", "type"
+    )
     lines_raw = line_re.findall(block)
     n = len(lines_raw)
-    if int(m["ctt"]) != n:
+    if int(ctt) != n:
         return None  # CTT01 ≠ the PO1 count: noted by the slow path
+    # what decides whether the set is read whole; the lines' values are worked out once,
+    # when asked (``LightOrder.lines``): a quantity is above zero and a price basis follows
+    # a price (the line pattern), every line is taken whole, the total is far from the
+    # store's bound
     covered = 0
-    dec = _decimal
-    order_lines = []
     n_extra = 0  # PIDs and PO4s
     priced = True
-    total = _ZERO
-    for line_no, (whole, v1, qty, uom, price, basis, ids, desc, po4) in enumerate(lines_raw, 1):
+    digits = 0  # the most characters of a quantity and a price of one line
+    for whole, _v1, qty, _uom, price, _basis, _ids, desc, po4 in lines_raw:
         covered += len(whole)
-        quantity = dec.get(qty) or _number(qty)
-        if not quantity or (basis and not price):
-            return None  # quantity 0 (left out, noted) or syntax note C0504: the slow path
         if desc:
             n_extra += 1
-        pack = None
         if po4:
             n_extra += 1
-            pack = _pack([Segment("PO4", po4.split(sep), 0)])
-        part = None
-        if ids:
-            parts = ids.split(sep)
-            if len(parts) == 3:  # one pair: the usual
-                product_ids = [_make_product_id({"qualifier": parts[1], "value": parts[2]}, _PIDS)]
-                if parts[1] in _PART_QUALIFIERS:
-                    part = parts[2]
-            else:
-                pairs = list(zip(parts[1::2], parts[2::2], strict=True))
-                product_ids = [
-                    _make_product_id({"qualifier": q, "value": v}, _PIDS) for q, v in pairs
-                ]
-                for want in _PART_QUALIFIERS:  # po850._part_number: BP, else IN, else CB
-                    part = next((v for q, v in pairs if q == want), None)
-                    if part is not None:
-                        break
-        else:
-            product_ids = []
         if price:
-            unit_price = dec.get(price) or _number(price)
-            if priced:
-                total += quantity * unit_price
+            if len(qty) + len(price) > digits:
+                digits = len(qty) + len(price)
         else:
-            unit_price = None
             priced = False
-        order_lines.append(
-            _make_line(
-                {
-                    "line_no": line_no,
-                    "source_line_id": v1 or None,
-                    "product_ids": product_ids,
-                    "customer_part_number": part,
-                    "item_id": None,
-                    "description": desc or None,
-                    "quantity": quantity,
-                    "uom": uom,
-                    "unit_price": unit_price,
-                    "price_basis": basis or None,
-                    "pack": pack,
-                    "requested_ship_date": None,
-                    "confidence": {},
-                },
-                _LINE_SET,
-            )
-        )
     if covered != len(block):
         return None  # a line the strict pattern does not take whole
     count = 4 + n + n_extra  # ST BEG CTT SE, PO1s, PIDs, PO4s
@@ -289,7 +323,6 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
     currency = None
     td5s: list[Segment] = []
     itds: list[Segment] = []
-    header = m["header"]
     if header:
         for raw in header.split(term)[:-1]:
             text = raw.lstrip("\r\n")
@@ -312,8 +345,7 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
                 td5s.append(Segment(tag, els, 0))
             else:
                 itds.append(Segment(tag, els, 0))
-    parties_raw = m["parties"]
-    addresses: dict[str, Address] = {}
+    addresses: dict[str, LightAddress] = {}
     if parties_raw:
         covered = 0
         for (
@@ -336,105 +368,485 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, ctx: MapContext) -> 
             if code in addresses:
                 return None  # a second ST/BT/BY becomes a note: the slow path
             count += 1 + (n2a != "") + (l1 != "") + (n4 != "")  # N1, N2, N3, N4
-            n2 = [v for v in (n2a, n2b) if v]  # as po850._Party.address
-            addresses[code] = _make_address(
-                {
-                    "name": name or (n2[0] if n2 else None) or None,
-                    "party_id": ident or None,
-                    "party_id_qualifier": qual or None,
-                    "address_lines": [*(n2[1:] if not name else n2), *(v for v in (l1, l2) if v)],
-                    "city": city or None,
-                    "region": region or None,
-                    "postal_code": postal or None,
-                    "country": country or None,
-                },
-                _ADDRESS_SET,
+            # as po850._Party.address (N202 only after N201, N302 only after N301)
+            street = (l1, l2) if l2 else (l1,) if l1 else ()
+            if n2a:
+                n2 = (n2a, n2b) if n2b else (n2a,)
+                if not name:
+                    name, n2 = n2[0], n2[1:]
+                street = n2 + street
+            addresses[code] = _new_address(
+                LightAddress,
+                (
+                    name or None,
+                    ident or None,
+                    qual or None,
+                    street,
+                    city or None,
+                    region or None,
+                    postal or None,
+                    country or None,
+                ),
             )
         if covered != len(parties_raw):
             return None
-    se01 = m["se"]
     if int(se01) != count:
         return None  # SE01 ≠ the segments counted: the slow path rejects the set
-    if priced and total >= _FAR_BELOW_TOTAL_BOUND:
+    # each line's quantity × price is below 10 ** digits (their integer digits, at most)
+    if priced and (digits > 8 or n > 999) and _total(lines_raw) >= _FAR_BELOW_TOTAL_BOUND:
         return None  # near numeric(14, 2): Order._fits_the_store decides, on the slow path
     notes: list[str] = []
-    requested_delivery, requested_ship, cancel_after = header_dates(dtms, notes)
-    if m["rel"]:
-        refs.setdefault("RE", m["rel"])
-    if m["ct"]:
-        refs.setdefault("CT", m["ct"])
-    ctrl = m["ctrl"]
-    po_number = m["po"]
-    partner = ctx.partner_id or ctx.sender_id
-    provenance = _make_provenance(
-        {
-            "channel": Channel.EDI,
-            "partner_id": partner,
-            "message_id": None,
-            "source_ref": ctx.source_ref,
-            "document_sha256": ctx.document_sha256,
-            "interchange_control_number": ctx.interchange_control,
-            "group_control_number": ctx.group_control,
-            "transaction_control_number": ctrl,
-            "client_request_id": None,
-            "received_at": ctx.received_at,
-            "extraction_model": None,
-        },
-        _PROVENANCE_SET,
-    )
-    order = _make_order(
-        {
-            "order_id": order_id_for(
-                "edi", partner, po_number, f"{ctx.interchange_control}:{ctx.group_control}:{ctrl}"
-            ),
-            "po_number": po_number,
-            "po_date": _date(m["date"]),
-            "purpose": "original",
-            "order_type": m["type"],
-            "customer_id": None,
-            "buyer": addresses.get("BY"),
-            "ship_to": addresses.get("ST"),
-            "bill_to": addresses.get("BT"),
-            "currency": currency or "USD",
-            "requested_ship_date": requested_ship,
-            "requested_delivery_date": requested_delivery,
-            "cancel_after": cancel_after,
-            "carrier_routing": _routing(td5s) if td5s else None,
-            "payment_terms": _terms(itds) if itds else None,
-            "references": refs,
-            "contacts": contacts,
-            "charges": [],
-            "notes": notes,
-            "lines": order_lines,
-            "declared_line_count": n,
-            "provenance": provenance,
-            "confidence": {},
-        },
-        _ORDER_SET,
-    )
-    result = _make_result(
-        {
-            "set_id": "850",
-            "control_number": ctrl,
-            "implementation_ref": None,
-            "segment_count": count,
-            "declared_segment_count": se01,
-            "segment_index": st_index,
-            "accepted": True,
-            "ack_code": "A",
-            "ak5_codes": [],
-            "segment_notes": [],
-            "errors": [],
-            "po_number": po_number,
-            "order": order,
-            "change": None,
-            "acknowledgment": None,
-        },
-        _RESULT_SET,
+    if not dtms:
+        requested_delivery = requested_ship = cancel_after = None
+    elif len(dtms) == 1:  # header_dates for one DTM (its three qualifier lists are disjoint)
+        qual, d = dtms[0]
+        requested_delivery = d if qual in _DELIVERY else None
+        requested_ship = d if qual in _SHIP else None
+        cancel_after = d if qual in _CANCEL else None
+        if requested_delivery is None and requested_ship is None and cancel_after is None:
+            requested_delivery, requested_ship, cancel_after = header_dates(dtms, notes)
+    else:
+        requested_delivery, requested_ship, cancel_after = header_dates(dtms, notes)
+    if rel:
+        refs.setdefault("RE", rel)
+    if ct:
+        refs.setdefault("CT", ct)
+    text = m.string
+    order = LightOrder(
+        (
+            order_id_for("edi", group.partner, po_number, group.discriminator + ctrl),
+            po_number,
+            _date(po_date),
+            po_type,
+            addresses.get("BY"),
+            addresses.get("ST"),
+            addresses.get("BT"),
+            currency or "USD",
+            requested_ship,
+            requested_delivery,
+            cancel_after,
+            _routing(td5s) if td5s else None,
+            _terms(itds) if itds else None,
+            refs,
+            contacts,
+            notes,
+            lines_raw,
+            priced,
+            # no value of the set needs a JSON escape (no control character: the patterns)
+            text.find('"', m.start(), m.end()) < 0 and text.find("\\", m.start(), m.end()) < 0,
+        ),
+        LightProvenance(group, ctrl),
+        sep,
     )
     global sets_read
     sets_read += 1
-    return FastSet(result, count, st_index, ctrl, se01)
+    return FastSet(order, count, st_index, ctrl, se01)
+
+
+# ------------------------------------------------------------------------------ light records
+# The orders of sets read whole, as plain values: what EDI intake stores of them (its rows,
+# the canonical JSON) is read from these without a pydantic instance per order, line,
+# product id and address (~14 per 5-line PO, most of the fast path's time). Each record
+# answers the attributes intake reads of an ``Order``, gives the JSON ``Order.model_dump_json``
+# gives (``tests/unit/test_x12_light.py`` proves both, value by value and byte for byte), and
+# builds the model itself (``to_model``) for anything else.
+_js = encode_basestring  # JSON string as pydantic writes it (serde_json's escapes)
+
+
+def _jo(v: str | None) -> str:
+    return "null" if v is None else _js(v)
+
+
+def _jd(v: date | None) -> str:
+    return "null" if v is None else f'"{v.isoformat()}"'
+
+
+_new_line = tuple.__new__
+_new_address = tuple.__new__
+
+
+class LightLine(tuple):
+    """One line: (line_no, source_line_id, product_ids as (qualifier, value) pairs,
+    customer_part_number, description, quantity, uom, unit_price, price_basis, pack), then
+    whether its values need no JSON escape, and a cell for its JSON once written."""
+
+    __slots__ = ()
+    line_no = property(itemgetter(0))
+    source_line_id = property(itemgetter(1))
+    product_pairs = property(itemgetter(2))
+    customer_part_number = property(itemgetter(3))
+    description = property(itemgetter(4))
+    quantity = property(itemgetter(5))
+    uom = property(itemgetter(6))
+    unit_price = property(itemgetter(7))
+    price_basis = property(itemgetter(8))
+    pack = property(itemgetter(9))
+    item_id = None  # mapped later, never at intake
+    requested_ship_date = None
+
+    def model_dump_json(self) -> str:
+        """``OrderLine.model_dump_json()`` of :meth:`to_model`, without building it."""
+        no, v1, pids, part, desc, qty, uom, price, basis, pack, plain, cell = self
+        if cell:
+            return cell[0]
+        if plain:  # every value as it is between quotes (the set holds no " or \)
+            ids = ",".join([f'{{"qualifier":"{q}","value":"{v}"}}' for q, v in pids])
+            v1 = "null" if v1 is None else f'"{v1}"'
+            part = "null" if part is None else f'"{part}"'
+            desc = "null" if desc is None else f'"{desc}"'
+            uom = f'"{uom}"'
+            basis = "null" if basis is None else f'"{basis}"'
+        else:
+            ids = ",".join([f'{{"qualifier":{_js(q)},"value":{_js(v)}}}' for q, v in pids])
+            v1, part, desc, uom, basis = _jo(v1), _jo(part), _jo(desc), _js(uom), _jo(basis)
+        price = "null" if price is None else f'"{price}"'
+        pack = "null" if pack is None else _js(pack)
+        text = (
+            f'{{"line_no":{no},"source_line_id":{v1},"product_ids":[{ids}],'
+            f'"customer_part_number":{part},"item_id":null,"description":{desc},'
+            f'"quantity":"{qty}","uom":{uom},"unit_price":{price},"price_basis":{basis},'
+            f'"pack":{pack},"requested_ship_date":null,"confidence":{{}}}}'
+        )
+        cell.append(text)
+        return text
+
+    def to_model(self) -> OrderLine:
+        no, v1, pids, part, desc, qty, uom, price, basis, pack, _, _ = self
+        return _make_line(
+            {
+                "line_no": no,
+                "source_line_id": v1,
+                "product_ids": [
+                    _make_product_id({"qualifier": q, "value": v}, _PIDS) for q, v in pids
+                ],
+                "customer_part_number": part,
+                "item_id": None,
+                "description": desc,
+                "quantity": qty,
+                "uom": uom,
+                "unit_price": price,
+                "price_basis": basis,
+                "pack": pack,
+                "requested_ship_date": None,
+                "confidence": {},
+            },
+            _LINE_SET,
+        )
+
+
+class LightAddress(tuple):
+    """(name, party_id, party_id_qualifier, address_lines, city, region, postal_code,
+    country)."""
+
+    __slots__ = ()
+    name = property(itemgetter(0))
+    party_id = property(itemgetter(1))
+    party_id_qualifier = property(itemgetter(2))
+    address_lines = property(itemgetter(3))
+    city = property(itemgetter(4))
+    region = property(itemgetter(5))
+    postal_code = property(itemgetter(6))
+    country = property(itemgetter(7))
+
+    def model_dump_json(self, plain: bool = False) -> str:
+        name, pid, qual, lines, city, region, postal, country = self
+        if plain:
+            joined = ",".join(map(_jp, lines))
+            return (
+                f'{{"name":{_jp(name)},"party_id":{_jp(pid)},"party_id_qualifier":{_jp(qual)},'
+                f'"address_lines":[{joined}],"city":{_jp(city)},'
+                f'"region":{_jp(region)},"postal_code":{_jp(postal)},"country":{_jp(country)}}}'
+            )
+        return (
+            f'{{"name":{_jo(name)},"party_id":{_jo(pid)},"party_id_qualifier":{_jo(qual)},'
+            f'"address_lines":[{",".join(map(_js, lines))}],"city":{_jo(city)},'
+            f'"region":{_jo(region)},"postal_code":{_jo(postal)},"country":{_jo(country)}}}'
+        )
+
+    def to_model(self) -> Address:
+        name, pid, qual, lines, city, region, postal, country = self
+        return _make_address(
+            {
+                "name": name,
+                "party_id": pid,
+                "party_id_qualifier": qual,
+                "address_lines": list(lines),
+                "city": city,
+                "region": region,
+                "postal_code": postal,
+                "country": country,
+            },
+            _ADDRESS_SET,
+        )
+
+
+def _light_lines(lines_raw: list[tuple[str, ...]], sep: str, plain: bool) -> list[LightLine]:
+    """The lines' values from their pattern's groups, as ``po850`` maps them."""
+    out = []
+    add = out.append
+    dec = _decimal
+    for line_no, (_whole, v1, qty, uom, price, basis, ids, desc, po4) in enumerate(lines_raw, 1):
+        part = None
+        if ids:
+            parts = ids.split(sep)
+            if len(parts) == 3:  # one pair: the usual
+                product_ids: tuple[tuple[str, str], ...] = ((parts[1], parts[2]),)
+                if parts[1] in _PART_QUALIFIERS:
+                    part = parts[2]
+            else:
+                product_ids = tuple(zip(parts[1::2], parts[2::2], strict=True))
+                for want in _PART_QUALIFIERS:  # po850._part_number: BP, else IN, else CB
+                    part = next((v for q, v in product_ids if q == want), None)
+                    if part is not None:
+                        break
+        else:
+            product_ids = ()
+        add(
+            _new_line(
+                LightLine,
+                (
+                    line_no,
+                    v1 or None,
+                    product_ids,
+                    part,
+                    desc or None,
+                    dec.get(qty) or _number(qty),
+                    uom,
+                    (dec.get(price) or _number(price)) if price else None,
+                    basis or None,
+                    _pack([Segment("PO4", po4.split(sep), 0)]) if po4 else None,
+                    plain,
+                    [],
+                ),
+            )
+        )
+    return out
+
+
+def _jp(v: str | None) -> str:  # a value known to need no escape
+    return "null" if v is None else f'"{v}"'
+
+
+def _ja(a: LightAddress | None, plain: bool) -> str:
+    return "null" if a is None else a.model_dump_json(plain)
+
+
+class LightProvenance:
+    """The order's provenance: its group's values, its ST02, and ``message_id`` (set by
+    intake once the message is stored)."""
+
+    __slots__ = ("_message_id", "group", "transaction_control_number")
+    channel = Channel.EDI
+    client_request_id = None
+    extraction_model = None
+
+    def __init__(self, group: Group, control: str) -> None:
+        self.group = group
+        self.transaction_control_number = control
+
+    @property
+    def message_id(self) -> int | None:
+        return getattr(self, "_message_id", None)
+
+    @message_id.setter
+    def message_id(self, value: int | None) -> None:
+        self._message_id = value
+
+    partner_id = property(lambda self: self.group.partner)
+    source_ref = property(lambda self: self.group.ctx.source_ref)
+    document_sha256 = property(lambda self: self.group.ctx.document_sha256)
+    interchange_control_number = property(lambda self: self.group.ctx.interchange_control)
+    group_control_number = property(lambda self: self.group.ctx.group_control)
+    received_at = property(lambda self: self.group.ctx.received_at)
+
+    def model_dump_json(self) -> str:
+        head, mid, tail = self.group.provenance_json()
+        message_id = self.message_id
+        return (
+            f"{head}{'null' if message_id is None else int(message_id)}"
+            f"{mid}{_js(self.transaction_control_number)}{tail}"
+        )
+
+    def to_model(self) -> Provenance:
+        p = self.group.provenance(self.transaction_control_number, self.message_id)
+        if hasattr(self, "_message_id"):
+            p.__pydantic_fields_set__.add("message_id")  # set, as on the model
+        return p
+
+
+class LightOrder:
+    """An accepted 850's order as plain values. ``customer_id`` (and the provenance's
+    ``message_id``) may be set, as intake does on the model. Its lines (and ``total``) are
+    worked out from the set's text when first asked: intake asks once, to store them."""
+
+    __slots__ = ("_customer", "_lines", "provenance", "sep", "values")
+    purpose = "original"
+
+    def __init__(self, values: tuple, provenance: LightProvenance, sep: str) -> None:
+        self.values = values
+        self.provenance = provenance
+        self.sep = sep
+
+    @property
+    def customer_id(self) -> str | None:
+        return getattr(self, "_customer", None)
+
+    @customer_id.setter
+    def customer_id(self, value: str | None) -> None:
+        self._customer = value  # set: one of the model's fields set, as on the model
+
+    @property
+    def lines(self) -> list[LightLine]:
+        try:
+            return self._lines
+        except AttributeError:
+            self._lines = _light_lines(self.values[16], self.sep, self.values[18])
+            return self._lines
+
+    @property
+    def total(self) -> Decimal | None:
+        """As ``Order.total``: Σ quantity × price, None when a line has no price."""
+        if not self.values[17]:
+            return None
+        return sum((ln.quantity * ln.unit_price for ln in self.lines), Decimal("0"))
+
+    order_id = property(lambda self: self.values[0])
+    po_number = property(lambda self: self.values[1])
+    po_date = property(lambda self: self.values[2])
+    order_type = property(lambda self: self.values[3])
+    buyer = property(lambda self: self.values[4])
+    ship_to = property(lambda self: self.values[5])
+    bill_to = property(lambda self: self.values[6])
+    currency = property(lambda self: self.values[7])
+    requested_ship_date = property(lambda self: self.values[8])
+    requested_delivery_date = property(lambda self: self.values[9])
+    cancel_after = property(lambda self: self.values[10])
+    carrier_routing = property(lambda self: self.values[11])
+    payment_terms = property(lambda self: self.values[12])
+    references = property(lambda self: self.values[13])
+    contacts = property(lambda self: self.values[14])
+    notes = property(lambda self: self.values[15])
+    declared_line_count = property(lambda self: len(self.values[16]))
+
+    def model_dump_json(self) -> str:
+        """``Order.model_dump_json()`` of :meth:`to_model`, without building it."""
+        (
+            order_id,
+            po,
+            po_date,
+            order_type,
+            buyer,
+            ship_to,
+            bill_to,
+            currency,
+            ship,
+            delivery,
+            cancel,
+            routing,
+            terms,
+            refs,
+            contacts,
+            notes,
+            _,
+            _,
+            plain,
+        ) = self.values
+        if plain:
+            q = _jp
+            references = ",".join([f'"{k}":"{v}"' for k, v in refs.items()])
+        else:
+            q = _jo
+            references = ",".join([f"{_js(k)}:{_js(v)}" for k, v in refs.items()])
+        lines = ",".join([ln.model_dump_json() for ln in self.lines])
+        return (
+            f'{{"order_id":{q(order_id)},"po_number":{q(po)},"po_date":{_jd(po_date)},'
+            f'"purpose":"original","order_type":{q(order_type)},'
+            f'"customer_id":{_jo(self.customer_id)},"buyer":{_ja(buyer, plain)},'
+            f'"ship_to":{_ja(ship_to, plain)},"bill_to":{_ja(bill_to, plain)},'
+            f'"currency":{q(currency)},"requested_ship_date":{_jd(ship)},'
+            f'"requested_delivery_date":{_jd(delivery)},"cancel_after":{_jd(cancel)},'
+            f'"carrier_routing":{_jo(routing)},"payment_terms":{_jo(terms)},'
+            f'"references":{{{references}}},"contacts":[{",".join(map(_js, contacts))}],'
+            f'"charges":[],"notes":[{",".join(map(_js, notes))}],"lines":[{lines}],'
+            f'"declared_line_count":{len(self.values[16])},'
+            f'"provenance":{self.provenance.model_dump_json()},"confidence":{{}}}}'
+        )
+
+    def to_model(self) -> Order:
+        """The canonical order, built as validation would build it (every value proven)."""
+        (
+            order_id,
+            po,
+            po_date,
+            order_type,
+            buyer,
+            ship_to,
+            bill_to,
+            currency,
+            ship,
+            delivery,
+            cancel,
+            routing,
+            terms,
+            refs,
+            contacts,
+            notes,
+            _,
+            _,
+            _,
+        ) = self.values
+        lines = self.lines
+        return _make_order(
+            {
+                "order_id": order_id,
+                "po_number": po,
+                "po_date": po_date,
+                "purpose": "original",
+                "order_type": order_type,
+                "customer_id": self.customer_id,
+                "buyer": buyer.to_model() if buyer is not None else None,
+                "ship_to": ship_to.to_model() if ship_to is not None else None,
+                "bill_to": bill_to.to_model() if bill_to is not None else None,
+                "currency": currency,
+                "requested_ship_date": ship,
+                "requested_delivery_date": delivery,
+                "cancel_after": cancel,
+                "carrier_routing": routing,
+                "payment_terms": terms,
+                "references": dict(refs),
+                "contacts": list(contacts),
+                "charges": [],
+                "notes": list(notes),
+                "lines": [ln.to_model() for ln in lines],
+                "declared_line_count": len(lines),
+                "provenance": self.provenance.to_model(),
+                "confidence": {},
+            },
+            _ORDER_SET if not hasattr(self, "_customer") else _ORDER_SET_CUSTOMER,
+        )
+
+    def set_result(self, fast: FastSet) -> TransactionResult:
+        """The set's ``TransactionResult`` (AK5 A, nothing to note), with :meth:`to_model`."""
+        return _make_result(
+            {
+                "set_id": "850",
+                "control_number": fast.control,
+                "implementation_ref": None,
+                "segment_count": fast.count,
+                "declared_segment_count": fast.se01,
+                "segment_index": fast.st_index,
+                "accepted": True,
+                "ack_code": "A",
+                "ak5_codes": [],
+                "segment_notes": [],
+                "errors": [],
+                "po_number": self.values[1],
+                "order": self.to_model(),
+                "change": None,
+                "acknowledgment": None,
+            },
+            _RESULT_SET,
+        )
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -443,6 +855,14 @@ _ZERO = Decimal(0)
 _FAR_BELOW_TOTAL_BOUND = Decimal(10) ** 11
 _decimal: dict[str, Decimal] = {}  # quantities and prices repeat: Decimal is immutable
 _dates: dict[str, date] = {}
+
+
+def _total(lines_raw: list[tuple[str, ...]]) -> Decimal:
+    """Σ quantity × price of the lines, as ``Order.total`` (every line priced)."""
+    total = _ZERO
+    for line in lines_raw:
+        total += Decimal(line[2]) * Decimal(line[4])
+    return total
 
 
 def _number(text: str) -> Decimal:
@@ -570,6 +990,7 @@ _ORDER_FIELDS = (
 )
 _make_order = _maker(Order, _ORDER_FIELDS)
 _ORDER_SET = frozenset(_ORDER_FIELDS) - {"customer_id", "confidence"}
+_ORDER_SET_CUSTOMER = _ORDER_SET | {"customer_id"}
 _RESULT_FIELDS = tuple(TransactionResult.model_fields)
 _make_result = _maker(TransactionResult, _RESULT_FIELDS)
 _RESULT_SET = frozenset(_RESULT_FIELDS)

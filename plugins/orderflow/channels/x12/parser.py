@@ -83,6 +83,13 @@ class X12Stream:
     memory (plus, per group being read, what the 997 needs of each set): a consumer that
     lets each result go reads a file of any size in bounded memory. :func:`parse` collects
     the same events into one :class:`X12Result`.
+
+    ``light_orders=True`` (EDI intake): an 850 set read whole by the fast path
+    (``fast850``: accepted as is, nothing to note) is yielded as its
+    :class:`~orderflow.channels.x12.reader.FastSet` instead of a ``TransactionResult``:
+    ``.control`` (ST02), ``.order`` a ``fast850.LightOrder`` (the order's values and the
+    JSON the store keeps of it, no model instances; ``.order.to_model()`` the ``Order``),
+    ``.result`` the ``TransactionResult`` the stream would have yielded.
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class X12Stream:
         our_qualifier: str = "ZZ",
         next_control_number: Callable[[], int] | None = None,
         max_bytes: int = MAX_BYTES,
+        light_orders: bool = False,
     ) -> None:
         if received_at is not None and received_at.tzinfo is None:
             received_at = received_at.replace(tzinfo=UTC)
@@ -105,6 +113,7 @@ class X12Stream:
         self._our_qualifier = our_qualifier
         self._next_control = next_control_number or itertools.count(1).__next__
         self._max_bytes = max_bytes
+        self._light = light_orders
         self.failed = False
         #: ISA13 of the first interchange, once it is read (duplicate detection)
         self.first_control: str | None = None
@@ -177,6 +186,7 @@ class X12Stream:
         received_at = self._received_at
         work = InterchangeWork(raw=raw, findings=list(raw.isa.findings) + list(raw.findings))
         mappers: dict[int, Mapper850 | Mapper860] = {}
+        light = self._light
 
         def map_context(g: GroupWork) -> MapContext:
             return MapContext(
@@ -204,16 +214,15 @@ class X12Stream:
         fast = None
         patterns = fast850.set_pattern(raw.isa.delimiters) if fast850.usable() else None
         if patterns is not None:
-            contexts: dict[int, tuple[GroupWork, MapContext | None]] = {}
+            contexts: dict[int, tuple[GroupWork, fast850.Group | None]] = {}
 
             def build(g: GroupWork, m: re.Match[str], st_index: int) -> FastSet | None:
-                if g.el(1) != "PO":
-                    return None
                 got = contexts.get(id(g))
                 if got is None or got[0] is not g:
                     ctx = map_context(g)
                     contexts.clear()
-                    contexts[id(g)] = got = (g, ctx if fast850.context_fits(ctx) else None)
+                    fits = g.el(1) == "PO" and fast850.context_fits(ctx)
+                    contexts[id(g)] = got = (g, fast850.Group(ctx) if fits else None)
                 if got[1] is None:
                     return None
                 return fast850.build(m, st_index, patterns, got[1])
@@ -225,7 +234,7 @@ class X12Stream:
         for g, t in walk_envelopes(work, on_st, keep_txns=False, fast=fast):
             if type(t) is FastSet:
                 acks.append(t.control)  # accepted as is: its ST02 says it all (below)
-                yield t.result  # type: ignore[misc]
+                yield t if light else t.result  # type: ignore[misc]
                 continue
             if t is not None:
                 tr = _transaction(t, g, mappers.pop(id(t), None))

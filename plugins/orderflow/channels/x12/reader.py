@@ -95,14 +95,22 @@ class Segment:
 
 class FastSet:
     """A whole 850 set read by the fast path (``fast850``) in place of its segments: its
-    result, the segments it spans, its ST's index in the file, ST02 and SE01."""
+    order (a ``fast850.LightOrder``), the segments it spans, its ST's index in the file,
+    ST02 and SE01. ``result`` is the set's ``TransactionResult`` (built when first asked)."""
 
-    __slots__ = ("control", "count", "result", "se01", "st_index")
+    __slots__ = ("_result", "control", "count", "order", "se01", "st_index")
     tag = ""  # never a segment's tag: the walk tells it by its type
 
-    def __init__(self, result: object, count: int, st_index: int, control: str, se01: str):
-        self.result, self.count, self.st_index = result, count, st_index
+    def __init__(self, order: object, count: int, st_index: int, control: str, se01: str):
+        self.order, self.count, self.st_index = order, count, st_index
         self.control, self.se01 = control, se01
+        self._result = None
+
+    @property
+    def result(self):  # type: ignore[no-untyped-def]
+        if self._result is None:
+            self._result = self.order.set_result(self)  # type: ignore[attr-defined]
+        return self._result
 
     @property
     def se(self) -> Segment:

@@ -91,8 +91,16 @@ def render(segments: Iterable[SegmentValues], d: Delimiters) -> str:
     """The segments, rendered one at a time into one string (a 997 for a group of 100,000s
     of sets is written without a list of every rendered segment beside it)."""
     out = io.StringIO()
+    write = out.write
+    same: dict[tuple, str] = {}  # a tuple is a constant segment (e.g. AK5*A, once per set)
     for s in segments:
-        out.write(render_segment(s, d))
+        if type(s) is tuple:
+            text = same.get(s)
+            if text is None:
+                text = same[s] = render_segment(s, d)
+            write(text)
+        else:
+            write(render_segment(s, d))
     return out.getvalue()
 
 
