@@ -190,3 +190,40 @@ def test_evaluation_reports_the_model_beside_the_catalogue_order(offers):
     assert r["train_examples"] + r["n_offers_eval"] == len(offers.offers)
     assert all(o.at < cut for o in offers.offers[: r["train_examples"]])
     assert all(o.at >= cut - timedelta(0) for o in offers.offers[r["train_examples"] :])
+
+
+def _repeat_agreement(data) -> tuple[int, int]:
+    """(agreeing, repeated): offers of a (customer, item, substitute) offered before whose
+    answer is the one the customer gave the first time."""
+    first: dict[tuple, bool] = {}
+    agree = n = 0
+    for o in data.offers:
+        key = (o.customer_id, o.item_id, o.offered)
+        if key in first:
+            n += 1
+            agree += o.accepted == first[key]
+        else:
+            first[key] = o.accepted
+    return agree, n
+
+
+def test_an_answer_can_become_the_customers_standing_rule(monkeypatch):
+    """Habit (docs/ai.md): an answer that became a standing rule is given again; without
+    habit the same substitute is answered afresh each time; the offers themselves (candidates,
+    the one offered) are the same either way (the habit has a stream of its own)."""
+    from orderflow_sandbox.generator import substitutes as gs
+    from orderflow_sandbox.generator.history import generate
+
+    hist = generate(5, days=40, orders_per_day=25)
+    monkeypatch.setattr(gs, "HABIT_SHARE", 1.0)
+    monkeypatch.setattr(gs, "HABIT_P", 1.0)
+    always = gs.generate_offers(hist)
+    agree, n = _repeat_agreement(always)
+    assert n >= 10 and agree == n
+    monkeypatch.setattr(gs, "HABIT_SHARE", 0.0)
+    never = gs.generate_offers(hist)
+    agree, n = _repeat_agreement(never)
+    assert agree < n
+    assert [(o.offer_id, o.candidates, o.offered) for o in never.offers] == [
+        (o.offer_id, o.candidates, o.offered) for o in always.offers
+    ]

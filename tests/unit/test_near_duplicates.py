@@ -53,6 +53,7 @@ BASKET = [
         ("067504-36", "06750436"),
         ("B12012887", "PO# b12012887"),
         ("0013598", "PO OO13598"),  # OCR read the zeros as letters
+        ("PO-2026-049898", "PO-PO2026049898"),  # a translator's prefix on a PO that had one
     ],
 )
 def test_reformatted_po_numbers_normalise_alike(a, b):
@@ -69,6 +70,43 @@ def test_next_po_numbers_of_a_sequence_are_neighbours_not_reformattings():
     slip = doc("D", "PO-2026-014448", BASKET, channel="csv")  # two digits swapped by hand
     f = dict(zip(nd.FEATURES, nd.features(a, slip).values, strict=True))
     assert (f["po_equal_lines"], f["po_neighbour"], f["po_typo_lines"]) == (0.0, 0.0, 1.0)
+
+
+def _po_features(po_a, po_b):
+    a, b = doc("A", po_a, BASKET), doc("B", po_b, BASKET, channel="csv")
+    f = dict(zip(nd.FEATURES, nd.features(a, b).values, strict=True))
+    return f["po_neighbour"], f["po_typo_lines"], f["po_slip_or_step_lines"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        # the next PO of the sequence, one of them reformatted (the dashes dropped, a suffix
+        # kept): still neighbours, not unrelated numbers
+        ("8597731", "085988-31", (1.0, 0.0, 0.0)),
+        ("PO-03951027", "039516-27", (1.0, 0.0, 0.0)),
+        ("0063384", "0063387", (1.0, 0.0, 0.0)),  # one digit changed: the next order
+        # a slip that no sequence step explains: a copy typed by hand
+        ("0047870", "004787", (0.0, 1.0, 0.0)),  # a digit left out
+        ("B07048085", "B70048085", (0.0, 1.0, 0.0)),  # the branch swapped
+        ("PO-2026-041448", "PO-2026-014448", (0.0, 1.0, 0.0)),
+        # two last digits swapped that are also a few numbers apart: either; its own feature
+        ("0056018", "0056081", (0.0, 0.0, 1.0)),
+        ("0047870", "0047807", (0.0, 0.0, 1.0)),
+        ("090595-19", "090595-91", (0.0, 0.0, 1.0)),
+    ],
+)
+def test_sequence_steps_keying_slips_and_the_ambiguous_swap_are_told_apart(a, b, expected):
+    assert _po_features(a, b) == expected
+    assert _po_features(b, a) == expected
+
+
+def test_an_order_one_slip_from_a_candidate_is_not_new_in_the_sequence():
+    earlier = [doc("A", "0047870", BASKET), doc("B", "0047875", BASKET)]
+    slip = nd.in_context(doc("C", "0047807", BASKET), earlier)  # a swap of A's last digits
+    assert not slip.po_new_in_sequence
+    new = nd.in_context(doc("D", "0047878", BASKET), earlier)
+    assert new.po_new_in_sequence
 
 
 # ---------------------------------------------------------------------------- blocking

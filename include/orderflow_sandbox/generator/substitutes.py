@@ -13,7 +13,13 @@ candidate is decided here by drivers a store could come to know, plus noise:
   acceptances show it), and a lasting taste of this customer for this substitute and for the
   family (its own past accepts and rejects show them);
 - the pair: the price difference (list prices), pack size and unit equal or not, the same
-  brand (manufacturer) or not, and the lead time (in stock at the preferred DC or not).
+  brand (manufacturer) or not, and the lead time (in stock at the preferred DC or not);
+- habit: a customer's answer to an offered substitute for an item often becomes a standing
+  rule of that customer (``HABIT_SHARE`` of answers: "always send X for Y", "never send X for
+  Y" — the customer-specific inclusions and exclusions of a distributor's ERP); the next
+  offers of that substitute for that item are accepted with ``HABIT_P`` (or rejected with it)
+  whatever the drivers above say. People are not deterministic: a standing rule is still
+  broken one time in ten, and half the answers leave no rule at all (docs/ai.md).
 
 Imbalanced (roughly four offers in ten are accepted from the catalogue's order) and noisy (an
 acceptance is a draw from the customer's probability, not the probability). The outcome of
@@ -53,6 +59,9 @@ WEIGHTS = {
     "open": (0.5, 0.4, 0.5, 0.8),
 }
 MAKERS_PER_FAMILY = 3
+#: the share of answers that become a standing rule of the customer for (item, substitute),
+#: and how firmly the rule holds afterwards (P(accepted) under "always", 1 - under "never")
+HABIT_SHARE, HABIT_P = 0.5, 0.9
 
 
 @dataclass
@@ -175,6 +184,15 @@ def generate_offers(hist, *, short_rate: float = 0.12, listed_share: float = 0.4
             + fam_taste[(cid, f)]
         )
 
+    # the habit draws have a stream of their own: every other draw is the one it was
+    habit_rng = np.random.default_rng([hist.seed, 5])
+    standing: dict[tuple[str, str, str], bool] = {}
+
+    def prob(cid: str, item: str, sub: str, at_pref: bool) -> float:
+        rule = standing.get((cid, item, sub))
+        p = _sigmoid(utility(cid, item, sub, at_pref))  # drawn either way (the taste stream)
+        return p if rule is None else (HABIT_P if rule else 1.0 - HABIT_P)
+
     offers: list[Offer] = []
     for row in hist.orders:
         cid = row["customer_id"]
@@ -187,12 +205,14 @@ def generate_offers(hist, *, short_rate: float = 0.12, listed_share: float = 0.4
             if not cands:
                 continue
             at_pref = {s: bool(rng.random() < 0.65) for s in cands}
-            p = {s: _sigmoid(utility(cid, item, s, at_pref[s])) for s in cands}
+            p = {s: prob(cid, item, s, at_pref[s]) for s in cands}
             outcomes = {s: bool(rng.random() < p[s]) for s in cands}
             known = {s: _sigmoid(utility(cid, item, s, at_pref[s], own_taste=False))
                      for s in cands}  # fmt: skip
             # the desk offers the catalogue's first in stock, now and then one it prefers
             offered = cands[0] if rng.random() < 0.7 else cands[int(rng.integers(len(cands)))]
+            if (cid, item, offered) not in standing and habit_rng.random() < HABIT_SHARE:
+                standing[(cid, item, offered)] = outcomes[offered]
             offers.append(
                 Offer(
                     offer_id=f"S{hist.seed}-{len(offers):06d}",

@@ -151,7 +151,7 @@ def from_view(order: Any, channel: str | None = None, lines: Sequence[Any] | Non
 
 #: characters OCR and people confuse, folded to one (letters to the digits they resemble)
 _FOLD = str.maketrans("OQDIL|SZBG", "0001115286")
-_PO_PREFIX = re.compile(r"^(PURCHASEORDER|PONUMBER|PONO|PO)(?=\w)")
+_PO_PREFIX = re.compile(r"^(?:PURCHASEORDER|PONUMBER|PONO|PO)+(?=\w)")
 _NON_ALNUM = re.compile(r"[^0-9A-Z]+")
 
 
@@ -198,7 +198,8 @@ FEATURES: tuple[str, ...] = (
     "po_new_in_sequence",  # the order's PO is the customer's next, not any candidate's
     "po_equal_lines",  # the same PO after normalising x lines matched
     "po_digits_equal_lines",  # the same digits (a branch prefix left out) x lines matched
-    "po_typo_lines",  # one keying slip apart, not neighbours in sequence x lines matched
+    "po_typo_lines",  # one keying slip apart (a swap, a character left out) x lines matched
+    "po_slip_or_step_lines",  # a swap that is also a step of the sequence x lines matched
     "po_similarity",  # rapidfuzz ratio of the normalised PO numbers (0..1)
     "po_neighbour",  # two PO numbers of one sequence, a few numbers apart (a new order)
     "ship_to_same",
@@ -233,10 +234,18 @@ class Pair:
 
 def in_context(order: Doc, candidates: Sequence[Doc]) -> Doc:
     """``order`` knowing whether its PO number is a new one of the customer's sequence among
-    ``candidates`` (what :func:`features` reads as ``po_new_in_sequence``)."""
+    ``candidates`` (what :func:`features` reads as ``po_new_in_sequence``): a neighbour of
+    some candidate's (and not one keying slip from it), and neither the same as nor one
+    keying slip from any."""
     keys = {c.po_key for c in candidates}
-    new = order.po_key not in keys and any(
-        _neighbours(order.po_number, c.po_number, order.po_key, c.po_key) for c in candidates
+    new = (
+        order.po_key not in keys
+        and not any(_slip(order.po_key, k) for k in keys)
+        and any(
+            _neighbours(order.po_number, c.po_number, order.po_key, c.po_key)
+            and not _slip(order.po_key, c.po_key)
+            for c in candidates
+        )
     )
     return replace(order, po_new_in_sequence=new)
 
@@ -245,15 +254,17 @@ def features(a: Doc, b: Doc) -> Pair:
     """Compare order ``a`` (in context: :func:`in_context`) with candidate ``b`` of the same
     customer."""
     from rapidfuzz import fuzz
-    from rapidfuzz.distance import OSA
 
     pa, pb = a.po_key, b.po_key
     po_equal = float(bool(pa) and pa == pb)
     da, db = _digits(a.po_number), _digits(b.po_number)
     digits_equal = float(len(da) >= 4 and da == db)
     po_sim = fuzz.ratio(pa, pb) / 100 if pa and pb else 0.0
-    neighbour = float(_neighbours(a.po_number, b.po_number, pa, pb))
-    typo = float(not neighbour and bool(pa and pb) and pa != pb and OSA.distance(pa, pb) <= 1)
+    step = _neighbours(a.po_number, b.po_number, pa, pb)
+    slip = _slip(pa, pb)
+    neighbour = float(step and not slip)
+    typo = float(slip and not step)
+    either = float(slip and step)  # a swap of two digits that is also a step of the sequence
     matches = _match_lines(a.lines, b.lines)
     na, nb = len(a.lines), len(b.lines)
     m = len(matches)
@@ -285,6 +296,7 @@ def features(a: Doc, b: Doc) -> Pair:
         po_equal * share,
         digits_equal * share,
         typo * share,
+        either * share,
         po_sim,
         neighbour,
         float(bool(a.ship_to_id) and a.ship_to_id == b.ship_to_id),
@@ -318,19 +330,48 @@ def _amount(d: Doc) -> float:
 def _neighbours(raw_a: str, raw_b: str, a: str, b: str) -> bool:
     """Two different PO numbers of one sequence: their runs of digits are the same but one,
     which differs by at most ``PO_SEQUENCE_GAP`` (a customer's next orders: ``PO-2026-041448``
-    and ``PO-2026-041457``, ``066129-13`` and ``066131-13``). ``a`` / ``b``: normalised."""
+    and ``PO-2026-041457``, ``066129-13`` and ``066131-13``), also when one of them was
+    reformatted (``8597731``, the dashes of ``085977-31`` dropped, and ``085988-31``: the
+    digits of both agree but for one stretch, which differs by a few numbers). ``a`` / ``b``:
+    normalised."""
     if not a or not b or a == b:
         return False
     ga, gb = _digit_runs(raw_a), _digit_runs(raw_b)
-    if len(ga) != len(gb) or not ga:
-        ga, gb = _digit_runs(a)[-1:], _digit_runs(b)[-1:]
-        if not ga or not gb:
-            return False
-    differ = [(x, y) for x, y in zip(ga, gb, strict=True) if int(x) != int(y)]
-    if len(differ) != 1:
+    if len(ga) == len(gb):
+        differ = [(x, y) for x, y in zip(ga, gb, strict=True) if int(x) != int(y)]
+        return len(differ) == 1 and _close(*differ[0])
+    # the formatting differs: all the digits, aligned on the ones both share at either end
+    da, db = "".join(_digit_runs(a)), "".join(_digit_runs(b))
+    if len(da) != len(db) or not da:
         return False
-    x, y = differ[0]
+    k = 0
+    while k < len(da) and da[k] == db[k]:
+        k += 1
+    e = len(da)
+    while e > k and da[e - 1] == db[e - 1]:
+        e -= 1
+    return e > k and _close(da[k:e], db[k:e])
+
+
+def _close(x: str, y: str) -> bool:
     return len(x) <= 15 and len(y) <= 15 and abs(int(x) - int(y)) <= PO_SEQUENCE_GAP
+
+
+def _slip(a: str, b: str) -> bool:
+    """``a`` and ``b`` (normalised PO numbers) one keying slip apart: two neighbouring
+    characters swapped, or one left out (or typed twice). A customer's next PO number differs
+    from the last by a few units — a changed character, not a missing one — so a slip that
+    is not also a step of the sequence tells a mistyped copy from the next order, where a
+    one-character change cannot; two last digits swapped (``…6018`` / ``…6081``) are either."""
+    if a == b or not a or not b:
+        return False
+    if len(a) == len(b):
+        d = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(d) == 2 and d[1] == d[0] + 1 and a[d[0]] == b[d[1]] and a[d[1]] == b[d[0]]
+    if abs(len(a) - len(b)) != 1:
+        return False
+    long, short = (a, b) if len(a) > len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 def _digits(po: str) -> str:
@@ -338,7 +379,14 @@ def _digits(po: str) -> str:
 
 
 def _digit_runs(po: str) -> list[str]:
-    return re.findall(r"\d+", po.upper().translate(_FOLD))
+    """The runs of digits of a PO number as written, after its ``PO`` prefix (whose ``O``
+    would otherwise fold to a zero of its own)."""
+    return re.findall(r"\d+", _RAW_PO_PREFIX.sub("", po.upper()).translate(_FOLD))
+
+
+_RAW_PO_PREFIX = re.compile(
+    r"^[\s#:.\-]*(?:(?:PURCHASE\s*ORDER|PO\s*NUMBER|PO\s*NO|PO)[\s#:.\-]*)+"
+)
 
 
 #: PO numbers of one customer this close in sequence are different orders
@@ -736,10 +784,19 @@ def examples(
     ]  # fmt: skip
 
 
+#: features added after examples were first stored, and their value in a row stored before
+#: (an ambiguous swap of two digits was then counted as a sequence neighbour)
+_ADDED = {"po_slip_or_step_lines": 0.0}
+
+
+def _stored_row(r: dict[str, float]) -> list[float]:
+    return [r.get(c, _ADDED.get(c, math.nan)) for c in FEATURES]
+
+
 def fit_examples(rows, labels, *, times, subjects, version: str, seed: int = 0) -> Model:
     """:func:`fit` on the registry's examples (``orderflow.ai.training``)."""
     return fit(
-        [[r.get(c, math.nan) for c in FEATURES] for r in rows],
+        [_stored_row(r) for r in rows],
         [int(lab == DUPLICATE) for lab in labels],
         list(times),
         [s.split(">", 1)[0] for s in subjects],
@@ -750,7 +807,7 @@ def fit_examples(rows, labels, *, times, subjects, version: str, seed: int = 0) 
 def score_examples(model: Model, rows, labels) -> dict[str, Any]:
     """Pair precision / recall / F1 at the model's threshold on held-out examples (the
     registry's gate; the flow's order-level figures are :func:`evaluate`'s)."""
-    probs = model.probabilities([[r.get(c, math.nan) for c in FEATURES] for r in rows])
+    probs = model.probabilities([_stored_row(r) for r in rows])
     flagged = [p >= model.threshold for p in probs]
     truth = [lab == DUPLICATE for lab in labels]
     tp = sum(f and t for f, t in zip(flagged, truth, strict=True))
