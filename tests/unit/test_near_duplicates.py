@@ -241,6 +241,28 @@ def test_score_names_the_original_with_evidence(small):
     assert nd.score(model, doc("W2", "4500012352", BASKET), [portal])[:1] == []
 
 
+def test_a_model_stored_before_a_feature_was_added_scores_on_the_features_it_knows(small):
+    """After an upgrade adds a feature, the active model (trained before it) still scores in
+    the validation stage until the next training: each row is read by the model's own
+    feature names, not by position."""
+    import numpy as np
+    from sklearn.base import clone
+
+    model, _, _ = small
+    old_features = tuple(f for f in nd.FEATURES if f != "po_slip_or_step_lines")
+    rng = np.random.default_rng(0)
+    fitted = clone(model.estimator).fit(rng.normal(size=(40, len(old_features))), [0, 1] * 20)
+    old = replace(model, features=old_features, estimator=fitted)
+    portal = doc("P", "4500012345", BASKET, at=NOW - timedelta(hours=3))
+    resend = doc("E", "PO# 4500-0123-45", BASKET, channel="edi")
+    (found,) = nd.score(old, resend, [portal], threshold=0)
+    pair = nd.features(nd.in_context(resend, [portal]), portal)
+    by_name = dict(zip(nd.FEATURES, pair.values, strict=True))
+    expected = fitted.predict_proba(np.asarray([[by_name[f] for f in old_features]]))[0, 1]
+    assert found[0] == "P" and found[1] == round(float(expected), 4)
+    assert {f["feature"] for f in found[2]["top_features"]} <= set(old_features)
+
+
 def test_a_model_survives_bytes_and_the_registrys_hash_check(small):
     import hashlib
 

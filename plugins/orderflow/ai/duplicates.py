@@ -457,6 +457,21 @@ class Model:
     def pinned(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def row(self, values: Sequence[float]) -> list[float]:
+        """``values`` (in today's :data:`FEATURES` order) as this model was trained on them:
+        a model stored before a feature was added (an upgrade, before the next training)
+        reads the features it knows, by name, in its own order."""
+        if self.features == FEATURES:
+            return list(values)
+        named = dict(zip(FEATURES, values, strict=True))
+        missing = [n for n in self.features if n not in named]
+        if missing:
+            raise ValueError(
+                f"{self.pinned} needs features this version no longer computes ({missing}): "
+                "train it again (train_models)"
+            )
+        return [named[n] for n in self.features]
+
     def probabilities(self, rows: Sequence[Sequence[float]]) -> list[float]:
         import numpy as np
 
@@ -657,7 +672,7 @@ def score(
     floor = model.threshold if threshold is None else threshold
     order = in_context(order, candidates)
     pairs = [(c, features(order, c)) for c in candidates]
-    probs = model.probabilities([p.values for _, p in pairs])
+    probs = model.probabilities([model.row(p.values) for _, p in pairs])
     kept = sorted(
         ((round(prob, 4), c, pair) for (c, pair), prob in zip(pairs, probs, strict=True)),
         key=lambda t: (-t[0], t[1].order_id),
@@ -678,7 +693,7 @@ def evidence(model: Model, order: Doc, match: Doc, pair: Pair) -> dict[str, Any]
         "hours_apart": round(pair.hours, 1),
         "top_features": [
             {"feature": name, "weight": round(w, 2)}
-            for name, w in model.contributions(pair.values)[:3]
+            for name, w in model.contributions(model.row(pair.values))[:3]
         ],
         "input_hash": input_hash(model, order, match),
     }
@@ -807,7 +822,7 @@ def fit_examples(rows, labels, *, times, subjects, version: str, seed: int = 0) 
 def score_examples(model: Model, rows, labels) -> dict[str, Any]:
     """Pair precision / recall / F1 at the model's threshold on held-out examples (the
     registry's gate; the flow's order-level figures are :func:`evaluate`'s)."""
-    probs = model.probabilities([_stored_row(r) for r in rows])
+    probs = model.probabilities([model.row(_stored_row(r)) for r in rows])
     flagged = [p >= model.threshold for p in probs]
     truth = [lab == DUPLICATE for lab in labels]
     tp = sum(f and t for f, t in zip(flagged, truth, strict=True))
