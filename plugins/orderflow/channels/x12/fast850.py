@@ -674,6 +674,10 @@ class LightProvenance:
         return p
 
 
+def _model_of(party):  # type: ignore[no-untyped-def]
+    return party.to_model() if party is not None else None
+
+
 class LightOrder:
     """An accepted 850's order as plain values. ``customer_id`` (and the provenance's
     ``message_id``) may be set, as intake does on the model. Its lines (and ``total``) are
@@ -774,49 +778,28 @@ class LightOrder:
 
     def to_model(self) -> Order:
         """The canonical order, built as validation would build it (every value proven)."""
-        (
-            order_id,
-            po,
-            po_date,
-            order_type,
-            buyer,
-            ship_to,
-            bill_to,
-            currency,
-            ship,
-            delivery,
-            cancel,
-            routing,
-            terms,
-            refs,
-            contacts,
-            notes,
-            _,
-            _,
-            _,
-        ) = self.values
         lines = self.lines
         return _make_order(
             {
-                "order_id": order_id,
-                "po_number": po,
-                "po_date": po_date,
+                "order_id": self.order_id,
+                "po_number": self.po_number,
+                "po_date": self.po_date,
                 "purpose": "original",
-                "order_type": order_type,
+                "order_type": self.order_type,
                 "customer_id": self.customer_id,
-                "buyer": buyer.to_model() if buyer is not None else None,
-                "ship_to": ship_to.to_model() if ship_to is not None else None,
-                "bill_to": bill_to.to_model() if bill_to is not None else None,
-                "currency": currency,
-                "requested_ship_date": ship,
-                "requested_delivery_date": delivery,
-                "cancel_after": cancel,
-                "carrier_routing": routing,
-                "payment_terms": terms,
-                "references": dict(refs),
-                "contacts": list(contacts),
+                "buyer": _model_of(self.buyer),
+                "ship_to": _model_of(self.ship_to),
+                "bill_to": _model_of(self.bill_to),
+                "currency": self.currency,
+                "requested_ship_date": self.requested_ship_date,
+                "requested_delivery_date": self.requested_delivery_date,
+                "cancel_after": self.cancel_after,
+                "carrier_routing": self.carrier_routing,
+                "payment_terms": self.payment_terms,
+                "references": dict(self.references),
+                "contacts": list(self.contacts),
                 "charges": [],
-                "notes": list(notes),
+                "notes": list(self.notes),
                 "lines": [ln.to_model() for ln in lines],
                 "declared_line_count": len(lines),
                 "provenance": self.provenance.to_model(),
