@@ -129,11 +129,16 @@ print(f"{size / 2**20 / dt:.2f}\\t{rss:.0f}\\t{st.orders}\\t{lines}\\t{dt:.2f}\\
 )
 
 
+#: the partner's ship-to locations the many-PO files cycle through (a retailer's stores)
+SHIP_TOS = 500
+
+
 def _write(path: Path, target: int, lines_per_po: int | None, partner: bool = False) -> None:
     """Many POs of ``lines_per_po`` lines, or one PO (None) with as many lines as fill
     ``target`` bytes. ``partner``: each PO as a real partner sends it (~505 bytes for 5
     lines; the issue's file has ~460 per PO): a requested date (DTM), the ship-to's address
-    (N3/N4) and a description per line (PID), as the sandbox generator writes them."""
+    (N3/N4) and a description per line (PID), as the sandbox generator writes them. The POs
+    go to ``SHIP_TOS`` different ship-tos in turn."""
     head = (
         "ISA*00*          *00*          *ZZ*BUYER          *ZZ*SELLER         *261128*0930*U*"
         "00401*000000001*0*P*>~\nGS*PO*BUYER*SELLER*20261128*0930*1*X*004010~\n"
@@ -146,9 +151,10 @@ def _write(path: Path, target: int, lines_per_po: int | None, partner: bool = Fa
             segs = [f"ST*850*{n:04d}", f"BEG*00*SA*PO{n:08d}**20261128"]
             if partner:
                 segs.append("DTM*002*20261205")
-            segs.append("N1*ST*STORE 12*92*0012")
+            store = n % SHIP_TOS
+            segs.append(f"N1*ST*STORE {store}*92*{store:04d}")
             if partner:
-                segs += ["N3*1200 INDUSTRIAL PKWY", "N4*SPRINGFIELD*IL*62701*US"]
+                segs += [f"N3*{1200 + store} INDUSTRIAL PKWY", "N4*SPRINGFIELD*IL*62701*US"]
             text = "~\n".join(segs) + "~\n"
             count = 0
             while count < (lines_per_po or 10**9) and (lines_per_po or size < target - 40):

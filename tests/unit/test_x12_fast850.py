@@ -215,11 +215,50 @@ _MUTANTS = st.sampled_from(
 )
 
 
+def _share_parties(sets: list[list[str]]) -> list[list[str]]:
+    """Every set with the first set's N1 loops (in place of its own, before its lines)."""
+    loops = [s for s in sets[0] if s[:2] in ("N1", "N2", "N3", "N4")]
+    out = []
+    for body in sets:
+        rest = [s for s in body if s[:2] not in ("N1", "N2", "N3", "N4")]
+        at = next(k for k, s in enumerate(rest) if s.startswith("PO1"))
+        out.append(rest[:at] + loops + rest[at:])
+    return out
+
+
+def test_a_groups_repeated_n1_loops_read_the_same_in_every_set():
+    """Each distinct N1 loops' text is read once per group: sets sharing them, a set with
+    other loops between them, one whose copy differs by a character, and another group with
+    the same loops all read as the slow path reads them."""
+    lines = ["PO1*1*2*EA*1.50*PE*BP*P1", "CTT*1"]
+    loops = ["N1*ST*STORE 12*92*0012", "N3*1200 INDUSTRIAL PKWY", "N4*SPRINGFIELD*IL*62701*US"]
+    other = ["N1*ST*STORE 14*92*0014", "N1*BT*HEAD OFFICE*92*0001"]
+    bodies = [
+        [f"BEG*00*SA*PO{k}**20261128", *ls, *lines]
+        for k, ls in enumerate(
+            [loops, loops, other, loops, [*loops[:2], "N4*SPRINGFIELD*IL*62702*US"], loops]
+        )
+    ]
+    one = _interchange(bodies).decode()
+    group = one[one.index("GS*") : one.index("IEA*")]
+    data = one[: one.index("IEA*")] + group.replace("*1*X*", "*2*X*") + "IEA*2*000000001~\n"
+    data = data.replace("GE*6*1~\nIEA", "GE*6*2~\nIEA")  # the second group's trailer
+    fast, slow, taken = _both(data.encode())
+    assert_same_x12_results(fast, slow)
+    assert taken == 12 == len(fast.orders)
+    cities = [o.ship_to.postal_code if o.ship_to else None for o in fast.orders[:6]]
+    assert cities == ["62701", "62701", None, "62701", "62702", "62701"]
+    assert fast.orders[2].bill_to.name == "HEAD OFFICE"
+
+
 @st.composite
 def mutated_files(draw) -> bytes:
     """One to three clean sets, then (usually) one mutation anywhere in their text: a
     character replaced, removed or inserted, a segment repeated or dropped."""
-    data = _interchange(draw(st.lists(_clean_set(edges=True), min_size=1, max_size=3))).decode()
+    sets = draw(st.lists(_clean_set(edges=True), min_size=1, max_size=3))
+    if draw(st.booleans()):
+        sets = _share_parties(sets)  # a group's repeated N1 loops are read once (then mutated)
+    data = _interchange(sets).decode()
     start = data.index("ST*850")
     end = data.rindex("GE*")
     kind = draw(st.sampled_from(["none", "replace", "remove", "insert", "repeat", "drop"]))

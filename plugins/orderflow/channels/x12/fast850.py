@@ -230,10 +230,11 @@ class Group:
     the provenance values, and the JSON the store keeps of them (worked out by the model's
     own serializer, once per group, when first asked)."""
 
-    __slots__ = ("ctx", "discriminator", "json", "partner")
+    __slots__ = ("ctx", "discriminator", "json", "partner", "parties")
 
     def __init__(self, ctx: MapContext) -> None:
         self.ctx = ctx
+        self.parties: dict[str, tuple[dict[str, LightAddress], int]] = {}  # see ``_parties``
         self.partner = ctx.partner_id or ctx.sender_id
         self.discriminator = f"{ctx.interchange_control}:{ctx.group_control}:"
         self.json: tuple[str, str, str] | None = None
@@ -345,51 +346,19 @@ def build(m: re.Match[str], st_index: int, patterns: tuple, group: Group) -> Fas
                 td5s.append(Segment(tag, els, 0))
             else:
                 itds.append(Segment(tag, els, 0))
-    addresses: dict[str, LightAddress] = {}
     if parties_raw:
-        covered = 0
-        for (
-            whole,
-            code,
-            name,
-            qual,
-            ident,
-            n2a,
-            n2b,
-            l1,
-            l2,
-            n4,
-            city,
-            region,
-            postal,
-            country,
-        ) in party_re.findall(parties_raw):
-            covered += len(whole)
-            if code in addresses:
-                return None  # a second ST/BT/BY becomes a note: the slow path
-            count += 1 + (n2a != "") + (l1 != "") + (n4 != "")  # N1, N2, N3, N4
-            # as po850._Party.address (N202 only after N201, N302 only after N301)
-            street = (l1, l2) if l2 else (l1,) if l1 else ()
-            if n2a:
-                n2 = (n2a, n2b) if n2b else (n2a,)
-                if not name:
-                    name, n2 = n2[0], n2[1:]
-                street = n2 + street
-            addresses[code] = _new_address(
-                LightAddress,
-                (
-                    name or None,
-                    ident or None,
-                    qual or None,
-                    street,
-                    city or None,
-                    region or None,
-                    postal or None,
-                    country or None,
-                ),
-            )
-        if covered != len(parties_raw):
-            return None
+        # a partner repeats its ship-tos: each different N1 loop text is read once per group
+        got = group.parties.get(parties_raw)
+        if got is None:
+            got = _parties(parties_raw, party_re)
+            if got is None:
+                return None
+            if len(group.parties) < _MAX_PARTIES:
+                group.parties[parties_raw] = got
+        addresses, n_party = got
+        count += n_party
+    else:
+        addresses = _NO_ADDRESSES
     if int(se01) != count:
         return None  # SE01 ≠ the segments counted: the slow path rejects the set
     # each line's quantity × price is below 10 ** digits (their integer digits, at most)
@@ -838,6 +807,64 @@ _ZERO = Decimal(0)
 _FAR_BELOW_TOTAL_BOUND = Decimal(10) ** 11
 _decimal: dict[str, Decimal] = {}  # quantities and prices repeat: Decimal is immutable
 _dates: dict[str, date] = {}
+
+
+_MAX_PARTIES = 4096  # distinct N1 loops remembered per group
+_NO_ADDRESSES: dict[str, LightAddress] = {}
+
+
+def _parties(
+    parties_raw: str, party_re: re.Pattern[str]
+) -> tuple[dict[str, LightAddress], int] | None:
+    """The N1 loops' addresses by party code and their segment count, or None when the slow
+    path must read them. The result is shared by every set with the same loops' text: it is
+    never changed (the addresses are tuples)."""
+    addresses: dict[str, LightAddress] = {}
+    count = 0
+    covered = 0
+    for (
+        whole,
+        code,
+        name,
+        qual,
+        ident,
+        n2a,
+        n2b,
+        l1,
+        l2,
+        n4,
+        city,
+        region,
+        postal,
+        country,
+    ) in party_re.findall(parties_raw):
+        covered += len(whole)
+        if code in addresses:
+            return None  # a second ST/BT/BY becomes a note: the slow path
+        count += 1 + (n2a != "") + (l1 != "") + (n4 != "")  # N1, N2, N3, N4
+        # as po850._Party.address (N202 only after N201, N302 only after N301)
+        street = (l1, l2) if l2 else (l1,) if l1 else ()
+        if n2a:
+            n2 = (n2a, n2b) if n2b else (n2a,)
+            if not name:
+                name, n2 = n2[0], n2[1:]
+            street = n2 + street
+        addresses[code] = _new_address(
+            LightAddress,
+            (
+                name or None,
+                ident or None,
+                qual or None,
+                street,
+                city or None,
+                region or None,
+                postal or None,
+                country or None,
+            ),
+        )
+    if covered != len(parties_raw):
+        return None
+    return addresses, count
 
 
 def _total(lines_raw: list[tuple[str, ...]]) -> Decimal:

@@ -182,6 +182,10 @@ class _Line:
         self.sacs: list[Segment] | tuple = ()
         self.parties: list[_Party] | tuple = ()
 
+    def bare(self) -> bool:
+        """The loop is its PO1 alone."""
+        return not (self.pids or self.po4 or self.dtms or self.sacs or self.parties)
+
     def add(self, name: str, item: object) -> None:
         have = getattr(self, name)
         if have:
@@ -737,7 +741,11 @@ class _Mapper:
     ) -> list[OrderLine]:
         """The order's lines (their findings made); ``keep=False``: the findings only."""
         out: list[OrderLine] = []
+        sep = self.ctx.element
+        quiet = None if keep or not QUIET_LINES else _quiet_po1(sep)
         for n, line in enumerate(lines, start=1):
+            if quiet is not None and line.bare() and quiet.fullmatch(sep.join(line.seg.elements)):
+                continue  # provably no finding, and only findings are wanted
             ol = self._line(n, line, keep)
             if ol is not None and keep:
                 out.append(ol)
@@ -997,6 +1005,39 @@ _PRODUCT_ID = prechecked.Prechecked(ProductId)
 _ADDRESS = prechecked.Prechecked(Address)
 _PROVENANCE = prechecked.Prechecked(Provenance)
 _ORDER = prechecked.Prechecked(Order)
+
+
+#: set to False to check every line of a set over the loop limit in full (the reference the
+#: equivalence test compares with)
+QUIET_LINES = True
+_QUIET: dict[str | None, re.Pattern[str] | None] = {}
+# values a PO1 can hold that no check of ``_Mapper._line`` remarks on, well inside the model's
+# bounds: letters, digits and ``-./`` inside; quantities above zero that fit numeric(14, 3)
+_QUIET_ID = "[A-Za-z0-9](?:[A-Za-z0-9./-]{0,46}[A-Za-z0-9])?"
+_QUIET_QTY = r"(?=[0-9.]*[1-9])(?:[0-9]{1,11}(?:\.[0-9]{0,3})?|\.[0-9]{1,3})"
+_QUIET_PRICE = r"(?:[0-9]{1,10}(?:\.[0-9]{0,4})?|\.[0-9]{1,4})"
+
+
+def _quiet_po1(sep: str | None) -> re.Pattern[str] | None:
+    """A regex a PO1's text (its elements joined by ``sep``) fully matches only when
+    :meth:`_Mapper._line` makes no finding and no note of it as a bare loop (no PID, PO4,
+    DTM, SAC or N1): a quantity above zero, a unit, a price basis only after a price,
+    product ids in complete pairs, every value of letters and digits (``-./`` inside), short
+    enough for the model (``_line_fits``). What it does not match is checked in full. None
+    for a separator that could be part of such a value."""
+    if sep in _QUIET:
+        return _QUIET[sep]
+    found = None
+    if sep is not None and len(sep) == 1 and not sep.isalnum() and sep not in "-./ \t\r\n":
+        e = re.escape(sep)
+        found = re.compile(
+            f"PO1{e}(?:{_QUIET_ID})?{e}{_QUIET_QTY}{e}[A-Z0-9]{{2}}"
+            f"(?:{e}(?P<price>{_QUIET_PRICE})?"
+            f"(?:{e}(?(price)(?:[A-Z]{{2}})?|)(?:{e}[A-Z0-9]{{2}}{e}{_QUIET_ID}){{0,10}})?)?"
+        )
+    if len(_QUIET) < 64:
+        _QUIET[sep] = found
+    return found
 
 
 def _line_fits(

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 
 from .elements import ascii_int, is_time, x12_date
 from .findings import RESEND, Finding
@@ -75,6 +73,7 @@ _ISA_FIELD_NAMES = {
 _MAX_ISA_SPAN = 400  # characters scanned for a (mis-padded, wrapped) ISA
 _BETWEEN = " \t\r\n\x00\x1a\ufeff\f\v"  # what may sit between interchanges
 _STRIP = " \t\r\n\f\v"
+_LINE_END = ("\r", "\n")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _CONTENT = re.compile(rb"[^ \t\r\n\x00\x1a]")
 _VERSION = re.compile(r"^00[2-9][0-9][0-9]$", re.ASCII)
@@ -544,7 +543,6 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
     fast = None if newline else ic.fast  # read at the first segment: set by then
     if fast is not None:
         fast_re, fast_hook = fast
-        skip = deque(maxlen=0).extend
     try:
         while cur < n:
             if newline:
@@ -575,10 +573,11 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
             jump = 0
             numbered = enumerate(pieces)
             for k, raw in numbered:
-                s = raw
-                if crlf and ("\n" in raw or "\r" in raw):
-                    s = raw.replace("\r", "").replace("\n", "")
-                s = s.strip(_STRIP)
+                # stripped first: a line end after the terminator is gone then, so the
+                # (rare) line ends inside a segment are the only ones left to remove
+                s = raw.strip(_STRIP)
+                if crlf and ("\n" in s or "\r" in s):
+                    s = s.replace("\r", "").replace("\n", "").strip(_STRIP)
                 if not s:
                     continue
                 elements = s.split(e)
@@ -609,12 +608,22 @@ def _iter_body(text: str, ic: RawInterchange, index: int, state: list[int]) -> I
                         index += got.count
                         last = got  # type: ignore[assignment]
                         yield got
-                        left = len(pieces) - k - 1
-                        if got.count - 1 <= left:
-                            skip(islice(numbered, got.count - 1))
-                            hint = m.end()
-                            continue
-                        jump = m.end()  # the set runs past this block
+                        # the sets right after it (line ends between them) are matched where
+                        # they start, one after another, without splitting their segments
+                        end = m.end()
+                        while True:
+                            at = end
+                            while text[at : at + 1] in _LINE_END:
+                                at += 1
+                            m = fast_re.match(text, at)
+                            got = fast_hook(m, index + 1) if m is not None else None
+                            if got is None:
+                                break
+                            index += got.count
+                            last = got  # type: ignore[assignment]
+                            yield got
+                            end = m.end()
+                        jump = end  # read on (a new block) after the last set read whole
                         break
                 index += 1
                 last = Segment(tag, elements, index)

@@ -93,12 +93,23 @@ def render(segments: Iterable[SegmentValues], d: Delimiters) -> str:
     out = io.StringIO()
     write = out.write
     same: dict[tuple, str] = {}  # a tuple is a constant segment (e.g. AK5*A, once per set)
+    # an AK2 of an 850 (one per set of a 997) whose ST02 is ASCII letters and digits holds
+    # no delimiter and nothing to clean when no delimiter is a letter or digit: written as is
+    plain = not any(c.isalnum() for c in d.element + d.component + (d.repetition or ""))
+    ak2 = f"AK2{d.element}850{d.element}" if plain and not d.segment.isalnum() else None
+    end = d.segment + d.suffix
     for s in segments:
         if type(s) is tuple:
             text = same.get(s)
             if text is None:
                 text = same[s] = render_segment(s, d)
             write(text)
+        elif ak2 is not None and len(s) == 3 and s[1] == "850" and s[0] == "AK2":
+            c = s[2]
+            if type(c) is str and c.isascii() and c.isalnum():
+                write(ak2 + c + end)
+            else:
+                write(render_segment(s, d))
         else:
             write(render_segment(s, d))
     return out.getvalue()
