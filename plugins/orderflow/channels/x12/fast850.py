@@ -230,7 +230,7 @@ class Group:
     the provenance values, and the JSON the store keeps of them (worked out by the model's
     own serializer, once per group, when first asked)."""
 
-    __slots__ = ("ctx", "discriminator", "json", "partner", "parties")
+    __slots__ = ("ctx", "discriminator", "json", "parties", "partner")
 
     def __init__(self, ctx: MapContext) -> None:
         self.ctx = ctx
