@@ -31,13 +31,13 @@ run: $(STAMP)
 ## fails if the run left any process behind (tests/leftovers.py). PYTEST_ARGS="-k …" narrows.
 test: $(STAMP)
 	@$(BIN)/python tests/prerequisites.py
-	$(call pytest_run,-m 'not long' tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1)
+	$(call pytest_run,-m 'not long' $(PARALLEL) tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1)
 	$(call pytest_run,-m 'not long' --ignore=tests/unit --ignore=tests/dags)
 
 ## Unit and DAG tests only, with no database and fewer property-test examples: the loop
 ## while you edit (under a minute). `make test` runs the same tests in full.
 test-fast: $(STAMP)
-	$(call pytest_run,-q -m 'not slow and not long' tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1 ORDERFLOW_TEST_FAST=1)
+	$(call pytest_run,-q -m 'not slow and not long' $(PARALLEL) tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1 ORDERFLOW_TEST_FAST=1)
 
 ## The `long` tier: soak, multi-day and recovery tests kept out of `make test` (CI runs both).
 test-long: $(STAMP)
@@ -48,6 +48,11 @@ test-long: $(STAMP)
 ## KPI tile filled), timed on this machine: a measurement, so not part of CI.
 test-demo: $(STAMP)
 	$(call pytest_run,-m demo -s)
+
+# The unit/DAG half is CPU-bound (property tests, model fits): one pytest-xdist worker per
+# core, each test module on one worker (its module fixtures are built once). Each worker
+# stops only what its own tests left (tests/conftest.py); `make test` checks the whole run.
+PARALLEL := -n auto --dist loadfile
 
 # pytest under a run name of its own (ORDERFLOW_TEST_RUN, inherited by every process the
 # tests start), then the proof that none of them is still running. $(2): environment for pytest.
