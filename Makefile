@@ -31,23 +31,32 @@ run: $(STAMP)
 ## fails if the run left any process behind (tests/leftovers.py). PYTEST_ARGS="-k …" narrows.
 test: $(STAMP)
 	@$(BIN)/python tests/prerequisites.py
-	$(call pytest_run,-m 'not long' tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1)
-	$(call pytest_run,-m 'not long' --ignore=tests/unit --ignore=tests/dags)
+	$(call pytest_run,-m 'not long' $(PARALLEL) tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1)
+	$(call pytest_run,-m 'not long' $(PARALLEL) --ignore=tests/unit --ignore=tests/dags)
 
 ## Unit and DAG tests only, with no database and fewer property-test examples: the loop
 ## while you edit (under a minute). `make test` runs the same tests in full.
 test-fast: $(STAMP)
-	$(call pytest_run,-q -m 'not slow and not long' tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1 ORDERFLOW_TEST_FAST=1)
+	$(call pytest_run,-q -m 'not slow and not long' $(PARALLEL) tests/unit tests/dags,ORDERFLOW_TEST_NO_DATABASE=1 ORDERFLOW_TEST_FAST=1)
 
 ## The `long` tier: soak, multi-day and recovery tests kept out of `make test` (CI runs both).
 test-long: $(STAMP)
 	@$(BIN)/python tests/prerequisites.py
-	$(call pytest_run,-m 'long and not demo')
+	$(call pytest_run,-m 'long and not demo and not stack' $(PARALLEL))
+	$(call pytest_run,-m 'long and not demo and stack')
 
 ## The first ten minutes of `make run` as a newcomer sees them (every channel invoiced, every
 ## KPI tile filled), timed on this machine: a measurement, so not part of CI.
 test-demo: $(STAMP)
 	$(call pytest_run,-m demo -s)
+
+# Tests run on one pytest-xdist worker per core (4 at most), each test module on one worker
+# (its module fixtures are built once): the unit/DAG half is CPU-bound, the rest mostly waits
+# on subprocesses and PostgreSQL. Each worker has databases of its own and stops only what
+# its own tests left (tests/conftest.py); the run's check afterwards covers them all. The
+# tests marked `stack` (the whole local stack as `make run` starts it: the soak, the database
+# kill) keep the cores to themselves: they run alone, after the rest of the long tier.
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile
 
 # pytest under a run name of its own (ORDERFLOW_TEST_RUN, inherited by every process the
 # tests start), then the proof that none of them is still running. $(2): environment for pytest.

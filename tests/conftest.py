@@ -87,6 +87,9 @@ def _reap_dead_runs() -> None:
 #: nothing is started, and a test that asks for a database fails saying so.
 NO_DATABASE = os.environ.get("ORDERFLOW_TEST_NO_DATABASE") == "1"
 _NOWHERE = "postgresql://no-database.invalid/postgres"
+#: The embedded server a run started, for its pytest-xdist workers (each has databases of
+#: its own on it: ``RUN_ID`` is per process).
+_RUN_SERVER = "ORDERFLOW_TEST_RUN_SERVER"
 if NO_DATABASE:
     # The unit tests fit and score scikit-learn models on a few hundred rows, one prediction
     # at a time: OpenMP's worker threads only wait for each other there, and on a shared
@@ -113,6 +116,16 @@ def _server_url() -> str:
     url = os.environ.get("ORDERFLOW_TEST_DATABASE_URL")
     if url:
         return url
+    if os.environ.get(leftovers.WORKER):
+        # A pytest-xdist worker: the controller started the run's embedded server (one per
+        # run, its state directory is the run's) before it started the workers.
+        url = os.environ.get(_RUN_SERVER)
+        if not url:
+            raise pytest.UsageError(
+                "pytest-xdist worker without the run's server: the controller did not "
+                f"start one ({_RUN_SERVER} is not set)"
+            )
+        return url
     from orderflow.dev import pg
 
     _reap_dead_runs()
@@ -124,7 +137,9 @@ def _server_url() -> str:
     (state / "owner").write_text(_owner_tag())
     _EMBEDDED = state
     atexit.register(_stop_what_this_run_started)
-    return pg.start_embedded(state).url("postgres")
+    url = pg.start_embedded(state).url("postgres")
+    os.environ[_RUN_SERVER] = url  # for the pytest-xdist workers this process starts
+    return url
 
 
 def _stop_what_this_run_started() -> None:
@@ -142,7 +157,9 @@ def _stop_what_this_run_started() -> None:
         from orderflow.dev import pg
 
         pg.stop_embedded(_EMBEDDED)
-    left = leftovers.find(RUN_MARKER)
+    # A pytest-xdist worker stops only what its own tests started: the controller and the
+    # other workers carry the same run marker and may still be running.
+    left = leftovers.find(RUN_MARKER, os.environ.get(leftovers.WORKER))
     if left:
         print(
             f"\norderflow tests: stopping {len(left)} process(es) the tests left running:",

@@ -30,8 +30,17 @@ def run_dir(run_id: str) -> Path:
     return RUNS_DIR / run_id
 
 
-def find(run_id: str) -> list[psutil.Process]:
-    """Live processes of the run ``run_id`` (never the calling process), children included."""
+#: pytest-xdist's name of a worker (``gw0``, ``gw1``…), in the worker's environment and so in
+#: that of every process its tests start.
+WORKER = "PYTEST_XDIST_WORKER"
+
+
+def find(run_id: str, worker: str | None = None) -> list[psutil.Process]:
+    """Live processes of the run ``run_id`` (never the calling process), children included.
+
+    With ``worker``, only what that pytest-xdist worker's tests started: a worker that ends
+    before its siblings must not stop them, nor the controller, which carry the same run
+    marker (the controller's sweep, after all workers ended, covers the whole run)."""
     me = os.getpid()
     state = f"{run_dir(run_id)}/"
     found: dict[int, psutil.Process] = {}
@@ -40,7 +49,11 @@ def find(run_id: str) -> list[psutil.Process]:
             continue
         try:
             cmdline = proc.info["cmdline"] or []
-            ours = any(state in arg for arg in cmdline) or proc.environ().get(MARKER) == run_id
+            if worker is None:
+                ours = any(state in arg for arg in cmdline) or proc.environ().get(MARKER) == run_id
+            else:
+                environ = proc.environ()
+                ours = environ.get(MARKER) == run_id and environ.get(WORKER) == worker
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         if ours:

@@ -21,10 +21,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST = str(Path(sys.executable).parent / "pytest")
+PROBE = "tests/leftover_probe_workers.py"
 
 
 def _probe(tmp_path: Path, name: str, mode: str) -> tuple[subprocess.Popen, Path, Path]:
-    env = {k: v for k, v in os.environ.items() if k != "ORDERFLOW_TEST_DATABASE_URL"}
+    # a run of its own: not a pytest-xdist worker of this one, nor on this run's server
+    drop = ("ORDERFLOW_TEST_DATABASE_URL", "ORDERFLOW_TEST_RUN_SERVER", leftovers.WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     ready = tmp_path / f"{name}.ready"
     out = tmp_path / f"{name}.out"
     env.update(
@@ -122,3 +125,32 @@ def test_the_leftover_check_fails_and_stops_what_is_left():
         assert leftovers.main([name, "--wait", "0"]) == 0
     finally:
         sleeper.kill()
+
+
+def test_a_parallel_run_s_workers_stop_only_what_their_own_tests_left(tmp_path):
+    """``make test`` runs the unit/DAG half on pytest-xdist workers, which carry the run's
+    marker as the controller does: a worker that ends first stops what its tests left, and
+    neither the controller, nor the worker still running, nor the embedded server that the
+    controller started and both workers use (``leftover_probe_workers.py``)."""
+    name = _name("w")
+    drop = ("ORDERFLOW_TEST_DATABASE_URL", "ORDERFLOW_TEST_RUN_SERVER", leftovers.WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update({leftovers.MARKER: name, "ORDERFLOW_PROBE_READY": str(tmp_path)})
+    log = tmp_path / "probe.out"
+    proc = subprocess.Popen(
+        [PYTEST, "-p", "no:cacheprovider", "-q", "-n", "2", "--dist", "loadgroup", PROBE],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        rc = proc.wait(240)
+    finally:
+        leftovers.stop(leftovers.find(name))
+    out = log.read_text()
+    assert rc == 0, out
+    assert "2 passed" in out, out
+    assert "stopped and removed this run's embedded PostgreSQL" in out, out
+    assert leftovers.find(name) == []
+    assert not leftovers.run_dir(name).exists()

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long, pytest.mark.stack]
 
 BROKER = os.environ.get("ORDERFLOW_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 ORDERS = int(os.environ.get("ORDERFLOW_SOAK_SHORT_ORDERS", "150"))

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from tests_support import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long, pytest.mark.stack]
 
 # The test session points these at its own databases; the stack must resolve its own.
 _SESSION_ONLY = (
