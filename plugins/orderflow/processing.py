@@ -441,9 +441,19 @@ def plan(
     book: RuleBook,
     tax_service: Callable[[dict], dict] | None,
     screening_service: Callable[[str, str], dict] | None,
+    *,
+    tax_batch: Callable[[list[dict]], list[dict] | None] | None = None,
+    screening_batch: Callable[[list[tuple[str, str]]], list[dict] | None] | None = None,
 ) -> StageResult:
     """ALLOCATED → READY with shipments (carrier, service, rate) and tax, or ON_HOLD
-    compliance_review / no_carrier_service."""
+    compliance_review / no_carrier_service.
+
+    Before the transaction, every distinct party of the partition is screened once
+    (``screening_service(name, country)``) and one tax quote is asked per customer and
+    jurisdiction (``tax_service(request)``) — each all at once through ``screening_batch`` /
+    ``tax_batch`` (``ScreeningHook.check_many`` / ``TaxHook.quote_many``: the answers in the
+    order asked) when given and the service has a batch endpoint (they return None
+    otherwise: then one call each, concurrently)."""
     from orderflow.ai import inference
     from orderflow.domain.planning import plan_shipments, screening_hold
 
@@ -459,7 +469,11 @@ def plan(
             for name in (cust_name, st_name):
                 if name:
                     parties.setdefault((name, country or "US"))
-        screened = dict(zip(parties, _concurrently(screening_service, list(parties)), strict=True))
+        asked = list(parties)
+        got = screening_batch(asked) if screening_batch is not None and asked else None
+        if got is None:  # no batch endpoint: one call per party
+            got = _concurrently(screening_service, asked)
+        screened = dict(zip(asked, got, strict=True))
     reservations = repo.held_reservations(conn, [o.order_id for o in orders])
     items = repo.items(conn, {r[2] for rs in reservations.values() for r in rs})
     # Tax: one quote per customer and jurisdiction for all its lines in the partition.
@@ -474,19 +488,19 @@ def plan(
                     (o.order_id, ln.quantity * (price or Decimal("0")))
                 )
         quotes = [
-            (
-                {
-                    "customer_id": customer_id,
-                    "region": region,
-                    "country": country,
-                    "lines": [
-                        {"line_no": i + 1, "amount": float(a)} for i, (_, a) in enumerate(amounts)
-                    ],
-                },
-            )
+            {
+                "customer_id": customer_id,
+                "region": region,
+                "country": country,
+                "lines": [
+                    {"line_no": i + 1, "amount": float(a)} for i, (_, a) in enumerate(amounts)
+                ],
+            }
             for (customer_id, region, country), amounts in by_region.items()
         ]
-        answers = _concurrently(tax_service, quotes)
+        answers = tax_batch(quotes) if tax_batch is not None and quotes else None
+        if answers is None:  # no batch endpoint: one call per quote
+            answers = _concurrently(tax_service, [(q,) for q in quotes])
         for amounts, answer in zip(by_region.values(), answers, strict=True):
             for (oid, _), taxed in zip(amounts, answer["lines"], strict=True):
                 taxes[oid] += Decimal(str(taxed["tax"]))
