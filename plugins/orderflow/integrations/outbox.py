@@ -187,28 +187,31 @@ AFTER_SENT: dict[str, Callable[..., None]] = {
 }
 
 
-def _batch_registry() -> dict[str, Callable[[str, list[tuple[dict, str]]], list | None]]:
-    """Keyed actions whose receivers take several rows in one request: ``(conn_id,
-    [(payload, key), …])`` → per row ``(answer, None)`` or ``(None, exception)`` — what the
-    row's single send would have returned or raised — or None when the receiver has no batch
-    endpoint (the rows are then sent one by one)."""
+def _batch_registry() -> dict[str, tuple[Callable[[dict, str], Any], Callable[..., Any]]]:
+    """Keyed actions whose receivers take several rows in one request: per action, what one
+    row's request item is (``(payload, key)`` → item; raising as the row's single send would
+    for a payload it cannot send) and the send of several items on a Connection (``(conn_id,
+    [item, …])`` → per item ``(answer, None)`` or ``(None, exception)``, what its single
+    send would have returned or raised — or None when the receiver has no batch endpoint:
+    the rows are then sent one by one)."""
     from orderflow.integrations.systems import CarrierHook, EdiGatewayHook, WmsHook
 
-    def wms_release(conn_id: str, rows: list[tuple[dict, str]]):
-        return hook(WmsHook, conn_id).release_many(rows)
+    def wms_release(conn_id: str, items: list):
+        return hook(WmsHook, conn_id).release_many(items)
 
-    def carrier_tender(conn_id: str, rows: list[tuple[dict, str]]):
-        return hook(CarrierHook, conn_id).book_many([(p["request"], k) for p, k in rows])
+    def carrier_tender(conn_id: str, items: list):
+        return hook(CarrierHook, conn_id).book_many(items)
 
-    def edi(conn_id: str, rows: list[tuple[dict, str]]):
-        return hook(EdiGatewayHook, conn_id).send_many(
-            [(p["partner_id"], p["document_type"], p["body"], k) for p, k in rows]
-        )
+    def edi(conn_id: str, items: list):
+        return hook(EdiGatewayHook, conn_id).send_many(items)
+
+    def edi_item(p: dict, k: str) -> tuple:
+        return (p["partner_id"], p["document_type"], p["body"], k)
 
     return {
-        "wms_release": wms_release,
-        "carrier_tender": carrier_tender,
-        **dict.fromkeys(("edi_997", "edi_ta1", "edi_855", "edi_856", "edi_810"), edi),
+        "wms_release": (lambda p, k: (p, k), wms_release),
+        "carrier_tender": (lambda p, k: (p["request"], k), carrier_tender),
+        **dict.fromkeys(("edi_997", "edi_ta1", "edi_855", "edi_856", "edi_810"), (edi_item, edi)),
     }
 
 
@@ -360,17 +363,30 @@ def _send_batch(
                 groups.setdefault((r[2], r[3]), []).append(r)
 
         def together(group: tuple[tuple[str, str], list[tuple]]):
+            """The group's outcomes by outbox id (rows left out: no batch endpoint)."""
             (action, conn_id), rows = group
+            item_of, send_many = many[action]
+            out: dict[int, tuple] = {}
+            sent: list[tuple] = []
+            items: list = []
+            for r in rows:
+                try:
+                    items.append(item_of(r[4], r[1]))
+                    sent.append(r)
+                except Exception as exc:  # that row's payload: as its single send fails
+                    out[r[0]] = (None, exc)
             try:
-                return rows, many[action](conn_id, [(r[4], r[1]) for r in rows])
+                got = send_many(conn_id, items) if items else []
             except Exception as exc:  # as one send's: every row of the request counts it
-                return rows, [(None, exc)] * len(rows)
+                got = [(None, exc)] * len(items)
+            if got is not None:
+                out.update((r[0], o) for r, o in zip(sent, got, strict=True))
+            return out
 
         items = list(groups.items())
         done = pool.map(together, items) if pool is not None and len(items) > 1 else None
-        for rows, outcomes in done if done is not None else map(together, items):
-            if outcomes is not None:  # None: no batch endpoint, one request a row below
-                early.update((r[0], o) for r, o in zip(rows, outcomes, strict=True))
+        for outcomes in done if done is not None else map(together, items):
+            early.update(outcomes)  # the rest (no batch endpoint): one request a row below
         keyed = [r for r in keyed if r[0] not in early]
     if pool is not None and len(keyed) > 1:
         firsts: dict[tuple[str, str], int] = {}
