@@ -626,7 +626,7 @@ def release(
     lets capacity-aware sequencing (``orderflow.ai.sequencing``, when the ``ai`` rules enable
     ``release_sequence``) release only what the wave has room for, best first; the others
     stay READY for a later run. Without it, or switched off, everything is released."""
-    from orderflow import tendering
+    from orderflow import outbound, tendering
     from orderflow.ai import sequencing
     from orderflow.store import outbox
 
@@ -649,6 +649,7 @@ def release(
         details = {}
         tenders: list[str] = []
         releases: list[dict[str, Any]] = []  # the WMS releases, queued in one statement
+        acknowledgements: list[dict[str, Any]] = []  # the EDI customers' 855s, likewise
         # what the 855s are built from, read for all the EDI orders at once
         edi = [o.order_id for o in orders if o.channel == "edi" and o.partner_id]
         canonicals, acks = repo.canonicals_of(conn, edi), repo.ack_lines_of(conn, edi)
@@ -688,19 +689,23 @@ def release(
                 )
                 tenders.append(s["shipment_id"])
             if o.channel == "edi" and o.partner_id:
-                _queue_855(
-                    conn,
-                    o,
-                    rv[o.order_id],
-                    edi_conn_id,
-                    canonical=canonicals.get(o.order_id),
-                    acks=acks.get(o.order_id, []),
+                acknowledgements.append(
+                    _855(
+                        conn,
+                        o,
+                        rv[o.order_id],
+                        edi_conn_id,
+                        canonical=canonicals.get(o.order_id),
+                        acks=acks.get(o.order_id, []),
+                    )
                 )
             details[o.order_id] = {"release_version": rv[o.order_id]}
+        outbound.queue_x12_many(conn, acknowledgements)  # the 855s, in order, queued first
         outbox.enqueue_many(conn, releases)
         # What each shipment carries (the WMS reports picked/shipped against these lines).
         repo.record_shipment_lines(conn, ids)
-        _queue_release_notices(conn, ids, rv, book)
+        with outbox.deferred(conn):  # the notices' e-mails and webhooks in one statement
+            _queue_release_notices(conn, ids, rv, book)
         tendering.queue(conn, tenders, carrier_conn_id=carrier_conn_id)
         repo.release_reservations(conn, ids)
         repo.release_shipments(conn, ids)
@@ -779,6 +784,22 @@ def _queue_855(
     (``canonical`` and ``acks``: the order's canonical JSON and :func:`repo.ack_lines`, when
     the caller read them already)."""
     from orderflow import outbound
+
+    outbound.queue_x12(
+        conn, **_855(conn, order, version, edi_conn_id, canonical=canonical, acks=acks)
+    )
+
+
+def _855(
+    conn,
+    order: OrderView,
+    version: int,
+    edi_conn_id: str,
+    *,
+    canonical: dict | None = None,
+    acks: list[tuple] | None = None,
+) -> dict[str, Any]:
+    """:func:`_queue_855`'s document: ``outbound.queue_x12``'s keyword arguments."""
     from orderflow.channels.x12.po855 import AckLine, build_855
     from orderflow.domain.models import Order
 
@@ -801,8 +822,7 @@ def _queue_855(
                 acks.append(AckLine(line_no, "accepted", qty, uom, charge))
         return build_855(canonical_order, acks, **env)
 
-    outbound.queue_x12(
-        conn,
+    return dict(
         partner_id=order.partner_id,
         kind="855",
         functional_id="PR",
