@@ -2,7 +2,8 @@
 decided (``python -m orderflow.dev.stage_profile``).
 
 ``prepare OUT``: generate a day (seed 7, ``ORDERS`` orders, default 2,000) and land it into a
-template store ``stage_profile_tpl`` (``STAGE_PROFILE_TPL`` names another) on ``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow),
+template store ``stage_profile_tpl`` (``STAGE_PROFILE_TPL`` names another) on
+``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow),
 then ``ANALYZE`` it (a live store has statistics; copies of a template without them plan
 every partition's loads with defaults).
 
@@ -16,12 +17,14 @@ sandbox, and a cProfile (``OUT/LABEL-<stage>.prof``) timed in CPU seconds of thi
 counted apart; ``STAGE_PROFILE_WALL=1`` times it in wall-clock seconds instead, waits
 included). ``--stages`` stops after the stages named (the dump is then of that point:
 compare only runs that stopped at the same stage). Then every table of the store, minus
-timestamps and serial ids, goes to ``OUT/LABEL-dump.json``.
+timestamps and serial ids, goes to ``OUT/LABEL-dump.json``, and the run's database is
+dropped (``STAGE_PROFILE_KEEP=1`` keeps it, to ``EXPLAIN`` its statements).
 
 ``compare A.json B.json [table.column,…]``: the tables whose rows differ (columns named are
 left out, e.g. identifiers a receiver assigns in the order requests arrive).
 
-Run the baseline with ``PYTHONPATH=<a checkout of the old code>/plugins`` for a before/after.
+Run the baseline with ``PYTHONPATH=<a checkout of the old code>/plugins:<…>/include`` (and this
+file by its path) for a before/after.
 """
 
 from __future__ import annotations
