@@ -53,6 +53,40 @@ def _answer(response: Response, result: tuple[dict, bool], created: int = 201) -
     return answer
 
 
+def _each(state: Distributor, items: list[dict[str, Any]], one) -> dict:
+    """``{"results": [...]}``: per item, ``one(key, item)``'s answer (with ``replayed``) or
+    ``{"error": {"status", "detail"}}`` with what the single endpoint would answer. What the
+    items change is stored once, before the answer (one write for the batch)."""
+    with state.batch():
+        return _each_item(items, one)
+
+
+def _each_item(items: list[dict[str, Any]], one) -> dict:
+    from pydantic import ValidationError
+
+    results: list[dict] = []
+    for item in items:
+        key = item.get("idempotency_key")
+        try:
+            if not key:
+                raise HTTPException(400, "Idempotency-Key header is required for this operation")
+            answer, replayed = one(key, item)
+            results.append({"answer": answer, "replayed": replayed})
+        except HTTPException as exc:
+            results.append({"error": {"status": exc.status_code, "detail": exc.detail}})
+        except ValidationError as exc:
+            results.append({"error": {"status": 422, "detail": str(exc)}})
+        except KeyError as exc:  # an item without its body
+            results.append({"error": {"status": 422, "detail": f"missing {exc}"}})
+        except NotFound as exc:
+            results.append({"error": {"status": 404, "detail": f"not found: {exc}"}})
+        except Conflict as exc:
+            results.append({"error": {"status": 409, "detail": str(exc)}})
+        except Invalid as exc:
+            results.append({"error": {"status": 422, "detail": str(exc)}})
+    return {"results": results}
+
+
 # ---------------------------------------------------------------------- request models
 class ExposureIn(BaseModel):
     customer_ids: list[str] = Field(max_length=5000)
@@ -101,6 +135,14 @@ class ReleaseIn(BaseModel):
     lines: list[ReleaseLineIn]
     carrier_id: str | None = None
     service_code: str | None = None
+
+
+class KeyedBatchIn(BaseModel):
+    """Several idempotent requests in one call: each item its own ``idempotency_key`` and
+    the body the single endpoint takes (checked item by item: one bad item is that item's
+    error, not the batch's)."""
+
+    items: list[dict[str, Any]] = Field(max_length=1000)
 
 
 class RateIn(BaseModel):
@@ -163,6 +205,10 @@ class TaxIn(BaseModel):
     exempt: bool = False
 
 
+class TaxBatchIn(BaseModel):
+    quotes: list[TaxIn] = Field(max_length=5000)
+
+
 class CreditIn(BaseModel):
     customer_id: str
     amount: float = Field(ge=0)
@@ -175,6 +221,10 @@ class CreditBatchIn(BaseModel):
 class ScreeningIn(BaseModel):
     name: str
     country: str = "US"
+
+
+class ScreeningBatchIn(BaseModel):
+    checks: list[ScreeningIn] = Field(max_length=5000)
 
 
 class WebhookIn(BaseModel):
@@ -374,8 +424,11 @@ def create_app(
 
     @wms.post("/releases", status_code=201, summary="Release an order to the floor (idempotent)")
     def release(body: ReleaseIn, response: Response, key: IdemKey = None) -> dict:
+        return _answer(response, release_one(_require_key(key), body.model_dump()))
+
+    def release_one(key: str, body: dict) -> tuple[dict, bool]:
         reuse = injector.reuse_id("/wms/releases")
-        answer, replayed = state.release(_require_key(key), body.model_dump(), reuse_id=reuse)
+        answer, replayed = state.release(key, body, reuse_id=reuse)
         given = state.releases.get(answer["release_id"])
         if reuse and not replayed and given and given["order_id"] != answer["order_id"]:
             hit = {
@@ -385,7 +438,19 @@ def create_app(
                 "at": datetime.now(UTC).isoformat(),  # wall clock: recovery is measured from it
             }
             injector.reuse_hit(hit)
-        return _answer(response, (answer, replayed))
+        return answer, replayed
+
+    @wms.post(
+        "/releases/batch",
+        summary="Several releases in one call (idempotent per item): per item, the answer "
+        "POST /releases gives (and whether it was a replay), or the error it would answer with",
+    )
+    def release_batch(body: KeyedBatchIn) -> dict:
+        return _each(
+            state,
+            body.items,
+            lambda key, it: release_one(key, ReleaseIn.model_validate(it["release"]).model_dump()),
+        )
 
     @wms.get(
         "/capacity",
@@ -423,6 +488,20 @@ def create_app(
     def book(body: ShipmentIn, response: Response, key: IdemKey = None) -> dict:
         return _answer(response, state.book_shipment(_require_key(key), body.model_dump()))
 
+    @carrier.post(
+        "/shipments/batch",
+        summary="Book several shipments in one call (idempotent per item): per item, the "
+        "answer POST /shipments gives, or the error it would answer with",
+    )
+    def book_batch(body: KeyedBatchIn) -> dict:
+        return _each(
+            state,
+            body.items,
+            lambda key, it: state.book_shipment(
+                key, ShipmentIn.model_validate(it["shipment"]).model_dump()
+            ),
+        )
+
     @carrier.get("/tracking", summary="Tracking events: in_transit, delayed, delivered, exception")
     def tracking(
         request: Request, cursor: int = 0, limit: Annotated[int, Query(le=1000)] = 200
@@ -439,6 +518,19 @@ def create_app(
         return state.tax_quote(
             body.region, body.country, [ln.model_dump() for ln in body.lines], body.exempt
         )
+
+    @other.post(
+        "/tax/quote/batch",
+        summary="Sales tax quotes for several requests in one call: per request, the answer "
+        "/tax/quote gives",
+    )
+    def tax_batch(body: TaxBatchIn) -> dict:
+        return {
+            "results": [
+                state.tax_quote(q.region, q.country, [ln.model_dump() for ln in q.lines], q.exempt)
+                for q in body.quotes
+            ]
+        }
 
     @other.post("/credit/check", summary="Real-time credit decision")
     def credit(body: CreditIn) -> dict:
@@ -466,6 +558,14 @@ def create_app(
     @other.post("/screening/check", summary="Restricted-party screening")
     def screening(body: ScreeningIn) -> dict:
         return state.screen(body.name, body.country)
+
+    @other.post(
+        "/screening/check/batch",
+        summary="Restricted-party screening of several parties in one call: per party, the "
+        "answer /screening/check gives",
+    )
+    def screening_batch(body: ScreeningBatchIn) -> dict:
+        return {"results": [state.screen(c.name, c.country) for c in body.checks]}
 
     # ------------------------------------------------------------------ portal
     portal = APIRouter(prefix="/portal", tags=["B2B portal"])
@@ -504,6 +604,22 @@ def create_app(
         return _answer(
             response, state.receive_edi(_require_key(key), partner_id, document_type, body)
         )
+
+    @edi.post(
+        "/outbound/batch",
+        summary="Receive several outbound documents in one call (idempotent per item: "
+        "idempotency_key, partner_id, document_type, body): per item, the answer POST "
+        "/outbound gives, or the error it would answer with",
+    )
+    def receive_batch(body: KeyedBatchIn) -> dict:
+        def one(key: str, it: dict) -> tuple[dict, bool]:
+            if not isinstance(it.get("body"), str) or not it.get("partner_id"):
+                raise HTTPException(422, "partner_id and body (X12 text) are required")
+            if not it.get("document_type"):
+                raise HTTPException(422, "document_type is required")
+            return state.receive_edi(key, it["partner_id"], it["document_type"], it["body"])
+
+        return _each(state, body.items, one)
 
     @edi.get("/outbound", summary="What the gateway received (inspection)")
     def received(partner_id: str | None = None, document_type: str | None = None) -> dict:

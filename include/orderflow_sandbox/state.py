@@ -469,6 +469,11 @@ class Distributor:
                 if not self._depth and (self._dirty or self._meta_dirty):
                     self._flush()
 
+    def batch(self):
+        """Several calls as one: what they change is made durable together, once, before the
+        block ends (a batch endpoint's items; each call still takes the lock itself)."""
+        return self._txn()
+
     def set_clock(
         self,
         now: datetime | None = None,

@@ -58,12 +58,17 @@ def render(event: str, context: dict[str, Any]) -> tuple[str, str]:
     first = source.splitlines()[0].strip()
     if not (first.startswith("{# subject:") and first.endswith("#}")):
         raise ValueError(f"template {event}.html must start with '{{# subject: … #}}'")
-    # A subject is a header, not HTML: rendered without escaping (the SMTP library encodes it).
-    plain = env.overlay(autoescape=False)
-    subject = plain.from_string(first[len("{# subject:") : -2].strip()).render(context)
+    subject = _subject_template(first[len("{# subject:") : -2].strip()).render(context)
     subject = " ".join(subject.split())  # no line breaks in a header
     body = env.get_template(f"{event}.html").render(context)
     return subject, body
+
+
+@lru_cache(maxsize=256)
+def _subject_template(source: str):
+    """A subject line's template, compiled once per text (compiling is most of rendering).
+    A subject is a header, not HTML: rendered without escaping (the SMTP library encodes it)."""
+    return _env().overlay(autoescape=False).from_string(source)
 
 
 def render_text(event: str, context: dict[str, Any]) -> str:

@@ -441,9 +441,19 @@ def plan(
     book: RuleBook,
     tax_service: Callable[[dict], dict] | None,
     screening_service: Callable[[str, str], dict] | None,
+    *,
+    tax_batch: Callable[[list[dict]], list[dict] | None] | None = None,
+    screening_batch: Callable[[list[tuple[str, str]]], list[dict] | None] | None = None,
 ) -> StageResult:
     """ALLOCATED → READY with shipments (carrier, service, rate) and tax, or ON_HOLD
-    compliance_review / no_carrier_service."""
+    compliance_review / no_carrier_service.
+
+    Before the transaction, every distinct party of the partition is screened once
+    (``screening_service(name, country)``) and one tax quote is asked per customer and
+    jurisdiction (``tax_service(request)``) — each all at once through ``screening_batch`` /
+    ``tax_batch`` (``ScreeningHook.check_many`` / ``TaxHook.quote_many``: the answers in the
+    order asked) when given and the service has a batch endpoint (they return None
+    otherwise: then one call each, concurrently)."""
     from orderflow.ai import inference
     from orderflow.domain.planning import plan_shipments, screening_hold
 
@@ -459,7 +469,11 @@ def plan(
             for name in (cust_name, st_name):
                 if name:
                     parties.setdefault((name, country or "US"))
-        screened = dict(zip(parties, _concurrently(screening_service, list(parties)), strict=True))
+        asked = list(parties)
+        got = screening_batch(asked) if screening_batch is not None and asked else None
+        if got is None:  # no batch endpoint: one call per party
+            got = _concurrently(screening_service, asked)
+        screened = dict(zip(asked, got, strict=True))
     reservations = repo.held_reservations(conn, [o.order_id for o in orders])
     items = repo.items(conn, {r[2] for rs in reservations.values() for r in rs})
     # Tax: one quote per customer and jurisdiction for all its lines in the partition.
@@ -474,19 +488,19 @@ def plan(
                     (o.order_id, ln.quantity * (price or Decimal("0")))
                 )
         quotes = [
-            (
-                {
-                    "customer_id": customer_id,
-                    "region": region,
-                    "country": country,
-                    "lines": [
-                        {"line_no": i + 1, "amount": float(a)} for i, (_, a) in enumerate(amounts)
-                    ],
-                },
-            )
+            {
+                "customer_id": customer_id,
+                "region": region,
+                "country": country,
+                "lines": [
+                    {"line_no": i + 1, "amount": float(a)} for i, (_, a) in enumerate(amounts)
+                ],
+            }
             for (customer_id, region, country), amounts in by_region.items()
         ]
-        answers = _concurrently(tax_service, quotes)
+        answers = tax_batch(quotes) if tax_batch is not None and quotes else None
+        if answers is None:  # no batch endpoint: one call per quote
+            answers = _concurrently(tax_service, [(q,) for q in quotes])
         for amounts, answer in zip(by_region.values(), answers, strict=True):
             for (oid, _), taxed in zip(amounts, answer["lines"], strict=True):
                 taxes[oid] += Decimal(str(taxed["tax"]))
@@ -612,7 +626,7 @@ def release(
     lets capacity-aware sequencing (``orderflow.ai.sequencing``, when the ``ai`` rules enable
     ``release_sequence``) release only what the wave has room for, best first; the others
     stay READY for a later run. Without it, or switched off, everything is released."""
-    from orderflow import tendering
+    from orderflow import outbound, tendering
     from orderflow.ai import sequencing
     from orderflow.store import outbox
 
@@ -635,6 +649,7 @@ def release(
         details = {}
         tenders: list[str] = []
         releases: list[dict[str, Any]] = []  # the WMS releases, queued in one statement
+        acknowledgements: list[dict[str, Any]] = []  # the EDI customers' 855s, likewise
         # what the 855s are built from, read for all the EDI orders at once
         edi = [o.order_id for o in orders if o.channel == "edi" and o.partner_id]
         canonicals, acks = repo.canonicals_of(conn, edi), repo.ack_lines_of(conn, edi)
@@ -674,19 +689,23 @@ def release(
                 )
                 tenders.append(s["shipment_id"])
             if o.channel == "edi" and o.partner_id:
-                _queue_855(
-                    conn,
-                    o,
-                    rv[o.order_id],
-                    edi_conn_id,
-                    canonical=canonicals.get(o.order_id),
-                    acks=acks.get(o.order_id, []),
+                acknowledgements.append(
+                    _855(
+                        conn,
+                        o,
+                        rv[o.order_id],
+                        edi_conn_id,
+                        canonical=canonicals.get(o.order_id),
+                        acks=acks.get(o.order_id, []),
+                    )
                 )
             details[o.order_id] = {"release_version": rv[o.order_id]}
+        outbound.queue_x12_many(conn, acknowledgements)  # the 855s, in order, queued first
         outbox.enqueue_many(conn, releases)
         # What each shipment carries (the WMS reports picked/shipped against these lines).
         repo.record_shipment_lines(conn, ids)
-        _queue_release_notices(conn, ids, rv, book)
+        with outbox.deferred(conn):  # the notices' e-mails and webhooks in one statement
+            _queue_release_notices(conn, ids, rv, book)
         tendering.queue(conn, tenders, carrier_conn_id=carrier_conn_id)
         repo.release_reservations(conn, ids)
         repo.release_shipments(conn, ids)
@@ -765,6 +784,22 @@ def _queue_855(
     (``canonical`` and ``acks``: the order's canonical JSON and :func:`repo.ack_lines`, when
     the caller read them already)."""
     from orderflow import outbound
+
+    outbound.queue_x12(
+        conn, **_855(conn, order, version, edi_conn_id, canonical=canonical, acks=acks)
+    )
+
+
+def _855(
+    conn,
+    order: OrderView,
+    version: int,
+    edi_conn_id: str,
+    *,
+    canonical: dict | None = None,
+    acks: list[tuple] | None = None,
+) -> dict[str, Any]:
+    """:func:`_queue_855`'s document: ``outbound.queue_x12``'s keyword arguments."""
     from orderflow.channels.x12.po855 import AckLine, build_855
     from orderflow.domain.models import Order
 
@@ -787,8 +822,7 @@ def _queue_855(
                 acks.append(AckLine(line_no, "accepted", qty, uom, charge))
         return build_855(canonical_order, acks, **env)
 
-    outbound.queue_x12(
-        conn,
+    return dict(
         partner_id=order.partner_id,
         kind="855",
         functional_id="PR",

@@ -108,18 +108,33 @@ def booked(conn: psycopg.Connection, payload: dict, answer: dict) -> None:
     shipment. ``expedite_cost`` (a late order's dearer service) becomes booked money: the
     booked cost less the baseline service's quote at the same booked/quoted ratio (the
     carrier's surcharges apply to either service)."""
+    row = _booking(payload, answer)
+    store.record_booking(conn, row.pop("shipment_id"), **row)
+
+
+def booked_many(conn: psycopg.Connection, sent: list[tuple[dict, dict]]) -> bool:
+    """:func:`booked` of several (payload, answer) at once, in one statement; False
+    (nothing done) when two of them name the same shipment (one at a time, the later
+    booking is the one that stays: row by row decides those)."""
+    rows = [_booking(p, a) for p, a in sent]
+    if len({r["shipment_id"] for r in rows}) < len(rows):
+        return False
+    store.record_bookings(conn, rows)
+    return True
+
+
+def _booking(payload: dict, answer: dict) -> dict[str, Any]:
     amount = answer.get("amount")
-    store.record_booking(
-        conn,
-        payload["shipment_id"],
-        booking_id=answer.get("booking_id") or answer.get("shipment_id"),
-        pro_number=answer.get("pro_number"),
-        label_url=answer.get("label_url"),
-        booked_at=answer.get("booked_at"),
-        amount=Decimal(str(amount)) if amount is not None else None,
-        quoted=Decimal(payload["quoted_rate"]) if payload.get("quoted_rate") else None,
-        tracking_number=answer.get("tracking_number"),
-    )
+    return {
+        "shipment_id": payload["shipment_id"],
+        "booking_id": answer.get("booking_id") or answer.get("shipment_id"),
+        "pro_number": answer.get("pro_number"),
+        "label_url": answer.get("label_url"),
+        "booked_at": answer.get("booked_at"),
+        "amount": Decimal(str(amount)) if amount is not None else None,
+        "quoted": Decimal(payload["quoted_rate"]) if payload.get("quoted_rate") else None,
+        "tracking_number": answer.get("tracking_number"),
+    }
 
 
 def refused(conn: psycopg.Connection, key: str, payload: dict, error: str) -> str:

@@ -259,3 +259,64 @@ def processing_status(store, order_id: str) -> str:
     return store.execute(
         'SELECT status FROM orderflow."order" WHERE order_id = %s', (order_id,)
     ).fetchone()[0]
+
+
+_BOOKING_COLS = (
+    "tender_status, carrier_booking_id, pro_number, label_url, booked_at, booked_rate, "
+    "quoted_rate, tracking_number, expedite_cost, baseline_rate"
+)
+
+
+def _bookings(store, sids: list[str]) -> list[tuple]:
+    return store.execute(
+        f"SELECT shipment_id, {_BOOKING_COLS} FROM orderflow.shipment "
+        "WHERE shipment_id = ANY(%s) ORDER BY shipment_id",
+        (sids,),
+    ).fetchall()
+
+
+def test_tenders_sent_together_are_recorded_as_one_at_a_time_records_them(store, book, sandbox):
+    """A slice's bookings are recorded in one statement (``tendering.booked_many``): the
+    shipments end exactly as :func:`tendering.booked` leaves them, row by row — booked money,
+    an expedited shipment's cost re-stated, the booking time included."""
+    rs = [_released(store, book) for _ in range(3)]
+    store.execute(
+        "UPDATE orderflow.outbox SET next_attempt_at = now() WHERE status = 'pending' "
+        "AND action = 'carrier_tender' AND order_id = ANY(%s)",
+        ([r.order_id for r in rs],),
+    )
+    sids = [r.shipment_id for r in rs]
+    # one of them expedited: its baseline service quoted 80 % of the plan's rate
+    with db.transaction(store):
+        store.execute(
+            "UPDATE orderflow.shipment SET baseline_rate = round(quoted_rate * 0.8, 2), "
+            "expedite_cost = quoted_rate - round(quoted_rate * 0.8, 2) WHERE shipment_id = %s",
+            (sids[0],),
+        )
+    before = _bookings(store, sids)
+    res = outbox.send(store, ACTIONS)
+    assert (res.sent, res.followup_retry, res.followup_dead) == (3, 0, 0)
+    together = _bookings(store, sids)
+    assert {row[1] for row in together} == {"booked"}
+    expedited = {row[0]: row[9] for row in before}[sids[0]]
+    assert expedited > 0
+    # the expedite cost re-stated in booked money
+    assert {row[0]: row[9] for row in together}[sids[0]] not in (expedited, None)
+    # the same answers recorded one at a time, from the state before the send
+    sent = store.execute(
+        "SELECT payload, response FROM orderflow.outbox WHERE action = 'carrier_tender' "
+        "AND order_id = ANY(%s)",
+        ([r.order_id for r in rs],),
+    ).fetchall()
+    cols = _BOOKING_COLS.split(", ")
+    with db.transaction(store):
+        for row in before:
+            store.execute(
+                "UPDATE orderflow.shipment SET "
+                + ", ".join(f"{c} = %s" for c in cols)
+                + " WHERE shipment_id = %s",
+                (*row[1:], row[0]),
+            )
+        for payload, answer in sent:
+            tendering.booked(store, payload, answer)
+    assert _bookings(store, sids) == together

@@ -232,3 +232,88 @@ def test_a_number_is_taken_even_when_the_transaction_rolls_back(store):
         assert control_numbers.next_number(store, a) == 1
         store.execute("SELECT 1 / 0")
     assert control_numbers.next_number(store, a) == 2  # a gap, never a reuse
+
+
+def _doc(order: Order, key_suffix: str = "r1") -> dict:
+    line = order.lines[0]
+    return dict(
+        partner_id=order.provenance.partner_id,
+        kind="855",
+        functional_id="PR",
+        key=f"edi_855:{order.order_id}:{key_suffix}",
+        build=lambda env: build_855(
+            order, [AckLine(1, "accepted", line.quantity, line.uom, Decimal("2.50"))], **env
+        ),
+        order_id=order.order_id,
+    )
+
+
+def _queued(conn, partners: list[str]) -> list[tuple]:
+    """What was queued for the partners, as the store keeps it (clock fields left out)."""
+    import re
+
+    rows = conn.execute(
+        "SELECT d.idempotency_key, d.partner_id, d.document_type, d.functional_id, "
+        "d.interchange_control_number, d.group_control_number, d.set_control_numbers, "
+        "d.order_id, d.shipment_id, d.version, o.action, o.target_conn_id, o.order_id, "
+        "o.version, (o.payload - 'body')::text, o.payload->>'body' "
+        "FROM orderflow.outbound_document d JOIN orderflow.outbox o USING (idempotency_key) "
+        "WHERE d.partner_id = ANY(%s) ORDER BY o.outbox_id",
+        (partners,),
+    ).fetchall()
+    clock = re.compile(r"\*\d{6}\*\d{4}\*|\*\d{8}\*\d{4}\*")
+    return [(*r[:-1], clock.sub("*T*", r[-1])) for r in rows]
+
+
+def test_many_documents_queued_at_once_are_queued_as_one_at_a_time_queues_them(store):
+    """``queue_x12_many`` (the release stage's 855s): the same rows, bodies, control numbers
+    and outbox order as ``queue_x12`` document by document — partners interleaved, a key
+    already queued skipped, the same key twice queued once, a partner without an envelope
+    left out — and a rerun queues nothing."""
+    one_tag, many_tag = uuid.uuid4().hex[:6].upper(), uuid.uuid4().hex[:6].upper()
+    results = {}
+    for tag, at_once in ((one_tag, False), (many_tag, True)):
+        partners = _partners(store, tag, 3)
+        orders = _orders(store, tag, partners, per_partner=3)
+        docs = [_doc(orders[p][k]) for k in range(3) for p in partners]  # interleaved
+        docs.insert(4, docs[1])  # the same key twice
+        missing = orders[partners[0]][0].model_copy(
+            update={"provenance": Provenance(channel=Channel.EDI, partner_id=f"NONE-{tag}")}
+        )
+        docs.append(_doc(missing, "r2"))
+        with db.transaction(store):
+            assert _queue_855(store, orders[partners[2]][0])  # queued earlier: skipped
+            control_numbers.next_number(store, partners[1])  # numbers do not start at 1
+            if at_once:
+                assert outbound.queue_x12_many(store, docs) == 8
+                assert outbound.queue_x12_many(store, docs) == 0  # a rerun
+            else:
+                assert sum(outbound.queue_x12(store, **d) for d in docs) == 8
+                assert sum(outbound.queue_x12(store, **d) for d in docs) == 0
+        got = _queued(store, partners)
+        results[at_once] = [
+            tuple(str(v).replace(tag, "TAG") if isinstance(v, str) else v for v in row)
+            for row in got
+        ]
+    assert len(results[True]) == 9
+    assert results[True] == results[False]
+    with db.transaction(store):
+        assert outbound.queue_x12_many(store, []) == 0
+
+
+def test_numbers_taken_at_once_are_the_ones_taken_one_at_a_time(store):
+    tag = uuid.uuid4().hex[:6].upper()
+    a, b = _partners(store, tag, 2)
+    assert control_numbers.next_numbers(store, a, 3) == [1, 2, 3]
+    assert control_numbers.next_numbers(store, a, 0) == []
+    assert control_numbers.next_number(store, a) == 4
+    # over the nine-digit limit: wraps to 1 in the same place as one at a time
+    control_numbers.restart(store, b, control_numbers.ISA_MAX - 1)
+    assert control_numbers.next_numbers(store, b, 4) == [
+        control_numbers.ISA_MAX - 1,
+        control_numbers.ISA_MAX,
+        1,
+        2,
+    ]
+    # a partner without a sequence yet: created by the first
+    assert control_numbers.next_numbers(store, f"UNLISTED-{tag}", 2) == [1, 2]

@@ -83,3 +83,52 @@ def test_portal_feed_through_the_hook(sandbox):
     page = PortalHook().orders_page(0, 5)
     assert len(page["items"]) == 5
     assert page["next_cursor"] == 5
+
+
+def test_the_environments_proxy_settings_apply_to_every_call(sandbox, monkeypatch):
+    """The environment's settings for a request (proxies, ``no_proxy``) are worked out once
+    per origin and hook, and still apply to each of its calls: a Connection whose host is
+    reached through a proxy goes through it every time; one in ``no_proxy`` goes direct."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.path)  # a proxy is asked for the absolute URL
+            data = json.dumps({"rate": 0.0, "lines": [], "total_tax": 0.0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_TAX_REMOTE",
+            json.dumps({"conn_type": "http", "host": "http://tax.example.invalid/tax"}),
+        )
+        remote = TaxHook("tax_remote", retries=1)
+        asked = {"customer_id": "C", "region": "CA", "lines": []}
+        for _ in range(3):
+            assert remote.quote(asked)["total_tax"] == 0.0
+        assert seen == ["http://tax.example.invalid/tax/quote"] * 3
+        # the sandbox (127.0.0.1, in no_proxy): direct, never through the proxy
+        local = TaxHook(retries=1)
+        for _ in range(2):
+            assert local.quote({**asked, "lines": [{"line_no": 1, "amount": 10}]})["rate"] > 0
+        assert len(seen) == 3
+    finally:
+        proxy.shutdown()

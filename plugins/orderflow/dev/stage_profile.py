@@ -2,7 +2,8 @@
 decided (``python -m orderflow.dev.stage_profile``).
 
 ``prepare OUT``: generate a day (seed 7, ``ORDERS`` orders, default 2,000) and land it into a
-template store ``stage_profile_tpl`` on ``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow),
+template store ``stage_profile_tpl`` (``STAGE_PROFILE_TPL`` names another) on
+``ORDERFLOW_TEST_DATABASE_URL`` (once: landing is slow),
 then ``ANALYZE`` it (a live store has statistics; copies of a template without them plan
 every partition's loads with defaults).
 
@@ -13,14 +14,17 @@ connection, the stage with the operators' hooks), then the ``send_releases`` out
 Per stage: orders, wall, CPU seconds of this process, of the PostgreSQL backend and of the
 sandbox, and a cProfile (``OUT/LABEL-<stage>.prof``) timed in CPU seconds of this process
 (``time.process_time``: waiting for PostgreSQL or the sandbox is not in it — their CPU is
-counted apart). ``--stages`` stops after the stages named (the dump is then of that point:
+counted apart; ``STAGE_PROFILE_WALL=1`` times it in wall-clock seconds instead, waits
+included). ``--stages`` stops after the stages named (the dump is then of that point:
 compare only runs that stopped at the same stage). Then every table of the store, minus
-timestamps and serial ids, goes to ``OUT/LABEL-dump.json``.
+timestamps and serial ids, goes to ``OUT/LABEL-dump.json``, and the run's database is
+dropped (``STAGE_PROFILE_KEEP=1`` keeps it, to ``EXPLAIN`` its statements).
 
 ``compare A.json B.json [table.column,…]``: the tables whose rows differ (columns named are
 left out, e.g. identifiers a receiver assigns in the order requests arrive).
 
-Run the baseline with ``PYTHONPATH=<a checkout of the old code>/plugins`` for a before/after.
+Run the baseline with ``PYTHONPATH=<a checkout of the old code>/plugins:<…>/include`` (and this
+file by its path) for a before/after.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SERVER = os.environ["ORDERFLOW_TEST_DATABASE_URL"]
-TPL = "stage_profile_tpl"
+TPL = os.environ.get("STAGE_PROFILE_TPL", "stage_profile_tpl")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -185,7 +189,13 @@ def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) 
             if stage == "allocate":
                 return processing.allocate(conn, ids, ctx, book)
             if stage == "plan":
-                return processing.plan(conn, ids, ctx, book, TaxHook().quote, ScreeningHook().check)
+                tax, screening = TaxHook(), ScreeningHook()
+                batches = (
+                    {"tax_batch": tax.quote_many, "screening_batch": screening.check_many}
+                    if hasattr(tax, "quote_many")
+                    else {}
+                )
+                return processing.plan(conn, ids, ctx, book, tax.quote, screening.check, **batches)
             return processing.release(conn, ids, ctx, book)
 
         return go
@@ -193,7 +203,8 @@ def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) 
     results = {}
     last = max(STAGES.index(s) for s in stages)
     for stage in STAGES[: last + 1]:
-        prof = cProfile.Profile(time.process_time) if profile else None
+        clock = time.perf_counter if os.environ.get("STAGE_PROFILE_WALL") else time.process_time
+        prof = cProfile.Profile(clock) if profile else None
         cpu0, wall0, sb0 = time.process_time(), time.perf_counter(), sandbox_cpu(sb.proc)
         be = 0.0
         orders = 0
@@ -261,9 +272,10 @@ def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) 
     conn.close()
     sb.stop()
     (out / f"{label}-results.json").write_text(json.dumps(results, indent=1))
-    a = admin()
-    a.execute(f"DROP DATABASE IF EXISTS {db_name}")
-    a.close()
+    if not os.environ.get("STAGE_PROFILE_KEEP"):  # kept: to look at its statements' plans
+        a = admin()
+        a.execute(f"DROP DATABASE IF EXISTS {db_name}")
+        a.close()
 
 
 def _clock(row: str) -> str:

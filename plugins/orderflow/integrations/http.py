@@ -61,6 +61,7 @@ class OrderFlowHttpHook(HttpHook):
         self.backoff = backoff
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
+        self._settings: dict[str, dict[str, Any]] = {}
 
     def session(self) -> requests.Session:
         if self._session is None:
@@ -69,6 +70,41 @@ class OrderFlowHttpHook(HttpHook):
                     # also resolves base_url and the Connection extras
                     self._session = self.get_conn()
         return self._session
+
+    def run_and_check(
+        self,
+        session: requests.Session,
+        prepped_request: requests.PreparedRequest,
+        extra_options: dict[Any, Any],
+    ) -> Any:
+        """``HttpHook.run_and_check`` with the environment's settings for a request (proxies,
+        CA bundle: ``Session.merge_environment_settings``) worked out once per origin of the
+        hook's session, not once per request: that walks ``os.environ`` (every variable,
+        for the proxies and ``no_proxy``) — in a task process about as much CPU as the
+        request itself. What it reads depends on the URL's scheme, host and port only."""
+        origin = _origin(prepped_request.url)
+        settings = self._settings.get(origin)
+        if settings is None:
+            settings = self._settings[origin] = session.merge_environment_settings(
+                prepped_request.url,
+                proxies=session.proxies,
+                stream=session.stream,
+                verify=session.verify,
+                cert=session.cert,
+            )
+        try:
+            response = session.send(
+                prepped_request,
+                timeout=extra_options.get("timeout"),
+                allow_redirects=extra_options.get("allow_redirects", True),
+                **settings,
+            )
+            if extra_options.get("check_response", True):
+                self.check_response(response)
+            return response
+        except requests.ConnectionError as ex:
+            self.log.warning("%s Tenacity will retry to execute the operation", ex)
+            raise
 
     def call(
         self,
@@ -138,6 +174,14 @@ class OrderFlowHttpHook(HttpHook):
             reraise=True,
         )
         return retrying(attempt)
+
+
+def _origin(url: str | None) -> str:
+    """``scheme://host:port`` of a URL (what the environment's proxy settings depend on)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 # ------------------------------------------------------------------ hooks shared by a sender

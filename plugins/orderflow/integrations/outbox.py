@@ -187,6 +187,34 @@ AFTER_SENT: dict[str, Callable[..., None]] = {
 }
 
 
+def _batch_registry() -> dict[str, tuple[Callable[[dict, str], Any], Callable[..., Any]]]:
+    """Keyed actions whose receivers take several rows in one request: per action, what one
+    row's request item is (``(payload, key)`` → item; raising as the row's single send would
+    for a payload it cannot send) and the send of several items on a Connection (``(conn_id,
+    [item, …])`` → per item ``(answer, None)`` or ``(None, exception)``, what its single
+    send would have returned or raised — or None when the receiver has no batch endpoint:
+    the rows are then sent one by one)."""
+    from orderflow.integrations.systems import CarrierHook, EdiGatewayHook, WmsHook
+
+    def wms_release(conn_id: str, items: list):
+        return hook(WmsHook, conn_id).release_many(items)
+
+    def carrier_tender(conn_id: str, items: list):
+        return hook(CarrierHook, conn_id).book_many(items)
+
+    def edi(conn_id: str, items: list):
+        return hook(EdiGatewayHook, conn_id).send_many(items)
+
+    def edi_item(p: dict, k: str) -> tuple:
+        return (p["partner_id"], p["document_type"], p["body"], k)
+
+    return {
+        "wms_release": (lambda p, k: (p, k), wms_release),
+        "carrier_tender": (lambda p, k: (p["request"], k), carrier_tender),
+        **dict.fromkeys(("edi_997", "edi_ta1", "edi_855", "edi_856", "edi_810"), (edi_item, edi)),
+    }
+
+
 def _registry() -> dict[str, Callable[[str, dict, str], dict]]:
     from orderflow import marketplace, notifications
     from orderflow.integrations.systems import EdiGatewayHook
@@ -258,6 +286,9 @@ def send(
     limit: int = 200,
     senders: dict[str, Callable[[str, dict, str], dict]] | None = None,
 ) -> SendResult:
+    # Keyed actions whose receivers take several rows in one request; only with our own
+    # senders (``senders`` given — a test's stand-ins — are called row by row).
+    many = _batch_registry() if senders is None else {}
     senders = senders or _registry()
     res = SendResult()
     errors: list[str] = []
@@ -273,7 +304,7 @@ def send(
             # Recorded a slice at a time: a worker killed mid-batch leaves at most one
             # slice sent but unrecorded (sent again by key once the lease expires).
             for at in range(0, len(batch), RECORD_EVERY):
-                _send_batch(conn, batch[at : at + RECORD_EVERY], senders, res, errors, pool)
+                _send_batch(conn, batch[at : at + RECORD_EVERY], senders, res, errors, pool, many)
     res.errors = tuple(errors[:20])
     return res
 
@@ -314,12 +345,49 @@ def _outcome(send: Callable[[str, dict, str], dict], conn_id: str, payload: dict
         return None, exc
 
 
-def _send_batch(conn, batch, senders, res: SendResult, errors: list[str], pool=None) -> None:
-    """Send the claimed rows and record each outcome, in claim order. Keyed rows are sent
-    concurrently (the first of each action and Connection alone: it builds the shared hook),
-    then recorded one by one as before; a non-keyed row is handed over and sent alone."""
+def _send_batch(
+    conn, batch, senders, res: SendResult, errors: list[str], pool=None, many=None
+) -> None:
+    """Send the claimed rows and record each outcome, in claim order. Keyed rows of an
+    action in ``many`` (:func:`_batch_registry`) go to their receiver in one request per
+    action and Connection (the groups concurrently), each row under its own key; the other
+    keyed rows — and those whose receiver has no batch endpoint — are sent concurrently one
+    request each (the first of each action and Connection alone: it builds the shared hook);
+    a non-keyed row is handed over and sent alone."""
     early: dict[int, tuple] = {}
     keyed = [r for r in batch if r[2] in KEYED_ACTIONS]
+    if many:
+        groups: dict[tuple[str, str], list[tuple]] = {}
+        for r in keyed:
+            if r[2] in many:
+                groups.setdefault((r[2], r[3]), []).append(r)
+
+        def together(group: tuple[tuple[str, str], list[tuple]]):
+            """The group's outcomes by outbox id (rows left out: no batch endpoint)."""
+            (action, conn_id), rows = group
+            item_of, send_many = many[action]
+            out: dict[int, tuple] = {}
+            sent: list[tuple] = []
+            items: list = []
+            for r in rows:
+                try:
+                    items.append(item_of(r[4], r[1]))
+                    sent.append(r)
+                except Exception as exc:  # that row's payload: as its single send fails
+                    out[r[0]] = (None, exc)
+            try:
+                got = send_many(conn_id, items) if items else []
+            except Exception as exc:  # as one send's: every row of the request counts it
+                got = [(None, exc)] * len(items)
+            if got is not None:
+                out.update((r[0], o) for r, o in zip(sent, got, strict=True))
+            return out
+
+        items = list(groups.items())
+        done = pool.map(together, items) if pool is not None and len(items) > 1 else None
+        for outcomes in done if done is not None else map(together, items):
+            early.update(outcomes)  # the rest (no batch endpoint): one request a row below
+        keyed = [r for r in keyed if r[0] not in early]
     if pool is not None and len(keyed) > 1:
         firsts: dict[tuple[str, str], int] = {}
         for r in keyed:
@@ -439,7 +507,16 @@ def _releases_sent(conn, sent: list[tuple[dict, dict]]) -> bool:
 
 
 #: Set-based forms of :data:`AFTER_SENT` (one savepoint for a batch's rows of the action).
-AFTER_SENT_MANY: dict[str, Callable[..., bool]] = {"wms_release": _releases_sent}
+def _tenders_booked(conn, sent: list[tuple[dict, dict]]) -> bool:
+    from orderflow import tendering
+
+    return tendering.booked_many(conn, sent)
+
+
+AFTER_SENT_MANY: dict[str, Callable[..., bool]] = {
+    "wms_release": _releases_sent,
+    "carrier_tender": _tenders_booked,
+}
 
 
 def _run_followup(conn, follow, outbox_id, key, action, payload, answer, attempts, res) -> bool:

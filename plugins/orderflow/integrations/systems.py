@@ -7,6 +7,10 @@ from typing import Any
 
 from orderflow.integrations.http import ExternalRejected, OrderFlowHttpHook
 
+#: What a keyed batch send gives per item: (the answer, None) or (None, the exception the
+#: single call would have raised).
+Outcome = tuple[dict | None, Exception | None]
+
 
 class ErpHook(OrderFlowHttpHook):
     """The ERP: master-data extracts, exposure, sales orders and invoices."""
@@ -56,6 +60,15 @@ class WmsHook(OrderFlowHttpHook):
 
     def release(self, release: dict, *, idempotency_key: str) -> dict:
         return self.call("POST", "/releases", json=release, idempotency_key=idempotency_key)
+
+    def release_many(self, releases: Sequence[tuple[dict, str]]) -> list[Outcome] | None:
+        """:meth:`release` of each (release, idempotency key) in one request
+        (``POST /releases/batch``), each still keyed: per release, its answer or what
+        :meth:`release` would have raised. None when the WMS has no batch endpoint or
+        refuses the batch as such (the caller sends one by one)."""
+        return _keyed_many(
+            self, "/releases", [{"idempotency_key": k, "release": r} for r, k in releases]
+        )
 
     def cancel_release(self, release_id: str, *, idempotency_key: str) -> dict:
         """Withdraw a release the floor has not started picking. The WMS refuses (409,
@@ -132,34 +145,45 @@ class CreditHook(OrderFlowHttpHook):
         of one each). A check the service refuses raises as :meth:`check` would
         (:class:`ExternalRejected`, the first in order). None when the service has no batch
         endpoint (404 or 405 on it): the caller asks one by one."""
-        out: list[dict] = []
-        for i in range(0, len(asked), self.batch_size):
-            chunk = asked[i : i + self.batch_size]
-            body = {"checks": [{"customer_id": c, "amount": a} for c, a in chunk]}
-            try:
-                answer = self.call("POST", "/check/batch", json=body)
-            except ExternalRejected as exc:
-                if exc.status in (404, 405) and not out:
-                    return None
-                raise
-            results = answer["results"]
-            if len(results) != len(chunk):
+        return _many(
+            self,
+            "/check",
+            "checks",
+            [{"customer_id": c, "amount": a} for c, a in asked],
+        )
+
+
+def _many(hook: OrderFlowHttpHook, endpoint: str, field: str, bodies: list[dict]):
+    """The answers of ``POST endpoint`` to each of ``bodies``, in order, through the batch
+    endpoint beside it (``POST endpoint/batch`` with ``{field: [...]}``, answered
+    ``{"results": [...]}``, each result the single endpoint's answer or
+    ``{"error": {"status", "detail"}}``), :attr:`batch_size` bodies a request. A body the
+    service refuses raises as the single call would (:class:`ExternalRejected`, the first
+    in order). None when the service has no batch endpoint (404 or 405 on the first
+    request): the caller asks one by one."""
+    out: list[dict] = []
+    size = hook.batch_size  # type: ignore[attr-defined]
+    for i in range(0, len(bodies), size):
+        chunk = bodies[i : i + size]
+        try:
+            answer = hook.call("POST", f"{endpoint}/batch", json={field: chunk})
+        except ExternalRejected as exc:
+            if exc.status in (404, 405) and not out:
+                return None
+            raise
+        results = answer["results"]
+        if len(results) != len(chunk):
+            raise ExternalRejected(
+                hook.system, f"{endpoint}/batch", f"{len(results)} answers to {len(chunk)} asked"
+            )
+        for r in results:
+            if "error" in r:
+                err = r["error"]
                 raise ExternalRejected(
-                    self.system,
-                    "/check/batch",
-                    f"{len(results)} answers to {len(chunk)} checks",
+                    hook.system, endpoint, f"HTTP {err['status']}: {err['detail']}", err["status"]
                 )
-            for r in results:
-                if "error" in r:
-                    err = r["error"]
-                    raise ExternalRejected(
-                        self.system,
-                        "/check",
-                        f"HTTP {err['status']}: {err['detail']}",
-                        err["status"],
-                    )
-                out.append(r)
-        return out
+            out.append(r)
+    return out
 
 
 class TaxHook(OrderFlowHttpHook):
@@ -171,6 +195,16 @@ class TaxHook(OrderFlowHttpHook):
     def quote(self, request: dict) -> dict:
         return self.call("POST", "/quote", json=request)
 
+    #: quote requests per batch request
+    batch_size = 500
+
+    def quote_many(self, requests: Sequence[dict]) -> list[dict] | None:
+        """:meth:`quote` of each request, in order, through the engine's batch endpoint
+        (``POST /quote/batch``: one request per :attr:`batch_size` quotes). A quote the
+        engine refuses raises as :meth:`quote` would. None when the engine has no batch
+        endpoint (404 or 405 on it): the caller asks one by one."""
+        return _many(self, "/quote", "quotes", list(requests))
+
 
 class ScreeningHook(OrderFlowHttpHook):
     system = "screening"
@@ -180,6 +214,16 @@ class ScreeningHook(OrderFlowHttpHook):
 
     def check(self, name: str, country: str) -> dict:
         return self.call("POST", "/check", json={"name": name, "country": country})
+
+    #: parties per batch request
+    batch_size = 500
+
+    def check_many(self, parties: Sequence[tuple[str, str]]) -> list[dict] | None:
+        """:meth:`check` of each (name, country), in order, through the service's batch
+        endpoint (``POST /check/batch``: one request per :attr:`batch_size` parties). A party
+        the service refuses raises as :meth:`check` would. None when the service has no
+        batch endpoint (404 or 405 on it): the caller asks one by one."""
+        return _many(self, "/check", "checks", [{"name": n, "country": c} for n, c in parties])
 
 
 class CarrierHook(OrderFlowHttpHook):
@@ -193,6 +237,15 @@ class CarrierHook(OrderFlowHttpHook):
 
     def book(self, shipment: dict, *, idempotency_key: str) -> dict:
         return self.call("POST", "/shipments", json=shipment, idempotency_key=idempotency_key)
+
+    def book_many(self, shipments: Sequence[tuple[dict, str]]) -> list[Outcome] | None:
+        """:meth:`book` of each (shipment, idempotency key) in one request
+        (``POST /shipments/batch``), each still keyed: per shipment, its answer or what
+        :meth:`book` would have raised. None when the carrier has no batch endpoint or
+        refuses the batch as such (the caller books one by one)."""
+        return _keyed_many(
+            self, "/shipments", [{"idempotency_key": k, "shipment": b} for b, k in shipments]
+        )
 
     def tracking(self, cursor: int, limit: int = 500) -> dict:
         return self.call("GET", "/tracking", params={"cursor": cursor, "limit": limit})
@@ -218,3 +271,59 @@ class EdiGatewayHook(OrderFlowHttpHook):
                 "X-Document-Type": document_type,
             },
         )
+
+    def send_many(self, documents: Sequence[tuple[str, str, str, str]]) -> list[Outcome] | None:
+        """:meth:`send` of each (partner id, document type, X12 text, idempotency key) in one
+        request (``POST /outbound/batch``), each still keyed: per document, the gateway's
+        receipt or what :meth:`send` would have raised. None when the gateway has no batch
+        endpoint or refuses the batch as such (the caller sends one by one)."""
+        return _keyed_many(
+            self,
+            "/outbound",
+            [
+                {"idempotency_key": k, "partner_id": p, "document_type": t, "body": b}
+                for p, t, b, k in documents
+            ],
+        )
+
+
+def _keyed_many(hook: OrderFlowHttpHook, endpoint: str, items: list[dict]) -> list[Outcome] | None:
+    """Keyed requests to ``POST endpoint`` sent in one ``POST endpoint/batch`` (``{"items":
+    [...]}``, each item carrying its ``idempotency_key``; answered ``{"results": [...]}``, each
+    ``{"answer", "replayed"}`` or ``{"error": {"status", "detail"}}``). Per item, the answer
+    or the :class:`ExternalRejected` the single request would have raised (same text). When
+    the batch request itself fails after its retries (the service unavailable), every item
+    gets that error, as each single request would have; None when the service refuses the
+    batch as such (no batch endpoint: 404/405; any other 4xx) — the caller then sends one
+    item at a time."""
+    from orderflow.integrations.http import ExternalSystemError
+
+    if not items:
+        return []
+    try:
+        answer = hook.call("POST", f"{endpoint}/batch", json={"items": items})
+    except ExternalRejected:
+        return None
+    except ExternalSystemError as exc:
+        return [(None, exc)] * len(items)
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list) or len(results) != len(items):
+        return None  # not an answer this client understands: one by one
+    out: list[Outcome] = []
+    for r in results:
+        if "error" in r:
+            err = r["error"]
+            out.append(
+                (
+                    None,
+                    ExternalRejected(
+                        hook.system,
+                        endpoint,
+                        f"HTTP {err['status']}: {err['detail']}",
+                        err["status"],
+                    ),
+                )
+            )
+        else:
+            out.append((r["answer"], None))
+    return out

@@ -34,6 +34,20 @@ def next_number(conn: psycopg.Connection, partner_id: str, kind: str = "isa") ->
     return row[0]
 
 
+def next_numbers(conn: psycopg.Connection, partner_id: str, n: int, kind: str = "isa") -> list[int]:
+    """:func:`next_number` ``n`` times, in one statement (in the order taken)."""
+    if n <= 0:
+        return []
+    rows = conn.execute(
+        "SELECT nextval(to_regclass(orderflow.x12_control_sequence(%s, %s))) "
+        "FROM generate_series(1, %s) AS g ORDER BY g",
+        (partner_id, kind, n),
+    ).fetchall()
+    if rows[0][0] is None:  # no sequence yet: the first one creates it
+        return [next_number(conn, partner_id, kind) for _ in range(n)]
+    return [r[0] for r in rows]
+
+
 def restart(conn: psycopg.Connection, partner_id: str, number: int, kind: str = "isa") -> None:
     """Make ``number`` the partner's next control number (e.g. a partner asks to continue
     from the numbers of its previous provider)."""

@@ -268,6 +268,36 @@ def record_outbound(
     )
 
 
+def record_outbound_many(conn: psycopg.Connection, docs: list[dict[str, Any]]) -> None:
+    """:func:`record_outbound` of several documents (each its keyword arguments), in one
+    statement, in the order given."""
+    if not docs:
+        return
+    conn.execute(
+        """
+        INSERT INTO orderflow.outbound_document (idempotency_key, partner_id, document_type,
+            functional_id, interchange_control_number, group_control_number,
+            set_control_numbers, order_id, shipment_id, version)
+        SELECT k, p, t, f, lpad(c::text, 9, '0'), c::text, ARRAY['0001'], o, s, v
+          FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+                      %s::text[], %s::text[], %s::int[])
+               WITH ORDINALITY AS u(k, p, t, f, c, o, s, v, n)
+         ORDER BY n
+        ON CONFLICT (idempotency_key) DO NOTHING
+        """,
+        (
+            [d["idempotency_key"] for d in docs],
+            [d["partner_id"] for d in docs],
+            [d["document_type"] for d in docs],
+            [d["functional_id"] for d in docs],
+            [d["control_number"] for d in docs],
+            [d.get("order_id") for d in docs],
+            [d.get("shipment_id") for d in docs],
+            [d.get("version", 1) for d in docs],
+        ),
+    )
+
+
 def match_ack(
     conn: psycopg.Connection,
     partner_id: str,

@@ -31,6 +31,19 @@ def is_queued(conn: psycopg.Connection, key: str) -> bool:
     )
 
 
+def queued_keys(conn: psycopg.Connection, keys: list[str]) -> set[str]:
+    """Those of ``keys`` an outbox row has (:func:`is_queued` of several)."""
+    if not keys:
+        return set()
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT idempotency_key FROM orderflow.outbox WHERE idempotency_key = ANY(%s)",
+            (keys,),
+        )
+    }
+
+
 def state_of(conn: psycopg.Connection, key: str) -> tuple | None:
     """(outbox_id, status, followup_status) of the row with key ``key``."""
     return conn.execute(

@@ -114,12 +114,19 @@ def mark_reservations_received_many(
     statement; returns the (item_id, dc_id) rows touched."""
     if not rows:
         return []
+    # Each (order, DC)'s reservations looked up by order first (LATERAL, behind OFFSET 0):
+    # joined to the whole table instead, a planner without statistics on the reservations
+    # (a new store's first day) walked every unreceived one for each call (≈ 40 ms).
     return conn.execute(
-        "UPDATE orderflow.reservation r SET wms_received_at = t.received_at::timestamptz, "
+        "UPDATE orderflow.reservation r SET wms_received_at = k.received_at::timestamptz, "
         "updated_at = now() "
-        "FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(received_at, order_id, dc_id) "
-        "WHERE r.order_id = t.order_id AND r.dc_id = t.dc_id AND r.status = 'released' "
-        "AND r.wms_received_at IS NULL RETURNING r.item_id, r.dc_id",
+        "FROM (SELECT x.reservation_id, t.received_at "
+        "      FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(received_at, order_id, dc_id)"
+        "      CROSS JOIN LATERAL (SELECT reservation_id FROM orderflow.reservation r2 "
+        "            WHERE r2.order_id = t.order_id AND r2.dc_id = t.dc_id "
+        "              AND r2.status = 'released' AND r2.wms_received_at IS NULL OFFSET 0) x "
+        "      OFFSET 0) k "
+        "WHERE r.reservation_id = k.reservation_id RETURNING r.item_id, r.dc_id",
         ([str(r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
     ).fetchall()
 

@@ -90,6 +90,44 @@ def record_booking(
     )
 
 
+def record_bookings(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`record_booking` of several shipments (each row its keyword arguments and
+    ``shipment_id``; no shipment twice), in one statement."""
+    if not rows:
+        return
+    cols = ("shipment_id", "booking_id", "pro_number", "label_url", "booked_at", "amount")
+    cols += ("quoted", "tracking_number")
+    conn.execute(
+        """
+        UPDATE orderflow.shipment s
+           SET tender_status = 'booked', carrier_booking_id = t.booking_id,
+               pro_number = t.pro_number, label_url = t.label_url,
+               booked_at = t.booked_at::timestamptz,
+               booked_rate = t.amount,
+               quoted_rate = coalesce(s.quoted_rate, t.quoted),
+               tracking_number = coalesce(s.tracking_number, t.tracking_number),
+               expedite_cost = CASE
+                   WHEN s.baseline_rate IS NOT NULL AND t.amount IS NOT NULL
+                        AND coalesce(s.quoted_rate, t.quoted) > 0
+                   THEN greatest(0, round(t.amount - s.baseline_rate * t.amount
+                                          / coalesce(s.quoted_rate, t.quoted), 2))
+                   ELSE s.expedite_cost END,
+               updated_at = now()
+          FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                      %s::numeric[], %s::numeric[], %s::text[])
+               AS t(shipment_id, booking_id, pro_number, label_url, booked_at, amount,
+                    quoted, tracking_number)
+         WHERE s.shipment_id = t.shipment_id
+        """,
+        tuple(
+            [None if r[c] is None else str(r[c]) for r in rows]
+            if c in ("booked_at",)
+            else [r[c] for r in rows]
+            for c in cols
+        ),
+    )
+
+
 def order_customer_and_delivery(conn: psycopg.Connection, order_id: str) -> tuple:
     """(customer_id, requested delivery date) of an order."""
     return conn.execute(
