@@ -67,16 +67,7 @@ def _prepare_store(store_url: str, day: Path, drop: Path, last, say) -> list[dic
                 conn, ids, ctx, book, credit.check, credit_batch=credit.check_many
             )
             processing.allocate(conn, ids, ctx, book)
-            processing.plan(
-                conn,
-                ids,
-                ctx,
-                book,
-                tax.quote,
-                screening.check,
-                tax_batch=tax.quote_many,
-                screening_batch=screening.check_many,
-            )
+            processing.plan_through(conn, ids, ctx, book, tax, screening)
         repo.unclaim(conn, "bench")
         statuses = dict(
             conn.execute('SELECT status, count(*) FROM orderflow."order" GROUP BY 1').fetchall()

@@ -434,6 +434,28 @@ def allocate(
 # ---------------------------------------------------------------------------- plan
 
 
+def plan_through(
+    conn: psycopg.Connection,
+    order_ids: Sequence[str],
+    ctx: RunContext,
+    book: RuleBook,
+    tax,
+    screening,
+) -> StageResult:
+    """:func:`plan` asking the tax engine and screening service through their hooks
+    (``TaxHook``, ``ScreeningHook``): one batch request each where the service has one."""
+    return plan(
+        conn,
+        order_ids,
+        ctx,
+        book,
+        tax.quote,
+        screening.check,
+        tax_batch=tax.quote_many,
+        screening_batch=screening.check_many,
+    )
+
+
 def plan(
     conn: psycopg.Connection,
     order_ids: Sequence[str],
@@ -771,25 +793,6 @@ def _planned_shipments(conn, ids) -> dict[str, list[dict]]:
     return repo.planned_shipments(conn, ids)
 
 
-def _queue_855(
-    conn,
-    order: OrderView,
-    version: int,
-    edi_conn_id: str,
-    *,
-    canonical: dict | None = None,
-    acks: list[tuple] | None = None,
-) -> None:
-    """The purchase-order acknowledgement for an EDI customer, per release version
-    (``canonical`` and ``acks``: the order's canonical JSON and :func:`repo.ack_lines`, when
-    the caller read them already)."""
-    from orderflow import outbound
-
-    outbound.queue_x12(
-        conn, **_855(conn, order, version, edi_conn_id, canonical=canonical, acks=acks)
-    )
-
-
 def _855(
     conn,
     order: OrderView,
@@ -799,7 +802,9 @@ def _855(
     canonical: dict | None = None,
     acks: list[tuple] | None = None,
 ) -> dict[str, Any]:
-    """:func:`_queue_855`'s document: ``outbound.queue_x12``'s keyword arguments."""
+    """The purchase-order acknowledgement of an EDI customer's order, per release version
+    (``canonical`` and ``acks``: the order's canonical JSON and :func:`repo.ack_lines`, when
+    the caller read them already), as ``outbound.queue_x12``'s keyword arguments."""
     from orderflow.channels.x12.po855 import AckLine, build_855
     from orderflow.domain.models import Order
 

@@ -318,16 +318,7 @@ class PlanShipmentsOperator(OrderStageOperator):
         from orderflow.integrations.systems import ScreeningHook, TaxHook
 
         tax, screening = TaxHook(self.tax_conn_id), ScreeningHook(self.screening_conn_id)
-        return processing.plan(
-            conn,
-            order_ids,
-            ctx,
-            book,
-            tax.quote,
-            screening.check,
-            tax_batch=tax.quote_many,
-            screening_batch=screening.check_many,
-        )
+        return processing.plan_through(conn, order_ids, ctx, book, tax, screening)
 
 
 class ReleaseToWmsOperator(OrderStageOperator):
