@@ -39,10 +39,13 @@ on the exception, so it is never asked twice; an answer that cannot be applied â
 approval without a reason â€” asks again). Each appears under **Required Actions** for the
 owner role to answer.
 
-At most **approval_window** approvals wait at once (`ORDERFLOW_APPROVAL_WINDOW`, default 300;
+At most **approval_window** approvals wait at once (`ORDERFLOW_APPROVAL_WINDOW`, default 24;
 `order_approval`'s `max_active_runs` is the same number), so no run ever queues behind the
 run limit: on a day with more holds than that, the rest are on the OrderFlow desk (every open
 exception is) and reach Required Actions as answers free places, most urgent SLA first.
+Each waiting approval is a running DAG run, and the scheduler looks at running runs in turn
+(`[scheduler] max_dagruns_per_loop_to_schedule`, which `orderflow run` sets to the window
++ 40): raise the window only with it, or every other DAG's tasks wait for their run's turn.
 """,
 ):
     requests = RequestApprovalsOperator(

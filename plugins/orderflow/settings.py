@@ -33,7 +33,21 @@ STORE_SCHEMA = "orderflow"
 #: on the desk (every open exception is) and reach Required Actions as places free, most
 #: urgent SLA first. ``ORDERFLOW_APPROVAL_WINDOW`` overrides it (read at DAG parse: the
 #: DAG's ``max_active_runs`` is the same number).
-APPROVAL_WINDOW = int(os.environ.get("ORDERFLOW_APPROVAL_WINDOW") or 300)
+#:
+#: Kept small because every waiting approval is a *running* DAG run: Airflow's scheduler
+#: examines running runs in turn, ``max_dagruns_per_loop_to_schedule`` of them per loop,
+#: oldest decision first. With 300 approvals waiting (the former default) each work run was
+#: looked at once every ~15 loops, and every task-to-task hop of order processing waited
+#: 8-10 s (measured on the real scheduler, docs/performance.md). See
+#: :data:`SCHEDULER_RUNS_PER_LOOP`.
+APPROVAL_WINDOW = int(os.environ.get("ORDERFLOW_APPROVAL_WINDOW") or 24)
+#: Running DAG runs the scheduler examines per loop (Airflow's
+#: ``[scheduler] max_dagruns_per_loop_to_schedule``, default 20), as ``orderflow run`` and
+#: docker-compose set it: every approval the window allows, every scheduled DAG's
+#: ``max_active_runs`` (16 today) and room for people's manual runs (reprocess, replays,
+#: what-ifs), so every running run is looked at in every loop. Examining a run costs the
+#: scheduler ≈ 6 ms of CPU.
+SCHEDULER_RUNS_PER_LOOP = max(64, APPROVAL_WINDOW + 40)
 #: Seconds between two looks at the store by a waiting approval (its exception resolved
 #: anywhere else — the desk, the CLI, a reprocess, a rule — ends the Required Action within
 #: about this long; one query per look for every approval waiting in a triggerer).

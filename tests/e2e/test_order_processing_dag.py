@@ -263,6 +263,33 @@ def test_approval_dag_run_limit_is_the_window(airflow_db):
     assert bag.get_dag("order_approvals").params["approval_window"] == APPROVAL_WINDOW
 
 
+def test_the_scheduler_examines_every_run_that_can_be_running_in_one_loop(airflow_db, tmp_path):
+    """Waiting approvals are running DAG runs, and Airflow's scheduler examines running runs
+    in turn, ``max_dagruns_per_loop_to_schedule`` per loop. With more running runs than that
+    (300 approvals waiting, as the window once allowed) every task-to-task hop of order
+    processing waited 8-10 s for its run's turn. The stack must examine them all each loop:
+    every approval the window allows plus every scheduled DAG's run limit, with room left
+    for people's manual runs."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow.dev.stack import Databases, component_env
+    from orderflow.settings import APPROVAL_WINDOW, DAGS_DIR, SCHEDULER_RUNS_PER_LOOP
+
+    bag = DagBag(str(DAGS_DIR))
+    scheduled = sum(
+        d.max_active_runs
+        for d in bag.dags.values()
+        if d.dag_id != "order_approval" and type(d.timetable).__name__ != "NullTimetable"
+    )
+    assert APPROVAL_WINDOW + scheduled + 16 <= SCHEDULER_RUNS_PER_LOOP
+    env = component_env(
+        Databases("postgresql://a/airflow", "postgresql://a/store", False), tmp_path
+    )
+    assert int(env["AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE"]) == (
+        SCHEDULER_RUNS_PER_LOOP
+    )
+
+
 def test_approvals_are_dispatched_once_per_exception(processed):
     from airflow.models import DagRun
     from airflow.utils.session import create_session

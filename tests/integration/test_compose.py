@@ -114,6 +114,17 @@ def test_celery_executor_with_redis_and_postgres(compose):
     assert "apache-airflow-providers-celery" in (ROOT / "requirements.lock").read_text()
 
 
+def test_the_scheduler_examines_every_running_run_each_loop(compose):
+    """As ``orderflow run`` sets it (waiting approvals are running DAG runs; see
+    ``settings.SCHEDULER_RUNS_PER_LOOP`` and the DAG test that checks the bound)."""
+    from orderflow.settings import SCHEDULER_RUNS_PER_LOOP
+
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert int(env["AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE"]) == (
+        SCHEDULER_RUNS_PER_LOOP
+    )
+
+
 def test_no_secret_values_in_the_file():
     text = (ROOT / "docker-compose.yaml").read_text()
     for key in ("FERNET_KEY", "JWT_SECRET", "POSTGRES_PASSWORD", "PUSH_SECRET"):

@@ -295,6 +295,11 @@ def component_env(dbs: Databases, state_dir: Path = settings.STATE_DIR) -> dict[
         # start-up counts too); 30 s is what a retry after ~33 s was measured with.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # Every running DAG run examined in every scheduler loop (waiting approvals are
+        # running runs): see settings.SCHEDULER_RUNS_PER_LOOP.
+        "AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE": str(
+            settings.SCHEDULER_RUNS_PER_LOOP
+        ),
         # Tasks orphaned by a scheduler that died are reset by the next scheduler's orphan
         # check, once the dead one missed its health threshold (30 s): every 20 s instead
         # of 300 s keeps that recovery inside the budget of a killed worker (≤ 75 s).
