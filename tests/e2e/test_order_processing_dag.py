@@ -103,6 +103,24 @@ def test_mapped_tasks_are_bounded_and_named_by_their_orders(processed):
     }
     assert all(1 <= n <= 16 for n in per_stage.values()), per_stage
     assert all((ti.rendered_map_index or "").startswith("P") for ti in mapped)
+    # each stage instance returns its counts and the seconds spent inside execute (the
+    # real-scheduler bench's orders/s per stage), within the task instance's own time
+    from airflow.models.xcom import XComModel
+
+    with create_session() as session:
+        values = {
+            (x.task_id, x.map_index): XComModel.deserialize_value(x)
+            for x in session.query(XComModel).filter(
+                XComModel.run_id == run.run_id,
+                XComModel.dag_id == "order_processing",
+                XComModel.key == "return_value",
+                XComModel.map_index >= 0,
+            )
+        }
+    for ti in mapped:
+        out = values[(ti.task_id, ti.map_index)]
+        assert out["orders"] >= 0
+        assert 0 < out["execute_s"] <= (ti.end_date - ti.start_date).total_seconds()
 
 
 def test_released_orders_reach_the_wms_once_and_reruns_change_nothing(processed, sandbox):

@@ -20,7 +20,7 @@ def _ti(task_id, map_index, start_s, seconds, state="success", run="r1"):
     return rb.TaskRow(run, task_id, map_index, state, start, start + timedelta(seconds=seconds))
 
 
-def test_stage_rate_is_orders_decided_over_the_mapped_instances_seconds():
+def test_stage_rate_is_orders_decided_over_the_seconds_inside_execute():
     tis = [
         _ti("validate_orders", 0, 0, 2.0),
         _ti("validate_orders", 1, 0, 3.0),
@@ -28,16 +28,30 @@ def test_stage_rate_is_orders_decided_over_the_mapped_instances_seconds():
         _ti("check_credit", 0, 5, 4.0, run="r2"),
         _ti("claim_orders", -1, 0, 50.0),  # not a stage
     ]
-    rates = rb.stage_rates(tis, {"validate_orders": 1000, "check_credit": 200})
+    inside = {
+        ("r1", "validate_orders", 0): 0.15,
+        ("r1", "validate_orders", 1): 0.1,
+        ("r1", "validate_orders", 2): 7.0,  # the failed try's: not counted
+        ("r2", "check_credit", 0): 0.5,
+    }
+    rates = rb.stage_rates(tis, {"validate_orders": 1000, "check_credit": 200}, inside)
     assert set(rates) == {"validate", "credit", "allocate", "plan", "release"}
     assert rates["validate"] == {
         "task_instances": 2,
         "ti_seconds": 5.0,
+        "execute_s": 0.25,
         "orders": 1000,
-        "orders_per_s": 200.0,
+        "orders_per_s": 4000.0,
+        "orders_per_ti_s": 200.0,
     }
-    assert rates["credit"]["orders_per_s"] == 50.0
+    assert rates["credit"]["orders_per_s"] == 400.0
+    assert rates["credit"]["orders_per_ti_s"] == 50.0
     assert rates["plan"]["orders_per_s"] is None  # no instance: no rate, not zero
+    # an instance without its execute seconds: no inside-execute rate rather than a wrong one
+    del inside[("r1", "validate_orders", 1)]
+    partial = rb.stage_rates(tis, {"validate_orders": 1000}, inside)["validate"]
+    assert partial["orders_per_s"] is None
+    assert partial["orders_per_ti_s"] == 200.0
 
 
 def test_sends_count_only_rows_sent_inside_a_sender_instance():

@@ -33,10 +33,11 @@ How each figure is computed (all from stored rows, after the phase):
   first received order (wall, PostgreSQL's clock). p50/p95 per order: first event →
   ``RELEASED``, as the soak reports it.
 * ``stage_orders_per_s[stage]``: Σ orders the stage decided (distinct order ids with an
-  ``order_event`` written by that task in the day's ``order_processing`` runs) / Σ
-  ``end_date − start_date`` of that stage's mapped task instances in those runs (final try;
-  the task runner's start-up and the stage's transaction included, the scheduler's queueing
-  not).
+  ``order_event`` written by that task in the day's ``order_processing`` runs) / Σ the
+  seconds inside ``execute`` of that stage's successful mapped task instances in those runs
+  (``execute_s`` in each instance's XCom: rule book, connection and the stage's
+  transaction). ``stage_orders_per_task_s``: the same orders / Σ ``end_date − start_date``
+  of those instances (the task runner's start-up included, the scheduler's queueing not).
 * ``sends_per_s``: outbox rows of the release sender's actions (``wms_release``,
   ``wms_release_cancel``, ``carrier_tender``, ``edi_855``) whose ``sent_at`` falls inside a
   ``send_releases`` task instance of the day / the seconds during which such an instance
@@ -129,24 +130,35 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def stage_rates(
-    tis: list[TaskRow], decided: dict[str, int]
+    tis: list[TaskRow],
+    decided: dict[str, int],
+    execute_s: dict[tuple[str, str, int], float] | None = None,
 ) -> dict[str, dict[str, float | int | None]]:
-    """Per stage: task instances, Σ their seconds, orders decided and orders/s.
+    """Per stage: task instances, Σ their seconds, Σ the seconds inside ``execute``, orders
+    decided, orders per second inside ``execute`` (``orders_per_s``, the issue's figure) and
+    per task-instance second (``orders_per_ti_s``: with the task runner's start-up).
 
     ``decided``: task_id → distinct orders with an event of that task in the runs measured.
-    Only mapped instances (``map_index`` ≥ 0) that succeeded count."""
+    ``execute_s``: (run_id, task_id, map_index) → the ``execute_s`` the stage operator
+    returned. Only mapped instances (``map_index`` ≥ 0) that succeeded count; a stage whose
+    instances returned no ``execute_s`` has no inside-execute rate (None, not zero)."""
+    execute_s = execute_s or {}
     out: dict[str, dict[str, float | int | None]] = {}
     for task_id, name in STAGES.items():
         rows = [
             t for t in tis if t.task_id == task_id and t.map_index >= 0 and t.state == "success"
         ]
         seconds = sum(t.seconds for t in rows)
+        inside = [execute_s.get((t.run_id, t.task_id, t.map_index)) for t in rows]
+        in_execute = sum(inside) if rows and None not in inside else None
         orders = decided.get(task_id, 0)
         out[name] = {
             "task_instances": len(rows),
             "ti_seconds": round(seconds, 3),
+            "execute_s": None if in_execute is None else round(in_execute, 3),
             "orders": orders,
-            "orders_per_s": round(orders / seconds, 1) if seconds > 0 else None,
+            "orders_per_s": round(orders / in_execute, 1) if in_execute else None,
+            "orders_per_ti_s": round(orders / seconds, 1) if seconds > 0 else None,
         }
     return out
 
@@ -625,6 +637,21 @@ def _task_rows(stack: Any, run_ids: list[str]) -> list[TaskRow]:
     ]
 
 
+def _execute_seconds(stack: Any, run_ids: list[str]) -> dict[tuple[str, str, int], float]:
+    """The ``execute_s`` each stage task instance returned (its XCom), by instance."""
+    rows = stack.query(
+        "airflow",
+        """
+        SELECT run_id, task_id, map_index, (CASE jsonb_typeof(value) WHEN 'string'
+               THEN (value #>> '{}')::jsonb ELSE value END) ->> 'execute_s'
+          FROM xcom
+         WHERE dag_id = %s AND run_id = ANY(%s) AND task_id = ANY(%s) AND key = 'return_value'
+        """,
+        (DAG_ID, run_ids, list(STAGES)),
+    )
+    return {(r, t, m): float(s) for r, t, m, s in rows if s is not None}
+
+
 def _measure_day(
     stack: Any, runs: list[str], t_jump: datetime, t_end: datetime, wall: float, say: Any
 ) -> dict[str, Any]:
@@ -637,7 +664,7 @@ def _measure_day(
             (runs, list(STAGES)),
         )
     )
-    stages = stage_rates(tis, decided)
+    stages = stage_rates(tis, decided, _execute_seconds(stack, runs))
     sent_at = [
         r[0]
         for r in stack.query(
@@ -688,6 +715,7 @@ def _measure_day(
         "orders": lat["orders_received"],
         **lat,
         "stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},
+        "stage_orders_per_task_s": {k: v["orders_per_ti_s"] for k, v in stages.items()},
         "stages": stages,
         "sends_per_s": sends["sends_per_s"],
         "sends": sends,
@@ -998,6 +1026,7 @@ def _fail_queued(stack: Any) -> int:
 def summary_lines(r: dict[str, Any]) -> list[str]:
     ex = "LocalExecutor" if r["executor"] == "local" else f"Celery × {r.get('workers')}"
     stages = ", ".join(f"{k} {v}" for k, v in r["stage_orders_per_s"].items())
+    per_task = ", ".join(f"{k} {v}" for k, v in (r.get("stage_orders_per_task_s") or {}).items())
     p95 = r["single_arrival_p95_s"]
     lines = [
         "",
@@ -1006,7 +1035,8 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"  received → released (day, first received → last released): "
         f"{r['received_to_released_s']} s; per order p50 {r.get('received_to_released_p50_s')} s,"
         f" p95 {r.get('received_to_released_p95_s')} s; {r.get('orders_released')} released",
-        f"  stage orders/s (orders decided / Σ mapped task-instance seconds): {stages}",
+        f"  stage orders/s inside execute (orders decided / Σ execute seconds): {stages}",
+        f"  stage orders/s per task-instance second (start-up included): {per_task}",
         f"  sends/s (release sender, rows sent inside send_releases / Σ their seconds): "
         f"{r['sends_per_s']}",
         f"  single arrivals ({r.get('singles')}, intake {r.get('single_intake')}): p50 "
