@@ -288,10 +288,9 @@ def check_credit(
 
     book = _in_force(conn, book)
     versions = book.tag("credit", "routing")
-    orders = _load(conn, order_ids, "VALIDATED", ctx)
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for o in orders:
-        totals[o.customer_id or ""] += o.amount()
+    # what each customer is asked about, before the transaction (the orders themselves are
+    # loaded once, under the customers' locks)
+    totals = repo.partition_totals(conn, order_ids, "VALIDATED", ctx.claimed_by)
     answers: dict[str, dict] = {}
     if credit_service is not None and book.credit.use_credit_service:
         asked = [(cid, float(amount)) for cid, amount in totals.items() if cid]
@@ -481,8 +480,10 @@ def plan(
 
     book = _in_force(conn, book)
     versions = book.tag("carrier", "routing")
-    orders = _load(conn, order_ids, "ALLOCATED", ctx)
-    places = repo.ship_tos_of(conn, [o.order_id for o in orders])
+    # what the services are asked about, before the transaction (the orders themselves are
+    # loaded once, in it)
+    amounts = repo.line_amounts(conn, order_ids, "ALLOCATED", ctx.claimed_by)
+    places = repo.ship_tos_of(conn, list(amounts))
     # Screening: every distinct party (sold-to and ship-to) once per partition.
     screened: dict[tuple[str, str], dict] = {}
     if screening_service is not None:
@@ -496,19 +497,16 @@ def plan(
         if got is None:  # no batch endpoint: one call per party
             got = _concurrently(screening_service, asked)
         screened = dict(zip(asked, got, strict=True))
-    reservations = repo.held_reservations(conn, [o.order_id for o in orders])
+    reservations = repo.held_reservations(conn, list(amounts))
     items = repo.items(conn, {r[2] for rs in reservations.values() for r in rs})
     # Tax: one quote per customer and jurisdiction for all its lines in the partition.
     taxes: dict[str, Decimal] = defaultdict(Decimal)
     if tax_service is not None:
         by_region: dict[tuple[str, str, str], list[tuple[str, Decimal]]] = defaultdict(list)
-        for o in orders:
-            region, _, _, country, _ = places.get(o.order_id, (None,) * 5)
-            for ln in o.lines:
-                price = ln.contract_price if ln.contract_price is not None else ln.unit_price
-                by_region[(o.customer_id or "", region or "", country or "US")].append(
-                    (o.order_id, ln.quantity * (price or Decimal("0")))
-                )
+        for order_id, (customer_id, values) in amounts.items():
+            region, _, _, country, _ = places.get(order_id, (None,) * 5)
+            key = (customer_id, region or "", country or "US")
+            by_region[key].extend((order_id, v) for v in values)
         quotes = [
             {
                 "customer_id": customer_id,

@@ -1105,3 +1105,74 @@ def test_credit_asks_the_service_once_per_partition_or_each_customer_without_a_b
     out = processing.check_credit(store, second, CTX, book, single, credit_batch=lambda asked: None)
     assert sorted(asked_alone) == [c, d]
     assert (out.passed, out.held) == (1, {"credit_limit": 1})
+
+
+def test_credit_and_plan_ask_the_services_about_the_values_the_loaded_orders_give(store, book):
+    """Credit asks the service about each customer's total, and plan the tax engine about
+    each line's value, before their transactions — read in one statement each
+    (``partition_totals``, ``line_amounts``) instead of loading the partition twice: the
+    same customers and orders, in the same order, with the values the loaded orders give
+    (contract prices where validation set them, typed prices elsewhere), for the orders
+    still in the stage's input status (and claimed by the run when one is given) only."""
+    from orderflow.store import processing as repo
+
+    tag = _tag()
+    c1, c2, item, other = f"C-TOT1-{tag}", f"C-TOT2-{tag}", f"I-TOT-{tag}", f"I-TOT2-{tag}"
+    conn = store
+    with db.transaction(conn):
+        seed_customer(conn, c1)
+        seed_customer(conn, c2)
+        seed_item(conn, item, east=100, west=100)
+        seed_item(conn, other, east=100, west=100)
+        seed_contract(conn, c1, item, price="9.55")  # within tolerance of the typed 9.50
+    orders = [
+        make_order(f"O-TOT-{tag}-3", c2, [(item, 3), (other, 7)], price="12.00"),
+        make_order(f"O-TOT-{tag}-1", c1, [(item, 2)], price="9.50"),
+        make_order(f"O-TOT-{tag}-2", c1, [(item, 5)], price="9.50"),
+        make_order(f"O-TOT-{tag}-4", c2, [(other, 4)], price="12.00"),
+    ]
+    ids = insert(conn, orders)
+    v = processing.validate(conn, ids, CTX, book)
+    assert v.passed == len(ids), v
+    loaded = repo.load_orders(conn, ids, ["VALIDATED"])
+    assert any(
+        ln.contract_price is not None and ln.contract_price != ln.unit_price
+        for o in loaded
+        for ln in o.lines
+    )
+    expected: dict[str, Decimal] = {}
+    for o in loaded:
+        expected[o.customer_id or ""] = expected.get(o.customer_id or "", 0) + o.amount()
+    got = repo.partition_totals(conn, ids, "VALIDATED", None)
+    assert list(got) == list(expected) == [c1, c2]
+    assert got == expected
+    # plan's tax quotes: each line's value, per order in order id order (``line_amounts``)
+    per_line = {
+        o.order_id: (
+            o.customer_id,
+            [
+                ln.quantity
+                * (ln.contract_price if ln.contract_price is not None else ln.unit_price)
+                for ln in o.lines
+            ],
+        )
+        for o in loaded
+    }
+    lines = repo.line_amounts(conn, ids, "VALIDATED", None)
+    assert list(lines) == sorted(ids) and lines == per_line
+    # an order moved on is not counted again; claims narrow it to the run's orders
+    with db.transaction(conn):
+        conn.execute(
+            "UPDATE orderflow.\"order\" SET status = 'CREDIT_OK' WHERE order_id = %s",
+            (ids[1],),
+        )
+        conn.execute(
+            'UPDATE orderflow."order" SET claimed_by_run = %s WHERE order_id = ANY(%s)',
+            ("run-x", [ids[0], ids[1], ids[3]]),
+        )
+    later = repo.partition_totals(conn, ids, "VALIDATED", None)
+    assert later[c1] == expected[c1] - loaded[0].amount()
+    assert ids[1] not in repo.line_amounts(conn, ids, "VALIDATED", None)
+    claimed = repo.partition_totals(conn, ids, "VALIDATED", "run-x")
+    assert list(claimed) == [c2] and claimed[c2] == expected[c2]
+    assert list(repo.line_amounts(conn, ids, "VALIDATED", "run-x")) == sorted([ids[0], ids[3]])

@@ -499,6 +499,54 @@ def lock_customers(conn: psycopg.Connection, customer_ids: Iterable[str]) -> Non
         )
 
 
+def partition_totals(
+    conn: psycopg.Connection, order_ids: Sequence[str], status: str, run_id: str | None
+) -> dict[str, Decimal]:
+    """Per customer (``""`` for an order without one), the value of the partition's orders
+    still in ``status`` (claimed by ``run_id`` when given), at the price we will charge —
+    ``OrderView.amount()`` summed, in one statement, without loading the orders. Customers
+    come in the order of their first order id, as a loop over the loaded orders meets them."""
+    return {
+        r[0]: r[1]
+        for r in conn.execute(
+            f"""
+            SELECT coalesce(o.customer_id, ''), coalesce({OPEN_ORDER_VALUE}, 0)
+              FROM orderflow."order" o LEFT JOIN orderflow.order_line l USING (order_id)
+             WHERE o.order_id = ANY(%(ids)s) AND o.status = %(status)s
+               AND (%(run)s::text IS NULL OR o.claimed_by_run = %(run)s)
+             GROUP BY 1
+             ORDER BY min(o.order_id)
+            """,
+            {"ids": list(order_ids), "status": status, "run": run_id},
+        ).fetchall()
+    }
+
+
+def line_amounts(
+    conn: psycopg.Connection, order_ids: Sequence[str], status: str, run_id: str | None
+) -> dict[str, tuple[str, list[Decimal]]]:
+    """Per order of the partition still in ``status`` (claimed by ``run_id`` when given), in
+    order id order: its customer (``""`` for none) and each line's value at the price we
+    will charge, in line order — what ``OrderView.lines`` gives as ``quantity × (contract
+    price, else typed price, else 0)``, without loading the orders."""
+    out: dict[str, tuple[str, list[Decimal]]] = {}
+    for order_id, customer_id, amount in conn.execute(
+        """
+        SELECT o.order_id, coalesce(o.customer_id, ''),
+               l.quantity * coalesce(l.contract_price, l.unit_price, 0)
+          FROM orderflow."order" o LEFT JOIN orderflow.order_line l USING (order_id)
+         WHERE o.order_id = ANY(%(ids)s) AND o.status = %(status)s
+           AND (%(run)s::text IS NULL OR o.claimed_by_run = %(run)s)
+         ORDER BY o.order_id, l.line_no
+        """,
+        {"ids": list(order_ids), "status": status, "run": run_id},
+    ).fetchall():
+        lines = out.setdefault(order_id, (customer_id, []))[1]
+        if amount is not None:
+            lines.append(amount)
+    return out
+
+
 def open_order_value(
     conn: psycopg.Connection, customer_ids: Iterable[str], statuses: Sequence[str]
 ) -> dict[str, Decimal]:
