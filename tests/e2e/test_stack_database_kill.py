@@ -43,9 +43,9 @@ def _wait(cond, timeout: float, step: float = 0.2):
     return None
 
 
-def _get(url: str, **kw):
+def _get(url: str, timeout: float = 3, **kw):
     try:
-        return httpx.get(url, timeout=3, **kw)
+        return httpx.get(url, timeout=timeout, **kw)
     except httpx.HTTPError:
         return None
 
@@ -128,10 +128,13 @@ def test_a_killed_database_is_restarted_and_work_resumes(stack):
     t0 = time.monotonic()
     os.kill(before, signal.SIGKILL)
 
-    # The health endpoint says the store is down while it is.
+    # The health endpoint says the store is down while it is. Its answer may take a while:
+    # in one CI run the first request after the kill was answered 503 after 20 s (the
+    # connection attempt hung while the restarted postmaster found the killed one's backends
+    # still there), so a request waits up to 25 s instead of being dropped after 3.
     down = _wait(
         lambda: (
-            (r := _get(f"{ui}/orderflow/health")) is not None
+            (r := _get(f"{ui}/orderflow/health", timeout=25)) is not None
             and r.status_code == 503
             and r.json()["store"]["status"] == "unhealthy"
         ),
