@@ -55,6 +55,17 @@ with DAG(
             "each: a mapped task instance costs seconds, a stage decides thousands of "
             "orders a second.",
         ),
+        "carry_through_orders": Param(
+            100,
+            type="integer",
+            minimum=0,
+            title="Carry a small partition through (orders, at most)",
+            description="A partition of at most this many orders goes through every stage "
+            "in its validate task (each stage in its own transaction, as that stage's task "
+            "is configured); the stage tasks after it find its orders done. A trickle of "
+            "orders is then released seconds after it lands instead of after five task "
+            "hops. 0: every stage in its own task (so with one order per task).",
+        ),
         "one_order_per_task": Param(
             False,
             type="boolean",
@@ -75,7 +86,10 @@ Every 5 minutes, and whenever intake lands orders or master data is published:
    **release_to_wms**: one stage per partition, one transaction per stage and partition.
    Orders that need a person go **ON_HOLD** with a typed exception (category, reason, owner
    role, SLA) — everything else flows. Each decision records the rule-set versions it used
-   (`include/rules/`).
+   (`include/rules/`). A partition of at most `carry_through_orders` (100) is carried
+   through all five in its **validate_orders** task — a trickle is released seconds after
+   it lands; the later stage tasks then find its orders done (`skipped`) — and a stage
+   that fails there is left to its own task, with its retries and holds.
 3. **send_releases** — delivers the queued WMS releases, WMS release cancels (customers'
    changes after release) and 855 acknowledgements (outbox, idempotency keys per order, DC
    and release version); it runs even when no order was claimed.
@@ -95,9 +109,12 @@ To act on one order, use `order_reprocess`.
         one_order_per_task="{{ params.one_order_per_task }}",
     )
     stages = [
-        op.partial(task_id=task_id, map_index_template=MAP_INDEX_TEMPLATE).expand(
-            partition=claim.output
-        )
+        op.partial(
+            task_id=task_id,
+            map_index_template=MAP_INDEX_TEMPLATE,
+            # the naive fan-out compared against is one task per order *per stage*
+            carry_through="{{ 0 if params.one_order_per_task else params.carry_through_orders }}",
+        ).expand(partition=claim.output)
         for op, task_id in (
             (ValidateOrdersOperator, "validate_orders"),
             (CheckCreditOperator, "check_credit"),

@@ -54,6 +54,29 @@ def test_stage_rate_is_orders_decided_over_the_seconds_inside_execute():
     assert partial["orders_per_ti_s"] == 200.0
 
 
+def test_a_carried_stage_counts_its_seconds_for_that_stage():
+    """A small partition carried through every stage by its validate task: each carried
+    stage's seconds go to that stage (its own instance then only skipped), not to validate."""
+    values = [
+        ("r1", "validate_orders", 0, {"orders": 2, "execute_s": 0.2, "carried": [
+            {"task_id": "check_credit", "orders": 2, "execute_s": 0.1},
+            {"task_id": "allocate_inventory", "orders": 2, "execute_s": 0.3},
+        ]}),
+        ("r1", "check_credit", 0, {"orders": 0, "skipped": 2, "execute_s": 0.05}),
+        ("r1", "allocate_inventory", 0, {"orders": 0, "skipped": 2, "execute_s": 0.04}),
+        ("r1", "validate_orders", 1, {"orders": 500, "execute_s": 1.5}),  # not carried
+        ("r1", "plan_shipments", 0, "an older XCom without figures"),
+    ]  # fmt: skip
+    assert rb.execute_seconds(values) == pytest.approx(
+        {
+            ("r1", "validate_orders", 0): 0.2,
+            ("r1", "check_credit", 0): 0.15,
+            ("r1", "allocate_inventory", 0): 0.34,
+            ("r1", "validate_orders", 1): 1.5,
+        }
+    )
+
+
 def test_sends_count_only_rows_sent_inside_a_sender_instance():
     tis = [_ti("send_releases", -1, 0, 4.0), _ti("send_releases", -1, 100, 10.0, run="r2")]
     sent = [T0 + timedelta(seconds=s) for s in (1, 2, 3, 3.5)] + [T0 + timedelta(seconds=50)]

@@ -637,19 +637,38 @@ def _task_rows(stack: Any, run_ids: list[str]) -> list[TaskRow]:
     ]
 
 
+def execute_seconds(
+    values: list[tuple[str, str, int, dict[str, Any]]],
+) -> dict[tuple[str, str, int], float]:
+    """(run_id, task_id, map_index) → the seconds each stage spent inside ``execute`` on that
+    partition, from the stage instances' XComs: an instance's own ``execute_s``, plus every
+    stage a smaller partition was carried through in it (``carried``), counted for the stage
+    carried (its own task instance then only skipped the orders)."""
+    out: dict[tuple[str, str, int], float] = {}
+    for run_id, task_id, map_index, value in values:
+        if not isinstance(value, dict) or value.get("execute_s") is None:
+            continue
+        key = (run_id, task_id, map_index)
+        out[key] = out.get(key, 0.0) + float(value["execute_s"])
+        for carried in value.get("carried") or []:
+            key = (run_id, carried["task_id"], map_index)
+            out[key] = out.get(key, 0.0) + float(carried["execute_s"])
+    return out
+
+
 def _execute_seconds(stack: Any, run_ids: list[str]) -> dict[tuple[str, str, int], float]:
-    """The ``execute_s`` each stage task instance returned (its XCom), by instance."""
+    """The seconds inside ``execute`` of each stage on each partition (:func:`execute_seconds`)."""
     rows = stack.query(
         "airflow",
         """
         SELECT run_id, task_id, map_index, (CASE jsonb_typeof(value) WHEN 'string'
-               THEN (value #>> '{}')::jsonb ELSE value END) ->> 'execute_s'
+               THEN (value #>> '{}')::jsonb ELSE value END)
           FROM xcom
          WHERE dag_id = %s AND run_id = ANY(%s) AND task_id = ANY(%s) AND key = 'return_value'
         """,
         (DAG_ID, run_ids, list(STAGES)),
     )
-    return {(r, t, m): float(s) for r, t, m, s in rows if s is not None}
+    return execute_seconds([(r, t, m, v) for r, t, m, v in rows])
 
 
 def _measure_day(

@@ -14,6 +14,7 @@ dead letter is kept, so a dead service never fails the run or loses an order.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -162,12 +163,20 @@ class OrderStageOperator(BaseOperator):
     :param store_conn_id: the operational store. Templated. Default ``orderflow_db``.
     :param only_claimed: process only orders claimed by this run (default True; the
         reprocess DAG turns it off to act on one order).
-    :return: (XCom) counts — orders, passed, held per category, skipped.
+    :param carry_through: a partition of at most this many orders (0: never) is carried on
+        through the stage tasks downstream of this one, in this task instance: each stage as
+        that task is configured, in its own transaction, its events naming that task. A
+        small batch is latency-bound (every task hop costs a scheduler loop and a task
+        start-up); the stage tasks after it find their orders done and skip them. The carry
+        stops at the first stage that fails, which its own task then runs, retries and holds
+        as always. Templated.
+    :return: (XCom) counts — orders, passed, held per category, skipped, ``execute_s``; and
+        ``carried``: the same for each stage carried through.
     """
 
     stage: ClassVar[str] = ""
     input_status: ClassVar[str] = ""
-    template_fields: Sequence[str] = ("partition", "store_conn_id")
+    template_fields: Sequence[str] = ("partition", "store_conn_id", "carry_through")
     template_fields_renderers: ClassVar[dict[str, str]] = {"partition": "json"}
     ui_color = "#f3ecf9"
 
@@ -177,6 +186,7 @@ class OrderStageOperator(BaseOperator):
         partition: dict[str, Any] | None = None,
         store_conn_id: str = STORE_CONN_ID,
         only_claimed: bool = True,
+        carry_through: int | str = 0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retries", 3)
@@ -187,6 +197,7 @@ class OrderStageOperator(BaseOperator):
         self.partition = partition or {"label": "", "order_ids": []}
         self.store_conn_id = store_conn_id
         self.only_claimed = only_claimed
+        self.carry_through = carry_through
 
     def run(self, conn: Any, order_ids: list[str], ctx: Any, book: Any) -> Any:
         raise NotImplementedError
@@ -202,6 +213,8 @@ class OrderStageOperator(BaseOperator):
         ids = list(self.partition.get("order_ids") or [])
         ctx = _ctx(context, self.only_claimed)
         book = _rule_book(context)
+        carried: list[dict[str, Any]] = []
+        stopped: dict[str, str] | None = None
         conn = db.connect(self.store_conn_id)
         try:
             try:
@@ -214,13 +227,77 @@ class OrderStageOperator(BaseOperator):
                 result = processing.fail_transient(
                     conn, self.stage, ids, self.input_status, ctx, book, exc
                 )
+            # the stage's own time (rule book, connection, the stage's transaction): what
+            # the bench divides the orders decided by, apart from the task runner's start-up
+            own_s = time.perf_counter() - started
+            if result.passed and len(ids) <= int(self.carry_through or 0):
+                carried, stopped = self._carry(context, conn, ids, ctx, book)
         finally:
             conn.close()
-        # the stage's own time (rule book, connection, the stage's transaction): what the
-        # bench divides the orders decided by, apart from the task runner's start-up
-        out = {**result.as_xcom(), "execute_s": round(time.perf_counter() - started, 4)}
+        out = {**result.as_xcom(), "execute_s": round(own_s, 4)}
         self.log.info("%s %s: %s", self.stage, self.partition.get("label"), out)
+        if carried:
+            out["carried"] = carried
+        if stopped:
+            out["carry_stopped"] = stopped
         return out
+
+    def _downstream_stages(self) -> list[OrderStageOperator]:
+        """The stage tasks after this one (each the only stage task downstream of the one
+        before), as operators of this partition, configured as in the DAG."""
+        from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+        out: list[OrderStageOperator] = []
+        task: Any = self
+        while True:
+            nxt = [
+                t
+                for t in task.downstream_list
+                if issubclass(getattr(t, "operator_class", type(t)), OrderStageOperator)
+            ]
+            if len(nxt) != 1:
+                return out
+            task = nxt[0]
+            if isinstance(task, MappedOperator):
+                out.append(task.unmap({"partition": self.partition}))
+            else:
+                out.append(task)
+
+    def _carry(
+        self, context: Any, conn: Any, ids: list[str], ctx: Any, book: Any
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """Run the downstream stages on this partition here (``carry_through``); stop at the
+        first that fails or leaves nothing to pass on. Returns each carried stage's counts,
+        and where and why the carry stopped when a stage failed."""
+        import dataclasses
+        import time
+
+        carried: list[dict[str, Any]] = []
+        for op in self._downstream_stages():
+            started = time.perf_counter()
+            try:
+                op.render_template_fields(context)
+                result = op.run(conn, ids, dataclasses.replace(ctx, task_id=op.task_id), book)
+            except Exception as exc:  # its own task runs it, with its retries and holds
+                self.log.warning(
+                    "carry through stopped at %s (%s: %s); that task takes the partition on",
+                    op.task_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                return carried, {"task_id": op.task_id, "error": f"{type(exc).__name__}: {exc}"}
+            entry = {
+                "task_id": op.task_id,
+                **result.as_xcom(),
+                "execute_s": round(time.perf_counter() - started, 4),
+            }
+            carried.append(entry)
+            self.log.info("carried through %s: %s", op.task_id, entry)
+            if not result.passed:
+                break
+        return carried, None
 
 
 class ValidateOrdersOperator(OrderStageOperator):

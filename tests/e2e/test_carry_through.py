@@ -1,0 +1,219 @@
+"""A small batch is carried through every stage in its ``validate_orders`` task (the
+``carry_through_orders`` param of ``order_processing``): each stage in its own transaction, its
+events naming its own task; the later stage tasks find the orders done. A stage that fails
+while carried is left to its own task, with its retries and holds. Real DAGs (``dag.test``),
+the real store and the sandbox's services; the failure is the sandbox's fault injection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from orderflow.store import db
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.airflow_db,
+    pytest.mark.db,
+    pytest.mark.sandbox,
+    pytest.mark.day_snapshot("processed"),  # the day landed, then one order_processing run
+]
+
+STAGE_TASKS = ["validate_orders", "check_credit", "allocate_inventory", "plan_shipments",
+               "release_to_wms"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def processed(store_url, sandbox, day_dir, airflow_db, day_snapshot):
+    import os
+
+    os.environ.update(sandbox.connection_env())
+    conn = db.connect()
+    yield conn
+    conn.close()
+
+
+def _trickle(conn, n: int) -> list[str]:
+    """``n`` new orders: copies of orders released without a hold (each line one more, its
+    own PO: not a duplicate), taken in through intake (RECEIVED)."""
+    from orderflow.domain.models import Order
+    from orderflow.store import intake
+
+    rows = conn.execute(
+        """
+        SELECT o.canonical FROM orderflow."order" o
+         WHERE o.status = 'RELEASED' AND o.parent_order_id IS NULL
+           AND NOT EXISTS (SELECT 1 FROM orderflow.order_exception e
+                            WHERE e.order_id = o.order_id)
+           AND NOT EXISTS (SELECT 1 FROM orderflow."order" c
+                            WHERE c.order_id LIKE 'CARRY-%%' AND c.customer_id = o.customer_id)
+         ORDER BY o.order_id LIMIT %s
+        """,
+        (n,),
+    ).fetchall()
+    assert len(rows) == n
+    ids = []
+    for (canonical,) in rows:
+        order = Order.model_validate(canonical)
+        tag = uuid.uuid4().hex[:8].upper()
+        copy = order.model_copy(
+            update={
+                "order_id": f"CARRY-{tag}",
+                "po_number": f"CARRY-{tag}",
+                "lines": [
+                    ln.model_copy(update={"quantity": ln.quantity + Decimal(1)})
+                    for ln in order.lines
+                ],
+                "provenance": order.provenance.model_copy(
+                    update={"received_at": datetime.now(UTC)}
+                ),
+            }
+        )
+        with db.transaction(conn):
+            intake.insert_orders(conn, [copy], message_id=None, actor_id="test.intake")
+        ids.append(copy.order_id)
+    return ids
+
+
+def _run(dag_id="order_processing", **conf):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState
+
+    from orderflow.settings import DAGS_DIR
+
+    run = DagBag(str(DAGS_DIR)).get_dag(dag_id).test(run_conf=conf or None)
+    assert run.state == DagRunState.SUCCESS
+    return run
+
+
+def _xcoms(run_id: str) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {
+            (x.task_id, x.map_index): XComModel.deserialize_value(x)
+            for x in session.query(XComModel).filter(
+                XComModel.run_id == run_id, XComModel.key == "return_value"
+            )
+        }
+
+
+def _events(conn, ids: list[str], run_id: str) -> dict[str, list[tuple[str, str]]]:
+    """Per order: (to_status, task_id) of the run's events, in order."""
+    out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
+    for oid, to_status, task_id in conn.execute(
+        "SELECT order_id, to_status, task_id FROM orderflow.order_event "
+        "WHERE order_id = ANY(%s) AND run_id = %s ORDER BY event_id",
+        (ids, run_id),
+    ):
+        out[oid].append((to_status, task_id))
+    return out
+
+
+def _statuses(conn, ids):
+    return dict(
+        conn.execute(
+            'SELECT order_id, status FROM orderflow."order" WHERE order_id = ANY(%s)', (ids,)
+        ).fetchall()
+    )
+
+
+def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it(processed):
+    conn = processed
+    ids = _trickle(conn, 2)
+    run = _run()
+    assert set(_statuses(conn, ids).values()) == {"RELEASED"}
+    out = _xcoms(run.run_id)
+    assert len(out[("claim_orders", -1)]) == 1  # one partition
+    validate = out[("validate_orders", 0)]
+    assert validate["passed"] == 2
+    assert [c["task_id"] for c in validate["carried"]] == STAGE_TASKS[1:]
+    assert all(c["passed"] == 2 and c["execute_s"] > 0 for c in validate["carried"])
+    for task_id in STAGE_TASKS[1:]:
+        later = out[(task_id, 0)]
+        assert (later["orders"], later["skipped"]) == (0, 2), task_id
+        assert "carried" not in later and "carry_stopped" not in later
+    # each decision names the stage task whose configuration made it, as without carrying
+    expected = list(zip(["VALIDATED", "CREDIT_OK", "ALLOCATED", "READY", "RELEASED"],
+                        STAGE_TASKS, strict=True))  # fmt: skip
+    for oid, events in _events(conn, ids, run.run_id).items():
+        assert [e for e in events if e[1] in STAGE_TASKS] == expected, oid
+    # the WMS releases went out once, under their keys
+    sent = conn.execute(
+        "SELECT count(*), count(DISTINCT idempotency_key) FROM orderflow.outbox "
+        "WHERE action = 'wms_release' AND order_id = ANY(%s) AND status = 'sent'",
+        (ids,),
+    ).fetchone()
+    assert sent[0] == sent[1] >= 2
+
+
+def test_with_carrying_off_every_stage_decides_in_its_own_task(processed):
+    conn = processed
+    ids = _trickle(conn, 2)
+    run = _run(carry_through_orders=0)
+    assert set(_statuses(conn, ids).values()) == {"RELEASED"}
+    out = _xcoms(run.run_id)
+    for task_id in STAGE_TASKS:
+        stage = out[(task_id, 0)]
+        assert (stage["orders"], stage["passed"]) == (2, 2), task_id
+        assert "carried" not in stage
+
+
+def test_a_stage_failing_while_carried_is_left_to_its_own_task(processed, sandbox, tmp_path):
+    """The credit service answers 503 to everything: the carry stops at check_credit without
+    failing validate_orders; check_credit's own task holds the orders ``integration_failure``
+    once its retries are spent (none here), as it does without carrying."""
+    from airflow.sdk import DAG
+
+    from orderflow.operators.processing import (
+        AllocateInventoryOperator,
+        CheckCreditOperator,
+        ClaimOrdersOperator,
+        PublishRunStatusOperator,
+        ValidateOrdersOperator,
+    )
+
+    conn = processed
+    ids = _trickle(conn, 1)
+    with DAG("test_carry_through_fault", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        claim = ClaimOrdersOperator(task_id="claim_orders")
+        validate = ValidateOrdersOperator.partial(
+            task_id="validate_orders", carry_through=10
+        ).expand(partition=claim.output)
+        credit = CheckCreditOperator.partial(task_id="check_credit", retries=0).expand(
+            partition=claim.output
+        )
+        allocate = AllocateInventoryOperator.partial(task_id="allocate_inventory").expand(
+            partition=claim.output
+        )
+        publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=claim)
+        claim >> validate >> credit >> allocate >> publish
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    bag = DagBag(dag_folder=str(tmp_path))
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)  # dag.test() runs serialized DAGs
+    sandbox.client.put(
+        "/admin/faults", json={"seed": 7, "rules": [{"prefix": "/credit", "error_rate": 1.0}]}
+    ).raise_for_status()
+    try:
+        run = dag.test()
+    finally:
+        sandbox.client.put("/admin/faults", json={"seed": 7, "rules": []}).raise_for_status()
+    out = _xcoms(run.run_id)
+    assert out[("validate_orders", 0)]["passed"] == 1
+    validate = out[("validate_orders", 0)]
+    assert "carried" not in validate  # stopped at the first carried stage, and says why
+    assert validate["carry_stopped"]["task_id"] == "check_credit"
+    assert validate["carry_stopped"]["error"].startswith("ExternalUnavailable")
+    assert out[("check_credit", 0)]["held"] == {"integration_failure": 1}
+    assert _statuses(conn, ids) == {ids[0]: "ON_HOLD"}
+    held = conn.execute(
+        "SELECT category FROM orderflow.order_exception WHERE order_id = %s AND status = 'open'",
+        (ids[0],),
+    ).fetchall()
+    assert held == [("integration_failure",)]
