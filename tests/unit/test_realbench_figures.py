@@ -121,6 +121,10 @@ def test_single_summary_splits_the_wait_for_intake_from_processing():
     assert s["single_arrival_max_s"] == 40.0
     assert 39.0 <= s["single_arrival_p95_s"] <= 40.0
     assert s["single_stored_to_released_p95_s"] == 20.0
+    assert s["single_drop_to_wms_p95_s"] is None  # no send measured: none, not zero
+    for i, single in enumerate(singles[:20]):
+        single["drop_to_wms_s"] = single["drop_to_released_s"] + (30.0 if i == 0 else 2.0)
+    assert rb.single_summary(singles)["single_drop_to_wms_p95_s"] >= 40.0
 
 
 def test_the_json_has_the_issue_keys_first_and_refuses_a_missing_one(tmp_path):
