@@ -87,9 +87,10 @@ Every 5 minutes, and whenever intake lands orders or master data is published:
    Orders that need a person go **ON_HOLD** with a typed exception (category, reason, owner
    role, SLA) — everything else flows. Each decision records the rule-set versions it used
    (`include/rules/`). A partition of at most `carry_through_orders` (100) is carried
-   through all five in its **validate_orders** task — a trickle is released seconds after
-   it lands; the later stage tasks then find its orders done (`skipped`) — and a stage
-   that fails there is left to its own task, with its retries and holds.
+   through all five in its **validate_orders** task, and its releases are sent from there
+   (as **send_releases** sends them, keyed): a trickle reaches the WMS seconds after it
+   lands; the later tasks find its orders done (`skipped`). A stage that fails there is
+   left to its own task, with its retries and holds.
 3. **send_releases** — delivers the queued WMS releases, WMS release cancels (customers'
    changes after release) and 855 acknowledgements (outbox, idempotency keys per order, DC
    and release version); it runs even when no order was claimed.
@@ -114,6 +115,7 @@ To act on one order, use `order_reprocess`.
             map_index_template=MAP_INDEX_TEMPLATE,
             # the naive fan-out compared against is one task per order *per stage*
             carry_through="{{ 0 if params.one_order_per_task else params.carry_through_orders }}",
+            announces=ORDERS_RELEASED,  # a carried partition's releases sent (send_releases')
         ).expand(partition=claim.output)
         for op, task_id in (
             (ValidateOrdersOperator, "validate_orders"),

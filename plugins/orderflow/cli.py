@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -1010,6 +1011,19 @@ def ai_import_history(seed: int, days: int) -> None:
     show_default=True,
     help="Orders of the one-task-per-order comparison (0 skips it; < 1000 extrapolates).",
 )
+@click.option(
+    "--backlog",
+    default=0,
+    show_default=True,
+    help="Real scheduler: orders of a backlog landed with processing paused, then processed "
+    "by one run (0 skips it): the run's start → its last RELEASED.",
+)
+@click.option(
+    "--backlog-conf",
+    default="{}",
+    show_default=True,
+    help="Real scheduler: the backlog run's conf (DAG params), e.g. '{\"max_partitions\": 4}'.",
+)
 @click.option("--seed", default=7, show_default=True)
 @click.option(
     "--dag-test",
@@ -1071,6 +1085,8 @@ def bench(
     days,
     orders_per_day,
     naive_orders,
+    backlog,
+    backlog_conf,
     seed,
     dag_test,
     executor,
@@ -1117,6 +1133,8 @@ def bench(
                 singles=singles,
                 single_intake=single_intake,
                 naive_orders=naive_orders,
+                backlog=backlog,
+                backlog_conf=json.loads(backlog_conf),
                 seed=seed,
                 json_path=json_path,
                 keep=keep,

@@ -1,6 +1,7 @@
 """A small batch is carried through every stage in its ``validate_orders`` task (the
 ``carry_through_orders`` param of ``order_processing``): each stage in its own transaction, its
-events naming its own task; the later stage tasks find the orders done. A stage that fails
+events naming its own task, then its releases sent as ``send_releases`` sends them (keyed,
+``orders_released`` announced); the later tasks find the orders done. A stage that fails
 while carried is left to its own task, with its retries and holds. Real DAGs (``dag.test``),
 the real store and the sandbox's services; the failure is the sandbox's fault injection."""
 
@@ -131,8 +132,9 @@ def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it
     assert len(out[("claim_orders", -1)]) == 1  # one partition
     validate = out[("validate_orders", 0)]
     assert validate["passed"] == 2
-    assert [c["task_id"] for c in validate["carried"]] == STAGE_TASKS[1:]
-    assert all(c["passed"] == 2 and c["execute_s"] > 0 for c in validate["carried"])
+    carried = validate["carried"]
+    assert [c["task_id"] for c in carried] == [*STAGE_TASKS[1:], "send_releases"]
+    assert all(c["passed"] == 2 and c["execute_s"] > 0 for c in carried[:-1])
     for task_id in STAGE_TASKS[1:]:
         later = out[(task_id, 0)]
         assert (later["orders"], later["skipped"]) == (0, 2), task_id
@@ -142,13 +144,28 @@ def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it
                         STAGE_TASKS, strict=True))  # fmt: skip
     for oid, events in _events(conn, ids, run.run_id).items():
         assert [e for e in events if e[1] in STAGE_TASKS] == expected, oid
-    # the WMS releases went out once, under their keys
-    sent = conn.execute(
-        "SELECT count(*), count(DISTINCT idempotency_key) FROM orderflow.outbox "
-        "WHERE action = 'wms_release' AND order_id = ANY(%s) AND status = 'sent'",
+    # their releases (WMS, carrier tenders, 855s) went out from validate_orders, once each
+    # under its key, and send_releases found nothing of theirs left to send
+    queued, sent, keys = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'sent'), "
+        "count(DISTINCT idempotency_key) FROM orderflow.outbox WHERE order_id = ANY(%s) "
+        "AND action IN ('wms_release', 'carrier_tender', 'edi_855')",
         (ids,),
     ).fetchone()
-    assert sent[0] == sent[1] >= 2
+    assert queued == sent == keys >= 2
+    assert carried[-1]["sent"] >= sent
+    assert out[("send_releases", -1)].get("sent", 0) == 0
+    # and orders_released was announced by the task that sent them
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        announced = {
+            e.source_task_id
+            for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id)
+            if e.asset.name == "orders_released"
+        }
+    assert announced == {"validate_orders"}
 
 
 def test_with_carrying_off_every_stage_decides_in_its_own_task(processed):

@@ -25,6 +25,10 @@ clock, copies files into a drop folder and reads the databases afterwards.
    later orders landed by intake, then one ``order_processing`` run triggered with
    ``one_order_per_task`` and, for the same number of further orders, one partitioned run;
    ratio = naive run's wall / partitioned run's wall (``dag_run`` start → end).
+4. **Backlog** (``backlog`` > 0): the same, once, for ``backlog`` later orders and the run
+   conf ``backlog_conf`` (the DAG's params: partitions, carrying): the processing of a landed
+   batch on the real scheduler, as ``--dag-test`` measures it serially —
+   ``backlog_received_to_released_s`` is the run's start → its last ``RELEASED`` event.
 
 How each figure is computed (all from stored rows, after the phase):
 
@@ -339,6 +343,8 @@ class Options:
     singles: int = 20
     single_intake: str = "schedule"  # or "trigger"
     naive_orders: int = 0
+    backlog: int = 0
+    backlog_conf: dict[str, Any] = field(default_factory=dict)
     seed: int = 7
     json_path: Path | None = None
     work: Path | None = None
@@ -377,7 +383,8 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
     (state / "sandbox").mkdir(parents=True)
     m = opts.orders_per_day
     # the day + a pool of later days for the singles and the naive batches (never delivered)
-    pool_days = 1 + -(-max(2 * opts.naive_orders + 4 * opts.singles, 1) // max(m, 1))
+    wanted = 2 * opts.naive_orders + 4 * opts.singles + 2 * opts.backlog
+    pool_days = 1 + -(-max(wanted, 1) // max(m, 1))
     t0 = time.monotonic()
     manifest = generate(
         state / "sandbox" / "day",
@@ -461,6 +468,12 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
                 )
         else:
             results.update({"naive_orders": 0, "naive_ratio": None})
+        if opts.backlog:
+            try:
+                results.update(_backlog(stack, pool, opts, say))
+            except Exception as exc:
+                log.exception("backlog phase failed")
+                results["backlog_error"] = repr(exc)
         results["shipped_to_notified_p95_s"] = None
         if opts.ship_hours > 0:
             try:
@@ -944,14 +957,7 @@ def _naive(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[st
     out: dict[str, Any] = {"naive_orders": n}
     walls: dict[str, Any] = {}
     for mode, naive in (("partitioned", False), ("naive", True)):
-        batch, count = [], 0
-        while pool["files"] and count < n:
-            item = pool["files"].pop(0)
-            if item["channel"] not in _INTAKE_DAG:
-                continue
-            batch.append(item)
-            count += len(item["orders"])
-        walls[mode] = _naive_run(stack, batch, naive, say)
+        walls[mode] = _naive_run(stack, _batch(pool, n), {"one_order_per_task": naive}, say)
         say(f"  naive comparison, {mode}: {walls[mode]}")
     out["naive_runs"] = walls
     p, q = walls["partitioned"].get("wall_s"), walls["naive"].get("wall_s")
@@ -959,7 +965,66 @@ def _naive(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[st
     return out
 
 
-def _naive_run(stack: Any, batch: list[dict], naive: bool, say: Any) -> dict[str, Any]:
+def _batch(pool: dict[str, Any], n: int) -> list[dict]:
+    """Files of the pool holding at least ``n`` orders (channels intake can be triggered for)."""
+    batch, count = [], 0
+    while pool["files"] and count < n:
+        item = pool["files"].pop(0)
+        if item["channel"] not in _INTAKE_DAG:
+            continue
+        batch.append(item)
+        count += len(item["orders"])
+    return batch
+
+
+def _backlog(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[str, Any]:
+    """One run over a landed backlog of ``opts.backlog`` later orders (``opts.backlog_conf``
+    as its conf): the run's wall, start → last RELEASED, per-stage rates inside execute."""
+    res = _naive_run(stack, _batch(pool, opts.backlog), dict(opts.backlog_conf), say)
+    run_id = res["run_id"]
+    first_start, last_released, released = stack.query(
+        "orderflow",
+        "SELECT min(occurred_at), max(occurred_at) FILTER (WHERE to_status = 'RELEASED'), "
+        "count(DISTINCT order_id) FILTER (WHERE to_status = 'RELEASED') "
+        "FROM orderflow.order_event WHERE run_id = %s",
+        (run_id,),
+    )[0]
+    start = stack.query(
+        "airflow",
+        "SELECT start_date FROM dag_run WHERE dag_id = %s AND run_id = %s",
+        (DAG_ID, run_id),
+    )[0][0]
+    tis = _task_rows(stack, [run_id])
+    decided = dict(
+        stack.query(
+            "orderflow",
+            "SELECT task_id, count(DISTINCT order_id) FROM orderflow.order_event "
+            "WHERE run_id = %s AND task_id = ANY(%s) GROUP BY 1",
+            (run_id, list(STAGES)),
+        )
+    )
+    stages = stage_rates(tis, decided, _execute_seconds(stack, [run_id]))
+    out = {
+        "backlog_orders": res["orders_landed"],
+        "backlog_conf": opts.backlog_conf,
+        "backlog_released": released,
+        "backlog_run_wall_s": res["wall_s"],
+        "backlog_received_to_released_s": _secs(last_released, start),
+        "backlog_first_decision_s": _secs(first_start, start),
+        "backlog_mapped_task_instances": res["mapped_task_instances"],
+        "backlog_stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},
+        "backlog_stages": stages,
+    }
+    say(
+        f"  backlog: {out['backlog_orders']} orders landed, one run {opts.backlog_conf or ''}: "
+        f"start → last RELEASED {out['backlog_received_to_released_s']} s ({released} "
+        f"released), run wall {res['wall_s']} s, {res['mapped_task_instances']} mapped task "
+        f"instances; stage orders/s inside execute {out['backlog_stage_orders_per_s']}"
+    )
+    return out
+
+
+def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) -> dict[str, Any]:
     stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True}).raise_for_status()
     _wait_no_processing(stack)
     failed_queued = _fail_queued(stack)
@@ -1003,7 +1068,7 @@ def _naive_run(stack: Any, batch: list[dict], naive: bool, say: Any) -> dict[str
     r = stack.api(
         "POST",
         f"/dags/{DAG_ID}/dagRuns",
-        json={"logical_date": None, "conf": {"one_order_per_task": naive}},
+        json={"logical_date": None, "conf": conf},
     )
     r.raise_for_status()
     run_id = r.json()["dag_run_id"]

@@ -42,13 +42,20 @@ class SendOutboxOperator(BaseOperator):
         self.store_conn_id = store_conn_id
         self.limit = limit
 
-    def execute(self, context: Any) -> dict[str, int]:
+    def deliver(self, conn: Any) -> Any:
+        """Send what is due of this task's actions on ``conn`` (``outbox.send``): what
+        ``execute`` does, and what a stage task carrying a small partition through to this
+        task does right after its release (``OrderStageOperator.carry_through``)."""
         from orderflow.integrations import outbox
+
+        return outbox.send(conn, list(self.actions), limit=int(self.limit))
+
+    def execute(self, context: Any) -> dict[str, int]:
         from orderflow.store import db
 
         conn = db.connect(self.store_conn_id)
         try:
-            res = outbox.send(conn, list(self.actions), limit=self.limit)
+            res = self.deliver(conn)
         finally:
             conn.close()
         counts = res.as_dict()

@@ -165,13 +165,17 @@ class OrderStageOperator(BaseOperator):
         reprocess DAG turns it off to act on one order).
     :param carry_through: a partition of at most this many orders (0: never) is carried on
         through the stage tasks downstream of this one, in this task instance: each stage as
-        that task is configured, in its own transaction, its events naming that task. A
-        small batch is latency-bound (every task hop costs a scheduler loop and a task
-        start-up); the stage tasks after it find their orders done and skip them. The carry
-        stops at the first stage that fails, which its own task then runs, retries and holds
-        as always. Templated.
+        that task is configured, in its own transaction, its events naming that task; then,
+        when the task after the last stage is an outbox sender
+        (:class:`~orderflow.operators.outbox.SendOutboxOperator`) and orders were released,
+        that sender's delivery (keyed and leased as always). A small batch is latency-bound
+        (every task hop costs a scheduler loop and a task start-up); the tasks after it find
+        its orders done and skip them. The carry stops at the first stage that fails, which
+        its own task then runs, retries and holds as always. Templated.
+    :param announces: an Asset emitted when this task, carrying a partition through the
+        sender, sent something (the sender's own ``announces``).
     :return: (XCom) counts — orders, passed, held per category, skipped, ``execute_s``; and
-        ``carried``: the same for each stage carried through.
+        ``carried``: the same for each task carried through.
     """
 
     stage: ClassVar[str] = ""
@@ -187,8 +191,12 @@ class OrderStageOperator(BaseOperator):
         store_conn_id: str = STORE_CONN_ID,
         only_claimed: bool = True,
         carry_through: int | str = 0,
+        announces: Any = None,
         **kwargs: Any,
     ) -> None:
+        from orderflow.assets import announcing
+
+        announcing(announces, kwargs)
         kwargs.setdefault("retries", 3)
         kwargs.setdefault("retry_delay", timedelta(seconds=10))
         kwargs.setdefault("retry_exponential_backoff", True)
@@ -198,6 +206,7 @@ class OrderStageOperator(BaseOperator):
         self.store_conn_id = store_conn_id
         self.only_claimed = only_claimed
         self.carry_through = carry_through
+        self.announces = announces
 
     def run(self, conn: Any, order_ids: list[str], ctx: Any, book: Any) -> Any:
         raise NotImplementedError
@@ -242,21 +251,26 @@ class OrderStageOperator(BaseOperator):
             out["carry_stopped"] = stopped
         return out
 
-    def _downstream_stages(self) -> list[OrderStageOperator]:
+    def _downstream(self) -> list[Any]:
         """The stage tasks after this one (each the only stage task downstream of the one
-        before), as operators of this partition, configured as in the DAG."""
+        before), as operators of this partition, configured as in the DAG; then the outbox
+        sender downstream of the last, if there is one."""
         from airflow.sdk.definitions.mappedoperator import MappedOperator
 
-        out: list[OrderStageOperator] = []
+        from orderflow.operators.outbox import SendOutboxOperator
+
+        out: list[Any] = []
         task: Any = self
         while True:
+            after = task.downstream_list
             nxt = [
                 t
-                for t in task.downstream_list
+                for t in after
                 if issubclass(getattr(t, "operator_class", type(t)), OrderStageOperator)
             ]
             if len(nxt) != 1:
-                return out
+                senders = [t for t in after if isinstance(t, SendOutboxOperator)]
+                return out + senders[:1] if not nxt else out
             task = nxt[0]
             if isinstance(task, MappedOperator):
                 out.append(task.unmap({"partition": self.partition}))
@@ -272,9 +286,24 @@ class OrderStageOperator(BaseOperator):
         import dataclasses
         import time
 
+        from orderflow.assets import announce_if
+
         carried: list[dict[str, Any]] = []
-        for op in self._downstream_stages():
+        for op in self._downstream():
             started = time.perf_counter()
+            if not isinstance(op, OrderStageOperator):  # the sender: deliver what was queued
+                try:
+                    op.render_template_fields(context)
+                    sent = op.deliver(conn)
+                except Exception as exc:  # its own task sends it
+                    self.log.warning("carried send failed (%s); %s sends it", exc, op.task_id)
+                    break
+                entry = {"task_id": op.task_id, **sent.as_dict()}
+                entry["execute_s"] = round(time.perf_counter() - started, 4)
+                carried.append(entry)
+                self.log.info("carried through %s: %s", op.task_id, entry)
+                announce_if(context, self.announces, sent.sent)
+                break
             try:
                 op.render_template_fields(context)
                 result = op.run(conn, ids, dataclasses.replace(ctx, task_id=op.task_id), book)
