@@ -1025,8 +1025,7 @@ def _backlog(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[
 
 
 def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) -> dict[str, Any]:
-    stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True}).raise_for_status()
-    _wait_no_processing(stack)
+    _pause_processing(stack)
     failed_queued = _fail_queued(stack)
     t0 = _now()
     day_dir = stack.state / "sandbox" / "day"
@@ -1107,18 +1106,33 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
     }
 
 
+def _pause_processing(stack: Any, attempts: int = 10) -> None:
+    """Pause ``order_processing`` with none of its runs in flight: the scheduler does not
+    advance the runs of a paused DAG, so a run caught running is let finish first."""
+    for _ in range(attempts):
+        _wait_no_processing(stack)
+        stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True}).raise_for_status()
+        if not _running_processing(stack):
+            return
+        stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    raise RuntimeError("order_processing kept starting runs: could not pause it between runs")
+
+
+def _running_processing(stack: Any) -> int:
+    return stack.query(
+        "airflow",
+        "SELECT count(*) FROM dag_run WHERE dag_id = %s AND state = 'running'",
+        (DAG_ID,),
+    )[0][0]
+
+
 def _wait_no_processing(stack: Any, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = stack.query(
-            "airflow",
-            "SELECT count(*) FROM dag_run WHERE dag_id = %s AND state = 'running'",
-            (DAG_ID,),
-        )[0][0]
-        if not n:
+        if not _running_processing(stack):
             return
         time.sleep(2)
-    raise RuntimeError("order_processing runs still running after pausing it")
+    raise RuntimeError(f"order_processing runs still running after {timeout:.0f} s")
 
 
 def _fail_queued(stack: Any) -> int:
