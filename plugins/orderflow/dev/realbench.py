@@ -227,7 +227,7 @@ def single_summary(singles: list[dict[str, Any]]) -> dict[str, Any]:
         "single_arrival_max_s": _round(max(done) if done else None),
         "single_drop_to_stored_p95_s": _round(pct(stored, 0.95)),
         "single_stored_to_released_p95_s": _round(pct(after, 0.95)),
-        # the WMS has the release (send_releases, after the stage tasks of the run)
+        # the WMS has the release: its first wms_release row sent
         "single_drop_to_wms_p95_s": _round(pct(to_wms, 0.95)),
     }
 

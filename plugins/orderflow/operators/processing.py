@@ -297,7 +297,7 @@ class OrderStageOperator(BaseOperator):
                     sent = op.deliver(conn)
                 except Exception as exc:  # its own task sends it
                     self.log.warning("carried send failed (%s); %s sends it", exc, op.task_id)
-                    break
+                    return carried, {"task_id": op.task_id, "error": f"{type(exc).__name__}: {exc}"}
                 entry = {"task_id": op.task_id, **sent.as_dict()}
                 entry["execute_s"] = round(time.perf_counter() - started, 4)
                 carried.append(entry)
