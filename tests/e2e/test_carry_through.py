@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from tests_support_ai import run_dag
 
 from orderflow.store import db
 
@@ -79,17 +80,6 @@ def _trickle(conn, n: int) -> list[str]:
     return ids
 
 
-def _run(dag_id="order_processing", **conf):
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.state import DagRunState
-
-    from orderflow.settings import DAGS_DIR
-
-    run = DagBag(str(DAGS_DIR)).get_dag(dag_id).test(run_conf=conf or None)
-    assert run.state == DagRunState.SUCCESS
-    return run
-
-
 def _xcoms(run_id: str) -> dict:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -126,7 +116,7 @@ def _statuses(conn, ids):
 def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it(processed):
     conn = processed
     ids = _trickle(conn, 2)
-    run = _run()
+    run = run_dag("order_processing")
     assert set(_statuses(conn, ids).values()) == {"RELEASED"}
     out = _xcoms(run.run_id)
     assert len(out[("claim_orders", -1)]) == 1  # one partition
@@ -171,7 +161,7 @@ def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it
 def test_with_carrying_off_every_stage_decides_in_its_own_task(processed):
     conn = processed
     ids = _trickle(conn, 2)
-    run = _run(carry_through_orders=0)
+    run = run_dag("order_processing", carry_through_orders=0)
     assert set(_statuses(conn, ids).values()) == {"RELEASED"}
     out = _xcoms(run.run_id)
     for task_id in STAGE_TASKS:
