@@ -1013,16 +1013,18 @@ def ai_import_history(seed: int, days: int) -> None:
 )
 @click.option(
     "--backlog",
-    default=0,
+    default="0",
     show_default=True,
     help="Real scheduler: orders of a backlog landed with processing paused, then processed "
-    "by one run (0 skips it): the run's start → its last RELEASED.",
+    "by one run (0 skips it): the run's start → its last RELEASED. Several sizes, comma-"
+    "separated (1000,5000,10000), show how cost grows with volume.",
 )
 @click.option(
     "--backlog-conf",
-    default="{}",
-    show_default=True,
-    help="Real scheduler: the backlog run's conf (DAG params), e.g. '{\"max_partitions\": 4}'.",
+    multiple=True,
+    help="Real scheduler: a backlog run's conf (DAG params), e.g. '{\"max_partitions\": 4}'; "
+    "repeat it for one backlog run per conf, each on --backlog further orders (default: one "
+    "run with the DAG's defaults).",
 )
 @click.option("--seed", default=7, show_default=True)
 @click.option(
@@ -1133,8 +1135,8 @@ def bench(
                 singles=singles,
                 single_intake=single_intake,
                 naive_orders=naive_orders,
-                backlog=backlog,
-                backlog_conf=json.loads(backlog_conf),
+                backlog=tuple(int(n) for n in backlog.split(",") if int(n) > 0),
+                backlog_confs=[json.loads(c) for c in backlog_conf] or [{}],
                 seed=seed,
                 json_path=json_path,
                 keep=keep,

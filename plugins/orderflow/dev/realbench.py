@@ -25,10 +25,11 @@ clock, copies files into a drop folder and reads the databases afterwards.
    later orders landed by intake, then one ``order_processing`` run triggered with
    ``one_order_per_task`` and, for the same number of further orders, one partitioned run;
    ratio = naive run's wall / partitioned run's wall (``dag_run`` start → end).
-4. **Backlog** (``backlog`` > 0): the same, once, for ``backlog`` later orders and the run
-   conf ``backlog_conf`` (the DAG's params: partitions, carrying): the processing of a landed
-   batch on the real scheduler, as ``--dag-test`` measures it serially —
-   ``backlog_received_to_released_s`` is the run's start → its last ``RELEASED`` event.
+4. **Backlog** (``backlog``: sizes): the same, once per size and run conf of
+   ``backlog_confs`` (the DAG's params: partitions, carrying; ``{}`` is the DAG's defaults),
+   each on that many further orders: the processing of a landed batch on the real scheduler, as
+   ``--dag-test`` measures it serially. ``backlog_runs[i].received_to_released_s`` is the
+   run's start → its last ``RELEASED`` event.
 
 How each figure is computed (all from stored rows, after the phase):
 
@@ -343,8 +344,9 @@ class Options:
     singles: int = 20
     single_intake: str = "schedule"  # or "trigger"
     naive_orders: int = 0
-    backlog: int = 0
-    backlog_conf: dict[str, Any] = field(default_factory=dict)
+    #: one backlog run per size and conf, each on that many further orders
+    backlog: tuple[int, ...] = ()
+    backlog_confs: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     seed: int = 7
     json_path: Path | None = None
     work: Path | None = None
@@ -383,7 +385,9 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
     (state / "sandbox").mkdir(parents=True)
     m = opts.orders_per_day
     # the day + a pool of later days for the singles and the naive batches (never delivered)
-    wanted = 2 * opts.naive_orders + 4 * opts.singles + 2 * opts.backlog
+    wanted = (
+        2 * opts.naive_orders + 4 * opts.singles + 2 * sum(opts.backlog) * len(opts.backlog_confs)
+    )
     pool_days = 1 + -(-max(wanted, 1) // max(m, 1))
     t0 = time.monotonic()
     manifest = generate(
@@ -469,11 +473,14 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         else:
             results.update({"naive_orders": 0, "naive_ratio": None})
         if opts.backlog:
-            try:
-                results.update(_backlog(stack, pool, opts, say))
-            except Exception as exc:
-                log.exception("backlog phase failed")
-                results["backlog_error"] = repr(exc)
+            results["backlog_runs"] = backlogs = []
+            for n in opts.backlog:
+                for conf in opts.backlog_confs:
+                    try:
+                        backlogs.append(_backlog(stack, pool, n, conf, say))
+                    except Exception as exc:
+                        log.exception("backlog run of %d orders %s failed", n, conf)
+                        backlogs.append({"conf": conf, "size": n, "error": repr(exc)})
         results["shipped_to_notified_p95_s"] = None
         if opts.ship_hours > 0:
             try:
@@ -687,19 +694,23 @@ def _execute_seconds(stack: Any, run_ids: list[str]) -> dict[tuple[str, str, int
     return execute_seconds([(r, t, m, v) for r, t, m, v in rows])
 
 
-def _measure_day(
-    stack: Any, runs: list[str], t_jump: datetime, t_end: datetime, wall: float, say: Any
-) -> dict[str, Any]:
-    tis = _task_rows(stack, runs)
-    decided = dict(
+def _decided(stack: Any, run_ids: list[str]) -> dict[str, int]:
+    """Stage task → the orders it decided in these runs (distinct orders with an event of it)."""
+    return dict(
         stack.query(
             "orderflow",
             "SELECT task_id, count(DISTINCT order_id) FROM orderflow.order_event "
             "WHERE run_id = ANY(%s) AND task_id = ANY(%s) GROUP BY 1",
-            (runs, list(STAGES)),
+            (run_ids, list(STAGES)),
         )
     )
-    stages = stage_rates(tis, decided, _execute_seconds(stack, runs))
+
+
+def _measure_day(
+    stack: Any, runs: list[str], t_jump: datetime, t_end: datetime, wall: float, say: Any
+) -> dict[str, Any]:
+    tis = _task_rows(stack, runs)
+    stages = stage_rates(tis, _decided(stack, runs), _execute_seconds(stack, runs))
     sent_at = [
         r[0]
         for r in stack.query(
@@ -977,10 +988,12 @@ def _batch(pool: dict[str, Any], n: int) -> list[dict]:
     return batch
 
 
-def _backlog(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[str, Any]:
-    """One run over a landed backlog of ``opts.backlog`` later orders (``opts.backlog_conf``
-    as its conf): the run's wall, start → last RELEASED, per-stage rates inside execute."""
-    res = _naive_run(stack, _batch(pool, opts.backlog), dict(opts.backlog_conf), say)
+def _backlog(
+    stack: Any, pool: dict[str, Any], n: int, conf: dict[str, Any], say: Any
+) -> dict[str, Any]:
+    """One run over a landed backlog of ``n`` later orders (``conf`` as its conf): the run's
+    wall, start → last RELEASED, per-stage rates inside execute."""
+    res = _naive_run(stack, _batch(pool, n), dict(conf), say)
     run_id = res["run_id"]
     first_start, last_released, released = stack.query(
         "orderflow",
@@ -994,32 +1007,26 @@ def _backlog(stack: Any, pool: dict[str, Any], opts: Options, say: Any) -> dict[
         "SELECT start_date FROM dag_run WHERE dag_id = %s AND run_id = %s",
         (DAG_ID, run_id),
     )[0][0]
-    tis = _task_rows(stack, [run_id])
-    decided = dict(
-        stack.query(
-            "orderflow",
-            "SELECT task_id, count(DISTINCT order_id) FROM orderflow.order_event "
-            "WHERE run_id = %s AND task_id = ANY(%s) GROUP BY 1",
-            (run_id, list(STAGES)),
-        )
+    stages = stage_rates(
+        _task_rows(stack, [run_id]), _decided(stack, [run_id]), _execute_seconds(stack, [run_id])
     )
-    stages = stage_rates(tis, decided, _execute_seconds(stack, [run_id]))
     out = {
-        "backlog_orders": res["orders_landed"],
-        "backlog_conf": opts.backlog_conf,
-        "backlog_released": released,
-        "backlog_run_wall_s": res["wall_s"],
-        "backlog_received_to_released_s": _secs(last_released, start),
-        "backlog_first_decision_s": _secs(first_start, start),
-        "backlog_mapped_task_instances": res["mapped_task_instances"],
-        "backlog_stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},
-        "backlog_stages": stages,
+        "conf": conf,
+        "size": n,
+        "orders": res["orders_landed"],
+        "released": released,
+        "run_wall_s": res["wall_s"],
+        "received_to_released_s": _secs(last_released, start),
+        "first_decision_s": _secs(first_start, start),
+        "mapped_task_instances": res["mapped_task_instances"],
+        "stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},
+        "stages": stages,
     }
     say(
-        f"  backlog: {out['backlog_orders']} orders landed, one run {opts.backlog_conf or ''}: "
-        f"start → last RELEASED {out['backlog_received_to_released_s']} s ({released} "
-        f"released), run wall {res['wall_s']} s, {res['mapped_task_instances']} mapped task "
-        f"instances; stage orders/s inside execute {out['backlog_stage_orders_per_s']}"
+        f"  backlog: {out['orders']} orders landed, one run {conf or '(defaults)'}: start → "
+        f"last RELEASED {out['received_to_released_s']} s ({released} released), run wall "
+        f"{res['wall_s']} s, {res['mapped_task_instances']} mapped task instances; stage "
+        f"orders/s inside execute {out['stage_orders_per_s']}"
     )
     return out
 
@@ -1183,4 +1190,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"  CPU seconds (stack, sampled): day {r.get('day_cpu_s')}, singles "
         f"{r.get('singles_cpu_s')}, whole run {r.get('stack_cpu_s')}",
     ]
+    for b in r.get("backlog_runs") or []:
+        lines.append(
+            f"  backlog {b.get('conf') or '(defaults)'}: {b.get('orders')} orders, start → last "
+            f"RELEASED {b.get('received_to_released_s')} s, {b.get('mapped_task_instances')} "
+            f"mapped task instances{'; ' + b['error'] if b.get('error') else ''}"
+        )
     return lines

@@ -64,8 +64,10 @@ class ClaimOrdersOperator(BaseOperator):
     :param max_partitions: upper bound of mapped task instances per stage (default 16: two
         CPUs run ≈ 8 task instances/s, so a stage of 16 costs ≈ 2 s of scheduling).
     :param min_partition_orders: a partition carries at least this many orders before the
-        batch is cut further (default 250: a task instance costs seconds, a stage decides
-        thousands of orders a second; a small batch is one partition). Templated.
+        batch is cut further (default 2,500: a partition is a process carrying its orders
+        through the stages, a stage decides a few hundred to a few thousand orders a CPU
+        second, and partitions beyond the workers' cores only add start-ups and
+        contention; up to 2,500 orders are one partition). Templated.
     :param batch_limit: at most this many orders per run (default 20,000: four days of a
         25,000-line distributor; the rest waits for the next run).
     :param one_order_per_task: one partition per order (capped at ``max_map_length``): the
@@ -87,7 +89,7 @@ class ClaimOrdersOperator(BaseOperator):
         self,
         *,
         max_partitions: int | str = 16,
-        min_partition_orders: int | str = 250,
+        min_partition_orders: int | str = 2_500,
         batch_limit: int | str = 20_000,
         one_order_per_task: bool | str = False,
         store_conn_id: str = STORE_CONN_ID,
@@ -168,9 +170,11 @@ class OrderStageOperator(BaseOperator):
         that task is configured, in its own transaction, its events naming that task; then,
         when the task after the last stage is an outbox sender
         (:class:`~orderflow.operators.outbox.SendOutboxOperator`) and orders were released,
-        that sender's delivery (keyed and leased as always). A small batch is latency-bound
-        (every task hop costs a scheduler loop and a task start-up); the tasks after it find
-        its orders done and skip them. The carry stops at the first stage that fails, which
+        that sender's delivery (keyed and leased as always). Every task hop costs a
+        scheduler loop and a task start-up, and a stage task waits for the slowest
+        partition of the stage before it: carried, a trickle is released seconds after it
+        lands and a landed backlog in a few partitions runs as fast as the cores allow. The
+        tasks after it find its orders done and skip them. The carry stops at the first stage that fails, which
         its own task then runs, retries and holds as always. Templated.
     :param announces: an Asset emitted when this task, carrying a partition through the
         sender, sent something (the sender's own ``announces``).
