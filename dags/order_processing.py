@@ -33,7 +33,9 @@ with DAG(
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
-    max_active_runs=2,
+    # a run of a trickle releases its orders seconds in (carried) and then spends ≈ 20 s on
+    # its later tasks' hops; with 2 runs at most, an order landing then queued behind them
+    max_active_runs=4,
     max_active_tasks=16,
     tags=["orderflow", "processing"],
     default_args={"owner": "orderflow-ops", "retries": 2, "retry_delay": timedelta(seconds=10)},

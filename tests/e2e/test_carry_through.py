@@ -125,6 +125,8 @@ def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it
     carried = validate["carried"]
     assert [c["task_id"] for c in carried] == [*STAGE_TASKS[1:], "send_releases"]
     assert all(c["passed"] == 2 and c["execute_s"] > 0 for c in carried[:-1])
+    send = carried[-1]  # when it sent, for the bench's sends/s
+    assert send["sent"] > 0 and send["started_at"] <= send["ended_at"]
     for task_id in STAGE_TASKS[1:]:
         later = out[(task_id, 0)]
         assert (later["orders"], later["skipped"]) == (0, 2), task_id

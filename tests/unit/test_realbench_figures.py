@@ -86,9 +86,40 @@ def test_sends_count_only_rows_sent_inside_a_sender_instance():
         "sent": 4,
         "sent_outside_sender": 1,
         "sender_task_instances": 1,
+        "carried_sends": 0,
         "sender_seconds": 4.0,
         "sends_per_s": 1.0,
     }
+
+
+def test_a_send_carried_by_a_stage_task_counts_as_a_sender():
+    """Every partition carried: its releases are sent from its validate task, whose XCom
+    says when; those rows and seconds count, merged with the sender instances'."""
+    at = lambda s: (T0 + timedelta(seconds=s)).isoformat()  # noqa: E731
+    values = [
+        ("r1", "validate_orders", 0, {"orders": 9, "carried": [
+            {"task_id": "check_credit", "orders": 9, "execute_s": 0.1},
+            {"task_id": "send_releases", "sent": 3, "started_at": at(10), "ended_at": at(12)},
+        ]}),
+        ("r1", "validate_orders", 1, {"orders": 9, "carried": [
+            {"task_id": "send_releases", "sent": 2, "started_at": at(11), "ended_at": at(14)},
+        ]}),
+        ("r1", "validate_orders", 2, {"orders": 1, "carried": [  # an older XCom: no times
+            {"task_id": "send_releases", "sent": 1, "execute_s": 0.2},
+        ]}),
+    ]  # fmt: skip
+    carried = rb.carried_sends(values)
+    assert carried == [(T0 + timedelta(seconds=10), T0 + timedelta(seconds=12)),
+                       (T0 + timedelta(seconds=11), T0 + timedelta(seconds=14))]  # fmt: skip
+    tis = [_ti("send_releases", -1, 30, 2.0)]  # the run's own sender, finding nothing
+    sent = [T0 + timedelta(seconds=s) for s in (10.5, 11, 12.5, 13, 13.5)]
+    r = rb.send_rate(tis, sent, carried)
+    assert r["sent"] == 5 and r["sent_outside_sender"] == 0
+    assert r["carried_sends"] == 2 and r["sender_task_instances"] == 0
+    assert r["sender_seconds"] == 4.0  # 10–14 s merged
+    assert r["sends_per_s"] == round(5 / 4, 1)
+    # without the carried sends, none of those rows would count
+    assert rb.send_rate(tis, sent)["sends_per_s"] is None
 
 
 def test_overlapping_senders_of_two_runs_count_each_row_and_second_once():

@@ -45,8 +45,9 @@ How each figure is computed (all from stored rows, after the phase):
   of those instances (the task runner's start-up included, the scheduler's queueing not).
 * ``sends_per_s``: outbox rows of the release sender's actions (``wms_release``,
   ``wms_release_cancel``, ``carrier_tender``, ``edi_855``) whose ``sent_at`` falls inside a
-  ``send_releases`` task instance of the day / the seconds during which such an instance
-  (one that sent at least a row) ran — overlapping instances of two runs merged.
+  sender of the day — a ``send_releases`` task instance, or a send a stage task carried
+  (its start and end in that task's XCom) — / the seconds during which such a sender (one
+  that sent at least a row) ran, overlapping senders merged.
 * ``single_arrival_p95_s``: p95 over the singles of drop (file renamed into the folder) →
   the order's ``RELEASED`` event; drop → stored and stored → released are reported apart.
 * ``peak_rss_mib``: the highest sum, sampled every second, of the resident memory of every
@@ -70,6 +71,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -168,27 +170,51 @@ def stage_rates(
     return out
 
 
-def send_rate(tis: list[TaskRow], sent_at: list[datetime]) -> dict[str, float | int | None]:
-    """Rows sent while a sender task instance ran / the seconds during which at least one
-    sender instance that sent a row was running (overlapping instances of two runs merged:
-    neither a row nor a second is counted twice)."""
-    senders = [t for t in tis if t.task_id == SEND_TASK and t.start and t.end]
-    busy = [t for t in senders if any(t.start <= s <= t.end for s in sent_at)]
+def send_rate(
+    tis: list[TaskRow],
+    sent_at: list[datetime],
+    carried: Sequence[tuple[datetime, datetime]] = (),
+) -> dict[str, float | int | None]:
+    """Rows sent while a sender ran / the seconds during which at least one sender that sent a
+    row was running (overlapping senders merged: neither a row nor a second is counted twice).
+    A sender is a sender task instance, or a send a stage task carried (``carried``: its
+    start and end, :func:`carried_sends`)."""
+    spans = [(t.start, t.end, True) for t in tis if t.task_id == SEND_TASK and t.start and t.end]
+    spans += [(a, b, False) for a, b in carried]
+    busy = [x for x in spans if any(x[0] <= s <= x[1] for s in sent_at)]
     merged: list[list[datetime]] = []
-    for t in sorted(busy, key=lambda t: t.start):
-        if merged and t.start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], t.end)
+    for a, b, _ in sorted(busy, key=lambda x: x[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
         else:
-            merged.append([t.start, t.end])
+            merged.append([a, b])
     counted = sum(1 for s in sent_at if any(a <= s <= b for a, b in merged))
     seconds = sum((b - a).total_seconds() for a, b in merged)
     return {
         "sent": counted,
         "sent_outside_sender": len(sent_at) - counted,
-        "sender_task_instances": len(busy),
+        "sender_task_instances": sum(1 for x in busy if x[2]),
+        "carried_sends": sum(1 for x in busy if not x[2]),
         "sender_seconds": round(seconds, 3),
         "sends_per_s": round(counted / seconds, 1) if seconds > 0 else None,
     }
+
+
+def carried_sends(
+    values: list[tuple[str, str, int, Any]],
+) -> list[tuple[datetime, datetime]]:
+    """The start and end of every send a stage task carried (``carried`` entries of the
+    sender task in the stage instances' XComs)."""
+    out = []
+    for _run, _task, _index, value in values:
+        if not isinstance(value, dict):
+            continue
+        for c in value.get("carried") or []:
+            if c.get("task_id") == SEND_TASK and c.get("started_at") and c.get("ended_at"):
+                out.append(
+                    (datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["ended_at"]))
+                )
+    return out
 
 
 def day_latency(rows: list[tuple[datetime, datetime | None]]) -> dict[str, Any]:
@@ -679,19 +705,22 @@ def execute_seconds(
     return out
 
 
-def _execute_seconds(stack: Any, run_ids: list[str]) -> dict[tuple[str, str, int], float]:
-    """The seconds inside ``execute`` of each stage on each partition (:func:`execute_seconds`)."""
-    rows = stack.query(
-        "airflow",
-        """
-        SELECT run_id, task_id, map_index, (CASE jsonb_typeof(value) WHEN 'string'
-               THEN (value #>> '{}')::jsonb ELSE value END)
-          FROM xcom
-         WHERE dag_id = %s AND run_id = ANY(%s) AND task_id = ANY(%s) AND key = 'return_value'
-        """,
-        (DAG_ID, run_ids, list(STAGES)),
-    )
-    return execute_seconds([(r, t, m, v) for r, t, m, v in rows])
+def _stage_xcoms(stack: Any, run_ids: list[str]) -> list[tuple[str, str, int, Any]]:
+    """(run_id, task_id, map_index, value) of every stage instance's returned XCom."""
+    return [
+        (r, t, m, v)
+        for r, t, m, v in stack.query(
+            "airflow",
+            """
+            SELECT run_id, task_id, map_index, (CASE jsonb_typeof(value) WHEN 'string'
+                   THEN (value #>> '{}')::jsonb ELSE value END)
+              FROM xcom
+             WHERE dag_id = %s AND run_id = ANY(%s) AND task_id = ANY(%s)
+               AND key = 'return_value'
+            """,
+            (DAG_ID, run_ids, list(STAGES)),
+        )
+    ]
 
 
 def _decided(stack: Any, run_ids: list[str]) -> dict[str, int]:
@@ -710,7 +739,8 @@ def _measure_day(
     stack: Any, runs: list[str], t_jump: datetime, t_end: datetime, wall: float, say: Any
 ) -> dict[str, Any]:
     tis = _task_rows(stack, runs)
-    stages = stage_rates(tis, _decided(stack, runs), _execute_seconds(stack, runs))
+    xcoms = _stage_xcoms(stack, runs)
+    stages = stage_rates(tis, _decided(stack, runs), execute_seconds(xcoms))
     sent_at = [
         r[0]
         for r in stack.query(
@@ -720,7 +750,7 @@ def _measure_day(
             (list(SEND_ACTIONS), t_jump, t_end),
         )
     ]
-    sends = send_rate(tis, sent_at)
+    sends = send_rate(tis, sent_at, carried_sends(xcoms))
     rows = stack.query(
         "orderflow",
         """
@@ -1008,7 +1038,9 @@ def _backlog(
         (DAG_ID, run_id),
     )[0][0]
     stages = stage_rates(
-        _task_rows(stack, [run_id]), _decided(stack, [run_id]), _execute_seconds(stack, [run_id])
+        _task_rows(stack, [run_id]),
+        _decided(stack, [run_id]),
+        execute_seconds(_stage_xcoms(stack, [run_id])),
     )
     out = {
         "conf": conf,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -296,6 +296,7 @@ class OrderStageOperator(BaseOperator):
         for op in self._downstream():
             started = time.perf_counter()
             if not isinstance(op, OrderStageOperator):  # the sender: deliver what was queued
+                began = datetime.now(UTC)
                 try:
                     op.render_template_fields(context)
                     sent = op.deliver(conn)
@@ -304,6 +305,9 @@ class OrderStageOperator(BaseOperator):
                     return carried, {"task_id": op.task_id, "error": f"{type(exc).__name__}: {exc}"}
                 entry = {"task_id": op.task_id, **sent.as_dict()}
                 entry["execute_s"] = round(time.perf_counter() - started, 4)
+                # when it sent (as a sender task instance's start and end: the bench's sends/s)
+                entry["started_at"] = began.isoformat()
+                entry["ended_at"] = datetime.now(UTC).isoformat()
                 carried.append(entry)
                 self.log.info("carried through %s: %s", op.task_id, entry)
                 announce_if(context, self.announces, sent.sent)
