@@ -61,8 +61,8 @@ class ClaimOrdersOperator(BaseOperator):
     claims (``FOR UPDATE SKIP LOCKED``, lease-based: overlapping runs never take the same
     order; a rerun of this run gets its own orders back).
 
-    :param max_partitions: upper bound of mapped task instances per stage (default 16: two
-        CPUs run ≈ 8 task instances/s, so a stage of 16 costs ≈ 2 s of scheduling).
+    :param max_partitions: upper bound of mapped task instances per stage (default 16;
+        with ``min_partition_orders`` it bounds the processes a large batch runs in).
     :param min_partition_orders: a partition carries at least this many orders before the
         batch is cut further (default 2,500: a partition is a process carrying its orders
         through the stages, a stage decides a few hundred to a few thousand orders a CPU
@@ -174,8 +174,9 @@ class OrderStageOperator(BaseOperator):
         scheduler loop and a task start-up, and a stage task waits for the slowest
         partition of the stage before it: carried, a trickle is released seconds after it
         lands and a landed backlog in a few partitions runs as fast as the cores allow. The
-        tasks after it find its orders done and skip them. The carry stops at the first stage that fails, which
-        its own task then runs, retries and holds as always. Templated.
+        tasks after it find its orders done and skip them. The carry stops at the first
+        stage that fails, which its own task then runs, retries and holds as always.
+        Templated.
     :param announces: an Asset emitted when this task, carrying a partition through the
         sender, sent something (the sender's own ``announces``).
     :return: (XCom) counts — orders, passed, held per category, skipped, ``execute_s``; and
