@@ -67,7 +67,7 @@ with DAG(
             description="A partition of at most this many orders (by default every one: "
             "a run claims at most 20,000) goes through every stage in its validate task, "
             "each stage in its own transaction, as that stage's task is configured, and its "
-            "releases are sent from there; the stage tasks after it find its orders done. "
+            "releases are sent from there; the stage tasks after it get no instance for it. "
             "No task hop and no wait for the slowest partition between stages. A stage "
             "that fails there is left to its own task, with its retries and holds. 0: every "
             "stage in its own task (so with one order per task).",
@@ -96,9 +96,12 @@ Every 5 minutes, and whenever intake lands orders or master data is published:
    (`include/rules/`). A partition is carried through all five in its **validate_orders**
    task (`carry_through_orders`: every partition by default), and its releases are sent
    from there (as **send_releases** sends them, keyed): a trickle reaches the WMS seconds
-   after it lands, a partition never waits for a slower one between stages, and the later
-   tasks find its orders done (`skipped`). A stage that fails there is left to its own
-   task, with its retries and holds; that task's log and XCom say what it did.
+   after it lands and a partition never waits for a slower one between stages. Each stage
+   task is mapped over the partitions the one before passed on, so a carried partition has
+   no instance after its validate task (a stage with none at all shows `skipped`). A stage
+   that fails there is left to its own task (the partition is passed on to it), with its
+   retries and holds. Each instance's XCom `counts` says what it did, carried stages
+   included; its `return_value` is the partition it passed on.
 3. **send_releases** — delivers the queued WMS releases, WMS release cancels (customers'
    changes after release) and 855 acknowledgements (outbox, idempotency keys per order, DC
    and release version); it runs even when no order was claimed.
@@ -117,22 +120,25 @@ To act on one order, use `order_reprocess`.
         min_partition_orders="{{ params.min_partition_orders }}",
         one_order_per_task="{{ params.one_order_per_task }}",
     )
-    stages = [
-        op.partial(
+    # Each stage is mapped over the partitions the stage before passed on: a partition
+    # carried through every stage in its validate task has no instance after it.
+    stages, partitions = [], claim.output
+    for op, task_id in (
+        (ValidateOrdersOperator, "validate_orders"),
+        (CheckCreditOperator, "check_credit"),
+        (AllocateInventoryOperator, "allocate_inventory"),
+        (PlanShipmentsOperator, "plan_shipments"),
+        (ReleaseToWmsOperator, "release_to_wms"),
+    ):
+        stage = op.partial(
             task_id=task_id,
             map_index_template=MAP_INDEX_TEMPLATE,
             # the naive fan-out compared against is one task per order *per stage*
             carry_through="{{ 0 if params.one_order_per_task else params.carry_through_orders }}",
             announces=ORDERS_RELEASED,  # a carried partition's releases sent (send_releases')
-        ).expand(partition=claim.output)
-        for op, task_id in (
-            (ValidateOrdersOperator, "validate_orders"),
-            (CheckCreditOperator, "check_credit"),
-            (AllocateInventoryOperator, "allocate_inventory"),
-            (PlanShipmentsOperator, "plan_shipments"),
-            (ReleaseToWmsOperator, "release_to_wms"),
-        )
-    ]
+        ).expand(partition=partitions)
+        stages.append(stage)
+        partitions = stage.output
     send = SendOutboxOperator(
         task_id="send_releases",
         actions=["wms_release", "wms_release_cancel", "carrier_tender", "edi_855"],

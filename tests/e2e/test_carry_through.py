@@ -1,8 +1,9 @@
 """A small batch is carried through every stage in its ``validate_orders`` task (the
 ``carry_through_orders`` param of ``order_processing``): each stage in its own transaction, its
 events naming its own task, then its releases sent as ``send_releases`` sends them (keyed,
-``orders_released`` announced); the later tasks find the orders done. A stage that fails
-while carried is left to its own task, with its retries and holds. Real DAGs (``dag.test``),
+``orders_released`` announced); the later stage tasks, mapped over what the stage before
+passed on, get no instance for it. A stage that fails while carried is left to its own task
+(its partition passed on), with its retries and holds. Real DAGs (``dag.test``),
 the real store and the sandbox's services; the failure is the sandbox's fault injection."""
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def _trickle(conn, n: int) -> list[str]:
     return ids
 
 
-def _xcoms(run_id: str) -> dict:
+def _xcoms(run_id: str, key: str = "counts") -> dict:
+    """(task_id, map_index) → the XCom ``key`` of the run's task instances: a stage's counts
+    by default, ``return_value`` for what it passed on (the claim's partitions)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -88,9 +91,21 @@ def _xcoms(run_id: str) -> dict:
         return {
             (x.task_id, x.map_index): XComModel.deserialize_value(x)
             for x in session.query(XComModel).filter(
-                XComModel.run_id == run_id, XComModel.key == "return_value"
+                XComModel.run_id == run_id, XComModel.key == key
             )
         }
+
+
+def _instances(run_id: str) -> dict[str, list[tuple[int, str]]]:
+    """task_id → (map_index, state) of the run's instances."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        out: dict[str, list[tuple[int, str]]] = {}
+        for ti in session.query(TaskInstance).filter(TaskInstance.run_id == run_id):
+            out.setdefault(ti.task_id, []).append((ti.map_index, ti.state))
+        return out
 
 
 def _events(conn, ids: list[str], run_id: str) -> dict[str, list[tuple[str, str]]]:
@@ -113,13 +128,13 @@ def _statuses(conn, ids):
     )
 
 
-def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it(processed):
+def test_a_trickle_is_released_by_its_validate_task_and_no_later_stage_task_starts(processed):
     conn = processed
     ids = _trickle(conn, 2)
     run = run_dag("order_processing")
     assert set(_statuses(conn, ids).values()) == {"RELEASED"}
     out = _xcoms(run.run_id)
-    assert len(out[("claim_orders", -1)]) == 1  # one partition
+    assert len(_xcoms(run.run_id, "return_value")[("claim_orders", -1)]) == 1  # one partition
     validate = out[("validate_orders", 0)]
     assert validate["passed"] == 2
     carried = validate["carried"]
@@ -127,10 +142,12 @@ def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it
     assert all(c["passed"] == 2 and c["execute_s"] > 0 for c in carried[:-1])
     send = carried[-1]  # when it sent, for the bench's sends/s
     assert send["sent"] > 0 and send["started_at"] <= send["ended_at"]
+    # validate_orders passed nothing on: the stage tasks after it had no partition to map
+    # over, so none started (an empty expansion: one `skipped` instance, no process)
+    assert ("validate_orders", 0) not in _xcoms(run.run_id, "return_value")
+    tis = _instances(run.run_id)
     for task_id in STAGE_TASKS[1:]:
-        later = out[(task_id, 0)]
-        assert (later["orders"], later["skipped"]) == (0, 2), task_id
-        assert "carried" not in later and "carry_stopped" not in later
+        assert tis[task_id] == [(-1, "skipped")], task_id
     # each decision names the stage task whose configuration made it, as without carrying
     expected = list(zip(["VALIDATED", "CREDIT_OK", "ALLOCATED", "READY", "RELEASED"],
                         STAGE_TASKS, strict=True))  # fmt: skip
@@ -146,7 +163,7 @@ def test_a_trickle_is_released_by_its_validate_task_and_the_later_stages_skip_it
     ).fetchone()
     assert queued == sent == keys >= 2
     assert carried[-1]["sent"] >= sent
-    assert out[("send_releases", -1)].get("sent", 0) == 0
+    assert _xcoms(run.run_id, "return_value")[("send_releases", -1)].get("sent", 0) == 0
     # and orders_released was announced by the task that sent them
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
@@ -165,11 +182,12 @@ def test_with_carrying_off_every_stage_decides_in_its_own_task(processed):
     ids = _trickle(conn, 2)
     run = run_dag("order_processing", carry_through_orders=0)
     assert set(_statuses(conn, ids).values()) == {"RELEASED"}
-    out = _xcoms(run.run_id)
+    out, passed = _xcoms(run.run_id), _xcoms(run.run_id, "return_value")
     for task_id in STAGE_TASKS:
         stage = out[(task_id, 0)]
         assert (stage["orders"], stage["passed"]) == (2, 2), task_id
         assert "carried" not in stage
+        assert sorted(passed[(task_id, 0)]["order_ids"]) == sorted(ids), task_id
 
 
 def test_a_stage_failing_while_carried_is_left_to_its_own_task(processed, sandbox, tmp_path):
@@ -194,10 +212,10 @@ def test_a_stage_failing_while_carried_is_left_to_its_own_task(processed, sandbo
             task_id="validate_orders", carry_through=10
         ).expand(partition=claim.output)
         credit = CheckCreditOperator.partial(task_id="check_credit", retries=0).expand(
-            partition=claim.output
+            partition=validate.output
         )
         allocate = AllocateInventoryOperator.partial(task_id="allocate_inventory").expand(
-            partition=claim.output
+            partition=credit.output
         )
         publish = PublishRunStatusOperator(task_id="publish_status").as_teardown(setups=claim)
         claim >> validate >> credit >> allocate >> publish
@@ -219,6 +237,8 @@ def test_a_stage_failing_while_carried_is_left_to_its_own_task(processed, sandbo
     assert "carried" not in validate  # stopped at the first carried stage, and says why
     assert validate["carry_stopped"]["task_id"] == "check_credit"
     assert validate["carry_stopped"]["error"].startswith("ExternalUnavailable")
+    # it passed its partition on, so check_credit had an instance to take it
+    assert _xcoms(run.run_id, "return_value")[("validate_orders", 0)]["order_ids"] == ids
     assert out[("check_credit", 0)]["held"] == {"integration_failure": 1}
     assert _statuses(conn, ids) == {ids[0]: "ON_HOLD"}
     held = conn.execute(

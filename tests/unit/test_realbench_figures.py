@@ -29,10 +29,10 @@ def test_stage_rate_is_orders_decided_over_the_seconds_inside_execute():
         _ti("claim_orders", -1, 0, 50.0),  # not a stage
     ]
     inside = {
-        ("r1", "validate_orders", 0): 0.15,
-        ("r1", "validate_orders", 1): 0.1,
-        ("r1", "validate_orders", 2): 7.0,  # the failed try's: not counted
-        ("r2", "check_credit", 0): 0.5,
+        ("r1", "validate_orders", 0): {"validate_orders": 0.15},
+        ("r1", "validate_orders", 1): {"validate_orders": 0.1},
+        ("r1", "validate_orders", 2): {"validate_orders": 7.0},  # the failed try's: not counted
+        ("r2", "check_credit", 0): {"check_credit": 0.5},
     }
     rates = rb.stage_rates(tis, {"validate_orders": 1000, "check_credit": 200}, inside)
     assert set(rates) == {"validate", "credit", "allocate", "plan", "release"}
@@ -55,26 +55,41 @@ def test_stage_rate_is_orders_decided_over_the_seconds_inside_execute():
 
 
 def test_a_carried_stage_counts_its_seconds_for_that_stage():
-    """A small partition carried through every stage by its validate task: each carried
-    stage's seconds go to that stage (its own instance then only skipped), not to validate."""
+    """A partition carried through every stage by its validate task: each carried stage's
+    seconds go to that stage (which has no instance of its own for that partition), not to
+    validate; a partition whose carry stopped is taken on by the next stage's instance."""
     values = [
         ("r1", "validate_orders", 0, {"orders": 2, "execute_s": 0.2, "carried": [
             {"task_id": "check_credit", "orders": 2, "execute_s": 0.1},
             {"task_id": "allocate_inventory", "orders": 2, "execute_s": 0.3},
+            {"task_id": "send_releases", "sent": 4, "execute_s": 0.5},  # not a stage
         ]}),
-        ("r1", "check_credit", 0, {"orders": 0, "skipped": 2, "execute_s": 0.05}),
-        ("r1", "allocate_inventory", 0, {"orders": 0, "skipped": 2, "execute_s": 0.04}),
-        ("r1", "validate_orders", 1, {"orders": 500, "execute_s": 1.5}),  # not carried
+        ("r1", "validate_orders", 1, {"orders": 500, "execute_s": 1.5, "carry_stopped": {
+            "task_id": "check_credit", "error": "ExternalUnavailable: 503"}}),
+        ("r1", "check_credit", 0, {"orders": 500, "execute_s": 0.7}),  # validate 1's partition
         ("r1", "plan_shipments", 0, "an older XCom without figures"),
     ]  # fmt: skip
-    assert rb.execute_seconds(values) == pytest.approx(
-        {
-            ("r1", "validate_orders", 0): 0.2,
-            ("r1", "check_credit", 0): 0.15,
-            ("r1", "allocate_inventory", 0): 0.34,
-            ("r1", "validate_orders", 1): 1.5,
-        }
-    )
+    spent = rb.execute_seconds(values)
+    assert spent == {
+        ("r1", "validate_orders", 0): pytest.approx(
+            {"validate_orders": 0.2, "check_credit": 0.1, "allocate_inventory": 0.3}
+        ),
+        ("r1", "validate_orders", 1): {"validate_orders": 1.5},
+        ("r1", "check_credit", 0): {"check_credit": 0.7},
+    }
+    tis = [
+        _ti("validate_orders", 0, 0, 2.0),
+        _ti("validate_orders", 1, 0, 3.0),
+        _ti("check_credit", 0, 4, 1.0),
+    ]
+    rates = rb.stage_rates(tis, {"check_credit": 502, "allocate_inventory": 2}, spent)
+    assert rates["credit"]["task_instances"] == 1
+    assert rates["credit"]["execute_s"] == pytest.approx(0.8)  # carried 0.1 + its own 0.7
+    assert rates["allocate"]["task_instances"] == 0
+    assert rates["allocate"]["orders_per_s"] == pytest.approx(2 / 0.3, abs=0.1)
+    # a carrying instance that failed counts for no stage
+    failed = [_ti("validate_orders", 0, 0, 2.0, state="failed"), *tis[1:]]
+    assert rb.stage_rates(failed, {"allocate_inventory": 2}, spent)["allocate"]["execute_s"] is None
 
 
 def test_sends_count_only_rows_sent_inside_a_sender_instance():

@@ -77,6 +77,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orderflow.operators.processing import COUNTS_KEY
+
 log = logging.getLogger(__name__)
 
 DAG_ID = "order_processing"
@@ -139,25 +141,31 @@ def pct(values: list[float], q: float) -> float | None:
 def stage_rates(
     tis: list[TaskRow],
     decided: dict[str, int],
-    execute_s: dict[tuple[str, str, int], float] | None = None,
+    execute_s: dict[tuple[str, str, int], dict[str, float]] | None = None,
 ) -> dict[str, dict[str, float | int | None]]:
     """Per stage: task instances, Σ their seconds, Σ the seconds inside ``execute``, orders
     decided, orders per second inside ``execute`` (``orders_per_s``, the issue's figure) and
     per task-instance second (``orders_per_ti_s``: with the task runner's start-up).
 
     ``decided``: task_id → distinct orders with an event of that task in the runs measured.
-    ``execute_s``: (run_id, task_id, map_index) → the ``execute_s`` the stage operator
-    returned. Only mapped instances (``map_index`` ≥ 0) that succeeded count; a stage whose
-    instances returned no ``execute_s`` has no inside-execute rate (None, not zero)."""
+    ``execute_s``: (run_id, task_id, map_index) of a stage instance → stage task_id → the
+    seconds it spent inside ``execute`` on that stage (``execute_seconds``: its own, and
+    those of the stages it carried its partition through, which then have no instance of
+    their own for it). Only mapped instances (``map_index`` ≥ 0) that succeeded count; a
+    stage with an instance that recorded no ``execute_s`` of its own has no inside-execute
+    rate (None, not zero)."""
     execute_s = execute_s or {}
+    done = [t for t in tis if t.task_id in STAGES and t.map_index >= 0 and t.state == "success"]
+    recorded = [execute_s.get((t.run_id, t.task_id, t.map_index)) or {} for t in done]
     out: dict[str, dict[str, float | int | None]] = {}
     for task_id, name in STAGES.items():
-        rows = [
-            t for t in tis if t.task_id == task_id and t.map_index >= 0 and t.state == "success"
-        ]
+        rows = [t for t in done if t.task_id == task_id]
         seconds = sum(t.seconds for t in rows)
-        inside = [execute_s.get((t.run_id, t.task_id, t.map_index)) for t in rows]
-        in_execute = sum(inside) if rows and None not in inside else None
+        complete = all(
+            task_id in r for t, r in zip(done, recorded, strict=True) if t.task_id == task_id
+        )
+        inside = [r[task_id] for r in recorded if task_id in r]
+        in_execute = sum(inside) if inside and complete else None
         orders = decided.get(task_id, 0)
         out[name] = {
             "task_instances": len(rows),
@@ -688,25 +696,26 @@ def _task_rows(stack: Any, run_ids: list[str]) -> list[TaskRow]:
 
 def execute_seconds(
     values: list[tuple[str, str, int, dict[str, Any]]],
-) -> dict[tuple[str, str, int], float]:
-    """(run_id, task_id, map_index) → the seconds each stage spent inside ``execute`` on that
-    partition, from the stage instances' XComs: an instance's own ``execute_s``, plus every
-    stage a smaller partition was carried through in it (``carried``), counted for the stage
-    carried (its own task instance then only skipped the orders)."""
-    out: dict[tuple[str, str, int], float] = {}
+) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(run_id, task_id, map_index) of a stage instance → stage task_id → the seconds it
+    spent inside ``execute`` on that stage, from the instances' counts: its own
+    ``execute_s``, and each stage it carried its partition through (``carried``)."""
+    out: dict[tuple[str, str, int], dict[str, float]] = {}
     for run_id, task_id, map_index, value in values:
         if not isinstance(value, dict) or value.get("execute_s") is None:
             continue
-        key = (run_id, task_id, map_index)
-        out[key] = out.get(key, 0.0) + float(value["execute_s"])
+        spent = out.setdefault((run_id, task_id, map_index), {})
+        spent[task_id] = spent.get(task_id, 0.0) + float(value["execute_s"])
         for carried in value.get("carried") or []:
-            key = (run_id, carried["task_id"], map_index)
-            out[key] = out.get(key, 0.0) + float(carried["execute_s"])
+            if carried.get("task_id") in STAGES and carried.get("execute_s") is not None:
+                stage = carried["task_id"]
+                spent[stage] = spent.get(stage, 0.0) + float(carried["execute_s"])
     return out
 
 
 def _stage_xcoms(stack: Any, run_ids: list[str]) -> list[tuple[str, str, int, Any]]:
-    """(run_id, task_id, map_index, value) of every stage instance's returned XCom."""
+    """(run_id, task_id, map_index, value) of every stage instance's counts (its XCom
+    ``counts``: its return value is the partition it passes on)."""
     return [
         (r, t, m, v)
         for r, t, m, v in stack.query(
@@ -715,10 +724,9 @@ def _stage_xcoms(stack: Any, run_ids: list[str]) -> list[tuple[str, str, int, An
             SELECT run_id, task_id, map_index, (CASE jsonb_typeof(value) WHEN 'string'
                    THEN (value #>> '{}')::jsonb ELSE value END)
               FROM xcom
-             WHERE dag_id = %s AND run_id = ANY(%s) AND task_id = ANY(%s)
-               AND key = 'return_value'
+             WHERE dag_id = %s AND run_id = ANY(%s) AND task_id = ANY(%s) AND key = %s
             """,
-            (DAG_ID, run_ids, list(STAGES)),
+            (DAG_ID, run_ids, list(STAGES), COUNTS_KEY),
         )
     ]
 

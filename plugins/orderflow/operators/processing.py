@@ -2,8 +2,10 @@
 
 Each stage operator takes one **partition** (``{"label": ..., "order_ids": [...]}``, built by
 :class:`ClaimOrdersOperator`) and is applied with ``.partial(...).expand(partition=...)``, so the
-number of mapped task instances per stage stays bounded however many orders arrive. XCom
-carries ids and counts only; every decision lives in the store.
+number of mapped task instances per stage stays bounded however many orders arrive. A stage
+returns the partition for the next stage to map over (None when it carried it through every
+stage after it) and records its counts in the XCom ``counts``. XCom carries ids and counts
+only; every decision lives in the store.
 
 To add a stage, subclass :class:`OrderStageOperator`, set ``stage``/``input_status`` and
 implement :meth:`OrderStageOperator.run` with a function of ``orderflow.processing``.
@@ -28,6 +30,9 @@ MAX_MAP_LENGTH = 1024
 
 #: Label of a mapped task instance in the UI: which orders it carries.
 MAP_INDEX_TEMPLATE = "{{ task.partition['label'] }}"
+
+#: XCom key of a stage instance's counts (its return value is the partition it passes on).
+COUNTS_KEY = "counts"
 
 
 def _ctx(context: Any, claimed: bool = True):
@@ -173,14 +178,18 @@ class OrderStageOperator(BaseOperator):
         that sender's delivery (keyed and leased as always). Every task hop costs a
         scheduler loop and a task start-up, and a stage task waits for the slowest
         partition of the stage before it: carried, a trickle is released seconds after it
-        lands and a landed backlog in a few partitions runs as fast as the cores allow. The
-        tasks after it find its orders done and skip them. The carry stops at the first
-        stage that fails, which its own task then runs, retries and holds as always.
-        Templated.
+        lands and a landed backlog in a few partitions runs as fast as the cores allow. A
+        carried partition is carried through every stage after this one (a stage with
+        nothing in its input status costs a query), so nothing is passed on and the stage
+        tasks after it, mapped over what this one returns, get no instance for it. The
+        carry stops at the first stage that fails, which its own task then runs, retries
+        and holds as always. Templated.
     :param announces: an Asset emitted when this task, carrying a partition through the
         sender, sent something (the sender's own ``announces``).
-    :return: (XCom) counts — orders, passed, held per category, skipped, ``execute_s``; and
-        ``carried``: the same for each task carried through.
+    :return: (XCom) the partition for the next stage (``{"label", "order_ids"}``), or None
+        when it was carried through every stage after this one. The XCom ``counts``: orders,
+        passed, held per category, skipped, ``execute_s``; ``carried``: the same for each
+        task carried through; ``carry_stopped``: where and why a carry stopped.
     """
 
     stage: ClassVar[str] = ""
@@ -244,7 +253,8 @@ class OrderStageOperator(BaseOperator):
             # the stage's own time (rule book, connection, the stage's transaction): what
             # the bench divides the orders decided by, apart from the task runner's start-up
             own_s = time.perf_counter() - started
-            if result.passed and len(ids) <= int(self.carry_through or 0):
+            carry = len(ids) <= int(self.carry_through or 0)
+            if carry:
                 carried, stopped = self._carry(context, conn, ids, ctx, book)
         finally:
             conn.close()
@@ -254,7 +264,13 @@ class OrderStageOperator(BaseOperator):
             out["carried"] = carried
         if stopped:
             out["carry_stopped"] = stopped
-        return out
+        context["ti"].xcom_push(key=COUNTS_KEY, value=out)
+        if carry and not stopped:
+            # every stage after this one ran here: the stage tasks after it, mapped over
+            # what this one returns, get no instance for this partition (none starts only
+            # to find its orders done)
+            return None
+        return {"label": self.partition.get("label", ""), "order_ids": ids}
 
     def _downstream(self) -> list[Any]:
         """The stage tasks after this one (each the only stage task downstream of the one
@@ -285,9 +301,10 @@ class OrderStageOperator(BaseOperator):
     def _carry(
         self, context: Any, conn: Any, ids: list[str], ctx: Any, book: Any
     ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-        """Run the downstream stages on this partition here (``carry_through``); stop at the
-        first that fails or leaves nothing to pass on. Returns each carried stage's counts,
-        and where and why the carry stopped when a stage failed."""
+        """Run the downstream stages on this partition here (``carry_through``), every one
+        of them (one that finds nothing in its input status decides nothing), up to the
+        first that fails. Returns each carried stage's counts, and where and why the carry
+        stopped when a stage failed."""
         import dataclasses
         import time
 
@@ -333,8 +350,6 @@ class OrderStageOperator(BaseOperator):
             }
             carried.append(entry)
             self.log.info("carried through %s: %s", op.task_id, entry)
-            if not result.passed:
-                break
         return carried, None
 
 
