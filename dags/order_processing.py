@@ -12,6 +12,7 @@ from orderflow.assets import (
     ORDERS_PROCESSED,
     ORDERS_RECEIVED,
     ORDERS_RELEASED,
+    ORDERS_WAITING,
 )
 from orderflow.operators.outbox import SendOutboxOperator
 from orderflow.operators.processing import (
@@ -29,7 +30,7 @@ with DAG(
     dag_id="order_processing",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
-        assets=(ORDERS_RECEIVED | MASTER_DATA_PUBLISHED),
+        assets=(ORDERS_RECEIVED | MASTER_DATA_PUBLISHED | ORDERS_WAITING),
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -82,13 +83,15 @@ with DAG(
     doc_md="""
 ### Order processing
 
-Every 5 minutes, and whenever intake lands orders or master data is published:
+Every 5 minutes, and whenever intake lands orders, master data is published or a run left
+orders waiting:
 
 1. **claim_orders** — sends orders whose master-data holds were fixed back to validation,
-   claims every processable order (two overlapping runs never take the same one) and cuts
-   them into at most 16 partitions of at least 2,500 orders (a customer is never split; up
-   to 2,500 orders are one partition). Each mapped task below is named by the orders it
-   carries.
+   claims every processable order, up to 20,000 a run (two overlapping runs never take the
+   same one; a run that claims a full 20,000 announces `orders_waiting`, which starts the
+   next run at once), and cuts them into at most 16 partitions of at least 2,500 orders (a
+   customer is never split; up to 2,500 orders are one partition). Each mapped task below
+   is named by the orders it carries.
 2. **validate_orders** → **check_credit** → **allocate_inventory** → **plan_shipments** →
    **release_to_wms**: one stage per partition, one transaction per stage and partition.
    Orders that need a person go **ON_HOLD** with a typed exception (category, reason, owner
@@ -119,6 +122,7 @@ To act on one order, use `order_reprocess`.
         max_partitions="{{ params.max_partitions }}",
         min_partition_orders="{{ params.min_partition_orders }}",
         one_order_per_task="{{ params.one_order_per_task }}",
+        announces=ORDERS_WAITING,  # a full batch: the next run at once for the rest
     )
     # Each stage is mapped over the partitions the stage before passed on: a partition
     # carried through every stage in its validate task has no instance after it.

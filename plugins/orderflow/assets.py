@@ -6,6 +6,9 @@ from airflow.sdk import Asset, AssetAlias
 
 #: New canonical orders are in the store (any channel). Order processing listens to it.
 ORDERS_RECEIVED = Asset(name="orders_received", uri="orderflow://store/orders/received")
+#: A processing run claimed as many orders as it may (its ``batch_limit``): more wait.
+#: Order processing listens to it, so the next run starts at once, not at the next schedule.
+ORDERS_WAITING = Asset(name="orders_waiting", uri="orderflow://store/orders/waiting")
 #: Master data published to the store after its quality gate.
 MASTER_DATA_PUBLISHED = Asset(name="master_data_published", uri="orderflow://store/master_data")
 #: Orders were released to the WMS (their milestones will follow). Fulfilment listens to it.

@@ -1016,8 +1016,9 @@ def ai_import_history(seed: int, days: int) -> None:
     default="0",
     show_default=True,
     help="Real scheduler: orders of a backlog landed with processing paused, then processed "
-    "by one run (0 skips it): the run's start → its last RELEASED. Several sizes, comma-"
-    "separated (1000,5000,10000), show how cost grows with volume.",
+    "by one triggered run and the runs its full batches start (over 20,000 orders) (0 skips "
+    "it): the first run's start → the last RELEASED. Several sizes, comma-separated "
+    "(1000,5000,25000), show how cost grows with volume.",
 )
 @click.option(
     "--backlog-conf",

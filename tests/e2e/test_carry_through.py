@@ -246,3 +246,46 @@ def test_a_stage_failing_while_carried_is_left_to_its_own_task(processed, sandbo
         (ids[0],),
     ).fetchall()
     assert held == [("integration_failure",)]
+
+
+def test_a_run_that_claims_a_full_batch_announces_that_orders_wait(processed, tmp_path):
+    """``batch_limit`` orders claimed: more may be waiting, and ``orders_waiting`` (which
+    ``order_processing`` is scheduled on) starts the next run at once instead of at the next
+    schedule. A run that claimed fewer announces nothing."""
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.asset import AssetEvent
+    from airflow.sdk import DAG
+    from airflow.utils.session import create_session
+
+    from orderflow.assets import ORDERS_WAITING
+    from orderflow.operators.processing import ClaimOrdersOperator, PublishRunStatusOperator
+
+    conn = processed
+    ids = _trickle(conn, 2)
+    runs = {}
+    for limit in (1, 10):
+        with DAG(f"test_claim_full_batch_{limit}", schedule=None,
+                 start_date=datetime(2026, 1, 1)) as dag:  # fmt: skip
+            claim = ClaimOrdersOperator(
+                task_id="claim_orders", batch_limit=limit, announces=ORDERS_WAITING
+            )
+            claim >> PublishRunStatusOperator(task_id="publish_status").as_teardown(
+                setups=claim
+            )  # gives the claims back
+        bag = DagBag(dag_folder=str(tmp_path))
+        bag.bag_dag(dag)
+        sync_bag_to_db(bag, "dags-folder", None)
+        runs[limit] = dag.test()
+        claimed = _xcoms(runs[limit].run_id, "return_value")[("claim_orders", -1)]
+        assert sum(len(p["order_ids"]) for p in claimed) == min(limit, len(ids))
+    with create_session() as session:
+        announced = {
+            limit: [
+                e.asset.name
+                for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id)
+            ]
+            for limit, run in runs.items()
+        }
+    assert announced == {1: ["orders_waiting"], 10: []}
+    run_dag("order_processing")  # the trickle processed, as the next run would
+    assert set(_statuses(conn, ids).values()) == {"RELEASED"}

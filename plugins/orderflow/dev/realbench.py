@@ -29,7 +29,8 @@ clock, copies files into a drop folder and reads the databases afterwards.
    ``backlog_confs`` (the DAG's params: partitions, carrying; ``{}`` is the DAG's defaults),
    each on that many further orders: the processing of a landed batch on the real scheduler, as
    ``--dag-test`` measures it serially. ``backlog_runs[i].received_to_released_s`` is the
-   run's start → its last ``RELEASED`` event.
+   run's start → the last ``RELEASED`` event. A backlog over a run's ``batch_limit``
+   (20,000) is taken by that run and the runs its ``orders_waiting`` starts; all count.
 
 How each figure is computed (all from stored rows, after the phase):
 
@@ -1029,32 +1030,34 @@ def _batch(pool: dict[str, Any], n: int) -> list[dict]:
 def _backlog(
     stack: Any, pool: dict[str, Any], n: int, conf: dict[str, Any], say: Any
 ) -> dict[str, Any]:
-    """One run over a landed backlog of ``n`` later orders (``conf`` as its conf): the run's
-    wall, start → last RELEASED, per-stage rates inside execute."""
+    """One run over a landed backlog of ``n`` later orders (``conf`` as its conf), and the
+    runs its full batches start: their wall, the first's start → the last RELEASED,
+    per-stage rates inside execute."""
     res = _naive_run(stack, _batch(pool, n), dict(conf), say)
-    run_id = res["run_id"]
+    run_ids = res["run_ids"]
     first_start, last_released, released = stack.query(
         "orderflow",
         "SELECT min(occurred_at), max(occurred_at) FILTER (WHERE to_status = 'RELEASED'), "
         "count(DISTINCT order_id) FILTER (WHERE to_status = 'RELEASED') "
-        "FROM orderflow.order_event WHERE run_id = %s",
-        (run_id,),
+        "FROM orderflow.order_event WHERE run_id = ANY(%s)",
+        (run_ids,),
     )[0]
     start = stack.query(
         "airflow",
         "SELECT start_date FROM dag_run WHERE dag_id = %s AND run_id = %s",
-        (DAG_ID, run_id),
+        (DAG_ID, res["run_id"]),
     )[0][0]
     stages = stage_rates(
-        _task_rows(stack, [run_id]),
-        _decided(stack, [run_id]),
-        execute_seconds(_stage_xcoms(stack, [run_id])),
+        _task_rows(stack, run_ids),
+        _decided(stack, run_ids),
+        execute_seconds(_stage_xcoms(stack, run_ids)),
     )
     out = {
         "conf": conf,
         "size": n,
         "orders": res["orders_landed"],
         "released": released,
+        "runs": len(run_ids),
         "run_wall_s": res["wall_s"],
         "received_to_released_s": _secs(last_released, start),
         "first_decision_s": _secs(first_start, start),
@@ -1063,7 +1066,8 @@ def _backlog(
         "stages": stages,
     }
     say(
-        f"  backlog: {out['orders']} orders landed, one run {conf or '(defaults)'}: start → "
+        f"  backlog: {out['orders']} orders landed, {len(run_ids)} run(s) "
+        f"{conf or '(defaults)'}: start → "
         f"last RELEASED {out['received_to_released_s']} s ({released} released), run wall "
         f"{res['wall_s']} s, {res['mapped_task_instances']} mapped task instances; stage "
         f"orders/s inside execute {out['stage_orders_per_s']}"
@@ -1119,38 +1123,68 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
     r.raise_for_status()
     run_id = r.json()["dag_run_id"]
     stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    # A batch over a run's batch_limit: the run announces orders_waiting and the runs that
+    # starts take the rest. Every run queued from now on counts, until none is left running
+    # and the runs decided the whole batch (or nothing moves for 60 s).
+    runs, decided, idle_since = _runs_since(stack, run_id), 0, time.monotonic()
     deadline = time.monotonic() + 3600
-    state = None
     while time.monotonic() < deadline:
         time.sleep(3)
-        rows = stack.query(
-            "airflow",
-            "SELECT state, start_date, end_date FROM dag_run WHERE dag_id = %s AND run_id = %s",
-            (DAG_ID, run_id),
-        )
-        state, start, end = rows[0]
-        if state in ("success", "failed"):
+        runs = _runs_since(stack, run_id)
+        if any(state not in ("success", "failed") for state, _, _ in runs.values()):
+            idle_since = time.monotonic()
+            continue
+        now_decided = _decided_orders(stack, list(runs))
+        if now_decided >= received or runs[run_id][0] == "failed":
+            decided = now_decided
             break
-    tis = _task_rows(stack, [run_id])
+        if now_decided != decided:
+            decided, idle_since = now_decided, time.monotonic()
+        elif time.monotonic() - idle_since > 60:
+            break
+    tis = _task_rows(stack, list(runs))
     mapped = sum(1 for t in tis if t.task_id in STAGES and t.map_index >= 0)
-    decided = stack.query(
-        "orderflow",
-        "SELECT count(DISTINCT order_id) FROM orderflow.order_event WHERE run_id = %s "
-        "AND task_id = 'validate_orders'",
-        (run_id,),
-    )[0][0]
+    states = [state for state, _, _ in runs.values()]
+    start = runs[run_id][1]
+    end = max((e for _, _, e in runs.values() if e), default=None)
     return {
         "run_id": run_id,
-        "state": state,
+        "run_ids": list(runs),
+        "state": runs[run_id][0],
         "scheduler_runs_failed_before": failed_queued,
         "orders_landed": received,
         "orders_claimed": decided,
         "mapped_task_instances": mapped,
-        # only a run that took the whole batch measures it
+        # only runs that took the whole batch measure it
         "wall_s": round((end - start).total_seconds(), 1)
-        if state == "success" and decided == received
+        if set(states) == {"success"} and decided == received and end
         else None,
     }
+
+
+def _runs_since(stack: Any, run_id: str) -> dict[str, tuple[str, datetime, datetime | None]]:
+    """run_id → (state, start, end) of ``run_id`` and every run queued after it."""
+    rows = stack.query(
+        "airflow",
+        """
+        SELECT run_id, state, coalesce(start_date, queued_at), end_date FROM dag_run
+         WHERE dag_id = %s AND queued_at >= (SELECT queued_at FROM dag_run
+                                              WHERE dag_id = %s AND run_id = %s)
+         ORDER BY queued_at
+        """,
+        (DAG_ID, DAG_ID, run_id),
+    )
+    return {r: (state, start, end) for r, state, start, end in rows}
+
+
+def _decided_orders(stack: Any, run_ids: list[str]) -> int:
+    """Orders the runs' validate tasks decided."""
+    return stack.query(
+        "orderflow",
+        "SELECT count(DISTINCT order_id) FROM orderflow.order_event WHERE run_id = ANY(%s) "
+        "AND task_id = 'validate_orders'",
+        (run_ids,),
+    )[0][0]
 
 
 def _pause_processing(stack: Any, attempts: int = 10) -> None:

@@ -77,6 +77,9 @@ class ClaimOrdersOperator(BaseOperator):
         25,000-line distributor; the rest waits for the next run).
     :param one_order_per_task: one partition per order (capped at ``max_map_length``): the
         naive fan-out the benchmark compares against. Templated.
+    :param announces: an Asset emitted when the run claimed a full ``batch_limit`` (more
+        orders may be waiting; the DAG scheduled on it starts its next run at once). Not in
+        the naive fan-out.
     :param store_conn_id: the operational store. Templated.
     :return: (XCom) the partitions: ``[{"label": "P01 · 312 orders · C00012…", "order_ids": [...]}]``.
     """
@@ -97,10 +100,15 @@ class ClaimOrdersOperator(BaseOperator):
         min_partition_orders: int | str = 2_500,
         batch_limit: int | str = 20_000,
         one_order_per_task: bool | str = False,
+        announces: Any = None,
         store_conn_id: str = STORE_CONN_ID,
         **kwargs: Any,
     ) -> None:
+        from orderflow.assets import announcing
+
+        announcing(announces, kwargs)
         super().__init__(**kwargs)
+        self.announces = announces
         self.max_partitions = max_partitions
         self.min_partition_orders = min_partition_orders
         self.batch_limit = batch_limit
@@ -153,6 +161,11 @@ class ClaimOrdersOperator(BaseOperator):
             len(claimed),
             len(parts),
         )
+        if not naive and len(claimed) >= limit:
+            from orderflow.assets import announce_if
+
+            self.log.info("a full batch (%d): more orders may wait; announcing it", limit)
+            announce_if(context, self.announces, True)
         return [{"label": _label(i, ids), "order_ids": ids} for i, ids in enumerate(parts, start=1)]
 
 
