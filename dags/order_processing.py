@@ -34,8 +34,8 @@ with DAG(
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
-    # a run of a trickle releases its orders seconds in (carried) and then spends ≈ 20 s on
-    # its later tasks' hops; with 2 runs at most, an order landing then queued behind them
+    # overlapping runs never claim the same order; with 2 at most, an order landing while
+    # two trickle runs were finishing waited 13.6 s queued (docs/performance.md)
     max_active_runs=4,
     max_active_tasks=16,
     tags=["orderflow", "processing"],
