@@ -3,6 +3,8 @@ clean orders are released without a touch, each defective one is held with the c
 ground truth names, and rerunning the DAG releases, reserves and acknowledges nothing twice
 (the sandbox WMS and EDI gateway count)."""
 
+from datetime import datetime
+
 import pytest
 from tests_support import score
 
@@ -116,6 +118,9 @@ def test_mapped_tasks_are_bounded_and_named_by_their_orders(processed):
         assert out["orders"] + out["skipped"] == len(partitions[ti.map_index]["order_ids"])
         assert 0 < out["execute_s"] <= (ti.end_date - ti.start_date).total_seconds()
         assert [c["task_id"] for c in out["carried"]] == [*later, "send_releases"]
+        # when each stage had committed (the bench's release time: events carry the start)
+        ends = [datetime.fromisoformat(c["ended_at"]) for c in [out, *out["carried"][:-1]]]
+        assert ti.start_date <= ends[0] and ends == sorted(ends) and ends[-1] <= ti.end_date
         assert (ti.task_id, ti.map_index, "return_value") not in values
 
 

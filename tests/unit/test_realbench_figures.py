@@ -221,3 +221,26 @@ def test_the_pool_holds_only_what_the_sandbox_will_not_deliver(tmp_path):
     for item in pool["singles"]:
         assert item["channel"] == "edi" and len(item["orders"]) == 1
         assert not item["orders"][0]["defects"] and not item["orders"][0]["duplicate_of"]
+
+
+def test_an_order_is_released_when_its_release_commits_not_when_its_transaction_began():
+    """RELEASED events carry their transaction's start; the release stage's counts say when
+    it ended (committed): own release tasks and releases carried in an earlier stage's
+    instance (its map index on the events), the later of two under one key."""
+    at = lambda s: (T0 + timedelta(seconds=s)).isoformat()  # noqa: E731
+    values = [
+        ("r1", "validate_orders", 0, {"orders": 9, "carried": [
+            {"task_id": "check_credit", "ended_at": at(3)},
+            {"task_id": "release_to_wms", "ended_at": at(9)},
+        ]}),
+        ("r1", "release_to_wms", 1, {"orders": 4, "ended_at": at(12)}),
+        ("r1", "release_to_wms", 0, {"orders": 2, "ended_at": at(15)}),  # same key as above
+        ("r2", "release_to_wms", 0, {"orders": 1}),  # an older XCom: no time
+    ]  # fmt: skip
+    ends = rb.release_ends(values)
+    assert ends == {("r1", 0): T0 + timedelta(seconds=15), ("r1", 1): T0 + timedelta(seconds=12)}
+    event = T0 + timedelta(seconds=5)
+    assert rb.released_at(event, "r1", 1, ends) == T0 + timedelta(seconds=12)
+    assert rb.released_at(event, "r2", 0, ends) == event  # unknown: the event
+    later = T0 + timedelta(seconds=20)
+    assert rb.released_at(later, "r1", 1, ends) == later  # never before the event

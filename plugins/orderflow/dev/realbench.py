@@ -29,15 +29,19 @@ clock, copies files into a drop folder and reads the databases afterwards.
    ``backlog_confs`` (the DAG's params: partitions, carrying; ``{}`` is the DAG's defaults),
    each on that many further orders: the processing of a landed batch on the real scheduler, as
    ``--dag-test`` measures it serially. ``backlog_runs[i].received_to_released_s`` is the
-   run's start → the last ``RELEASED`` event. A backlog over a run's ``batch_limit``
-   (20,000) is taken by that run and the runs its ``orders_waiting`` starts; all count.
+   run's start → the last release committed (``last_released_event_s``: → the last
+   ``RELEASED`` event, stamped at its transaction's start). A backlog over a run's
+   ``batch_limit`` (20,000) is taken by that run and the runs its ``orders_waiting``
+   starts; all count.
 
 How each figure is computed (all from stored rows, after the phase):
 
-* ``received_to_released_s``: the day's orders (created after the clock jump): the first
-  ``RELEASED`` event of the day's last released order minus the first event of the day's
-  first received order (wall, PostgreSQL's clock). p50/p95 per order: first event →
-  ``RELEASED``, as the soak reports it.
+* ``received_to_released_s``: the day's orders (created after the clock jump): the release
+  of the day's last released order minus the first event of the day's first received order
+  (wall, PostgreSQL's clock). p50/p95 per order: first event → its release. An order's
+  release is its first ``RELEASED`` event, or, later, the commit of the release stage that
+  wrote it (``ended_at`` in that stage's counts: an event is stamped with its transaction's
+  start, seconds before a large partition's commit).
 * ``stage_orders_per_s[stage]``: Σ orders the stage decided (distinct order ids with an
   ``order_event`` written by that task in the day's ``order_processing`` runs) / Σ the
   seconds inside ``execute`` of that stage's successful mapped task instances in those runs
@@ -714,6 +718,49 @@ def execute_seconds(
     return out
 
 
+RELEASE_TASK = "release_to_wms"
+
+
+def release_ends(
+    values: list[tuple[str, str, int, Any]],
+) -> dict[tuple[str, int], datetime]:
+    """(run_id, map_index) of ``release_to_wms`` events → when the release that wrote them
+    had committed: the ``ended_at`` its counts record, in a ``release_to_wms`` instance or
+    carried in an earlier stage's (whose map index its events carry). A RELEASED event is
+    stamped with its transaction's start, which for a partition of thousands is seconds
+    before its orders are released for anyone to see. Two releases under one key (a run
+    with a carried partition and another's own release task at the same map index): the
+    later."""
+    out: dict[tuple[str, int], datetime] = {}
+
+    def note(run_id: str, map_index: int, at: Any) -> None:
+        if at:
+            t = datetime.fromisoformat(at)
+            key = (run_id, map_index)
+            out[key] = max(out[key], t) if key in out else t
+
+    for run_id, task_id, map_index, value in values:
+        if not isinstance(value, dict):
+            continue
+        if task_id == RELEASE_TASK:
+            note(run_id, map_index, value.get("ended_at"))
+        for carried in value.get("carried") or []:
+            if carried.get("task_id") == RELEASE_TASK:
+                note(run_id, map_index, carried.get("ended_at"))
+    return out
+
+
+def released_at(
+    event: datetime,
+    run_id: str | None,
+    map_index: int | None,
+    ends: dict[tuple[str, int], datetime],
+) -> datetime:
+    """An order's release: its RELEASED event, or its release's commit when that is known."""
+    end = ends.get((run_id, map_index if map_index is not None else -1))
+    return max(event, end) if end else event
+
+
 def _stage_xcoms(stack: Any, run_ids: list[str]) -> list[tuple[str, str, int, Any]]:
     """(run_id, task_id, map_index, value) of every stage instance's counts (its XCom
     ``counts``: its return value is the partition it passes on)."""
@@ -763,14 +810,19 @@ def _measure_day(
     rows = stack.query(
         "orderflow",
         """
-        SELECT min(e.occurred_at), min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')
+        SELECT min(e.occurred_at), r.occurred_at, r.run_id, r.map_index
           FROM orderflow."order" o JOIN orderflow.order_event e USING (order_id)
+          LEFT JOIN LATERAL (
+                SELECT x.occurred_at, x.run_id, x.map_index FROM orderflow.order_event x
+                 WHERE x.order_id = o.order_id AND x.to_status = 'RELEASED'
+                 ORDER BY x.occurred_at LIMIT 1) r ON true
          WHERE o.created_at >= %s AND o.created_at <= %s
-         GROUP BY o.order_id
+         GROUP BY o.order_id, r.occurred_at, r.run_id, r.map_index
         """,
         (t_jump, t_end),
     )
-    lat = day_latency([(a, b) for a, b in rows])
+    ends = release_ends(xcoms)
+    lat = day_latency([(a, b and released_at(b, run_id, m, ends)) for a, b, run_id, m in rows])
     first_last = stack.query(
         "orderflow",
         'SELECT min(created_at), max(created_at) FROM orderflow."order" WHERE created_at >= %s',
@@ -1042,6 +1094,8 @@ def _backlog(
         "FROM orderflow.order_event WHERE run_id = ANY(%s)",
         (run_ids,),
     )[0]
+    xcoms = _stage_xcoms(stack, run_ids)
+    committed = max(release_ends(xcoms).values(), default=None)
     start = stack.query(
         "airflow",
         "SELECT start_date FROM dag_run WHERE dag_id = %s AND run_id = %s",
@@ -1050,7 +1104,7 @@ def _backlog(
     stages = stage_rates(
         _task_rows(stack, run_ids),
         _decided(stack, run_ids),
-        execute_seconds(_stage_xcoms(stack, run_ids)),
+        execute_seconds(xcoms),
     )
     out = {
         "conf": conf,
@@ -1059,7 +1113,12 @@ def _backlog(
         "released": released,
         "runs": len(run_ids),
         "run_wall_s": res["wall_s"],
-        "received_to_released_s": _secs(last_released, start),
+        # to the last release's commit (its events carry its transaction's start)
+        "received_to_released_s": _secs(
+            max(committed, last_released) if committed and last_released else last_released,
+            start,
+        ),
+        "last_released_event_s": _secs(last_released, start),
         "first_decision_s": _secs(first_start, start),
         "mapped_task_instances": res["mapped_task_instances"],
         "stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},

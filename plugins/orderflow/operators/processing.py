@@ -201,8 +201,10 @@ class OrderStageOperator(BaseOperator):
         sender, sent something (the sender's own ``announces``).
     :return: (XCom) the partition for the next stage (``{"label", "order_ids"}``), or None
         when it was carried through every stage after this one. The XCom ``counts``: orders,
-        passed, held per category, skipped, ``execute_s``; ``carried``: the same for each
-        task carried through; ``carry_stopped``: where and why a carry stopped.
+        passed, held per category, skipped, ``execute_s``, ``ended_at`` (the stage's
+        transaction committed by then: its decisions' events carry its start);
+        ``carried``: the same for each task carried through; ``carry_stopped``: where and
+        why a carry stopped.
     """
 
     stage: ClassVar[str] = ""
@@ -266,12 +268,13 @@ class OrderStageOperator(BaseOperator):
             # the stage's own time (rule book, connection, the stage's transaction): what
             # the bench divides the orders decided by, apart from the task runner's start-up
             own_s = time.perf_counter() - started
+            ended = datetime.now(UTC).isoformat()  # its transaction committed by then
             carry = len(ids) <= int(self.carry_through or 0)
             if carry:
                 carried, stopped = self._carry(context, conn, ids, ctx, book)
         finally:
             conn.close()
-        out = {**result.as_xcom(), "execute_s": round(own_s, 4)}
+        out = {**result.as_xcom(), "execute_s": round(own_s, 4), "ended_at": ended}
         self.log.info("%s %s: %s", self.stage, self.partition.get("label"), out)
         if carried:
             out["carried"] = carried
@@ -360,6 +363,7 @@ class OrderStageOperator(BaseOperator):
                 "task_id": op.task_id,
                 **result.as_xcom(),
                 "execute_s": round(time.perf_counter() - started, 4),
+                "ended_at": datetime.now(UTC).isoformat(),
             }
             carried.append(entry)
             self.log.info("carried through %s: %s", op.task_id, entry)
