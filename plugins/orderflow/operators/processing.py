@@ -305,9 +305,10 @@ class OrderStageOperator(BaseOperator):
                 for t in after
                 if issubclass(getattr(t, "operator_class", type(t)), OrderStageOperator)
             ]
-            if len(nxt) != 1:
-                senders = [t for t in after if isinstance(t, SendOutboxOperator)]
-                return out + senders[:1] if not nxt else out
+            if not nxt:  # past the last stage: then the sender after it, if there is one
+                return out + [t for t in after if isinstance(t, SendOutboxOperator)][:1]
+            if len(nxt) > 1:  # stages branching: carried no further
+                return out
             task = nxt[0]
             if isinstance(task, MappedOperator):
                 out.append(task.unmap({"partition": self.partition}))
