@@ -1193,7 +1193,7 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
         if any(state not in ("success", "failed") for state, _, _ in runs.values()):
             idle_since = time.monotonic()
             continue
-        now_decided = _decided_orders(stack, list(runs))
+        now_decided = _decided_orders(stack, list(runs), t0)
         if now_decided >= received or runs[run_id][0] == "failed":
             decided = now_decided
             break
@@ -1236,13 +1236,15 @@ def _runs_since(stack: Any, run_id: str) -> dict[str, tuple[str, datetime, datet
     return {r: (state, start, end) for r, state, start, end in rows}
 
 
-def _decided_orders(stack: Any, run_ids: list[str]) -> int:
-    """Orders the runs' validate tasks decided."""
+def _decided_orders(stack: Any, run_ids: list[str], since: datetime) -> int:
+    """Orders created since ``since`` (the batch) that the runs' validate tasks decided
+    (a run may also take older orders: fixed master-data holds, backorders)."""
     return stack.query(
         "orderflow",
-        "SELECT count(DISTINCT order_id) FROM orderflow.order_event WHERE run_id = ANY(%s) "
-        "AND task_id = 'validate_orders'",
-        (run_ids,),
+        "SELECT count(DISTINCT e.order_id) FROM orderflow.order_event e "
+        'JOIN orderflow."order" o USING (order_id) WHERE e.run_id = ANY(%s) '
+        "AND e.task_id = 'validate_orders' AND o.created_at >= %s",
+        (run_ids, since),
     )[0][0]
 
 
