@@ -982,6 +982,8 @@ def test_a_dead_credit_service_holds_the_partition_after_the_retry_budget(store,
             only_claimed=False,
         )
 
+        pushed: dict = {}
+
         def context(try_number):
             ti = SimpleNamespace(
                 try_number=try_number,
@@ -989,16 +991,18 @@ def test_a_dead_credit_service_holds_the_partition_after_the_retry_budget(store,
                 run_id=f"run-{tag}",
                 task_id="check_credit",
                 map_index=0,
+                xcom_push=lambda key, value: pushed.__setitem__(key, value),
             )
             return {"ti": ti, "dag_run": SimpleNamespace(run_after=None, logical_date=None)}
 
         with pytest.raises(ExternalUnavailable):
             op.execute(context(1))
         assert set(statuses(store, ids).values()) == {"VALIDATED"}
-        out = op.execute(context(2))  # the last try
+        passed_on = op.execute(context(2))  # the last try
     finally:
         sandbox.client.put("/admin/faults", json={"rules": []}).raise_for_status()
-    assert out["held"] == {"integration_failure": 3}
+    assert passed_on == {"label": "t", "order_ids": ids}  # the next stage finds them held
+    assert pushed["counts"]["held"] == {"integration_failure": 3}
     assert set(statuses(store, ids).values()) == {"ON_HOLD"}
     owners = store.execute(
         "SELECT DISTINCT owner_role, reason LIKE 'credit: credit service%%' "
