@@ -302,10 +302,12 @@ class OrderStageOperator(BaseOperator):
             return None
         return {"label": self.partition.get("label", ""), "order_ids": ids}
 
-    def _downstream(self) -> list[Any]:
+    def _downstream(self) -> tuple[list[Any], Any]:
         """The stage tasks after this one (each the only stage task downstream of the one
         before), as operators of this partition, configured as in the DAG; then the outbox
-        sender downstream of the last, if there is one."""
+        sender downstream of the last, if there is one. And the first task after them that
+        is none of these nor a teardown (stages branching, a task of the data team's), which
+        a carry does not run: None when there is none."""
         from airflow.sdk.definitions.mappedoperator import MappedOperator
 
         from orderflow.operators.outbox import SendOutboxOperator
@@ -319,15 +321,17 @@ class OrderStageOperator(BaseOperator):
                 for t in after
                 if issubclass(getattr(t, "operator_class", type(t)), OrderStageOperator)
             ]
-            if not nxt:  # past the last stage: then the sender after it, if there is one
-                return out + [t for t in after if isinstance(t, SendOutboxOperator)][:1]
-            if len(nxt) > 1:  # stages branching: carried no further
-                return out
-            task = nxt[0]
-            if isinstance(task, MappedOperator):
-                out.append(task.unmap({"partition": self.partition}))
-            else:
-                out.append(task)
+            if len(nxt) == 1:
+                task = nxt[0]
+                out.append(
+                    task.unmap({"partition": self.partition})
+                    if isinstance(task, MappedOperator)
+                    else task
+                )
+                continue
+            senders = [t for t in after if isinstance(t, SendOutboxOperator)][:1]
+            left = [t for t in after if t not in senders and not t.is_teardown]
+            return out + senders, (left[0] if left else None)
 
     def _carry(
         self, context: Any, conn: Any, ids: list[str], ctx: Any, book: Any
@@ -342,7 +346,8 @@ class OrderStageOperator(BaseOperator):
         from orderflow.assets import announce_if
 
         carried: list[dict[str, Any]] = []
-        for op in self._downstream():
+        ops, left = self._downstream()
+        for op in ops:
             started = time.perf_counter()
             if not isinstance(op, OrderStageOperator):  # the sender: deliver what was queued
                 began = datetime.now(UTC)
@@ -382,6 +387,8 @@ class OrderStageOperator(BaseOperator):
             }
             carried.append(entry)
             self.log.info("carried through %s: %s", op.task_id, entry)
+        if left is not None:  # the partition is passed on to it
+            return carried, {"task_id": left.task_id, "error": "not a task a carry runs"}
         return carried, None
 
 
