@@ -947,7 +947,7 @@ def run(
     naive_orders: int = 1000,
     seed: int = 7,
     keep: bool = False,
-    max_partitions: int = 0,
+    max_partitions: int = 16,
     fulfilment: bool = True,
 ) -> dict[str, Any]:
     """The whole benchmark; prints as it goes and returns the headline numbers.

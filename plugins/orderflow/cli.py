@@ -1062,12 +1062,7 @@ def ai_import_history(seed: int, days: int) -> None:
     default=None,
     help="Real scheduler: write the figures as JSON to this file.",
 )
-@click.option(
-    "--max-partitions",
-    default=0,
-    show_default=True,
-    help="--dag-test: the DAG's max_partitions (0: one per CPU core, its default).",
-)
+@click.option("--max-partitions", default=16, show_default=True, help="The DAG's max_partitions.")
 @click.option("--keep", is_flag=True, help="Keep the databases and the work folder.")
 @click.option(
     "--no-fulfilment",

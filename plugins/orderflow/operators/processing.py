@@ -31,9 +31,6 @@ MAX_MAP_LENGTH = 1024
 #: Label of a mapped task instance in the UI: which orders it carries.
 MAP_INDEX_TEMPLATE = "{{ task.partition['label'] }}"
 
-#: Partitions per stage at most when ``max_partitions`` is 0 (one per core of the claimer).
-MAX_PARTITIONS = 16
-
 #: XCom key of a stage instance's counts (its return value is the partition it passes on).
 COUNTS_KEY = "counts"
 
@@ -69,11 +66,8 @@ class ClaimOrdersOperator(BaseOperator):
     claims (``FOR UPDATE SKIP LOCKED``, lease-based: overlapping runs never take the same
     order; a rerun of this run gets its own orders back).
 
-    :param max_partitions: upper bound of mapped task instances per stage; 0 (the
-        default): one per CPU core of the worker that claims, at most
-        :data:`MAX_PARTITIONS`. With ``min_partition_orders`` it bounds the processes a
-        large batch runs in: on 2 cores a 22,000-order backlog cut into 10 partitions took
-        224.8 s, 4× what its 4,700-order share in 2 took (docs/performance.md).
+    :param max_partitions: upper bound of mapped task instances per stage (default 16;
+        with ``min_partition_orders`` it bounds the processes a large batch runs in).
     :param min_partition_orders: a partition carries at least this many orders before the
         batch is cut further (default 2,500: a partition is a process carrying its orders
         through the stages, a stage decides a few hundred to a few thousand orders a CPU
@@ -102,7 +96,7 @@ class ClaimOrdersOperator(BaseOperator):
     def __init__(
         self,
         *,
-        max_partitions: int | str = 0,
+        max_partitions: int | str = 16,
         min_partition_orders: int | str = 2_500,
         batch_limit: int | str = 20_000,
         one_order_per_task: bool | str = False,
@@ -159,7 +153,7 @@ class ClaimOrdersOperator(BaseOperator):
             parts = [[order_id] for order_id, _ in claimed]
         else:
             parts = repo.partitions(
-                claimed, partition_cap(int(self.max_partitions)), int(self.min_partition_orders)
+                claimed, int(self.max_partitions), int(self.min_partition_orders)
             )
         self.log.info(
             "released %d fixed master-data holds; claimed %d orders in %d partitions",
@@ -173,14 +167,6 @@ class ClaimOrdersOperator(BaseOperator):
             self.log.info("a full batch (%d): more orders may wait; announcing it", limit)
             announce_if(context, self.announces, True)
         return [{"label": _label(i, ids), "order_ids": ids} for i, ids in enumerate(parts, start=1)]
-
-
-def partition_cap(max_partitions: int) -> int:
-    """``max_partitions``, or for 0 the CPU cores of this worker (at most
-    :data:`MAX_PARTITIONS`): partitions beyond the cores only contend."""
-    import os
-
-    return max_partitions or min(os.cpu_count() or 1, MAX_PARTITIONS)
 
 
 def _label(i: int, ids: list[str]) -> str:
