@@ -936,6 +936,8 @@ class Distributor:
         if release.get("wave_start") and release["dc_id"] in self.carrier_cutoffs:
             shipped = self._truck_after(release["dc_id"], packed, shipped)
         tracking = f"1Z{rnd.randrange(10**15):015d}"
+        if self.label_from_booking:  # the tender may have been booked before the release came
+            tracking = self._booked_tracking(release["order_id"], release["dc_id"]) or tracking
         # What left the dock: normally what was picked. Drawn after every draw above, so a
         # seed's event timings are what they were before shipped quantities existed.
         loaded = [{**p, "shipped": p["picked"]} for p in picks]
@@ -1147,6 +1149,13 @@ class Distributor:
             if self.label_from_booking:
                 self._label_release(body["order_id"], dc_id, shipment["tracking_number"])
             return self.shipment_keys.remember(key, body, shipment), False
+
+    def _booked_tracking(self, order_id: str, dc_id: str) -> str | None:
+        """The tracking number of the order's latest booking from that DC, if one was booked."""
+        for shipment in reversed(self.shipments.values()):
+            if shipment["order_id"] == order_id and shipment["dc_id"] in (None, dc_id):
+                return shipment["tracking_number"]
+        return None
 
     def _label_release(self, order_id: str, dc_id: str | None, tracking: str) -> None:
         """The WMS prints the booked label: the coming shipped milestone of the order's
