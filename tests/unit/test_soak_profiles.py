@@ -75,6 +75,33 @@ def test_latency_is_split_by_path_with_the_shipments_counted():
     assert any(line.startswith("  - via push: p50 4.0 s, p95 5.8 s") for line in lines)
 
 
+def test_a_wait_that_overlapped_a_fault_is_left_out_of_the_calm_figure():
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+
+    def notice(arrived_s: float, sent_s: float) -> dict:
+        arrived, sent = t0 + timedelta(seconds=arrived_s), t0 + timedelta(seconds=sent_s)
+        return {"arrived": arrived, "sent": sent, "seconds": sent_s - arrived_s, "path": "push"}
+
+    kill = soak.Injected("worker_killed_mid_task", "kill", t0.isoformat(), "", recovered_s=90)
+    lifted = soak.Injected(  # never recovered: its window ends when it was lifted
+        "fault_window", "outage", (t0 + timedelta(seconds=200)).isoformat(), "",
+        until=(t0 + timedelta(seconds=210)).isoformat(),
+    )  # fmt: skip
+    skipped = soak.Injected("queue_down", "q", t0.isoformat(), "", detail={"skipped": "x"})
+    before, held, after = notice(-10, -5), notice(30, 95), notice(100, 103)
+    waited_into_it = notice(-5, 10)  # arrived before the kill, sent after it
+    in_outage, after_outage = notice(205, 220), notice(211, 214)
+    notified = [before, held, after, waited_into_it, in_outage, after_outage]
+    calm = soak.outside_faults(notified, [kill, lifted, skipped])
+    assert calm == [before, after, after_outage]
+    by_path = soak._latency_by_path(notified)
+    by_path["outside_faults"] = soak._latency_by_path(calm)["all"]
+    assert by_path["outside_faults"]["max_s"] == 5.0
+    assert any("outside the faults' reach" in line for line in soak._path_lines(by_path))
+
+
 def test_the_soaks_people_cover_every_owner_role_and_one_outsider():
     import yaml
 
