@@ -43,6 +43,8 @@ def test_stage_rate_is_orders_decided_over_the_seconds_inside_execute():
         "orders": 1000,
         "orders_per_s": 4000.0,
         "orders_per_ti_s": 200.0,
+        "cpu_s": None,  # no CPU seconds recorded (an older XCom): none, not zero
+        "cpu_ms_per_order": None,
     }
     assert rates["credit"]["orders_per_s"] == 400.0
     assert rates["credit"]["orders_per_ti_s"] == 50.0
@@ -64,9 +66,9 @@ def test_a_carried_stage_counts_its_seconds_for_that_stage():
             {"task_id": "allocate_inventory", "orders": 2, "execute_s": 0.3},
             {"task_id": "send_releases", "sent": 4, "execute_s": 0.5},  # not a stage
         ]}),
-        ("r1", "validate_orders", 1, {"orders": 500, "execute_s": 1.5, "carry_stopped": {
-            "task_id": "check_credit", "error": "ExternalUnavailable: 503"}}),
-        ("r1", "check_credit", 0, {"orders": 500, "execute_s": 0.7}),  # validate 1's partition
+        ("r1", "validate_orders", 1, {"orders": 500, "execute_s": 1.5, "cpu_s": 1.0,
+            "carry_stopped": {"task_id": "check_credit", "error": "ExternalUnavailable: 503"}}),
+        ("r1", "check_credit", 0, {"orders": 500, "execute_s": 0.7, "cpu_s": 0.25}),
         ("r1", "plan_shipments", 0, "an older XCom without figures"),
     ]  # fmt: skip
     spent = rb.execute_seconds(values)
@@ -87,6 +89,15 @@ def test_a_carried_stage_counts_its_seconds_for_that_stage():
     assert rates["credit"]["execute_s"] == pytest.approx(0.8)  # carried 0.1 + its own 0.7
     assert rates["allocate"]["task_instances"] == 0
     assert rates["allocate"]["orders_per_s"] == pytest.approx(2 / 0.3, abs=0.1)
+    # CPU seconds, where every instance of the stage recorded them: ms of CPU per order
+    cpu = rb.execute_seconds(values, "cpu_s")
+    assert cpu == {("r1", "validate_orders", 1): {"validate_orders": 1.0},
+                   ("r1", "check_credit", 0): {"check_credit": 0.25}}  # fmt: skip
+    rates = rb.stage_rates(tis, {"check_credit": 502, "validate_orders": 502}, spent, cpu)
+    assert rates["credit"]["cpu_s"] is None  # the carried credit of partition 0 has none
+    rates = rb.stage_rates(tis[1:], {"check_credit": 500, "validate_orders": 500}, spent, cpu)
+    assert rates["validate"]["cpu_ms_per_order"] == 2.0
+    assert rates["credit"]["cpu_ms_per_order"] == 0.5
     # a carrying instance that failed counts for no stage
     failed = [_ti("validate_orders", 0, 0, 2.0, state="failed"), *tis[1:]]
     assert rb.stage_rates(failed, {"allocate_inventory": 2}, spent)["allocate"]["execute_s"] is None

@@ -147,6 +147,7 @@ def stage_rates(
     tis: list[TaskRow],
     decided: dict[str, int],
     execute_s: dict[tuple[str, str, int], dict[str, float]] | None = None,
+    cpu_s: dict[tuple[str, str, int], dict[str, float]] | None = None,
 ) -> dict[str, dict[str, float | int | None]]:
     """Per stage: task instances, Σ their seconds, Σ the seconds inside ``execute``, orders
     decided, orders per second inside ``execute`` (``orders_per_s``, the issue's figure) and
@@ -158,10 +159,13 @@ def stage_rates(
     those of the stages it carried its partition through, which then have no instance of
     their own for it). Only mapped instances (``map_index`` ≥ 0) that succeeded count; a
     stage with an instance that recorded no ``execute_s`` of its own has no inside-execute
-    rate (None, not zero)."""
+    rate (None, not zero). ``cpu_s``: the same in the task processes' CPU seconds
+    (``cpu_ms_per_order``: how the stage's own work grows with the partition, apart from
+    the wall a busy machine adds; the database's CPU is not in it)."""
     execute_s = execute_s or {}
     done = [t for t in tis if t.task_id in STAGES and t.map_index >= 0 and t.state == "success"]
     recorded = [execute_s.get((t.run_id, t.task_id, t.map_index)) or {} for t in done]
+    cpus = [(cpu_s or {}).get((t.run_id, t.task_id, t.map_index)) or {} for t in done]
     out: dict[str, dict[str, float | int | None]] = {}
     for task_id, name in STAGES.items():
         rows = [t for t in done if t.task_id == task_id]
@@ -172,6 +176,8 @@ def stage_rates(
         inside = [r[task_id] for r in recorded if task_id in r]
         in_execute = sum(inside) if inside and complete else None
         orders = decided.get(task_id, 0)
+        cpu = [r[task_id] for r in cpus if task_id in r]
+        on_cpu = sum(cpu) if len(cpu) == len(inside) and in_execute is not None else None
         out[name] = {
             "task_instances": len(rows),
             "ti_seconds": round(seconds, 3),
@@ -179,6 +185,8 @@ def stage_rates(
             "orders": orders,
             "orders_per_s": round(orders / in_execute, 1) if in_execute else None,
             "orders_per_ti_s": round(orders / seconds, 1) if seconds > 0 else None,
+            "cpu_s": None if on_cpu is None else round(on_cpu, 3),
+            "cpu_ms_per_order": round(on_cpu * 1000 / orders, 3) if on_cpu and orders else None,
         }
     return out
 
@@ -700,21 +708,22 @@ def _task_rows(stack: Any, run_ids: list[str]) -> list[TaskRow]:
 
 
 def execute_seconds(
-    values: list[tuple[str, str, int, dict[str, Any]]],
+    values: list[tuple[str, str, int, dict[str, Any]]], field: str = "execute_s"
 ) -> dict[tuple[str, str, int], dict[str, float]]:
     """(run_id, task_id, map_index) of a stage instance → stage task_id → the seconds it
     spent inside ``execute`` on that stage, from the instances' counts: its own
-    ``execute_s``, and each stage it carried its partition through (``carried``)."""
+    ``execute_s``, and each stage it carried its partition through (``carried``).
+    ``field="cpu_s"``: the task process's CPU seconds instead of the wall."""
     out: dict[tuple[str, str, int], dict[str, float]] = {}
     for run_id, task_id, map_index, value in values:
-        if not isinstance(value, dict) or value.get("execute_s") is None:
+        if not isinstance(value, dict) or value.get(field) is None:
             continue
         spent = out.setdefault((run_id, task_id, map_index), {})
-        spent[task_id] = spent.get(task_id, 0.0) + float(value["execute_s"])
+        spent[task_id] = spent.get(task_id, 0.0) + float(value[field])
         for carried in value.get("carried") or []:
-            if carried.get("task_id") in STAGES and carried.get("execute_s") is not None:
+            if carried.get("task_id") in STAGES and carried.get(field) is not None:
                 stage = carried["task_id"]
-                spent[stage] = spent.get(stage, 0.0) + float(carried["execute_s"])
+                spent[stage] = spent.get(stage, 0.0) + float(carried[field])
     return out
 
 
@@ -796,7 +805,9 @@ def _measure_day(
 ) -> dict[str, Any]:
     tis = _task_rows(stack, runs)
     xcoms = _stage_xcoms(stack, runs)
-    stages = stage_rates(tis, _decided(stack, runs), execute_seconds(xcoms))
+    stages = stage_rates(
+        tis, _decided(stack, runs), execute_seconds(xcoms), execute_seconds(xcoms, "cpu_s")
+    )
     sent_at = [
         r[0]
         for r in stack.query(
@@ -1105,6 +1116,7 @@ def _backlog(
         _task_rows(stack, run_ids),
         _decided(stack, run_ids),
         execute_seconds(xcoms),
+        execute_seconds(xcoms, "cpu_s"),
     )
     out = {
         "conf": conf,

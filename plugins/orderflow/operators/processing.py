@@ -201,7 +201,8 @@ class OrderStageOperator(BaseOperator):
         sender, sent something (the sender's own ``announces``).
     :return: (XCom) the partition for the next stage (``{"label", "order_ids"}``), or None
         when it was carried through every stage after this one. The XCom ``counts``: orders,
-        passed, held per category, skipped, ``execute_s``, ``ended_at`` (the stage's
+        passed, held per category, skipped, ``execute_s`` (wall) and ``cpu_s`` (this
+        process's CPU: the database's is not in it), ``ended_at`` (the stage's
         transaction committed by then: its decisions' events carry its start);
         ``carried``: the same for each task carried through; ``carry_stopped``: where and
         why a carry stopped.
@@ -247,7 +248,7 @@ class OrderStageOperator(BaseOperator):
         from orderflow.integrations.http import ExternalUnavailable
         from orderflow.store import db
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         ids = list(self.partition.get("order_ids") or [])
         ctx = _ctx(context, self.only_claimed)
         book = _rule_book(context)
@@ -268,13 +269,19 @@ class OrderStageOperator(BaseOperator):
             # the stage's own time (rule book, connection, the stage's transaction): what
             # the bench divides the orders decided by, apart from the task runner's start-up
             own_s = time.perf_counter() - started
+            own_cpu = time.process_time() - cpu  # this process's CPU (the database's apart)
             ended = datetime.now(UTC).isoformat()  # its transaction committed by then
             carry = len(ids) <= int(self.carry_through or 0)
             if carry:
                 carried, stopped = self._carry(context, conn, ids, ctx, book)
         finally:
             conn.close()
-        out = {**result.as_xcom(), "execute_s": round(own_s, 4), "ended_at": ended}
+        out = {
+            **result.as_xcom(),
+            "execute_s": round(own_s, 4),
+            "cpu_s": round(own_cpu, 4),
+            "ended_at": ended,
+        }
         self.log.info("%s %s: %s", self.stage, self.partition.get("label"), out)
         if carried:
             out["carried"] = carried
@@ -334,7 +341,7 @@ class OrderStageOperator(BaseOperator):
         carried: list[dict[str, Any]] = []
         ops, left = self._downstream()
         for op in ops:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             if not isinstance(op, OrderStageOperator):  # the sender: deliver what was queued
                 began = datetime.now(UTC)
                 try:
@@ -369,6 +376,7 @@ class OrderStageOperator(BaseOperator):
                 "task_id": op.task_id,
                 **result.as_xcom(),
                 "execute_s": round(time.perf_counter() - started, 4),
+                "cpu_s": round(time.process_time() - cpu, 4),
                 "ended_at": datetime.now(UTC).isoformat(),
             }
             carried.append(entry)
