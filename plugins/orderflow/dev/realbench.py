@@ -1157,20 +1157,39 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
         stack.api("POST", f"/dags/{_INTAKE_DAG[channel]}/dagRuns", json={"logical_date": None})
     from orderflow.dev import soak
 
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
+    # Landed: no file waiting, no message pending, no ingest task to come or running (it
+    # announces orders_received at its end: that event must be queued before the queue is
+    # emptied below) and the orders received the same over two looks
+    intake = sorted({_INTAKE_DAG[i["channel"]] for i in batch})
+    deadline, received, landed = time.monotonic() + 3600, -1, False
+    while time.monotonic() < deadline and not landed:
         time.sleep(3)
+        running = stack.query(  # not its sensor: a run may wait minutes for a next file
+            "airflow",
+            "SELECT count(*) FROM task_instance WHERE dag_id = ANY(%s) "
+            "AND task_id LIKE 'ingest\\_%%' AND state IN "
+            "('scheduled', 'queued', 'running', 'up_for_retry', 'restarting')",
+            (intake,),
+        )[0][0]
         pending = stack.query(
             "orderflow",
             "SELECT count(*) FROM orderflow.channel_message WHERE outcome = 'pending'",
         )[0][0]
-        if not soak._waiting_files(stack.state) and not pending:
-            break
-    received = stack.query(
-        "orderflow",
-        "SELECT count(*) FROM orderflow.\"order\" WHERE created_at >= %s AND status = 'RECEIVED'",
-        (t0,),
-    )[0][0]
+        before, received = (
+            received,
+            stack.query(
+                "orderflow",
+                'SELECT count(*) FROM orderflow."order" WHERE created_at >= %s '
+                "AND status = 'RECEIVED'",
+                (t0,),
+            )[0][0],
+        )
+        landed = (
+            not soak._waiting_files(stack.state)
+            and not pending
+            and not running
+            and received == before
+        )
     # the scheduler's own runs must not claim the batch: Asset events queued while paused
     # are dropped, and the run is triggered before the DAG is unpaused
     stack.query(
