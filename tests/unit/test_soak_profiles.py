@@ -96,6 +96,10 @@ def test_a_wait_that_overlapped_a_fault_is_left_out_of_the_calm_figure():
     notified = [before, held, after, waited_into_it, in_outage, after_outage]
     calm = soak.outside_faults(notified, [kill, lifted, skipped])
     assert calm == [before, after, after_outage]
+    orders = [{"received": n["arrived"], "released": n["sent"]} for n in notified]
+    assert soak.outside_faults(orders, [kill, lifted], "received", "released") == [
+        orders[0], orders[2], orders[5]
+    ]  # fmt: skip
     by_path = soak._latency_by_path(notified)
     by_path["outside_faults"] = soak._latency_by_path(calm)["all"]
     assert by_path["outside_faults"]["max_s"] == 5.0
