@@ -181,3 +181,38 @@ def test_a_wms_count_below_our_reservations_never_fails_the_sync(store, book):
     with db.transaction(store):  # allocation sees nothing to promise, not a negative
         assert inventory.lock_inventory(store, [item])[(item, "DC-EAST")] == 0
     assert inventory.allocation_mismatches(store) == []
+
+
+def test_a_receipt_the_snapshot_already_counts_is_taken_off_and_others_lock_nothing(store, book):
+    """The WMS's receipt of a release changes ``allocated`` only where the WMS's snapshot is
+    as new as the receipt (it counts the units itself); only those positions are derived and
+    locked again. A receipt after the snapshot — the usual case — takes no position lock: an
+    allocation holding the position (another connection here) does not hold up the sender."""
+    import psycopg
+
+    counted = released_order(store, book, link=True)
+    item = counted.items[0]
+    w = Wms()
+    w.report(item, "DC-EAST", 1000, 10, _at(30))  # the WMS has the release already
+    _sync(store, w)
+    assert _available(store, item) == 980  # ours on top until its receipt is recorded
+    _received(store, counted, _at(0))
+    assert _position(store, item)["allocated"] == 0
+    assert _available(store, item) == 990
+
+    later = released_order(store, book, link=True)
+    item = later.items[0]
+    w.report(item, "DC-EAST", 1000, 0, _at(-60))
+    _sync(store, w)
+    with psycopg.connect(store.info.dsn) as allocation:
+        allocation.execute(
+            "SELECT 1 FROM orderflow.inventory_position WHERE item_id = %s FOR UPDATE", (item,)
+        )
+        store.execute("SET lock_timeout = '2s'")
+        try:
+            _received(store, later, _at(0))  # would wait for the lock (and time out) before
+        finally:
+            store.execute("RESET lock_timeout")
+        allocation.rollback()
+    assert _available(store, item) == 990
+    assert inventory.allocation_mismatches(store) == []

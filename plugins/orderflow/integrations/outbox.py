@@ -115,7 +115,7 @@ def _release_sent(conn, payload: dict, answer: dict) -> None:
         rows = store.mark_reservations_received(
             conn, answer["released_at"], payload["order_id"], payload["dc_id"]
         )
-        inventory.refresh_allocated(conn, sorted(set(rows)))
+        inventory.refresh_on_receipt(conn, rows)
 
 
 def _invoice_sent(conn, payload: dict, answer: dict) -> None:
@@ -502,7 +502,7 @@ def _releases_sent(conn, sent: list[tuple[dict, dict]]) -> bool:
     if rows:
         from orderflow.store import processing as inventory
 
-        inventory.refresh_allocated(conn, sorted(set(rows)))
+        inventory.refresh_on_receipt(conn, rows)
     return True
 
 

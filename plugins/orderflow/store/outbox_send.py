@@ -111,7 +111,7 @@ def mark_reservations_received_many(
     conn: psycopg.Connection, rows: Sequence[tuple[Any, str, str]]
 ) -> list[tuple]:
     """:func:`mark_reservations_received` of several (received_at, order_id, dc_id), in one
-    statement; returns the (item_id, dc_id) rows touched."""
+    statement; returns the (item_id, dc_id, wms_received_at) rows touched."""
     if not rows:
         return []
     # Each (order, DC)'s reservations looked up by order first (LATERAL, behind OFFSET 0):
@@ -126,7 +126,8 @@ def mark_reservations_received_many(
         "            WHERE r2.order_id = t.order_id AND r2.dc_id = t.dc_id "
         "              AND r2.status = 'released' AND r2.wms_received_at IS NULL OFFSET 0) x "
         "      OFFSET 0) k "
-        "WHERE r.reservation_id = k.reservation_id RETURNING r.item_id, r.dc_id",
+        "WHERE r.reservation_id = k.reservation_id "
+        "RETURNING r.item_id, r.dc_id, r.wms_received_at",
         ([str(r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
     ).fetchall()
 
@@ -225,11 +226,11 @@ def mark_reservations_received(
     conn: psycopg.Connection, received_at: Any, order_id: str, dc_id: str
 ) -> list[tuple]:
     """The WMS's time of receipt on the released reservations of ``order_id`` at ``dc_id``
-    that lack one; returns the (item_id, dc_id) rows touched."""
+    that lack one; returns the (item_id, dc_id, wms_received_at) rows touched."""
     return conn.execute(
         "UPDATE orderflow.reservation SET wms_received_at = %s, updated_at = now() "
         "WHERE order_id = %s AND dc_id = %s AND status = 'released' "
-        "AND wms_received_at IS NULL RETURNING item_id, dc_id",
+        "AND wms_received_at IS NULL RETURNING item_id, dc_id, wms_received_at",
         (received_at, order_id, dc_id),
     ).fetchall()
 

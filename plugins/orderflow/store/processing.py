@@ -735,6 +735,36 @@ def refresh_allocated(
     ).rowcount
 
 
+#: An advisory lock the publication of a WMS inventory snapshot takes exclusively
+#: (:func:`orderflow.store.inventory.lock_all_positions`) and the WMS's receipt of a release
+#: shares (:func:`refresh_on_receipt`): a receipt reads the positions' ``as_of`` knowing that
+#: no snapshot is being published meanwhile.
+SNAPSHOT_LOCK = 0x4F46_534E_4150  # "OFSNAP"
+
+
+def refresh_on_receipt(conn: psycopg.Connection, received: Sequence[tuple]) -> int:
+    """After the WMS received releases — ``received``: (item_id, dc_id, wms_received_at) of
+    the reservations just marked — derive ``allocated`` again only where that changes it:
+    the positions whose WMS snapshot is as new as the receipt (it counts those units in the
+    WMS's own numbers already). Usually there are none — the snapshot predates the release
+    and the reservation still counts — and then no position is locked: the senders recording
+    their receipts no longer queue behind every allocation that holds the same positions.
+    Returns the number of positions whose value changed."""
+    if not received:
+        return 0
+    # a snapshot published before this commits is seen below; one published after sees the
+    # receipts (it waits for this transaction) and derives every position itself
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SNAPSHOT_LOCK,))
+    stale = conn.execute(
+        "SELECT DISTINCT p.item_id, p.dc_id "
+        "  FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(item_id, dc_id, at) "
+        "  JOIN orderflow.inventory_position p USING (item_id, dc_id) "
+        " WHERE p.as_of >= k.at ORDER BY 1, 2",
+        ([r[0] for r in received], [r[1] for r in received], [r[2] for r in received]),
+    ).fetchall()
+    return refresh_allocated(conn, stale) if stale else 0
+
+
 def allocation_mismatches(conn: psycopg.Connection) -> list[tuple]:
     """Positions whose stored ``allocated`` differs from its definition (should be none):
     (item, DC, stored, derived)."""
