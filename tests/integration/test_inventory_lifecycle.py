@@ -216,3 +216,22 @@ def test_a_receipt_the_snapshot_already_counts_is_taken_off_and_others_lock_noth
         allocation.rollback()
     assert _available(store, item) == 990
     assert inventory.allocation_mismatches(store) == []
+
+
+def test_reserving_adds_to_allocated_what_its_definition_adds(store, book):
+    """A reservation adds its quantity to the position's ``allocated`` (not a new sum over
+    every reservation of the position): the definition and the stored value stay equal with
+    released, received and held reservations already on the position."""
+    r = released_order(store, book, link=True)  # 10 released on the position
+    item = r.items[0]
+    w = Wms()
+    w.report(item, "DC-EAST", 1000, 0, _at(-60))
+    _sync(store, w)
+    before = _position(store, item)["allocated"]
+    with db.transaction(store):
+        inventory.reserve(store, [(r.order_id, 99, item, "DC-EAST", Decimal("7.5"), False)], "t")
+    assert _position(store, item)["allocated"] == before + Decimal("7.5")
+    assert inventory.allocation_mismatches(store) == []
+    with db.transaction(store), pytest.raises(inventory.Oversell):
+        inventory.reserve(store, [(r.order_id, 98, item, "DC-EAST", Decimal(1000), False)], "t")
+    assert _position(store, item)["allocated"] == before + Decimal("7.5")

@@ -602,9 +602,10 @@ class Oversell(RuntimeError):
 
 
 def reserve(conn: psycopg.Connection, rows: Sequence[tuple], rule_set_version: str) -> None:
-    """Insert reservations (order, line, item, dc, qty, substitute?) and derive the positions'
-    ``allocated``. Refuses (:class:`Oversell`) to reserve more than a position has available,
-    under the positions' row locks (taken here too, in key order, if the caller has not)."""
+    """Insert reservations (order, line, item, dc, qty, substitute?) and add them to the
+    positions' ``allocated``. Refuses (:class:`Oversell`) to reserve more than a position has
+    available, under the positions' row locks (taken here too, in key order, if the caller
+    has not)."""
     if not rows:
         return
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
@@ -636,7 +637,17 @@ def reserve(conn: psycopg.Connection, rows: Sequence[tuple], rule_set_version: s
         " ORDER BY n",
         [rule_set_version, *cols[:6]],
     )
-    refresh_allocated(conn, keys)
+    # Under the locks, ``allocated`` is its definition (every writer keeps it so, and the
+    # reconciliation checks it), and the new reservations are held: the definition grows by
+    # exactly their quantities. Adding them, rather than summing every reservation of the
+    # positions again, keeps a partition's allocation — and the position locks it holds —
+    # from growing with the reservations the store already has.
+    conn.execute(
+        "UPDATE orderflow.inventory_position p SET allocated = p.allocated + t.quantity "
+        "  FROM unnest(%s::text[], %s::text[], %s::numeric[]) AS t(item_id, dc_id, quantity) "
+        " WHERE p.item_id = t.item_id AND p.dc_id = t.dc_id",
+        ([k[0] for k in keys], [k[1] for k in keys], [totals[k] for k in keys]),
+    )
 
 
 def cancel_reservations(conn: psycopg.Connection, order_ids: Sequence[str]) -> int:
