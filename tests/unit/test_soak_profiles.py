@@ -101,9 +101,10 @@ def test_a_wait_that_overlapped_a_fault_is_left_out_of_the_calm_figure():
         orders[0], orders[2], orders[5]
     ]  # fmt: skip
     by_path = soak._latency_by_path(notified)
-    by_path["outside_faults"] = soak._latency_by_path(calm)["all"]
-    assert by_path["outside_faults"]["max_s"] == 5.0
-    assert any("outside the faults' reach" in line for line in soak._path_lines(by_path))
+    outside = soak._latency_by_path(calm)["all"]
+    assert outside["max_s"] == 5.0
+    assert any("outside the faults' reach" in ln for ln in soak._path_lines(by_path, outside))
+    assert set(by_path) == {"all", *soak.PATHS}  # the paths add up to all: nothing else in
 
 
 def test_the_soaks_people_cover_every_owner_role_and_one_outsider():
