@@ -255,3 +255,30 @@ def test_an_order_is_released_when_its_release_commits_not_when_its_transaction_
     assert rb.released_at(event, "r2", 0, ends) == event  # unknown: the event
     later = T0 + timedelta(seconds=20)
     assert rb.released_at(later, "r1", 1, ends) == later  # never before the event
+
+
+@pytest.mark.parametrize(
+    ("cmd", "group"),
+    [
+        ("airflow supervisor: ['airflow', 'tasks', 'run', 'order_processing']", "task supervisors"),
+        ("airflow worker -- 0199a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b", "task processes"),
+        ("airflow worker -- LocalExecutor: <idle>", "executor workers"),
+        ("airflow api_server -- host:127.0.0.1 port:8080", "api-server"),
+        ("postgres: postgres orderflow 127.0.0.1(40122) idle", "postgresql orderflow"),
+        ("postgres: postgres airflow 127.0.0.1(40124) UPDATE", "postgresql airflow"),
+        ("postgres: autovacuum worker orderflow", "postgresql"),
+        ("/usr/lib/postgresql/16/bin/postgres -D /tmp/pgdata", "postgresql"),
+    ],
+)
+def test_stack_processes_are_grouped_by_their_titles(cmd, group):
+    assert rb.process_group(cmd) == group
+
+
+def test_cpu_between_two_looks_counts_new_groups_and_drops_idle_ones():
+    before = {"scheduler": 10.0, "postgresql orderflow": 5.0, "sandbox": 2.0}
+    after = {"scheduler": 12.5, "postgresql orderflow": 25.0, "sandbox": 2.0, "task processes": 7}
+    assert rb.cpu_between(before, after) == {
+        "postgresql orderflow": 20.0,
+        "task processes": 7.0,
+        "scheduler": 2.5,
+    }

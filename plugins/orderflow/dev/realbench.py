@@ -76,7 +76,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -302,7 +302,8 @@ def shape(results: dict[str, Any]) -> dict[str, Any]:
 
 class Sampler(threading.Thread):
     """Every second: the stack's processes' resident memory (summed; the peak kept) and each
-    process's CPU seconds (the last value seen per pid)."""
+    process's CPU seconds (the last value seen per pid, with the group it was last seen in:
+    a process that exits between two looks loses at most its last second)."""
 
     def __init__(self, stack: Any, every: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -311,6 +312,7 @@ class Sampler(threading.Thread):
         self.peak_rss = 0.0
         self.peak_at: dict[str, float] = {}
         self.cpu: dict[tuple[int, float], float] = {}
+        self.group: dict[tuple[int, float], str] = {}
         self.samples = 0
 
     def processes(self) -> list[Any]:
@@ -345,6 +347,7 @@ class Sampler(threading.Thread):
             total += rss
             groups[name] += rss
             self.cpu[key] = t.user + t.system
+            self.group[key] = name
         self.samples += 1
         if total > self.peak_rss:
             self.peak_rss = total
@@ -358,18 +361,52 @@ class Sampler(threading.Thread):
     def cpu_seconds(self) -> float:
         return sum(self.cpu.values())
 
+    def cpu_by_group(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for key, cpu in list(self.cpu.items()):
+            out[self.group.get(key, "?")] += cpu
+        return dict(out)
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each group spent between two ``Sampler.cpu_by_group`` looks, largest
+    first (the groups that spent none left out)."""
+    spent = {g: round(after[g] - before.get(g, 0.0), 1) for g in after}
+    return dict(sorted(((g, v) for g, v in spent.items() if v > 0), key=lambda gv: -gv[1]))
+
 
 def _group(p: Any) -> str:
     try:
-        cmd = " ".join(p.cmdline()[:4])
+        cmd = " ".join(p.cmdline())
     except Exception:
         return "?"
-    for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
-        if f"airflow {name}" in cmd:
-            return name
+    return process_group(cmd, p.name())
+
+
+def process_group(cmd: str, name: str = "") -> str:
+    """The bench's name for a stack process, from its command line (Airflow and PostgreSQL
+    set process titles): the Airflow services, task supervisors and the task processes
+    under them, the executor's workers, PostgreSQL's sessions by database."""
+    for title, group in (
+        ("airflow scheduler", "scheduler"),
+        ("airflow dag-processor", "dag-processor"),
+        ("airflow triggerer", "triggerer"),
+        ("airflow api-server", "api-server"),
+        ("airflow api_server", "api-server"),
+        ("airflow supervisor:", "task supervisors"),
+        ("airflow task supervisor:", "task supervisors"),
+    ):
+        if title in cmd:
+            return group
+    if cmd.startswith("airflow worker -- "):
+        return "executor workers" if "Executor" in cmd else "task processes"
     if "celery" in cmd:
         return "celery worker"
-    if "postgres" in cmd or p.name().startswith("postgres"):
+    if cmd.startswith("postgres:") or "postgres" in cmd or name.startswith("postgres"):
+        words = cmd.split()
+        # a session: "postgres: USER DATABASE HOST(PORT) STATE"
+        if words[:1] == ["postgres:"] and len(words) >= 4 and "(" in words[3]:
+            return f"postgresql {words[2]}"
         return "postgresql"
     if "redis-server" in cmd:
         return "redis"
@@ -524,7 +561,7 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
             for n in opts.backlog:
                 for conf in opts.backlog_confs:
                     try:
-                        backlogs.append(_backlog(stack, pool, n, conf, say))
+                        backlogs.append(_backlog(stack, pool, n, conf, say, sampler.cpu_by_group))
                     except Exception as exc:
                         log.exception("backlog run of %d orders %s failed", n, conf)
                         backlogs.append({"conf": conf, "size": n, "error": repr(exc)})
@@ -1091,12 +1128,17 @@ def _batch(pool: dict[str, Any], n: int) -> list[dict]:
 
 
 def _backlog(
-    stack: Any, pool: dict[str, Any], n: int, conf: dict[str, Any], say: Any
+    stack: Any,
+    pool: dict[str, Any],
+    n: int,
+    conf: dict[str, Any],
+    say: Any,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """One run over a landed backlog of ``n`` later orders (``conf`` as its conf), and the
     runs its full batches start: their wall, the first's start → the last RELEASED,
     per-stage rates inside execute."""
-    res = _naive_run(stack, _batch(pool, n), dict(conf), say)
+    res = _naive_run(stack, _batch(pool, n), dict(conf), say, cpu)
     run_ids = res["run_ids"]
     first_start, last_released, released = stack.query(
         "orderflow",
@@ -1135,18 +1177,26 @@ def _backlog(
         "mapped_task_instances": res["mapped_task_instances"],
         "stage_orders_per_s": {k: v["orders_per_s"] for k, v in stages.items()},
         "stages": stages,
+        "cpu_s_by_group": res["cpu_s_by_group"],
     }
     say(
         f"  backlog: {out['orders']} orders landed, {len(run_ids)} run(s) "
         f"{conf or '(defaults)'}: start → "
         f"last RELEASED {out['received_to_released_s']} s ({released} released), run wall "
         f"{res['wall_s']} s, {res['mapped_task_instances']} mapped task instances; stage "
-        f"orders/s inside execute {out['stage_orders_per_s']}"
+        f"orders/s inside execute {out['stage_orders_per_s']}; stack CPU s trigger → end "
+        f"{out['cpu_s_by_group']}"
     )
     return out
 
 
-def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) -> dict[str, Any]:
+def _naive_run(
+    stack: Any,
+    batch: list[dict],
+    conf: dict[str, Any],
+    say: Any,
+    cpu: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Any]:
     _pause_processing(stack)
     failed_queued = _fail_queued(stack)
     t0 = _now()
@@ -1205,6 +1255,7 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
         "WHERE dag_id = %s RETURNING 1",
         (DAG_ID,),
     )
+    cpu0 = cpu() if cpu else {}
     r = stack.api(
         "POST",
         f"/dags/{DAG_ID}/dagRuns",
@@ -1232,6 +1283,7 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
             decided, idle_since = now_decided, time.monotonic()
         elif time.monotonic() - idle_since > 60:
             break
+    cpu_spent = cpu_between(cpu0, cpu()) if cpu else None
     tis = _task_rows(stack, list(runs))
     mapped = sum(1 for t in tis if t.task_id in STAGES and t.map_index >= 0)
     states = [state for state, _, _ in runs.values()]
@@ -1245,6 +1297,8 @@ def _naive_run(stack: Any, batch: list[dict], conf: dict[str, Any], say: Any) ->
         "orders_landed": received,
         "orders_claimed": decided,
         "mapped_task_instances": mapped,
+        # the stack's CPU from the trigger to the runs' end, by process group
+        "cpu_s_by_group": cpu_spent,
         # only runs that took the whole batch measure it
         "wall_s": round((end - start).total_seconds(), 1)
         if set(states) == {"success"} and decided == received and end
