@@ -267,6 +267,10 @@ def test_an_order_is_released_when_its_release_commits_not_when_its_transaction_
         ("postgres: postgres orderflow 127.0.0.1(40122) idle", "postgresql orderflow"),
         ("postgres: postgres airflow 127.0.0.1(40124) UPDATE", "postgresql airflow"),
         ("postgres: autovacuum worker orderflow", "postgresql"),
+        ("postgres: postgres orderflow [local] idle in transaction", "postgresql orderflow"),
+        ("postgres: 15/main: postgres airflow 127.0.0.1(5122) idle", "postgresql airflow"),
+        ("postgres: 15/main: checkpointer", "postgresql"),
+        ("python -m something.else --flag", "other: python -m something.else --flag"),
         ("/usr/lib/postgresql/16/bin/postgres -D /tmp/pgdata", "postgresql"),
     ],
 )

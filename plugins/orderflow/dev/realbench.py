@@ -347,7 +347,8 @@ class Sampler(threading.Thread):
             total += rss
             groups[name] += rss
             self.cpu[key] = t.user + t.system
-            self.group[key] = name
+            if name != "?" or key not in self.group:  # an exiting process has no title
+                self.group[key] = name
         self.samples += 1
         if total > self.peak_rss:
             self.peak_rss = total
@@ -403,10 +404,12 @@ def process_group(cmd: str, name: str = "") -> str:
     if "celery" in cmd:
         return "celery worker"
     if cmd.startswith("postgres:") or "postgres" in cmd or name.startswith("postgres"):
-        words = cmd.split()
-        # a session: "postgres: USER DATABASE HOST(PORT) STATE"
-        if words[:1] == ["postgres:"] and len(words) >= 4 and "(" in words[3]:
-            return f"postgresql {words[2]}"
+        words = cmd.split()[1:] if cmd.startswith("postgres:") else []
+        if words and words[0].endswith(":"):  # the cluster's name: "postgres: 16/main: …"
+            words = words[1:]
+        # a session: "USER DATABASE HOST(PORT)|[local] STATE"
+        if len(words) >= 3 and ("(" in words[2] or words[2] == "[local]"):
+            return f"postgresql {words[1]}"
         return "postgresql"
     if "redis-server" in cmd:
         return "redis"
@@ -414,7 +417,7 @@ def process_group(cmd: str, name: str = "") -> str:
         return "sandbox"
     if "orderflow run" in cmd or cmd.endswith("orderflow run"):
         return "supervisor"
-    return "tasks and other"
+    return f"other: {cmd[:60]}"
 
 
 # ------------------------------------------------------------------------------ the run
