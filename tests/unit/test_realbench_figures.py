@@ -286,3 +286,26 @@ def test_cpu_between_two_looks_counts_new_groups_and_drops_idle_ones():
         "task processes": 7.0,
         "scheduler": 2.5,
     }
+
+
+class _Proc:
+    def __init__(self, cmd, parent=None):
+        self.cmd, self._parent = cmd, parent
+
+    def cmdline(self):
+        return self.cmd.split(" ")
+
+    def name(self):
+        return self.cmd.split(" ")[0]
+
+    def parent(self):
+        return self._parent
+
+
+def test_a_spawned_worker_counts_with_the_process_that_spawned_it():
+    api = _Proc("airflow api_server -- host:127.0.0.1 port:8080")
+    worker = _Proc("python -B -c from multiprocessing.spawn import spawn_main", api)
+    assert rb._group(worker) == "api-server"
+    assert rb._group(_Proc("python -c from multiprocessing.spawn import spawn_main")) == (
+        "other: python -c from multiprocessing.spawn import spawn_main"
+    )

@@ -381,6 +381,13 @@ def _group(p: Any) -> str:
         cmd = " ".join(p.cmdline())
     except Exception:
         return "?"
+    if (
+        "from multiprocessing" in cmd
+    ):  # a spawned worker (uvicorn's, the api-server's): its parent's
+        with contextlib.suppress(Exception):
+            parent = p.parent()
+            if parent is not None:
+                return _group(parent)
     return process_group(cmd, p.name())
 
 
