@@ -432,16 +432,17 @@ outbox.send(db.connect(), ["wms_release"], limit=500)
 def test_a_sender_killed_mid_batch_leaves_at_most_one_slice_sent_but_unrecorded(
     store, book, sandbox
 ):
-    """The set-based sender records its concurrent sends a slice (``RECORD_EVERY`` rows) at
-    a time: a worker SIGKILLed in the middle of a claimed batch leaves at most one slice
-    that reached the WMS without being recorded (sent again by key after the lease), never
-    the whole batch (a soak once found 200 such rows)."""
+    """The set-based sender records its batched sends a slice (``RECORD_EVERY_BATCHED``
+    rows: the WMS takes releases in one request) at a time: a worker SIGKILLed in the middle
+    of a claim leaves at most one slice that reached the WMS without being recorded (sent
+    again by key after the lease), never more (a soak once found 200 such rows in a sender
+    that recorded a whole claim of several requests at its end)."""
     import os
     import subprocess
     import sys
     import time
 
-    n = 4 * outbox.RECORD_EVERY
+    n = 4 * outbox.RECORD_EVERY_BATCHED
     pairs = _stock(sandbox, 8)
     ids = []
     for k in range(n):
@@ -477,7 +478,7 @@ def test_a_sender_killed_mid_batch_leaves_at_most_one_slice_sent_but_unrecorded(
         return sum(1 for k in keys if any(f":{o}:" in k for o in ids))
 
     # killed once the WMS has more than a slice and a round of concurrent sends
-    enough = outbox.RECORD_EVERY + outbox.SEND_WORKERS + 1
+    enough = outbox.RECORD_EVERY_BATCHED + outbox.SEND_WORKERS + 1
     proc = subprocess.Popen([sys.executable, "-c", _SEND_IN_A_PROCESS], env=dict(os.environ))
     try:
         deadline = time.monotonic() + 60
@@ -489,4 +490,4 @@ def test_a_sender_killed_mid_batch_leaves_at_most_one_slice_sent_but_unrecorded(
     time.sleep(1)  # requests in flight at the kill finish on the WMS's side
     got, stored = received(), recorded()
     assert enough <= got < n, f"the kill did not land mid-batch: {got} of {n} received"
-    assert got - stored <= outbox.RECORD_EVERY <= 4 * outbox.SEND_WORKERS, (got, stored)
+    assert got - stored <= outbox.RECORD_EVERY_BATCHED < outbox.CLAIM_BATCH, (got, stored)
