@@ -381,9 +381,8 @@ def _group(p: Any) -> str:
         cmd = " ".join(p.cmdline())
     except Exception:
         return "?"
-    if (
-        "from multiprocessing" in cmd
-    ):  # a spawned worker (uvicorn's, the api-server's): its parent's
+    # a spawned worker (the api-server's uvicorn workers) counts with its parent
+    if "from multiprocessing" in cmd:
         with contextlib.suppress(Exception):
             parent = p.parent()
             if parent is not None:
@@ -410,7 +409,7 @@ def process_group(cmd: str, name: str = "") -> str:
         return "executor workers" if "Executor" in cmd else "task processes"
     if "celery" in cmd:
         return "celery worker"
-    if cmd.startswith("postgres:") or "postgres" in cmd or name.startswith("postgres"):
+    if "postgres" in cmd or name.startswith("postgres"):
         words = cmd.split()[1:] if cmd.startswith("postgres:") else []
         if words and words[0].endswith(":"):  # the cluster's name: "postgres: 16/main: …"
             words = words[1:]
