@@ -325,8 +325,10 @@ RECORD_EVERY_BATCHED = CLAIM_BATCH // 2
 
 def slice_rows(batch: list[tuple], many: dict | None) -> int:
     """Rows of ``batch`` sent and then recorded together: :data:`RECORD_EVERY_BATCHED` when
-    every row is keyed and its action has a batch endpoint, else :data:`RECORD_EVERY` (rows
-    sent one request each, and e-mails, which cannot be asked again)."""
+    every row is keyed and its action has a batch sender (a receiver that turns out to have
+    no batch endpoint gets the slice's rows one request each, still keyed), else
+    :data:`RECORD_EVERY` (actions sent one request each, and e-mails, which cannot be asked
+    again)."""
     if many and all(r[2] in KEYED_ACTIONS and r[2] in many for r in batch):
         return RECORD_EVERY_BATCHED
     return RECORD_EVERY
