@@ -363,6 +363,7 @@ class Sampler(threading.Thread):
         return sum(self.cpu.values())
 
     def cpu_by_group(self) -> dict[str, float]:
+        """CPU seconds so far per process group (:func:`process_group`), exited ones kept."""
         out: dict[str, float] = defaultdict(float)
         for key, cpu in list(self.cpu.items()):
             out[self.group.get(key, "?")] += cpu
