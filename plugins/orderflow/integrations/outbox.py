@@ -318,9 +318,9 @@ RECORD_EVERY = 4 * SEND_WORKERS
 #: the slice when every row of a claim goes to a batch endpoint: each slice is one request
 #: per action and Connection and one recording transaction, so a slice of 32 spent most of
 #: its CPU on the round itself (measured: 0.86 → 0.55 ms of CPU a row, ours, PostgreSQL's
-#: and the receiver's, from 32 to 100; docs/performance.md). A kill leaves at most this many
+#: and the receiver's, from 32 to 128; docs/performance.md). A kill leaves at most this many
 #: rows sent but unrecorded, sent again under their keys once the lease expires. Half a
-#: claim: two even slices per claim (a slice of 128 measured the same: 128 + 72).
+#: claim: two even slices per claim, the same two rounds a claim as the 128 + 72 measured.
 RECORD_EVERY_BATCHED = CLAIM_BATCH // 2
 
 
