@@ -395,12 +395,10 @@ def process_group(cmd: str, name: str = "") -> str:
     """The bench's name for a stack process, from its command line (Airflow and PostgreSQL
     set process titles): the Airflow services, task supervisors and the task processes
     under them, the executor's workers, PostgreSQL's sessions by database."""
+    from orderflow.dev.soak import AIRFLOW_SERVICES
+
     for title, group in (
-        ("airflow scheduler", "scheduler"),
-        ("airflow dag-processor", "dag-processor"),
-        ("airflow triggerer", "triggerer"),
-        ("airflow api-server", "api-server"),
-        ("airflow api_server", "api-server"),
+        *AIRFLOW_SERVICES,
         ("airflow supervisor:", "task supervisors"),
         ("airflow task supervisor:", "task supervisors"),
     ):

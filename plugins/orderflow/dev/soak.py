@@ -158,13 +158,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
-#: a supervised process's command → its component in the CPU account
-_COMPONENTS = (
+#: an Airflow service's command or process title → its name (here and in the bench's
+#: :func:`orderflow.dev.realbench.process_group`)
+AIRFLOW_SERVICES = (
     ("airflow scheduler", "scheduler"),
     ("airflow dag-processor", "dag-processor"),
     ("airflow triggerer", "triggerer"),
     ("airflow api-server", "api-server"),
     ("airflow api_server", "api-server"),  # its process title once started
+)
+
+#: a supervised process's command → its component in the CPU account
+_COMPONENTS = (
+    *AIRFLOW_SERVICES,
     ("celery", "celery workers (task instances)"),
     ("sandbox serve", "sandbox (stand-in systems)"),
     ("redis-server", "redis (wake-ups)"),
