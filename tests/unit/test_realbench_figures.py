@@ -272,6 +272,7 @@ def test_an_order_is_released_when_its_release_commits_not_when_its_transaction_
         ("postgres: 15/main: checkpointer", "postgresql"),
         ("python -m something.else --flag", "other: python -m something.else --flag"),
         ("/usr/lib/postgresql/16/bin/postgres -D /tmp/pgdata", "postgresql"),
+        ("tesseract /tmp/ocr-x/page.png stdout --psm 6 tsv", "OCR (tesseract)"),
     ],
 )
 def test_stack_processes_are_grouped_by_their_titles(cmd, group):
