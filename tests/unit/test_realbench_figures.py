@@ -5,7 +5,9 @@ released, the singles' p95, and the JSON's shape (issue #16's keys)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import types
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -310,3 +312,43 @@ def test_a_spawned_worker_counts_with_the_process_that_spawned_it():
     assert rb._group(_Proc("python -c from multiprocessing.spawn import spawn_main")) == (
         "other: python -c from multiprocessing.spawn import spawn_main"
     )
+
+
+class _Looked(_Proc):
+    """A process as the sampler looks at it: its command line and CPU seconds so far."""
+
+    pid = 4242
+
+    def __init__(self, cmd, cpu):
+        super().__init__(cmd)
+        self.cpu = cpu
+
+    def cmdline(self):
+        return self.cmd.split(" ") if self.cmd else []
+
+    def oneshot(self):
+        return contextlib.nullcontext()
+
+    def memory_info(self):
+        return types.SimpleNamespace(rss=2**20)
+
+    def cpu_times(self):
+        return types.SimpleNamespace(user=self.cpu, system=0.0)
+
+    def create_time(self):
+        return 1.0
+
+
+def test_an_exiting_process_keeps_the_group_it_was_seen_in():
+    """A zombie's command line is empty: its CPU stays with its group, not ``other``."""
+    looks = iter(
+        [
+            [_Looked("airflow worker -- 0199a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b", 1.0)],
+            [_Looked("", 2.5)],
+        ]
+    )
+    sampler = rb.Sampler(stack=None)
+    sampler.processes = lambda: next(looks)
+    sampler.sample()
+    sampler.sample()
+    assert sampler.cpu_by_group() == {"task processes": 2.5}

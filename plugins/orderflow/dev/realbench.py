@@ -382,6 +382,8 @@ def _group(p: Any) -> str:
         cmd = " ".join(p.cmdline())
     except Exception:
         return "?"
+    if not cmd:  # a zombie has no command line left: it keeps the group it was seen in
+        return "?"
     # a spawned worker (the api-server's uvicorn workers) counts with its parent
     if "from multiprocessing" in cmd:
         with contextlib.suppress(Exception):
