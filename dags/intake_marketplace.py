@@ -1,25 +1,32 @@
-"""Marketplace intake: micro-batch pull of the marketplace's order feed, and its callbacks."""
+"""Marketplace intake: pull of the marketplace's order feed (woken by its new-order notices),
+and its callbacks."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, AssetOrTimeSchedule, DeltaTriggerTimetable
 
 from orderflow.assets import ORDERS_RECEIVED
 from orderflow.marketplace import ACTIONS
 from orderflow.operators.intake import PullMarketplaceOrdersOperator
 from orderflow.operators.intake_tasks import INTAKE_DAG_KWARGS
 from orderflow.operators.outbox import SendOutboxOperator
+from orderflow.pushed.asset import MARKETPLACE_ORDERS_ANNOUNCED
 
 with DAG(
     dag_id="intake_marketplace",
-    schedule=timedelta(minutes=5),
+    schedule=AssetOrTimeSchedule(
+        timetable=DeltaTriggerTimetable(timedelta(minutes=5)), assets=MARKETPLACE_ORDERS_ANNOUNCED
+    ),
     doc_md="""
 ### Marketplace intake
 
-Every 5 minutes, reads the marketplace's order feed from the stored watermark to its end:
-orders, and buyers' cancellation requests. Each item is stored raw, then parsed; an order
+As soon as the marketplace announces new items (its signed webhook to
+`/orderflow/api/events/marketplace` wakes this DAG through the
+`marketplace_orders_announced` Asset's watcher on Redis) and every 5 minutes — the poll
+that catches whatever a notice or a wake-up missed — reads the marketplace's order feed
+from the stored watermark to its end: orders, and buyers' cancellation requests. Each item is stored raw, then parsed; an order
 ends **created** (its acknowledgement queued with it), **quarantined** (replayable from
 `intake_replay`) or **duplicate**; a cancellation request is stored as a cancel of its
 order (`change_received`), which the next `order_processing` run applies: before release
@@ -31,7 +38,7 @@ confirmations (queued by `fulfilment_events`), answers to cancellation requests 
 under its key. The marketplace sets a time limit for each (acknowledge by, ship by,
 respond by); its answer says when it received the callback and whether that was late,
 kept per order in `marketplace_order` and counted by the `marketplace_callback_on_time_rate`
-KPIs. The 5-minute schedule is far inside the limits (hours).
+KPIs. Even the 5-minute poll alone is far inside the limits (hours).
 
 Rerun or clear freely: the watermark only advances past stored items and a re-read item is
 recognised; callbacks are exactly once by key. Connection: `marketplace_default`.

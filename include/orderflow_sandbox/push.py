@@ -1,17 +1,27 @@
-"""Webhooks: the sandbox WMS and carrier push their events as they happen.
+"""Webhooks: the sandbox WMS and carrier push their events as they happen; the B2B portal and
+the marketplace ring a doorbell when new orders are in their feeds.
 
-A subscription per source (``wms`` milestones, ``carrier`` tracking) names a URL and a
-shared secret. A background loop (never the request handlers) reads each feed past the
-subscription's cursor and POSTs the new events in batches, ``{"events": [...]}`` — each
-event exactly as the feed serves it, so a receiver that also polls the feed sees the same
-natural keys — signed ``X-OrderFlow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+A subscription per source (``wms`` milestones, ``carrier`` tracking, ``portal`` and
+``marketplace`` orders) names a URL and a shared secret. A background loop (never the
+request handlers) reads each feed past the subscription's cursor and POSTs what is new in
+batches, ``{"events": [...]}``:
+
+- ``wms`` / ``carrier``: each event exactly as the feed serves it, so a receiver that also
+  polls the feed sees the same natural keys;
+- ``portal`` / ``marketplace``: a notice per new feed item, ``{"feed", "seq",
+  "arrived_at"}`` — the order itself is never in the webhook (as real marketplaces do it:
+  the notification says "fetch", the feed is the record), so a receiver reads the feed from
+  its own watermark and a lost notice costs nothing but time.
+
+Each request is signed ``X-OrderFlow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 "<t>." + body>``. The cursor moves only past a batch the receiver answered 2xx; anything
 else is retried with exponential backoff (0.5 s doubling to 30 s), in order, forever.
 ``duplicate_rate`` re-sends a delivered batch (a webhook delivered twice, as real ones are).
 
 Subscriptions and cursors are kept in ``push.json`` beside the sandbox's state, so a
 restarted sandbox resumes where it stopped. Set at start with ``ORDERFLOW_SANDBOX_PUSH_URL``
-(``{source}`` in it is replaced) and ``ORDERFLOW_SANDBOX_PUSH_SECRET``, or at run time with
+(``{source}`` in it is replaced), ``ORDERFLOW_SANDBOX_PUSH_SECRET`` and optionally
+``ORDERFLOW_SANDBOX_PUSH_SOURCES`` (all four by default), or at run time with
 ``PUT /admin/subscriptions/{source}``.
 """
 
@@ -39,7 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("wms", "carrier")
+#: Feeds whose events are pushed whole.
+EVENT_SOURCES = ("wms", "carrier")
+#: Feeds whose new items are announced (a notice each), never pushed.
+NOTICE_SOURCES = ("portal", "marketplace")
+SOURCES = EVENT_SOURCES + NOTICE_SOURCES
+Source = Literal["wms", "carrier", "portal", "marketplace"]
 SIGNATURE_HEADER = "X-OrderFlow-Signature"
 STATE_FILE = "push.json"
 MAX_BACKOFF_S = 30.0
@@ -75,7 +90,7 @@ class Subscription:
 
 
 class SubscriptionIn(BaseModel):
-    url: str = Field(description="Where to POST; `{source}` is replaced by wms / carrier")
+    url: str = Field(description="Where to POST; `{source}` is replaced by the source's name")
     secret: str = Field(min_length=8, description="Shared HMAC secret")
     from_start: bool = Field(False, description="Push the whole feed, not only events from now on")
     duplicate_rate: float = Field(0.0, ge=0, le=1, description="Re-send delivered batches")
@@ -108,9 +123,17 @@ class Pusher:
 
     # -------------------------------------------------------------- configuration
     def feed_length(self, source: str) -> int:
+        if source in NOTICE_SOURCES:
+            return self.state.notices(source, 0, 0)["length"]
         with self.state.lock:
             self.state.feed(source, 0, 0)  # materialise what is due
             return len(self.state.milestones if source == "wms" else self.state.tracking)
+
+    def page(self, source: str, after: int, limit: int) -> dict:
+        """What to push for ``source`` past ``after``: events, or notices of new orders."""
+        if source in NOTICE_SOURCES:
+            return self.state.notices(source, after, limit)
+        return self.state.feed(source, after, limit)
 
     def subscribe(self, source: str, body: SubscriptionIn) -> dict:
         url = body.url.replace("{source}", source)
@@ -176,12 +199,14 @@ class Pusher:
         for _ in range(pages):
             if time.monotonic() < sub.next_try:
                 break
-            page = await asyncio.to_thread(self.state.feed, sub.source, sub.cursor, self.batch)
+            page = await asyncio.to_thread(self.page, sub.source, sub.cursor, self.batch)
             items = page["items"]
             if not items:
                 length = await asyncio.to_thread(self.feed_length, sub.source)
                 if sub.cursor > length:  # the feed was reset or compacted under us
-                    sub.cursor = length
+                    # events: resume at its end (what is there was pushed or is polled);
+                    # notices: announce what is visible again — a notice only wakes a reader
+                    sub.cursor = 0 if sub.source in NOTICE_SOURCES else length
                 break
             body = json.dumps({"events": items}, separators=(",", ":")).encode()
             error = await self._post(client, sub, body)
@@ -235,13 +260,14 @@ def router(pusher: Pusher) -> APIRouter:
 
     @admin.put(
         "/subscriptions/{source}",
-        summary="Push this source's events (WMS milestones, carrier tracking) to a URL, signed",
+        summary="Push this source's events (WMS milestones, carrier tracking), or notices of "
+        "new orders (portal, marketplace), to a URL, signed",
     )
-    def put_subscription(source: Literal["wms", "carrier"], body: SubscriptionIn) -> dict:
+    def put_subscription(source: Source, body: SubscriptionIn) -> dict:
         return pusher.subscribe(source, body)
 
     @admin.delete("/subscriptions/{source}", summary="Stop pushing this source's events")
-    def delete_subscription(source: Literal["wms", "carrier"]) -> dict:
+    def delete_subscription(source: Source) -> dict:
         if not pusher.unsubscribe(source):
             raise HTTPException(404, f"no subscription for {source}")
         return {"deleted": source}

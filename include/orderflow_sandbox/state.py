@@ -12,6 +12,7 @@ dropped into the EDI folder some simulated minutes later.
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import email
 import email.policy
@@ -186,6 +187,8 @@ class Distributor:
         self._depth = 0  # nesting of _txn: one flush per outermost call
         # What a reset goes back to: this start's clock (a resumed state keeps its own).
         self._origin = {"start": _iso(clock.now()), "speed": clock.speed}
+        #: feed → (its items, their parsed arrival times): see :meth:`_arrivals`
+        self._arrival_cache: dict[str, tuple[list[dict], list[datetime]]] = {}
         self._load_day()
         self.store = (
             None
@@ -1232,6 +1235,33 @@ class Distributor:
             "hits": hits,
             "status": "review" if hits else "clear",
         }
+
+    # ------------------------------------------------------------------ "new orders" webhooks
+    def notices(self, source: str, after: int, limit: int) -> dict:
+        """What the portal's or the marketplace's "new orders" webhook says about its feed past
+        ``after``: one notice per item that has become visible — its position in the feed and
+        when it arrived, never the order (the receiver reads the feed for that)."""
+        items, arrived = self._arrivals(source)
+        visible = bisect.bisect_right(arrived, self.now())
+        end = min(visible, after + limit)
+        return {
+            "items": [
+                {"feed": source, "seq": i + 1, "arrived_at": items[i]["arrival_at"]}
+                for i in range(after, end)
+            ],
+            "next_cursor": max(after, end),
+            "length": visible,
+        }
+
+    def _arrivals(self, source: str) -> tuple[list[dict], list[datetime]]:
+        """The feed's items (sorted by arrival) and their parsed arrival times, parsed once per
+        loaded list: the push loop asks several times a second."""
+        items = self.portal_orders if source == "portal" else self.marketplace_feed
+        cached = self._arrival_cache.get(source)
+        if cached is None or cached[0] is not items or len(cached[1]) != len(items):
+            cached = (items, [_parse(o["arrival_at"]) for o in items])
+            self._arrival_cache[source] = cached
+        return cached
 
     # ------------------------------------------------------------------ portal
     def portal_page(self, after: int, limit: int) -> dict:

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.db, pytest.mark.airflow_db, pytest.mark.sandbox]
 
 SECRET = "test-push-secret-0123456789"
 CHANNEL = "orderflow.test.fulfilment.wake"
+INTAKE_CHANNEL = "orderflow.test.intake"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def api(store_url, airflow_db, redis_server, tmp_path_factory):
             ),
             "AIRFLOW_CONN_REDIS_DEFAULT": redis_server.conn_env(),
             "ORDERFLOW_FULFILMENT_WAKE_CHANNEL": CHANNEL,
+            "ORDERFLOW_INTAKE_WAKE_CHANNEL": INTAKE_CHANNEL,
         },
     )
     yield server
@@ -77,8 +79,10 @@ def _url(api) -> str:
     return f"{api.base}/orderflow/api/events/{{source}}"
 
 
-def _subscribe(sandbox, api, secret: str = SECRET, **extra) -> None:
-    for source in ("wms", "carrier"):
+def _subscribe(
+    sandbox, api, secret: str = SECRET, sources: tuple[str, ...] = ("wms", "carrier"), **extra
+) -> None:
+    for source in sources:
         r = sandbox.client.put(
             f"/admin/subscriptions/{source}", json={"url": _url(api), "secret": secret, **extra}
         )
@@ -224,6 +228,69 @@ def test_a_malformed_push_is_refused_with_422(api):
     assert _post(api, "erp", [{"x": 1}]).status_code == 422
 
 
+def test_the_portal_and_marketplace_announce_new_orders_and_wake_their_intake_dags(
+    store, sandbox, api, redis_server
+):
+    """A notice per new feed item, never the order; the receiver stores nothing and wakes the
+    source's intake DAG on its own channel (not the fulfilment DAG's)."""
+    got: dict[str, list[dict]] = {"portal": [], "marketplace": [], "fulfilment": []}
+    pubsub = redis_server.client().pubsub()
+    pubsub.subscribe(
+        **{
+            f"{INTAKE_CHANNEL}.portal": lambda m: got["portal"].append(json.loads(m["data"])),
+            f"{INTAKE_CHANNEL}.marketplace": lambda m: got["marketplace"].append(
+                json.loads(m["data"])
+            ),
+            CHANNEL: lambda m: got["fulfilment"].append(json.loads(m["data"])),
+        }
+    )
+    thread = pubsub.run_in_thread(sleep_time=0.05, daemon=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not redis_server.client().pubsub_numsub(CHANNEL)[0][1]:
+        time.sleep(0.05)
+    messages_before = store.execute("SELECT count(*) FROM orderflow.channel_message").fetchone()
+    try:
+        sandbox.client.put("/admin/clock", json={"advance_minutes": 2 * 24 * 60})
+        feeds = {
+            "portal": sandbox.client.get("/portal/orders", params={"limit": 1000}).json(),
+            "marketplace": sandbox.client.get("/marketplace/orders", params={"limit": 1000}).json(),
+        }
+        assert all(f["items"] and not f["has_more"] for f in feeds.values())
+        _subscribe(sandbox, api, sources=("portal", "marketplace"), from_start=True)
+        subs = _wait_delivered(sandbox)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (got["portal"] and got["marketplace"]):
+            time.sleep(0.1)
+    finally:
+        thread.stop()
+        thread.join(5)
+        pubsub.close()
+        for source in ("portal", "marketplace"):
+            sandbox.client.delete(f"/admin/subscriptions/{source}")
+    for source, feed in feeds.items():
+        assert subs[source]["delivered"] == subs[source]["cursor"] == len(feed["items"])
+        assert {m["source"] for m in got[source]} == {source}
+        # at least once: a batch the sender retried after a slow answer rings again
+        assert sum(m["stored"] for m in got[source]) >= len(feed["items"]), (got, subs)
+    # the WMS's and carrier's pushes (earlier tests' subscriptions) may wake fulfilment
+    # meanwhile; a notice never does, and stores nothing: the intake DAG reads the feed
+    assert not {m["source"] for m in got["fulfilment"]} & {"portal", "marketplace"}
+    assert store.execute(
+        "SELECT count(*) FROM orderflow.fulfilment_event WHERE source NOT IN ('wms', 'carrier')"
+    ).fetchone() == (0,)
+    assert (
+        store.execute("SELECT count(*) FROM orderflow.channel_message").fetchone()
+        == messages_before
+    )
+
+
+def test_a_notice_without_its_feed_position_is_refused_with_422(api):
+    r = _post(api, "portal", [{"feed": "portal", "arrived_at": "2026-03-02T10:00:00+00:00"}])
+    assert r.status_code == 422 and "lacks seq" in r.json()["detail"]
+    ok = _post(api, "marketplace", [{"feed": "marketplace", "seq": 1}])
+    assert ok.status_code == 200 and ok.json()["stored"] == 0
+
+
 def test_with_redis_down_events_are_stored_and_the_poll_finds_nothing_missing(
     store, sandbox, api, redis_server
 ):
@@ -332,6 +399,26 @@ def test_the_fulfilment_dag_is_scheduled_on_the_watched_asset(airflow_db):
     ]
 
 
+def test_the_portal_and_marketplace_intake_dags_are_scheduled_on_their_watched_assets(
+    airflow_db,
+):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from orderflow import settings
+
+    for source in ("portal", "marketplace"):
+        bag = DagBag(dag_folder=str(Path(settings.DAGS_DIR) / f"intake_{source}.py"))
+        dag = bag.get_dag(f"intake_{source}")
+        condition = dag.timetable.asset_condition  # one Asset: the condition is the Asset
+        assets = {a.name: a for a in getattr(condition, "objects", [condition])}
+        assert set(assets) == {f"{source}_orders_announced"}
+        assert [w.name for w in assets[f"{source}_orders_announced"].watchers] == [
+            f"{source}_orders_wake"
+        ]
+        trigger = assets[f"{source}_orders_announced"].watchers[0].trigger
+        assert trigger.channels == [f"orderflow.intake.{source}"]
+
+
 def test_a_sandbox_configured_at_start_pushes_and_resumes_after_a_restart(
     store, api, day_dir, tmp_path, monkeypatch
 ):
@@ -343,7 +430,7 @@ def test_a_sandbox_configured_at_start_pushes_and_resumes_after_a_restart(
     monkeypatch.setenv("ORDERFLOW_SANDBOX_PUSH_SECRET", SECRET)
     sb = start_sandbox(day_dir, tmp_path / "drop")
     try:
-        assert set(_subscriptions(sb)) == {"wms", "carrier"}
+        assert set(_subscriptions(sb)) == {"wms", "carrier", "portal", "marketplace"}
         _release(sb, "EN", 2)
         sb.client.put("/admin/clock", json={"advance_minutes": 60})
         before = _wait_delivered(sb)

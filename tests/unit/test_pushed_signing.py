@@ -57,4 +57,5 @@ def test_the_stack_points_the_sandbox_at_the_receiver_and_falls_back_without_red
     redis_conn = json.loads(env["AIRFLOW_CONN_REDIS_DEFAULT"])
     assert (redis_conn["port"], redis_conn["extra"]["db"]) == (closed, 2)
     other = stack.push_env("secret-1234", Path(tmp_path) / "other", {})
-    assert other["ORDERFLOW_FULFILMENT_WAKE_CHANNEL"] != env["ORDERFLOW_FULFILMENT_WAKE_CHANNEL"]
+    for channel in ("ORDERFLOW_FULFILMENT_WAKE_CHANNEL", "ORDERFLOW_INTAKE_WAKE_CHANNEL"):
+        assert other[channel] != env[channel]

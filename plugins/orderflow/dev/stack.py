@@ -382,12 +382,14 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
 
 
 def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Pushed fulfilment events in the local stack: the sandbox WMS and carrier push to the
-    api-server's ``/orderflow/api/events/{source}`` signed with ``secret`` (the
-    ``fulfilment_push`` Connection's password); the receiver wakes the fulfilment DAG through
-    ``redis_default`` on a channel of this stack's own (two stacks may share one Redis).
-    Without a Redis answering at start the watcher is left out (``ORDERFLOW_PUSH_WAKE=off``):
-    events are still pushed and stored, and the 2-minute poll applies them. The stack's own
+    """Pushed events in the local stack: the sandbox WMS and carrier push their events, the
+    portal and marketplace their new-order notices, to the api-server's
+    ``/orderflow/api/events/{source}`` signed with ``secret`` (the ``fulfilment_push``
+    Connection's password); the receiver wakes the fulfilment DAG (or the intake DAG of the
+    notice) through ``redis_default`` on channels of this stack's own (two stacks may share
+    one Redis). Without a Redis answering at start the watchers are left out
+    (``ORDERFLOW_PUSH_WAKE=off``): events are still pushed and stored, and the DAGs' polls
+    take everything. The stack's own
     Redis (:func:`own_redis_port`) is started by the supervisor before everything else, so
     the watcher is always on with it."""
     import hashlib
@@ -405,7 +407,7 @@ def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None
             {
                 "conn_type": "generic",
                 "password": secret,
-                "description": "Shared secret of the WMS's and carrier's webhooks",
+                "description": "The webhooks' shared secret (WMS, carrier, portal, marketplace)",
             }
         ),
         "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps(
@@ -418,6 +420,7 @@ def push_env(secret: str, state_dir: Path, environ: dict[str, str] | None = None
             }
         ),
         "ORDERFLOW_FULFILMENT_WAKE_CHANNEL": f"orderflow.{stack_id}.fulfilment.events",
+        "ORDERFLOW_INTAKE_WAKE_CHANNEL": f"orderflow.{stack_id}.intake",
         "ORDERFLOW_PUSH_WAKE": "on" if wake else "off",
         "ORDERFLOW_SANDBOX_PUSH_URL": f"http://127.0.0.1:{API_PORT}/orderflow/api/events/{{source}}",
         "ORDERFLOW_SANDBOX_PUSH_SECRET": secret,

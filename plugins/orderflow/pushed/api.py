@@ -1,11 +1,13 @@
-"""``POST /orderflow/api/events/{source}``: the WMS's and carrier's webhooks.
+"""``POST /orderflow/api/events/{source}``: the WMS's and carrier's webhooks, and the
+portal's and marketplace's "new orders" notices.
 
 Not behind Airflow's login (a WMS has no Airflow user): the sender signs each request with
 the secret shared through the ``fulfilment_push`` Connection (its password) — see
 :mod:`orderflow.pushed.signing`. 401 for a missing or wrong signature (nothing stored), 422
 for a body that is not events of that source, 503 when the store is unreachable (the sender
 retries; the poll reads the feed anyway). 200 with ``{received, stored, duplicates, woken}``
-once the events are committed.
+once the events are committed (a notice: ``stored`` 0, once the intake DAG's wake-up is
+published or has failed — see :func:`orderflow.pushed.inbox.announce`).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route's annotations.
@@ -45,7 +47,8 @@ def register(app) -> None:
 
     @router.post("/api/events/{source}")
     async def receive_events(source: str, request: Request) -> dict:
-        """Store pushed fulfilment events (signed), then wake the fulfilment DAG."""
+        """Store pushed fulfilment events (signed), then wake the fulfilment DAG; or wake an
+        intake DAG for announced orders."""
         body = await request.body()
         try:
             inbox.authenticate(body, request.headers.get(signing.HEADER))
@@ -59,6 +62,9 @@ def register(app) -> None:
         except (ValueError, inbox.Rejected) as exc:
             raise HTTPException(422, str(exc)) from None
         from starlette.concurrency import run_in_threadpool
+
+        if source in inbox.NOTICE_SOURCES:
+            return await run_in_threadpool(inbox.announce, source, events)  # never raises
 
         def work() -> dict:
             with pool().connection() as conn:

@@ -1,5 +1,7 @@
-"""The Asset the fulfilment DAG is scheduled on besides its cron: updated by the triggerer
-whenever a wake-up arrives on :data:`orderflow.pushed.wake.CHANNEL`.
+"""The Assets DAGs are scheduled on besides their clocks, each updated by the triggerer
+whenever a wake-up arrives on its channel: the fulfilment DAG's on
+:data:`orderflow.pushed.wake.CHANNEL`, the portal's and marketplace's intake DAGs' on
+:func:`orderflow.pushed.wake.intake_channel`.
 
 An :class:`~airflow.sdk.AssetWatcher` runs its trigger in the triggerer (no worker waits):
 :class:`~orderflow.pushed.trigger.WakeTrigger` fires on every message and keeps its
@@ -8,11 +10,11 @@ blocking the triggerer (the provider's ``AwaitMessageTrigger``, which
 ``MessageQueueTrigger(scheme="redis+pubsub")`` dispatches to, stalled the triggerer's event
 loop on a frozen Redis, and missed wake-ups while the triggerer restarted it after each
 one — see :mod:`orderflow.pushed.trigger`). A message published while Redis is down or the
-trigger reconnects is not seen — the 2-minute poll covers that. Several wake-ups during
-one run queue a single next run.
+trigger reconnects is not seen — the DAG's scheduled poll covers that. Several wake-ups
+during one run queue a single next run.
 
 ``ORDERFLOW_PUSH_WAKE=off`` (the local stack sets it when no Redis answers at start) leaves
-the Asset without a watcher: the DAG runs on its cron and on releases only.
+the Assets without a watcher: the DAGs run on their clocks (and fulfilment on releases).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, AssetWatcher
 
 from orderflow.pushed.trigger import WakeTrigger
-from orderflow.pushed.wake import CHANNEL, REDIS_CONN_ID
+from orderflow.pushed.wake import CHANNEL, REDIS_CONN_ID, intake_channel
 from orderflow.settings import switched_on
 
 #: How often the trigger checks its subscription (s): the wake-up's share of the latency.
@@ -45,3 +47,19 @@ FULFILMENT_EVENTS_PUSHED = Asset(
     if WAKE_ENABLED
     else [],
 )
+
+
+def _announced(source: str) -> Asset:
+    channel = intake_channel(source)
+    return Asset(
+        name=f"{source}_orders_announced",
+        uri=f"orderflow://intake/{source}/announced",
+        watchers=[AssetWatcher(name=f"{source}_orders_wake", trigger=wake_trigger(channel))]
+        if WAKE_ENABLED
+        else [],
+    )
+
+
+#: The portal / the marketplace announced new orders in its feed. Their intake DAGs listen.
+PORTAL_ORDERS_ANNOUNCED = _announced("portal")
+MARKETPLACE_ORDERS_ANNOUNCED = _announced("marketplace")

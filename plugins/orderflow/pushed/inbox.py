@@ -1,9 +1,13 @@
-"""Receive one pushed request: authenticate, store, commit, then wake.
+"""Receive one pushed request: authenticate, then
 
-Order matters: the events are committed to ``fulfilment_event`` (under the same natural key
-the poll uses, so push + poll and a re-delivered push all count once) before the wake-up is
-published, so whatever wakes the DAG finds them; if the wake-up is lost the poll's run
-applies them.
+- fulfilment events (``wms``, ``carrier``): store, commit, then wake the fulfilment DAG.
+  Order matters: the events are committed to ``fulfilment_event`` (under the same natural
+  key the poll uses, so push + poll and a re-delivered push all count once) before the
+  wake-up is published, so whatever wakes the DAG finds them; if the wake-up is lost the
+  poll's run applies them.
+- notices of new orders (``portal``, ``marketplace``): nothing is stored — the feed is the
+  record, read by the intake DAG from its own watermark — only that DAG is woken. A lost
+  notice (or wake-up) costs time, never an order: the DAG's 5-minute poll reads the feed.
 """
 
 from __future__ import annotations
@@ -20,11 +24,18 @@ if TYPE_CHECKING:
 
 #: The Connection whose password is the secret the senders sign with (never in code).
 PUSH_CONN_ID = "fulfilment_push"
-SOURCES = ("wms", "carrier")
-#: What each source's event must carry: its natural key and when it happened.
+#: Sources whose events are pushed whole and stored.
+EVENT_SOURCES = ("wms", "carrier")
+#: Sources that announce new orders in their feeds: their intake DAG is woken.
+NOTICE_SOURCES = ("portal", "marketplace")
+SOURCES = EVENT_SOURCES + NOTICE_SOURCES
+#: What each source's event must carry: its natural key and when it happened (a notice: its
+#: position in the feed).
 REQUIRED = {
     "wms": ("release_id", "milestone", "occurred_at"),
     "carrier": ("tracking_number", "status", "occurred_at"),
+    "portal": ("seq",),
+    "marketplace": ("seq",),
 }
 SECRET_TTL_S = 30.0
 MAX_EVENTS = 1000
@@ -92,6 +103,13 @@ def store(conn: psycopg.Connection, source: str, events: Sequence[dict]) -> dict
     with db.transaction(conn):
         new = repo.store_events(conn, event_rows(source, events))
     return {"received": len(events), "stored": new, "duplicates": len(events) - new}
+
+
+def announce(source: str, notices: Sequence[dict]) -> dict[str, Any]:
+    """Wake the intake DAG of ``source`` for ``notices`` of new orders (nothing stored)."""
+    out: dict[str, Any] = {"received": len(notices), "stored": 0, "duplicates": 0}
+    out.update(wake.publish(source, len(notices), channel=wake.intake_channel(source)))
+    return out
 
 
 def receive(conn: psycopg.Connection, source: str, events: Sequence[dict]) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""The wake-up: after pushed events are committed, one message on a Redis pub/sub channel
-that the fulfilment DAG's :class:`~airflow.sdk.AssetWatcher` listens to (see
-:mod:`orderflow.pushed.asset`).
+"""The wake-up: one message on a Redis pub/sub channel that a DAG's
+:class:`~airflow.sdk.AssetWatcher` listens to (see :mod:`orderflow.pushed.asset`) —
+the fulfilment DAG's after pushed events are committed, an intake DAG's when the portal or
+the marketplace announces new orders in its feed.
 
-The message is only a nudge — it carries counts, never the events, which are already in the
-store. Publishing is best effort with short timeouts: Redis down (or no ``redis_default``
-Connection) is logged and reported, never raised, and the 2-minute poll picks the stored
-events up anyway.
+The message is only a nudge — it carries counts, never the events (already in the store)
+or the orders (in the feed). Publishing is best effort with short timeouts: Redis down (or
+no ``redis_default`` Connection) is logged and reported, never raised, and the DAG's
+scheduled poll picks the work up anyway.
 
 A webhook must not wait on a Redis that is gone: one attempt (redis-py's default of three
 retries with backoff took 5.8 s against an unresponsive server), :data:`TIMEOUT_S` to
@@ -31,6 +32,8 @@ REDIS_CONN_ID = "redis_default"
 #: The pub/sub channel (``ORDERFLOW_FULFILMENT_WAKE_CHANNEL`` overrides it, for tests that
 #: share one Redis).
 CHANNEL = os.environ.get("ORDERFLOW_FULFILMENT_WAKE_CHANNEL", "orderflow.fulfilment.events")
+#: The intake channels' common prefix (``ORDERFLOW_INTAKE_WAKE_CHANNEL`` overrides it).
+INTAKE_CHANNEL = os.environ.get("ORDERFLOW_INTAKE_WAKE_CHANNEL", "orderflow.intake")
 #: Seconds to connect to / answer from Redis before giving up on a wake-up.
 TIMEOUT_S = 1.0
 #: After a failed publish, wake-ups are skipped (not tried) for this many seconds.
@@ -67,10 +70,16 @@ def _client(conn_id: str):
         return client
 
 
+def intake_channel(source: str) -> str:
+    """The channel that wakes the intake DAG of ``source`` (``portal``, ``marketplace``)."""
+    return f"{INTAKE_CHANNEL}.{source}"
+
+
 def publish(
     source: str, stored: int, *, conn_id: str = REDIS_CONN_ID, channel: str | None = None
 ) -> dict[str, Any]:
-    """Publish one wake-up for ``stored`` new events of ``source``. Returns
+    """Publish one wake-up for ``stored`` new events (or announced orders) of ``source`` on
+    ``channel`` (the fulfilment DAG's by default). Returns
     ``{"woken": bool, "listeners": n}`` or ``{"woken": False, "error": ...}`` (``"skipped"``
     too within :data:`BACKOFF_S` of a failure); never raises."""
     global _failed_at
@@ -90,10 +99,11 @@ def publish(
     except Exception as exc:  # Redis down, no Connection: the poll is the safety net
         _failed_at = time.monotonic()
         log.warning(
-            "stored %s pushed %s event(s) but could not wake fulfilment through Redis (%s: %s); "
-            "the 2-minute poll will apply them",
+            "%s new %s item(s), but no wake-up on %s through Redis (%s: %s); the DAG's "
+            "scheduled poll will take them",
             stored,
             source,
+            channel or CHANNEL,
             type(exc).__name__,
             exc,
         )

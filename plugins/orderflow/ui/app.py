@@ -21,7 +21,8 @@
 - ``/orderflow/api/check`` — the order check (POST a draft order, JSON answer; sales,
   customer_service and operations_manager roles): ``orderflow.ordercheck``.
 - ``/orderflow/api/events/{source}`` — the WMS's and carrier's webhooks (``wms``,
-  ``carrier``): signed with the ``fulfilment_push`` secret, not Airflow's login
+  ``carrier``) and the portal's and marketplace's new-order notices (``portal``,
+  ``marketplace``): signed with the ``fulfilment_push`` secret, not Airflow's login
   (``orderflow.pushed``).
 - ``/orderflow/integrations`` — integration health per partner and endpoint, partners' 997s,
   overdue acknowledgements, and dead letters replayed by the ``integration`` role
