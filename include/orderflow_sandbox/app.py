@@ -234,6 +234,19 @@ class WebhookIn(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class PortalOrderIn(BaseModel):
+    client_request_id: str = Field(min_length=1, description="The portal's id of the request")
+    customer_id: str
+    ship_to_id: str | None = None
+    po_number: str
+    po_date: str | None = None
+    requested_ship_date: str | None = None
+    currency: str = "USD"
+    lines: list[dict[str, Any]] = Field(
+        min_length=1, description="As the feed serves them: line_no, sku, quantity, uom, ..."
+    )
+
+
 class ClockIn(BaseModel):
     now: datetime | None = Field(None, description="New simulated time (timezone-aware)")
     advance_minutes: float | None = Field(None, description="Move the clock forward")
@@ -577,6 +590,15 @@ def create_app(
         page = state.portal_page(cursor, limit)
         page["items"] = injector.feed_faults(request.url.path, page["items"])
         return page
+
+    @portal.post(
+        "/orders",
+        status_code=201,
+        summary="A customer places an order on the portal now: in the feed at once, its "
+        "new-order notice pushed to a portal subscription (idempotent by client request id)",
+    )
+    def portal_submit(body: PortalOrderIn, response: Response) -> dict:
+        return _answer(response, state.submit_portal_order(body.model_dump()))
 
     @portal.post(
         "/webhooks", status_code=201, summary="Receive a customer notification (idempotent)"

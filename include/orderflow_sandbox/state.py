@@ -49,6 +49,7 @@ DICT_COLLECTIONS = {
     "shipment": "shipments",
     "inventory": "inventory",
     "crm_approval": "crm_approvals",
+    "portal_submission": "portal_submissions",
 }
 LIST_COLLECTIONS = {
     "milestone": "milestones",
@@ -289,6 +290,9 @@ class Distributor:
             self.portal_orders + self._read_jsonl(day_dir / "portal_changes.jsonl"),
             key=lambda o: _parse(o["arrival_at"]),
         )
+        #: orders customers placed on the portal while the sandbox runs (client request id →
+        #: feed item), kept in the state and merged into the feed (:meth:`submit_portal_order`)
+        self.portal_submissions: dict[str, dict] = {}
         self.deliveries = self._read_jsonl(day_dir / "deliveries.jsonl")
         self._delivered: set[str] = set()
         self.mail: list[dict] = []  # what the SMTP sink received
@@ -319,6 +323,8 @@ class Distributor:
             day, fmt = self.store.meta("day"), self.store.meta("format")
             if day == self._fingerprint() and fmt == FORMAT:
                 self._restore()
+                for item in self.portal_submissions.values():
+                    self._insert_portal(item)
                 return True
             self._set_aside(f"day {day} format {fmt}")
         legacy = self.drop_dir / ".delivered"
@@ -1264,6 +1270,29 @@ class Distributor:
         return cached
 
     # ------------------------------------------------------------------ portal
+    def submit_portal_order(self, order: dict) -> tuple[dict, bool]:
+        """A customer places an order on the portal now: it is in the orders feed at once,
+        after everything already visible. Idempotent by ``client_request_id`` (the answer
+        says ``replayed``); kept in the sandbox's state, so a restart keeps the feed."""
+        with self._txn():
+            rid = order["client_request_id"]
+            item = self.portal_submissions.get(rid)
+            if item is None:
+                item = {**order, "channel": "portal", "arrival_at": _iso(self.now())}
+                self.portal_submissions[rid] = item
+                self._mark("portal_submission", rid)
+                self._insert_portal(item)
+                replayed = False
+            else:
+                replayed = True
+            return {"client_request_id": rid, "submitted_at": item["arrival_at"]}, replayed
+
+    def _insert_portal(self, item: dict) -> None:
+        """Into the feed in arrival order (after every item of the same time or earlier: what
+        a reader has seen never moves)."""
+        _, arrived = self._arrivals("portal")
+        self.portal_orders.insert(bisect.bisect_right(arrived, _parse(item["arrival_at"])), item)
+
     def portal_page(self, after: int, limit: int) -> dict:
         now = self.now()
         visible = [o for o in self.portal_orders if _parse(o["arrival_at"]) <= now]

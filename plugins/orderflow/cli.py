@@ -1056,6 +1056,13 @@ def ai_import_history(seed: int, days: int) -> None:
     help="Real scheduler: leave intake of the singles to its schedule, or trigger it at drop.",
 )
 @click.option(
+    "--single-channel",
+    type=click.Choice(["edi", "portal"]),
+    default="edi",
+    show_default=True,
+    help="Real scheduler: the singles are EDI files dropped, or orders placed on the portal.",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -1096,6 +1103,7 @@ def bench(
     workers,
     singles,
     single_intake,
+    single_channel,
     json_path,
     max_partitions,
     keep,
@@ -1135,6 +1143,7 @@ def bench(
                 workers=workers,
                 singles=singles,
                 single_intake=single_intake,
+                single_channel=single_channel,
                 naive_orders=naive_orders,
                 backlog=tuple(int(n) for n in backlog.split(",") if int(n) > 0),
                 backlog_confs=[json.loads(c) for c in backlog_conf] or [{}],

@@ -257,6 +257,43 @@ def test_the_clock_continues_at_its_speed_and_never_goes_back(day_dir, tmp_path)
     assert timedelta(seconds=100) <= later - resumed <= timedelta(seconds=200)  # 60× of ~2 s
 
 
+def test_an_order_placed_on_the_portal_is_in_the_feed_at_once_and_stays_there(day_dir, tmp_path):
+    """What a reader has seen never moves: the placed order comes after every visible item,
+    before the ones still to come, once however often it is sent, and a restart keeps it."""
+    drop = tmp_path / "drop"
+    sb = start_sandbox(day_dir, drop, start=START + timedelta(hours=9))
+    order = {
+        "client_request_id": "placed-1",
+        "customer_id": "C-PLACED",
+        "po_number": "PO-PLACED-1",
+        "lines": [{"line_no": 1, "sku": "SKU-1", "quantity": 2, "uom": "EA"}],
+    }
+    try:
+        before = _feed(sb.client, "/portal/orders")
+        first = sb.client.post("/portal/orders", json=order)
+        again = sb.client.post("/portal/orders", json=order)
+        after = _feed(sb.client, "/portal/orders")
+        assert sb.client.post("/portal/orders", json={**order, "lines": []}).status_code == 422
+    finally:
+        sb.kill()
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert after[: len(before)] == before and len(after) == len(before) + 1
+    placed = after[-1]
+    assert placed["client_request_id"] == "placed-1"
+    assert placed["order"]["po_number"] == "PO-PLACED-1"
+    assert placed["submitted_at"] == first.json()["submitted_at"]
+    sb = start_sandbox(day_dir, drop)
+    try:
+        assert _feed(sb.client, "/portal/orders")[: len(after)] == after
+        sb.client.put("/admin/clock", json={"advance_minutes": 3 * 24 * 60})
+        later = _feed(sb.client, "/portal/orders")
+    finally:
+        sb.stop()
+    assert later[: len(after)] == after and len(later) > len(after)  # the day's rest after it
+    assert sum(1 for it in later if it.get("client_request_id") == "placed-1") == 1
+
+
 def test_reset_forgets_on_purpose_and_stays_forgotten(day_dir, tmp_path):
     drop = tmp_path / "drop"
     sb = start_sandbox(day_dir, drop)

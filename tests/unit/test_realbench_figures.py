@@ -234,6 +234,12 @@ def test_the_pool_holds_only_what_the_sandbox_will_not_deliver(tmp_path):
     for item in pool["singles"]:
         assert item["channel"] == "edi" and len(item["orders"]) == 1
         assert not item["orders"][0]["defects"] and not item["orders"][0]["duplicate_of"]
+    assert pool["portal_singles"]
+    for order in pool["portal_singles"]:
+        assert order["channel"] == "portal" and not order["defects"]
+        assert datetime.fromisoformat(
+            order["arrival_at"].replace("Z", "+00:00")
+        ) > day2 - timedelta(minutes=1)
 
 
 def test_an_order_is_released_when_its_release_commits_not_when_its_transaction_began():

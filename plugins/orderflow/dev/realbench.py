@@ -14,13 +14,15 @@ clock, copies files into a drop folder and reads the databases afterwards.
    marketplace were each read once after the jump, no drop-folder file waits, no message or
    release-sender outbox row is due and no task of an intake DAG or of order processing runs
    or waits (twice, 5 s apart).
-2. **Single arrivals.** N single-order EDI files (X12 850, one order each, expected to be
-   released, from a later generated day) copied one at a time into the partner's drop
-   folder; each is timed to its order's ``RELEASED`` event before the next is dropped (after a
-   random 0–30 s pause, so drops fall at random points of the intake schedule).
-   ``--single-intake schedule`` leaves intake to its schedule (the system as it is);
-   ``trigger`` starts ``intake_edi`` through the REST API right after the drop (what an
-   event-driven intake would give at best).
+2. **Single arrivals.** N single orders expected to be released, from a later generated day,
+   one at a time: with ``--single-channel edi`` single-order EDI files (X12 850) copied into
+   the partner's drop folder; with ``portal`` portal orders placed at the sandbox's portal
+   (``POST /portal/orders``: in its feed at once, and its new-order notice pushed to
+   OrderFlow). Each is timed to its order's ``RELEASED`` event before the next arrives (after
+   a random 0–30 s pause, so arrivals fall at random points of the intake schedule).
+   ``--single-intake schedule`` leaves intake to its own triggers (the system as it is);
+   ``trigger`` starts the channel's intake DAG through the REST API right after the arrival
+   (what an event-driven intake would give at best).
 3. **Naive comparison** (``naive_orders`` > 0): order processing paused, ``naive_orders``
    later orders landed by intake, then one ``order_processing`` run triggered with
    ``one_order_per_task`` and, for the same number of further orders, one partitioned run;
@@ -53,8 +55,9 @@ How each figure is computed (all from stored rows, after the phase):
   sender of the day — a ``send_releases`` task instance, or a send a stage task carried
   (its start and end in that task's XCom) — / the seconds during which such a sender (one
   that sent at least a row) ran, overlapping senders merged.
-* ``single_arrival_p95_s``: p95 over the singles of drop (file renamed into the folder) →
-  the order's ``RELEASED`` event; drop → stored and stored → released are reported apart.
+* ``single_arrival_p95_s``: p95 over the singles of arrival (file renamed into the folder,
+  or the portal's answer to the order placed) → the order's ``RELEASED`` event; arrival →
+  stored and stored → released are reported apart (``single_channel`` says which).
 * ``peak_rss_mib``: the highest sum, sampled every second, of the resident memory of every
   process of the stack (``orderflow run`` and all its descendants, the embedded PostgreSQL's
   postmaster and its backends). Shared pages count in each process that maps them.
@@ -439,6 +442,7 @@ class Options:
     workers: int = 2
     singles: int = 20
     single_intake: str = "schedule"  # or "trigger"
+    single_channel: str = "edi"  # or "portal"
     naive_orders: int = 0
     #: one backlog run per size and conf, each on that many further orders
     backlog: tuple[int, ...] = ()
@@ -473,6 +477,8 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
 
     if opts.single_intake not in ("schedule", "trigger"):
         raise ValueError("single_intake is 'schedule' or 'trigger'")
+    if opts.single_channel not in ("edi", "portal"):
+        raise ValueError("single_channel is 'edi' or 'portal'")
     own_work = opts.work is None
     work = opts.work or Path(tempfile.mkdtemp(prefix="of-realbench-"))
     state = work / "state"
@@ -516,6 +522,7 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         "orders_per_day": m,
         "seed": opts.seed,
         "single_intake": opts.single_intake,
+        "single_channel": opts.single_channel,
         "machine": {"cpus": os.cpu_count(), "load_average_start": _load()},
         **opts.extra,
     }
@@ -634,7 +641,8 @@ def _describe(opts: Options) -> str:
 
 def _pool(day_dir: Path, day_end: datetime) -> dict[str, Any]:
     """What the sandbox will not deliver (after ``day_end``): single-order EDI files of
-    orders expected released, and every other order file, in arrival order."""
+    orders expected released, every other order file, in arrival order, and portal orders
+    expected released (``portal_singles``)."""
     orders = {
         o["submission_id"]: o
         for o in map(json.loads, (day_dir / "orders.jsonl").read_text().splitlines())
@@ -643,24 +651,33 @@ def _pool(day_dir: Path, day_end: datetime) -> dict[str, Any]:
         t["submission_id"]: t
         for t in map(json.loads, (day_dir / "ground_truth.jsonl").read_text().splitlines())
     }
+
+    def clean(s: str) -> bool:
+        return (
+            truth.get(s, {}).get("expected") == "release"
+            and not orders[s].get("defects")
+            and not orders[s].get("duplicate_of")
+        )
+
+    portal = [
+        o
+        for s, o in orders.items()
+        if o["channel"] == "portal"
+        and datetime.fromisoformat(o["arrival_at"].replace("Z", "+00:00")) > day_end
+        and clean(s)
+    ]
     singles, files = [], []
     for d in map(json.loads, (day_dir / "deliveries.jsonl").read_text().splitlines()):
         at = datetime.fromisoformat(d["at"].replace("Z", "+00:00"))
         subs = d.get("submission_ids") or []
         if at <= day_end or not subs or any(s not in orders for s in subs):
             continue
-        clean = all(
-            truth.get(s, {}).get("expected") == "release"
-            and not orders[s].get("defects")
-            and not orders[s].get("duplicate_of")
-            for s in subs
-        )
         item = {**d, "orders": [orders[s] for s in subs]}
-        if d["channel"] == "edi" and len(subs) == 1 and clean:
+        if d["channel"] == "edi" and len(subs) == 1 and all(map(clean, subs)):
             singles.append(item)
         else:
             files.append(item)
-    return {"singles": singles, "files": files}
+    return {"singles": singles, "files": files, "portal_singles": portal}
 
 
 def _day(
@@ -959,7 +976,25 @@ def _drop(stack: Any, day_dir: Path, item: dict) -> Path:
     return target
 
 
-_INTAKE_DAG = {"edi": "intake_edi", "email": "intake_mailbox", "csv": "intake_csv"}
+_INTAKE_DAG = {
+    "edi": "intake_edi",
+    "email": "intake_mailbox",
+    "csv": "intake_csv",
+    "portal": "intake_portal",
+}
+_PORTAL_FIELDS = ("customer_id", "ship_to_id", "po_number", "po_date", "requested_ship_date")
+
+
+def _place_portal_order(stack: Any, order: dict) -> None:
+    """A customer places ``order`` on the sandbox's portal (under a request id of its own:
+    the generated one arrives with its later day)."""
+    body = {k: order.get(k) for k in _PORTAL_FIELDS}
+    body.update(
+        client_request_id=f"bench-{order['client_request_id']}",
+        currency=order.get("currency", "USD"),
+        lines=order["lines"],
+    )
+    stack.sandbox.post("/portal/orders", json=body).raise_for_status()
 
 
 def _singles(
@@ -967,29 +1002,40 @@ def _singles(
 ) -> list[dict[str, Any]]:
     if not opts.singles:
         return out
-    items = pool["singles"][: opts.singles]
-    pool["singles"] = pool["singles"][opts.singles :]
+    channel = opts.single_channel
+    key = "singles" if channel == "edi" else "portal_singles"
+    items = pool[key][: opts.singles]
+    pool[key] = pool[key][opts.singles :]
     if len(items) < opts.singles:
-        say(f"  singles: only {len(items)} single-order files in the pool")
+        say(f"  singles: only {len(items)} single {channel} orders in the pool")
     rnd = random.Random(opts.seed)  # noqa: S311 - pauses between drops, not secrets
+    own = (
+        "the folder watcher, a waiting deferred file sensor poking every 2 s, every 5 min"
+        if channel == "edi"
+        else "the portal's new-order notice and its Redis wake-up, every 5 min"
+    )
     say(
-        f"  singles: {len(items)} single-order EDI files, one at a time, intake "
+        f"  singles: {len(items)} single "
+        + ("-order EDI files" if channel == "edi" else "portal orders")
+        + ", one at a time, intake "
         + (
-            "left to its own triggers (the folder watcher, a waiting deferred file sensor "
-            "poking every 2 s, every 5 min)"
+            f"left to its own triggers ({own})"
             if opts.single_intake == "schedule"
-            else "triggered through the REST API at each drop"
+            else "triggered through the REST API at each arrival"
         )
     )
     day_dir = stack.state / "sandbox" / "day"
     for n, item in enumerate(items, 1):
         # schedule: drops at random points of the 5-minute intake schedule
         time.sleep(rnd.uniform(0, 30 if opts.single_intake == "schedule" else 3))
-        order = item["orders"][0]
+        order = item["orders"][0] if channel == "edi" else item
         t_drop = _now()
-        _drop(stack, day_dir, item)
+        if channel == "edi":
+            _drop(stack, day_dir, item)
+        else:
+            _place_portal_order(stack, order)
         if opts.single_intake == "trigger":
-            stack.api("POST", f"/dags/{_INTAKE_DAG['edi']}/dagRuns", json={"logical_date": None})
+            stack.api("POST", f"/dags/{_INTAKE_DAG[channel]}/dagRuns", json={"logical_date": None})
         res = _wait_order(stack, order["po_number"], t_drop, opts.single_timeout)
         res.update({"po_number": order["po_number"], "partner_id": item.get("partner_id")})
         out.append(res)
