@@ -18,7 +18,7 @@ again, for as long as it runs. It also keeps its subscription after an event (th
 takes every event an event trigger yields): the provider's returned after each message and
 was started again by the triggerer, and a wake-up published in that gap — a second or more
 on a busy machine — was not heard. A message published while it reconnects is not seen
-either — the 2-minute poll covers that.
+either — the DAG's scheduled poll covers that.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class WakeTrigger(BaseEventTrigger):
                 if not failing:
                     log.warning(
                         "Redis of the wake-ups unreachable (%s: %s); subscribing again every "
-                        "%.0f-%.0f s, the 2-minute poll covers the meantime",
+                        "%.0f-%.0f s, the DAGs' scheduled polls cover the meantime",
                         type(exc).__name__,
                         exc,
                         BACKOFF_FIRST_S,
