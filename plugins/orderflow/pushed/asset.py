@@ -49,7 +49,9 @@ FULFILMENT_EVENTS_PUSHED = Asset(
 )
 
 
-def _announced(source: str) -> Asset:
+def announced_asset(source: str) -> Asset:
+    """The Asset an intake DAG of a feed that announces new orders is scheduled on, watched
+    on the feed's wake-up channel."""
     channel = intake_channel(source)
     return Asset(
         name=f"{source}_orders_announced",
@@ -61,5 +63,5 @@ def _announced(source: str) -> Asset:
 
 
 #: The portal / the marketplace announced new orders in its feed. Their intake DAGs listen.
-PORTAL_ORDERS_ANNOUNCED = _announced("portal")
-MARKETPLACE_ORDERS_ANNOUNCED = _announced("marketplace")
+PORTAL_ORDERS_ANNOUNCED = announced_asset("portal")
+MARKETPLACE_ORDERS_ANNOUNCED = announced_asset("marketplace")
