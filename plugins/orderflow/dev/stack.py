@@ -200,6 +200,12 @@ class Executor:
             # One message reserved per slot: a killed worker holds no queued task hostage
             # (an unacknowledged message comes back only after the visibility timeout).
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            # A task whose message a killed worker had taken, but which had not yet reported
+            # running, stays queued until the scheduler requeues it after this timeout
+            # (Airflow's default: 600 s, checked every 120 s). One such task of a DAG that
+            # runs one run at a time (fulfilment_events) wedged it for a whole short soak.
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "240",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "30",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
         }
 
