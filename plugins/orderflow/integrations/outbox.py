@@ -294,18 +294,43 @@ def send(
     errors: list[str] = []
     res.unknown = reconcile_interrupted(conn, actions)
     retry_followups(conn, actions, res)
-    with shared_hooks(), _Pool() as pool:
+
+    in_flight: tuple[list[tuple], Any] | None = None  # a slice sent, not yet recorded
+
+    def record_in_flight() -> None:
+        nonlocal in_flight
+        if in_flight is not None:
+            rows, sending = in_flight
+            in_flight = None
+            _record(conn, rows, sending.result(), senders, res, errors)
+
+    with shared_hooks(), _Pool() as pool, _Ahead() as ahead:
         while res.claimed < limit:
             # Claim in small batches so a lease never outlives the batch it covers.
             batch = claim(conn, actions, min(CLAIM_BATCH, limit - res.claimed))
+            if not batch and in_flight is not None:
+                record_in_flight()  # recording may queue rows (a refused tender's next one)
+                batch = claim(conn, actions, min(CLAIM_BATCH, limit - res.claimed))
             if not batch:
                 break
             res.claimed += len(batch)
-            # Recorded a slice at a time: a worker killed mid-batch leaves at most one
-            # slice sent but unrecorded (sent again by key once the lease expires).
+            # Recorded a slice at a time. A slice whose rows all go to batch endpoints is
+            # sent while the slice before it is recorded (the receivers' time and ours
+            # overlap instead of adding up): a worker killed then leaves at most two such
+            # slices sent but unrecorded (SENT_UNRECORDED_MAX), sent again by key once the
+            # lease expires. Any other slice is sent and recorded alone (e-mails: handed
+            # over one at a time), after the slice in flight.
             step = slice_rows(batch, many)
             for at in range(0, len(batch), step):
-                _send_batch(conn, batch[at : at + step], senders, res, errors, pool, many)
+                rows = batch[at : at + step]
+                if step == RECORD_EVERY_BATCHED:
+                    sending = ahead.submit(_dispatch, rows, senders, pool, many)
+                    record_in_flight()
+                    in_flight = (rows, sending)
+                else:
+                    record_in_flight()
+                    _record(conn, rows, _dispatch(rows, senders, pool, many), senders, res, errors)
+        record_in_flight()
     res.errors = tuple(errors[:20])
     return res
 
@@ -318,10 +343,12 @@ RECORD_EVERY = 4 * SEND_WORKERS
 #: the slice when every row of a claim goes to a batch endpoint: each slice is one request
 #: per action and Connection and one recording transaction, so a slice of 32 spent most of
 #: its CPU on the round itself (measured: 0.86 → 0.55 ms of CPU a row, ours, PostgreSQL's
-#: and the receiver's, from 32 to 128; docs/performance.md). A kill leaves at most this many
-#: rows sent but unrecorded, sent again under their keys once the lease expires. Half a
-#: claim: two even slices per claim, the same two rounds a claim as the 128 + 72 measured.
+#: and the receiver's, from 32 to 128; docs/performance.md). Half a claim: two even slices
+#: per claim, the same two rounds a claim as the 128 + 72 measured.
 RECORD_EVERY_BATCHED = CLAIM_BATCH // 2
+#: rows a sender killed at the worst moment leaves sent but unrecorded (sent again under
+#: their keys once the lease expires): the slice being recorded and the one sent meanwhile
+SENT_UNRECORDED_MAX = 2 * RECORD_EVERY_BATCHED
 
 
 def slice_rows(batch: list[tuple], many: dict | None) -> int:
@@ -356,6 +383,29 @@ class _Pool:
             self._pool.shutdown()
 
 
+class _Ahead:
+    """One thread that sends the next slice while this one's is recorded, started on first
+    use; leaving the block waits for a send in flight (its rows are then recorded by the
+    caller, or — when the block is left by an error — sent again by key after the lease)."""
+
+    def __init__(self) -> None:
+        self._thread = None
+
+    def submit(self, fn, *args):
+        if self._thread is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="outbox-ahead")
+        return self._thread.submit(fn, *args)
+
+    def __enter__(self) -> _Ahead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._thread.shutdown()
+
+
 def _outcome(send: Callable[[str, dict, str], dict], conn_id: str, payload: dict, key: str):
     """(answer, None) or (None, the exception): one send, whatever it raised."""
     try:
@@ -364,15 +414,13 @@ def _outcome(send: Callable[[str, dict, str], dict], conn_id: str, payload: dict
         return None, exc
 
 
-def _send_batch(
-    conn, batch, senders, res: SendResult, errors: list[str], pool=None, many=None
-) -> None:
-    """Send the claimed rows and record each outcome, in claim order. Keyed rows of an
-    action in ``many`` (:func:`_batch_registry`) go to their receiver in one request per
-    action and Connection (the groups concurrently), each row under its own key; the other
-    keyed rows — and those whose receiver has no batch endpoint — are sent concurrently one
-    request each (the first of each action and Connection alone: it builds the shared hook);
-    a non-keyed row is handed over and sent alone."""
+def _dispatch(batch, senders, pool=None, many=None) -> dict[int, tuple]:
+    """Send the keyed rows of a slice; their outcomes by outbox id (:func:`_outcome`). Rows
+    of an action in ``many`` (:func:`_batch_registry`) go to their receiver in one request
+    per action and Connection (the groups concurrently), each row under its own key; the
+    other keyed rows — and those whose receiver has no batch endpoint — are sent
+    concurrently one request each (the first of each action and Connection alone: it builds
+    the shared hook). Touches no database: it may run while another slice is recorded."""
     early: dict[int, tuple] = {}
     keyed = [r for r in batch if r[2] in KEYED_ACTIONS]
     if many:
@@ -419,6 +467,12 @@ def _send_batch(
             rest, pool.map(lambda r: _outcome(senders[r[2]], r[3], r[4], r[1]), rest), strict=True
         ):
             early[r[0]] = outcome
+    return early
+
+
+def _record(conn, batch, early, senders, res: SendResult, errors: list[str]) -> None:
+    """Record each outcome of a slice in claim order (``early``: :func:`_dispatch`'s); a
+    non-keyed row is handed over and sent here, alone."""
     accepted: list[tuple] = []  # keyed rows sent concurrently: recorded together below
     for outbox_id, key, action, conn_id, payload, attempts in batch:
         if outbox_id in early:
