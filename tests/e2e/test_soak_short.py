@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import pytest
@@ -63,7 +64,7 @@ def report(tmp_path_factory):
             "--tail-hours",
             "8",
             "--settle-timeout",
-            "240",
+            "360",  # a task whose message was lost comes back ~4.5 min after (240 s + 30 s)
             "--report",
             str(out),
         ],
@@ -109,6 +110,26 @@ def test_the_faults_happened_and_work_resumed(report):
         if f.get("recovered_s") is None and "skipped" not in f["detail"]
     ]  # fmt: skip
     assert report["faults_unrecovered"] == 0, (unrecovered, report["settle"])
+
+
+def test_a_task_whose_message_was_lost_is_requeued_by_the_scheduler_and_runs(report):
+    """The task instance whose Celery message was removed from the broker (what a worker
+    killed after taking it leaves) stayed queued until the scheduler's
+    ``task_queued_timeout`` (240 s on the stack's Celery, checked every 30 s) requeued it,
+    then ran and succeeded: a one-run-at-a-time DAG is held up minutes, not wedged."""
+    from orderflow.dev.stack import Executor
+
+    env = Executor(kind="celery").env(SimpleNamespace(airflow_url="postgresql://x/airflow"))
+    timeout = float(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"])
+    interval = float(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL"])
+    (lost,) = [f for f in report["faults"] if f["kind"] == "lose_task_message"]
+    d = lost["detail"]
+    assert "skipped" not in d, d
+    assert d["queued_for_s"] is not None, d  # requeued by the scheduler, not by chance
+    # queued until the timeout ran out, then requeued at the next check (a busy scheduler
+    # loop may add some seconds), never before
+    assert timeout <= d["queued_for_s"] <= timeout + interval + 60, d
+    assert d["final_state"] == "success" and lost["recovered_s"] is not None, (d, lost)
 
 
 def test_required_actions_answered_through_the_api_only_by_their_role(report):

@@ -10,7 +10,8 @@ called directly and nothing runs through ``dag.test()``.
 
 A chaos profile (``include/soak/<name>.yaml``) names faults at simulated hours after the
 start: SIGKILL of a Celery worker (LocalExecutor: of a task process) while a task runs,
-kills of the scheduler, triggerer, DAG processor and the embedded PostgreSQL (the
+a queued task's Celery message lost on the broker (requeued only by the scheduler's
+``task_queued_timeout``), kills of the scheduler, triggerer, DAG processor and the embedded PostgreSQL (the
 supervisor starts them again), the queue of the pushed-event wake-ups down for a while (the
 stack's own ``redis-server``, SIGKILLed and held down, or SIGSTOPped), and windows of sandbox fault rules (5xx, resets, outages,
 duplicate and reordered feed pages) through ``PUT /admin/faults``. Each fault's recovery is
@@ -24,6 +25,7 @@ reconciled against the sandbox's own records: ``report.json`` and ``report.md``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -74,6 +76,7 @@ _NOT_INHERITED = (
 # ------------------------------------------------------------------------------ profiles
 KINDS = (
     "kill_worker",
+    "lose_task_message",
     "kill_scheduler",
     "kill_triggerer",
     "kill_dag_processor",
@@ -93,8 +96,10 @@ class Action:
     name: str = ""
     duration_hours: float = 0.0  # faults: how long the rules apply
     rules: list[dict] = field(default_factory=list)  # faults: sandbox FaultRules
-    prefer: list[str] = field(default_factory=list)  # kill_worker: DAGs to hit, in order
-    wait_s: float = 90.0  # kill_worker, answer_approvals: how long to wait for a target
+    # kill_worker, lose_task_message: DAGs to hit, in order
+    prefer: list[str] = field(default_factory=list)
+    # kill_worker, lose_task_message, answer_approvals: how long to wait for a target
+    wait_s: float = 90.0
     feed: str = "wms"  # rewind_feed: which feed ("wms" milestones or "carrier" tracking)
     drop_fraction: float = 0.5  # rewind_feed: share of what we have read that the WMS purges
     count: int = 3  # reuse_release_ids: how many new releases get an id given out before;
@@ -607,6 +612,76 @@ def _kill_worker(stack: Stack, action: Action, executor: str) -> dict | None:
     return None
 
 
+def _lose_task_message(stack: Stack, action: Action, executor: str) -> dict | None:
+    """A task's Celery message lost between the scheduler and the workers — what a worker
+    SIGKILLed after taking a message, before its task reported running, leaves behind: the
+    task instance stays ``queued`` with no message anywhere. The workers' main processes
+    are paused (SIGSTOP: they take no message; the tasks they run go on, in their pool
+    processes) until a task instance is queued — for the first half of ``wait_s`` only one
+    of the profile's preferred DAGs, then any; its message
+    is removed from the stack's queue on the broker and the workers resume. Only the
+    scheduler's ``task_queued_timeout`` brings it back. LocalExecutor: nothing to lose."""
+    if executor != "celery":
+        return {"skipped": "LocalExecutor: no message between the scheduler and a worker"}
+    import psutil
+    import redis
+
+    from orderflow.dev.stack import Executor
+
+    broker = redis.Redis.from_url(
+        Executor.from_env(stack.env).broker_url, socket_timeout=5, socket_connect_timeout=5
+    )
+    workers = [p for n, p in stack.services().items() if n.startswith("celery-worker-")]
+    paused = []
+    for proc in workers:
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSTOP)
+            paused.append(proc.pid)
+    t0 = time.monotonic()
+    try:
+        rank = {d: i for i, d in enumerate(action.prefer)}
+        while time.monotonic() - t0 < action.wait_s:
+            rows = stack.query(
+                "airflow",
+                "SELECT dag_id, task_id, run_id, map_index, try_number, external_executor_id, "
+                "queued_dttm FROM task_instance WHERE state = 'queued' "
+                "AND external_executor_id IS NOT NULL ORDER BY queued_dttm",
+            )
+            if rank and time.monotonic() - t0 < action.wait_s / 2:
+                rows = [r for r in rows if r[0] in rank]  # first half: a preferred DAG's only
+            rows.sort(key=lambda r: rank.get(r[0], len(rank)))
+            messages = {_celery_task_id(m): m for m in broker.lrange(stack.queue, 0, -1)}
+            for dag_id, task_id, run_id, map_index, try_number, celery_id, queued in rows:
+                raw = messages.get(celery_id)
+                if raw is None or not broker.lrem(stack.queue, 1, raw):
+                    continue
+                return {
+                    "dag_id": dag_id,
+                    "task_id": task_id,
+                    "run_id": run_id,
+                    "map_index": map_index,
+                    "try_number": try_number,
+                    "celery_task_id": celery_id,
+                    "queued_at": queued.isoformat(),
+                    "workers_paused_s": round(time.monotonic() - t0, 1),
+                }
+            time.sleep(0.2)
+        return None
+    finally:
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        broker.close()
+
+
+def _celery_task_id(raw: bytes) -> str | None:
+    """The Celery task id of a message as the Redis transport keeps it in a queue."""
+    try:
+        return json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _kill_service(stack: Stack, name: str) -> dict | None:
     proc = stack.services().get(name)
     if proc is None:
@@ -763,6 +838,8 @@ def inject(stack: Stack, action: Action, executor: str) -> dict | None:
         return detail
     if action.kind == "kill_worker":
         return _kill_worker(stack, action, executor)
+    if action.kind == "lose_task_message":
+        return _lose_task_message(stack, action, executor)
     if action.kind == "answer_approvals":
         return {"count": action.count}  # armed: answered by the drive when some wait
     if action.kind == "kill_postgres":
@@ -1515,6 +1592,35 @@ def _recovery(stack: Stack, fault: Injected) -> None:
         return
     if fault.kind == "answer_approvals":
         _approvals_applied(stack, fault)
+        return
+    if fault.kind == "lose_task_message" and "dag_id" in d:
+        # the task instance whose message was lost: requeued by the scheduler (its log says
+        # so), then running and succeeded; try_number does not move on a requeue
+        rows = stack.query(
+            "airflow",
+            "SELECT state, try_number, start_date, end_date FROM task_instance "
+            "WHERE dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
+            (d["dag_id"], d["task_id"], d["run_id"], d["map_index"]),
+        )
+        at = datetime.fromisoformat(fault.at)
+        requeued = stack.query(
+            "airflow",
+            "SELECT min(dttm) FROM log WHERE event = 'stuck in queued reschedule' "
+            "AND dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
+            (d["dag_id"], d["task_id"], d["run_id"], d["map_index"]),
+        )
+        when = requeued[0][0] if requeued else None
+        d["requeued_after_s"] = round((when - at).total_seconds(), 1) if when else None
+        queued = datetime.fromisoformat(d["queued_at"])
+        d["queued_for_s"] = round((when - queued).total_seconds(), 1) if when else None
+        if rows:
+            state, try_number, started, ended = rows[0]
+            d["final_state"], d["final_try"] = state, try_number
+            if started and started > at:
+                d["running_again_s"] = round((started - at).total_seconds(), 1)
+            if state == "success" and ended and ended > at:
+                fault.recovered_s = round((ended - at).total_seconds(), 1)
+                fault.recovered_by = "the task whose message was lost, requeued"
         return
     if fault.kind == "kill_worker" and "dag_id" in d:
         # the killed task instance itself: when its next try started and when it succeeded
