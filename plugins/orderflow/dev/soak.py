@@ -11,8 +11,8 @@ called directly and nothing runs through ``dag.test()``.
 A chaos profile (``include/soak/<name>.yaml``) names faults at simulated hours after the
 start: SIGKILL of a Celery worker (LocalExecutor: of a task process) while a task runs,
 a queued task's Celery message lost on the broker (requeued only by the scheduler's
-``task_queued_timeout``), kills of the scheduler, triggerer, DAG processor and the embedded PostgreSQL (the
-supervisor starts them again), the queue of the pushed-event wake-ups down for a while (the
+``task_queued_timeout``), kills of the scheduler, triggerer, DAG processor and the
+embedded PostgreSQL (the supervisor starts them again), the queue of the pushed-event wake-ups down for a while (the
 stack's own ``redis-server``, SIGKILLed and held down, or SIGSTOPped), and windows of sandbox fault rules (5xx, resets, outages,
 duplicate and reordered feed pages) through ``PUT /admin/faults``. Each fault's recovery is
 the time from its injection (or, for a window, from its end) to the next successful task of
@@ -617,10 +617,10 @@ def _lose_task_message(stack: Stack, action: Action, executor: str) -> dict | No
     SIGKILLed after taking a message, before its task reported running, leaves behind: the
     task instance stays ``queued`` with no message anywhere. The workers' main processes
     are paused (SIGSTOP: they take no message; the tasks they run go on, in their pool
-    processes) until a task instance is queued — for the first half of ``wait_s`` only one
-    of the profile's preferred DAGs, then any; its message
-    is removed from the stack's queue on the broker and the workers resume. Only the
-    scheduler's ``task_queued_timeout`` brings it back. LocalExecutor: nothing to lose."""
+    processes) until a task instance is queued — for the first half of ``wait_s`` one of
+    the profile's preferred DAGs only, then any; its message is removed from the stack's
+    queue on the broker and the workers resume. Only the scheduler's
+    ``task_queued_timeout`` brings it back. LocalExecutor: nothing to lose."""
     if executor != "celery":
         return {"skipped": "LocalExecutor: no message between the scheduler and a worker"}
     import psutil
