@@ -1542,6 +1542,16 @@ def _trigger_failures(stack: Stack) -> int:
         return 0
 
 
+def _task_instance_now(stack: Stack, d: dict) -> list[tuple]:
+    """``[(state, try_number, start_date, end_date)]`` of the task instance ``d`` names."""
+    return stack.query(
+        "airflow",
+        "SELECT state, try_number, start_date, end_date FROM task_instance "
+        "WHERE dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
+        (d["dag_id"], d["task_id"], d["run_id"], d["map_index"]),
+    )
+
+
 def _recovery(stack: Stack, fault: Injected) -> None:
     """Seconds from the injection (a window: from its end) to the next successful task of
     the kind the fault hit."""
@@ -1596,12 +1606,7 @@ def _recovery(stack: Stack, fault: Injected) -> None:
     if fault.kind == "lose_task_message" and "dag_id" in d:
         # the task instance whose message was lost: requeued by the scheduler (its log says
         # so), then running and succeeded; try_number does not move on a requeue
-        rows = stack.query(
-            "airflow",
-            "SELECT state, try_number, start_date, end_date FROM task_instance "
-            "WHERE dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
-            (d["dag_id"], d["task_id"], d["run_id"], d["map_index"]),
-        )
+        rows = _task_instance_now(stack, d)
         at = datetime.fromisoformat(fault.at)
         requeued = stack.query(
             "airflow",
@@ -1624,12 +1629,7 @@ def _recovery(stack: Stack, fault: Injected) -> None:
         return
     if fault.kind == "kill_worker" and "dag_id" in d:
         # the killed task instance itself: when its next try started and when it succeeded
-        rows = stack.query(
-            "airflow",
-            "SELECT state, try_number, start_date, end_date FROM task_instance "
-            "WHERE dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
-            (d["dag_id"], d["task_id"], d["run_id"], d["map_index"]),
-        )
+        rows = _task_instance_now(stack, d)
         if rows:
             state, try_number, started, ended = rows[0]
             at = datetime.fromisoformat(fault.at)
