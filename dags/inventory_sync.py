@@ -26,7 +26,9 @@ in full once a day) and publishes them: allocation decides on stock at most a fe
 old. The WMS still confirms at release: a release it cannot cover (409) re-routes its order —
 the refused lines wait as backorders, or the order is processed again on the stock as now
 synced (`orderflow.refusals`). Emits nothing: order processing runs every 5 minutes and fills
-backorders from what arrived. Rerun or clear freely.
+backorders from what arrived. On a fresh stack it is skipped until the first full sync
+(`masterdata_sync`) has run: checked against an empty catalogue, every position would fail.
+Rerun or clear freely.
 """,
 ):
     SyncMasterDataOperator(
