@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import pytest
@@ -117,11 +116,10 @@ def test_a_task_whose_message_was_lost_is_requeued_by_the_scheduler_and_runs(rep
     killed after taking it leaves) stayed queued until the scheduler's
     ``task_queued_timeout`` (240 s on the stack's Celery, checked every 30 s) requeued it,
     then ran and succeeded: a one-run-at-a-time DAG is held up minutes, not wedged."""
-    from orderflow.dev.stack import Executor
+    from orderflow.dev.stack import CELERY_WORKER_LOSS
 
-    env = Executor(kind="celery").env(SimpleNamespace(airflow_url="postgresql://x/airflow"))
-    timeout = float(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"])
-    interval = float(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL"])
+    timeout = float(CELERY_WORKER_LOSS["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"])
+    interval = float(CELERY_WORKER_LOSS["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL"])
     (lost,) = [f for f in report["faults"] if f["kind"] == "lose_task_message"]
     d = lost["detail"]
     assert "skipped" not in d, d

@@ -143,6 +143,20 @@ def sandbox_args(environ: dict[str, str] | None = None) -> list[str]:
     return args
 
 
+#: What bounds the work a killed Celery worker holds up (docker-compose.yaml sets the same).
+CELERY_WORKER_LOSS = {
+    # One message reserved per slot: a killed worker holds no queued task hostage (an
+    # unacknowledged message comes back only after the visibility timeout).
+    "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+    # A task whose message a killed worker had taken, but which had not yet reported
+    # running, stays queued until the scheduler requeues it after this timeout (Airflow's
+    # default: 600 s, checked every 120 s). One such task of a DAG that runs one run at a
+    # time (fulfilment_events) wedged it for a whole short soak.
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "240",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "30",
+}
+
+
 @dataclass(frozen=True)
 class Executor:
     """Which executor the local stack runs, from the environment.
@@ -197,15 +211,7 @@ class Executor:
             # Celery's database result backend on the stack's own metadata database.
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + dbs.airflow_url,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
-            # One message reserved per slot: a killed worker holds no queued task hostage
-            # (an unacknowledged message comes back only after the visibility timeout).
-            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-            # A task whose message a killed worker had taken, but which had not yet reported
-            # running, stays queued until the scheduler requeues it after this timeout
-            # (Airflow's default: 600 s, checked every 120 s). One such task of a DAG that
-            # runs one run at a time (fulfilment_events) wedged it for a whole short soak.
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "240",
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "30",
+            **CELERY_WORKER_LOSS,
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
         }
 
