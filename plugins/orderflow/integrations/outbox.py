@@ -304,7 +304,11 @@ def send(
             in_flight = None
             _record(conn, rows, sending.result(), senders, res, errors)
 
-    with shared_hooks(), _Pool() as pool, _Ahead() as ahead:
+    with (
+        shared_hooks(),
+        _Threads(SEND_WORKERS, "outbox-send") as pool,  # a slice's requests
+        _Threads(1, "outbox-ahead") as ahead,  # the next slice, while this one is recorded
+    ):
         while res.claimed < limit:
             # Claim in small batches so a lease never outlives the batch it covers.
             batch = claim(conn, actions, min(CLAIM_BATCH, limit - res.claimed))
@@ -362,48 +366,34 @@ def slice_rows(batch: list[tuple], many: dict | None) -> int:
     return RECORD_EVERY
 
 
-class _Pool:
-    """The sender's threads, started on first use."""
+class _Threads:
+    """A few threads of the sender, started on first use; leaving the block waits for what
+    is in flight (a slice sent ahead is then recorded by the caller, or — when the block is
+    left by an error — sent again by key after the lease)."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers, self.name = workers, name
         self._pool = None
 
-    def map(self, fn, items):
+    def _started(self):
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(SEND_WORKERS, thread_name_prefix="outbox-send")
-        return list(self._pool.map(fn, items))
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+        return self._pool
 
-    def __enter__(self) -> _Pool:
+    def map(self, fn, items):
+        return list(self._started().map(fn, items))
+
+    def submit(self, fn, *args):
+        return self._started().submit(fn, *args)
+
+    def __enter__(self) -> _Threads:
         return self
 
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-
-
-class _Ahead:
-    """One thread that sends the next slice while this one's is recorded, started on first
-    use; leaving the block waits for a send in flight (its rows are then recorded by the
-    caller, or — when the block is left by an error — sent again by key after the lease)."""
-
-    def __init__(self) -> None:
-        self._thread = None
-
-    def submit(self, fn, *args):
-        if self._thread is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="outbox-ahead")
-        return self._thread.submit(fn, *args)
-
-    def __enter__(self) -> _Ahead:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread is not None:
-            self._thread.shutdown()
 
 
 def _outcome(send: Callable[[str, dict, str], dict], conn_id: str, payload: dict, key: str):
