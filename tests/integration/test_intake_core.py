@@ -146,3 +146,26 @@ def test_messages_reconcile(store):
     total = store.execute("SELECT count(*) FROM orderflow.channel_message").fetchone()[0]
     assert sum(counts.values()) == total
     assert counts.get("pending", 0) == 0
+
+
+def test_a_stored_order_keeps_its_document_out_of_line(store):
+    # Every stage rewrites the order row (its status is indexed: no HOT update); the
+    # canonical document stays in the TOAST table, so a status change does not copy it.
+    item = _item("req-big", "PO-BIG")
+    item["order"]["lines"] = [
+        {**item["order"]["lines"][0], "line_no": n, "customer_part_number": f"CPN-{n}"}
+        for n in range(1, 16)
+    ]
+    toast = store.execute(
+        "SELECT reltoastrelid::regclass::text FROM pg_class "
+        "WHERE oid = 'orderflow.\"order\"'::regclass"
+    ).fetchone()[0]
+    before = store.execute(f"SELECT count(DISTINCT chunk_id) FROM {toast}").fetchone()[0]
+    (oid,) = _ingest(store, item).order_ids
+    assert store.execute(
+        'SELECT octet_length(canonical::text) > 2048 FROM orderflow."order" WHERE order_id = %s',
+        (oid,),
+    ).fetchone()[0]
+    assert (
+        store.execute(f"SELECT count(DISTINCT chunk_id) FROM {toast}").fetchone()[0] == before + 1
+    )

@@ -221,9 +221,12 @@ _ORDER_STAGE = """
     CREATE TEMP TABLE IF NOT EXISTS of_order_stage (
         n int NOT NULL, order_id text, channel text, partner_id text, customer_id text,
         po_number text, ship_to_id text, currency text, order_total numeric,
-        requested_ship_date date, received_at timestamptz, canonical jsonb
+        requested_ship_date date, received_at timestamptz, canonical text
     ) ON COMMIT DELETE ROWS
 """
+# ``canonical`` is staged as text and becomes jsonb in the merge: a jsonb value staged
+# already compressed would be copied into "order" as it is, inline (PostgreSQL toasts a new
+# row only when it exceeds 2 kB), and "order" keeps the document out of line (0025)
 
 
 def insert_orders(
@@ -283,7 +286,7 @@ def insert_orders(
                 requested_ship_date, received_at, canonical)
             SELECT k.order_id, %s::bigint, k.channel, k.partner_id, k.customer_id, k.po_number,
                    k.ship_to_id, k.currency, k.order_total, k.requested_ship_date,
-                   coalesce(k.received_at, now()), k.canonical
+                   coalesce(k.received_at, now()), k.canonical::jsonb
               FROM of_order_stage k
              ORDER BY k.n
             ON CONFLICT (order_id) DO NOTHING
