@@ -17,6 +17,11 @@ the view the KPI DAG refreshes:
 
 Open exceptions, outbox attention and quarantine are counts *now*, whatever day is asked:
 they are what waits for a person.
+
+Picks and shipments carry the WMS's and the carrier's times. When those clocks run ahead of
+OrderFlow's by more than :data:`AHEAD_MARGIN` (a misset clock; the demo sandbox's, which runs
+a day in minutes), those milestones count on later dates than the orders' other ones, and
+the status says so and which date to ask for.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ MEASURES = (
     "cancelled",
     "rejected",
 )
+
+
+#: How far ahead of OrderFlow's clock a WMS or carrier time is before the status points it out.
+AHEAD_MARGIN = timedelta(hours=1)
 
 
 # ------------------------------------------------------------------------------ the day
@@ -121,6 +130,9 @@ class DayStatus:
     sla: dict[str, int]  # per SLA state
     outbox_attention: dict[str, int]
     quarantine: dict[str, Any]
+    #: picks and shipments stamped later than ``as_of`` + :data:`AHEAD_MARGIN`: how many
+    #: (``stamps``) and the business day of the earliest (``first_day``, None without any)
+    ahead: dict[str, Any] = field(default_factory=lambda: {"stamps": 0, "first_day": None})
     totals: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,7 +168,18 @@ def day_status(
         sla=desk_counts(conn),
         outbox_attention=outbox_attention(conn),
         quarantine=quarantine(conn),
+        ahead=ahead_of_clock(conn, now, tz),
     )
+
+
+def ahead_of_clock(conn: psycopg.Connection, now: datetime, tz: tzinfo) -> dict[str, Any]:
+    """Picks and shipments the WMS or carrier stamped later than ``now`` + :data:`AHEAD_MARGIN`:
+    how many, and the business day (in ``tz``) of the earliest."""
+    stamps, first = repo.stamped_after(conn, now + AHEAD_MARGIN)
+    return {
+        "stamps": stamps,
+        "first_day": business_day(tz, first).isoformat() if first is not None else None,
+    }
 
 
 def render(s: DayStatus) -> str:
@@ -194,4 +217,13 @@ def render(s: DayStatus) -> str:
         f"  {'quarantined events':<26}{q['fulfilment_events']:>6}   "
         "(orderflow fulfilment quarantined)",
     ]
+    if s.ahead["stamps"]:
+        out += [
+            "",
+            f"Ahead of this clock: {s.ahead['stamps']} picks and shipments carry WMS or carrier "
+            f"times more than {AHEAD_MARGIN.seconds // 3600} h after now (their clocks run ahead "
+            "of OrderFlow's; the demo sandbox's runs a day in minutes). They count on their own "
+            f"dates, from {s.ahead['first_day']}: "
+            f"orderflow status --date {s.ahead['first_day']}",
+        ]
     return "\n".join(out)

@@ -8,7 +8,7 @@ against ``order_fact`` (what the KPIs and the dashboard read) and through the CL
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -285,3 +285,23 @@ def test_intake_reconcile_has_a_header(store, day):
     lines = out.output.splitlines()
     assert lines[0].split() == ["channel", "outcome", "messages"]
     assert lines[1].split() == ["csv", "quarantined", "3"]
+
+
+def test_picks_stamped_ahead_of_this_clock_are_pointed_out(store, day):
+    """A WMS clock ahead of ours (the demo sandbox's runs a day in minutes) puts picks on later
+    dates than the orders' other milestones: the status says how many and which date to ask."""
+    now = datetime.now(UTC)
+    none = status.day_status(store, tz=UTC, now=now)
+    assert none.ahead == {"stamps": 0, "first_day": None}
+    assert "Ahead of this clock" not in status.render(none)
+    _order(store, "Z-AHEAD", "edi", now)
+    _shipment(store, "S-AHEAD", "Z-AHEAD", 1, picked=now + timedelta(days=2))
+    _order(store, "Z-SKEW", "edi", now)  # minutes of skew are not worth a word
+    _shipment(store, "S-SKEW", "Z-SKEW", 1, picked=now + timedelta(minutes=20))
+    s = status.day_status(store, tz=UTC, now=now)
+    later = (now + timedelta(days=2)).date().isoformat()
+    assert s.ahead == {"stamps": 1, "first_day": later}
+    assert f"orderflow status --date {later}" in status.render(s)
+    assert status.day_status(store, (now + timedelta(days=2)).date(), tz=UTC).totals["picked"] == 1
+    doc = json.loads(CliRunner().invoke(main, ["status", "--tz", "UTC", "--json"]).output)
+    assert doc["ahead"] == {"stamps": 1, "first_day": later}

@@ -67,6 +67,18 @@ def day_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> list
     return conn.execute(_DAY_COUNTS, {"start": start, "end": end}).fetchall()
 
 
+def stamped_after(conn: psycopg.Connection, after: datetime) -> tuple[int, datetime | None]:
+    """Shipments' picked / shipped times later than ``after``: how many, and the earliest."""
+    return conn.execute(
+        """
+        SELECT count(*), min(at)
+          FROM orderflow.shipment s, LATERAL (VALUES (s.picked_at), (s.shipped_at)) AS m(at)
+         WHERE at > %s
+        """,
+        (after,),
+    ).fetchone()
+
+
 def quarantined_messages(conn: psycopg.Connection) -> dict[str, int]:
     """Quarantined channel messages not replayed yet, per channel."""
     return dict(
