@@ -24,14 +24,17 @@ with DAG(
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
-    max_active_runs=1,
+    # two runs at most: a task stuck in one (a lost Celery message waits task_queued_timeout
+    # to be requeued) must not hold every customer notification behind it; the feeds' readers
+    # and the event applier wait for each other across runs (orderflow.fulfilment)
+    max_active_runs=2,
     tags=["orderflow", "fulfilment"],
     default_args={
         "owner": "orderflow-ops",
         "retries": 3,
-        # one run at a time: a task that failed (or whose worker died) holds every notice
-        # behind it until its retry, so the first retry comes soon (10-20 s, then 20-40,
-        # 40-80); the pulls resume from their cursors, nothing is lost by trying early
+        # a task that failed holds its run's notices until its retry, so the first retry
+        # comes soon (10-20 s, then 20-40, 40-80); the pulls resume from their cursors,
+        # nothing is lost by trying early
         "retry_delay": timedelta(seconds=10),
         "retry_exponential_backoff": True,
         # customers wait on these: ahead of order processing's partitions when the
@@ -64,6 +67,9 @@ catches whatever a push or a wake-up missed (and all of it where no Redis runs):
    idempotency key per document and version: reruns never send twice).
 4. **advance_orders** — orders whose last invoice the ERP accepted move to INVOICED.
 
+Two runs may overlap, so that a task stuck in one (say its Celery message was lost with a
+killed worker) does not hold the next run's notices. Across runs the feeds' readers and the
+applier wait for each other: a shipment's events still apply in the order they happened.
 Rerun or clear any task freely.
 """,
 ):

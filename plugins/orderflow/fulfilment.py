@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from orderflow.domain import fulfilment as domain
 from orderflow.domain.lifecycle import transition
 from orderflow.processing import RunContext
-from orderflow.store import db, events
+from orderflow.store import cursors, db, events
 from orderflow.store import fulfilment as repo
 
 if TYPE_CHECKING:
@@ -52,6 +52,19 @@ class Targets:
 
 
 # ------------------------------------------------------------------------------ pull
+#: Two fulfilment runs may overlap (``fulfilment_events`` allows two, so that a task stuck in
+#: one — its Celery message lost with a killed worker, requeued only after
+#: ``task_queued_timeout`` — does not hold every customer notification behind it). What must
+#: not run twice at once waits for the other run instead of failing:
+#: a feed's reader (its cursor) ...
+FEED_WAIT_S = 120.0
+#: ... and the applier of events and the order advance: one at a time, so a shipment's events
+#: apply in the order they happened (a shipped event applied before its pick would find no
+#: picked quantities to check against) and two advances never move the same order.
+APPLY_LOCK = "fulfilment:apply"
+APPLY_WAIT_S = 300.0
+
+
 def pull_feed(
     conn: psycopg.Connection,
     source: str,
@@ -69,11 +82,11 @@ def pull_feed(
     reset system) or whose history changed fails that check: nothing is read, the cursor
     stays, and an ``integration_failure`` exception says what was found and how to resync
     (:func:`resync_feed`). A later read that passes the check resolves it."""
-    from orderflow.store import cursors
-
     name = FEEDS[source]
     stats = {"pages": 0, "received": 0, "stored": 0, "duplicates": 0}
-    with cursors.exclusive(conn, f"feed:{name}"):
+    # another run reading this feed now (two fulfilment runs may overlap): wait for it, then
+    # read on from where it left the cursor
+    with cursors.exclusive(conn, f"feed:{name}", wait_s=FEED_WAIT_S):
         value, last_key = cursors.get_with_key(conn, name)
         cursor = int(value or 0)
         overlap = bool(cursor and last_key)
@@ -170,8 +183,6 @@ def resync_feed(
     """Move a feed's cursor (after a rewound feed, once its owners confirmed): the next read
     starts at ``position`` with no continuity check; events already stored are skipped by
     their natural keys. Audited."""
-    from orderflow.store import cursors
-
     name = FEEDS[source]
     with db.transaction(conn):
         before, last_key = cursors.get_with_key(conn, name)
@@ -234,18 +245,20 @@ def apply_events(
     targets: Targets = Targets(),
     now: datetime | None = None,
 ) -> ApplyResult:
-    """Apply pending events, a batch per transaction, until none is left (or ``max_events``)."""
+    """Apply pending events, a batch per transaction, until none is left (or ``max_events``).
+    One applier at a time (:data:`APPLY_LOCK`): events apply in the order they happened."""
     out = ApplyResult()
     tried: list[int] = []  # events still waiting for their release: once per run
-    while out.events < max_events:
-        with db.transaction(conn):
-            pending = repo.claim_pending(conn, min(batch, max_events - out.events), tried)
-            if not pending:
+    with cursors.exclusive(conn, APPLY_LOCK, wait_s=APPLY_WAIT_S):
+        while out.events < max_events:
+            with db.transaction(conn):
+                pending = repo.claim_pending(conn, min(batch, max_events - out.events), tried)
+                if not pending:
+                    break
+                _apply_batch(conn, pending, ctx, book, targets, out, now or datetime.now(UTC))
+            tried += [e["event_id"] for e in pending]
+            if len(pending) < batch:
                 break
-            _apply_batch(conn, pending, ctx, book, targets, out, now or datetime.now(UTC))
-        tried += [e["event_id"] for e in pending]
-        if len(pending) < batch:
-            break
     return out
 
 
@@ -389,7 +402,7 @@ def advance_orders(conn: psycopg.Connection, ctx: RunContext, book: RuleBook) ->
     """Move every order forward that its shipments and posted invoices allow (after the
     sender posted invoices, say). Returns moves by target status."""
     out = ApplyResult()
-    with db.transaction(conn):
+    with cursors.exclusive(conn, APPLY_LOCK, wait_s=APPLY_WAIT_S), db.transaction(conn):
         _advance_orders(conn, None, ctx, book, out)
     return out.order_moves
 

@@ -1020,3 +1020,78 @@ def test_invoices_sent_through_erp_faults_are_retried_and_posted_once(
     assert fulfilment.advance_orders(store, CTX, book).get("INVOICED", 0) == 0
     for r in orders:
         assert fulfilment_moves(store, r.order_id)[-1] == ("DELIVERED", "INVOICED")
+
+
+def test_two_overlapping_runs_read_each_feed_and_apply_events_one_at_a_time(store, book):
+    """Two fulfilment runs may overlap (a task stuck in one must not hold the next run's
+    notices). The second run's feed reader and applier wait for the first's instead of
+    failing, then go on from where it left: the events apply once, in the order they
+    happened."""
+    import threading
+
+    r = released_order(store, book, [(5, "10.00", "10.00")], edi=True)
+    track = f"1Z{r.tag}"
+    feed = Feed(store, "wms")
+    feed.add(
+        wms(r, "picked", 60, qty_lines(r, [5], [5])),
+        wms(r, "shipped", 200, qty_lines(r, [5], [5], [5]), track),
+    )
+
+    def in_a_thread(work):
+        conn = db.connect()
+        done: dict = {}
+
+        def run():
+            try:
+                done["out"] = work(conn)
+            except Exception as e:  # the test reads it
+                done["error"] = e
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t, done
+
+    first = db.connect()
+    try:
+        # the first run is reading the feed: the second's reader waits, then reads it all
+        with cursors.exclusive(first, f"feed:{feed.name}"):
+            t, done = in_a_thread(feed.pull)
+            time.sleep(1.5)
+            assert t.is_alive() and not done
+        t.join(30)
+        assert "error" not in done and done["out"]["stored"] == 2
+        # the first run is applying events: the second's applier waits for it
+        with cursors.exclusive(first, fulfilment.APPLY_LOCK):
+            t, done = in_a_thread(lambda c: fulfilment.apply_events(c, CTX, book))
+            time.sleep(1.5)
+            assert t.is_alive() and not done
+            assert (
+                scalar(
+                    store,
+                    "SELECT count(*) FROM orderflow.fulfilment_event "
+                    "WHERE order_id = %s AND status = 'pending'",
+                    r.order_id,
+                )
+                == 2
+            )
+        t.join(30)
+        assert "error" not in done and done["out"].applied == 2
+    finally:
+        first.close()
+    ship = shipment_stamps(store, r.shipment_id)
+    assert (ship["status"], ship["picked_at"], ship["shipped_at"]) == (
+        "shipped",
+        T0 + timedelta(minutes=60),
+        T0 + timedelta(minutes=200),
+    )
+    assert (
+        scalar(
+            store,
+            "SELECT count(*) FROM orderflow.invoice i JOIN orderflow.shipment s "
+            "USING (shipment_id) WHERE s.order_id = %s",
+            r.order_id,
+        )
+        == 1
+    )
