@@ -1460,10 +1460,10 @@ def outside_faults(
 ) -> list[dict]:
     """The waits (e.g. a notice's, shipped → notified: ``arrived`` → ``sent``) that
     overlapped no fault's reach: from its injection to its recovery (``recovered_s``), or to
-    when it was lifted when it did not recover. A killed worker holds ``fulfilment_events``
-    (one run at a time) until its task is found dead and retried — about a minute and a half
-    of wall clock, which at ×1200 is more than a simulated day: what waited in it measures
-    the fault, not the normal path."""
+    when it was lifted when it did not recover. A killed worker holds its ``fulfilment_events``
+    run until its task is found dead and retried — about a minute and a half of wall clock,
+    which at ×1200 is more than a simulated day (the next run, which may overlap it, carries
+    the notices on): what waited in it measures the fault, not the normal path."""
     spans = []
     for f in injected:
         if "skipped" in f.detail:
