@@ -5,13 +5,21 @@ in a session of its own (as ``pg_ctl`` leaves the postmaster) — on top of the 
 PostgreSQL the run starts, then fails or hangs as ``ORDERFLOW_PROBE`` says.
 """
 
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
+
+# SIGUSR1 writes every thread's stack next to the ready file: what a run that does not stop
+# when interrupted is doing (test_no_leftovers asks for it before it gives up on the probe)
+if os.environ.get("ORDERFLOW_PROBE_READY"):
+    _STACKS = open(os.environ["ORDERFLOW_PROBE_READY"] + ".stacks", "w")  # noqa: SIM115
+    faulthandler.register(signal.SIGUSR1, file=_STACKS, all_threads=True)
 
 
 def test_leaves_processes_behind_then_fails_or_hangs(server_url):
