@@ -15,6 +15,11 @@ from pathlib import Path
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
 
+# Ctrl-C interrupts this run whatever it inherited: started from a shell's background job,
+# SIGINT comes ignored, Python then installs no KeyboardInterrupt handler, and the run slept on
+# through test_no_leftovers' SIGINT (two CI runs started with `&` on 2026-12-07)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # SIGUSR1 writes every thread's stack next to the ready file: what a run that does not stop
 # when interrupted is doing (test_no_leftovers asks for it before it gives up on the probe)
 if os.environ.get("ORDERFLOW_PROBE_READY"):
