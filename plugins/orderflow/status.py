@@ -130,8 +130,8 @@ class DayStatus:
     sla: dict[str, int]  # per SLA state
     outbox_attention: dict[str, int]
     quarantine: dict[str, Any]
-    #: picks and shipments stamped later than ``as_of`` + :data:`AHEAD_MARGIN`: how many
-    #: (``stamps``) and the business day of the earliest (``first_day``, None without any)
+    #: picks and shipments stamped after the day and more than :data:`AHEAD_MARGIN` after
+    #: ``as_of``: how many (``stamps``) and the business day of the earliest (``first_day``)
     ahead: dict[str, Any] = field(default_factory=lambda: {"stamps": 0, "first_day": None})
     totals: dict[str, int] = field(init=False)
 
@@ -168,14 +168,17 @@ def day_status(
         sla=desk_counts(conn),
         outbox_attention=outbox_attention(conn),
         quarantine=quarantine(conn),
-        ahead=ahead_of_clock(conn, now, tz),
+        ahead=ahead_of_clock(conn, now, end, tz),
     )
 
 
-def ahead_of_clock(conn: psycopg.Connection, now: datetime, tz: tzinfo) -> dict[str, Any]:
-    """Picks and shipments the WMS or carrier stamped later than ``now`` + :data:`AHEAD_MARGIN`:
-    how many, and the business day (in ``tz``) of the earliest."""
-    stamps, first = repo.stamped_after(conn, now + AHEAD_MARGIN)
+def ahead_of_clock(
+    conn: psycopg.Connection, now: datetime, end: datetime, tz: tzinfo
+) -> dict[str, Any]:
+    """Picks and shipments the WMS or carrier stamped more than :data:`AHEAD_MARGIN` after
+    ``now`` and after ``end`` (the asked day's: they count on a later date): how many, and
+    the business day (in ``tz``) of the earliest."""
+    stamps, first = repo.stamped_after(conn, max(now + AHEAD_MARGIN, end))
     return {
         "stamps": stamps,
         "first_day": business_day(tz, first).isoformat() if first is not None else None,
@@ -221,9 +224,9 @@ def render(s: DayStatus) -> str:
         out += [
             "",
             f"Ahead of this clock: {s.ahead['stamps']} picks and shipments carry WMS or carrier "
-            f"times more than {AHEAD_MARGIN.seconds // 3600} h after now (their clocks run ahead "
-            "of OrderFlow's; the demo sandbox's runs a day in minutes). They count on their own "
-            f"dates, from {s.ahead['first_day']}: "
+            f"times on later dates, more than {AHEAD_MARGIN.seconds // 3600} h after now (their "
+            "clocks run ahead of OrderFlow's; the demo sandbox's runs a day in minutes). They "
+            f"count on those dates, from {s.ahead['first_day']}: "
             f"orderflow status --date {s.ahead['first_day']}",
         ]
     return "\n".join(out)

@@ -290,18 +290,26 @@ def test_intake_reconcile_has_a_header(store, day):
 def test_picks_stamped_ahead_of_this_clock_are_pointed_out(store, day):
     """A WMS clock ahead of ours (the demo sandbox's runs a day in minutes) puts picks on later
     dates than the orders' other milestones: the status says how many and which date to ask."""
-    now = datetime.now(UTC)
+    now = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
     none = status.day_status(store, tz=UTC, now=now)
     assert none.ahead == {"stamps": 0, "first_day": None}
     assert "Ahead of this clock" not in status.render(none)
-    _order(store, "Z-AHEAD", "edi", now)
-    _shipment(store, "S-AHEAD", "Z-AHEAD", 1, picked=now + timedelta(days=2))
-    _order(store, "Z-SKEW", "edi", now)  # minutes of skew are not worth a word
-    _shipment(store, "S-SKEW", "Z-SKEW", 1, picked=now + timedelta(minutes=20))
+    stamps = {
+        "AHEAD": now + timedelta(days=2),  # a later date: pointed out
+        "TODAY": now + timedelta(hours=3),  # ahead, but today: in today's table
+        "SKEW": now + timedelta(minutes=20),  # minutes of skew are not worth a word
+    }
+    for name, picked in stamps.items():
+        _order(store, f"Z-{name}", "edi", now)
+        _shipment(store, f"S-{name}", f"Z-{name}", 1, picked=picked)
     s = status.day_status(store, tz=UTC, now=now)
-    later = (now + timedelta(days=2)).date().isoformat()
-    assert s.ahead == {"stamps": 1, "first_day": later}
-    assert f"orderflow status --date {later}" in status.render(s)
-    assert status.day_status(store, (now + timedelta(days=2)).date(), tz=UTC).totals["picked"] == 1
+    assert s.ahead == {"stamps": 1, "first_day": "2026-06-03"}
+    assert s.totals["picked"] == 2  # TODAY and SKEW
+    assert "orderflow status --date 2026-06-03" in status.render(s)
+    assert status.day_status(store, date(2026, 6, 3), tz=UTC, now=now).totals["picked"] == 1
+    # the command, on the real clock
+    real = datetime.now(UTC) + timedelta(days=2)
+    _order(store, "Z-REAL", "edi", datetime.now(UTC))
+    _shipment(store, "S-REAL", "Z-REAL", 1, picked=real)
     doc = json.loads(CliRunner().invoke(main, ["status", "--tz", "UTC", "--json"]).output)
-    assert doc["ahead"] == {"stamps": 1, "first_day": later}
+    assert doc["ahead"] == {"stamps": 1, "first_day": real.date().isoformat()}
