@@ -1,16 +1,20 @@
-"""Lists sent as array parameters by the store's connections (``store.db.fast_lists``: one
+"""Lists sent as array parameters by the store's connections (``store.db.fast_adapters``: one
 pass over the joined elements instead of a test and an escape per element) arrive as the
-same arrays as psycopg's own dumper sends them — every element type the store sends."""
+same arrays as psycopg's own dumper sends them — every element type the store sends; and
+``json``/``jsonb`` values they read (decoded by msgspec) come back as ``json.loads`` reads
+them."""
 
 from datetime import date
 from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg import pq
 from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from orderflow.domain.lifecycle import OrderStatus
+from orderflow.store.db import _json_loads
 
 TRICKY = ["", "a", "NULL", "null", " x ", "a,b", "{}", "{a}", 'a"b', "a\\b", '\\"', '"', "\\",
           "é€😀", "\t\n", "x y", "'q'", "a\x01b", "NULL,NULL"]  # fmt: skip
@@ -67,3 +71,34 @@ def test_membership_tests_see_the_same_elements(store, plain):
         assert store.execute(query, (probe, TRICKY)).fetchone()[0] is True
         assert plain.execute(query, (probe, TRICKY)).fetchone()[0] is True
     assert store.execute("SELECT 'zz' = ANY(%s::text[])", (TRICKY,)).fetchone()[0] is False
+
+
+JSON_VALUES = [
+    '{"a": 1, "b": [1, 2.5, null, true, false, "x"], "c": {"d": "é€😀\\n\\u001f"}}',
+    "123456789012345678901234567890",  # beyond 64 bits: exact, as json.loads reads it
+    "-9223372036854775809",
+    "0.1",
+    "1e400",  # beyond a double: json.loads reads inf, msgspec refuses (the fallback)
+    "12345678901234567890.123456789",
+    '"plain"',
+    "[]",
+    "null",
+    "[" * 2000 + "]" * 2000,  # deeper than msgspec goes (the fallback)
+]
+
+
+@pytest.mark.parametrize("text", JSON_VALUES, ids=range(len(JSON_VALUES)))
+@pytest.mark.parametrize("cast", ["json", "jsonb"])
+def test_a_json_value_reads_as_json_loads_reads_it(store, plain, text, cast):
+    oid = store.adapters.types[cast].oid
+    assert store.adapters.get_loader(oid, pq.Format.TEXT)._loads is _json_loads
+    try:
+        own = plain.execute(f"SELECT %s::{cast}", (text,)).fetchone()[0]
+    except RecursionError:
+        with pytest.raises(RecursionError):
+            store.execute(f"SELECT %s::{cast}", (text,)).fetchone()
+        return
+    fast = store.execute(f"SELECT %s::{cast}", (text,)).fetchone()[0]
+    assert fast == own
+    assert repr(fast) == repr(own)  # the same types too: 1 stays an int, 1.0 a float
+
