@@ -101,4 +101,3 @@ def test_a_json_value_reads_as_json_loads_reads_it(store, plain, text, cast):
     fast = store.execute(f"SELECT %s::{cast}", (text,)).fetchone()[0]
     assert fast == own
     assert repr(fast) == repr(own)  # the same types too: 1 stays an int, 1.0 a float
-
