@@ -29,6 +29,7 @@ file by its path) for a before/after.
 
 from __future__ import annotations
 
+import atexit
 import cProfile
 import json
 import os
@@ -136,7 +137,7 @@ STAGES = ("validate", "credit", "allocate", "plan", "release", "send")
 
 
 def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) -> None:
-    db_name = f"stage_profile_{label}"
+    db_name = f"stage_profile_{label.lower()}"  # as CREATE DATABASE names it
     a = admin()
     a.execute(f"DROP DATABASE IF EXISTS {db_name}")
     a.execute(f"CREATE DATABASE {db_name} TEMPLATE {TPL}")
@@ -150,6 +151,8 @@ def run(out: Path, label: str, profile: bool, stages: tuple[str, ...] = STAGES) 
     store = url(db_name)
     db.use_url(store)
     sb = start_sandbox(out / "day", drop)
+    # a run that fails stops its sandbox too (one left running would skew the next runs)
+    atexit.register(lambda: sb.proc.poll() is None and sb.stop())
     os.environ.update(sb.connection_env())
     from orderflow import processing, rules
     from orderflow.integrations import outbox
