@@ -116,6 +116,11 @@ class NotFound(Exception):
     pass
 
 
+def _name_tokens(name: str) -> set[str]:
+    """The words of a party's name that screening compares (case-folded, over 2 letters)."""
+    return {t for t in name.casefold().replace(",", " ").split() if len(t) > 2}
+
+
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -210,6 +215,8 @@ class Distributor:
         self.dcs = {d["dc_id"]: d for d in world["dcs"]}
         self.partners = {p["partner_id"]: p for p in world.get("partners", [])}
         self.restricted = world.get("restricted_parties", [])
+        # each party's name tokens, once (a screening compares a name with every party)
+        self._restricted_tokens = [(p, _name_tokens(p["name"])) for p in self.restricted]
         self.master_data_defects = world.get("master_data_defects", [])
         self.master: dict[str, dict[Any, dict]] = {}
         for entity, key in MASTER_ENTITIES.items():
@@ -1226,10 +1233,9 @@ class Distributor:
         }
 
     def screen(self, name: str, country: str) -> dict:
-        tokens = {t for t in name.casefold().replace(",", " ").split() if len(t) > 2}
+        tokens = _name_tokens(name)
         hits = []
-        for party in self.restricted:
-            ptoks = {t for t in party["name"].casefold().replace(",", " ").split() if len(t) > 2}
+        for party, ptoks in self._restricted_tokens:
             if not ptoks:
                 continue
             score = len(tokens & ptoks) / len(ptoks)
