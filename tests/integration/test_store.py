@@ -5,7 +5,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from orderflow.domain.lifecycle import transition
+from orderflow.domain.lifecycle import OrderStatus, transition
 from orderflow.store import bulk, db, events, heartbeats, migrations
 
 pytestmark = pytest.mark.db
@@ -93,6 +93,40 @@ def test_order_events_are_append_only(store, order_with_event, statement):
         "SELECT count(*) FROM orderflow.order_event WHERE order_id = %s", (order_with_event,)
     ).fetchone()[0]
     assert count == 1
+
+
+def test_the_statuses_an_event_may_name_are_the_lifecycles(store, order_with_event):
+    """``order_event``'s status CHECK (migration 0026, once two foreign keys) accepts every
+    status of ``order_status`` and of the domain, and refuses any other."""
+    listed = {r[0] for r in store.execute("SELECT status FROM orderflow.order_status")}
+    assert listed == {s.value for s in OrderStatus}
+    check = store.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conname = 'order_event_status_check'"
+    ).fetchone()[0]
+    assert {s for s in listed if f"'{s}'" in check} == listed
+    insert = (
+        "INSERT INTO orderflow.order_event (order_id, from_status, to_status, actor_type, "
+        "actor_id) VALUES (%s, %s, %s, 'system', 'test')"
+    )
+    for s in OrderStatus:  # every status of the lifecycle, both ways, inside a rollback
+        with pytest.raises(_Rollback), db.transaction(store):
+            store.execute(insert, (order_with_event, s.value, s.value))
+            raise _Rollback
+    for bad in [("RECEIVED", "SHIPPD"), ("SHIPPD", "RECEIVED"), ("RECEIVED", "received")]:
+        with pytest.raises(psycopg.errors.CheckViolation, match="order_event_status_check"):
+            store.execute(insert, (order_with_event, *bad))
+    # no event row left behind by either loop
+    assert (
+        store.execute(
+            "SELECT count(*) FROM orderflow.order_event WHERE order_id = %s", (order_with_event,)
+        ).fetchone()[0]
+        == 1
+    )
+
+
+class _Rollback(Exception):
+    pass
 
 
 @pytest.mark.parametrize("table", ["order_event", "audit_log"])
