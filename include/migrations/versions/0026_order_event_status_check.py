@@ -10,7 +10,7 @@ constraint built from ``order_status`` when this migration runs: the same rows a
 accepted and refused, without a trigger. ``order_status`` and the order's own ``status``
 foreign key stay (an order's status update costs the same with or without it). A later
 migration that adds a status adds it to ``order_status`` and to this constraint
-(``tests/integration/test_migrations.py`` checks the two agree).
+(``tests/integration/test_store.py`` checks that they and ``OrderStatus`` agree).
 
 Revision ID: 0026
 Revises: 0025
