@@ -358,3 +358,23 @@ def test_an_exiting_process_keeps_the_group_it_was_seen_in():
     sampler.sample()
     sampler.sample()
     assert sampler.cpu_by_group() == {"task processes": 2.5}
+
+
+def test_the_summary_names_how_fast_the_host_was():
+    """Two runs of the same code differed by a third on one machine type: the summary and
+    the JSON carry the reference workload's CPU before and after, to tell them apart."""
+    results = {
+        "executor": "local",
+        "orders": 500,
+        "received_to_released_s": 80.0,
+        "stage_orders_per_s": {"validate": 1.0},
+        "sends_per_s": 30.0,
+        "single_arrival_p95_s": None,
+        "naive_orders": 0,
+        "naive_ratio": None,
+        "peak_rss_mib": 2048.0,
+        "machine": {"cpus": 2, "reference_cpu_ms_start": 38.4, "reference_cpu_ms_end": 52.1},
+    }
+    host = [ln for ln in rb.summary_lines(results) if "reference workload" in ln]
+    assert host and "38.4 ms" in host[0] and "52.1 ms" in host[0]
+    assert 1 < rb.reference_cpu_ms(repeat=1) < 5_000

@@ -85,6 +85,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orderflow.bench_check import reference_cpu_ms
 from orderflow.operators.processing import COUNTS_KEY
 
 log = logging.getLogger(__name__)
@@ -523,7 +524,13 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         "seed": opts.seed,
         "single_intake": opts.single_intake,
         "single_channel": opts.single_channel,
-        "machine": {"cpus": os.cpu_count(), "load_average_start": _load()},
+        # how fast this host is tonight (the same code's CPU an order moved by a third between
+        # evenings on one machine type): a fixed piece of Python work, before and after
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_start": _load(),
+            "reference_cpu_ms_start": reference_cpu_ms(),
+        },
         **opts.extra,
     }
     stack = soak.Stack(state, opts.executor, opts.workers, clock_start)
@@ -608,6 +615,7 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
             results["rss_samples"] = sampler.samples
         results["stop_leftovers"] = stack.stop()
         results["load_average_end"] = _load()
+        results["machine"]["reference_cpu_ms_end"] = reference_cpu_ms()
         if ok and not opts.keep:
             shutil.rmtree(work if own_work else state, ignore_errors=True)
         elif not ok:
@@ -1452,6 +1460,9 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         "",
         f"== real-scheduler bench: {r['orders']:,} orders, {ex} (load average at the end "
         f"{r.get('load_average_end')}) ==",
+        f"  host: reference workload {(r.get('machine') or {}).get('reference_cpu_ms_start')} ms "
+        f"of CPU before, {(r.get('machine') or {}).get('reference_cpu_ms_end')} ms after "
+        "(compare runs by it: a slower host costs every figure more)",
         f"  received → released (day, first received → last released): "
         f"{r['received_to_released_s']} s; per order p50 {r.get('received_to_released_p50_s')} s,"
         f" p95 {r.get('received_to_released_p95_s')} s; {r.get('orders_released')} released",
