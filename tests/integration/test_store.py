@@ -1,6 +1,8 @@
 """The operational store on a real PostgreSQL: migrations, append-only audit, idempotent bulk
 upserts, optimistic lifecycle writes."""
 
+import uuid
+
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -60,7 +62,9 @@ def _make_order(conn, order_id="O-1", status="RECEIVED"):
 
 @pytest.fixture
 def order_with_event(store):
-    order_id = "O-append-" + str(id(store))
+    # unique per use: the store's database outlives the connection, and id() of a new
+    # connection can repeat a closed one's (a duplicate order in CI, 50e6157)
+    order_id = "O-append-" + uuid.uuid4().hex[:12]
     with db.transaction(store):
         _make_order(store, order_id)
         events.append(
