@@ -192,7 +192,13 @@ def test_milestones_progress_with_time_and_tracking_follows(sandbox):
 
 def test_portal_feed_cursor_has_no_gaps_or_repeats_and_files_are_delivered(sandbox, day_dir):
     c = sandbox.client
-    c.put("/admin/clock", json={"now": (START + timedelta(days=1)).isoformat()})
+    deliveries = [
+        json.loads(line) for line in (day_dir / "deliveries.jsonl").read_text().splitlines()
+    ]
+    # past the day and past its last file (a customer's change can come the next afternoon):
+    # on its own, this test must not rely on an earlier one having moved the clock further
+    last = max(datetime.fromisoformat(d["at"].replace("Z", "+00:00")) for d in deliveries)
+    c.put("/admin/clock", json={"now": max(START + timedelta(days=1), last).isoformat()})
     seen, cursor = [], 0
     while True:
         page = c.get("/portal/orders", params={"cursor": cursor, "limit": 17}).json()
@@ -215,9 +221,6 @@ def test_portal_feed_cursor_has_no_gaps_or_repeats_and_files_are_delivered(sandb
     ]
     assert seen == expected
     assert len(seen) == len(set(seen)) > 0
-    deliveries = [
-        json.loads(line) for line in (day_dir / "deliveries.jsonl").read_text().splitlines()
-    ]
     assert c.get("/admin/state").json()["deliveries"]["delivered"] == len(deliveries)
     assert len(list((sandbox.drop / "edi" / "inbound").rglob("*.x12"))) == sum(
         d["channel"] == "edi" for d in deliveries
