@@ -418,3 +418,45 @@ def test_another_generated_day_starts_fresh_and_keeps_the_old_state_aside(day_di
     d3 = Distributor(other, drop, SimClock(START, 0.0))
     assert not d3.releases and not d3.resumed
     assert list(drop.glob("state.sqlite3.stale-*"))
+
+
+def test_a_record_reads_back_as_it_was_written(day_dir, tmp_path):
+    """In-process: what a record holds — text outside ASCII, quotes and control characters,
+    floats that print long, integers beyond 64 bits, nesting, an idempotency answer's
+    (digest, answer) pair — is what a restarted sandbox holds."""
+    from orderflow_sandbox.faults import SimClock
+    from orderflow_sandbox.state import Distributor
+
+    drop = tmp_path / "drop"
+    d = Distributor(day_dir, drop, SimClock(START, 0.0))
+    pos = next(iter(d.inventory))
+    answer, _ = d.release(
+        "k-ü",
+        {
+            "order_id": 'Bäckerei "Zürich"\n\t☃',
+            "dc_id": pos[1],
+            "lines": [{"line_no": 1, "item_id": pos[0], "quantity": 0.1 + 0.2}],
+        },
+    )
+    odd = {
+        "big": 2**70,
+        "neg": -(2**63),
+        "tiny": 5e-324,
+        "huge": 1.7976931348623157e308,
+        "nested": [[{"a": [None, True, False, ""]}]],
+        "text": "\u0000\u001f\ud7ff💥",
+    }
+    d.master["customers"]["CUST-ODD"] = odd
+    d._mark("master.customers", "CUST-ODD")
+    d._flush()
+    before = (d.releases, d.release_keys.answers, d.inventory[pos], d._pending)
+    d.close()
+
+    d2 = Distributor(day_dir, drop, SimClock(START, 0.0))
+    assert d2.resumed
+    assert d2.master["customers"]["CUST-ODD"] == odd
+    assert (d2.releases, d2.release_keys.answers, d2.inventory[pos]) == before[:3]
+    assert d2.releases[answer["release_id"]]["order_id"] == 'Bäckerei "Zürich"\n\t☃'
+    assert {k: (v.at, v.kind, v.event) for k, v in d2._pending.items()} == {
+        k: (v.at, v.kind, v.event) for k, v in before[3].items()
+    }
