@@ -487,6 +487,36 @@ def delay_rows(
     }
 
 
+_DELAY_STATS = """
+SELECT now(),
+       (SELECT coalesce(json_agg(json_build_array(dc_id, n)), '[]')
+          FROM (SELECT dc_id, count(*) AS n FROM orderflow.shipment
+                 WHERE shipped_at IS NULL
+                   AND status IN ('planned', 'released', 'picked', 'packed')
+                   AND order_id <> ALL(%(ids)s) GROUP BY dc_id) o),
+       (SELECT coalesce(json_agg(json_build_array(dc_id, n)), '[]')
+          FROM (SELECT dc_id, count(*) AS n FROM orderflow.shipment
+                 WHERE shipped_at < now()
+                   AND shipped_at >= now() - make_interval(days => %(tdays)s)
+                 GROUP BY dc_id) s),
+       (SELECT coalesce(json_agg(json_build_array(carrier_id, service_code, zone, n,
+                                                  late)), '[]')
+          FROM (SELECT s.carrier_id, s.service_code, st.zone, count(*) AS n,
+                       count(*) FILTER (WHERE s.delivered_at::date > s.promised_date)
+                         AS late
+                  FROM orderflow.shipment s
+                  JOIN orderflow."order" o ON o.order_id = s.order_id
+                  LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
+                 WHERE s.delivered_at IS NOT NULL AND s.promised_date IS NOT NULL
+                   AND s.delivered_at < current_date  -- (shipment_delivered_idx)
+                   AND s.delivered_at >= current_date - %(ldays)s
+                 GROUP BY 1, 2, 3) l),
+       (SELECT coalesce(json_agg(json_build_array(dc_id, timezone, cutoff_local_time)),
+                        '[]')
+          FROM orderflow.distribution_center)
+"""
+
+
 def delay_stats(
     conn: psycopg.Connection,
     exclude_order_ids: Sequence[str],
@@ -503,34 +533,7 @@ def delay_stats(
     from datetime import time
 
     now, open_, shipped, lanes, cutoffs = conn.execute(
-        """
-        SELECT now(),
-               (SELECT coalesce(json_agg(json_build_array(dc_id, n)), '[]')
-                  FROM (SELECT dc_id, count(*) AS n FROM orderflow.shipment
-                         WHERE shipped_at IS NULL
-                           AND status IN ('planned', 'released', 'picked', 'packed')
-                           AND order_id <> ALL(%(ids)s) GROUP BY dc_id) o),
-               (SELECT coalesce(json_agg(json_build_array(dc_id, n)), '[]')
-                  FROM (SELECT dc_id, count(*) AS n FROM orderflow.shipment
-                         WHERE shipped_at < now()
-                           AND shipped_at >= now() - make_interval(days => %(tdays)s)
-                         GROUP BY dc_id) s),
-               (SELECT coalesce(json_agg(json_build_array(carrier_id, service_code, zone, n,
-                                                          late)), '[]')
-                  FROM (SELECT s.carrier_id, s.service_code, st.zone, count(*) AS n,
-                               count(*) FILTER (WHERE s.delivered_at::date > s.promised_date)
-                                 AS late
-                          FROM orderflow.shipment s
-                          JOIN orderflow."order" o ON o.order_id = s.order_id
-                          LEFT JOIN orderflow.ship_to st ON st.ship_to_id = o.ship_to_id
-                         WHERE s.delivered_at IS NOT NULL AND s.promised_date IS NOT NULL
-                           AND s.delivered_at::date < current_date
-                           AND s.delivered_at::date >= current_date - %(ldays)s
-                         GROUP BY 1, 2, 3) l),
-               (SELECT coalesce(json_agg(json_build_array(dc_id, timezone, cutoff_local_time)),
-                                '[]')
-                  FROM orderflow.distribution_center)
-        """,
+        _DELAY_STATS,
         {"ids": list(exclude_order_ids), "tdays": throughput_days, "ldays": lane_days},
     ).fetchone()
     return {

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import psycopg
 
 #: The outbox rows that wait for a person (``orderflow outbox attention`` lists them).
+#: (migration 0027's ``outbox_attention_idx`` holds exactly these rows: keep the two alike)
 OUTBOX_ATTENTION = "status IN ('dead', 'unknown') OR followup_status = 'dead'"
 #: Who an outbox row is for: its partner, else its customer, else its receiver.
 _PARTNER = "coalesce(o.payload->>'partner_id', o.payload->>'customer_id', o.target_conn_id)"

@@ -15,32 +15,16 @@ if TYPE_CHECKING:
 MESSAGES_QUARANTINED = "outcome = 'quarantined' AND NOT details ? 'replayed_as'"
 
 _DAY_COUNTS = """
-WITH touched AS (  -- orders with a status change in the day: only these can count
-    SELECT DISTINCT order_id FROM orderflow.order_event
+WITH cand AS (  -- the orders that can count: received, moved, picked or shipped in the day
+    SELECT order_id FROM orderflow."order"  -- every status: order_status_idx finds the day
+     WHERE status = ANY(%(statuses)s) AND received_at >= %(start)s AND received_at < %(end)s
+    UNION
+    SELECT order_id FROM orderflow.order_event
      WHERE occurred_at >= %(start)s AND occurred_at < %(end)s
-), ev AS (
-    SELECT e.order_id,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')  AS released_at,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'INVOICED')  AS invoiced_at,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'CANCELLED') AS cancelled_at,
-           min(e.occurred_at) FILTER (WHERE e.to_status = 'REJECTED')  AS rejected_at,
-           bool_or(e.to_status = 'ON_HOLD' AND e.occurred_at >= %(start)s
-                   AND e.occurred_at < %(end)s)                        AS held
-      FROM orderflow.order_event e JOIN touched USING (order_id)
-     GROUP BY e.order_id
-), moved AS (  -- orders with a shipment picked or shipped in the day
-    SELECT DISTINCT order_id FROM orderflow.shipment
-     WHERE (picked_at >= %(start)s AND picked_at < %(end)s)
-        OR (shipped_at >= %(start)s AND shipped_at < %(end)s)
-), ship AS (  -- as order_fact: the last shipment of the current release decides
-    SELECT s.order_id,
-           CASE WHEN bool_and(s.picked_at IS NOT NULL) THEN max(s.picked_at) END   AS picked_at,
-           CASE WHEN bool_and(s.shipped_at IS NOT NULL) THEN max(s.shipped_at) END AS shipped_at
-      FROM orderflow.shipment s
-      JOIN moved USING (order_id)
-      JOIN orderflow."order" o ON o.order_id = s.order_id
-                              AND s.release_version = o.release_version
-     GROUP BY s.order_id
+    UNION
+    SELECT order_id FROM orderflow.shipment WHERE picked_at >= %(start)s AND picked_at < %(end)s
+    UNION
+    SELECT order_id FROM orderflow.shipment WHERE shipped_at >= %(start)s AND shipped_at < %(end)s
 )
 SELECT o.channel,
        count(*) FILTER (WHERE o.parent_order_id IS NULL
@@ -52,31 +36,48 @@ SELECT o.channel,
        count(*) FILTER (WHERE ev.invoiced_at >= %(start)s AND ev.invoiced_at < %(end)s),
        count(*) FILTER (WHERE ev.cancelled_at >= %(start)s AND ev.cancelled_at < %(end)s),
        count(*) FILTER (WHERE ev.rejected_at >= %(start)s AND ev.rejected_at < %(end)s)
-  FROM orderflow."order" o
-  LEFT JOIN ev USING (order_id)
-  LEFT JOIN ship USING (order_id)
- WHERE (o.received_at >= %(start)s AND o.received_at < %(end)s)
-    OR ev.order_id IS NOT NULL OR ship.order_id IS NOT NULL
+  FROM orderflow."order" o  -- by order_pkey (a join would be planned for the UNION's estimate)
+ CROSS JOIN LATERAL (  -- per order, through order_event_order_idx
+    SELECT min(e.occurred_at) FILTER (WHERE e.to_status = 'RELEASED')  AS released_at,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'INVOICED')  AS invoiced_at,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'CANCELLED') AS cancelled_at,
+           min(e.occurred_at) FILTER (WHERE e.to_status = 'REJECTED')  AS rejected_at,
+           bool_or(e.to_status = 'ON_HOLD' AND e.occurred_at >= %(start)s
+                   AND e.occurred_at < %(end)s)                        AS held
+      FROM orderflow.order_event e WHERE e.order_id = o.order_id
+ ) ev
+ CROSS JOIN LATERAL (  -- as order_fact: the last shipment of the current release decides
+    SELECT CASE WHEN bool_and(s.picked_at IS NOT NULL) THEN max(s.picked_at) END   AS picked_at,
+           CASE WHEN bool_and(s.shipped_at IS NOT NULL) THEN max(s.shipped_at) END AS shipped_at
+      FROM orderflow.shipment s
+     WHERE s.order_id = o.order_id AND s.release_version = o.release_version
+ ) ship
+ WHERE o.order_id = ANY(ARRAY(SELECT order_id FROM cand))
  GROUP BY o.channel
 """
+
+_STAMPED_AFTER = """
+SELECT count(*), min(at)
+  FROM (SELECT picked_at FROM orderflow.shipment WHERE picked_at > %(after)s
+        UNION ALL
+        SELECT shipped_at FROM orderflow.shipment WHERE shipped_at > %(after)s) AS m(at)
+"""
+
+_QUARANTINED_EVENTS = "SELECT count(*) FROM orderflow.fulfilment_event WHERE status = 'quarantined'"
 
 
 def day_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> list[tuple]:
     """(channel, received, held, released, picked, shipped, invoiced, cancelled, rejected)
     per channel with any order that reached a milestone in [start, end)."""
-    return conn.execute(_DAY_COUNTS, {"start": start, "end": end}).fetchall()
+    from orderflow.domain.lifecycle import OrderStatus
+
+    statuses = [str(s) for s in OrderStatus]
+    return conn.execute(_DAY_COUNTS, {"start": start, "end": end, "statuses": statuses}).fetchall()
 
 
 def stamped_after(conn: psycopg.Connection, after: datetime) -> tuple[int, datetime | None]:
     """Shipments' picked / shipped times later than ``after``: how many, and the earliest."""
-    return conn.execute(
-        """
-        SELECT count(*), min(at)
-          FROM orderflow.shipment s, LATERAL (VALUES (s.picked_at), (s.shipped_at)) AS m(at)
-         WHERE at > %s
-        """,
-        (after,),
-    ).fetchone()
+    return conn.execute(_STAMPED_AFTER, {"after": after}).fetchone()
 
 
 def quarantined_messages(conn: psycopg.Connection) -> dict[str, int]:
@@ -91,9 +92,7 @@ def quarantined_messages(conn: psycopg.Connection) -> dict[str, int]:
 
 def quarantined_events(conn: psycopg.Connection) -> int:
     """Quarantined fulfilment events."""
-    return conn.execute(
-        "SELECT count(*) FROM orderflow.fulfilment_event WHERE status = 'quarantined'"
-    ).fetchone()[0]
+    return conn.execute(_QUARANTINED_EVENTS).fetchone()[0]
 
 
 def messages_by_outcome(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
