@@ -33,26 +33,29 @@ def refresh_facts(conn: psycopg.Connection) -> None:
     conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY orderflow.order_fact")
 
 
+def aggregate_sql(kpi: KpiSql, dim: str) -> str:
+    """The statement of :func:`aggregate` for one dimension (``all`` or a column of the
+    KPI's source); parameters: the grain, then ``since``."""
+    num = f"count(*) FILTER (WHERE {kpi.numerator})" if kpi.numerator else "NULL::bigint"
+    label = "'all'" if dim == "all" else f"'{dim}=' || coalesce({dim}::text, 'none')"
+    return f"""
+            SELECT date_trunc(%s, {kpi.anchor}) AS period, {label} AS dimension,
+                   {kpi.value} AS value, {num} AS numerator, count(*) AS denominator
+              FROM {kpi.source} src
+             WHERE {kpi.anchor} >= %s AND ({kpi.population})
+             GROUP BY 1, 2
+            """
+
+
 def aggregate(
     conn: psycopg.Connection, kpi: KpiSql, grain: str, since: datetime
 ) -> list[tuple[datetime, str, Any, Any, Any]]:
     """(period_start, dimension, value, numerator, denominator) per ``grain`` period since
     ``since``, for ``all`` and per value of each dimension."""
     assert grain in ("hour", "day")
-    num = f"count(*) FILTER (WHERE {kpi.numerator})" if kpi.numerator else "NULL::bigint"
     rows = []
     for dim in ("all", *kpi.dims):
-        label = "'all'" if dim == "all" else f"'{dim}=' || coalesce({dim}::text, 'none')"
-        rows += conn.execute(
-            f"""
-            SELECT date_trunc(%s, {kpi.anchor}) AS period, {label} AS dimension,
-                   {kpi.value} AS value, {num} AS numerator, count(*) AS denominator
-              FROM {kpi.source} src
-             WHERE {kpi.anchor} >= %s AND ({kpi.population})
-             GROUP BY 1, 2
-            """,
-            (grain, since),
-        ).fetchall()
+        rows += conn.execute(aggregate_sql(kpi, dim), (grain, since)).fetchall()
     return rows
 
 
